@@ -1,0 +1,66 @@
+"""Which database to use, and how each driver wants its URL.
+
+Selection order (DESIGN.md): `--database-url`, else WAREHOUSE_DATABASE_URL, else the config file's
+`[database] url`, else the embedded PostgreSQL in the data directory (started on demand).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import platformdirs
+
+from warehouse.store.embedded import EmbeddedPostgres
+
+ENV_URL = "WAREHOUSE_DATABASE_URL"
+ENV_DATA_DIR = "WAREHOUSE_DATA_DIR"
+
+_SCHEME = re.compile(r"^(postgres|postgresql)(\+[a-z0-9_]+)?://", re.IGNORECASE)
+
+
+def data_dir() -> Path:
+    """Where the embedded server, the spool and default exports live (per user)."""
+    configured = os.environ.get(ENV_DATA_DIR)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return platformdirs.user_data_path("odds-warehouse")
+
+
+def embedded_server() -> EmbeddedPostgres:
+    return EmbeddedPostgres(data_dir() / "postgres")
+
+
+def configured_database_url(cli_url: str | None = None, config_url: str | None = None) -> str | None:
+    """The external database the user asked for, or None for the embedded one."""
+    for url in (cli_url, os.environ.get(ENV_URL), config_url):
+        if url and url.strip():
+            return normalise_url(url.strip())
+    return None
+
+
+def resolve_database_url(cli_url: str | None = None, config_url: str | None = None) -> str:
+    """The URL of the database in use, starting the embedded server if that is the one."""
+    return configured_database_url(cli_url, config_url) or embedded_server().ensure_running()
+
+
+def normalise_url(url: str) -> str:
+    """Accept libpq URLs and SQLAlchemy-style `postgresql+driver://` ones; return a libpq URL."""
+    match = _SCHEME.match(url)
+    if not match:
+        raise ValueError(
+            f"database URL must start with postgresql:// (got {redact_url(url)!r}); "
+            "example: postgresql://user@host:5432/odds"
+        )
+    return "postgresql://" + url[match.end():]
+
+
+def sqlalchemy_url(url: str) -> str:
+    """SQLAlchemy URL using the psycopg (v3) driver, for migrations and reporting queries."""
+    return "postgresql+psycopg://" + normalise_url(url).removeprefix("postgresql://")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    return re.sub(r"(://[^:/@?]+):[^@/?]*@", r"\1:***@", url)
