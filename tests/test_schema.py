@@ -1,0 +1,145 @@
+"""Migrations, the append-only guarantees and the roles, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, pool
+
+from tests.conftest import query
+from warehouse.store import migrate, tables
+from warehouse.store.database import sqlalchemy_url
+
+ROOT = Path(__file__).resolve().parent.parent
+DESIGN_TABLES = {
+    "raw_messages", "price_ticks", "market_changes", "fixture_changes", "score_changes", "order_changes",
+    "bet_changes", "account_changes", "emergency_events", "collector_events", "quarantine", "export_runs",
+}
+
+
+def test_every_design_table_and_the_candle_view_exist(db_url: str) -> None:
+    names = {r[0] for r in query(db_url, "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p', 'v', 'm')")}
+    assert DESIGN_TABLES <= names
+    assert {"price_candles_1m", "ingest_batches", "warehouse_meta"} <= names
+    assert set(tables.APPEND_ONLY_TABLES) == DESIGN_TABLES
+
+
+def test_fact_tables_are_partitioned_by_day_with_a_default(db_url: str) -> None:
+    assert query(db_url, "SELECT value FROM warehouse_meta WHERE key = 'storage'") == [("native",)]
+    today = datetime.now(UTC).date()
+    for table in tables.FACT_TABLES:
+        parts = {r[0] for r in query(db_url, "SELECT inhrelid::regclass::text FROM pg_inherits"
+                                             " WHERE inhparent = %s::regclass", table)}
+        assert f"{table}_default" in parts
+        for ahead in range(3):
+            assert f"{table}_p{(today + timedelta(days=ahead)):%Y%m%d}" in parts
+
+
+def test_migrated_schema_matches_the_sqlalchemy_tables(db_url: str) -> None:
+    engine = create_engine(sqlalchemy_url(db_url), poolclass=pool.NullPool)
+    known = set(tables.metadata.tables)
+
+    def include(obj, name, type_, reflected, compare_to):  # partitions and views are not in metadata
+        return type_ != "table" or name in known
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_object": include})
+        diff = compare_metadata(context, tables.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+@pytest.mark.parametrize("table", tables.APPEND_ONLY_TABLES)
+def test_update_delete_truncate_are_rejected(db_url: str, table: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # DELETE that matches no row, UPDATE of nothing, TRUNCATE: all refused, even on an empty table.
+        for statement in (f"UPDATE {table} SET source = source" if table != "export_runs"
+                          else "UPDATE export_runs SET rows = rows",
+                          f"DELETE FROM {table}", f"TRUNCATE {table}"):
+            with pytest.raises(psycopg.errors.RestrictViolation, match=f"{table}.* is append-only"):
+                conn.execute(statement)
+
+
+def test_rows_in_a_partition_cannot_be_changed_through_the_partition(db_url: str) -> None:
+    now = datetime.now(UTC)
+    partition = f"price_ticks_p{now:%Y%m%d}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id, price)"
+                     " VALUES (%s, 's', 'f', 'm', 'o', 1.5)", (now,))
+        for statement in (f"UPDATE {partition} SET price = 2", f"DELETE FROM {partition}", f"TRUNCATE {partition}",
+                          "DELETE FROM price_ticks_default", "TRUNCATE price_ticks_default"):
+            with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
+                conn.execute(statement)
+        assert conn.execute("SELECT price FROM price_ticks").fetchall() == [(1.5,)]
+
+
+def test_writer_role_inserts_but_cannot_update_and_reader_cannot_insert(db_url: str) -> None:
+    insert = ("INSERT INTO collector_events (received_at, source, event) VALUES (now(), 'x', 'connect')")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET ROLE warehouse_writer")
+        conn.execute(insert)
+        conn.execute("SELECT warehouse_ensure_partitions(current_date + 10, 1)")  # DDL via the definer function
+        conn.execute("SELECT nextval('raw_messages_id_seq')")
+        assert conn.execute("SELECT count(*) FROM collector_events").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE collector_events SET source = 'y'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM price_ticks")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE sneaky (x int)")
+        conn.execute("RESET ROLE")
+        conn.execute("SET ROLE warehouse_reader")
+        assert conn.execute("SELECT count(*) FROM collector_events").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM price_candles_1m").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(insert)
+
+
+def test_candle_view_gives_open_high_low_close_per_minute(db_url: str) -> None:
+    base = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    prices = [(0, 2.0), (10, 2.4), (20, 1.9), (50, 2.1), (61, 3.0)]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for seconds, price in prices:
+            conn.execute(
+                "INSERT INTO price_ticks (received_at, source, bookmaker, fixture_id, market_id, outcome_id, price)"
+                " VALUES (%s, 's', 'b', 'f', 'm', 'o', %s)", (base + timedelta(seconds=seconds), price),
+            )
+        rows = conn.execute("SELECT bucket, open, high, low, close, ticks FROM price_candles_1m"
+                            " ORDER BY bucket").fetchall()
+    assert rows == [(base, 2.0, 2.4, 1.9, 2.1, 4), (base + timedelta(minutes=1), 3.0, 3.0, 3.0, 3.0, 1)]
+
+
+def test_downgrade_to_base_then_upgrade_again(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url)
+    assert migrate.current_revision(empty_db_url) == "0001"
+    migrate.downgrade(empty_db_url, "base")
+    assert migrate.current_revision(empty_db_url) is None
+    left = query(empty_db_url, "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                               " WHERE n.nspname = 'public' AND relname NOT LIKE 'alembic_version%'")
+    assert left == []
+    assert query(empty_db_url, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'warehouse_%'") == [(0,)]
+    migrate.upgrade(empty_db_url)
+    assert migrate.current_revision(empty_db_url) == "0001"
+
+
+def test_plain_alembic_command_uses_the_configured_database(empty_db_url: str) -> None:
+    env = dict(os.environ, WAREHOUSE_DATABASE_URL=empty_db_url)
+    result = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert migrate.current_revision(empty_db_url) == "0001"
+
+
+def test_forcing_timescaledb_on_a_server_without_it_fails_clearly(empty_db_url: str, monkeypatch) -> None:
+    monkeypatch.setenv("WAREHOUSE_TIMESCALEDB", "require")
+    with pytest.raises(RuntimeError, match="does not offer a preloaded timescaledb"):
+        migrate.upgrade(empty_db_url)
+    assert migrate.current_revision(empty_db_url) is None

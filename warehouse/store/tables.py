@@ -1,0 +1,218 @@
+"""SQLAlchemy Core definitions of every table: what SQL users query.
+
+The migrations in `migrations/versions` create these (plus partitions or hypertables, triggers,
+roles and views); `tests/test_schema.py` checks that the migrated database and this module agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    Sequence,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+
+metadata = MetaData()
+
+TZ = TIMESTAMP(timezone=True)
+
+# Raw ids come from a sequence that hands out blocks of this many ids per nextval(), so the
+# writer reserves ids for a whole batch in a handful of calls (see store/writer.py).
+RAW_ID_BLOCK = 1000
+raw_id_seq = Sequence("raw_messages_id_seq", increment=RAW_ID_BLOCK, metadata=metadata)
+
+
+def _fact(name: str, *columns: Column, linked: bool = True, lookups: tuple[tuple[str, ...], ...] = ()) -> Table:
+    """A fact table: received_at + source first, raw_id when derived from a frame, then columns."""
+    common = [Column("received_at", TZ, nullable=False), Column("source", Text, nullable=False)]
+    if linked:
+        common.append(Column("raw_id", BigInteger))
+    indexes = [Index(f"{name}_received_at_brin", "received_at", postgresql_using="brin")]
+    indexes += [Index(f"{name}_{'_'.join(cols)}_idx", *cols) for cols in lookups]
+    return Table(name, metadata, *common, *columns, *indexes, postgresql_partition_by="RANGE (received_at)")
+
+
+raw_messages = _fact(
+    "raw_messages",
+    Column("id", BigInteger, raw_id_seq, server_default=raw_id_seq.next_value(), nullable=False),
+    Column("connection_id", UUID(as_uuid=True), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("event_id", Text),
+    Column("kind", Text, nullable=False),
+    Column("payload", JSONB),
+    linked=False,
+    lookups=(("id",), ("source", "received_at")),
+)
+
+price_ticks = _fact(
+    "price_ticks",
+    Column("source_ts", TZ),
+    Column("bookmaker", Text),
+    Column("fixture_id", Text, nullable=False),
+    Column("market_id", Text, nullable=False),
+    Column("outcome_id", Text, nullable=False),
+    Column("player_id", Text),
+    Column("line", Numeric),
+    Column("side", Text),
+    Column("price", Float),
+    Column("active", Boolean),
+    Column("status", Text),
+    Column("max_stake", Numeric),
+    Column("attrs", JSONB),
+    lookups=(("fixture_id", "market_id", "outcome_id", "received_at"),),
+)
+
+market_changes = _fact(
+    "market_changes",
+    Column("source_ts", TZ),
+    Column("bookmaker", Text),
+    Column("fixture_id", Text, nullable=False),
+    Column("market_id", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("status", Text),
+    Column("attrs", JSONB),
+    lookups=(("fixture_id", "market_id", "received_at"),),
+)
+
+fixture_changes = _fact(
+    "fixture_changes",
+    Column("source_ts", TZ),
+    Column("fixture_id", Text, nullable=False),
+    Column("bookmaker", Text),
+    Column("action", Text, nullable=False),
+    Column("start_time", TZ),
+    Column("status", Text),
+    Column("changes", JSONB),
+    lookups=(("fixture_id", "received_at"),),
+)
+
+score_changes = _fact(
+    "score_changes",
+    Column("source_ts", TZ),
+    Column("fixture_id", Text, nullable=False),
+    Column("period", Text),
+    Column("home_score", Integer),
+    Column("away_score", Integer),
+    Column("minute", Integer),
+    Column("live", Boolean),
+    Column("status", Text),
+    Column("attrs", JSONB),
+    lookups=(("fixture_id", "received_at"),),
+)
+
+order_changes = _fact(
+    "order_changes",
+    Column("source_ts", TZ),
+    Column("event", Text, nullable=False),
+    Column("order_id", Text),
+    Column("fixture_id", Text),
+    Column("outcome_id", Text),
+    Column("exchange", Text),
+    Column("exchange_order_id", Text),
+    Column("order_status", Text),
+    Column("matched_status", Text),
+    Column("price", Numeric),
+    Column("stake", Numeric),
+    Column("matched_stake", Numeric),
+    Column("payload", JSONB),
+    Column("old", JSONB),
+    lookups=(("order_id", "received_at"), ("fixture_id", "received_at")),
+)
+
+bet_changes = _fact(
+    "bet_changes",
+    Column("source_ts", TZ),
+    Column("event", Text, nullable=False),
+    Column("bet_id", Text),
+    Column("order_id", Text),
+    Column("bookmaker", Text),
+    Column("bet_status", Text),
+    Column("price", Numeric),
+    Column("stake", Numeric),
+    Column("payload", JSONB),
+    Column("old", JSONB),
+    lookups=(("bet_id", "received_at"), ("order_id", "received_at")),
+)
+
+account_changes = _fact(
+    "account_changes",
+    Column("source_ts", TZ),
+    Column("event", Text, nullable=False),
+    Column("account_id", Text),
+    Column("payload", JSONB),
+    Column("old", JSONB),
+    lookups=(("account_id", "received_at"),),
+)
+
+emergency_events = _fact(
+    "emergency_events",
+    Column("source_ts", TZ),
+    Column("emergency", Boolean),
+    Column("reason", Text),
+    Column("payload", JSONB),
+)
+
+collector_events = _fact(
+    "collector_events",
+    Column("connection_id", UUID(as_uuid=True)),
+    Column("event", Text, nullable=False),
+    Column("detail", JSONB),
+    lookups=(("source", "received_at"),),
+)
+
+quarantine = _fact(
+    "quarantine",
+    Column("connection_id", UUID(as_uuid=True)),
+    Column("reason", Text, nullable=False),
+    Column("frame", Text),
+    lookups=(("source", "received_at"),),
+)
+
+export_runs = Table(
+    "export_runs",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("table_name", Text, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("started_at", TZ, nullable=False),
+    Column("finished_at", TZ, nullable=False),
+    Index("export_runs_table_name_day_idx", "table_name", "day"),
+)
+
+# Bookkeeping, not facts: one row per committed writer transaction, so that a batch whose
+# COMMIT was cut off by an outage can be replayed from the spool without being stored twice.
+ingest_batches = Table(
+    "ingest_batches",
+    metadata,
+    Column("batch_id", UUID(as_uuid=True), primary_key=True),
+    Column("committed_at", TZ, nullable=False, server_default=text("now()")),
+    Column("frames", Integer, nullable=False),
+    Column("rows", Integer, nullable=False),
+)
+
+warehouse_meta = Table(
+    "warehouse_meta",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Append-only tables: every one gets the triggers that reject UPDATE, DELETE and TRUNCATE.
+FACT_TABLES: tuple[str, ...] = tuple(
+    t.name for t in metadata.sorted_tables if "received_at" in t.c
+)
+APPEND_ONLY_TABLES: tuple[str, ...] = (*FACT_TABLES, "export_runs")
