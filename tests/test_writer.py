@@ -1,0 +1,264 @@
+"""The writer against a real PostgreSQL: values, order, bad input, backpressure, partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+
+from tests.conftest import query
+from warehouse.records import (
+    TABLE_OF,
+    AccountChange,
+    BetChange,
+    CollectorEvent,
+    EmergencyEvent,
+    ExportRun,
+    FixtureChange,
+    MarketChange,
+    OrderChange,
+    PriceTick,
+    Quarantine,
+    RawMessage,
+    ScoreChange,
+)
+from warehouse.store.writer import Writer, WriterSettings
+
+T0 = datetime(2026, 11, 21, 10, 30, 0, 123456, tzinfo=UTC)
+CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-111111111111")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def settings(spool_dir: Path, **overrides) -> WriterSettings:
+    return WriterSettings(spool_dir=spool_dir, **overrides)
+
+
+def raw(seq: int, payload: bytes | None = b'{"k": 1}', at: datetime = T0, source: str = "oddspapi") -> RawMessage:
+    return RawMessage(at, source, CONN, seq, "price", payload, event_id=f"e{seq}")
+
+
+def sample_records(at: datetime) -> list:
+    """One record of every type, with values that catch lossy round trips."""
+    return [
+        PriceTick(at, "oddspapi", "starcasino.be", "id1100097561092987", "111", "111", 1.345, player_id="0",
+                  line=Decimal("-0.25"), side="back", active=True, status="1", max_stake=Decimal("1500.50"),
+                  source_ts=at - timedelta(microseconds=7), attrs={"bookmakerOutcomeId": "2535416646",
+                                                                   "exchangeMeta": {}, "betslip": None}),
+        MarketChange(at, "saba", "38255274", "274175476", "change", bookmaker="saba", status="suspend",
+                     source_ts=None, attrs={"maxBet": 500.0, "isLive": True}),
+        FixtureChange(at, "oddspapi", "id2704726161008023", "change", bookmaker=None,
+                      start_time=datetime(2026, 11, 22, 18, 0, tzinfo=UTC), status="1",
+                      source_ts=at, changes={"statusId": 1, "seasonId": None}),
+        ScoreChange(at, "mm", "id1000000861624412", period="下半场", home_score=2, away_score=1, minute=67,
+                    live=True, status="1", attrs={"period1Home": 1}),
+        OrderChange(at, "mm", "UPDATE", "123", fixture_id="id1000000861624412", outcome_id="161",
+                    exchange="polymarket", exchange_order_id="0x1a2b3c", order_status="FILLED",
+                    matched_status="FULLY_MATCHED", price=Decimal("0.45"), stake=Decimal("100.0"),
+                    matched_stake=Decimal("100.0"), source_ts=at,
+                    payload={"orderId": 123, "orderStatus": "FILLED"}, old={"matchedStake": 0}),
+        BetChange(at, "mm", "INSERT", "456", order_id="123", bookmaker="vertex", bet_status="placed",
+                  price=Decimal("1.808"), stake=Decimal("100.0"), payload={"receivedData": {"status": "U"}}),
+        AccountChange(at, "mm", "UPDATE", account_id="acc-7", payload={"balance": 1234.5}, old={"balance": 1000}),
+        EmergencyEvent(at, "mm", True, reason="手动触发", source_ts=at, payload={"emergency": True}),
+        CollectorEvent(at, "mm", CONN, "connect", {"url": "wss://example/ws?apiKey=***"}),
+        Quarantine(at, "ckex", CONN, "not JSON: Expecting value", "{oops"),
+    ]
+
+
+def test_every_record_type_round_trips_unchanged(db_url: str, spool_dir: Path) -> None:
+    records = sample_records(T0)
+    export = ExportRun("price_ticks", date(2026, 11, 20), 42, "exports/price_ticks/day=2026-11-20", "ab" * 32,
+                       T0, T0 + timedelta(seconds=3))
+
+    async def main() -> None:
+        async with Writer(db_url, settings(spool_dir)) as writer:
+            await writer.put(raw(1, b'{"fixtureId": "id1", "price": 1.345, "nested": {"a": [1, null]}}'), records)
+            await writer.put(None, [export])
+
+    run(main())
+    (raw_id, payload, seq, event_id, conn_id, received_at), = query(
+        db_url, "SELECT id, payload, seq, event_id, connection_id, received_at FROM raw_messages")
+    assert payload == {"fixtureId": "id1", "price": 1.345, "nested": {"a": [1, None]}}
+    assert (seq, event_id, conn_id, received_at) == (1, "e1", CONN, T0)
+    for record in records:
+        table = TABLE_OF[type(record)]
+        columns = ", ".join(record._fields)
+        rows = query(db_url, f"SELECT raw_id, {columns} FROM {table}")
+        assert rows == [(raw_id, *record)], table
+    assert query(db_url, f"SELECT {', '.join(ExportRun._fields)} FROM export_runs") == [tuple(export)]
+    assert query(db_url, "SELECT frames, rows FROM ingest_batches") == [(1, 11)]
+
+
+def test_order_is_kept_and_every_frame_lands_once(db_url: str, spool_dir: Path) -> None:
+    async def producer(writer: Writer, source: str) -> None:
+        for seq in range(3000):
+            tick = PriceTick(T0, source, "b", "f", "m", str(seq % 3), 1.5 + seq / 1000)
+            await writer.put(raw(seq, source=source), [tick])
+
+    async def main() -> None:
+        async with Writer(db_url, settings(spool_dir, batch_rows=500)) as writer:
+            await asyncio.gather(producer(writer, "a"), producer(writer, "b"))
+
+    run(main())
+    for source in ("a", "b"):
+        seqs = [r[0] for r in query(db_url, "SELECT seq FROM raw_messages WHERE source = %s ORDER BY id", source)]
+        assert seqs == list(range(3000))
+        linked = query(db_url, "SELECT count(*) FROM price_ticks p JOIN raw_messages r ON r.id = p.raw_id"
+                               " WHERE p.source = %s AND r.source = %s", source, source)
+        assert linked == [(3000,)]
+
+
+def test_a_record_of_the_wrong_type_is_refused_without_poisoning_its_batch(
+    db_url: str, spool_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = [PriceTick(T0, "saba", "b", "f", "m", str(i), 2.0) for i in range(50)]
+    bad = PriceTick(T0, "saba", "b", "f", "m", "x", "2.10")  # price as a string: a parser bug upstream
+
+    async def main() -> Writer:
+        async with Writer(db_url, settings(spool_dir, flush_interval=0.5)) as writer:
+            for i, tick in enumerate(good[:25]):
+                await writer.put(raw(i, source="saba"), [tick])
+            await writer.put(raw(99, source="saba"), [bad])
+            for i, tick in enumerate(good[25:], 25):
+                await writer.put(raw(i, source="saba"), [tick])
+        return writer
+
+    with caplog.at_level(logging.ERROR, logger="warehouse.writer"):
+        writer = run(main())
+    assert writer.stats.refused == 1 and writer.stats.dropped == 0
+    assert query(db_url, "SELECT count(*) FROM price_ticks") == [(50,)]
+    assert query(db_url, "SELECT count(*) FROM price_ticks WHERE outcome_id = 'x'") == [(0,)]
+    # the frame is still stored, and the quarantine row says what was wrong and points at it
+    (reason, frame, raw_seq), = query(db_url, "SELECT q.reason, q.frame, r.seq FROM quarantine q"
+                                              " JOIN raw_messages r ON r.id = q.raw_id")
+    assert raw_seq == 99 and frame == '{"k": 1}'
+    assert reason.startswith("PriceTick refused: TypeError") and "\n" not in reason
+    assert query(db_url, "SELECT count(*) FROM raw_messages") == [(51,)]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "PriceTick refused" in errors[0] and "saba" in errors[0]
+
+
+def test_a_frame_postgres_cannot_store_is_kept_with_a_null_payload(db_url: str, spool_dir: Path) -> None:
+    async def main() -> None:
+        async with Writer(db_url, settings(spool_dir)) as writer:
+            await writer.put(raw(1, b'{"name": "a\\u0000b"}'), [])  # jsonb refuses \u0000
+            await writer.put(raw(2), [])
+
+    run(main())
+    assert query(db_url, "SELECT seq, payload FROM raw_messages ORDER BY seq") == [(1, None), (2, {"k": 1})]
+    (frame,), = query(db_url, "SELECT frame FROM quarantine")
+    assert frame == '{"name": "a\\u0000b"}'
+
+
+def test_something_that_is_not_a_record_is_refused(db_url: str, spool_dir: Path) -> None:
+    async def main() -> None:
+        async with Writer(db_url, settings(spool_dir)) as writer:
+            await writer.put(raw(1), [{"price": 1.5}])  # a dict instead of a record
+
+    run(main())
+    assert query(db_url, "SELECT count(*) FROM raw_messages") == [(1,)]
+    (reason,), = query(db_url, "SELECT reason FROM quarantine")
+    assert "not a record type: dict" in reason
+
+
+def test_a_full_queue_makes_producers_wait_instead_of_growing(db_url: str, spool_dir: Path) -> None:
+    async def main() -> None:
+        async with Writer(db_url, settings(spool_dir, queue_units=10, batch_rows=4)) as writer:
+            with psycopg.connect(db_url) as blocker:  # hold a lock the writer's COPY must wait for
+                blocker.execute("LOCK TABLE raw_messages IN ACCESS EXCLUSIVE MODE")
+                for seq in range(30):
+                    try:
+                        await asyncio.wait_for(writer.put(raw(seq), []), 0.5)
+                    except TimeoutError:
+                        break
+                assert 10 <= seq < 30, "put() should block once the queue is full"
+                assert writer.queued == 10
+                blocker.rollback()
+            await writer.put(raw(seq), [])
+            for rest in range(seq + 1, 30):
+                await writer.put(raw(rest), [])
+
+    run(main())
+    assert query(db_url, "SELECT count(*), count(DISTINCT seq) FROM raw_messages") == [(30, 30)]
+
+
+def test_close_flushes_everything(db_url: str, spool_dir: Path) -> None:
+    async def main() -> None:
+        writer = await Writer(db_url, settings(spool_dir, flush_interval=10, batch_rows=10**6)).start()
+        for seq in range(1000):
+            await writer.put(raw(seq), [])
+        await writer.close()
+
+    run(main())
+    assert query(db_url, "SELECT count(*) FROM raw_messages") == [(1000,)]
+
+
+def test_rows_land_in_daily_partitions_around_midnight_and_in_the_default_far_away(
+    db_url: str, spool_dir: Path
+) -> None:
+    midnight = datetime.combine(datetime.now(UTC).date() + timedelta(days=1), datetime.min.time(), UTC)
+    times = {
+        "before": midnight - timedelta(microseconds=1),
+        "at": midnight,
+        "past": datetime(1970, 1, 1, tzinfo=UTC),
+        "future": datetime(2200, 6, 1, tzinfo=UTC),
+    }
+
+    async def main() -> None:
+        async with Writer(db_url, settings(spool_dir)) as writer:
+            for i, (label, at) in enumerate(times.items()):
+                await writer.put(raw(i, at=at), [CollectorEvent(at, "oddspapi", CONN, label)])
+
+    run(main())
+    rows = dict(query(db_url, "SELECT event, tableoid::regclass::text FROM collector_events"))
+    assert rows["before"] == f"collector_events_p{midnight - timedelta(days=1):%Y%m%d}"
+    assert rows["at"] == f"collector_events_p{midnight:%Y%m%d}"
+    assert rows["past"] == rows["future"] == "collector_events_default"
+    received = dict(query(db_url, "SELECT event, received_at FROM collector_events"))
+    assert received == times
+
+
+def test_a_partition_for_a_day_already_in_the_default_is_skipped_not_an_error(db_url: str) -> None:
+    far = datetime(2031, 1, 1, 12, tzinfo=UTC)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO quarantine (received_at, source, reason) VALUES (%s, 's', 'r')", (far,))
+        created = conn.execute("SELECT warehouse_ensure_partitions('2031-01-01', 1)").fetchone()[0]
+        assert created == 10  # every fact table but quarantine, whose default already holds that day
+        assert conn.execute("SELECT tableoid::regclass::text FROM quarantine").fetchall() == [("quarantine_default",)]
+
+
+def test_writer_works_as_the_insert_only_role(db_url: str, spool_dir: Path, pg_server) -> None:
+    role_url = db_url.replace("postgres@", "owh_test_writer@")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE owh_test_writer LOGIN IN ROLE warehouse_writer;"
+                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+
+    async def main() -> Writer:
+        async with Writer(role_url, settings(spool_dir)) as writer:
+            await writer.put(raw(1), sample_records(T0))
+        return writer
+
+    writer = run(main())
+    assert writer.stats.frames == 1 and writer.stats.refused == 0
+    assert query(db_url, "SELECT count(*) FROM quarantine") == [(1,)]  # the sample's own quarantine row
+
+
+def test_unique_connection_ids_are_kept_as_uuids(db_url: str, spool_dir: Path) -> None:
+    ids = [uuid4() for _ in range(3)]
+
+    async def main() -> None:
+        async with Writer(db_url, settings(spool_dir)) as writer:
+            for i, cid in enumerate(ids):
+                await writer.put(raw(i)._replace(connection_id=cid), [])
+
+    run(main())
+    assert [r[0] for r in query(db_url, "SELECT connection_id FROM raw_messages ORDER BY seq")] == ids

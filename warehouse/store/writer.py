@@ -1,0 +1,517 @@
+"""The writer: records from any number of producers → batched COPY transactions → PostgreSQL.
+
+A *unit* is one raw frame plus the records derived from it (or records with no frame, such as a
+collector event). Units travel through one bounded queue, so order is kept (per connection and
+overall) and producers wait when the database falls behind instead of memory growing.
+
+Each batch is one transaction: raw frames (with ids reserved from a block sequence), then the
+derived rows pointing at them, then a row in `ingest_batches` carrying the batch id.
+
+Failure handling, by kind:
+- *Data problems* (a record of the wrong type, text PostgreSQL refuses): the batch is bisected
+  until the bad unit is alone; the others commit, the bad unit's records are refused with a
+  one-line error and a `quarantine` row (its raw frame is still stored), nothing else is lost.
+- *Everything else* (connection lost, server shutting down, permission or schema errors): the
+  batch goes to the on-disk spool, as does every later batch until the spool has been replayed,
+  in order. Batch ids make the replay exactly-once: an id already in `ingest_batches` is skipped,
+  and the halves of a bisected batch get ids derived from their parent, so a replay bisects the
+  same way and skips the halves that had committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4, uuid5
+
+import asyncpg
+import orjson
+
+from warehouse.records import (
+    EVENT_DROPPED,
+    TABLE_OF,
+    UNLINKED,
+    CollectorEvent,
+    Quarantine,
+    RawMessage,
+    Record,
+)
+from warehouse.store.spool import Spool, Unit
+from warehouse.store.tables import RAW_ID_BLOCK
+
+log = logging.getLogger("warehouse.writer")
+
+RAW_COLUMNS = ("id", *RawMessage._fields)
+_COLUMNS = {cls: (cls._fields if cls in UNLINKED else ("raw_id", *cls._fields)) for cls in TABLE_OF}
+
+# Errors that mean "this data cannot be stored as it is", as opposed to "the database is not
+# available right now". Client-side encoding raises TypeError/ValueError/OverflowError.
+DATA_ERRORS = (
+    TypeError, ValueError, OverflowError,
+    asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError,
+)
+
+
+class WriterClosedError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    batch_rows: int = 5000  # flush once this many rows (frames + derived) are waiting...
+    flush_interval: float = 0.025  # ...or this many seconds after the first of them arrived
+    queue_units: int = 20_000  # bound of the in-memory queue; producers wait beyond it
+    spool_dir: Path | None = None  # default: <data dir>/spool/<writer name>
+    spool_fsync: bool = True
+    retry_initial: float = 0.25  # database reconnect backoff (seconds), doubling up to retry_max
+    retry_max: float = 5.0
+    partition_days_ahead: int = 3
+    ingest_batches_retention_days: int = 30
+    connect_timeout: float = 5.0
+
+
+@dataclass
+class WriterStats:
+    frames: int = 0  # raw frames committed
+    rows: int = 0  # derived rows committed
+    batches: int = 0  # transactions committed
+    refused: int = 0  # units whose derived records were refused (quarantined)
+    dropped: int = 0  # units that could not be stored or spooled at all
+    spooled_batches: int = 0
+    replayed_batches: int = 0
+    database_up: bool = False
+    last_error: str | None = None
+    dropped_by_source: Counter[str] = field(default_factory=Counter)
+
+
+class _Interrupted(Exception):
+    """The database went away in the middle of a write."""
+
+
+class Writer:
+    """Append records to PostgreSQL. Use as `async with Writer(url) as writer: await writer.put(...)`."""
+
+    def __init__(self, url: str, settings: WriterSettings | None = None, *, name: str = "collector") -> None:
+        self.url = url
+        self.settings = settings or WriterSettings()
+        self.name = name
+        self.stats = WriterStats()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.queue_units)
+        self._conn: asyncpg.Connection | None = None
+        self._next_connect = 0.0
+        self._backoff = self.settings.retry_initial
+        self._down_since: float | None = None
+        self._partition_day = -1
+        self._spool: Spool | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._replay_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- public API ----------------------------------------------------------------------------
+
+    async def start(self) -> Writer:
+        from warehouse.store.database import data_dir
+
+        spool_dir = self.settings.spool_dir or data_dir() / "spool" / self.name
+        self._spool = Spool(spool_dir, fsync=self.settings.spool_fsync)
+        if self._spool.pending:
+            log.warning(
+                "%d batches left in the spool %s by an earlier run: replaying them first",
+                self._spool.pending_batches, spool_dir,
+            )
+        await self._ensure_connected()
+        self._task = asyncio.create_task(self._run(), name=f"writer-{self.name}")
+        return self
+
+    async def __aenter__(self) -> Writer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def put(self, raw: RawMessage | None, rows: Sequence[Record] = ()) -> None:
+        """Queue one frame and its derived records; waits while the queue is full (backpressure)."""
+        if self._closing:
+            raise WriterClosedError("writer is closed")
+        if self._task is not None and self._task.done():
+            raise WriterClosedError(f"writer stopped: {self.stats.last_error}")
+        await self._queue.put((raw, rows))
+
+    async def flush(self) -> None:
+        """Return once everything put so far is committed or safely spooled."""
+        done = asyncio.get_running_loop().create_future()
+        await self._queue.put(done)
+        await done
+
+    async def wait_replayed(self, timeout: float) -> bool:
+        """Wait (up to `timeout` s) until nothing is left in the spool; True if it emptied."""
+        deadline = time.monotonic() + timeout
+        if self._task is not None and not self._task.done():
+            await self.flush()
+        while self._spool is not None and self._spool.pending:
+            if time.monotonic() > deadline:
+                return False
+            await self._maybe_replay()
+            await asyncio.sleep(0.05)
+        return True
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def spool_backlog(self) -> int:
+        return self._spool.pending_batches if self._spool else 0
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Flush everything: commit what the database takes, spool the rest. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._task is not None and not self._task.done():
+            await self._queue.put(None)
+            await self._task
+        if self._spool is not None and self._spool.pending and self.stats.database_up:
+            await self.wait_replayed(timeout)
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replay_task
+        if self._spool is not None:
+            if self._spool.pending:
+                log.warning(
+                    "%d batches remain in the spool %s; they are replayed when the writer next starts",
+                    self._spool.pending_batches, self._spool.directory,
+                )
+            self._spool.close()
+        await self._disconnect()
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._spool is not None
+        stop = False
+        while not stop:
+            if self._spool.pending:
+                # Keep replaying even when producers are idle.
+                await self._maybe_replay()
+                try:
+                    first = await asyncio.wait_for(self._queue.get(), self.settings.retry_initial)
+                except TimeoutError:
+                    continue
+            else:
+                first = await self._queue.get()
+            units, waiters, stop = await self._next_batch(first)
+            if units:
+                try:
+                    await self._handle(units)
+                except Exception as exc:  # a bug must not lose data or stop the collector
+                    log.exception("writer: unexpected error; spooling the batch")
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    self._spool_batch(uuid4(), units)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _next_batch(self, item: Any) -> tuple[list[Unit], list[asyncio.Future[None]], bool]:
+        """Gather units until the batch is full, the interval has passed, or a flush/stop arrives."""
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.flush_interval
+        units: list[Unit] = []
+        waiters: list[asyncio.Future[None]] = []
+        rows = 0
+        while True:
+            if item is None:
+                return units, waiters, True
+            if isinstance(item, asyncio.Future):
+                waiters.append(item)
+                return units, waiters, False
+            units.append(item)
+            rows += 1 + len(item[1])
+            if rows >= self.settings.batch_rows:
+                return units, waiters, False
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return units, waiters, False
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    return units, waiters, False
+
+    async def _handle(self, units: list[Unit]) -> None:
+        batch_id = uuid4()
+        assert self._spool is not None
+        if self._spool.pending or not await self._ensure_connected():
+            self._spool_batch(batch_id, units)
+            await self._maybe_replay()
+            return
+        try:
+            await self._write(batch_id, units, maybe_committed=False)
+        except _Interrupted:
+            self._spool_batch(batch_id, units)
+            return
+        if self.stats.dropped_by_source:
+            await self._record_dropped()
+
+    def _spool_batch(self, batch_id: UUID, units: list[Unit]) -> None:
+        assert self._spool is not None
+        try:
+            self._spool.append(batch_id, units)
+            self.stats.spooled_batches += 1
+        except OSError as exc:
+            # Nothing left to keep the data in: count it per source, say so once per batch, go on.
+            self.stats.dropped += len(units)
+            for raw, _rows in units:
+                self.stats.dropped_by_source[raw.source if raw else "-"] += 1
+            log.error(
+                "writer: cannot spool to %s (%s): %d frames lost; free disk space or fix permissions",
+                self._spool.directory, exc.strerror or exc, len(units),
+            )
+
+    async def _record_dropped(self) -> None:
+        """Make frames that could not be kept visible as `dropped` collector events."""
+        now = datetime.now(UTC)
+        lost, self.stats.dropped_by_source = self.stats.dropped_by_source, Counter()
+        events = [
+            CollectorEvent(now, src, None, EVENT_DROPPED, {"frames": n, "reason": "spool not writable"})
+            for src, n in lost.items()
+        ]
+        try:
+            await self._write(uuid4(), [(None, events)], maybe_committed=False)
+        except _Interrupted:
+            self.stats.dropped_by_source.update(lost)
+
+    # -- replay --------------------------------------------------------------------------------
+
+    async def _maybe_replay(self) -> None:
+        idle = self._replay_task is None or self._replay_task.done()
+        if idle and self._spool is not None and self._spool.pending and await self._ensure_connected():
+            self._replay_task = asyncio.create_task(self._replay(), name=f"replay-{self.name}")
+
+    async def _replay(self) -> None:
+        """Commit spooled batches oldest first; stop quietly if the database goes away again."""
+        assert self._spool is not None
+        replayed = 0
+        while (entry := self._spool.peek()) is not None:
+            batch_id, units = entry
+            try:
+                await self._write(batch_id, units, maybe_committed=True)
+            except _Interrupted:
+                return
+            self._spool.commit_head()
+            replayed += 1
+            self.stats.replayed_batches += 1
+        if replayed:
+            log.info("writer: spool replayed (%d batches); writing directly again", replayed)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def _write(self, batch_id: UUID, units: list[Unit], *, maybe_committed: bool) -> None:
+        """Commit `units`, isolating bad ones by bisection. Raises _Interrupted on an outage."""
+        todo: list[tuple[UUID, list[Unit]]] = [(batch_id, units)]
+        while todo:
+            chunk_id, chunk = todo.pop(0)
+            try:
+                if maybe_committed and await self._is_committed(chunk_id):
+                    continue
+                await self._commit(chunk_id, chunk)
+            except DATA_ERRORS as exc:
+                if len(chunk) == 1:
+                    await self._refuse(chunk_id, chunk[0], exc, maybe_committed)
+                else:
+                    half = len(chunk) // 2
+                    todo[:0] = [(uuid5(chunk_id, "a"), chunk[:half]), (uuid5(chunk_id, "b"), chunk[half:])]
+            except Exception as exc:
+                await self._went_down(exc)
+                raise _Interrupted from exc
+
+    async def _commit(self, batch_id: UUID, units: list[Unit]) -> None:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise ConnectionError("not connected")
+        if self._partition_day != _utc_day():
+            await self._maintain_partitions(conn)
+        raw_rows: list[tuple] = []
+        derived: defaultdict[type, list[tuple]] = defaultdict(list)
+        frames = sum(1 for raw, _ in units if raw is not None)
+        ids = await self._reserve_ids(conn, frames) if frames else iter(())
+        row_count = 0
+        for raw, rows in units:
+            raw_id = None
+            if raw is not None:
+                raw_id = next(ids)
+                raw_rows.append((raw_id, *raw))
+            for row in rows:
+                kind = type(row)
+                derived[kind].append(row if kind in UNLINKED else (raw_id, *row))
+            row_count += len(rows)
+        unknown = [kind for kind in derived if kind not in TABLE_OF]
+        if unknown:
+            raise TypeError(f"not a record type: {unknown[0].__name__}")
+        async with conn.transaction():
+            if raw_rows:
+                await conn.copy_records_to_table("raw_messages", records=raw_rows, columns=RAW_COLUMNS)
+            for kind, rows in derived.items():
+                await conn.copy_records_to_table(TABLE_OF[kind], records=rows, columns=_COLUMNS[kind])
+            await conn.execute(
+                "INSERT INTO ingest_batches (batch_id, frames, rows) VALUES ($1, $2, $3)",
+                batch_id, frames, row_count,
+            )
+        self.stats.frames += frames
+        self.stats.rows += row_count
+        self.stats.batches += 1
+
+    async def _refuse(self, chunk_id: UUID, unit: Unit, exc: BaseException, maybe_committed: bool) -> None:
+        """Store what can be stored of a unit whose records were refused, plus a quarantine row."""
+        raw, rows = unit
+        source = raw.source if raw is not None else _source_of(rows)
+        reason = _one_line(f"{_record_names(rows)} refused: {type(exc).__name__}: {exc}")
+        log.error("writer: %s (source %s)", reason, source)
+        self.stats.refused += 1
+        for n, attempt in enumerate(_refusal_attempts(raw, rows, str(source), reason)):
+            attempt_id = uuid5(chunk_id, f"refused-{n}")
+            try:
+                if maybe_committed and await self._is_committed(attempt_id):
+                    return
+                await self._commit(attempt_id, [attempt])
+                return
+            except DATA_ERRORS:
+                continue
+        self.stats.dropped += 1
+        log.error("writer: a %s from source %s could not be stored in any form; dropped",
+                  _record_names(rows), source)
+
+    async def _is_committed(self, batch_id: UUID) -> bool:
+        assert self._conn is not None
+        return bool(await self._conn.fetchval("SELECT 1 FROM ingest_batches WHERE batch_id = $1", batch_id))
+
+    async def _reserve_ids(self, conn: asyncpg.Connection, count: int) -> Iterator[int]:
+        """Ids for `count` raw frames: each nextval() of the sequence owns a block of ids."""
+        blocks = -(-count // RAW_ID_BLOCK)
+        starts = await conn.fetch("SELECT nextval('raw_messages_id_seq') FROM generate_series(1, $1)", blocks)
+        return itertools.chain.from_iterable(range(s[0], s[0] + RAW_ID_BLOCK) for s in starts)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def _ensure_connected(self) -> bool:
+        if self._conn is not None and not self._conn.is_closed():
+            return True
+        if time.monotonic() < self._next_connect:
+            return False
+        try:
+            conn = await asyncpg.connect(self.url, timeout=self.settings.connect_timeout)
+            await conn.set_type_codec(
+                "jsonb", schema="pg_catalog", format="binary", encoder=_encode_jsonb, decoder=_decode_jsonb
+            )
+            await self._maintain_partitions(conn)
+        except Exception as exc:
+            await self._went_down(exc)
+            return False
+        self._conn = conn
+        self._backoff = self.settings.retry_initial
+        if self._down_since is not None:
+            log.warning("writer: database is back after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = None
+        self.stats.database_up = True
+        return True
+
+    async def _went_down(self, exc: BaseException) -> None:
+        message = _one_line(f"{type(exc).__name__}: {exc}")
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error("writer: database unavailable (%s); spooling to %s",
+                      message, self._spool.directory if self._spool else "-")
+        self.stats.database_up = False
+        self.stats.last_error = message
+        self._next_connect = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.settings.retry_max)
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 2)
+            except Exception:
+                conn.terminate()
+
+    async def _maintain_partitions(self, conn: asyncpg.Connection) -> None:
+        """Create the coming days' partitions and prune old batch ids: once a day and at connect."""
+        today = _utc_day()
+        first = datetime.fromtimestamp(today * 86400, UTC).date()
+        days = self.settings.partition_days_ahead
+        await conn.execute("SELECT warehouse_ensure_partitions($1, $2)", first, days)
+        await conn.execute(
+            "DELETE FROM ingest_batches WHERE committed_at < now() - make_interval(days => $1)",
+            self.settings.ingest_batches_retention_days,
+        )
+        self._partition_day = today
+
+
+def _refusal_attempts(raw: RawMessage | None, rows: Sequence[Any], source: str, reason: str) -> list[Unit]:
+    """What to try to store for a refused unit, best first: the frame as it is, then the frame
+    with a null payload (when the frame itself is what PostgreSQL refuses), then only the reason."""
+    now = datetime.now(UTC)
+    connection = raw.connection_id if raw is not None else None
+
+    def quarantine(frame: str | None) -> list[Any]:
+        return [Quarantine(now, source, connection, reason, frame)]
+
+    attempts: list[Unit] = []
+    if raw is not None:
+        text = raw.payload.decode("utf-8", "replace") if raw.payload is not None else None
+        attempts.append((raw, quarantine(text)))
+        attempts.append((raw._replace(payload=None), quarantine(_escape_nul(text))))
+    attempts.append((None, quarantine(_escape_nul(repr(list(rows))[:10_000]))))
+    return attempts
+
+
+def _utc_day() -> int:
+    return int(time.time() // 86400)
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    # bytes are JSON text already (raw frames); everything else is a Python value to serialise.
+    if isinstance(value, bytes):
+        return b"\x01" + value
+    return b"\x01" + orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _escape_nul(text: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL; escaping keeps the character visible instead of losing it."""
+    return None if text is None else text.replace("\x00", "\\u0000")
+
+
+def _record_names(rows: Sequence[Any]) -> str:
+    names = sorted({type(r).__name__ for r in rows})
+    return "/".join(names) or "raw frame"
+
+
+def _source_of(rows: Sequence[Any]) -> str:
+    for row in rows:
+        source = getattr(row, "source", None)
+        if isinstance(source, str):
+            return source
+    return "unknown"
