@@ -1,0 +1,91 @@
+"""The command line, run as a user runs it (a subprocess), against the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import uuid4
+
+from tests.conftest import query
+from warehouse.records import CollectorEvent, Quarantine, RawMessage
+from warehouse.store.embedded import EmbeddedPostgres
+from warehouse.store.writer import Writer, WriterSettings
+
+
+def warehouse(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "warehouse", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_db_url_prints_the_configured_database(db_url: str) -> None:
+    result = warehouse("db", "url", env={"WAREHOUSE_DATABASE_URL": db_url})
+    assert result.returncode == 0
+    assert result.stdout.strip() == db_url
+    result = warehouse("--database-url", "postgresql://other/db", "db", "url", env={"WAREHOUSE_DATABASE_URL": db_url})
+    assert result.stdout.strip() == "postgresql://other/db"
+
+
+def test_demo_starts_the_embedded_server_migrates_and_reuses_it(tmp_path: Path) -> None:
+    env = {"WAREHOUSE_DATA_DIR": str(tmp_path / "data")}
+    try:
+        first = warehouse("demo", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "schema at revision 0001" in first.stdout
+        url = warehouse("db", "url", env=env).stdout.strip()
+        assert url == f"postgresql://postgres@/warehouse?host={tmp_path / 'data' / 'postgres'}"
+        assert query(url, "SELECT count(*) FROM price_ticks") == [(0,)]
+        again = warehouse("demo", env=env)  # the second run reuses the same cluster
+        assert again.returncode == 0 and "schema at revision 0001" in again.stdout
+    finally:
+        EmbeddedPostgres(tmp_path / "data" / "postgres").destroy()
+
+
+def test_status_reports_age_rows_gaps_and_quarantine(db_url: str, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    conn = uuid4()
+
+    async def write() -> None:
+        async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
+            await writer.put(None, [CollectorEvent(now - timedelta(seconds=40), "saba", conn, "connect"),
+                                    CollectorEvent(now - timedelta(seconds=30), "saba", conn, "disconnect"),
+                                    CollectorEvent(now - timedelta(seconds=20), "saba", conn, "connect")])
+            for seq in range(3):
+                await writer.put(RawMessage(now - timedelta(seconds=5), "saba", conn, seq, "k", b"{}"), [])
+            await writer.put(RawMessage(now - timedelta(seconds=5), "saba", conn, 3, "k", None),
+                             [Quarantine(now, "saba", conn, "not JSON", "{")])
+
+    asyncio.run(write())
+    result = warehouse("--database-url", db_url, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    (saba,) = json.loads(result.stdout)
+    assert saba["source"] == "saba"
+    assert 4 <= saba["last_frame_age_s"] < 60
+    assert saba["frames_last_minute"] == 4
+    assert saba["rows_last_minute"] == 0
+    assert (saba["reconnects_24h"], saba["gaps_24h"]) == (1, 1)
+    assert abs(saba["gap_seconds_24h"] - 10) < 0.01
+    assert saba["quarantined_24h"] == 1
+    table = warehouse("--database-url", db_url, "status")
+    assert "saba" in table.stdout and "quarantined" in table.stdout
+
+
+def test_errors_are_one_line_with_what_to_do(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[databse]\n")
+    result = warehouse("--config", str(bad), "status")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {bad}: unknown key 'databse' in top level; allowed: database, " \
+                                    "export, feeds, writer"
+    result = warehouse("--database-url", "postgresql://nobody@127.0.0.1:1/x", "status")
+    assert result.returncode == 2 and "Connection refused" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_downgrade_needs_confirmation(db_url: str) -> None:
+    result = warehouse("--database-url", db_url, "db", "downgrade")
+    assert result.returncode == 2 and "--yes" in result.stderr
+    assert query(db_url, "SELECT count(*) FROM alembic_version") == [(1,)]

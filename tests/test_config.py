@@ -1,0 +1,95 @@
+"""Config files: what is accepted, and one-line errors naming the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from warehouse.config import ConfigError, load_config
+from warehouse.store.database import configured_database_url, normalise_url, redact_url, sqlalchemy_url
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "warehouse.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_design_example_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[database]
+url = "postgresql://warehouse@db.internal/odds"
+
+[export]
+dir = "exports"
+
+[writer]
+batch_rows = 2000
+spool_dir = "spool/collector"
+
+[[feeds]]
+name = "oddspapi"
+kind = "oddspapi-ws"
+url = "wss://api.oddspapi.io/v4/ws"
+api_key_env = "ODDSPAPI_API_KEY"
+
+[[feeds]]
+name = "mm"
+kind = "mm-ws"
+channels = ["orders", "bets"]
+""")
+    config = load_config(path)
+    assert config.database_url == "postgresql://warehouse@db.internal/odds"
+    assert config.export_dir == tmp_path / "exports"  # relative to the config file, not the cwd
+    assert config.writer.batch_rows == 2000 and config.writer.flush_interval_ms == 25
+    assert config.writer.spool_dir == tmp_path / "spool" / "collector"
+    assert [(f.name, f.kind) for f in config.feeds] == [("oddspapi", "oddspapi-ws"), ("mm", "mm-ws")]
+    assert config.feeds[1].options == {"channels": ["orders", "bets"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[databse]\nurl = 'x'\n", "unknown key 'databse' in top level"),
+        ("[database]\nurll = 'x'\n", "unknown key 'urll' in [database]"),
+        ("[writer]\nbatch_rows = '5'\n", "'batch_rows' in [writer] must be a int"),
+        ("[writer]\nbatch_rows = true\n", "'batch_rows' in [writer] must be a int"),
+        ("[[feeds]]\nname = 'a'\nkind = 'betfair'\n", "unknown kind 'betfair'"),
+        ("[[feeds]]\nkind = 'mm-ws'\n", "needs a 'name'"),
+        ("[[feeds]]\nname = 'a'\nkind = 'mm-ws'\n[[feeds]]\nname = 'a'\nkind = 'ckex-ws'\n", "two feeds are named"),
+        ("[database\n", "not valid TOML"),
+    ],
+)
+def test_mistakes_are_one_line_errors_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_database_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WAREHOUSE_DATABASE_URL", raising=False)
+    assert configured_database_url(None, None) is None  # → embedded
+    assert configured_database_url(None, "postgresql://c/db") == "postgresql://c/db"
+    monkeypatch.setenv("WAREHOUSE_DATABASE_URL", "postgres://e/db")
+    assert configured_database_url(None, "postgresql://c/db") == "postgresql://e/db"
+    assert configured_database_url("postgresql+asyncpg://cli/db", "postgresql://c/db") == "postgresql://cli/db"
+
+
+def test_url_forms() -> None:
+    assert sqlalchemy_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert redact_url("postgresql://user:s3cret@host/db") == "postgresql://user:***@host/db"
+    with pytest.raises(ValueError, match="must start with postgresql://"):
+        normalise_url("mysql://user:s3cret@host/db")
+    try:
+        normalise_url("mysql://user:s3cret@host/db")
+    except ValueError as exc:
+        assert "s3cret" not in str(exc)

@@ -1,0 +1,224 @@
+"""The `warehouse` command line: thin wrappers over the modules that do the work."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from warehouse.config import Config, ConfigError, load_config
+from warehouse.store import migrate
+from warehouse.store.database import (
+    configured_database_url,
+    data_dir,
+    embedded_server,
+    redact_url,
+    resolve_database_url,
+)
+from warehouse.store.embedded import EmbeddedError
+
+app = typer.Typer(
+    help="odds-warehouse: record live sports-odds feeds into an append-only PostgreSQL warehouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The database: migrations, URL, the embedded server.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+# Piped or under cron there is no terminal width to respect: never wrap a table row.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True)
+
+
+@dataclass
+class Context:
+    database_url: str | None
+    config: Config
+
+    def url(self) -> str:
+        return resolve_database_url(self.database_url, self.config.database_url)
+
+    def spool_root(self) -> Path:
+        spool_dir = self.config.writer.spool_dir
+        return spool_dir.parent if spool_dir else data_dir() / "spool"
+
+
+def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can hit into one line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, EmbeddedError, ValueError) as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+        except OSError as exc:
+            err.print(f"[red]error:[/red] {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+                      highlight=False)
+        except Exception as exc:  # database errors from psycopg/sqlalchemy/alembic
+            message = " ".join(str(exc).split())[:300]
+            err.print(f"[red]error:[/red] {type(exc).__name__}: {message}", highlight=False)
+            err.print("check the database URL (`warehouse db url`) and that the server is up", highlight=False)
+        raise typer.Exit(2)
+
+    return wrapper
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="PostgreSQL URL; default: $WAREHOUSE_DATABASE_URL, the config, "
+                                             "else the embedded server", show_default=False),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML config file", show_default=False)
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log more detail")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    ctx.obj = Context(database_url=database_url, config=loaded)
+
+
+# -- db ---------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@_friendly_errors
+def db_upgrade(ctx: typer.Context, revision: str = typer.Option("head", help="target revision")) -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    url = ctx.obj.url()
+    before = migrate.current_revision(url)
+    migrate.upgrade(url, revision)
+    after = migrate.current_revision(url)
+    out.print(f"schema at revision {after} (was {before or 'empty'}) in {redact_url(url)}", highlight=False)
+
+
+@db_app.command("downgrade")
+@_friendly_errors
+def db_downgrade(
+    ctx: typer.Context,
+    revision: str = typer.Option("base", help="target revision; base removes every table"),
+    yes: bool = typer.Option(False, "--yes", help="confirm: downgrading drops tables and their data"),
+) -> None:
+    """Undo migrations down to REVISION. Dropping tables loses their rows, so --yes is required."""
+    if not yes:
+        err.print("refusing to downgrade without --yes: it drops tables and every row in them")
+        raise typer.Exit(2)
+    url = ctx.obj.url()
+    migrate.downgrade(url, revision)
+    out.print(f"schema at revision {migrate.current_revision(url) or 'base (empty)'}")
+
+
+@db_app.command("url")
+@_friendly_errors
+def db_url(ctx: typer.Context) -> None:
+    """Print the database in use (starts the embedded server if that is the one). Try `psql $(warehouse db url)`."""
+    print(ctx.obj.url())
+
+
+@db_app.command("start")
+@_friendly_errors
+def db_start() -> None:
+    """Start the embedded PostgreSQL (initialising it on first use)."""
+    print(embedded_server().ensure_running())
+
+
+@db_app.command("stop")
+@_friendly_errors
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL (data stays; the next command starts it again)."""
+    server = embedded_server()
+    if server.is_running():
+        server.stop()
+        out.print(f"stopped the embedded PostgreSQL in {server.data_dir}")
+    else:
+        out.print("the embedded PostgreSQL is not running")
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly_errors
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Per source: last frame age, rows in the last minute, reconnects, gaps, quarantine, spool backlog."""
+    from warehouse.store.status import source_status
+
+    rows = source_status(ctx.obj.url(), ctx.obj.spool_root())
+    if as_json:
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+        return
+    _print_status(rows)
+
+
+def _print_status(rows: list[Any]) -> None:
+    if not rows:
+        out.print("no source has sent anything yet")
+        return
+    table = Table(title="sources", title_justify="left")
+    for column in ("source", "last frame", "frames/min", "rows/min", "reconnects 24h", "gaps 24h",
+                   "not listening 24h", "quarantined 24h", "spool backlog"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for r in rows:
+        age = "never" if r.last_frame_age_s is None else f"{_duration(r.last_frame_age_s)} ago"
+        table.add_row(r.source, age, str(r.frames_last_minute), str(r.rows_last_minute), str(r.reconnects_24h),
+                      str(r.gaps_24h), _duration(r.gap_seconds_24h), str(r.quarantined_24h),
+                      str(r.spool_backlog_frames))
+    out.print(table)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly_errors
+def demo(ctx: typer.Context) -> None:
+    """The main job on embedded defaults: start a private PostgreSQL, migrate, show status and next steps."""
+    started = time.monotonic()
+    external = configured_database_url(ctx.obj.database_url, ctx.obj.config.database_url)
+    with out.status("starting PostgreSQL…"):
+        url = ctx.obj.url()
+    where = "external database" if external else f"embedded PostgreSQL in {embedded_server().data_dir}"
+    out.print(f"[green]✓[/green] {where}", highlight=False)
+    with out.status("applying migrations…"):
+        migrate.upgrade(url)
+    out.print(f"[green]✓[/green] schema at revision {migrate.current_revision(url)}", highlight=False)
+    from warehouse.store.status import source_status
+
+    _print_status(source_status(url, ctx.obj.spool_root()))
+    out.print(f"\nready in {time.monotonic() - started:.1f}s. Next:", highlight=False)
+    out.print("  psql \"$(warehouse db url)\" -c '\\dt'      # the tables", highlight=False)
+    out.print("  warehouse status                          # per-source health", highlight=False)

@@ -1,0 +1,135 @@
+"""TOML config file → typed settings. Unknown keys are errors that name the key and the file."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FEED_KINDS = ("oddspapi-ws", "saba-sse", "ckex-ws", "mm-ws")
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line that says where and what to do."""
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    batch_rows: int = 5000
+    flush_interval_ms: int = 25
+    queue_frames: int = 20_000
+    spool_dir: Path | None = None
+    spool_fsync: bool = True
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)  # kind-specific keys, checked by the feed
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    database_url: str | None = None
+    export_dir: Path | None = None
+    writer: WriterConfig = WriterConfig()
+    feeds: tuple[FeedConfig, ...] = ()
+
+
+def load_config(path: Path | str | None) -> Config:
+    """Read `path`; None gives the defaults (embedded database, no feeds)."""
+    if path is None:
+        return Config()
+    path = Path(path).expanduser().resolve()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return _parse(data, path)
+
+
+def _parse(data: dict[str, Any], path: Path) -> Config:
+    where = str(path)
+    _check_keys(data, {"database", "export", "writer", "feeds"}, where, "top level")
+    database = _table(data, "database", where)
+    _check_keys(database, {"url"}, where, "[database]")
+    export = _table(data, "export", where)
+    _check_keys(export, {"dir"}, where, "[export]")
+    writer = _table(data, "writer", where)
+    _check_keys(writer, set(WriterConfig.__dataclass_fields__), where, "[writer]")
+
+    base = path.parent
+    return Config(
+        path=path,
+        database_url=_typed(database, "url", str, where, "[database]"),
+        export_dir=_path(export.get("dir"), base),
+        writer=WriterConfig(
+            batch_rows=_typed(writer, "batch_rows", int, where, "[writer]", WriterConfig.batch_rows),
+            flush_interval_ms=_typed(writer, "flush_interval_ms", int, where, "[writer]",
+                                     WriterConfig.flush_interval_ms),
+            queue_frames=_typed(writer, "queue_frames", int, where, "[writer]", WriterConfig.queue_frames),
+            spool_dir=_path(_typed(writer, "spool_dir", str, where, "[writer]"), base),
+            spool_fsync=_typed(writer, "spool_fsync", bool, where, "[writer]", True),
+        ),
+        feeds=_feeds(data.get("feeds", []), where),
+    )
+
+
+def _feeds(entries: Any, where: str) -> tuple[FeedConfig, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: 'feeds' must be a list of [[feeds]] tables")
+    feeds: list[FeedConfig] = []
+    for index, entry in enumerate(entries, 1):
+        section = f"[[feeds]] #{index}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: {section} must be a table")
+        name = _typed(entry, "name", str, where, section)
+        kind = _typed(entry, "kind", str, where, section)
+        if not name:
+            raise ConfigError(f"{where}: {section} needs a 'name' (it becomes `source` in every row)")
+        if kind not in FEED_KINDS:
+            raise ConfigError(
+                f"{where}: {section} ({name}) has unknown kind {kind!r}; use one of {', '.join(FEED_KINDS)}"
+            )
+        if any(f.name == name for f in feeds):
+            raise ConfigError(f"{where}: two feeds are named {name!r}; names must be unique")
+        options = {k: v for k, v in entry.items() if k not in ("name", "kind")}
+        feeds.append(FeedConfig(name=name, kind=kind, options=options))
+    return tuple(feeds)
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: '{key}' must be a table ([{key}])")
+    return value
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], where: str, section: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown key '{key}' in {section}; allowed: {', '.join(sorted(allowed))}"
+            )
+
+
+def _typed(data: dict[str, Any], key: str, kind: type, where: str, section: str, default: Any = None) -> Any:
+    value = data.get(key, default)
+    if value is None:
+        return None
+    # bool is an int in Python; a TOML `true` must not pass for a number.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: '{key}' in {section} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _path(value: str | None, base: Path) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()

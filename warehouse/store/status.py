@@ -1,0 +1,113 @@
+"""Per-source health read from the warehouse itself (what `warehouse status` shows).
+
+Gaps follow the collector_events convention: a `disconnect` opens a gap, the next `connect` of
+the same source closes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT
+from warehouse.store.spool import read_backlog
+from warehouse.store.tables import FACT_TABLES
+
+# Loose index scan: the distinct sources of a table without reading all its rows.
+_SOURCES = """
+WITH RECURSIVE s AS (
+    (SELECT source FROM {table} ORDER BY source LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.source FROM {table} t WHERE t.source > s.source ORDER BY t.source LIMIT 1)
+    FROM s WHERE s.source IS NOT NULL
+)
+SELECT source FROM s WHERE source IS NOT NULL
+"""
+_DERIVED = [t for t in FACT_TABLES if t not in ("raw_messages", "collector_events", "quarantine")]
+
+
+@dataclass
+class SourceStatus:
+    source: str
+    last_frame_at: datetime | None
+    last_frame_age_s: float | None
+    frames_last_minute: int
+    rows_last_minute: int
+    reconnects_24h: int
+    gaps_24h: int
+    gap_seconds_24h: float
+    quarantined_24h: int
+    spool_backlog_frames: int
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["last_frame_at"] = self.last_frame_at.isoformat() if self.last_frame_at else None
+        return data
+
+
+def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus]:
+    backlog = read_backlog(spool_root) if spool_root else {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        now: datetime = conn.execute("SELECT now()").fetchone()[0]
+        sources = {row[0] for table in ("raw_messages", "collector_events") for row in
+                   conn.execute(_SOURCES.format(table=table)).fetchall()} | set(backlog)
+        gaps = _gaps(conn, now)
+        result = []
+        for source in sorted(sources):
+            last = conn.execute(
+                "SELECT max(received_at) FROM raw_messages WHERE source = %s", (source,)
+            ).fetchone()[0]
+            frames = _count(conn, "raw_messages", source, now - timedelta(minutes=1))
+            rows = sum(_count(conn, table, source, now - timedelta(minutes=1)) for table in _DERIVED)
+            reconnects, gap_count, gap_seconds = gaps.get(source, (0, 0, 0.0))
+            result.append(
+                SourceStatus(
+                    source=source,
+                    last_frame_at=last,
+                    last_frame_age_s=(now - last).total_seconds() if last else None,
+                    frames_last_minute=frames,
+                    rows_last_minute=rows,
+                    reconnects_24h=reconnects,
+                    gaps_24h=gap_count,
+                    gap_seconds_24h=round(gap_seconds, 3),
+                    quarantined_24h=_count(conn, "quarantine", source, now - timedelta(hours=24)),
+                    spool_backlog_frames=backlog.get(source, 0),
+                )
+            )
+        return result
+
+
+def _count(conn: psycopg.Connection, table: str, source: str, since: datetime) -> int:
+    return conn.execute(
+        f"SELECT count(*) FROM {table} WHERE source = %s AND received_at > %s", (source, since)
+    ).fetchone()[0]
+
+
+def _gaps(conn: psycopg.Connection, now: datetime) -> dict[str, tuple[int, int, float]]:
+    """(reconnects, gaps, seconds not listening) per source over the last 24 hours."""
+    since = now - timedelta(hours=24)
+    events = conn.execute(
+        "SELECT source, event, received_at FROM collector_events"
+        " WHERE received_at > %s AND event IN (%s, %s) ORDER BY source, received_at",
+        (since, EVENT_CONNECT, EVENT_DISCONNECT),
+    ).fetchall()
+    result: dict[str, tuple[int, int, float]] = {}
+    open_since: dict[str, datetime] = {}
+    for source, event, at in events:
+        reconnects, gaps, seconds = result.get(source, (0, 0, 0.0))
+        if event == EVENT_DISCONNECT:
+            if source not in open_since:
+                open_since[source] = at
+                gaps += 1
+        elif source in open_since:
+            seconds += (at - open_since.pop(source)).total_seconds()
+            reconnects += 1
+        result[source] = (reconnects, gaps, seconds)
+    for source, started in open_since.items():
+        reconnects, gaps, seconds = result[source]
+        result[source] = (reconnects, gaps, seconds + (now - started).total_seconds())
+    return result
