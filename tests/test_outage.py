@@ -178,3 +178,28 @@ def test_unwritable_spool_counts_what_was_lost_and_records_it_when_the_database_
         ("oddspapi", "dropped", {"frames": 50, "reason": "spool not writable"})
     ]
     assert writer.stats.frames == 10
+
+
+def test_a_write_that_hangs_is_treated_as_an_outage_and_replayed_once(db_url: str, tmp_path: Path) -> None:
+    """A server that stops answering (here: a lock held too long) must not freeze the collector."""
+    import psycopg
+
+    async def main() -> Writer:
+        settings = WriterSettings(spool_dir=tmp_path / "spool", statement_timeout=0.5, retry_initial=0.05,
+                                  retry_max=0.2)
+        async with Writer(db_url, settings) as writer:
+            with psycopg.connect(db_url) as blocker:
+                blocker.execute("LOCK TABLE price_ticks IN ACCESS EXCLUSIVE MODE")
+                for seq in range(200):
+                    await writer.put(*unit(seq))
+                await writer.flush()  # returns: the stuck batch timed out and went to the spool
+                assert writer.spool_backlog > 0
+                await asyncio.sleep(1.0)
+            for seq in range(200, 300):
+                await writer.put(*unit(seq))
+            assert await writer.wait_replayed(30)
+        return writer
+
+    writer = asyncio.run(asyncio.wait_for(main(), 60))
+    assert writer.stats.spooled_batches > 0
+    assert_exactly_once_in_order(db_url, 300)

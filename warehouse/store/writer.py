@@ -67,7 +67,7 @@ class WriterClosedError(RuntimeError):
 
 @dataclass(frozen=True)
 class WriterSettings:
-    batch_rows: int = 5000  # flush once this many rows (frames + derived) are waiting...
+    batch_rows: int = 10_000  # flush once this many rows (frames + derived) are waiting...
     flush_interval: float = 0.025  # ...or this many seconds after the first of them arrived
     queue_units: int = 20_000  # bound of the in-memory queue; producers wait beyond it
     spool_dir: Path | None = None  # default: <data dir>/spool/<writer name>
@@ -77,6 +77,7 @@ class WriterSettings:
     partition_days_ahead: int = 3
     ingest_batches_retention_days: int = 30
     connect_timeout: float = 5.0
+    statement_timeout: float = 120.0  # a transaction taking longer counts as an outage
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Writer:
         self._spool: Spool | None = None
         self._task: asyncio.Task[None] | None = None
         self._replay_task: asyncio.Task[None] | None = None
+        self._connect_lock = asyncio.Lock()
         self._closing = False
 
     # -- public API ----------------------------------------------------------------------------
@@ -297,8 +299,13 @@ class Writer:
     # -- replay --------------------------------------------------------------------------------
 
     async def _maybe_replay(self) -> None:
-        idle = self._replay_task is None or self._replay_task.done()
-        if idle and self._spool is not None and self._spool.pending and await self._ensure_connected():
+        """Start the replay task unless it runs already (checked again after the await: one task only)."""
+
+        def wanted() -> bool:
+            idle = self._replay_task is None or self._replay_task.done()
+            return idle and self._spool is not None and self._spool.pending
+
+        if wanted() and await self._ensure_connected() and wanted():
             self._replay_task = asyncio.create_task(self._replay(), name=f"replay-{self.name}")
 
     async def _replay(self) -> None:
@@ -361,7 +368,9 @@ class Writer:
         unknown = [kind for kind in derived if kind not in TABLE_OF]
         if unknown:
             raise TypeError(f"not a record type: {unknown[0].__name__}")
-        async with conn.transaction():
+        # A TimeoutError (hung server, dead TCP peer) takes the outage path: the connection is
+        # dropped and the batch spooled; its id makes the replay safe if the COMMIT did land.
+        async with asyncio.timeout(self.settings.statement_timeout), conn.transaction():
             if raw_rows:
                 await conn.copy_records_to_table("raw_messages", records=raw_rows, columns=RAW_COLUMNS)
             for kind, rows in derived.items():
@@ -409,8 +418,15 @@ class Writer:
     async def _ensure_connected(self) -> bool:
         if self._conn is not None and not self._conn.is_closed():
             return True
+        async with self._connect_lock:
+            return await self._connect()
+
+    async def _connect(self) -> bool:
+        if self._conn is not None and not self._conn.is_closed():
+            return True  # another task connected while this one waited for the lock
         if time.monotonic() < self._next_connect:
             return False
+        conn = None
         try:
             conn = await asyncpg.connect(self.url, timeout=self.settings.connect_timeout)
             await conn.set_type_codec(
@@ -418,6 +434,8 @@ class Writer:
             )
             await self._maintain_partitions(conn)
         except Exception as exc:
+            if conn is not None:
+                conn.terminate()
             await self._went_down(exc)
             return False
         self._conn = conn
