@@ -42,8 +42,9 @@ channels = ["orders", "bets"]
     config = load_config(path)
     assert config.database_url == "postgresql://warehouse@db.internal/odds"
     assert config.export_dir == tmp_path / "exports"  # relative to the config file, not the cwd
-    assert config.writer.batch_rows == 2000 and config.writer.flush_interval_ms == 25
-    assert config.writer.spool_dir == tmp_path / "spool" / "collector"
+    settings = config.writer_settings()
+    assert settings.batch_rows == 2000 and settings.flush_interval == 0.025  # the default stays the writer's
+    assert settings.spool_dir == config.spool_dir == tmp_path / "spool" / "collector"
     assert [(f.name, f.kind) for f in config.feeds] == [("oddspapi", "oddspapi-ws"), ("mm", "mm-ws")]
     assert config.feeds[1].options == {"channels": ["orders", "bets"]}
 
@@ -55,6 +56,7 @@ channels = ["orders", "bets"]
         ("[database]\nurll = 'x'\n", "unknown key 'urll' in [database]"),
         ("[writer]\nbatch_rows = '5'\n", "'batch_rows' in [writer] must be a int"),
         ("[writer]\nbatch_rows = true\n", "'batch_rows' in [writer] must be a int"),
+        ("[writer]\nqueue_frames = 0\n", "'queue_frames' in [writer] must be positive"),
         ("[[feeds]]\nname = 'a'\nkind = 'betfair'\n", "unknown kind 'betfair'"),
         ("[[feeds]]\nkind = 'mm-ws'\n", "needs a 'name'"),
         ("[[feeds]]\nname = 'a'\nkind = 'mm-ws'\n[[feeds]]\nname = 'a'\nkind = 'ckex-ws'\n", "two feeds are named"),

@@ -50,7 +50,7 @@ class Context:
         return resolve_database_url(self.database_url, self.config.database_url)
 
     def spool_root(self) -> Path:
-        spool_dir = self.config.writer.spool_dir
+        spool_dir = self.config.spool_dir
         return spool_dir.parent if spool_dir else data_dir() / "spool"
 
 

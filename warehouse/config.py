@@ -5,7 +5,10 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from warehouse.store.writer import WriterSettings
 
 FEED_KINDS = ("oddspapi-ws", "saba-sse", "ckex-ws", "mm-ws")
 
@@ -14,13 +17,14 @@ class ConfigError(ValueError):
     """A config problem, phrased as one line that says where and what to do."""
 
 
-@dataclass(frozen=True)
-class WriterConfig:
-    batch_rows: int = 5000
-    flush_interval_ms: int = 25
-    queue_frames: int = 20_000
-    spool_dir: Path | None = None
-    spool_fsync: bool = True
+# [writer] keys → (type, WriterSettings field, conversion). Defaults live in WriterSettings only.
+_WRITER_KEYS: dict[str, tuple[type, str, Any]] = {
+    "batch_rows": (int, "batch_rows", int),
+    "flush_interval_ms": (int, "flush_interval", lambda ms: ms / 1000),
+    "queue_frames": (int, "queue_units", int),
+    "spool_dir": (str, "spool_dir", Path),
+    "spool_fsync": (bool, "spool_fsync", bool),
+}
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,18 @@ class Config:
     path: Path | None = None
     database_url: str | None = None
     export_dir: Path | None = None
-    writer: WriterConfig = WriterConfig()
+    writer: dict[str, Any] = field(default_factory=dict)  # validated [writer] keys, paths resolved
     feeds: tuple[FeedConfig, ...] = ()
+
+    @property
+    def spool_dir(self) -> Path | None:
+        return self.writer.get("spool_dir")
+
+    def writer_settings(self) -> WriterSettings:
+        from warehouse.store.writer import WriterSettings  # keep config light to import
+
+        overrides = {_WRITER_KEYS[key][1]: _WRITER_KEYS[key][2](value) for key, value in self.writer.items()}
+        return WriterSettings(**overrides)
 
 
 def load_config(path: Path | str | None) -> Config:
@@ -61,21 +75,20 @@ def _parse(data: dict[str, Any], path: Path) -> Config:
     export = _table(data, "export", where)
     _check_keys(export, {"dir"}, where, "[export]")
     writer = _table(data, "writer", where)
-    _check_keys(writer, set(WriterConfig.__dataclass_fields__), where, "[writer]")
+    _check_keys(writer, set(_WRITER_KEYS), where, "[writer]")
+    for key, value in writer.items():
+        _typed(writer, key, _WRITER_KEYS[key][0], where, "[writer]")
+        if _WRITER_KEYS[key][0] is int and value <= 0:
+            raise ConfigError(f"{where}: '{key}' in [writer] must be positive, got {value}")
 
     base = path.parent
+    if "spool_dir" in writer:
+        writer = {**writer, "spool_dir": _path(writer["spool_dir"], base)}
     return Config(
         path=path,
         database_url=_typed(database, "url", str, where, "[database]"),
-        export_dir=_path(export.get("dir"), base),
-        writer=WriterConfig(
-            batch_rows=_typed(writer, "batch_rows", int, where, "[writer]", WriterConfig.batch_rows),
-            flush_interval_ms=_typed(writer, "flush_interval_ms", int, where, "[writer]",
-                                     WriterConfig.flush_interval_ms),
-            queue_frames=_typed(writer, "queue_frames", int, where, "[writer]", WriterConfig.queue_frames),
-            spool_dir=_path(_typed(writer, "spool_dir", str, where, "[writer]"), base),
-            spool_fsync=_typed(writer, "spool_fsync", bool, where, "[writer]", True),
-        ),
+        export_dir=_path(_typed(export, "dir", str, where, "[export]"), base),
+        writer=writer,
         feeds=_feeds(data.get("feeds", []), where),
     )
 
