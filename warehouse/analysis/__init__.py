@@ -1,0 +1,1 @@
+"""Line-movement queries used by notebooks and the CLI."""

@@ -1,0 +1,1 @@
+"""The connection runtime shared by every feed: transports, backoff, heartbeat, resume."""

@@ -1,0 +1,1 @@
+"""Faithful local servers for each vendor protocol (tests, demo, benchmarks)."""
