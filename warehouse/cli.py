@@ -219,6 +219,15 @@ def demo(ctx: typer.Context) -> None:
     from warehouse.store.status import source_status
 
     _print_status(source_status(url, ctx.obj.spool_root()))
+    me = _invocation()
     out.print(f"\nready in {time.monotonic() - started:.1f}s. Next:", highlight=False)
-    out.print("  psql \"$(warehouse db url)\" -c '\\dt'      # the tables", highlight=False)
-    out.print("  warehouse status                          # per-source health", highlight=False)
+    out.print(f"  psql \"$({me} db url)\" -c '\\dt'    # the tables", highlight=False)
+    out.print(f"  {me} status                        # per-source health", highlight=False)
+
+
+def _invocation() -> str:
+    """How the user ran us, so suggested commands work as typed (a venv's bin is often not on PATH)."""
+    argv0 = sys.argv[0]
+    if argv0.endswith("__main__.py"):
+        return "python -m warehouse"
+    return argv0 if "/" in argv0 and not Path(argv0).is_absolute() else Path(argv0).name

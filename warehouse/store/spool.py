@@ -105,10 +105,6 @@ class Spool:
     def pending(self) -> bool:
         return self.pending_batches > 0
 
-    @property
-    def pending_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.glob("*.spool")) - self._read_offset
-
     # -- writing -------------------------------------------------------------------------------
 
     def append(self, batch_id: UUID, units: list[Unit]) -> None:
