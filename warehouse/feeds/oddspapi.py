@@ -1,0 +1,128 @@
+"""OddsPapi v4 WebSocket (`kind = "oddspapi-ws"`): fixture, bookmaker, price and score deltas.
+
+Each message is one fixture, one bookmaker at most, and only what changed (absent = unchanged,
+null = a value). A `players.<id>` object is always sent whole: one `price_ticks` row each.
+See shared/protocols/oddspapi-ws.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from warehouse.feeds.base import (
+    ConnectSpec,
+    FrameError,
+    Output,
+    obj,
+    parse_time,
+    to_bool,
+    to_decimal,
+    to_float,
+    to_int,
+    to_text,
+)
+from warehouse.records import FixtureChange, MarketChange, PriceTick, Record, ScoreChange
+
+KIND = "oddspapi-ws"
+OPTIONS: dict[str, tuple[type, bool]] = {  # key → (type, required)
+    "url": (str, True),
+    "api_key_env": (str, True),
+}
+SECRET_OPTIONS = ("api_key_env",)
+DEFAULT_SILENCE_S = 120.0  # no heartbeat in v4: a quiet market is legitimate, so be patient
+
+_PRICE_FIELDS = ("price", "active", "limit", "changedAt")
+
+
+def connect(options: dict[str, Any], secrets: dict[str, str], resume_id: str | None) -> ConnectSpec:
+    separator = "&" if "?" in options["url"] else "?"
+    url = options["url"] + separator + urlencode({"apiKey": secrets["api_key_env"]})
+    return ConnectSpec(transport="ws", url=url)
+
+
+class Adapter:
+    """Pure: one OddsPapi message → records. No per-connection state is needed."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def handle(self, message: Any, received_at: datetime) -> Output:
+        msg = obj(message, "message")
+        fixture = to_text(msg.get("fixtureId"))
+        if not fixture:
+            raise FrameError("fixtureId missing")
+        records: list[Record] = []
+        kinds: list[str] = []
+        metadata = {k: v for k, v in msg.items() if k not in ("fixtureId", "bookmakerOdds", "scores")}
+        if metadata:
+            kinds.append("fixture")
+            records.append(self._fixture(received_at, fixture, metadata))
+        for bookmaker, book in obj(msg.get("bookmakerOdds") or {}, "bookmakerOdds").items():
+            kinds += self._bookmaker(records, received_at, fixture, bookmaker, obj(book, f"bookmakerOdds.{bookmaker}"))
+        if "scores" in msg:
+            kinds.append("score")
+            records += self._scores(received_at, fixture, obj(msg["scores"], "scores"))
+        return Output(kind="+".join(dict.fromkeys(kinds)) or "empty", records=records)
+
+    def _fixture(self, at: datetime, fixture: str, changes: dict[str, Any]) -> FixtureChange:
+        status = changes.get("statusId")
+        return FixtureChange(
+            at, self.source, fixture, "change",
+            start_time=parse_time(changes["startTime"]) if "startTime" in changes else None,
+            status=None if status is None else str(to_int(status)),
+            source_ts=parse_time(changes.get("updatedAt")),
+            changes=changes,
+        )
+
+    def _bookmaker(self, out: list[Record], at: datetime, fixture: str, bookmaker: str,
+                   book: dict[str, Any]) -> list[str]:
+        kinds = []
+        info = {k: v for k, v in book.items() if k != "markets"}
+        if info:  # bookmakerFixtureId, fixturePath, and anything else sent at this level
+            kinds.append("bookmaker")
+            out.append(FixtureChange(at, self.source, fixture, "change", bookmaker=bookmaker, changes=info))
+        for market_id, market in obj(book.get("markets") or {}, "markets").items():
+            market = obj(market, f"markets.{market_id}")
+            market_info = {k: v for k, v in market.items() if k != "outcomes"}
+            if market_info:  # bookmakerMarketId and other market-level fields
+                out.append(MarketChange(at, self.source, fixture, market_id, "change", bookmaker=bookmaker,
+                                        attrs=market_info))
+            for outcome_id, outcome in obj(market.get("outcomes") or {}, f"markets.{market_id}.outcomes").items():
+                outcome = obj(outcome, f"outcomes.{outcome_id}")
+                players = obj(outcome.get("players") or {}, f"outcomes.{outcome_id}.players")
+                for player_id, player in players.items():
+                    out.append(self._tick(at, fixture, bookmaker, market_id, outcome_id, player_id,
+                                          obj(player, f"players.{player_id}")))
+                if players:
+                    kinds.append("price")
+        return kinds
+
+    def _tick(self, at: datetime, fixture: str, bookmaker: str, market_id: str, outcome_id: str,
+              player_id: str, player: dict[str, Any]) -> PriceTick:
+        attrs = {k: v for k, v in player.items() if k not in _PRICE_FIELDS}
+        return PriceTick(
+            at, self.source, bookmaker, fixture, market_id, outcome_id,
+            price=to_float(player.get("price")),
+            player_id=player_id,
+            active=to_bool(player.get("active")),
+            max_stake=to_decimal(player.get("limit")),
+            source_ts=parse_time(player.get("changedAt")),
+            attrs=attrs or None,
+        )
+
+    def _scores(self, at: datetime, fixture: str, scores: dict[str, Any]) -> list[ScoreChange]:
+        rows = []
+        for period, values in obj(scores.get("periods") or {}, "scores.periods").items():
+            values = obj(values, f"scores.periods.{period}")
+            rest = {k: v for k, v in values.items()
+                    if k not in ("participant1Score", "participant2Score", "updatedAt")}
+            rows.append(ScoreChange(
+                at, self.source, fixture, period=period,
+                home_score=to_int(values.get("participant1Score")),
+                away_score=to_int(values.get("participant2Score")),
+                source_ts=parse_time(values.get("updatedAt")),
+                attrs=rest or None,
+            ))
+        return rows
