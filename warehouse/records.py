@@ -183,6 +183,7 @@ EVENT_SUBSCRIBE = "subscribe"
 EVENT_COMMAND = "command"
 EVENT_RESUME = "resume"
 EVENT_RESET = "reset"
+EVENT_SNAPSHOT = "snapshot"  # the vendor starts sending its full state (e.g. Saba status 1)
 EVENT_WATCHDOG_TIMEOUT = "watchdog_timeout"
 EVENT_ERROR = "error"
 EVENT_DROPPED = "dropped"  # frames received but not kept (e.g. spool disk full), with counts

@@ -1,1 +1,55 @@
-"""The connection runtime shared by every feed: transports, backoff, heartbeat, resume."""
+"""The connection runtime shared by every feed: transports, backoff, watchdog, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from warehouse.collect import metrics
+from warehouse.collect.redact import redact_logs
+from warehouse.collect.runner import FeedRunner, run_feeds
+from warehouse.collect.settings import FeedSettings
+from warehouse.store.reads import last_event_ids
+from warehouse.store.writer import Writer, WriterSettings
+
+log = logging.getLogger("warehouse.collect")
+
+
+async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSettings, *,
+                  metrics_port: int | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run every feed until SIGINT/SIGTERM (or `stop`), then flush the writer and return."""
+    redact_logs([secret for feed in feeds for secret in feed.secrets.values()])
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if metrics_port:
+        metrics.serve(metrics_port)
+    async with Writer(url, writer_settings, on_commit=metrics.CommitLatency()) as writer:
+        resume = await _resume_points(url, feeds, writer)
+        runners = [FeedRunner(f, writer, resume_id=resume.get(f.name), metrics=metrics.FeedMetrics(f.name))
+                   for f in feeds]
+        log.info("collecting %d feeds (%s); Ctrl-C or SIGTERM stops", len(feeds), ", ".join(f.name for f in feeds))
+        running = asyncio.create_task(run_feeds(runners))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        running.cancel()
+        stopping.cancel()
+        await asyncio.gather(running, stopping, return_exceptions=True)
+        for runner in runners:
+            await runner.aclose()
+        log.info("feeds stopped; flushing %d queued frames", writer.queued)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
+async def _resume_points(url: str, feeds: list[FeedSettings], writer: Writer) -> dict[str, str]:
+    """Where each resumable feed left off: the spool first (newest), else the database."""
+    stored: dict[str, str] = {}
+    try:
+        stored = await last_event_ids(url, [f.name for f in feeds])
+    except Exception as exc:  # the database may be down at start: the spool still tells something
+        log.warning("cannot read resume points from the database (%s); feeds start from a snapshot",
+                    type(exc).__name__)
+    return {**stored, **writer.spooled_event_ids()}

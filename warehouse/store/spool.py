@@ -82,6 +82,7 @@ class Spool:
         self._head: tuple[Entry, int] | None = None
         self.pending_batches = 0
         self.pending_frames: Counter[str] = Counter()
+        self.last_event_ids: dict[str, str] = {}  # per source, the newest SSE id in the spool
         self._recover()
 
     # -- state ---------------------------------------------------------------------------------
@@ -218,6 +219,8 @@ class Spool:
         for raw, _rows in entry[1]:
             if raw is not None:
                 self.pending_frames[raw.source] += sign
+                if sign > 0 and raw.event_id is not None:
+                    self.last_event_ids[raw.source] = raw.event_id
         self.pending_frames = +self.pending_frames  # drop zero counts
 
     def _write_backlog(self) -> None:

@@ -26,7 +26,7 @@ import itertools
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,8 +101,10 @@ class _Interrupted(Exception):
 class Writer:
     """Append records to PostgreSQL. Use as `async with Writer(url) as writer: await writer.put(...)`."""
 
-    def __init__(self, url: str, settings: WriterSettings | None = None, *, name: str = "collector") -> None:
+    def __init__(self, url: str, settings: WriterSettings | None = None, *, name: str = "collector",
+                 on_commit: Callable[[list[Unit]], None] | None = None) -> None:
         self.url = url
+        self.on_commit = on_commit  # e.g. metrics: called with the units of every committed batch
         self.settings = settings or WriterSettings()
         self.name = name
         self.stats = WriterStats()
@@ -169,6 +171,10 @@ class Writer:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+    def spooled_event_ids(self) -> dict[str, str]:
+        """Per source, the newest SSE event id waiting in the spool (newer than any in the database)."""
+        return dict(self._spool.last_event_ids) if self._spool else {}
 
     @property
     def spool_backlog(self) -> int:
@@ -382,6 +388,8 @@ class Writer:
         self.stats.frames += frames
         self.stats.rows += row_count
         self.stats.batches += 1
+        if self.on_commit is not None:
+            self.on_commit(units)
 
     async def _refuse(self, chunk_id: UUID, unit: Unit, exc: BaseException, maybe_committed: bool) -> None:
         """Store what can be stored of a unit whose records were refused, plus a quarantine row."""

@@ -1,0 +1,264 @@
+"""The life of one feed: connect, receive, turn frames into records, reconnect — forever.
+
+Shared by every feed. Each received frame gets the next per-connection `seq`, is redacted,
+parsed and handed to the feed's pure adapter; the raw frame and its records go to the writer
+together. A frame that is not JSON, too large, or does not fit the adapter's schema is stored
+raw with a `quarantine` row and the stream goes on. Everything that happens to the connection is
+a `collector_events` row: connect, resume, command, disconnect (with the reason), reconnect
+attempt, reset, snapshot, watchdog timeout, error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+
+from warehouse.collect.auth import LoginFailed, TokenSource
+from warehouse.collect.backoff import Backoff
+from warehouse.collect.metrics import FeedMetrics
+from warehouse.collect.redact import Redactor
+from warehouse.collect.settings import FeedSettings
+from warehouse.collect.transports import KEEPALIVE, Disconnected, Frame, Refused, SseSession, WebSocketSession
+from warehouse.feeds import base
+from warehouse.records import (
+    EVENT_COMMAND,
+    EVENT_CONNECT,
+    EVENT_DISCONNECT,
+    EVENT_ERROR,
+    EVENT_RECONNECT_ATTEMPT,
+    EVENT_RESET,
+    EVENT_RESUME,
+    EVENT_SNAPSHOT,
+    EVENT_WATCHDOG_TIMEOUT,
+    CollectorEvent,
+    Quarantine,
+    RawMessage,
+)
+from warehouse.store.writer import Writer
+
+log = logging.getLogger("warehouse.collect")
+_QUARANTINE_TEXT = 64 * 1024  # keep at most this much of a quarantined frame's text
+
+
+class FeedStopped(Exception):
+    """The feed cannot go on (configuration error reported by the vendor)."""
+
+
+@dataclass
+class _Outcome:
+    reason: str
+    long: bool = False
+    retry_after: float | None = None
+    fatal: bool = False
+
+
+class FeedRunner:
+    def __init__(self, settings: FeedSettings, writer: Writer, *, resume_id: str | None = None,
+                 metrics: FeedMetrics | None = None) -> None:
+        self.settings = settings
+        self.source = settings.name
+        self.writer = writer
+        self.resume_id = resume_id  # last SSE event id stored or received
+        self.metrics = metrics or FeedMetrics(settings.name)
+        self.redact = Redactor(list(settings.secrets.values()))
+        self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_long_s)
+        self.connections = 0
+        self._tokens: TokenSource | None = None
+        self._last_seen = 0.0
+        self._watchdog_reason: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Collect until cancelled (shutdown) or until the vendor reports a configuration error."""
+        attempt = 0
+        while True:
+            if attempt:
+                await self._event(None, EVENT_RECONNECT_ATTEMPT, {"attempt": attempt})
+                self.metrics.reconnects.inc()
+            attempt += 1
+            outcome = await self._one_connection()
+            if outcome.fatal:
+                log.error("feed %s stopped: %s; fix the configuration and restart", self.source, outcome.reason)
+                raise FeedStopped(outcome.reason)
+            delay = self.backoff.next(retry_after=outcome.retry_after, long=outcome.long)
+            log.warning("feed %s: %s; reconnecting in %.1f s", self.source, outcome.reason, delay)
+            await asyncio.sleep(delay)
+
+    async def _one_connection(self) -> _Outcome:
+        settings = self.settings
+        spec: base.ConnectSpec = settings.module.connect(settings.options, settings.secrets, self.resume_id)
+        session = self._session(spec)
+        connection_id = uuid4()
+        try:
+            headers = dict(spec.headers)
+            if spec.bearer_from_login is not None:
+                self._tokens = self._tokens or TokenSource(spec.bearer_from_login)
+                headers["Authorization"] = f"Bearer {await self._tokens.token()}"
+            if spec.resume_header and self.resume_id:
+                headers[spec.resume_header] = self.resume_id
+            try:
+                await session.open(spec.url, headers)
+            except Refused as refused:
+                return await self._refused(refused, spec)
+            except Disconnected as exc:
+                await self._event(None, EVENT_ERROR, {"error": self.redact.text(str(exc.args[0]))})
+                return _Outcome(self.redact.text(str(exc.args[0])))
+            return await self._stream(session, spec, connection_id)
+        except LoginFailed as exc:
+            await self._event(None, EVENT_ERROR, {"error": str(exc), "status": exc.status})
+            return _Outcome(str(exc), long=exc.status is not None)
+        finally:
+            await session.close()
+
+    async def aclose(self) -> None:
+        if self._tokens is not None:
+            await self._tokens.aclose()
+
+    def _session(self, spec: base.ConnectSpec) -> WebSocketSession | SseSession:
+        s = self.settings
+        if spec.transport == "ws":
+            return WebSocketSession(ping_interval=s.ping_interval_s, connect_timeout=s.connect_timeout_s,
+                                    max_frame_bytes=s.max_frame_bytes)
+        return SseSession(connect_timeout=s.connect_timeout_s)
+
+    async def _refused(self, refused: Refused, spec: base.ConnectSpec) -> _Outcome:
+        body = self.redact.text(refused.body[:500])
+        await self._event(None, EVENT_ERROR, {"status": refused.status, "body": body,
+                                              "url": self.redact.text(spec.url)})
+        reason = f"server refused the connection: HTTP {refused.status} {body[:200]}".strip()
+        if refused.status == 400:  # Saba 97/98: bad encoding or OData filter; retrying cannot help
+            return _Outcome(reason, fatal=True)
+        if refused.status in (401, 403):
+            if self._tokens is not None:
+                self._tokens.invalidate()  # an expired token: the next attempt logs in again
+            return _Outcome(reason, long=True, retry_after=refused.retry_after)
+        return _Outcome(reason, long=refused.status in (429, 503), retry_after=refused.retry_after)
+
+    async def _stream(self, session: Any, spec: base.ConnectSpec, connection_id: UUID) -> _Outcome:
+        opened = time.monotonic()
+        self.connections += 1
+        await self._event(connection_id, EVENT_CONNECT, {
+            "url": self.redact.text(spec.url), "transport": spec.transport, "connection": self.connections})
+        if spec.resume_header and self.resume_id:
+            await self._event(connection_id, EVENT_RESUME, {spec.resume_header: self.resume_id})
+        for command in spec.send_on_connect:
+            await session.send(command)
+            await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(command)})
+        adapter = self.settings.module.Adapter(self.source)
+        self._watchdog_reason = None
+        watchdog = asyncio.create_task(self._watchdog(session, connection_id))
+        try:
+            outcome = await self._receive(session, adapter, connection_id)
+        except Disconnected as exc:
+            outcome = _Outcome(self._watchdog_reason or self.redact.text(str(exc.args[0])))
+        except asyncio.CancelledError:
+            await self._event(connection_id, EVENT_DISCONNECT, {"reason": "shutdown"})
+            raise
+        finally:
+            watchdog.cancel()
+        if time.monotonic() - opened >= self.settings.stable_after_s:
+            self.backoff.reset()
+        await self._event(connection_id, EVENT_DISCONNECT, {"reason": outcome.reason})
+        return outcome
+
+    async def _watchdog(self, session: Any, connection_id: UUID) -> None:
+        """Close a connection that has been silent too long: a dead socket looks just like a quiet one."""
+        limit = self.settings.silence_timeout_s
+        self._last_seen = time.monotonic()
+        while True:
+            await asyncio.sleep(min(limit / 4, 1.0))
+            silent = time.monotonic() - self._last_seen
+            if silent >= limit:
+                self._watchdog_reason = f"watchdog: nothing received for {silent:.1f} s (limit {limit:g} s)"
+                await self._event(connection_id, EVENT_WATCHDOG_TIMEOUT, {"silent_s": round(silent, 3)})
+                await session.close()
+                return
+
+    # -- frames ----------------------------------------------------------------------------------
+
+    async def _receive(self, session: Any, adapter: Any, connection_id: UUID) -> _Outcome:
+        seq = 0
+        while True:
+            item = await session.recv()
+            self._last_seen = time.monotonic()
+            if item is KEEPALIVE:
+                continue
+            seq += 1
+            outcome = await self._frame(item, adapter, connection_id, seq)
+            if outcome is not None:
+                return outcome
+
+    async def _frame(self, frame: Frame, adapter: Any, connection_id: UUID, seq: int) -> _Outcome | None:
+        received_at = datetime.now(UTC)
+        data = self.redact.data(frame.data)
+        metrics = self.metrics
+        metrics.frames.inc()
+        metrics.bytes.inc(len(data))
+        if frame.event_id is not None:
+            self.resume_id = frame.event_id
+        if len(data) > self.settings.max_frame_bytes:
+            reason = f"frame of {len(data)} bytes exceeds max_frame_bytes ({self.settings.max_frame_bytes})"
+            return await self._quarantine(received_at, connection_id, seq, frame, None, reason, data[:1024])
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            return await self._quarantine(received_at, connection_id, seq, frame, None, f"not JSON: {exc}", data)
+        try:
+            output: base.Output = adapter.handle(message, received_at)
+        except (base.FrameError, TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+            return await self._quarantine(received_at, connection_id, seq, frame, data,
+                                          f"does not fit the {self.settings.kind} schema: {exc}", data)
+        raw = RawMessage(received_at, self.source, connection_id, seq, output.kind, data, frame.event_id)
+        await self.writer.put(raw, output.records)
+        metrics.rows.inc(len(output.records))
+        if output.control is not None:
+            return await self._control(output, connection_id)
+        return None
+
+    async def _quarantine(self, received_at: datetime, connection_id: UUID, seq: int, frame: Frame,
+                          payload: bytes | None, reason: str, text: bytes) -> None:
+        self.metrics.quarantined.inc()
+        raw = RawMessage(received_at, self.source, connection_id, seq, "quarantined", payload, frame.event_id)
+        snippet = text[:_QUARANTINE_TEXT].decode("utf-8", "replace").replace("\x00", "\\u0000")
+        await self.writer.put(raw, [Quarantine(received_at, self.source, connection_id, reason[:500], snippet)])
+        return None
+
+    async def _control(self, output: base.Output, connection_id: UUID) -> _Outcome | None:
+        detail = output.detail or {}
+        if output.control == base.RESET:
+            await self._event(connection_id, EVENT_RESET, detail)
+        elif output.control == base.INITIAL:
+            await self._event(connection_id, EVENT_SNAPSHOT, detail)
+        elif output.control in (base.ERROR, base.RETRY, base.RETRY_LONG, base.FATAL):
+            await self._event(connection_id, EVENT_ERROR, detail)
+            reason = f"vendor: {orjson.dumps(detail).decode()}"
+            if output.control == base.FATAL:
+                return _Outcome(reason, fatal=True)
+            if output.control != base.ERROR:
+                return _Outcome(reason, long=output.control == base.RETRY_LONG)
+        return None
+
+    async def _event(self, connection_id: UUID | None, event: str, detail: dict[str, Any] | None = None) -> None:
+        await self.writer.put(None, [CollectorEvent(datetime.now(UTC), self.source, connection_id, event, detail)])
+
+
+async def run_feeds(runners: list[FeedRunner]) -> None:
+    """Run every feed until cancelled; one feed stopping (or crashing) never stops another."""
+
+    async def guarded(runner: FeedRunner) -> None:
+        try:
+            await runner.run()
+        except FeedStopped:
+            pass  # already logged and recorded
+        except Exception:
+            log.exception("feed %s crashed; the other feeds go on", runner.source)
+
+    await asyncio.gather(*(guarded(r) for r in runners))

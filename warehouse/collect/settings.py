@@ -1,0 +1,88 @@
+"""[[feeds]] entries → validated settings, with secrets read from the environment.
+
+Every problem stops `warehouse collect` before anything connects, with one line naming the
+config file, the feed and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from warehouse.config import Config, ConfigError, FeedConfig
+from warehouse.feeds import feed_modules
+
+# Tuning keys every feed accepts, with their defaults (None: the feed module's own default).
+COMMON_OPTIONS: dict[str, tuple[type | tuple[type, ...], Any]] = {
+    "silence_timeout_s": ((int, float), None),  # no frame (nor keep-alive) for this long: reconnect
+    "ping_interval_s": ((int, float), 20.0),  # WebSocket ping frames; a pong must follow within as long
+    "connect_timeout_s": ((int, float), 10.0),
+    "max_frame_bytes": (int, 8 * 1024 * 1024),  # larger frames are quarantined with their size
+    "backoff_initial_s": ((int, float), 1.0),
+    "backoff_max_s": ((int, float), 60.0),
+    "backoff_long_s": ((int, float), 300.0),  # after auth failures and maintenance
+    "stable_after_s": ((int, float), 30.0),  # a connection that lived this long resets the backoff
+}
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    name: str
+    kind: str
+    module: ModuleType
+    options: dict[str, Any]  # the feed's own keys
+    secrets: dict[str, str]  # secret option key → value from the environment
+    silence_timeout_s: float
+    ping_interval_s: float
+    connect_timeout_s: float
+    max_frame_bytes: int
+    backoff_initial_s: float
+    backoff_max_s: float
+    backoff_long_s: float
+    stable_after_s: float
+
+
+def feed_settings(config: Config, environ: Mapping[str, str] | None = None) -> list[FeedSettings]:
+    environ = os.environ if environ is None else environ
+    modules = feed_modules()
+    if not config.feeds:
+        raise ConfigError(f"{config.path or 'no config file'}: no [[feeds]] to collect; add one (see README)")
+    return [_one(config, feed, modules, environ) for feed in config.feeds]
+
+
+def _one(config: Config, feed: FeedConfig, modules: dict[str, ModuleType], environ: Mapping[str, str]) -> FeedSettings:
+    where = f"{config.path}: [[feeds]] {feed.name}"
+    module = modules.get(feed.kind)
+    if module is None:
+        raise ConfigError(f"{where}: kind {feed.kind!r} is not available in this version; "
+                          f"available: {', '.join(sorted(modules))}")
+    allowed = {**{k: (t, False) for k, (t, _) in COMMON_OPTIONS.items()}, **module.OPTIONS}
+    for key, value in feed.options.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{key}'; allowed: {', '.join(sorted(allowed))}")
+        kind = allowed[key][0]
+        if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+            raise ConfigError(f"{where}: '{key}' has the wrong type ({value!r})")
+    for key, (_, required) in module.OPTIONS.items():
+        if required and key not in feed.options:
+            raise ConfigError(f"{where}: missing required key '{key}'")
+    problem = module.validate(feed.options) if hasattr(module, "validate") else None
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    secrets = {}
+    for key in module.SECRET_OPTIONS:
+        if key in feed.options:
+            variable = feed.options[key]
+            value = environ.get(variable, "")
+            if not value.strip():
+                raise ConfigError(f"{where}: environment variable {variable} (named by '{key}') is not set; "
+                                  "export it before starting the collector")
+            secrets[key] = value.strip()
+    tuning = {key: feed.options.get(key, default) for key, (_, default) in COMMON_OPTIONS.items()}
+    if tuning["silence_timeout_s"] is None:
+        tuning["silence_timeout_s"] = module.DEFAULT_SILENCE_S
+    own = {k: v for k, v in feed.options.items() if k not in COMMON_OPTIONS}
+    return FeedSettings(name=feed.name, kind=feed.kind, module=module, options=own, secrets=secrets, **tuning)

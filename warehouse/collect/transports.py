@@ -1,0 +1,173 @@
+"""Connections to vendors: one WebSocket or SSE session at a time, as dumb as possible.
+
+`recv()` returns a Frame, or KEEPALIVE for liveness signals that are not frames (SSE comments,
+`data: KEEPALIVE`). Every failure becomes `Disconnected` (with a reason safe to store) or, during
+the opening handshake, `Refused` (with the HTTP status, Retry-After and the body).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import websockets
+from httpx_sse._decoders import SSEDecoder
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+KEEPALIVE = object()
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Frame:
+    data: bytes
+    event_id: str | None = None
+
+
+class Disconnected(Exception):
+    """The connection ended; `args[0]` says how (never contains a secret)."""
+
+
+class Refused(Exception):
+    """The server refused the connection with an HTTP status."""
+
+    def __init__(self, status: int, retry_after: float | None, body: str) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.retry_after, self.body = status, retry_after, body
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds (it may be a number of seconds or an HTTP date)."""
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    return None
+
+
+class WebSocketSession:
+    def __init__(self, *, ping_interval: float, connect_timeout: float, max_frame_bytes: int,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self._options: dict[str, Any] = {
+            "ping_interval": ping_interval, "ping_timeout": ping_interval, "open_timeout": connect_timeout,
+            "close_timeout": 2,
+            # Frames over max_frame_bytes are quarantined by the runner with their size; only a
+            # frame far beyond it closes the connection, so memory stays bounded.
+            "max_size": max(4 * max_frame_bytes, 64 * 1024 * 1024),
+            "compression": "deflate",
+        }
+        if ssl_context is not None:
+            self._options["ssl"] = ssl_context
+        self._ws: ClientConnection | None = None
+
+    async def open(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            self._ws = await ws_connect(url, additional_headers=headers, **self._options)
+        except websockets.InvalidStatus as exc:
+            response = exc.response
+            body = (response.body or b"")[:_MAX_ERROR_BODY].decode("utf-8", "replace")
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            raise Refused(response.status_code, retry_after, body) from None
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            raise Disconnected(f"connect failed: {type(exc).__name__}: {exc}") from None
+
+    async def recv(self) -> Frame:
+        assert self._ws is not None
+        try:
+            # decode=False: bytes as sent; invalid UTF-8 is then quarantined instead of ending the connection
+            return Frame(await self._ws.recv(decode=False))
+        except websockets.ConnectionClosed as exc:
+            raise Disconnected(_close_reason(exc)) from None
+        except OSError as exc:
+            raise Disconnected(f"connection lost: {type(exc).__name__}: {exc}") from None
+
+    async def send(self, text: str) -> None:
+        assert self._ws is not None
+        try:
+            await self._ws.send(text)
+        except websockets.ConnectionClosed as exc:
+            raise Disconnected(_close_reason(exc)) from None
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+
+
+def _close_reason(exc: websockets.ConnectionClosed) -> str:
+    if exc.rcvd is not None:
+        return f"server closed: code {exc.rcvd.code} {exc.rcvd.reason}".rstrip()
+    if exc.sent is not None:
+        return f"closed by us: code {exc.sent.code} {exc.sent.reason}".rstrip()
+    return "connection lost without a close frame"
+
+
+class SseSession:
+    def __init__(self, *, connect_timeout: float, ssl_context: ssl.SSLContext | bool = True) -> None:
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=connect_timeout, read=None, write=connect_timeout, pool=connect_timeout),
+            verify=ssl_context,
+        )
+        self._response: httpx.Response | None = None
+        self._lines: Any = None
+        self._decoder = SSEDecoder()
+        self._stream: Any = None
+
+    async def open(self, url: str, headers: dict[str, str]) -> None:
+        request = self._client.build_request("GET", url, headers=headers)
+        try:
+            self._response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise Disconnected(f"connect failed: {type(exc).__name__}: {exc}") from None
+        response = self._response
+        if response.status_code != 200:
+            body = b""
+            with contextlib.suppress(httpx.HTTPError):
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= _MAX_ERROR_BODY:
+                        break
+            await response.aclose()
+            raise Refused(response.status_code, retry_after_seconds(response.headers.get("Retry-After")),
+                          body[:_MAX_ERROR_BODY].decode("utf-8", "replace"))
+        content_type = response.headers.get("content-type", "")
+        if "text/event-stream" not in content_type:
+            await response.aclose()
+            raise Disconnected(f"server answered {content_type or 'no content type'}, not text/event-stream")
+        self._lines = response.aiter_lines()
+
+    async def recv(self) -> Frame | object:
+        while True:
+            try:
+                line = await anext(self._lines)
+            except StopAsyncIteration:
+                raise Disconnected("server ended the stream") from None
+            except httpx.HTTPError as exc:
+                raise Disconnected(f"connection lost: {type(exc).__name__}: {exc}") from None
+            line = line.rstrip("\r\n")
+            if line.startswith(":"):
+                return KEEPALIVE  # a comment: the server's keep-alive
+            event = self._decoder.decode(line)
+            if event is None:
+                continue
+            data = event.data
+            if not data.strip() or data.strip() == "KEEPALIVE":
+                return KEEPALIVE
+            return Frame(data.encode(), event.id or None)
+
+    async def send(self, text: str) -> None:
+        raise Disconnected("SSE is one-way: nothing can be sent")
+
+    async def close(self) -> None:
+        if self._response is not None:
+            with contextlib.suppress(Exception):
+                await self._response.aclose()
+        await self._client.aclose()
