@@ -1,0 +1,162 @@
+"""A local OddsPapi v4 WebSocket server, faithful to shared/protocols/oddspapi-ws.md §11.
+
+Path /v4/ws with the key in `apiKey`; a wrong key is refused with HTTP 401 on the upgrade.
+Server → client only: one fixture and at most one bookmaker per message, only changed fields,
+player objects whole, string map keys, `bookmakerOutcomeId` present and `oddsId` absent. No
+snapshot and no replay on reconnect. `script` frames are sent verbatim first (the seed examples
+in tests); then generated traffic from the market model, at `rate` frames/s (None: as fast as
+the socket takes them). Faults: drop the TCP connection, close it, go silent, or send a malformed
+frame, after so many frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from warehouse.simulate.market import MARKET_1X2, Market, PriceChange, ScoreChange
+
+KIND = "oddspapi-ws"
+PATH = "/v4/ws"
+
+
+@dataclass
+class OddsPapiFaults:
+    drop_after: int | None = None  # abort the TCP connection after this many frames (per connection)
+    close_after: int | None = None  # close cleanly (1001) after this many frames
+    silent_after: int | None = None  # stop sending, keep the socket open, after this many frames
+    malformed_every: int | None = None  # every n-th frame is cut short (not JSON)
+    reject_all_keys: bool = False  # HTTP 401 for every key
+
+
+class OddsPapiSimulator:
+    def __init__(self, api_key: str, *, seed: int = 1, rate: float | None = 50.0, script: Sequence[bytes | str] = (),
+                 generate: bool = True, faults: OddsPapiFaults | None = None, record: bool = True) -> None:
+        self.api_key = api_key
+        self.rate = rate
+        self.script = [s.encode() if isinstance(s, str) else s for s in script]
+        self.generate = generate
+        self.faults = faults or OddsPapiFaults()
+        self.market = Market(seed=seed)
+        self.record = record
+        self.sent: list[bytes] = []  # every frame sent, in order (when `record`)
+        self.sent_count = 0
+        self.connections = 0
+        self.refused = 0
+        self._announced: set[tuple[str, str | None]] = set()
+        self._server: Server | None = None
+
+    # -- server ----------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._server = await serve(self._handle, host, port, process_request=self._check_key,
+                                   compression="deflate", max_size=2**20)
+        bound = self._server.sockets[0].getsockname()
+        return f"ws://{bound[0]}:{bound[1]}{PATH}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> OddsPapiSimulator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _check_key(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        if parts.path != PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        key = parse_qs(parts.query).get("apiKey", [""])[0]
+        if self.faults.reject_all_keys or key != self.api_key:
+            self.refused += 1
+            return connection.respond(HTTPStatus.UNAUTHORIZED, '{"error":401,"message":"invalid apiKey"}\n')
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        faults = self.faults
+        sent_here = 0
+        frames = self._frames()
+        with contextlib.suppress(Exception):
+            while True:
+                if faults.silent_after is not None and sent_here >= faults.silent_after:
+                    await ws.wait_closed()
+                    return
+                if faults.drop_after is not None and sent_here >= faults.drop_after:
+                    ws.transport.abort()
+                    return
+                if faults.close_after is not None and sent_here >= faults.close_after:
+                    await ws.close(1001, "going away")
+                    return
+                frame = next(frames, None)
+                if frame is None:
+                    await ws.wait_closed()
+                    return
+                sent_here += 1
+                if faults.malformed_every and (self.sent_count + 1) % faults.malformed_every == 0:
+                    frame = frame[: len(frame) // 2]
+                await ws.send(frame.decode())
+                self.sent_count += 1
+                if self.record:
+                    self.sent.append(frame)
+                if self.rate:
+                    await asyncio.sleep(1 / self.rate)
+                elif sent_here % 64 == 0:
+                    await asyncio.sleep(0)
+
+    # -- traffic ---------------------------------------------------------------------------------
+
+    def _frames(self):
+        yield from self.script
+        while self.generate:
+            yield from self.render(self.market.step())
+
+    def render(self, change: PriceChange | ScoreChange) -> list[bytes]:
+        """One market change as OddsPapi messages (metadata first, the first time a fixture or book shows)."""
+        fixture = change.fixture
+        now = datetime.now(UTC).isoformat()
+        out: list[dict[str, Any]] = []
+        if (fixture.fixture_id, None) not in self._announced:
+            self._announced.add((fixture.fixture_id, None))
+            out.append({"fixtureId": fixture.fixture_id, "participant1Id": 1000 + 2 * fixture.index,
+                        "participant2Id": 1001 + 2 * fixture.index, "sportId": 10, "statusId": fixture.status_id,
+                        "startTime": int(datetime.now(UTC).timestamp()) - 60 * fixture.minute,
+                        "seasonId": None, "updatedAt": now})
+        if isinstance(change, ScoreChange):
+            out.append({"fixtureId": fixture.fixture_id, "scores": {"periods": {"0": {
+                "participant1Score": fixture.home_score, "participant2Score": fixture.away_score, "updatedAt": now}}}})
+        else:
+            book = change.bookmaker
+            if (fixture.fixture_id, book) not in self._announced:
+                self._announced.add((fixture.fixture_id, book))
+                out.append({"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: {
+                    "bookmakerFixtureId": str(265591179 + fixture.index),
+                    "fixturePath": f"https://{book}.example/line/football/{fixture.event_id}"}}})
+            outcomes = {
+                outcome: {"players": {"0": {
+                    "active": change.active, "betslip": None, "bookmakerOutcomeId": f"{fixture.event_id}{outcome}",
+                    "changedAt": now, "limit": 1000 if book == "pinnacle" else None, "playerName": None,
+                    "price": price, "exchangeMeta": {}, "playerId": 0}}}
+                for outcome, price in change.prices.items()
+            }
+            out.append({"fixtureId": fixture.fixture_id,
+                        "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}})
+        return [orjson.dumps(message) for message in out]
+
+
+def from_feed(options: dict[str, Any], secrets: dict[str, str], seed: int) -> OddsPapiSimulator:
+    """The simulator a [[feeds]] entry would talk to: same key, generated traffic."""
+    return OddsPapiSimulator(secrets["api_key_env"], seed=seed)

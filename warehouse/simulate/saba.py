@@ -1,0 +1,315 @@
+"""A local Saba OddsDirect GetEvents push server (SSE), faithful to shared/protocols/saba-sse.md §10.
+
+POST /login and /refreshToken issue tokens that expire (10 minutes by default); the stream at
+/sports/stream/{v1|beta}/GetEvents takes the token as `token=` or `Authorization: Bearer`,
+checks Accept and Accept-Encoding (97) and the OData query (98), and answers maintenance (99,
+HTTP 503) and internal errors (100, HTTP 500) when told to. Frames are exactly
+`id: <id>\\r\\ndata: <json>\\r\\n\\r\\n`: status 1 with the full state first, then status 0 deltas
+with all three arrays present. A reconnect with a Last-Event-ID still in the bounded cache
+gets the missed deltas replayed; otherwise status 3 with the full state. Keep-alives are SSE
+comments. The deltas are produced continuously, connected or not, like the real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from warehouse.simulate.market import Fixture, Market, PriceChange, ScoreChange
+
+KIND = "saba-sse"
+STREAM_PATHS = ("/sports/stream/v1/GetEvents", "/sports/stream/beta/GetEvents")
+_ENCODINGS = {"gzip", "deflate", "br", "identity", "*", ""}
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 406: "Not Acceptable",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+@dataclass
+class SabaFaults:
+    drop_after: int | None = None  # abort the stream after this many frames (per connection)
+    maintenance: bool = False  # answer stream requests with 503 / status 99
+    internal_error: bool = False  # answer stream requests with 500 / status 100
+    malformed_every: int | None = None  # every n-th delta is cut short (not JSON)
+    reject_tokens: bool = False  # every token is refused (HTTP 401)
+    split_frames: bool = False  # write each frame in two pieces (events split across TCP reads)
+
+
+class SabaSimulator:
+    def __init__(self, *, vendor_id: str = "vendor", member_id: str = "member", static_token: str | None = None,
+                 seed: int = 1, rate: float | None = 20.0, keepalive_s: float = 5.0, cache_size: int = 1000,
+                 token_ttl_s: float = 600.0, faults: SabaFaults | None = None,
+                 script: list[tuple[str, bytes]] | None = None) -> None:
+        self.vendor_id, self.member_id, self.static_token = vendor_id, member_id, static_token
+        self.rate, self.keepalive_s, self.token_ttl_s = rate, keepalive_s, token_ttl_s
+        self.faults = faults or SabaFaults()
+        self.script = script  # (id, data) frames to send verbatim instead of the market (tests)
+        self.market = Market(seed=seed)
+        self.events: dict[int, dict[str, Any]] = {f.event_id: _event(f) for f in self.market.fixtures}
+        self.markets: dict[int, dict[str, Any]] = {}
+        for fixture in self.market.fixtures:
+            self.markets[_market_id(fixture)] = self._market(fixture, self.market.quote(fixture, "saba"), True)
+        self.cache: deque[tuple[int, bytes]] = deque(maxlen=cache_size)
+        self.head = 81722  # id of the latest delta (the state the snapshot shows)
+        self.sent: dict[int, list[str]] = {}  # connection number → ids of the frames it got
+        self.resume_requests: list[str | None] = []  # Last-Event-ID of every stream request
+        self.logins = 0
+        self._tokens: dict[str, float] = {}
+        self._changed = asyncio.Condition()
+        self._server: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._connections = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._server = await asyncio.start_server(self._serve, host, port)
+        if self.rate:
+            self._ticker = asyncio.create_task(self._tick_forever())
+        bound = self._server.sockets[0].getsockname()
+        return f"http://{bound[0]}:{bound[1]}"
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def __aenter__(self) -> SabaSimulator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def lose_cache(self) -> None:
+        """Forget every cached delta: the next resume gets status 3 (Reset)."""
+        self.cache.clear()
+
+    # -- traffic ---------------------------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(1 / self.rate)  # type: ignore[operator]
+
+    async def tick(self, frames: int = 1) -> None:
+        """Produce the next delta(s) and wake the streams."""
+        for _ in range(frames):
+            self.head += 1
+            self.cache.append((self.head, self._delta(self.market.step())))
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _delta(self, change: PriceChange | ScoreChange) -> bytes:
+        fixture = change.fixture
+        events: list[dict[str, Any]] = []
+        markets: list[dict[str, Any]] = []
+        if isinstance(change, ScoreChange):
+            event = self.events[fixture.event_id]
+            event["gameInfo"].update(liveHomeScore=fixture.home_score, liveAwayScore=fixture.away_score,
+                                     seconds=fixture.minute * 60)
+            events.append({"eventId": fixture.event_id, "eventStatus": "running", "hasLiveMarket": True,
+                           "gameInfo": dict(event["gameInfo"])})
+        else:
+            market = self._market(fixture, self.market.quote(fixture, "saba"), change.active)
+            self.markets[market["marketId"]] = market
+            markets.append({k: market[k] for k in ("marketId", "eventId", "betType", "isLive", "marketStatus",
+                                                   "sort")}
+                           | {"selections": [{k: v for k, v in s.items() if k != "keyName"}
+                                             for s in market["selections"]]})
+        return _data(0, "Success", events_change=events, markets_change=markets)
+
+    def _market(self, fixture: Fixture, prices: dict[str, float], active: bool) -> dict[str, Any]:
+        keys = {"101": ("1", "Home"), "102": ("x", "Draw"), "103": ("2", "Away")}
+        return {
+            "sportType": 1, "eventId": fixture.event_id, "betType": 5, "betTypeName": "FT.1X2",
+            "marketId": _market_id(fixture), "maxBet": 500.0, "isLive": True,
+            "marketStatus": "running" if active else "suspend", "category": 1, "sort": 1, "combo": 0,
+            "selections": [{"key": keys[o][0], "keyName": keys[o][1], "point": None, "oddsPrice": _odds(price)}
+                           for o, price in prices.items()],
+        }
+
+    def snapshot(self, status: int) -> bytes:
+        return _data(status, "InitialData" if status == 1 else "Reset",
+                     events_add=list(self.events.values()), markets_add=list(self.markets.values()))
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = (await reader.readline()).decode("latin-1").strip()
+            method, target, _ = request_line.split(" ", 2)
+            headers: dict[str, str] = {}
+            while (line := (await reader.readline()).decode("latin-1").strip()):
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+            parts = urlsplit(target)
+            params = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            if method == "POST" and parts.path in ("/login", "/refreshToken"):
+                await self._login(writer, body)
+            elif method == "GET" and parts.path in STREAM_PATHS:
+                await self._stream(writer, headers, params)
+            else:
+                await _respond(writer, 404, {"message": "not found"})
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
+            pass  # the client went away, sent garbage, or the simulator is stopping
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _login(self, writer: asyncio.StreamWriter, body: bytes) -> None:
+        try:
+            credentials = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            credentials = {}
+        if credentials.get("vendor_id") != self.vendor_id or credentials.get("vendor_member_id") != self.member_id:
+            await _respond(writer, 401, {"statusCode": 401, "errorCode": "A001", "message": "Unauthorized"})
+            return
+        self.logins += 1
+        token = secrets.token_urlsafe(24)
+        self._tokens[token] = time.monotonic() + self.token_ttl_s
+        await _respond(writer, 200, {"access_token": token, "token_type": "Bearer"})
+
+    def _token_ok(self, headers: dict[str, str], params: dict[str, str]) -> bool:
+        if self.faults.reject_tokens:
+            return False
+        token = params.get("token") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if token and token == self.static_token:
+            return True
+        return self._tokens.get(token, 0) > time.monotonic()
+
+    async def _stream(self, writer: asyncio.StreamWriter, headers: dict[str, str], params: dict[str, str]) -> None:
+        faults = self.faults
+        self.resume_requests.append(headers.get("last-event-id"))
+        if not self._token_ok(headers, params):
+            await _respond(writer, 401, {"statusCode": 401, "errorCode": "A001", "message": "Unauthorized"})
+            return
+        if "text/event-stream" not in headers.get("accept", ""):
+            await _respond(writer, 406, {"message": "Accept: text/event-stream required"})
+            return
+        encodings = {e.split(";")[0].strip().lower() for e in headers.get("accept-encoding", "").split(",")}
+        if not encodings <= _ENCODINGS:
+            await _respond(writer, 400, {"status": 97, "message": "Invalid Accept-Encoding"})
+            return
+        query = params.get("query", "")
+        if query and (not query.startswith("$") or "INVALID" in query):
+            await _respond(writer, 400, {"status": 98, "message": "Invalid OData query attributes"})
+            return
+        if faults.maintenance:
+            await _respond(writer, 503, {"status": 99, "message": "System under maintenance"}, retry_after=1)
+            return
+        if faults.internal_error:
+            await _respond(writer, 500, {"status": 100, "message": "Internal Server Error"})
+            return
+        self._connections += 1
+        number = self._connections
+        sent = self.sent.setdefault(number, [])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                     b"Connection: close\r\n\r\n")
+        last = headers.get("last-event-id")
+        if self.script is not None:
+            for frame_id, frame in self.script:
+                await self._send(writer, sent, frame_id, frame)
+            while True:
+                await asyncio.sleep(self.keepalive_s)
+                writer.write(b": KEEPALIVE\r\n")
+                await writer.drain()
+        cached_ids = [i for i, _ in self.cache]
+        if last and last.isdigit() and int(last) in cached_ids:
+            cursor = int(last)  # replay what the client missed from here
+        else:
+            cursor = self.head
+            await self._send(writer, sent, str(self.head), self.snapshot(3 if last else 1))
+        while True:
+            pending = [(i, f) for i, f in self.cache if i > cursor]
+            if pending and pending[0][0] != cursor + 1:
+                return  # the client fell out of the cache: close; its resume gets status 3
+            for frame_id, frame in pending:
+                if faults.drop_after is not None and len(sent) >= faults.drop_after:
+                    writer.transport.abort()
+                    return
+                if faults.malformed_every and frame_id % faults.malformed_every == 0:
+                    frame = frame[: len(frame) // 2]
+                await self._send(writer, sent, str(frame_id), frame)
+                cursor = frame_id
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), self.keepalive_s)
+                except TimeoutError:
+                    writer.write(b": KEEPALIVE\r\n")
+                    await writer.drain()
+
+    async def _send(self, writer: asyncio.StreamWriter, sent: list[str], frame_id: str, data: bytes) -> None:
+        wire = b"id: " + frame_id.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
+        if self.faults.split_frames:
+            middle = len(wire) // 2
+            writer.write(wire[:middle])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+            wire = wire[middle:]
+        writer.write(wire)
+        await writer.drain()
+        sent.append(frame_id)
+
+
+async def _respond(writer: asyncio.StreamWriter, status: int, body: dict[str, Any],
+                   retry_after: int | None = None) -> None:
+    payload = orjson.dumps(body)
+    head = f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: application/json\r\n"
+    if retry_after is not None:
+        head += f"Retry-After: {retry_after}\r\n"
+    head += f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    writer.write(head.encode() + payload)
+    await writer.drain()
+
+
+def _data(status: int, message: str, *, events_add: list | None = None, events_change: list | None = None,
+          markets_add: list | None = None, markets_change: list | None = None) -> bytes:
+    return orjson.dumps({"status": status, "message": message, "payload": {
+        "events": {"add": events_add or [], "change": events_change or [], "remove": []},
+        "markets": {"add": markets_add or [], "change": markets_change or [], "remove": []},
+    }})
+
+
+def _event(fixture: Fixture) -> dict[str, Any]:
+    return {
+        "sportType": 1, "sportName": "Soccer", "leagueId": 1001, "leagueName": "Simulated League",
+        "eventId": fixture.event_id, "eventCode": f"E{fixture.event_id}", "eventStatus": "running",
+        "isMainMarket": True, "kickOffTime": "2026-11-21T12:00:00", "globalShowTime": "2026-11-21T12:00:00",
+        "isLive": True, "isParlay": True, "hasLiveMarket": True, "marketCount": 1, "marketCategories": [1],
+        "teamInfo": {"homeId": 1000 + 2 * fixture.index, "homeName": fixture.home,
+                     "awayId": 1001 + 2 * fixture.index, "awayName": fixture.away},
+        "gameInfo": {"livePeriod": 1, "clockDirection": "inc", "seconds": fixture.minute * 60, "isHt": False,
+                     "liveHomeScore": fixture.home_score, "liveAwayScore": fixture.away_score},
+        "soccerInfo": {"homeRedCard": 0, "awayRedCard": 0, "homeYellowCard": 0, "awayYellowCard": 0},
+    }
+
+
+def _market_id(fixture: Fixture) -> int:
+    return 274175476 + fixture.index
+
+
+def _odds(decimal: float) -> dict[str, float]:
+    hong_kong = round(decimal - 1, 3)
+    malay = hong_kong if hong_kong <= 1 else round(-1 / hong_kong, 3)
+    american = round(hong_kong * 100 if hong_kong >= 1 else -100 / hong_kong, 0)
+    indo = hong_kong if hong_kong >= 1 else round(-1 / hong_kong, 3)
+    return {"parlayPrice": decimal, "malayPrice": malay, "hongKongPrice": hong_kong, "decimalPrice": decimal,
+            "indoPrice": indo, "americanPrice": american}
+
+
+def from_feed(options: dict[str, Any], secrets: dict[str, str], seed: int) -> SabaSimulator:
+    """The simulator a [[feeds]] entry would talk to: its token, or its login credentials."""
+    return SabaSimulator(vendor_id=options.get("vendor_id", "vendor"),
+                         member_id=secrets.get("vendor_member_id_env", "member"),
+                         static_token=secrets.get("token_env"), seed=seed)
