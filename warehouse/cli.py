@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -198,6 +200,51 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.1f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+# -- collect / simulate -----------------------------------------------------------------------
+
+
+@app.command()
+@_friendly_errors
+def collect(
+    ctx: typer.Context,
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="serve Prometheus /metrics on "
+                                            "127.0.0.1:PORT"),
+) -> None:
+    """Run the config's feeds until stopped (SIGINT/SIGTERM: flush, record the disconnect, exit 0)."""
+    from warehouse.collect import collect as run_collect
+    from warehouse.collect.settings import feed_settings
+
+    config = ctx.obj.config
+    feeds = feed_settings(config)
+    _log_at_least_info()
+    asyncio.run(run_collect(ctx.obj.url(), feeds, config.writer_settings(), metrics_port=metrics_port))
+
+
+@app.command()
+@_friendly_errors
+def simulate(ctx: typer.Context, seed: int = typer.Option(1, help="seed of the simulated markets")) -> None:
+    """Run local simulators of the config's feeds, where their URLs point (127.0.0.1 only), until Ctrl-C."""
+    from warehouse.collect.settings import feed_settings
+    from warehouse.simulate import simulate as run_simulators
+
+    feeds = feed_settings(ctx.obj.config)
+    _log_at_least_info()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_simulators(feeds, stop, seed=seed)
+
+    asyncio.run(main())
+
+
+def _log_at_least_info() -> None:
+    """Long-running commands say what they are doing (connects, gaps, reconnects) on stderr."""
+    logging.getLogger("warehouse").setLevel(min(logging.getLogger().level, logging.INFO))
 
 
 # -- demo -------------------------------------------------------------------------------------

@@ -1,0 +1,45 @@
+"""Helpers to run the real collector against simulators and a real database, with time bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from warehouse.collect import collect
+from warehouse.collect.settings import FeedSettings, feed_settings
+from warehouse.config import load_config
+from warehouse.store.writer import WriterSettings
+
+
+def feeds_from_toml(tmp_path: Path, text: str, env: dict[str, str]) -> list[FeedSettings]:
+    path = tmp_path / "feeds.toml"
+    path.write_text(text)
+    return feed_settings(load_config(path), env)
+
+
+def fast(**overrides: object) -> str:
+    """TOML lines that make reconnects and the watchdog quick enough for tests."""
+    values = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2, "backoff_long_s": 0.5, "silence_timeout_s": 5.0,
+              **overrides}
+    return "\n".join(f"{k} = {v}" for k, v in values.items())
+
+
+async def run_collector(url: str, feeds: list[FeedSettings], spool_dir: Path, until: Callable[[], bool],
+                        timeout: float = 30.0) -> None:
+    """Collect until `until()` holds (checked every 50 ms) or `timeout` passes, then stop cleanly."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(collect(url, feeds, WriterSettings(spool_dir=spool_dir), stop=stop))
+    deadline = time.monotonic() + timeout
+    try:
+        while not await asyncio.to_thread(until):
+            if task.done():
+                await task
+                raise AssertionError("collector ended by itself")
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

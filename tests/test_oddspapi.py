@@ -1,0 +1,202 @@
+"""OddsPapi v4: seed examples and faults through the live path (simulator → collector → PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.collecting import fast, feeds_from_toml, run_collector
+from tests.conftest import query
+from warehouse.collect import collect
+from warehouse.simulate.oddspapi import OddsPapiFaults, OddsPapiSimulator
+from warehouse.store.writer import WriterSettings
+
+KEY = "5b9f0c3e-secret-oddspapi-key"
+
+# The five examples of the vendor's page (shared/seeds/oddspapi-websocket.txt), verbatim.
+SEED = [
+    '{"fixtureId": "id2704726161008023", "statusId": 1, "updatedAt": "2025-06-11T16:55:28.415401+00:00"}',
+    '{"fixtureId": "id1100097561092987", "bookmakerOdds": {"starcasino.be": {"markets": {"111": {"outcomes": {"111":'
+    ' {"players": {"0": {"active": true, "betslip": null, "bookmakerOutcomeId": "2535416646", "changedAt":'
+    ' "2025-06-11T16:55:30.284055+00:00", "limit": null, "playerName": null, "price": 1.345, "exchangeMeta": {},'
+    ' "playerId": 0}}}}}}}}}',
+    '{"fixtureId": "id1100023561139799", "bookmakerOdds": {"22bet": {"bookmakerFixtureId": "265591179",'
+    ' "fixturePath": "https://22bets.com/line/basketball/5226-e/265591179-kk-partizan-buducnost-podgorica"}}}',
+    '{"fixtureId": "id1001509158796975", "bookmakerOdds": {"stake": {"markets": {"101": {"outcomes": {"101":'
+    ' {"players": {"0": {"active": true, "betslip": null, "bookmakerOutcomeId": "2535416646", "changedAt":'
+    ' "2025-06-11T16:55:30.284055+00:00", "limit": null, "playerName": null, "price": 1.345, "exchangeMeta": {},'
+    ' "playerId": 0}}}, "102": {"players": {"0": {"active": true, "betslip": null, "bookmakerOutcomeId":'
+    ' "2535416646", "changedAt": "2025-06-11T16:55:30.284055+00:00", "limit": null, "playerName": null,'
+    ' "price": 1.345, "exchangeMeta": {}, "playerId": 0}}}}}}}}}',
+    '{"fixtureId": "id1000085362245214", "scores": {"periods": {"2": {"participant1Score": 0,'
+    ' "participant2Score": 0, "updatedAt": "2025-07-23T16:56:37.122614+00:00"}}}}',
+]
+CHANGED_AT = datetime(2025, 6, 11, 16, 55, 30, 284055, tzinfo=UTC)
+PLAYER_ATTRS = {"betslip": None, "bookmakerOutcomeId": "2535416646", "playerName": None, "exchangeMeta": {},
+                "playerId": 0}
+
+
+def toml(url: str, **tuning: object) -> str:
+    return (f'[[feeds]]\nname = "oddspapi"\nkind = "oddspapi-ws"\nurl = "{url}"\napi_key_env = "OP_KEY"\n'
+            f"{fast(**tuning)}\n")
+
+
+def collect_from(simulator: OddsPapiSimulator, db_url: str, tmp_path: Path, until, **tuning: object) -> None:
+    async def main() -> None:
+        url = await simulator.start()
+        feeds = feeds_from_toml(tmp_path, toml(url, **tuning), {"OP_KEY": KEY})
+        try:
+            await run_collector(db_url, feeds, tmp_path / "spool", until)
+        finally:
+            await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 90))
+
+
+def frames_stored(db_url: str) -> int:
+    return query(db_url, "SELECT count(*) FROM raw_messages")[0][0]
+
+
+def test_seed_examples_give_exactly_the_rows_they_should(db_url: str, tmp_path: Path) -> None:
+    simulator = OddsPapiSimulator(KEY, script=SEED, generate=False)
+    collect_from(simulator, db_url, tmp_path, lambda: frames_stored(db_url) == 5)
+
+    raws = query(db_url, "SELECT id, seq, kind, payload FROM raw_messages ORDER BY seq")
+    assert [(seq, kind) for _, seq, kind, _ in raws] == [
+        (1, "fixture"), (2, "price"), (3, "bookmaker"), (4, "price"), (5, "score")]
+    assert [payload for *_, payload in raws] == [orjson.loads(s) for s in SEED]
+    ids = [r[0] for r in raws]
+
+    assert query(db_url, "SELECT raw_id, fixture_id, bookmaker, action, start_time, status, source_ts, changes"
+                         " FROM fixture_changes ORDER BY raw_id") == [
+        (ids[0], "id2704726161008023", None, "change", None, "1",
+         datetime(2025, 6, 11, 16, 55, 28, 415401, tzinfo=UTC),
+         {"statusId": 1, "updatedAt": "2025-06-11T16:55:28.415401+00:00"}),
+        (ids[2], "id1100023561139799", "22bet", "change", None, None, None,
+         {"bookmakerFixtureId": "265591179",
+          "fixturePath": "https://22bets.com/line/basketball/5226-e/265591179-kk-partizan-buducnost-podgorica"}),
+    ]
+    ticks = query(db_url, "SELECT raw_id, source, bookmaker, fixture_id, market_id, outcome_id, player_id, line,"
+                          " side, price, active, status, max_stake, source_ts, attrs FROM price_ticks"
+                          " ORDER BY raw_id, outcome_id")
+    assert ticks == [
+        (ids[1], "oddspapi", "starcasino.be", "id1100097561092987", "111", "111", "0", None, None, 1.345, True,
+         None, None, CHANGED_AT, PLAYER_ATTRS),
+        (ids[3], "oddspapi", "stake", "id1001509158796975", "101", "101", "0", None, None, 1.345, True,
+         None, None, CHANGED_AT, PLAYER_ATTRS),
+        (ids[3], "oddspapi", "stake", "id1001509158796975", "101", "102", "0", None, None, 1.345, True,
+         None, None, CHANGED_AT, PLAYER_ATTRS),
+    ]
+    assert query(db_url, "SELECT raw_id, fixture_id, period, home_score, away_score, minute, live, source_ts, attrs"
+                         " FROM score_changes") == [
+        (ids[4], "id1000085362245214", "2", 0, 0, None, None,
+         datetime(2025, 7, 23, 16, 56, 37, 122614, tzinfo=UTC), None)]
+    assert query(db_url, "SELECT count(*) FROM market_changes") == [(0,)]
+    assert query(db_url, "SELECT count(*) FROM quarantine") == [(0,)]
+
+
+def test_integer_prices_limits_and_explicit_nulls(db_url: str, tmp_path: Path) -> None:
+    frames = [
+        '{"fixtureId": "f1", "bookmakerOdds": {"b": {"markets": {"1": {"outcomes": {"1": {"players": {"0":'
+        ' {"price": 2, "active": false, "limit": 250.5, "changedAt": "2025-06-11T16:55:30+00:00"}}}}}}}}}',
+        '{"fixtureId": "f1", "seasonId": null, "startTime": 1750000000}',
+    ]
+    collect_from(OddsPapiSimulator(KEY, script=frames, generate=False), db_url, tmp_path,
+                 lambda: frames_stored(db_url) == 2)
+    assert query(db_url, "SELECT price, active, max_stake, attrs FROM price_ticks") == [
+        (2.0, False, Decimal("250.5"), None)]
+    assert query(db_url, "SELECT start_time, changes FROM fixture_changes") == [
+        (datetime.fromtimestamp(1750000000, UTC), {"seasonId": None, "startTime": 1750000000})]
+
+
+def test_malformed_frames_are_quarantined_and_the_stream_goes_on(db_url: str, tmp_path: Path) -> None:
+    frames = [SEED[1], "{not json", '{"bookmakerOdds": {}}', '{"fixtureId": "f", "bookmakerOdds": {"b":'
+              ' {"markets": {"1": {"outcomes": {"1": {"players": {"0": {"price": "abc"}}}}}}}}}', SEED[4]]
+    collect_from(OddsPapiSimulator(KEY, script=frames, generate=False), db_url, tmp_path,
+                 lambda: frames_stored(db_url) == 5)
+    rows = query(db_url, "SELECT r.seq, r.payload IS NULL, q.reason, q.frame FROM quarantine q"
+                         " JOIN raw_messages r ON r.id = q.raw_id ORDER BY r.seq")
+    assert [(seq, null) for seq, null, _, _ in rows] == [(2, True), (3, False), (4, False)]
+    assert rows[0][2].startswith("not JSON") and rows[0][3] == "{not json"
+    assert "fixtureId missing" in rows[1][2]
+    assert "number expected" in rows[2][2]
+    assert query(db_url, "SELECT count(*) FROM price_ticks") == [(1,)]
+    assert query(db_url, "SELECT count(*) FROM score_changes") == [(1,)]
+
+
+def test_a_dropped_connection_is_a_visible_gap_and_collection_resumes(db_url: str, tmp_path: Path) -> None:
+    simulator = OddsPapiSimulator(KEY, rate=500, faults=OddsPapiFaults(drop_after=40))
+    collect_from(simulator, db_url, tmp_path, lambda: simulator.connections >= 3 and frames_stored(db_url) >= 100)
+    events = [e for (e,) in query(db_url, "SELECT event FROM collector_events ORDER BY received_at")]
+    assert events[:4] == ["connect", "disconnect", "reconnect_attempt", "connect"]
+    reasons = [r for (r,) in query(db_url, "SELECT detail->>'reason' FROM collector_events WHERE event = 'disconnect'"
+                                           " ORDER BY received_at")]
+    assert reasons[0] == "connection lost without a close frame"
+    assert reasons[-1] == "shutdown"
+    # every connection's frames are numbered 1..n without a hole: nothing received was lost
+    per_connection = query(db_url, "SELECT count(*), min(seq), max(seq) FROM raw_messages GROUP BY connection_id")
+    assert all(n == high and low == 1 for n, low, high in per_connection)
+    assert len(per_connection) >= 3
+
+
+def test_a_rejected_key_backs_off_instead_of_hammering(db_url: str, tmp_path: Path) -> None:
+    simulator = OddsPapiSimulator(KEY, faults=OddsPapiFaults(reject_all_keys=True))
+
+    async def main() -> None:
+        url = await simulator.start()
+        feeds = feeds_from_toml(tmp_path, toml(url, backoff_long_s=1.0), {"OP_KEY": KEY})
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(3, stop.set)
+        await collect(db_url, feeds, WriterSettings(spool_dir=tmp_path / "spool"), stop=stop)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    # 3 s with a long backoff of 0.8–1 s after each 401: a handful of attempts, not hundreds
+    assert 2 <= simulator.refused <= 5
+    errors = query(db_url, "SELECT detail->>'status', detail->>'body' FROM collector_events WHERE event = 'error'")
+    assert errors and all(status == "401" for status, _ in errors)
+    assert "invalid apiKey" in errors[0][1]
+
+
+def test_a_silent_server_trips_the_watchdog_and_the_collector_reconnects(db_url: str, tmp_path: Path) -> None:
+    simulator = OddsPapiSimulator(KEY, rate=200, faults=OddsPapiFaults(silent_after=10))
+    collect_from(simulator, db_url, tmp_path, lambda: simulator.connections >= 2, silence_timeout_s=0.5)
+    (silent,), = query(db_url, "SELECT (detail->>'silent_s')::float FROM collector_events"
+                               " WHERE event = 'watchdog_timeout' ORDER BY received_at LIMIT 1")
+    assert 0.5 <= silent < 3
+    reasons = [r for (r,) in query(db_url, "SELECT detail->>'reason' FROM collector_events WHERE event = 'disconnect'"
+                                           " ORDER BY received_at")]
+    assert reasons[0].startswith("watchdog: nothing received for")
+
+
+def test_the_api_key_never_reaches_a_table_or_a_log(db_url: str, tmp_path: Path, caplog) -> None:
+    simulator = OddsPapiSimulator(KEY, rate=300, faults=OddsPapiFaults(drop_after=20))
+    with caplog.at_level(logging.DEBUG):
+        collect_from(simulator, db_url, tmp_path, lambda: simulator.connections >= 2)
+    assert KEY not in caplog.text
+    for table, column in [("raw_messages", "payload::text"), ("collector_events", "detail::text"),
+                          ("quarantine", "frame"), ("price_ticks", "attrs::text")]:
+        assert query(db_url, f"SELECT count(*) FROM {table} WHERE {column} LIKE %s", f"%{KEY}%") == [(0,)], table
+    urls = query(db_url, "SELECT detail->>'url' FROM collector_events WHERE event = 'connect'")
+    assert urls and all(u.endswith("apiKey=***") for (u,) in urls)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[[feeds]]\nname = "o"\nkind = "oddspapi-ws"\nurl = "ws://x"\napi_key_env = "OP_KEY"\nurll = 1\n',
+     "unknown key 'urll'"),
+    ('[[feeds]]\nname = "o"\nkind = "oddspapi-ws"\napi_key_env = "OP_KEY"\n', "missing required key 'url'"),
+    ('[[feeds]]\nname = "o"\nkind = "oddspapi-ws"\nurl = "ws://x"\napi_key_env = "UNSET_KEY"\n',
+     "environment variable UNSET_KEY (named by 'api_key_env') is not set"),
+])
+def test_feed_config_mistakes_name_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
+    from warehouse.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        feeds_from_toml(tmp_path, text, {"OP_KEY": KEY})
+    assert message in str(caught.value) and str(tmp_path / "feeds.toml") in str(caught.value)

@@ -1,0 +1,228 @@
+"""Saba GetEvents push: seed frames, resume, reset, login and errors through the live path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.collecting import fast, feeds_from_toml, run_collector
+from tests.conftest import query
+from warehouse.collect import collect
+from warehouse.simulate.saba import SabaFaults, SabaSimulator
+from warehouse.store.writer import WriterSettings
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.saba-secret-token"
+MEMBER = "member-secret-7731"
+
+# The two frames of shared/protocols/saba-sse.md §3 (built from the documented fields).
+SEED = [
+    ("81723", b'{"status":1,"message":"InitialData","payload":{"events":{"add":[{"eventId":38255274,"sportType":1,'
+              b'"eventStatus":"running","isLive":true,"kickOffTime":"2024-05-01T12:00:00","teamInfo":{"homeId":1,'
+              b'"homeName":"A","awayId":2,"awayName":"B"},"gameInfo":{"livePeriod":1,"liveHomeScore":0,'
+              b'"liveAwayScore":0}}],"change":[],"remove":[]},"markets":{"add":[{"marketId":274175476,'
+              b'"eventId":38255274,"betType":1,"marketStatus":"running","isLive":true,"selections":[{"key":"h",'
+              b'"keyName":"Home","point":0.5,"oddsPrice":{"decimalPrice":1.95,"malayPrice":0.95}}]}],"change":[],'
+              b'"remove":[]}}}'),
+    ("81724", b'{"status":0,"message":"Success","payload":{"events":{"add":[],"change":[],"remove":[]},"markets":'
+              b'{"add":[],"change":[{"marketId":274175476,"eventId":38255274,"betType":1,"isLive":true,'
+              b'"marketStatus":"suspend","selections":[{"key":"h","point":0.5,"oddsPrice":{"decimalPrice":1.9}}]}],'
+              b'"remove":[]}}}'),
+]
+
+
+def toml(base: str, auth: str = 'token_env = "SABA_TOKEN"', **tuning: object) -> str:
+    return (f'[[feeds]]\nname = "saba"\nkind = "saba-sse"\nurl = "{base}/sports/stream/v1/GetEvents"\n'
+            f'query = "$filter=sporttype eq 1"\nlanguage = "en"\n{auth}\n{fast(**tuning)}\n')
+
+
+ENV = {"SABA_TOKEN": TOKEN, "SABA_MEMBER": MEMBER}
+
+
+async def collect_until(simulator: SabaSimulator, db_url: str, tmp_path: Path, until, start: bool = True,
+                        **kwargs: object) -> None:
+    base = await simulator.start() if start else simulator.base  # type: ignore[attr-defined]
+    simulator.base = base  # type: ignore[attr-defined]
+    feeds = feeds_from_toml(tmp_path, toml(base, **kwargs), ENV)
+    await run_collector(db_url, feeds, tmp_path / "spool", until)
+
+
+def stored_ids(db_url: str) -> list[str]:
+    return [r[0] for r in query(db_url, "SELECT event_id FROM raw_messages WHERE event_id IS NOT NULL ORDER BY id")]
+
+
+def assert_each_frame_once(stored: list[str], simulator: SabaSimulator) -> None:
+    """Stored ids run without a hole from the first snapshot on, none twice, all of them sent.
+
+    (A frame the server wrote just before a drop or a shutdown may never have been received:
+    the resume asks for it again, so it appears in two connections' `sent` and once in `stored`.)
+    """
+    numbers = [int(i) for i in stored]
+    assert len(set(numbers)) == len(numbers), "a frame was stored twice"
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "a frame was lost"
+    assert set(stored) <= {i for ids in simulator.sent.values() for i in ids}
+
+
+def test_seed_frames_give_exactly_the_rows_they_should(db_url: str, tmp_path: Path) -> None:
+    simulator = SabaSimulator(static_token=TOKEN, rate=None, script=SEED)
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: len(stored_ids(db_url)) == 2)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    raws = query(db_url, "SELECT id, seq, event_id, kind, payload FROM raw_messages ORDER BY seq")
+    assert [(seq, event_id, kind) for _, seq, event_id, kind, _ in raws] == [
+        (1, "81723", "status-1"), (2, "81724", "status-0")]
+    assert [r[4] for r in raws] == [orjson.loads(data) for _, data in SEED]
+    first, second = raws[0][0], raws[1][0]
+    event = orjson.loads(SEED[0][1])["payload"]["events"]["add"][0]
+    assert query(db_url, "SELECT raw_id, fixture_id, bookmaker, action, start_time, status, changes"
+                         " FROM fixture_changes") == [
+        (first, "38255274", None, "add", datetime(2024, 5, 1, 12, tzinfo=UTC), "running", event)]
+    assert query(db_url, "SELECT raw_id, fixture_id, period, home_score, away_score, minute, live, status, attrs"
+                         " FROM score_changes") == [(first, "38255274", "1", 0, 0, None, True, "running", None)]
+    assert query(db_url, "SELECT raw_id, fixture_id, market_id, bookmaker, action, status, attrs FROM market_changes"
+                         " ORDER BY raw_id") == [
+        (first, "38255274", "274175476", "saba", "add", "running",
+         {"marketId": 274175476, "eventId": 38255274, "betType": 1, "marketStatus": "running", "isLive": True}),
+        (second, "38255274", "274175476", "saba", "change", "suspend",
+         {"marketId": 274175476, "eventId": 38255274, "betType": 1, "marketStatus": "suspend", "isLive": True}),
+    ]
+    assert query(db_url, "SELECT raw_id, bookmaker, fixture_id, market_id, outcome_id, line, price, active, status,"
+                         " max_stake, attrs FROM price_ticks ORDER BY raw_id") == [
+        (first, "saba", "38255274", "274175476", "h", Decimal("0.5"), 1.95, True, "running", None,
+         {"keyName": "Home", "malayPrice": 0.95, "betType": 1}),
+        (second, "saba", "38255274", "274175476", "h", Decimal("0.5"), 1.9, False, "suspend", None, {"betType": 1}),
+    ]
+    assert query(db_url, "SELECT event, detail FROM collector_events WHERE event = 'snapshot'") == [
+        ("snapshot", {"status": 1, "message": "InitialData"})]
+
+
+def test_resume_after_a_drop_sends_the_last_id_and_loses_nothing(db_url: str, tmp_path: Path) -> None:
+    simulator = SabaSimulator(static_token=TOKEN, rate=200, keepalive_s=0.2, faults=SabaFaults(drop_after=30))
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: len(simulator.sent) >= 4)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    stored = stored_ids(db_url)
+    assert_each_frame_once(stored, simulator)
+    # each reconnect asked for the id of the last frame received before it
+    assert simulator.resume_requests[0] is None
+    connections = query(db_url, "SELECT connection_id FROM raw_messages GROUP BY 1 ORDER BY min(id)")
+    last_ids = [query(db_url, "SELECT event_id FROM raw_messages WHERE connection_id = %s ORDER BY seq DESC LIMIT 1",
+                      c)[0][0] for (c,) in connections]
+    assert simulator.resume_requests[1:len(last_ids)] == last_ids[:-1]
+    # ...and got a replay (status 0), not a reset
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'reset'") == [(0,)]
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'resume'")[0][0] >= 3
+
+
+def test_resume_after_a_collector_restart_reads_the_last_id_from_the_database(db_url: str, tmp_path: Path) -> None:
+    simulator = SabaSimulator(static_token=TOKEN, rate=100, keepalive_s=0.2)
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: len(stored_ids(db_url)) >= 20)
+        last_before = stored_ids(db_url)[-1]
+        await asyncio.sleep(0.5)  # the server keeps producing while no collector listens
+        await collect_until(simulator, db_url, tmp_path, lambda: len(simulator.sent.get(2, [])) >= 20, start=False)
+        await simulator.stop()
+        assert simulator.resume_requests[1] == last_before
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert_each_frame_once(stored_ids(db_url), simulator)
+    assert len(simulator.sent[2]) >= 20
+
+
+def test_a_lost_resume_cache_is_a_recorded_reset_with_the_full_state(db_url: str, tmp_path: Path) -> None:
+    simulator = SabaSimulator(static_token=TOKEN, rate=200, keepalive_s=0.2, faults=SabaFaults(drop_after=15))
+
+    def lost_cache_then_two_connections() -> bool:
+        if len(simulator.sent) == 1 and len(simulator.sent[1]) >= 15:
+            simulator.lose_cache()
+        return len(simulator.sent) >= 2 and len(stored_ids(db_url)) >= 17
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lost_cache_then_two_connections)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    kinds = [k for (k,) in query(db_url, "SELECT kind FROM raw_messages WHERE kind LIKE 'status-%' ORDER BY id")]
+    assert kinds[0] == "status-1" and "status-3" in kinds
+    (detail,), = query(db_url, "SELECT detail FROM collector_events WHERE event = 'reset'")
+    assert detail == {"status": 3, "message": "Reset"}
+    # the reset frame re-adds every event and market: the full state
+    reset_id, = [r for (r,) in query(db_url, "SELECT id FROM raw_messages WHERE kind = 'status-3'")]
+    assert query(db_url, "SELECT count(*) FROM fixture_changes WHERE raw_id = %s AND action = 'add'", reset_id) == [
+        (len(simulator.events),)]
+
+
+def test_login_credentials_get_a_token_and_no_secret_is_stored_or_logged(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    simulator = SabaSimulator(vendor_id="v-42", member_id=MEMBER, rate=100, keepalive_s=0.2)
+    auth = 'vendor_id = "v-42"\nvendor_member_id_env = "SABA_MEMBER"'
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: len(stored_ids(db_url)) >= 10, auth=auth)
+        await simulator.stop()
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(asyncio.wait_for(main(), 60))
+    assert simulator.logins == 1
+    tokens = list(simulator._tokens)
+    for secret in [MEMBER, *tokens]:
+        assert secret not in caplog.text
+        for table, column in [("raw_messages", "payload::text"), ("collector_events", "detail::text")]:
+            assert query(db_url, f"SELECT count(*) FROM {table} WHERE {column} LIKE %s", f"%{secret}%") == [(0,)]
+
+
+@pytest.mark.parametrize(("query_text", "faults", "expected"), [
+    ("$filter=INVALID", SabaFaults(), "HTTP 400"),
+])
+def test_a_configuration_error_stops_the_feed_with_a_clear_message(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, query_text: str, faults: SabaFaults, expected: str
+) -> None:
+    simulator = SabaSimulator(static_token=TOKEN, rate=None, faults=faults)
+
+    async def main() -> None:
+        base = await simulator.start()
+        text = toml(base).replace("$filter=sporttype eq 1", query_text)
+        feeds = feeds_from_toml(tmp_path, text, ENV)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.5, stop.set)
+        await collect(db_url, feeds, WriterSettings(spool_dir=tmp_path / "spool"), stop=stop)
+        await simulator.stop()
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(asyncio.wait_for(main(), 30))
+    assert len(simulator.resume_requests) == 1, "a configuration error must not be retried"
+    (detail,), = query(db_url, "SELECT detail FROM collector_events WHERE event = 'error'")
+    assert detail["status"] == 400 and '"status":98' in detail["body"]
+    assert any("feed saba stopped" in r.getMessage() and expected in r.getMessage() for r in caplog.records)
+
+
+def test_maintenance_is_retried_with_a_long_pause(db_url: str, tmp_path: Path) -> None:
+    simulator = SabaSimulator(static_token=TOKEN, rate=50, keepalive_s=0.2, faults=SabaFaults(maintenance=True))
+
+    def maintenance_over_after_two_refusals() -> bool:
+        if len(simulator.resume_requests) >= 2:
+            simulator.faults.maintenance = False
+        return len(stored_ids(db_url)) >= 5
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, maintenance_over_after_two_refusals, backoff_long_s=0.3)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    statuses = [s for (s,) in query(db_url, "SELECT detail->>'status' FROM collector_events WHERE event = 'error'"
+                                            " ORDER BY received_at")]
+    assert statuses[:2] == ["503", "503"]
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'connect'") == [(1,)]
