@@ -137,8 +137,9 @@ def test_a_dropped_connection_is_a_visible_gap_and_collection_resumes(db_url: st
     assert events[:4] == ["connect", "disconnect", "reconnect_attempt", "connect"]
     reasons = [r for (r,) in query(db_url, "SELECT detail->>'reason' FROM collector_events WHERE event = 'disconnect'"
                                            " ORDER BY received_at")]
-    assert reasons[0] == "connection lost without a close frame"
-    assert reasons[-1] == "shutdown"
+    assert reasons.count("connection lost without a close frame") >= 2
+    # stopped while connected: a "shutdown" disconnect; stopped during the backoff pause: none needed
+    assert set(reasons) <= {"connection lost without a close frame", "shutdown"}
     # every connection's frames are numbered 1..n without a hole: nothing received was lost
     per_connection = query(db_url, "SELECT count(*), min(seq), max(seq) FROM raw_messages GROUP BY connection_id")
     assert all(n == high and low == 1 for n, low, high in per_connection)

@@ -71,9 +71,8 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str):
-        text = value.strip().replace("Z", "+00:00")
         try:
-            parsed = datetime.fromisoformat(text)
+            parsed = datetime.fromisoformat(value)  # 3.11 takes "Z" and "+00:00" alike
         except ValueError:
             raise FrameError(f"timestamp expected, got {value!r}") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -96,6 +95,13 @@ def to_decimal(value: Any) -> Decimal | None:
 
 
 def to_float(value: Any) -> float | None:
+    kind = type(value)
+    if kind is float:  # the common case first: JSON numbers arrive as float or int
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FrameError(f"finite number expected, got {value!r}")
+        return value
+    if kind is int:
+        return float(value)
     if value is None:
         return None
     return float(to_decimal(value))  # type: ignore[arg-type]

@@ -101,7 +101,9 @@ class Adapter:
 
     def _tick(self, at: datetime, fixture: str, bookmaker: str, market_id: str, outcome_id: str,
               player_id: str, player: dict[str, Any]) -> PriceTick:
-        attrs = {k: v for k, v in player.items() if k not in _PRICE_FIELDS}
+        attrs = dict(player)
+        for name in _PRICE_FIELDS:
+            attrs.pop(name, None)
         return PriceTick(
             at, self.source, bookmaker, fixture, market_id, outcome_id,
             price=to_float(player.get("price")),

@@ -41,7 +41,8 @@ class OddsPapiFaults:
 
 class OddsPapiSimulator:
     def __init__(self, api_key: str, *, seed: int = 1, rate: float | None = 50.0, script: Sequence[bytes | str] = (),
-                 generate: bool = True, faults: OddsPapiFaults | None = None, record: bool = True) -> None:
+                 generate: bool = True, faults: OddsPapiFaults | None = None, record: bool = True,
+                 outcomes_per_frame: int = 3) -> None:
         self.api_key = api_key
         self.rate = rate
         self.script = [s.encode() if isinstance(s, str) else s for s in script]
@@ -49,6 +50,7 @@ class OddsPapiSimulator:
         self.faults = faults or OddsPapiFaults()
         self.market = Market(seed=seed)
         self.record = record
+        self.outcomes_per_frame = outcomes_per_frame  # 2 for the benchmark's "two prices per frame"
         self.sent: list[bytes] = []  # every frame sent, in order (when `record`)
         self.sent_count = 0
         self.connections = 0
@@ -90,6 +92,8 @@ class OddsPapiSimulator:
         faults = self.faults
         sent_here = 0
         frames = self._frames()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         with contextlib.suppress(Exception):
             while True:
                 if faults.silent_after is not None and sent_here >= faults.silent_after:
@@ -112,8 +116,10 @@ class OddsPapiSimulator:
                 self.sent_count += 1
                 if self.record:
                     self.sent.append(frame)
-                if self.rate:
-                    await asyncio.sleep(1 / self.rate)
+                # Pace against the clock (frame n is due at n / rate), so high rates are met too.
+                ahead = started + sent_here / self.rate - loop.time() if self.rate else 0.0
+                if ahead > 0.001:
+                    await asyncio.sleep(ahead)
                 elif sent_here % 64 == 0:
                     await asyncio.sleep(0)
 
@@ -150,7 +156,7 @@ class OddsPapiSimulator:
                     "active": change.active, "betslip": None, "bookmakerOutcomeId": f"{fixture.event_id}{outcome}",
                     "changedAt": now, "limit": 1000 if book == "pinnacle" else None, "playerName": None,
                     "price": price, "exchangeMeta": {}, "playerId": 0}}}
-                for outcome, price in change.prices.items()
+                for outcome, price in list(change.prices.items())[: self.outcomes_per_frame]
             }
             out.append({"fixtureId": fixture.fixture_id,
                         "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}})

@@ -1,0 +1,201 @@
+"""Collector benchmark: OddsPapi simulator → collector → PostgreSQL, against the writer-only ceiling.
+
+    python bench/collect.py                      # firehose 20 s, 5,000 frames/s for 20 s, ceiling
+    python bench/collect.py --outage 60          # ... plus 5,000 frames/s with a 60 s database outage
+
+Every OddsPapi frame carries two prices (one raw frame + two price_ticks rows). The simulator runs
+in its own process, as a vendor would; the collector (the same FeedRunner and Writer that
+`warehouse collect` runs) and PostgreSQL share the rest of the machine. Prints frames/s, rows/s,
+p50/p99 receive→commit latency, and the collector process's peak RSS while collecting.
+Not a test: figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import orjson
+import psutil
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from warehouse.collect.runner import FeedRunner  # noqa: E402
+from warehouse.collect.settings import feed_settings  # noqa: E402
+from warehouse.config import load_config  # noqa: E402
+from warehouse.feeds.oddspapi import Adapter  # noqa: E402
+from warehouse.records import RawMessage  # noqa: E402
+from warehouse.simulate.oddspapi import OddsPapiSimulator  # noqa: E402
+from warehouse.store import migrate  # noqa: E402
+from warehouse.store.embedded import EmbeddedPostgres  # noqa: E402
+from warehouse.store.writer import Writer, WriterSettings  # noqa: E402
+
+KEY = "bench-key"
+
+
+def _serve(port: int, rate: float | None) -> None:
+    async def main() -> None:
+        simulator = OddsPapiSimulator(KEY, rate=rate, record=False, outcomes_per_frame=2)
+        await simulator.start("127.0.0.1", port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PeakRss:
+    """Samples this process's RSS in a thread (the event loop may be too busy to do it)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, me.memory_info().rss)
+            time.sleep(0.1)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def collect_phase(url: str, workdir: Path, rate: float | None, seconds: float,
+                        outage: tuple[EmbeddedPostgres, float, float] | None = None) -> dict[str, float]:
+    """Collect from a fresh simulator process for `seconds`; return the figures."""
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, rate), daemon=True)
+    process.start()
+    time.sleep(1.0)  # let it bind
+    config = workdir / "bench.toml"
+    config.write_text(f'[[feeds]]\nname = "oddspapi"\nkind = "oddspapi-ws"\nurl = "ws://127.0.0.1:{port}/v4/ws"\n'
+                      'api_key_env = "BENCH_KEY"\nsilence_timeout_s = 600\n')
+    feed = feed_settings(load_config(config), {"BENCH_KEY": KEY})[0]
+    latencies: list[float] = []
+
+    def on_commit(units: list) -> None:
+        now = time.time()
+        latencies.extend(now - raw.received_at.timestamp() for raw, _ in units if raw is not None)
+
+    spool = workdir / f"spool-{port}"
+    phase_start = datetime.now(UTC)
+    with PeakRss() as rss:
+        async with Writer(url, WriterSettings(spool_dir=spool), on_commit=on_commit) as writer:
+            runner = FeedRunner(feed, writer)
+            task = asyncio.create_task(runner.run())
+            await asyncio.sleep(1.0)  # connected and streaming
+            counters = runner.metrics
+            frames_before, rows_before = counters.frames._value.get(), counters.rows._value.get()
+            started = time.perf_counter()
+            if outage is not None:
+                server, after, length = outage
+                await asyncio.sleep(after)
+                await asyncio.to_thread(server.stop, "immediate")
+                print(f"  database stopped for {length:.0f} s …", file=sys.stderr)
+                await asyncio.sleep(length)
+                await asyncio.to_thread(server.start)
+                await asyncio.sleep(max(0.0, seconds - after - length))
+            else:
+                await asyncio.sleep(seconds)
+            received = counters.frames._value.get() - frames_before
+            derived = counters.rows._value.get() - rows_before
+            elapsed = time.perf_counter() - started
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            process.terminate()
+            if outage is not None:
+                await writer.wait_replayed(600)
+    latencies.sort()
+    with psycopg.connect(url) as conn:
+        # every frame numbered (received) must be stored: sum of the highest seq = count, per phase
+        top = conn.execute("SELECT sum(max_seq) FROM (SELECT max(seq) AS max_seq FROM raw_messages"
+                           " WHERE received_at >= %s GROUP BY connection_id) c", (phase_start,)).fetchone()[0]
+        stored = conn.execute("SELECT count(*) FROM raw_messages WHERE received_at >= %s", (phase_start,)).fetchone()[0]
+    return {
+        "frames_per_s": received / elapsed,
+        "rows_per_s": (received + derived) / elapsed,
+        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
+        "peak_rss_mb": rss.peak / 2**20,
+        "received_not_stored": (top or 0) - stored,
+    }
+
+
+async def ceiling(url: str, workdir: Path, frames: int) -> float:
+    """The writer alone on the same kind of rows: frames rendered and parsed ahead of time."""
+    simulator = OddsPapiSimulator(KEY, outcomes_per_frame=2)
+    adapter = Adapter("ceiling")
+    connection, units, frame_iter = uuid4(), [], simulator._frames()
+    for seq in range(frames):
+        data = next(frame_iter)
+        now = datetime.now(UTC)
+        units.append((RawMessage(now, "ceiling", connection, seq, "price", data),
+                      adapter.handle(orjson.loads(data), now).records))
+    started = time.perf_counter()
+    async with Writer(url, WriterSettings(spool_dir=workdir / "spool-ceiling")) as writer:
+        for raw, rows in units:
+            await writer.put(raw, rows)
+    rows = sum(1 + len(r) for _, r in units)
+    return rows / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=5000.0, help="frames/s of the latency run")
+    parser.add_argument("--outage", type=float, default=0.0, help="seconds of database outage in an extra run")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="owh-bench-collect-"))
+    os.environ["WAREHOUSE_DATA_DIR"] = str(workdir)
+    server = EmbeddedPostgres(workdir / "pg")
+    url = server.ensure_running()
+    migrate.upgrade(url)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        print("warm-up …", file=sys.stderr)
+        asyncio.run(collect_phase(url, workdir, None, 5))
+        print("firehose …", file=sys.stderr)
+        results["firehose"] = asyncio.run(collect_phase(url, workdir, None, args.seconds))
+        print(f"{args.rate:.0f} frames/s …", file=sys.stderr)
+        results[f"{args.rate:.0f}/s"] = asyncio.run(collect_phase(url, workdir, args.rate, args.seconds))
+        if args.outage:
+            print(f"{args.rate:.0f} frames/s with a {args.outage:.0f} s outage …", file=sys.stderr)
+            results[f"{args.rate:.0f}/s, {args.outage:.0f} s outage"] = asyncio.run(collect_phase(
+                url, workdir, args.rate, args.seconds + args.outage + 10, outage=(server, 10, args.outage)))
+        print("writer-only ceiling …", file=sys.stderr)
+        ceiling_rows = asyncio.run(ceiling(url, workdir, int(results["firehose"]["frames_per_s"] * 10)))
+    finally:
+        server.destroy()
+    print("\n| run | frames/s | rows/s | p50 ms | p99 ms | peak RSS MB | received, not stored |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['frames_per_s']:,.0f} | {r['rows_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f}"
+              f" | {r['peak_rss_mb']:.0f} | {r['received_not_stored']:.0f} |")
+    print(f"| writer alone, same rows | {ceiling_rows / 3:,.0f} | {ceiling_rows:,.0f} | – | – | – | – |")
+
+
+if __name__ == "__main__":
+    main()
