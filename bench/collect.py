@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -84,8 +85,11 @@ class PeakRss:
 
 
 async def collect_phase(url: str, workdir: Path, rate: float | None, seconds: float,
-                        outage: tuple[EmbeddedPostgres, float, float] | None = None) -> dict[str, float]:
+                        outage: tuple[EmbeddedPostgres, float, float] | None = None,
+                        writer: WriterSettings | None = None) -> dict[str, float]:
     """Collect from a fresh simulator process for `seconds`; return the figures."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # no phase pays for flushing the previous one's pages
     port = free_port()
     process = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, rate), daemon=True)
     process.start()
@@ -103,7 +107,8 @@ async def collect_phase(url: str, workdir: Path, rate: float | None, seconds: fl
     spool = workdir / f"spool-{port}"
     phase_start = datetime.now(UTC)
     with PeakRss() as rss:
-        async with Writer(url, WriterSettings(spool_dir=spool), on_commit=on_commit) as writer:
+        settings = replace(writer or WriterSettings(), spool_dir=spool)
+        async with Writer(url, settings, on_commit=on_commit) as writer:
             runner = FeedRunner(feed, writer)
             task = asyncio.create_task(runner.run())
             await asyncio.sleep(1.0)  # connected and streaming
@@ -167,6 +172,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=5000.0, help="frames/s of the latency run")
     parser.add_argument("--outage", type=float, default=0.0, help="seconds of database outage in an extra run")
+    parser.add_argument("--latency-only", action="store_true", help="only the fixed-rate run")
+    parser.add_argument("--flush-ms", type=float, default=WriterSettings.flush_interval * 1000,
+                        help="writer flush interval")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="owh-bench-collect-"))
     os.environ["WAREHOUSE_DATA_DIR"] = str(workdir)
@@ -177,16 +185,21 @@ def main() -> None:
     try:
         print("warm-up …", file=sys.stderr)
         asyncio.run(collect_phase(url, workdir, None, 5))
-        print("firehose …", file=sys.stderr)
-        results["firehose"] = asyncio.run(collect_phase(url, workdir, None, args.seconds))
         print(f"{args.rate:.0f} frames/s …", file=sys.stderr)
-        results[f"{args.rate:.0f}/s"] = asyncio.run(collect_phase(url, workdir, args.rate, args.seconds))
+        writer = WriterSettings(flush_interval=args.flush_ms / 1000)
+        results[f"{args.rate:.0f}/s"] = asyncio.run(collect_phase(url, workdir, args.rate, args.seconds,
+                                                                  writer=writer))
+        if not args.latency_only:
+            print("firehose …", file=sys.stderr)
+            results["firehose"] = asyncio.run(collect_phase(url, workdir, None, args.seconds))
         if args.outage:
             print(f"{args.rate:.0f} frames/s with a {args.outage:.0f} s outage …", file=sys.stderr)
             results[f"{args.rate:.0f}/s, {args.outage:.0f} s outage"] = asyncio.run(collect_phase(
                 url, workdir, args.rate, args.seconds + args.outage + 10, outage=(server, 10, args.outage)))
-        print("writer-only ceiling …", file=sys.stderr)
-        ceiling_rows = asyncio.run(ceiling(url, workdir, int(results["firehose"]["frames_per_s"] * 10)))
+        ceiling_rows = None
+        if "firehose" in results:
+            print("writer-only ceiling …", file=sys.stderr)
+            ceiling_rows = asyncio.run(ceiling(url, workdir, int(results["firehose"]["frames_per_s"] * 10)))
     finally:
         server.destroy()
     print("\n| run | frames/s | rows/s | p50 ms | p99 ms | peak RSS MB | received, not stored |")
@@ -194,7 +207,8 @@ def main() -> None:
     for name, r in results.items():
         print(f"| {name} | {r['frames_per_s']:,.0f} | {r['rows_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f}"
               f" | {r['peak_rss_mb']:.0f} | {r['received_not_stored']:.0f} |")
-    print(f"| writer alone, same rows | {ceiling_rows / 3:,.0f} | {ceiling_rows:,.0f} | – | – | – | – |")
+    if ceiling_rows:
+        print(f"| writer alone, same rows | {ceiling_rows / 3:,.0f} | {ceiling_rows:,.0f} | – | – | – | – |")
 
 
 if __name__ == "__main__":

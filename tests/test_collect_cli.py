@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -63,6 +64,11 @@ backoff_initial_s = 0.2
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         assert 'warehouse_frames_total{source="oddspapi"}' in metrics
         assert 'warehouse_commit_latency_seconds_count{source="saba"}' in metrics
+        status = subprocess.run([*command, "status", "--json", "--metrics-port", str(metrics_port)], env=env,
+                                capture_output=True, text=True, timeout=60)
+        live = {row["source"]: row["collector"] for row in json.loads(status.stdout)}
+        assert live["oddspapi"]["frames"] >= 1 and live["saba"]["rows"] >= 1
+        assert 0 < live["saba"]["commit_latency_p99_s"] <= 60
         collector.send_signal(signal.SIGINT)
         _, collector_log = collector.communicate(timeout=60)
         assert collector.returncode == 0, collector_log[-2000:]

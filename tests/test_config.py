@@ -43,7 +43,7 @@ channels = ["orders", "bets"]
     assert config.database_url == "postgresql://warehouse@db.internal/odds"
     assert config.export_dir == tmp_path / "exports"  # relative to the config file, not the cwd
     settings = config.writer_settings()
-    assert settings.batch_rows == 2000 and settings.flush_interval == 0.025  # the default stays the writer's
+    assert settings.batch_rows == 2000 and settings.flush_interval == 0.010  # the default stays the writer's
     assert settings.spool_dir == config.spool_dir == tmp_path / "spool" / "collector"
     assert [(f.name, f.kind) for f in config.feeds] == [("oddspapi", "oddspapi-ws"), ("mm", "mm-ws")]
     assert config.feeds[1].options == {"channels": ["orders", "bets"]}

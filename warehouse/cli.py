@@ -167,15 +167,29 @@ def db_stop() -> None:
 def status(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="also read the counters of the "
+                                            "collector running with this --metrics-port"),
 ) -> None:
     """Per source: last frame age, rows in the last minute, reconnects, gaps, quarantine, spool backlog."""
     from warehouse.store.status import source_status
 
     rows = source_status(ctx.obj.url(), ctx.obj.spool_root())
+    live: dict[str, dict[str, float]] = {}
+    if metrics_port:
+        from warehouse.collect.metrics import scrape
+
+        try:
+            live = scrape(metrics_port)
+        except OSError as exc:
+            err.print(f"[yellow]warning:[/yellow] no collector metrics on 127.0.0.1:{metrics_port} ({exc}); "
+                      "showing the database only", highlight=False)
     if as_json:
-        print(json.dumps([r.as_json() for r in rows], indent=2))
+        print(json.dumps([r.as_json() | ({"collector": live[r.source]} if r.source in live else {})
+                          for r in rows], indent=2))
         return
     _print_status(rows)
+    if live:
+        _print_live(live)
 
 
 def _print_status(rows: list[Any]) -> None:
@@ -191,6 +205,27 @@ def _print_status(rows: list[Any]) -> None:
         table.add_row(r.source, age, str(r.frames_last_minute), str(r.rows_last_minute), str(r.reconnects_24h),
                       str(r.gaps_24h), _duration(r.gap_seconds_24h), str(r.quarantined_24h),
                       str(r.spool_backlog_frames))
+    out.print(table)
+
+
+def _print_live(live: dict[str, dict[str, float]]) -> None:
+    table = Table(title="running collector (since it started)", title_justify="left")
+    columns = [("frames", "frames"), ("rows", "rows"), ("received_bytes", "bytes"), ("reconnects", "reconnects"),
+               ("quarantined", "quarantined"), ("commit_latency_p99_s", "p99 receive→commit")]
+    table.add_column("source")
+    for _, title in columns:
+        table.add_column(title, justify="right")
+    for source, values in sorted(live.items()):
+        cells = []
+        for key, _ in columns:
+            value = values.get(key)
+            if value is None:
+                cells.append("–")
+            elif key == "commit_latency_p99_s":
+                cells.append(f"≤ {value * 1000:g} ms")
+            else:
+                cells.append(f"{value:,.0f}")
+        table.add_row(source, *cells)
     out.print(table)
 
 

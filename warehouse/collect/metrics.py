@@ -54,3 +54,31 @@ class CommitLatency:
 def serve(port: int) -> None:
     """Expose /metrics on 127.0.0.1:`port` (put a proxy in front to publish it further)."""
     start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+
+
+def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> dict[str, dict[str, float]]:
+    """A running collector's counters per source (what `warehouse status --metrics-port` shows)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout).read().decode()
+    result: dict[str, dict[str, float]] = {}
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            source = sample.labels.get("source")
+            if source is None:
+                continue
+            if sample.name.endswith("_total"):
+                name = sample.name.removeprefix("warehouse_").removesuffix("_total")
+                result.setdefault(source, {})[name] = sample.value
+            elif sample.name == "warehouse_commit_latency_seconds_bucket":
+                buckets.setdefault(source, []).append((float(sample.labels["le"]), sample.value))
+    for source, pairs in buckets.items():
+        pairs.sort()
+        total = pairs[-1][1] if pairs else 0
+        # The upper bound of the bucket holding the 99th percentile (histograms know no better).
+        p99 = next((bound for bound, count in pairs if total and count >= 0.99 * total), float("nan"))
+        result.setdefault(source, {})["commit_latency_p99_s"] = p99
+    return result

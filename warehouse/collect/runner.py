@@ -195,6 +195,10 @@ class FeedRunner:
             outcome = await self._frame(item, adapter, connection_id, seq)
             if outcome is not None:
                 return outcome
+            if seq % 32 == 0:
+                # recv() and put() complete without suspending while frames are buffered: let the
+                # writer (and the watchdog) run, or a burst delays every commit behind it.
+                await asyncio.sleep(0)
 
     async def _frame(self, frame: Frame, adapter: Any, connection_id: UUID, seq: int) -> _Outcome | None:
         received_at = datetime.now(UTC)

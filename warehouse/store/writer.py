@@ -68,7 +68,7 @@ class WriterClosedError(RuntimeError):
 @dataclass(frozen=True)
 class WriterSettings:
     batch_rows: int = 10_000  # flush once this many rows (frames + derived) are waiting...
-    flush_interval: float = 0.025  # ...or this many seconds after the first of them arrived
+    flush_interval: float = 0.010  # ...or this many seconds after the first of them arrived
     queue_units: int = 20_000  # bound of the in-memory queue; producers wait beyond it
     spool_dir: Path | None = None  # default: <data dir>/spool/<writer name>
     spool_fsync: bool = True
