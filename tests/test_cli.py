@@ -33,14 +33,16 @@ def test_db_url_prints_the_configured_database(db_url: str) -> None:
 def test_demo_starts_the_embedded_server_migrates_and_reuses_it(tmp_path: Path) -> None:
     env = {"WAREHOUSE_DATA_DIR": str(tmp_path / "data")}
     try:
-        first = warehouse("demo", env=env)
+        first = warehouse("demo", "--seconds", "2", env=env)
         assert first.returncode == 0, first.stderr
         assert "schema at revision 0001" in first.stdout
         url = warehouse("db", "url", env=env).stdout.strip()
         assert url == f"postgresql://postgres@/warehouse?host={tmp_path / 'data' / 'postgres'}"
-        assert query(url, "SELECT count(*) FROM price_ticks") == [(0,)]
-        again = warehouse("demo", env=env)  # the second run reuses the same cluster
+        counts = dict(query(url, "SELECT source, count(*) FROM price_ticks GROUP BY 1"))
+        assert set(counts) == {"oddspapi", "saba"} and min(counts.values()) > 0
+        again = warehouse("demo", "--seconds", "1", env=env)  # the second run reuses the same cluster
         assert again.returncode == 0 and "schema at revision 0001" in again.stdout
+        assert query(url, "SELECT count(*) FROM collector_events WHERE event = 'connect'") == [(4,)]
     finally:
         EmbeddedPostgres(tmp_path / "data" / "postgres").destroy()
 

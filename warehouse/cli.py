@@ -28,6 +28,7 @@ from warehouse.store.database import (
     resolve_database_url,
 )
 from warehouse.store.embedded import EmbeddedError
+from warehouse.store.writer import WriterSettings
 
 app = typer.Typer(
     help="odds-warehouse: record live sports-odds feeds into an append-only PostgreSQL warehouse.",
@@ -287,8 +288,10 @@ def _log_at_least_info() -> None:
 
 @app.command()
 @_friendly_errors
-def demo(ctx: typer.Context) -> None:
-    """The main job on embedded defaults: start a private PostgreSQL, migrate, show status and next steps."""
+def demo(ctx: typer.Context, seconds: float = typer.Option(15.0, help="how long to collect")) -> None:
+    """The main job on embedded defaults: private PostgreSQL, migrations, simulators → collectors, status."""
+    from warehouse.store.status import source_status
+
     started = time.monotonic()
     external = configured_database_url(ctx.obj.database_url, ctx.obj.config.database_url)
     with out.status("starting PostgreSQL…"):
@@ -298,13 +301,64 @@ def demo(ctx: typer.Context) -> None:
     with out.status("applying migrations…"):
         migrate.upgrade(url)
     out.print(f"[green]✓[/green] schema at revision {migrate.current_revision(url)}", highlight=False)
-    from warehouse.store.status import source_status
-
+    asyncio.run(_demo_collect(url, seconds))
     _print_status(source_status(url, ctx.obj.spool_root()))
     me = _invocation()
     out.print(f"\nready in {time.monotonic() - started:.1f}s. Next:", highlight=False)
-    out.print(f"  psql \"$({me} db url)\" -c '\\dt'    # the tables", highlight=False)
+    out.print(f"  psql \"$({me} db url)\" -c 'SELECT * FROM price_ticks LIMIT 5'", highlight=False)
     out.print(f"  {me} status                        # per-source health", highlight=False)
+
+
+async def _demo_collect(url: str, seconds: float) -> None:
+    """Simulated OddsPapi and Saba feeds on loopback, collected for `seconds` with a live view."""
+    from rich.live import Live
+
+    from warehouse.collect import collect as run_collect
+    from warehouse.collect.metrics import REGISTRY
+    from warehouse.collect.settings import feed_settings
+    from warehouse.config import FeedConfig
+    from warehouse.simulate.oddspapi import OddsPapiSimulator
+    from warehouse.simulate.saba import SabaSimulator
+
+    oddspapi, saba = OddsPapiSimulator("demo-key", rate=200), SabaSimulator(static_token="demo-token", rate=50)
+    oddspapi_url, saba_url = await oddspapi.start(), await saba.start()
+    feeds = feed_settings(Config(feeds=(
+        FeedConfig("oddspapi", "oddspapi-ws", {"url": oddspapi_url, "api_key_env": "DEMO_ODDSPAPI_KEY"}),
+        FeedConfig("saba", "saba-sse", {"url": f"{saba_url}/sports/stream/v1/GetEvents",
+                                        "token_env": "DEMO_SABA_TOKEN"}),
+    )), {"DEMO_ODDSPAPI_KEY": "demo-key", "DEMO_SABA_TOKEN": "demo-token"})
+    stop = asyncio.Event()
+
+    def view() -> Table:
+        table = Table(title=f"collecting from simulators for {seconds:g} s", title_justify="left")
+        for column in ("feed", "frames", "rows", "p99 receive→commit"):
+            table.add_column(column, justify="left" if column == "feed" else "right")
+        for feed in feeds:
+            labels = {"source": feed.name}
+            frames = REGISTRY.get_sample_value("warehouse_frames_total", labels) or 0
+            rows = REGISTRY.get_sample_value("warehouse_rows_total", labels) or 0
+            count = REGISTRY.get_sample_value("warehouse_commit_latency_seconds_count", labels) or 0
+            fast = REGISTRY.get_sample_value("warehouse_commit_latency_seconds_bucket", {**labels, "le": "0.1"}) or 0
+            share = f"{100 * fast / count:.0f}% ≤ 100 ms" if count else "–"
+            table.add_row(feed.name, f"{frames:,.0f}", f"{rows:,.0f}", share)
+        return table
+
+    async def stop_later() -> None:
+        with Live(view(), console=out, refresh_per_second=4, transient=not out.is_terminal) as live:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                live.update(view())
+        stop.set()
+
+    timer = asyncio.create_task(stop_later())
+    try:
+        await run_collect(url, feeds, WriterSettings(), stop=stop)
+    finally:
+        timer.cancel()
+        await oddspapi.stop()
+        await saba.stop()
+    out.print(view())
 
 
 def _invocation() -> str:
