@@ -152,7 +152,7 @@ async def collect_phase(url: str, workdir: Path, rate: float | None, seconds: fl
 async def ceiling(url: str, workdir: Path, frames: int) -> float:
     """The writer alone on the same kind of rows: frames rendered and parsed ahead of time."""
     simulator = OddsPapiSimulator(KEY, outcomes_per_frame=2)
-    adapter = Adapter("ceiling")
+    adapter = Adapter("ceiling", {})
     connection, units, frame_iter = uuid4(), [], simulator._frames()
     for seq in range(frames):
         data = next(frame_iter)

@@ -11,6 +11,7 @@ attempt, reset, snapshot, watchdog timeout, error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from warehouse.records import (
     EVENT_RESET,
     EVENT_RESUME,
     EVENT_SNAPSHOT,
+    EVENT_SUBSCRIBE,
     EVENT_WATCHDOG_TIMEOUT,
     CollectorEvent,
     Quarantine,
@@ -152,22 +154,39 @@ class FeedRunner:
         for command in spec.send_on_connect:
             await session.send(command)
             await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(command)})
-        adapter = self.settings.module.Adapter(self.source)
+        adapter = self.settings.module.Adapter(self.source, self.settings.options)
         self._watchdog_reason = None
-        watchdog = asyncio.create_task(self._watchdog(session, connection_id))
+        helpers = [asyncio.create_task(self._watchdog(session, connection_id))]
+        helpers += [asyncio.create_task(self._every(session, connection_id, interval, message))
+                    for interval, message in spec.periodic]
         try:
             outcome = await self._receive(session, adapter, connection_id)
         except Disconnected as exc:
             outcome = _Outcome(self._watchdog_reason or self.redact.text(str(exc.args[0])))
         except asyncio.CancelledError:
+            for helper in helpers:
+                helper.cancel()
+            for message in spec.send_on_close:
+                with contextlib.suppress(Disconnected, OSError):
+                    await asyncio.wait_for(session.send(message), 2)
+                    await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(message)})
             await self._event(connection_id, EVENT_DISCONNECT, {"reason": "shutdown"})
             raise
         finally:
-            watchdog.cancel()
+            for helper in helpers:
+                helper.cancel()
         if time.monotonic() - opened >= self.settings.stable_after_s:
             self.backoff.reset()
         await self._event(connection_id, EVENT_DISCONNECT, {"reason": outcome.reason})
         return outcome
+
+    async def _every(self, session: Any, connection_id: UUID, interval: float, message: str) -> None:
+        """Send `message` every `interval` seconds (pings, subscription renewals), each one recorded."""
+        with contextlib.suppress(Disconnected):
+            while True:
+                await asyncio.sleep(interval)
+                await session.send(message)
+                await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(message)})
 
     async def _watchdog(self, session: Any, connection_id: UUID) -> None:
         """Close a connection that has been silent too long: a dead socket looks just like a quiet one."""
@@ -237,7 +256,11 @@ class FeedRunner:
 
     async def _control(self, output: base.Output, connection_id: UUID) -> _Outcome | None:
         detail = output.detail or {}
-        if output.control == base.RESET:
+        if output.control == base.HEARTBEAT:
+            return None  # it is a frame (stored, and it fed the watchdog); nothing more to record
+        if output.control == base.SUBSCRIBED:
+            await self._event(connection_id, EVENT_SUBSCRIBE, detail)
+        elif output.control == base.RESET:
             await self._event(connection_id, EVENT_RESET, detail)
         elif output.control == base.INITIAL:
             await self._event(connection_id, EVENT_SNAPSHOT, detail)

@@ -2,7 +2,7 @@
 
 A feed module defines KIND, OPTIONS ({key: (type, required)}), SECRET_OPTIONS (option keys that
 name environment variables holding secrets), DEFAULT_SILENCE_S, `connect(options, secrets,
-resume_id) -> ConnectSpec`, an `Adapter(source)` with `handle(message, received_at) -> Output`,
+resume_id) -> ConnectSpec`, an `Adapter(source, options)` with `handle(message, received_at) -> Output`,
 and optionally `validate(options) -> str | None`. Modules are found by KIND: adding a vendor is
 adding a file here.
 """

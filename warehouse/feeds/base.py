@@ -27,6 +27,7 @@ RETRY = "retry"  # the server asks us to go away and come back (maintenance, int
 RETRY_LONG = "retry_long"  # ... after a long pause (maintenance, rejected credentials)
 FATAL = "fatal"  # configuration error: retrying cannot help; stop this feed
 ERROR = "error"  # the vendor reported an error; keep the connection
+SUBSCRIBED = "subscribed"  # the vendor confirmed a subscription (detail: what was granted)
 
 
 @dataclass
@@ -58,6 +59,8 @@ class ConnectSpec:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     send_on_connect: tuple[str, ...] = ()
+    periodic: tuple[tuple[float, str], ...] = ()  # (every N seconds, message): pings, re-subscriptions
+    send_on_close: tuple[str, ...] = ()  # sent before a clean shutdown (e.g. MM unsubscribe)
     bearer_from_login: Login | None = None  # the runtime adds `Authorization: Bearer <token>`
     resume_header: str | None = None  # e.g. Last-Event-ID, filled from the last event id stored
 

@@ -45,7 +45,7 @@ def connect(options: dict[str, Any], secrets: dict[str, str], resume_id: str | N
 class Adapter:
     """Pure: one OddsPapi message → records. No per-connection state is needed."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, options: dict[str, Any] | None = None) -> None:
         self.source = source
 
     def handle(self, message: Any, received_at: datetime) -> Output:

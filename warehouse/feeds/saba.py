@@ -83,7 +83,7 @@ def connect(options: dict[str, Any], secrets: dict[str, str], resume_id: str | N
 class Adapter:
     """Pure: one SSE data object → records. Remembers which event each market belongs to."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, options: dict[str, Any] | None = None) -> None:
         self.source = source
         self.event_of_market: dict[str, str] = {}
 

@@ -1,0 +1,103 @@
+"""CKEX interact ws through the live path: seed quotes, commands, renewal, reconnect, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.collecting import fast, feeds_from_toml, run_collector
+from tests.conftest import query
+from warehouse.config import ConfigError
+from warehouse.simulate.ckex import CkexFaults, CkexSimulator
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.ckex-secret-jwt"
+SUBSCRIPTIONS = ["order-slip-quote@chloe-market#40789105-e@219_33753655",
+                 "order-slip-quote@fancy-market#44914246-e@878_55854706_f"]
+
+# The two examples of the vendor's page (shared/seeds/ckex-interact-ws.txt), plus alive and error frames.
+SEED = [
+    '{"type": "order-slip", "data": [{"event_id": "41115853-e", "market_id": "1_31260330", "product_id": "1",'
+    ' "price": "1.61", "status": "1"}, {"event_id": "41115853-e", "market_id": "1_31260330", "product_id": "2",'
+    ' "price": "2.37", "status": "1"}, {"event_id": "41115853-e", "market_id": "1_31260330", "product_id": "3",'
+    ' "price": "10.26", "status": "1"}]}',
+    '{"type": "order-slip-fancy", "data": [{"mid": "878_55854706_f", "pid": "1", "bl": "181", "bo": "0",'
+    ' "ll": "181", "lo": "0", "status": "-3", "ut": "2023-11-07T08:29:39.306Z"}]}',
+    '{"type": "alive"}',
+    '{"type": "error", "error": "market closed"}',
+]
+
+
+def toml(url: str, **tuning: object) -> str:
+    subscriptions = ", ".join(f'"{s}"' for s in SUBSCRIPTIONS)
+    return (f'[[feeds]]\nname = "ckex"\nkind = "ckex-ws"\nurl = "{url}"\ntoken_env = "CKEX_TOKEN"\n'
+            f"subscriptions = [{subscriptions}]\n{fast(**tuning)}\n")
+
+
+def collect_from(simulator: CkexSimulator, db_url: str, tmp_path: Path, until, **tuning: object) -> None:
+    async def main() -> None:
+        url = await simulator.start()
+        feeds = feeds_from_toml(tmp_path, toml(url, **tuning), {"CKEX_TOKEN": TOKEN})
+        try:
+            await run_collector(db_url, feeds, tmp_path / "spool", until)
+        finally:
+            await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_seed_quotes_give_exactly_the_rows_they_should(db_url: str, tmp_path: Path) -> None:
+    simulator = CkexSimulator(TOKEN, script=SEED, rate=50)
+    collect_from(simulator, db_url, tmp_path, lambda: query(db_url, "SELECT count(*) FROM raw_messages")[0][0] >= 4)
+    assert simulator.commands[0][:3] == ["start", *SUBSCRIPTIONS]
+    kinds = [k for (k,) in query(db_url, "SELECT kind FROM raw_messages ORDER BY seq")]
+    assert kinds[:4] == ["order-slip", "order-slip-fancy", "alive", "error"]
+    assert query(db_url, "SELECT bookmaker, fixture_id, market_id, outcome_id, price, active, status, line, side,"
+                         " source_ts, attrs FROM price_ticks WHERE side IS NULL ORDER BY outcome_id") == [
+        ("ckex", "41115853-e", "1_31260330", "1", 1.61, True, "1", None, None, None, {"price": "1.61"}),
+        ("ckex", "41115853-e", "1_31260330", "2", 2.37, True, "1", None, None, None, {"price": "2.37"}),
+        ("ckex", "41115853-e", "1_31260330", "3", 10.26, True, "1", None, None, None, {"price": "10.26"}),
+    ]
+    ut = datetime(2023, 11, 7, 8, 29, 39, 306000, tzinfo=UTC)
+    # the fancy item has no eid: the event comes from the subscription of its market
+    assert query(db_url, "SELECT fixture_id, market_id, outcome_id, side, line, price, active, status, source_ts,"
+                         " attrs FROM price_ticks WHERE side IS NOT NULL ORDER BY side") == [
+        ("44914246-e", "878_55854706_f", "1", "back", Decimal("181"), None, False, "-3", ut, {"odds": "0"}),
+        ("44914246-e", "878_55854706_f", "1", "lay", Decimal("181"), None, False, "-3", ut, {"odds": "0"}),
+    ]
+    assert query(db_url, "SELECT detail FROM collector_events WHERE event = 'error'") == [
+        ({"error": "market closed"},)]
+    commands = [c for (c,) in query(db_url, "SELECT detail->>'command' FROM collector_events WHERE event = 'command'"
+                                            " ORDER BY received_at")]
+    assert commands[:3] == ['{"commend":"start"}', *(f'{{"commend":"{s}"}}' for s in SUBSCRIPTIONS)]
+
+
+def test_subscriptions_are_renewed_and_resent_after_a_reconnect(db_url: str, tmp_path: Path) -> None:
+    simulator = CkexSimulator(TOKEN, rate=100, faults=CkexFaults(drop_after=30))
+    collect_from(simulator, db_url, tmp_path, lambda: len(simulator.commands) >= 2 and len(simulator.commands[0]) >= 5,
+                 resubscribe_s=0.3)
+    first, second = simulator.commands[0], simulator.commands[1]
+    assert first[:3] == ["start", *SUBSCRIPTIONS]
+    assert first[3:5] == SUBSCRIPTIONS or set(first[3:5]) == set(SUBSCRIPTIONS)  # renewals before the drop
+    assert second[:3] == ["start", *SUBSCRIPTIONS]  # a new connection starts over
+    assert query(db_url, "SELECT count(DISTINCT connection_id) FROM raw_messages")[0][0] >= 2
+
+
+def test_the_token_never_reaches_a_table_or_a_log(db_url: str, tmp_path: Path, caplog) -> None:
+    simulator = CkexSimulator(TOKEN, rate=100)
+    with caplog.at_level(logging.DEBUG):
+        collect_from(simulator, db_url, tmp_path, lambda: query(db_url, "SELECT count(*) FROM price_ticks")[0][0] > 10)
+    assert TOKEN not in caplog.text
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE detail::text LIKE %s", f"%{TOKEN}%") == [(0,)]
+    (url,), = query(db_url, "SELECT detail->>'url' FROM collector_events WHERE event = 'connect' LIMIT 1")
+    assert url.endswith("authorization=***")
+
+
+def test_a_malformed_subscription_is_a_config_error(tmp_path: Path) -> None:
+    text = toml("ws://127.0.0.1:1/dev-f/quote/do-not-look-back").replace(SUBSCRIPTIONS[0], "subscribe-everything")
+    with pytest.raises(ConfigError, match="subscription 'subscribe-everything' is not"):
+        feeds_from_toml(tmp_path, text, {"CKEX_TOKEN": TOKEN})

@@ -1,0 +1,150 @@
+"""A local CKEX interact ws server, faithful to shared/protocols/ckex-interact-ws.md §10.
+
+Path `/{stage}/quote/do-not-look-back` with `authorization=bearer <token>`; a missing or wrong
+token is refused with HTTP 401. Commands are `{"commend": …}` (a wrong key or grammar gets a
+`{"type":"error"}` frame); `start`/`stop` resume and pause quotes; subscriptions live
+`ttl_s` (an hour by default) unless renewed; `unsubscribe-order-slip-quote#E@M` removes either
+family. Quotes are strings, locked ones carry "0" odds and status "-3"; `alive` every `alive_s`.
+`script` frames are sent verbatim after the first subscription (the seed examples in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from warehouse.simulate.market import Market
+
+KIND = "ckex-ws"
+PATH = "/quote/do-not-look-back"
+_SUBSCRIBE = ("order-slip-quote@chloe-market#", "order-slip-quote@fancy-market#")
+_UNSUBSCRIBE = "unsubscribe-order-slip-quote#"
+
+
+@dataclass
+class CkexFaults:
+    drop_after: int | None = None  # abort the TCP connection after this many quote frames
+    reject_all_tokens: bool = False
+
+
+class CkexSimulator:
+    def __init__(self, token: str, *, seed: int = 1, rate: float = 20.0, alive_s: float = 5.0, ttl_s: float = 3600.0,
+                 script: Sequence[bytes | str] = (), faults: CkexFaults | None = None) -> None:
+        self.token, self.rate, self.alive_s, self.ttl_s = token, rate, alive_s, ttl_s
+        self.script = [s.encode() if isinstance(s, str) else s for s in script]
+        self.faults = faults or CkexFaults()
+        self.market = Market(seed=seed)
+        self.commands: list[list[str]] = []  # per connection, every command received, in order
+        self.refused = 0
+        self._server: Server | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, stage: str = "dev-f") -> str:
+        self._stage = stage
+        self._server = await serve(self._handle, host, port, process_request=self._check_token)
+        bound = self._server.sockets[0].getsockname()
+        return f"ws://{bound[0]}:{bound[1]}/{stage}{PATH}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        if not parts.path.endswith(PATH):
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        auth = parse_qs(parts.query).get("authorization", [""])[0]
+        if self.faults.reject_all_tokens or auth != f"bearer {self.token}":
+            self.refused += 1
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "invalid token\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        commands: list[str] = []
+        self.commands.append(commands)
+        subscriptions: dict[str, float] = {}  # "E@M" (with its family) → expiry
+        state = {"running": False, "sent": 0, "scripted": False}
+        pusher = asyncio.create_task(self._push(ws, subscriptions, state))
+        try:
+            async for text in ws:
+                try:
+                    command = orjson.loads(text)["commend"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    await ws.send(orjson.dumps({"type": "error", "error": "bad command: expected {\"commend\": …}"})
+                                  .decode())
+                    continue
+                commands.append(command)
+                if command == "start":
+                    state["running"] = True
+                elif command == "stop":
+                    state["running"] = False
+                elif command.startswith(_SUBSCRIBE) and command.count("@") >= 2:
+                    subscriptions[command] = time.monotonic() + self.ttl_s  # idempotent: renews
+                elif command.startswith(_UNSUBSCRIBE):
+                    key = command.removeprefix(_UNSUBSCRIBE)
+                    for subscription in [s for s in subscriptions if s.split("#", 1)[1] == key]:
+                        del subscriptions[subscription]
+                else:
+                    await ws.send(orjson.dumps({"type": "error", "error": f"unknown command {command!r}"}).decode())
+        except Exception:
+            pass
+        finally:
+            pusher.cancel()
+
+    async def _push(self, ws: ServerConnection, subscriptions: dict[str, float], state: dict[str, Any]) -> None:
+        last_alive = time.monotonic()
+        with contextlib.suppress(Exception):
+            while True:
+                await asyncio.sleep(1 / self.rate)
+                now = time.monotonic()
+                if now - last_alive >= self.alive_s:
+                    await ws.send('{"type":"alive"}')
+                    last_alive = now
+                for expired in [s for s, until in subscriptions.items() if until < now]:
+                    del subscriptions[expired]
+                if not state["running"] or not subscriptions:
+                    continue
+                if self.script:
+                    if not state["scripted"]:
+                        state["scripted"] = True
+                        for frame in self.script:
+                            await ws.send(frame.decode())
+                    continue
+                if self.faults.drop_after is not None and state["sent"] >= self.faults.drop_after:
+                    ws.transport.abort()
+                    return
+                await ws.send(self._quote(sorted(subscriptions)[state["sent"] % len(subscriptions)]))
+                state["sent"] += 1
+
+    def _quote(self, subscription: str) -> str:
+        family, _, key = subscription.partition("#")
+        event, _, market = key.partition("@")
+        fixture = self.market.fixtures[zlib.crc32(market.encode()) % len(self.market.fixtures)]
+        change = self.market.step()
+        prices = self.market.quote(fixture, "ckex")
+        locked = change.fixture is fixture and getattr(change, "active", True) is False
+        if family.endswith("fancy-market"):
+            runs = str(150 + fixture.minute)
+            item = {"mid": market, "pid": "1", "bl": runs, "bo": "0" if locked else "100",
+                    "ll": runs, "lo": "0" if locked else "110", "status": "-3" if locked else "1",
+                    "ut": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+            return orjson.dumps({"type": "order-slip-fancy", "data": [item]}).decode()
+        items = [{"event_id": event, "market_id": market, "product_id": str(n), "price": f"{price:.2f}",
+                  "status": "-3" if locked else "1"} for n, price in enumerate(prices.values(), 1)]
+        return orjson.dumps({"type": "order-slip", "data": items}).decode()
+
+
+def from_feed(options: dict[str, Any], secrets: dict[str, str], seed: int) -> CkexSimulator:
+    return CkexSimulator(secrets["token_env"], seed=seed)
