@@ -7,6 +7,7 @@ config file, the feed and the key.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -50,7 +51,19 @@ def feed_settings(config: Config, environ: Mapping[str, str] | None = None) -> l
     modules = feed_modules()
     if not config.feeds:
         raise ConfigError(f"{config.path or 'no config file'}: no [[feeds]] to collect; add one (see README)")
-    return [_one(config, feed, modules, environ) for feed in config.feeds]
+    feeds = [_one(config, feed, modules, environ) for feed in config.feeds]
+    _check_connection_limits(config, feeds)
+    return feeds
+
+
+def _check_connection_limits(config: Config, feeds: list[FeedSettings]) -> None:
+    """A vendor limit on sockets per key holds across every feed of the config (one socket per feed)."""
+    per_key = Counter((f.module, tuple(sorted(f.secrets.values()))) for f in feeds)
+    for (module, _), count in per_key.items():
+        limit = getattr(module, "MAX_CONNECTIONS_PER_KEY", None)
+        if limit is not None and count > limit:
+            raise ConfigError(f"{config.path}: {count} {module.KIND} feeds use the same key, but the vendor "
+                              f"allows {limit} connections per key; use another key or fewer feeds")
 
 
 def _one(config: Config, feed: FeedConfig, modules: dict[str, ModuleType], environ: Mapping[str, str]) -> FeedSettings:

@@ -1,0 +1,149 @@
+"""55-tech MM WebSocket through the live path: seed broadcasts, handshake, keep-alive, errors, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.collecting import fast, feeds_from_toml, run_collector
+from tests.conftest import query
+from warehouse.collect import collect
+from warehouse.config import ConfigError
+from warehouse.simulate.mm import CHANNELS, MmSimulator
+from warehouse.store.writer import WriterSettings
+
+KEY = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+# The examples of the vendor's page (shared/seeds/mm-websocket-55tech.txt), verbatim.
+FILL = {"type": "broadcast", "channel": "orders", "event": "UPDATE", "payload": {
+    "orderId": 123, "fixtureId": "id1000000861624412", "outcomeId": 161, "exchange": "polymarket",
+    "exchangeOrderId": "0x1a2b3c...", "orderStatus": "FILLED", "matchedStatus": "FULLY_MATCHED", "orderCents": 0.45,
+    "orderStake": 100.0, "matchedStake": 100.0, "matchedAt": "2026-02-15T10:30:05Z"},
+    "old": {"orderStatus": "PLACED", "matchedStatus": "NOT_MATCHED", "matchedStake": 0}}
+BET = {"type": "broadcast", "channel": "bets", "event": "INSERT", "payload": {
+    "betId": 456, "orderId": 123, "client": "your-client", "bookmaker": "vertex", "placedPrice": 1.808,
+    "placedStake": 100.0, "betStatus": "placed", "sentData": {"requestId": "a1b2c3d4", "eventId": 98765,
+    "price": 1.808, "amount": 100.0, "side": "1"}, "receivedData": {"betId": "789", "status": "U"},
+    "placedAt": "2026-02-15T10:30:08Z"}}
+SCORE = {"type": "broadcast", "channel": "scores", "event": "UPDATE", "payload": {
+    "fixtureId": "id1000000861624412", "live": True, "statusId": 1, "currentPeriod": "下半场", "currentMinute": 67,
+    "scores": {"home": 2, "away": 1, "period1Home": 1, "period1Away": 0}}}
+EMERGENCY = {"type": "broadcast", "channel": "emergency", "event": "UPDATE",
+             "payload": {"emergency": True, "reason": "手动触发", "triggeredAt": "2026-02-15T10:30:00Z"}}
+SEED = [orjson.dumps(m) for m in (FILL, BET, SCORE, EMERGENCY)]
+
+
+def toml(url: str, name: str = "mm", env: str = "MM_KEY", **tuning: object) -> str:
+    return (f'[[feeds]]\nname = "{name}"\nkind = "mm-ws"\nurl = "{url}"\napi_key_env = "{env}"\n'
+            f"{fast(**tuning)}\n")
+
+
+def run(simulator: MmSimulator, db_url: str, tmp_path: Path, until, env: dict[str, str] | None = None,
+        **tuning: object) -> None:
+    async def main() -> None:
+        url = await simulator.start()
+        feeds = feeds_from_toml(tmp_path, toml(url, **tuning), env or {"MM_KEY": KEY})
+        try:
+            await run_collector(db_url, feeds, tmp_path / "spool", until)
+        finally:
+            await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_seed_broadcasts_give_exactly_the_rows_they_should(db_url: str, tmp_path: Path) -> None:
+    simulator = MmSimulator({KEY: ("orders", "bets", "scores", "emergency")}, script=SEED)
+    run(simulator, db_url, tmp_path, lambda: query(db_url, "SELECT count(*) FROM raw_messages")[0][0] >= 5)
+    subscribe = simulator.received[0][0]
+    assert subscribe == {"type": "subscribe", "apiKey": KEY, "channels": list(CHANNELS)}
+    (detail,), = query(db_url, "SELECT detail FROM collector_events WHERE event = 'subscribe'")
+    assert detail == {"subscription_id": 1, "asked": list(CHANNELS),
+                      "granted": ["orders", "bets", "scores", "emergency"], "refused": ["accounts"]}
+    assert query(db_url, "SELECT event, order_id, fixture_id, outcome_id, exchange, exchange_order_id,"
+                         " order_status, matched_status, price, stake, matched_stake, source_ts, payload, old"
+                         " FROM order_changes") == [
+        ("UPDATE", "123", "id1000000861624412", "161", "polymarket", "0x1a2b3c...", "FILLED", "FULLY_MATCHED",
+         Decimal("0.45"), Decimal("100.0"), Decimal("100.0"), datetime(2026, 2, 15, 10, 30, 5, tzinfo=UTC),
+         FILL["payload"], FILL["old"])]
+    assert query(db_url, "SELECT event, bet_id, order_id, bookmaker, bet_status, price, stake, source_ts, payload, old"
+                         " FROM bet_changes") == [
+        ("INSERT", "456", "123", "vertex", "placed", Decimal("1.808"), Decimal("100.0"),
+         datetime(2026, 2, 15, 10, 30, 8, tzinfo=UTC), BET["payload"], None)]
+    assert query(db_url, "SELECT fixture_id, period, home_score, away_score, minute, live, status, attrs"
+                         " FROM score_changes") == [
+        ("id1000000861624412", "下半场", 2, 1, 67, True, "1", {"period1Home": 1, "period1Away": 0})]
+    assert query(db_url, "SELECT emergency, reason, source_ts, payload FROM emergency_events") == [
+        (True, "手动触发", datetime(2026, 2, 15, 10, 30, tzinfo=UTC), EMERGENCY["payload"])]
+
+
+def test_pings_are_answered_and_heartbeats_keep_a_quiet_connection_alive(db_url: str, tmp_path: Path) -> None:
+    simulator = MmSimulator({KEY: CHANNELS}, script=[b'{"type":"heartbeat"}'], heartbeat_s=0.3)
+    run(simulator, db_url, tmp_path,
+        lambda: sum(m.get("type") == "ping" for m in simulator.received[0]) >= 3 if simulator.received else False,
+        client_ping_s=0.2, silence_timeout_s=1.0)
+    kinds = {k for (k,) in query(db_url, "SELECT DISTINCT kind FROM raw_messages")}
+    assert {"subscribed", "pong", "heartbeat"} <= kinds
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'watchdog_timeout'") == [(0,)]
+    assert query(db_url, "SELECT count(DISTINCT connection_id) FROM raw_messages") == [(1,)]
+    assert simulator.received[0][-1] == {"type": "unsubscribe"}, "a clean stop unsubscribes"
+
+
+def test_generated_orders_fill_at_the_shared_market_prices(db_url: str, tmp_path: Path) -> None:
+    simulator = MmSimulator({KEY: CHANNELS}, rate=200)
+    run(simulator, db_url, tmp_path, lambda: query(db_url, "SELECT count(*) FROM bet_changes")[0][0] >= 3)
+    fills = query(db_url, "SELECT o.fixture_id, o.price, b.price FROM order_changes o JOIN bet_changes b"
+                          " ON b.order_id = o.order_id WHERE o.order_status = 'FILLED'")
+    assert fills
+    for fixture, cents, bet_price in fills:
+        assert fixture.startswith("id10000008616244")  # the OddsPapi simulator's fixtures
+        assert abs(float(cents) - 1 / float(bet_price)) < 0.01  # filled at the bookmaker's implied probability
+
+
+def test_a_bad_key_backs_off_and_is_recorded(db_url: str, tmp_path: Path) -> None:
+    simulator = MmSimulator({KEY: CHANNELS})
+    wrong = "11111111-2222-4333-8444-555555555555"
+
+    async def main() -> None:
+        url = await simulator.start()
+        feeds = feeds_from_toml(tmp_path, toml(url, backoff_long_s=1.0), {"MM_KEY": wrong})
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(2.5, stop.set)
+        await collect(db_url, feeds, WriterSettings(spool_dir=tmp_path / "spool"), stop=stop)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert 2 <= len(simulator.errors) <= 4 and set(simulator.errors) == {"Invalid API key"}
+    errors = [d for (d,) in query(db_url, "SELECT detail FROM collector_events WHERE event = 'error'")]
+    assert errors and all(d == {"error": "Invalid API key"} for d in errors)
+    assert wrong not in str(query(db_url, "SELECT detail::text FROM collector_events"))
+
+
+def test_more_feeds_on_one_key_than_the_vendor_allows_is_a_config_error(tmp_path: Path) -> None:
+    text = "".join(toml("ws://127.0.0.1:1/ws/subscribe", name=f"mm{i}") for i in range(6))
+    with pytest.raises(ConfigError, match="6 mm-ws feeds use the same key, but the vendor allows 5"):
+        feeds_from_toml(tmp_path, text, {"MM_KEY": KEY})
+
+
+def test_the_sixth_socket_for_a_key_is_refused_by_the_simulator(tmp_path: Path) -> None:
+    import websockets
+
+    async def main() -> list[str]:
+        simulator = MmSimulator({KEY: CHANNELS}, script=[b'{"type":"heartbeat"}'])
+        url = await simulator.start()
+        sockets = []
+        for _ in range(6):
+            ws = await websockets.connect(url)
+            await ws.send(orjson.dumps({"type": "subscribe", "apiKey": KEY, "channels": ["orders"]}).decode())
+            sockets.append((ws, orjson.loads(await ws.recv())))
+        for ws, _ in sockets:
+            await ws.close()
+        await simulator.stop()
+        return [reply.get("type") + ":" + reply.get("message", "") for _, reply in sockets]
+
+    replies = asyncio.run(asyncio.wait_for(main(), 30))
+    assert replies == ["subscribed:"] * 5 + ["error:Connection limit exceeded"]

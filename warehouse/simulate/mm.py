@@ -1,0 +1,198 @@
+"""A local 55-tech MM WebSocket server, faithful to shared/protocols/mm-ws.md §10.
+
+Path /ws/subscribe (a plain HTTP request gets 426). No auth at connect; the client must send
+`subscribe` within `auth_timeout_s` or the server closes. Keys are UUIDs: a missing key, a
+malformed one, an unknown one and a sixth live socket for a key get the documented error strings
+(then a close). `subscribed` echoes the channels the key may have. `ping` → `pong`; `heartbeat`
+every `heartbeat_s`; `unsubscribe` stops the broadcasts. Orders go PENDING_PLACEMENT → PLACED →
+FILLED at the market model's prices (fixture ids shared with the OddsPapi simulator), each fill
+followed by a hedge bet and an account update; goals give score broadcasts; the emergency flag
+flips now and then. `script` frames are sent verbatim after `subscribed` (seed examples in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from warehouse.simulate.market import OUTCOMES, Market, PriceChange, ScoreChange
+
+KIND = "mm-ws"
+PATH = "/ws/subscribe"
+CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+class MmSimulator:
+    def __init__(self, keys: dict[str, Sequence[str]], *, seed: int = 1, rate: float = 20.0,
+                 heartbeat_s: float = 60.0, auth_timeout_s: float = 30.0, max_per_key: int = 5,
+                 script: Sequence[bytes | str] = (), drop_after: int | None = None) -> None:
+        self.keys = {k: tuple(v) for k, v in keys.items()}  # key → channels it may subscribe to
+        self.rate, self.heartbeat_s = rate, heartbeat_s
+        self.auth_timeout_s, self.max_per_key = auth_timeout_s, max_per_key
+        self.script = [s.encode() if isinstance(s, str) else s for s in script]
+        self.drop_after = drop_after
+        self.market = Market(seed=seed)
+        self.received: list[list[dict[str, Any]]] = []  # per connection, every client message
+        self.errors: list[str] = []
+        self.live: Counter[str] = Counter()
+        self._next_order = 100
+        self._subscription = 0
+        self._server: Server | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._server = await serve(self._handle, host, port, process_request=self._check)
+        bound = self._server.sockets[0].getsockname()
+        return f"ws://{bound[0]}:{bound[1]}{PATH}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?")[0] != PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return connection.respond(HTTPStatus.UPGRADE_REQUIRED, '{"detail":"Upgrade Required"}\n')
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        messages: list[dict[str, Any]] = []
+        self.received.append(messages)
+        key = None
+        try:
+            subscribe = orjson.loads(await asyncio.wait_for(ws.recv(), self.auth_timeout_s))
+            messages.append(subscribe)
+            key = await self._authorise(ws, subscribe)
+            if key is None:
+                return
+            granted = [c for c in subscribe.get("channels") or CHANNELS if c in self.keys[key]]
+            self._subscription += 1
+            await ws.send(orjson.dumps({"type": "subscribed", "subscriptionId": self._subscription,
+                                        "channels": granted}).decode())
+            state = {"on": True}
+            broadcaster = asyncio.create_task(self._broadcast(ws, granted, state))
+            try:
+                async for text in ws:
+                    message = orjson.loads(text)
+                    messages.append(message)
+                    if message.get("type") == "ping":
+                        await ws.send('{"type":"pong"}')
+                    elif message.get("type") == "unsubscribe":
+                        state["on"] = False
+            finally:
+                broadcaster.cancel()
+        except TimeoutError:
+            await ws.close(1008, "subscribe timeout")
+        except Exception:
+            pass
+        finally:
+            if key is not None:
+                self.live[key] -= 1
+
+    async def _authorise(self, ws: ServerConnection, subscribe: dict[str, Any]) -> str | None:
+        key = subscribe.get("apiKey", subscribe.get("api_key"))
+        error = None
+        if not key:
+            error = "apiKey required"
+        elif not _UUID.match(str(key)):
+            error = "Invalid apiKey format"
+        elif key not in self.keys:
+            error = "Invalid API key"
+        elif self.live[key] >= self.max_per_key:
+            error = "Connection limit exceeded"
+        if error:
+            self.errors.append(error)
+            await ws.send(orjson.dumps({"type": "error", "message": error}).decode())
+            await ws.close(1008, error)
+            return None
+        self.live[key] += 1
+        return key
+
+    async def _broadcast(self, ws: ServerConnection, channels: list[str], state: dict[str, bool]) -> None:
+        loop = asyncio.get_running_loop()
+        last_heartbeat = loop.time()
+        sent = 0
+        with contextlib.suppress(Exception):
+            for frame in self.script:
+                await ws.send(frame.decode())
+            while True:
+                await asyncio.sleep(1 / self.rate)
+                if loop.time() - last_heartbeat >= self.heartbeat_s:
+                    await ws.send('{"type":"heartbeat"}')
+                    last_heartbeat = loop.time()
+                if self.script or not state["on"]:
+                    continue
+                for message in self._next(channels):
+                    if self.drop_after is not None and sent >= self.drop_after:
+                        ws.transport.abort()
+                        return
+                    await ws.send(orjson.dumps(message).decode())
+                    sent += 1
+
+    def _next(self, channels: list[str]) -> list[dict[str, Any]]:
+        change = self.market.step()
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        out: list[dict[str, Any]] = []
+        fixture = change.fixture
+        if isinstance(change, ScoreChange):
+            out.append(_cast("scores", "UPDATE", {"fixtureId": fixture.fixture_id, "live": True, "statusId": 1,
+                                                  "currentPeriod": "上半场" if fixture.minute <= 45 else "下半场",
+                                                  "currentMinute": fixture.minute,
+                                                  "scores": {"home": fixture.home_score,
+                                                             "away": fixture.away_score}}))
+        elif isinstance(change, PriceChange) and self.market.rng.random() < 0.2:
+            out += self._order_lifecycle(fixture.fixture_id, change.prices, now)
+        if self.market.rng.random() < 0.01:
+            flag = self.market.rng.random() < 0.5
+            out.append(_cast("emergency", "UPDATE", {"emergency": flag, "reason": "手动触发" if flag else "恢复",
+                                                     "triggeredAt": now}))
+        return [m for m in out if m["channel"] in channels]
+
+    def _order_lifecycle(self, fixture_id: str, prices: dict[str, float], now: str) -> list[dict[str, Any]]:
+        """An exchange order placed at the bookmaker's implied probability, filled, then hedged."""
+        self._next_order += 1
+        order = self._next_order
+        outcome = self.market.rng.choice(OUTCOMES)
+        cents = round(1 / prices[outcome], 2)
+        stake = float(self.market.rng.choice((50, 100, 250)))
+        base = {"orderId": order, "fixtureId": fixture_id, "outcomeId": int(outcome), "exchange": "polymarket",
+                "exchangeOrderId": f"0x{order:08x}", "orderCents": cents, "orderStake": stake,
+                "settlementStatus": "UNDECIDED", "createdAt": now}
+        return [
+            _cast("orders", "INSERT", {**base, "orderStatus": "PENDING_PLACEMENT", "matchedStatus": "NOT_MATCHED",
+                                       "matchedStake": 0}),
+            _cast("orders", "UPDATE", {"orderId": order, "orderStatus": "PLACED"},
+                  {"orderStatus": "PENDING_PLACEMENT"}),
+            _cast("orders", "UPDATE", {**base, "orderStatus": "FILLED", "matchedStatus": "FULLY_MATCHED",
+                                       "matchedStake": stake, "matchedAt": now},
+                  {"orderStatus": "PLACED", "matchedStatus": "NOT_MATCHED", "matchedStake": 0}),
+            _cast("bets", "INSERT", {"betId": order * 10, "orderId": order, "client": "sim", "bookmaker": "pinnacle",
+                                     "placedPrice": prices[outcome], "placedStake": stake, "betStatus": "placed",
+                                     "sentData": {"price": prices[outcome], "amount": stake},
+                                     "receivedData": {"betId": str(order * 10), "status": "U"}, "placedAt": now}),
+            _cast("accounts", "UPDATE", {"accountId": "polymarket-main", "balance": 10_000 - stake},
+                  {"balance": 10_000}),
+        ]
+
+
+def _cast(channel: str, event: str, payload: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+    message = {"type": "broadcast", "channel": channel, "event": event, "payload": payload}
+    if old is not None:
+        message["old"] = old
+    return message
+
+
+def from_feed(options: dict[str, Any], secrets: dict[str, str], seed: int) -> MmSimulator:
+    return MmSimulator({secrets["api_key_env"]: CHANNELS}, seed=seed)
