@@ -27,10 +27,10 @@ def fast(**overrides: object) -> str:
 
 
 async def run_collector(url: str, feeds: list[FeedSettings], spool_dir: Path, until: Callable[[], bool],
-                        timeout: float = 30.0) -> None:
+                        timeout: float = 30.0, reload: Callable[[], list[FeedSettings]] | None = None) -> None:
     """Collect until `until()` holds (checked every 50 ms) or `timeout` passes, then stop cleanly."""
     stop = asyncio.Event()
-    task = asyncio.create_task(collect(url, feeds, WriterSettings(spool_dir=spool_dir), stop=stop))
+    task = asyncio.create_task(collect(url, feeds, WriterSettings(spool_dir=spool_dir), stop=stop, reload=reload))
     deadline = time.monotonic() + timeout
     try:
         while not await asyncio.to_thread(until):

@@ -101,3 +101,44 @@ def test_a_malformed_subscription_is_a_config_error(tmp_path: Path) -> None:
     text = toml("ws://127.0.0.1:1/dev-f/quote/do-not-look-back").replace(SUBSCRIPTIONS[0], "subscribe-everything")
     with pytest.raises(ConfigError, match="subscription 'subscribe-everything' is not"):
         feeds_from_toml(tmp_path, text, {"CKEX_TOKEN": TOKEN})
+
+
+def test_sighup_applies_subscription_changes_without_a_restart(db_url: str, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    simulator = CkexSimulator(TOKEN, rate=50)
+    added = "order-slip-quote@chloe-market#50000001-e@1_40000001"
+    env = {"CKEX_TOKEN": TOKEN}
+
+    async def main() -> None:
+        url = await simulator.start()
+        feeds = feeds_from_toml(tmp_path, toml(url, resubscribe_s=0.3), env)
+        changed = toml(url, resubscribe_s=0.3).replace(SUBSCRIPTIONS[0], added)
+        reloaded: list[bool] = []
+
+        def until() -> bool:
+            commands = simulator.commands[0] if simulator.commands else []
+            if len(commands) >= 3 and not reloaded:
+                (tmp_path / "feeds.toml").write_text(changed)
+                reloaded.append(True)
+                os.kill(os.getpid(), signal.SIGHUP)
+            return sum(c == added for c in commands) >= 3  # subscribed, then renewed twice
+
+        try:
+            await run_collector(db_url, feeds, tmp_path / "spool", until,
+                                reload=lambda: feeds_from_toml(tmp_path, (tmp_path / "feeds.toml").read_text(), env))
+        finally:
+            await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    commands = simulator.commands[0]
+    assert len(simulator.commands) == 1, "no reconnect was needed"
+    unsubscribed = commands.index("unsubscribe-order-slip-quote#40789105-e@219_33753655")
+    assert commands[unsubscribed + 1] == added
+    assert SUBSCRIPTIONS[0] not in commands[unsubscribed:], "the removed market is no longer renewed"
+    assert SUBSCRIPTIONS[1] in commands[unsubscribed + 2:], "the kept market still is"
+    reloads = query(db_url, "SELECT detail->>'command' FROM collector_events WHERE detail->>'why' = 'reload'"
+                            " ORDER BY received_at")
+    assert reloads == [('{"commend":"unsubscribe-order-slip-quote#40789105-e@219_33753655"}',),
+                       (f'{{"commend":"{added}"}}',)]

@@ -102,6 +102,25 @@ def test_generated_orders_fill_at_the_shared_market_prices(db_url: str, tmp_path
     for fixture, cents, bet_price in fills:
         assert fixture.startswith("id10000008616244")  # the OddsPapi simulator's fixtures
         assert abs(float(cents) - 1 / float(bet_price)) < 0.01  # filled at the bookmaker's implied probability
+    (account, payload, old), = query(db_url, "SELECT account_id, payload, old FROM account_changes LIMIT 1")
+    assert account == "polymarket-main" and old == {"balance": 10_000} and payload["balance"] < 10_000
+    events = dict(query(db_url, "SELECT event, count(*) FROM order_changes GROUP BY 1"))
+    assert events["INSERT"] >= 3 and events["UPDATE"] >= 6  # PENDING_PLACEMENT → PLACED → FILLED
+
+
+def test_the_api_key_never_reaches_a_table_or_a_log(db_url: str, tmp_path: Path, caplog) -> None:
+    import logging
+
+    simulator = MmSimulator({KEY: CHANNELS}, rate=200)
+    with caplog.at_level(logging.DEBUG):
+        run(simulator, db_url, tmp_path, lambda: query(db_url, "SELECT count(*) FROM order_changes")[0][0] >= 3)
+    assert KEY not in caplog.text
+    for table, column in [("raw_messages", "payload::text"), ("collector_events", "detail::text"),
+                          ("order_changes", "payload::text"), ("quarantine", "frame")]:
+        assert query(db_url, f"SELECT count(*) FROM {table} WHERE {column} LIKE %s", f"%{KEY}%") == [(0,)], table
+    (subscribe,), = query(db_url, "SELECT detail->>'command' FROM collector_events WHERE event = 'command'"
+                                  " AND detail->>'command' LIKE '%subscribe%' ORDER BY received_at LIMIT 1")
+    assert '"apiKey":"***"' in subscribe
 
 
 def test_a_bad_key_backs_off_and_is_recorded(db_url: str, tmp_path: Path) -> None:

@@ -248,14 +248,15 @@ def collect(
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="serve Prometheus /metrics on "
                                             "127.0.0.1:PORT"),
 ) -> None:
-    """Run the config's feeds until stopped (SIGINT/SIGTERM: flush, record the disconnect, exit 0)."""
+    """Run the config's feeds until stopped (SIGINT/SIGTERM: flush, record the disconnect, exit 0; SIGHUP: reload)."""
     from warehouse.collect import collect as run_collect
     from warehouse.collect.settings import feed_settings
 
     config = ctx.obj.config
     feeds = feed_settings(config)
     _log_at_least_info()
-    asyncio.run(run_collect(ctx.obj.url(), feeds, config.writer_settings(), metrics_port=metrics_port))
+    asyncio.run(run_collect(ctx.obj.url(), feeds, config.writer_settings(), metrics_port=metrics_port,
+                            reload=lambda: feed_settings(load_config(config.path))))
 
 
 @app.command()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 from warehouse.collect import metrics
 from warehouse.collect.redact import redact_logs
 from warehouse.collect.runner import FeedRunner, run_feeds
 from warehouse.collect.settings import FeedSettings
+from warehouse.config import ConfigError
 from warehouse.store.reads import last_event_ids
 from warehouse.store.writer import Writer, WriterSettings
 
@@ -17,8 +19,12 @@ log = logging.getLogger("warehouse.collect")
 
 
 async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSettings, *,
-                  metrics_port: int | None = None, stop: asyncio.Event | None = None) -> None:
-    """Run every feed until SIGINT/SIGTERM (or `stop`), then flush the writer and return."""
+                  metrics_port: int | None = None, stop: asyncio.Event | None = None,
+                  reload: Callable[[], list[FeedSettings]] | None = None) -> None:
+    """Run every feed until SIGINT/SIGTERM (or `stop`), then flush the writer and return.
+
+    With `reload`, SIGHUP re-reads the configuration and hands each running feed its new settings.
+    """
     redact_logs([secret for feed in feeds for secret in feed.secrets.values()])
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -31,6 +37,8 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         runners = [FeedRunner(f, writer, resume_id=resume.get(f.name), metrics=metrics.FeedMetrics(f.name))
                    for f in feeds]
         log.info("collecting %d feeds (%s); Ctrl-C or SIGTERM stops", len(feeds), ", ".join(f.name for f in feeds))
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(reload, runners)))
         running = asyncio.create_task(run_feeds(runners))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -40,8 +48,26 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         for runner in runners:
             await runner.aclose()
         log.info("feeds stopped; flushing %d queued frames", writer.queued)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.remove_signal_handler(sig)
+
+
+async def _reload(read: Callable[[], list[FeedSettings]], runners: list[FeedRunner]) -> None:
+    try:
+        new = {feed.name: feed for feed in read()}
+    except ConfigError as exc:
+        log.error("reload refused, the running configuration stays: %s", exc)
+        return
+    running = {runner.source for runner in runners}
+    for runner in runners:
+        feed = new.get(runner.source)
+        if feed is None or feed.kind != runner.settings.kind:
+            log.warning("feed %s was removed or changed kind: restart the collector to apply", runner.source)
+            continue
+        await runner.reconfigure(feed)
+    for name in sorted(set(new) - running):
+        log.warning("feed %s is new: restart the collector to start it", name)
+    log.warning("configuration reloaded")
 
 
 async def _resume_points(url: str, feeds: list[FeedSettings], writer: Writer) -> dict[str, str]:

@@ -75,6 +75,7 @@ class FeedRunner:
         self._tokens: TokenSource | None = None
         self._last_seen = 0.0
         self._watchdog_reason: str | None = None
+        self._live: tuple[Any, UUID, list[asyncio.Task[None]]] | None = None  # session, connection, periodic
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -156,15 +157,15 @@ class FeedRunner:
             await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(command)})
         adapter = self.settings.module.Adapter(self.source, self.settings.options)
         self._watchdog_reason = None
+        periodic = self._start_periodic(session, connection_id, spec)
         helpers = [asyncio.create_task(self._watchdog(session, connection_id))]
-        helpers += [asyncio.create_task(self._every(session, connection_id, interval, message))
-                    for interval, message in spec.periodic]
+        self._live = (session, connection_id, periodic)
         try:
             outcome = await self._receive(session, adapter, connection_id)
         except Disconnected as exc:
             outcome = _Outcome(self._watchdog_reason or self.redact.text(str(exc.args[0])))
         except asyncio.CancelledError:
-            for helper in helpers:
+            for helper in [*helpers, *self._live[2]]:
                 helper.cancel()
             for message in spec.send_on_close:
                 with contextlib.suppress(Disconnected, OSError):
@@ -173,12 +174,35 @@ class FeedRunner:
             await self._event(connection_id, EVENT_DISCONNECT, {"reason": "shutdown"})
             raise
         finally:
-            for helper in helpers:
+            for helper in [*helpers, *self._live[2]]:
                 helper.cancel()
+            self._live = None
         if time.monotonic() - opened >= self.settings.stable_after_s:
             self.backoff.reset()
         await self._event(connection_id, EVENT_DISCONNECT, {"reason": outcome.reason})
         return outcome
+
+    def _start_periodic(self, session: Any, connection_id: UUID, spec: base.ConnectSpec) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(self._every(session, connection_id, interval, message))
+                for interval, message in spec.periodic]
+
+    async def reconfigure(self, settings: FeedSettings) -> None:
+        """New options from a reloaded config (SIGHUP): applied to the live connection where the
+        feed knows how (CKEX subscriptions), otherwise from the next connection on."""
+        module = settings.module
+        commands = module.changes(self.settings.options, settings.options) if hasattr(module, "changes") else []
+        self.settings = settings
+        self.redact = Redactor(list(settings.secrets.values()))
+        if self._live is None or not commands:
+            return
+        session, connection_id, periodic = self._live
+        for task in periodic:
+            task.cancel()
+        for message in commands:
+            await session.send(message)
+            await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(message), "why": "reload"})
+        spec = module.connect(settings.options, settings.secrets, self.resume_id)
+        self._live = (session, connection_id, self._start_periodic(session, connection_id, spec))
 
     async def _every(self, session: Any, connection_id: UUID, interval: float, message: str) -> None:
         """Send `message` every `interval` seconds (pings, subscription renewals), each one recorded."""

@@ -59,6 +59,13 @@ def unsubscribe(subscription: str) -> str:
     return command("unsubscribe-order-slip-quote#" + subscription.split("#", 1)[1])
 
 
+def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Commands that turn the old subscription list into the new one on a live connection."""
+    before, after = old["subscriptions"], new["subscriptions"]
+    return ([unsubscribe(s) for s in before if s not in after]
+            + [command(s) for s in after if s not in before])
+
+
 def connect(options: dict[str, Any], secrets: dict[str, str], resume_id: str | None) -> ConnectSpec:
     separator = "&" if "?" in options["url"] else "?"
     url = f"{options['url']}{separator}authorization={quote('bearer ' + secrets['token_env'], safe='')}"

@@ -41,11 +41,12 @@ class CkexFaults:
 
 class CkexSimulator:
     def __init__(self, token: str, *, seed: int = 1, rate: float = 20.0, alive_s: float = 5.0, ttl_s: float = 3600.0,
-                 script: Sequence[bytes | str] = (), faults: CkexFaults | None = None) -> None:
+                 script: Sequence[bytes | str] = (), faults: CkexFaults | None = None,
+                 market: Market | None = None) -> None:
         self.token, self.rate, self.alive_s, self.ttl_s = token, rate, alive_s, ttl_s
         self.script = [s.encode() if isinstance(s, str) else s for s in script]
         self.faults = faults or CkexFaults()
-        self.market = Market(seed=seed)
+        self.market = market or Market(seed=seed)
         self.commands: list[list[str]] = []  # per connection, every command received, in order
         self.refused = 0
         self._server: Server | None = None
@@ -146,5 +147,5 @@ class CkexSimulator:
         return orjson.dumps({"type": "order-slip", "data": items}).decode()
 
 
-def from_feed(options: dict[str, Any], secrets: dict[str, str], seed: int) -> CkexSimulator:
-    return CkexSimulator(secrets["token_env"], seed=seed)
+def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) -> CkexSimulator:
+    return CkexSimulator(secrets["token_env"], market=market)

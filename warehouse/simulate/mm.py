@@ -36,13 +36,14 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 class MmSimulator:
     def __init__(self, keys: dict[str, Sequence[str]], *, seed: int = 1, rate: float = 20.0,
                  heartbeat_s: float = 60.0, auth_timeout_s: float = 30.0, max_per_key: int = 5,
-                 script: Sequence[bytes | str] = (), drop_after: int | None = None) -> None:
+                 script: Sequence[bytes | str] = (), drop_after: int | None = None,
+                 market: Market | None = None) -> None:
         self.keys = {k: tuple(v) for k, v in keys.items()}  # key → channels it may subscribe to
         self.rate, self.heartbeat_s = rate, heartbeat_s
         self.auth_timeout_s, self.max_per_key = auth_timeout_s, max_per_key
         self.script = [s.encode() if isinstance(s, str) else s for s in script]
         self.drop_after = drop_after
-        self.market = Market(seed=seed)
+        self.market = market or Market(seed=seed)
         self.received: list[list[dict[str, Any]]] = []  # per connection, every client message
         self.errors: list[str] = []
         self.live: Counter[str] = Counter()
@@ -194,5 +195,5 @@ def _cast(channel: str, event: str, payload: dict[str, Any], old: dict[str, Any]
     return message
 
 
-def from_feed(options: dict[str, Any], secrets: dict[str, str], seed: int) -> MmSimulator:
-    return MmSimulator({secrets["api_key_env"]: CHANNELS}, seed=seed)
+def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) -> MmSimulator:
+    return MmSimulator({secrets["api_key_env"]: CHANNELS}, market=market)

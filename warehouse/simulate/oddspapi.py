@@ -42,13 +42,13 @@ class OddsPapiFaults:
 class OddsPapiSimulator:
     def __init__(self, api_key: str, *, seed: int = 1, rate: float | None = 50.0, script: Sequence[bytes | str] = (),
                  generate: bool = True, faults: OddsPapiFaults | None = None, record: bool = True,
-                 outcomes_per_frame: int = 3) -> None:
+                 outcomes_per_frame: int = 3, market: Market | None = None) -> None:
         self.api_key = api_key
         self.rate = rate
         self.script = [s.encode() if isinstance(s, str) else s for s in script]
         self.generate = generate
         self.faults = faults or OddsPapiFaults()
-        self.market = Market(seed=seed)
+        self.market = market or Market(seed=seed)
         self.record = record
         self.outcomes_per_frame = outcomes_per_frame  # 2 for the benchmark's "two prices per frame"
         self.sent: list[bytes] = []  # every frame sent, in order (when `record`)
@@ -163,6 +163,6 @@ class OddsPapiSimulator:
         return [orjson.dumps(message) for message in out]
 
 
-def from_feed(options: dict[str, Any], secrets: dict[str, str], seed: int) -> OddsPapiSimulator:
+def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) -> OddsPapiSimulator:
     """The simulator a [[feeds]] entry would talk to: same key, generated traffic."""
-    return OddsPapiSimulator(secrets["api_key_env"], seed=seed)
+    return OddsPapiSimulator(secrets["api_key_env"], market=market)

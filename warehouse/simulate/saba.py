@@ -46,12 +46,12 @@ class SabaSimulator:
     def __init__(self, *, vendor_id: str = "vendor", member_id: str = "member", static_token: str | None = None,
                  seed: int = 1, rate: float | None = 20.0, keepalive_s: float = 5.0, cache_size: int = 1000,
                  token_ttl_s: float = 600.0, faults: SabaFaults | None = None,
-                 script: list[tuple[str, bytes]] | None = None) -> None:
+                 script: list[tuple[str, bytes]] | None = None, market: Market | None = None) -> None:
         self.vendor_id, self.member_id, self.static_token = vendor_id, member_id, static_token
         self.rate, self.keepalive_s, self.token_ttl_s = rate, keepalive_s, token_ttl_s
         self.faults = faults or SabaFaults()
         self.script = script  # (id, data) frames to send verbatim instead of the market (tests)
-        self.market = Market(seed=seed)
+        self.market = market or Market(seed=seed)
         self.events: dict[int, dict[str, Any]] = {f.event_id: _event(f) for f in self.market.fixtures}
         self.markets: dict[int, dict[str, Any]] = {}
         for fixture in self.market.fixtures:
@@ -308,8 +308,8 @@ def _odds(decimal: float) -> dict[str, float]:
             "indoPrice": indo, "americanPrice": american}
 
 
-def from_feed(options: dict[str, Any], secrets: dict[str, str], seed: int) -> SabaSimulator:
+def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) -> SabaSimulator:
     """The simulator a [[feeds]] entry would talk to: its token, or its login credentials."""
     return SabaSimulator(vendor_id=options.get("vendor_id", "vendor"),
                          member_id=secrets.get("vendor_member_id_env", "member"),
-                         static_token=secrets.get("token_env"), seed=seed)
+                         static_token=secrets.get("token_env"), market=market)
