@@ -142,3 +142,35 @@ def test_sighup_applies_subscription_changes_without_a_restart(db_url: str, tmp_
                             " ORDER BY received_at")
     assert reloads == [('{"commend":"unsubscribe-order-slip-quote#40789105-e@219_33753655"}',),
                        (f'{{"commend":"{added}"}}',)]
+
+
+def test_malformed_quotes_are_quarantined_and_keepalives_are_not(db_url: str, tmp_path: Path) -> None:
+    simulator = CkexSimulator(TOKEN, rate=100, alive_s=0.2, faults=CkexFaults(malformed_every=5, empty_frames=True))
+    collect_from(simulator, db_url, tmp_path,
+                 lambda: query(db_url, "SELECT count(*) FROM quarantine")[0][0] >= 2
+                 and query(db_url, "SELECT count(*) FROM raw_messages WHERE kind = 'empty'")[0][0] >= 1)
+    reasons = {r[:9] for (r,) in query(db_url, "SELECT reason FROM quarantine")}
+    assert reasons == {"not JSON:"}
+    kinds = {k for (k,) in query(db_url, "SELECT DISTINCT kind FROM raw_messages")}
+    assert {"order-slip", "order-slip-fancy", "alive", "empty", "quarantined"} <= kinds
+    assert query(db_url, "SELECT count(*) FROM price_ticks")[0][0] >= 8  # quotes after bad ones still land
+
+
+def test_a_silent_server_is_left_and_the_new_connection_subscribes_again(db_url: str, tmp_path: Path) -> None:
+    simulator = CkexSimulator(TOKEN, rate=100, alive_s=0.1, faults=CkexFaults(silent_after=10))
+    collect_from(simulator, db_url, tmp_path, lambda: len(simulator.commands) >= 2 and len(simulator.commands[1]) >= 3,
+                 silence_timeout_s=0.5)
+    assert simulator.commands[1][:3] == ["start", *SUBSCRIPTIONS]
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'watchdog_timeout'")[0][0] >= 1
+
+
+def test_both_spellings_of_the_fancy_type_are_understood() -> None:
+    from warehouse.feeds.ckex import Adapter
+
+    adapter = Adapter("ckex", {"subscriptions": SUBSCRIPTIONS})
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    item = {"eid": "9-e", "mid": "1_f", "pid": "2", "bl": "10", "bo": "1.9", "ll": "11", "lo": "2.1", "status": "1"}
+    for spelling in ("order-slip-fancy", "order-slipt-fancy"):
+        output = adapter.handle({"type": spelling, "data": [item]}, at)
+        assert [(r.fixture_id, r.side, r.line, r.price, r.active) for r in output.records] == [
+            ("9-e", "back", Decimal("10"), 1.9, True), ("9-e", "lay", Decimal("11"), 2.1, True)]

@@ -20,6 +20,9 @@ from warehouse.store.writer import WriterSettings
 KEY = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 
 # The examples of the vendor's page (shared/seeds/mm-websocket-55tech.txt), verbatim.
+PARTIAL = {"type": "broadcast", "channel": "orders", "event": "UPDATE", "payload": {
+    "orderId": 123, "orderStatus": "FILLED", "matchedStake": 100.0, "matchedAt": "2026-02-15T10:30:05Z"},
+    "old": {"orderStatus": "PLACED", "matchedStake": 0}}
 FILL = {"type": "broadcast", "channel": "orders", "event": "UPDATE", "payload": {
     "orderId": 123, "fixtureId": "id1000000861624412", "outcomeId": 161, "exchange": "polymarket",
     "exchangeOrderId": "0x1a2b3c...", "orderStatus": "FILLED", "matchedStatus": "FULLY_MATCHED", "orderCents": 0.45,
@@ -35,7 +38,7 @@ SCORE = {"type": "broadcast", "channel": "scores", "event": "UPDATE", "payload":
     "scores": {"home": 2, "away": 1, "period1Home": 1, "period1Away": 0}}}
 EMERGENCY = {"type": "broadcast", "channel": "emergency", "event": "UPDATE",
              "payload": {"emergency": True, "reason": "手动触发", "triggeredAt": "2026-02-15T10:30:00Z"}}
-SEED = [orjson.dumps(m) for m in (FILL, BET, SCORE, EMERGENCY)]
+SEED = [orjson.dumps(m) for m in (PARTIAL, FILL, BET, SCORE, EMERGENCY)]
 
 
 def toml(url: str, name: str = "mm", env: str = "MM_KEY", **tuning: object) -> str:
@@ -58,7 +61,7 @@ def run(simulator: MmSimulator, db_url: str, tmp_path: Path, until, env: dict[st
 
 def test_seed_broadcasts_give_exactly_the_rows_they_should(db_url: str, tmp_path: Path) -> None:
     simulator = MmSimulator({KEY: ("orders", "bets", "scores", "emergency")}, script=SEED)
-    run(simulator, db_url, tmp_path, lambda: query(db_url, "SELECT count(*) FROM raw_messages")[0][0] >= 5)
+    run(simulator, db_url, tmp_path, lambda: query(db_url, "SELECT count(*) FROM raw_messages")[0][0] >= 6)
     subscribe = simulator.received[0][0]
     assert subscribe == {"type": "subscribe", "apiKey": KEY, "channels": list(CHANNELS)}
     (detail,), = query(db_url, "SELECT detail FROM collector_events WHERE event = 'subscribe'")
@@ -66,7 +69,10 @@ def test_seed_broadcasts_give_exactly_the_rows_they_should(db_url: str, tmp_path
                       "granted": ["orders", "bets", "scores", "emergency"], "refused": ["accounts"]}
     assert query(db_url, "SELECT event, order_id, fixture_id, outcome_id, exchange, exchange_order_id,"
                          " order_status, matched_status, price, stake, matched_stake, source_ts, payload, old"
-                         " FROM order_changes") == [
+                         " FROM order_changes ORDER BY raw_id") == [
+        # a partial payload: only what changed is promoted, the rest stays null (absent ≠ null)
+        ("UPDATE", "123", None, None, None, None, "FILLED", None, None, None, Decimal("100.0"),
+         datetime(2026, 2, 15, 10, 30, 5, tzinfo=UTC), PARTIAL["payload"], PARTIAL["old"]),
         ("UPDATE", "123", "id1000000861624412", "161", "polymarket", "0x1a2b3c...", "FILLED", "FULLY_MATCHED",
          Decimal("0.45"), Decimal("100.0"), Decimal("100.0"), datetime(2026, 2, 15, 10, 30, 5, tzinfo=UTC),
          FILL["payload"], FILL["old"])]
@@ -166,3 +172,29 @@ def test_the_sixth_socket_for_a_key_is_refused_by_the_simulator(tmp_path: Path) 
 
     replies = asyncio.run(asyncio.wait_for(main(), 30))
     assert replies == ["subscribed:"] * 5 + ["error:Connection limit exceeded"]
+
+
+def test_a_silent_server_trips_the_watchdog_and_the_feed_subscribes_again(db_url: str, tmp_path: Path) -> None:
+    simulator = MmSimulator({KEY: CHANNELS}, rate=100, silent_after=5)
+    run(simulator, db_url, tmp_path, lambda: len(simulator.received) >= 2 and len(simulator.received[1]) >= 1,
+        silence_timeout_s=0.5, client_ping_s=0.1)
+    assert simulator.received[1][0]["type"] == "subscribe"
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'watchdog_timeout'")[0][0] >= 1
+
+
+def test_plain_http_on_the_websocket_path_gets_426(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    async def main() -> int:
+        simulator = MmSimulator({KEY: CHANNELS})
+        url = (await simulator.start()).replace("ws://", "http://")
+        try:
+            await asyncio.to_thread(urllib.request.urlopen, url, timeout=5)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        finally:
+            await simulator.stop()
+        return 200
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == 426

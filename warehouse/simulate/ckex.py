@@ -36,6 +36,9 @@ _UNSUBSCRIBE = "unsubscribe-order-slip-quote#"
 @dataclass
 class CkexFaults:
     drop_after: int | None = None  # abort the TCP connection after this many quote frames
+    silent_after: int | None = None  # send nothing more (not even `alive`) after this many quote frames
+    malformed_every: int | None = None  # every n-th quote frame is cut short (not JSON)
+    empty_frames: bool = False  # also send `{}` frames, as a sibling CKEX socket does
     reject_all_tokens: bool = False
 
 
@@ -109,9 +112,14 @@ class CkexSimulator:
         with contextlib.suppress(Exception):
             while True:
                 await asyncio.sleep(1 / self.rate)
+                faults = self.faults
+                if faults.silent_after is not None and state["sent"] >= faults.silent_after:
+                    continue
                 now = time.monotonic()
                 if now - last_alive >= self.alive_s:
                     await ws.send('{"type":"alive"}')
+                    if faults.empty_frames:
+                        await ws.send("{}")
                     last_alive = now
                 for expired in [s for s, until in subscriptions.items() if until < now]:
                     del subscriptions[expired]
@@ -126,8 +134,11 @@ class CkexSimulator:
                 if self.faults.drop_after is not None and state["sent"] >= self.faults.drop_after:
                     ws.transport.abort()
                     return
-                await ws.send(self._quote(sorted(subscriptions)[state["sent"] % len(subscriptions)]))
+                frame = self._quote(sorted(subscriptions)[state["sent"] % len(subscriptions)])
                 state["sent"] += 1
+                if faults.malformed_every and state["sent"] % faults.malformed_every == 0:
+                    frame = frame[: len(frame) // 2]
+                await ws.send(frame)
 
     def _quote(self, subscription: str) -> str:
         family, _, key = subscription.partition("#")

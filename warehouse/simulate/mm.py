@@ -37,12 +37,15 @@ class MmSimulator:
     def __init__(self, keys: dict[str, Sequence[str]], *, seed: int = 1, rate: float = 20.0,
                  heartbeat_s: float = 60.0, auth_timeout_s: float = 30.0, max_per_key: int = 5,
                  script: Sequence[bytes | str] = (), drop_after: int | None = None,
+                 silent_after: int | None = None, malformed_every: int | None = None,
                  market: Market | None = None) -> None:
         self.keys = {k: tuple(v) for k, v in keys.items()}  # key → channels it may subscribe to
         self.rate, self.heartbeat_s = rate, heartbeat_s
         self.auth_timeout_s, self.max_per_key = auth_timeout_s, max_per_key
         self.script = [s.encode() if isinstance(s, str) else s for s in script]
-        self.drop_after = drop_after
+        self.drop_after = drop_after  # abort the TCP connection after this many broadcasts
+        self.silent_after = silent_after  # send nothing more (no heartbeat, no pong) after this many
+        self.malformed_every = malformed_every  # every n-th broadcast is cut short (not JSON)
         self.market = market or Market(seed=seed)
         self.received: list[list[dict[str, Any]]] = []  # per connection, every client message
         self.errors: list[str] = []
@@ -88,7 +91,7 @@ class MmSimulator:
                 async for text in ws:
                     message = orjson.loads(text)
                     messages.append(message)
-                    if message.get("type") == "ping":
+                    if message.get("type") == "ping" and not state.get("silent"):
                         await ws.send('{"type":"pong"}')
                     elif message.get("type") == "unsubscribe":
                         state["on"] = False
@@ -130,6 +133,9 @@ class MmSimulator:
                 await ws.send(frame.decode())
             while True:
                 await asyncio.sleep(1 / self.rate)
+                if self.silent_after is not None and sent >= self.silent_after:
+                    state["silent"] = True
+                    continue
                 if loop.time() - last_heartbeat >= self.heartbeat_s:
                     await ws.send('{"type":"heartbeat"}')
                     last_heartbeat = loop.time()
@@ -139,8 +145,11 @@ class MmSimulator:
                     if self.drop_after is not None and sent >= self.drop_after:
                         ws.transport.abort()
                         return
-                    await ws.send(orjson.dumps(message).decode())
+                    frame = orjson.dumps(message).decode()
                     sent += 1
+                    if self.malformed_every and sent % self.malformed_every == 0:
+                        frame = frame[: len(frame) // 2]
+                    await ws.send(frame)
 
     def _next(self, channels: list[str]) -> list[dict[str, Any]]:
         change = self.market.step()
