@@ -6,10 +6,16 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import Text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from tests.conftest import query
 from warehouse.collect import collect
 from warehouse.collect.settings import FeedSettings, feed_settings
 from warehouse.config import load_config
+from warehouse.store import tables
 from warehouse.store.writer import WriterSettings
 
 
@@ -43,3 +49,30 @@ async def run_collector(url: str, feeds: list[FeedSettings], spool_dir: Path, un
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+def collect_live(simulator: Any, db_url: str, tmp_path: Path, toml_for: Callable[[str], str], env: dict[str, str],
+                 until: Callable[[], bool], reload: bool = False) -> None:
+    """Start `simulator`, collect from it with the config `toml_for(its url)` until `until()`, stop both."""
+
+    async def main() -> None:
+        url = await simulator.start()
+        feeds = feeds_from_toml(tmp_path, toml_for(url), env)
+        read = (lambda: feeds_from_toml(tmp_path, (tmp_path / "feeds.toml").read_text(), env)) if reload else None
+        try:
+            await run_collector(db_url, feeds, tmp_path / "spool", until, reload=read)
+        finally:
+            await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 90))
+
+
+def assert_secret_nowhere(db_url: str, secret: str, log_text: str) -> None:
+    """The secret is in no log line and in no text or jsonb column of any table."""
+    assert secret not in log_text
+    for table in tables.metadata.sorted_tables:
+        for column in table.columns:
+            if isinstance(column.type, Text | JSONB):
+                hits = query(db_url, f"SELECT count(*) FROM {table.name} WHERE {column.name}::text LIKE %s",
+                             f"%{secret}%")
+                assert hits == [(0,)], f"{table.name}.{column.name} holds the secret"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.collecting import fast, feeds_from_toml, run_collector
+from tests.collecting import assert_secret_nowhere, collect_live, fast, feeds_from_toml
 from tests.conftest import query
 from warehouse.config import ConfigError
 from warehouse.simulate.ckex import CkexFaults, CkexSimulator
@@ -39,15 +38,7 @@ def toml(url: str, **tuning: object) -> str:
 
 
 def collect_from(simulator: CkexSimulator, db_url: str, tmp_path: Path, until, **tuning: object) -> None:
-    async def main() -> None:
-        url = await simulator.start()
-        feeds = feeds_from_toml(tmp_path, toml(url, **tuning), {"CKEX_TOKEN": TOKEN})
-        try:
-            await run_collector(db_url, feeds, tmp_path / "spool", until)
-        finally:
-            await simulator.stop()
-
-    asyncio.run(asyncio.wait_for(main(), 60))
+    collect_live(simulator, db_url, tmp_path, lambda url: toml(url, **tuning), {"CKEX_TOKEN": TOKEN}, until)
 
 
 def test_seed_quotes_give_exactly_the_rows_they_should(db_url: str, tmp_path: Path) -> None:
@@ -84,15 +75,14 @@ def test_subscriptions_are_renewed_and_resent_after_a_reconnect(db_url: str, tmp
     assert first[:3] == ["start", *SUBSCRIPTIONS]
     assert first[3:5] == SUBSCRIPTIONS or set(first[3:5]) == set(SUBSCRIPTIONS)  # renewals before the drop
     assert second[:3] == ["start", *SUBSCRIPTIONS]  # a new connection starts over
-    assert query(db_url, "SELECT count(DISTINCT connection_id) FROM raw_messages")[0][0] >= 2
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'connect'")[0][0] >= 2
 
 
 def test_the_token_never_reaches_a_table_or_a_log(db_url: str, tmp_path: Path, caplog) -> None:
     simulator = CkexSimulator(TOKEN, rate=100)
     with caplog.at_level(logging.DEBUG):
         collect_from(simulator, db_url, tmp_path, lambda: query(db_url, "SELECT count(*) FROM price_ticks")[0][0] > 10)
-    assert TOKEN not in caplog.text
-    assert query(db_url, "SELECT count(*) FROM collector_events WHERE detail::text LIKE %s", f"%{TOKEN}%") == [(0,)]
+    assert_secret_nowhere(db_url, TOKEN, caplog.text)
     (url,), = query(db_url, "SELECT detail->>'url' FROM collector_events WHERE event = 'connect' LIMIT 1")
     assert url.endswith("authorization=***")
 
@@ -109,29 +99,19 @@ def test_sighup_applies_subscription_changes_without_a_restart(db_url: str, tmp_
 
     simulator = CkexSimulator(TOKEN, rate=50)
     added = "order-slip-quote@chloe-market#50000001-e@1_40000001"
-    env = {"CKEX_TOKEN": TOKEN}
+    reloaded: list[bool] = []
 
-    async def main() -> None:
-        url = await simulator.start()
-        feeds = feeds_from_toml(tmp_path, toml(url, resubscribe_s=0.3), env)
-        changed = toml(url, resubscribe_s=0.3).replace(SUBSCRIPTIONS[0], added)
-        reloaded: list[bool] = []
+    def until() -> bool:
+        commands = simulator.commands[0] if simulator.commands else []
+        if len(commands) >= 3 and not reloaded:
+            config = tmp_path / "feeds.toml"
+            config.write_text(config.read_text().replace(SUBSCRIPTIONS[0], added))
+            reloaded.append(True)
+            os.kill(os.getpid(), signal.SIGHUP)
+        return sum(c == added for c in commands) >= 3  # subscribed, then renewed twice
 
-        def until() -> bool:
-            commands = simulator.commands[0] if simulator.commands else []
-            if len(commands) >= 3 and not reloaded:
-                (tmp_path / "feeds.toml").write_text(changed)
-                reloaded.append(True)
-                os.kill(os.getpid(), signal.SIGHUP)
-            return sum(c == added for c in commands) >= 3  # subscribed, then renewed twice
-
-        try:
-            await run_collector(db_url, feeds, tmp_path / "spool", until,
-                                reload=lambda: feeds_from_toml(tmp_path, (tmp_path / "feeds.toml").read_text(), env))
-        finally:
-            await simulator.stop()
-
-    asyncio.run(asyncio.wait_for(main(), 60))
+    collect_live(simulator, db_url, tmp_path, lambda url: toml(url, resubscribe_s=0.3), {"CKEX_TOKEN": TOKEN},
+                 until, reload=True)
     commands = simulator.commands[0]
     assert len(simulator.commands) == 1, "no reconnect was needed"
     unsubscribed = commands.index("unsubscribe-order-slip-quote#40789105-e@219_33753655")

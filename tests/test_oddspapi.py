@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.collecting import fast, feeds_from_toml, run_collector
+from tests.collecting import assert_secret_nowhere, collect_live, fast, feeds_from_toml
 from tests.conftest import query
 from warehouse.collect import collect
 from warehouse.simulate.oddspapi import OddsPapiFaults, OddsPapiSimulator
@@ -48,15 +48,7 @@ def toml(url: str, **tuning: object) -> str:
 
 
 def collect_from(simulator: OddsPapiSimulator, db_url: str, tmp_path: Path, until, **tuning: object) -> None:
-    async def main() -> None:
-        url = await simulator.start()
-        feeds = feeds_from_toml(tmp_path, toml(url, **tuning), {"OP_KEY": KEY})
-        try:
-            await run_collector(db_url, feeds, tmp_path / "spool", until)
-        finally:
-            await simulator.stop()
-
-    asyncio.run(asyncio.wait_for(main(), 90))
+    collect_live(simulator, db_url, tmp_path, lambda url: toml(url, **tuning), {"OP_KEY": KEY}, until)
 
 
 def frames_stored(db_url: str) -> int:
@@ -180,10 +172,7 @@ def test_the_api_key_never_reaches_a_table_or_a_log(db_url: str, tmp_path: Path,
     simulator = OddsPapiSimulator(KEY, rate=300, faults=OddsPapiFaults(drop_after=20))
     with caplog.at_level(logging.DEBUG):
         collect_from(simulator, db_url, tmp_path, lambda: simulator.connections >= 2)
-    assert KEY not in caplog.text
-    for table, column in [("raw_messages", "payload::text"), ("collector_events", "detail::text"),
-                          ("quarantine", "frame"), ("price_ticks", "attrs::text")]:
-        assert query(db_url, f"SELECT count(*) FROM {table} WHERE {column} LIKE %s", f"%{KEY}%") == [(0,)], table
+    assert_secret_nowhere(db_url, KEY, caplog.text)
     urls = query(db_url, "SELECT detail->>'url' FROM collector_events WHERE event = 'connect'")
     assert urls and all(u.endswith("apiKey=***") for (u,) in urls)
 

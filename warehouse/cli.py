@@ -311,28 +311,42 @@ def demo(ctx: typer.Context, seconds: float = typer.Option(15.0, help="how long 
 
 
 async def _demo_collect(url: str, seconds: float) -> None:
-    """Simulated OddsPapi and Saba feeds on loopback, collected for `seconds` with a live view."""
+    """All four simulated feeds on loopback, one market model, collected for `seconds` with a live view."""
     from rich.live import Live
 
     from warehouse.collect import collect as run_collect
     from warehouse.collect.metrics import REGISTRY
     from warehouse.collect.settings import feed_settings
     from warehouse.config import FeedConfig
+    from warehouse.simulate.ckex import CkexSimulator
+    from warehouse.simulate.market import Market
+    from warehouse.simulate.mm import CHANNELS, MmSimulator
     from warehouse.simulate.oddspapi import OddsPapiSimulator
     from warehouse.simulate.saba import SabaSimulator
 
-    oddspapi, saba = OddsPapiSimulator("demo-key", rate=200), SabaSimulator(static_token="demo-token", rate=50)
-    oddspapi_url, saba_url = await oddspapi.start(), await saba.start()
+    market = Market(seed=1)
+    mm_key = "0d7e3c1a-5b6f-4c2d-9e8f-123456789abc"
+    simulators = [OddsPapiSimulator("demo-key", rate=200, market=market),
+                  SabaSimulator(static_token="demo-token", rate=50, market=market),
+                  CkexSimulator("demo-jwt", rate=20, alive_s=2, market=market),
+                  MmSimulator({mm_key: CHANNELS}, rate=20, market=market)]
+    oddspapi_url, saba_url, ckex_url, mm_url = [await s.start() for s in simulators]
+    subscriptions = ["order-slip-quote@chloe-market#40789105-e@1_33753655",
+                     "order-slip-quote@fancy-market#44914246-e@878_55854706_f"]
     feeds = feed_settings(Config(feeds=(
         FeedConfig("oddspapi", "oddspapi-ws", {"url": oddspapi_url, "api_key_env": "DEMO_ODDSPAPI_KEY"}),
         FeedConfig("saba", "saba-sse", {"url": f"{saba_url}/sports/stream/v1/GetEvents",
                                         "token_env": "DEMO_SABA_TOKEN"}),
-    )), {"DEMO_ODDSPAPI_KEY": "demo-key", "DEMO_SABA_TOKEN": "demo-token"})
+        FeedConfig("ckex", "ckex-ws", {"url": ckex_url, "token_env": "DEMO_CKEX_TOKEN",
+                                       "subscriptions": subscriptions}),
+        FeedConfig("mm", "mm-ws", {"url": mm_url, "api_key_env": "DEMO_MM_KEY"}),
+    )), {"DEMO_ODDSPAPI_KEY": "demo-key", "DEMO_SABA_TOKEN": "demo-token", "DEMO_CKEX_TOKEN": "demo-jwt",
+         "DEMO_MM_KEY": mm_key})
     stop = asyncio.Event()
 
     def view() -> Table:
         table = Table(title=f"collecting from simulators for {seconds:g} s", title_justify="left")
-        for column in ("feed", "frames", "rows", "p99 receive→commit"):
+        for column in ("feed", "frames", "rows", "receive→commit"):
             table.add_column(column, justify="left" if column == "feed" else "right")
         for feed in feeds:
             labels = {"source": feed.name}
@@ -357,8 +371,8 @@ async def _demo_collect(url: str, seconds: float) -> None:
         await run_collect(url, feeds, WriterSettings(), stop=stop)
     finally:
         timer.cancel()
-        await oddspapi.stop()
-        await saba.stop()
+        for simulator in simulators:
+            await simulator.stop()
     out.print(view())
 
 

@@ -22,10 +22,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from warehouse.simulate.market import Market
+from warehouse.simulate.wsserver import WebSocketSimulator
 
 KIND = "ckex-ws"
 PATH = "/quote/do-not-look-back"
@@ -42,7 +43,7 @@ class CkexFaults:
     reject_all_tokens: bool = False
 
 
-class CkexSimulator:
+class CkexSimulator(WebSocketSimulator):
     def __init__(self, token: str, *, seed: int = 1, rate: float = 20.0, alive_s: float = 5.0, ttl_s: float = 3600.0,
                  script: Sequence[bytes | str] = (), faults: CkexFaults | None = None,
                  market: Market | None = None) -> None:
@@ -52,20 +53,11 @@ class CkexSimulator:
         self.market = market or Market(seed=seed)
         self.commands: list[list[str]] = []  # per connection, every command received, in order
         self.refused = 0
-        self._server: Server | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, stage: str = "dev-f") -> str:
-        self._stage = stage
-        self._server = await serve(self._handle, host, port, process_request=self._check_token)
-        bound = self._server.sockets[0].getsockname()
-        return f"ws://{bound[0]}:{bound[1]}/{stage}{PATH}"
+        return await self._listen(host, port, f"/{stage}{PATH}")
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         if not parts.path.endswith(PATH):
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")

@@ -22,10 +22,11 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from warehouse.simulate.market import OUTCOMES, Market, PriceChange, ScoreChange
+from warehouse.simulate.wsserver import WebSocketSimulator
 
 KIND = "mm-ws"
 PATH = "/ws/subscribe"
@@ -33,7 +34,7 @@ CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
-class MmSimulator:
+class MmSimulator(WebSocketSimulator):
     def __init__(self, keys: dict[str, Sequence[str]], *, seed: int = 1, rate: float = 20.0,
                  heartbeat_s: float = 60.0, auth_timeout_s: float = 30.0, max_per_key: int = 5,
                  script: Sequence[bytes | str] = (), drop_after: int | None = None,
@@ -52,17 +53,9 @@ class MmSimulator:
         self.live: Counter[str] = Counter()
         self._next_order = 100
         self._subscription = 0
-        self._server: Server | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._server = await serve(self._handle, host, port, process_request=self._check)
-        bound = self._server.sockets[0].getsockname()
-        return f"ws://{bound[0]}:{bound[1]}{PATH}"
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        return await self._listen(host, port, PATH)
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path.split("?")[0] != PATH:

@@ -21,10 +21,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from warehouse.simulate.market import MARKET_1X2, Market, PriceChange, ScoreChange
+from warehouse.simulate.wsserver import WebSocketSimulator
 
 KIND = "oddspapi-ws"
 PATH = "/v4/ws"
@@ -39,7 +40,7 @@ class OddsPapiFaults:
     reject_all_keys: bool = False  # HTTP 401 for every key
 
 
-class OddsPapiSimulator:
+class OddsPapiSimulator(WebSocketSimulator):
     def __init__(self, api_key: str, *, seed: int = 1, rate: float | None = 50.0, script: Sequence[bytes | str] = (),
                  generate: bool = True, faults: OddsPapiFaults | None = None, record: bool = True,
                  outcomes_per_frame: int = 3, market: Market | None = None) -> None:
@@ -56,28 +57,14 @@ class OddsPapiSimulator:
         self.connections = 0
         self.refused = 0
         self._announced: set[tuple[str, str | None]] = set()
-        self._server: Server | None = None
 
     # -- server ----------------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._server = await serve(self._handle, host, port, process_request=self._check_key,
-                                   compression="deflate", max_size=2**20)
-        bound = self._server.sockets[0].getsockname()
-        return f"ws://{bound[0]}:{bound[1]}{PATH}"
+        return await self._listen(host, port, PATH, compression="deflate", max_size=2**20)
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
-    async def __aenter__(self) -> OddsPapiSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def _check_key(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         if parts.path != PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")

@@ -84,11 +84,6 @@ class SabaSimulator:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
-    async def __aenter__(self) -> SabaSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def lose_cache(self) -> None:
         """Forget every cached delta: the next resume gets status 3 (Reset)."""

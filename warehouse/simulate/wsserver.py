@@ -1,0 +1,30 @@
+"""What every WebSocket simulator shares: listening on loopback, its URL, stopping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+
+class WebSocketSimulator:
+    """Subclasses implement `_handle(ws)` and `_check(connection, request)` (the handshake)."""
+
+    _server: Server | None = None
+
+    async def _listen(self, host: str, port: int, path: str, **options: Any) -> str:
+        self._server = await serve(self._handle, host, port, process_request=self._check, **options)
+        bound = self._server.sockets[0].getsockname()
+        return f"ws://{bound[0]}:{bound[1]}{path}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        raise NotImplementedError
+
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        raise NotImplementedError
