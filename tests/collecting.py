@@ -51,6 +51,12 @@ async def run_collector(url: str, feeds: list[FeedSettings], spool_dir: Path, un
         await asyncio.wait_for(task, 30)
 
 
+def after(seconds: float) -> Callable[[], bool]:
+    """A condition that holds once `seconds` have passed (to collect for a fixed time)."""
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() >= deadline
+
+
 def collect_live(simulator: Any, db_url: str, tmp_path: Path, toml_for: Callable[[str], str], env: dict[str, str],
                  until: Callable[[], bool], reload: bool = False) -> None:
     """Start `simulator`, collect from it with the config `toml_for(its url)` until `until()`, stop both."""

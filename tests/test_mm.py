@@ -10,12 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.collecting import assert_secret_nowhere, collect_live, fast, feeds_from_toml
+from tests.collecting import after, assert_secret_nowhere, collect_live, fast, feeds_from_toml
 from tests.conftest import query
-from warehouse.collect import collect
 from warehouse.config import ConfigError
 from warehouse.simulate.mm import CHANNELS, MmSimulator
-from warehouse.store.writer import WriterSettings
 
 KEY = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 
@@ -121,16 +119,8 @@ def test_the_api_key_never_reaches_a_table_or_a_log(db_url: str, tmp_path: Path,
 def test_a_bad_key_backs_off_and_is_recorded(db_url: str, tmp_path: Path) -> None:
     simulator = MmSimulator({KEY: CHANNELS})
     wrong = "11111111-2222-4333-8444-555555555555"
-
-    async def main() -> None:
-        url = await simulator.start()
-        feeds = feeds_from_toml(tmp_path, toml(url, backoff_long_s=1.0), {"MM_KEY": wrong})
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(2.5, stop.set)
-        await collect(db_url, feeds, WriterSettings(spool_dir=tmp_path / "spool"), stop=stop)
-        await simulator.stop()
-
-    asyncio.run(asyncio.wait_for(main(), 30))
+    collect_live(simulator, db_url, tmp_path, lambda url: toml(url, backoff_long_s=1.0), {"MM_KEY": wrong},
+                 after(2.5))
     assert 2 <= len(simulator.errors) <= 4 and set(simulator.errors) == {"Invalid API key"}
     errors = [d for (d,) in query(db_url, "SELECT detail FROM collector_events WHERE event = 'error'")]
     assert errors and all(d == {"error": "Invalid API key"} for d in errors)

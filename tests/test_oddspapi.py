@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,11 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.collecting import assert_secret_nowhere, collect_live, fast, feeds_from_toml
+from tests.collecting import after, assert_secret_nowhere, collect_live, fast, feeds_from_toml
 from tests.conftest import query
-from warehouse.collect import collect
 from warehouse.simulate.oddspapi import OddsPapiFaults, OddsPapiSimulator
-from warehouse.store.writer import WriterSettings
 
 KEY = "5b9f0c3e-secret-oddspapi-key"
 
@@ -140,16 +137,7 @@ def test_a_dropped_connection_is_a_visible_gap_and_collection_resumes(db_url: st
 
 def test_a_rejected_key_backs_off_instead_of_hammering(db_url: str, tmp_path: Path) -> None:
     simulator = OddsPapiSimulator(KEY, faults=OddsPapiFaults(reject_all_keys=True))
-
-    async def main() -> None:
-        url = await simulator.start()
-        feeds = feeds_from_toml(tmp_path, toml(url, backoff_long_s=1.0), {"OP_KEY": KEY})
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(3, stop.set)
-        await collect(db_url, feeds, WriterSettings(spool_dir=tmp_path / "spool"), stop=stop)
-        await simulator.stop()
-
-    asyncio.run(asyncio.wait_for(main(), 30))
+    collect_live(simulator, db_url, tmp_path, lambda url: toml(url, backoff_long_s=1.0), {"OP_KEY": KEY}, after(3))
     # 3 s with a long backoff of 0.8–1 s after each 401: a handful of attempts, not hundreds
     assert 2 <= simulator.refused <= 5
     errors = query(db_url, "SELECT detail->>'status', detail->>'body' FROM collector_events WHERE event = 'error'")
