@@ -284,6 +284,50 @@ def _log_at_least_info() -> None:
     logging.getLogger("warehouse").setLevel(min(logging.getLogger().level, logging.INFO))
 
 
+# -- export -----------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly_errors
+def export(
+    ctx: typer.Context,
+    day: str | None = typer.Option(None, help="export (again) this UTC day, YYYY-MM-DD"),
+    since: str | None = typer.Option(None, help="first UTC day to export (again)"),
+    until: str | None = typer.Option(None, help="last UTC day to export (again)"),
+    table: Annotated[list[str] | None, typer.Option("--table", help="only this table (repeatable)")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="export directory (default: config, else data "
+                                                                  "dir)")] = None,
+) -> None:
+    """Export complete UTC days to Parquet: by default every day not exported yet, for every fact table."""
+    from datetime import date as Date
+
+    from rich.progress import Progress
+
+    from warehouse.export.parquet import EXPORT_TABLES, duckdb_connection, export_day, pending
+
+    root = directory or ctx.obj.config.export_dir or data_dir() / "exports"
+    names = tuple(table) if table else EXPORT_TABLES
+    unknown = [t for t in names if t not in EXPORT_TABLES]
+    if unknown:
+        raise ValueError(f"unknown table {unknown[0]!r}; exported tables: {', '.join(EXPORT_TABLES)}")
+    first = Date.fromisoformat(day or since) if (day or since) else None
+    last = Date.fromisoformat(day or until) if (day or until) else None
+    url = ctx.obj.url()
+    work = pending(url, root, names, first, last, redo=bool(day or since or until))
+    rows = 0
+    con = duckdb_connection(url) if work else None
+    with Progress(console=out, transient=True, disable=not out.is_terminal) as progress:
+        task = progress.add_task("exporting", total=len(work))
+        for name, one_day in work:
+            progress.update(task, description=f"{name} {one_day}")
+            rows += export_day(url, root, name, one_day, con).rows
+            progress.advance(task)
+    if con is not None:
+        con.close()
+    if out.is_terminal or work:
+        out.print(f"exported {len(work)} table-days ({rows:,} rows) to {root}", highlight=False)
+
+
 # -- demo -------------------------------------------------------------------------------------
 
 
