@@ -29,6 +29,10 @@ def at(day: date, hour: int) -> datetime:
 
 
 def fill(db_url: str, tmp_path: Path) -> None:
+    # DAYS[1] gets its daily partition (as a running writer makes ahead); DAYS[0] lands in the default
+    # partition: the export reads both ways.
+    query(db_url, "SELECT warehouse_ensure_partitions(%s, 1)", DAYS[1])
+
     async def main() -> None:
         async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
             seq = 0
