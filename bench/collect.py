@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -33,6 +31,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._server import scratch_server  # noqa: E402
 from warehouse.collect.runner import FeedRunner  # noqa: E402
 from warehouse.collect.settings import feed_settings  # noqa: E402
 from warehouse.config import load_config  # noqa: E402
@@ -176,10 +175,8 @@ def main() -> None:
     parser.add_argument("--flush-ms", type=float, default=WriterSettings.flush_interval * 1000,
                         help="writer flush interval")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="owh-bench-collect-"))
-    os.environ["WAREHOUSE_DATA_DIR"] = str(workdir)
-    server = EmbeddedPostgres(workdir / "pg")
-    url = server.ensure_running()
+    workdir, server = scratch_server("collect")
+    url = server.url()
     migrate.upgrade(url)
     results: dict[str, dict[str, float]] = {}
     try:

@@ -16,9 +16,7 @@ partition (heap + indexes). Not a test: figures depend on the machine.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,9 +26,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._server import scratch_server  # noqa: E402
 from warehouse.export.parquet import export_day  # noqa: E402
 from warehouse.store import migrate  # noqa: E402
-from warehouse.store.embedded import EmbeddedPostgres  # noqa: E402
 
 # OddsPapi-like rows: 400 fixtures, 8 bookmakers, 4 markets, 3 outcomes, prices that walk.
 FILL = """
@@ -54,10 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="owh-bench-export-"))
-    os.environ["WAREHOUSE_DATA_DIR"] = str(workdir)
-    server = EmbeddedPostgres(workdir / "pg")
-    url = server.ensure_running()
+    workdir, server = scratch_server("export")
+    url = server.url()
     migrate.upgrade(url)
     day = (datetime.now(UTC) - timedelta(days=1)).date()
     results: dict[str, float] = {}

@@ -35,10 +35,10 @@ from sqlalchemy.orm import Session, registry
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._server import scratch_server  # noqa: E402
 from warehouse.records import PriceTick, RawMessage  # noqa: E402
 from warehouse.store import migrate, tables  # noqa: E402
 from warehouse.store.database import sqlalchemy_url  # noqa: E402
-from warehouse.store.embedded import EmbeddedPostgres  # noqa: E402
 from warehouse.store.writer import RAW_COLUMNS, Writer, WriterSettings, _decode_jsonb, _encode_jsonb  # noqa: E402
 
 BOOKMAKERS = ["pinnacle", "bet365", "stake", "22bet", "starcasino.be", "betfair-ex", "1xbet", "sbobet"]
@@ -169,13 +169,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=["writer", "raw COPY", "SA Core", "SA ORM"])
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="owh-bench-"))
-    server = None
     if args.database_url:
-        admin_url = args.database_url
+        workdir, server, admin_url = Path(tempfile.mkdtemp(prefix="owh-bench-ingest-")), None, args.database_url
     else:
-        server = EmbeddedPostgres(workdir / "pg")
-        server.ensure_running()
+        workdir, server = scratch_server("ingest")
         admin_url = server.url("postgres")
     template = "owh_bench_template"
     migrate.upgrade(create_database(admin_url, template))

@@ -58,12 +58,12 @@ def read(path: Path) -> list[tuple]:
 def test_default_run_exports_every_complete_day_once_with_exact_values(db_url: str, tmp_path: Path) -> None:
     fill(db_url, tmp_path)
     root = tmp_path / "exports"
-    work = pending(db_url, root, parquet.EXPORT_TABLES)
+    work = pending(db_url, parquet.EXPORT_TABLES)
     assert set(work) == {("raw_messages", DAYS[0]), ("raw_messages", DAYS[1]), ("price_ticks", DAYS[0]),
                          ("price_ticks", DAYS[1]), ("order_changes", DAYS[0]), ("order_changes", DAYS[1])}
     for table, day in work:
         export_day(db_url, root, table, day)
-    assert pending(db_url, root, parquet.EXPORT_TABLES) == []  # a second run has nothing to do
+    assert pending(db_url, parquet.EXPORT_TABLES) == []  # a second run has nothing to do
 
     day_dir = root / "price_ticks" / f"day={DAYS[1].isoformat()}"
     assert [p.name for p in day_dir.iterdir()] == ["part-0.parquet"]

@@ -313,7 +313,7 @@ def export(
     first = Date.fromisoformat(day or since) if (day or since) else None
     last = Date.fromisoformat(day or until) if (day or until) else None
     url = ctx.obj.url()
-    work = pending(url, root, names, first, last, redo=bool(day or since or until))
+    work = pending(url, names, first, last, redo=bool(day or since or until))
     rows = 0
     con = duckdb_connection(url) if work else None
     with Progress(console=out, transient=True, disable=not out.is_terminal) as progress:

@@ -33,6 +33,8 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
     if metrics_port:
         metrics.serve(metrics_port)
     async with Writer(url, writer_settings, on_commit=metrics.CommitLatency()) as writer:
+        metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
+        metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog)
         resume = await _resume_points(url, feeds, writer)
         runners = [FeedRunner(f, writer, resume_id=resume.get(f.name), metrics=metrics.FeedMetrics(f.name))
                    for f in feeds]

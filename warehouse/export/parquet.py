@@ -73,7 +73,7 @@ def _libpq_dsn(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def pending(url: str, export_root: Path, table_names: tuple[str, ...], since: date | None = None,
+def pending(url: str, table_names: tuple[str, ...], since: date | None = None,
             until: date | None = None, redo: bool = False) -> list[tuple[str, date]]:
     """Complete UTC days (before today) with data, not yet exported unless `redo`."""
     today = datetime.now(UTC).date()
