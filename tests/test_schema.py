@@ -15,10 +15,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
 from tests.conftest import query
+from warehouse.analysis import relations
 from warehouse.store import migrate, tables
 from warehouse.store.database import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
+HEAD = "0002"
 DESIGN_TABLES = {
     "raw_messages", "price_ticks", "market_changes", "fixture_changes", "score_changes", "order_changes",
     "bet_changes", "account_changes", "emergency_events", "collector_events", "quarantine", "export_runs",
@@ -119,15 +121,16 @@ def test_candle_view_gives_open_high_low_close_per_minute(db_url: str) -> None:
 
 def test_downgrade_to_base_then_upgrade_again(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url)
-    assert migrate.current_revision(empty_db_url) == "0001"
+    assert migrate.current_revision(empty_db_url) == HEAD
     migrate.downgrade(empty_db_url, "base")
     assert migrate.current_revision(empty_db_url) is None
     left = query(empty_db_url, "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                                " WHERE n.nspname = 'public' AND relname NOT LIKE 'alembic_version%'")
     assert left == []
-    assert query(empty_db_url, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'warehouse_%'") == [(0,)]
+    functions = "SELECT count(*) FROM pg_proc WHERE proname LIKE 'warehouse_%%' OR proname = ANY(%s)"
+    assert query(empty_db_url, functions, [r.name for r in relations.V1]) == [(0,)]
     migrate.upgrade(empty_db_url)
-    assert migrate.current_revision(empty_db_url) == "0001"
+    assert migrate.current_revision(empty_db_url) == HEAD
 
 
 def test_plain_alembic_command_uses_the_configured_database(empty_db_url: str) -> None:
@@ -135,7 +138,7 @@ def test_plain_alembic_command_uses_the_configured_database(empty_db_url: str) -
     result = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert migrate.current_revision(empty_db_url) == "0001"
+    assert migrate.current_revision(empty_db_url) == HEAD
 
 
 def test_forcing_timescaledb_on_a_server_without_it_fails_clearly(empty_db_url: str, monkeypatch) -> None:
