@@ -170,3 +170,22 @@ def test_reader_role_can_query_the_relations(market: str) -> None:
                     "SELECT count(*) FROM opening_closing_lines", "SELECT count(*) FROM prices_as_of(now())",
                     "SELECT count(*) FROM steam_moves(0.05, 3, '1 minute')"):
             assert conn.execute(sql).fetchone()[0] > 0, sql
+
+
+def test_plot_command_draws_from_postgresql_or_parquet(market: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    export_day(market, tmp_path / "export", "price_ticks", DAY)
+    base = [sys.executable, "-m", "warehouse", "--database-url", market, "plot"]
+    for extra in ([], ["--parquet", str(tmp_path / "export")]):
+        out = tmp_path / f"chart{len(extra)}.png"
+        result = subprocess.run([*base, "--fixture", "F1", "--market", "101", "--out", str(out), *extra],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(out) in result.stdout
+    default = subprocess.run(base, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert default.returncode == 0 and (tmp_path / "line-F1-101.png").exists()  # the busiest market
+    missing = subprocess.run([*base, "--fixture", "nope", "--market", "1"], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2 and "no prices for fixture nope" in missing.stderr

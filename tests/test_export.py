@@ -85,6 +85,26 @@ def test_default_run_exports_every_complete_day_once_with_exact_values(db_url: s
     assert Decimal("0.45") in order and Decimal("100.0") in order
 
 
+def test_late_rows_for_an_exported_day_and_a_partial_today_are_exported_again(db_url: str, tmp_path: Path) -> None:
+    fill(db_url, tmp_path)
+    root = tmp_path / "exports"
+    for table, day in pending(db_url, ("price_ticks",), today_too=True):
+        export_day(db_url, root, table, day)
+    assert pending(db_url, ("price_ticks",), today_too=True) == []
+
+    async def late() -> None:  # as a spool replayed after an outage delivers them
+        async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
+            for day in (DAYS[1], TODAY):
+                await writer.put(None, [PriceTick(at(day, 1), "oddspapi", "pinnacle", "f3", "101", "101", 3.0)])
+
+    asyncio.run(late())
+    assert pending(db_url, ("price_ticks",)) == [("price_ticks", DAYS[1])]
+    assert pending(db_url, ("price_ticks",), today_too=True) == [("price_ticks", DAYS[1]), ("price_ticks", TODAY)]
+    export_day(db_url, root, "price_ticks", DAYS[1])
+    assert len(read(root / "price_ticks" / f"day={DAYS[1].isoformat()}" / "part-0.parquet")) == 7
+    assert pending(db_url, ("price_ticks",)) == []
+
+
 def test_re_exporting_a_day_replaces_it_with_identical_rows(db_url: str, tmp_path: Path) -> None:
     fill(db_url, tmp_path)
     root = tmp_path / "exports"

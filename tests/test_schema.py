@@ -20,7 +20,7 @@ from warehouse.store import migrate, tables
 from warehouse.store.database import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAD = "0002"
+HEAD = migrate.head_revision()
 DESIGN_TABLES = {
     "raw_messages", "price_ticks", "market_changes", "fixture_changes", "score_changes", "order_changes",
     "bet_changes", "account_changes", "emergency_events", "collector_events", "quarantine", "export_runs",

@@ -291,7 +291,7 @@ def _log_at_least_info() -> None:
 @_friendly_errors
 def export(
     ctx: typer.Context,
-    day: str | None = typer.Option(None, help="export (again) this UTC day, YYYY-MM-DD"),
+    day: str | None = typer.Option(None, help="export (again) this UTC day, YYYY-MM-DD (today: so far)"),
     since: str | None = typer.Option(None, help="first UTC day to export (again)"),
     until: str | None = typer.Option(None, help="last UTC day to export (again)"),
     table: Annotated[list[str] | None, typer.Option("--table", help="only this table (repeatable)")] = None,
@@ -303,7 +303,7 @@ def export(
 
     from rich.progress import Progress
 
-    from warehouse.export.parquet import EXPORT_TABLES, duckdb_connection, export_day, pending
+    from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
 
     root = directory or ctx.obj.config.export_dir or data_dir() / "exports"
     names = tuple(table) if table else EXPORT_TABLES
@@ -313,19 +313,66 @@ def export(
     first = Date.fromisoformat(day or since) if (day or since) else None
     last = Date.fromisoformat(day or until) if (day or until) else None
     url = ctx.obj.url()
-    work = pending(url, names, first, last, redo=bool(day or since or until))
-    rows = 0
-    con = duckdb_connection(url) if work else None
+    # A day named explicitly may be today: exported as it is so far, and again once it is complete.
+    work = pending(url, names, first, last, redo=bool(day or since or until), today_too=bool(day or until))
     with Progress(console=out, transient=True, disable=not out.is_terminal) as progress:
         task = progress.add_task("exporting", total=len(work))
-        for name, one_day in work:
-            progress.update(task, description=f"{name} {one_day}")
-            rows += export_day(url, root, name, one_day, con).rows
-            progress.advance(task)
-    if con is not None:
-        con.close()
+
+        def step(name: str, one_day: Date) -> None:
+            progress.update(task, description=f"{name} {one_day}", completed=work.index((name, one_day)))
+
+        rows = export_all(url, root, work, step)
     if out.is_terminal or work:
         out.print(f"exported {len(work)} table-days ({rows:,} rows) to {root}", highlight=False)
+
+
+# -- plot -------------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly_errors
+def plot(
+    ctx: typer.Context,
+    fixture: str | None = typer.Option(None, help="fixture id (default: the market most bookmakers price)"),
+    market: str | None = typer.Option(None, help="market id (default: with --fixture, its busiest market)"),
+    out_file: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: "
+                                                                  "line-<fixture>-<market>.png)")] = None,
+    parquet_dir: Annotated[Path | None, typer.Option("--parquet", help="read this export directory instead of "
+                                                                         "PostgreSQL")] = None,
+) -> None:
+    """Chart the line movement of every outcome of one fixture's market across bookmakers."""
+    path = _plot(ctx.obj.url if parquet_dir is None else None, parquet_dir, fixture, market, out_file)
+    out.print(f"wrote {path}", highlight=False)
+
+
+def _plot(url: Callable[[], str] | None, parquet_dir: Path | None, fixture: str | None, market: str | None,
+          out_file: Path | None) -> Path:
+    from warehouse.analysis import plot as charts
+    from warehouse.analysis.relations import BUSIEST_MARKETS, LINE_MOVEMENT
+
+    if parquet_dir is not None:
+        from warehouse.analysis.parquet import connect
+
+        con = connect(parquet_dir)
+
+        def run(sql: str, *params: object) -> list[tuple]:
+            return con.execute(sql.replace("%s", "?"), list(params)).fetchall()
+    else:
+        from warehouse.store.reads import select
+
+        database = url()
+
+        def run(sql: str, *params: object) -> list[tuple]:
+            return select(database, sql, *params)
+
+    if fixture is None or market is None:
+        candidates = [row for row in run(BUSIEST_MARKETS, 1000) if fixture in (None, row[0])]
+        if not candidates:
+            raise ValueError("no prices stored yet" + (f" for fixture {fixture!r}" if fixture else "")
+                             + "; run `warehouse demo` or a collector first")
+        fixture, market = candidates[0][:2]
+    path = out_file or Path(f"line-{fixture}-{market}.png")
+    return charts.line_movement(run(LINE_MOVEMENT, fixture, market), f"fixture {fixture} · market {market}", path)
 
 
 # -- demo -------------------------------------------------------------------------------------
@@ -333,8 +380,10 @@ def export(
 
 @app.command()
 @_friendly_errors
-def demo(ctx: typer.Context, seconds: float = typer.Option(15.0, help="how long to collect")) -> None:
-    """The main job on embedded defaults: private PostgreSQL, migrations, simulators → collectors, status."""
+def demo(ctx: typer.Context, seconds: float = typer.Option(30.0, help="how long to collect")) -> None:
+    """The main job on embedded defaults: PostgreSQL, migrations, simulators → collectors, Parquet, a chart."""
+    from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
+    from warehouse.store.reads import table_rows
     from warehouse.store.status import source_status
 
     started = time.monotonic()
@@ -348,10 +397,32 @@ def demo(ctx: typer.Context, seconds: float = typer.Option(15.0, help="how long 
     out.print(f"[green]✓[/green] schema at revision {migrate.current_revision(url)}", highlight=False)
     asyncio.run(_demo_collect(url, seconds))
     _print_status(source_status(url, ctx.obj.spool_root()))
+
+    export_root = ctx.obj.config.export_dir or data_dir() / "exports"
+    with out.status("exporting to Parquet…"):
+        # Today so far: the nightly run exports the day again once it is complete.
+        exported = export_all(url, export_root, pending(url, EXPORT_TABLES, today_too=True))
+    out.print(f"[green]✓[/green] exported {exported:,} rows to {export_root}", highlight=False)
+    with out.status("drawing a line-movement chart…"):
+        chart = _plot(lambda: url, None, None, None, data_dir() / "charts" / "demo-line-movement.png")
+    out.print(f"[green]✓[/green] line-movement chart: {chart}", highlight=False)
+
+    stored = Table(title="rows stored", title_justify="left")
+    stored.add_column("table")
+    stored.add_column("rows", justify="right")
+    for name, rows in table_rows(url, EXPORT_TABLES).items():
+        stored.add_row(name, f"{rows:,}")
+    out.print(stored)
     me = _invocation()
     out.print(f"\nready in {time.monotonic() - started:.1f}s. Next:", highlight=False)
-    out.print(f"  psql \"$({me} db url)\" -c 'SELECT * FROM price_ticks LIMIT 5'", highlight=False)
-    out.print(f"  {me} status                        # per-source health", highlight=False)
+    for command, why in [
+        (f"psql \"$({me} db url)\" -c 'SELECT * FROM price_history LIMIT 5'", "SQL on the warehouse"),
+        (f"psql \"$({me} db url)\" -c \"SELECT * FROM steam_moves(0.03, 2, '1 minute')\"", "steam moves"),
+        (f"{me} status", "per-source health"),
+        (f"{me} plot --fixture F --market M", "chart any market"),
+        (f"WAREHOUSE_EXPORT_DIR={export_root} jupyter lab notebooks/line_movement.ipynb", "the analyst notebook"),
+    ]:
+        out.print(f"  {command:<72} # {why}", highlight=False)
 
 
 async def _demo_collect(url: str, seconds: float) -> None:

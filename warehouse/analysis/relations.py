@@ -115,7 +115,7 @@ MARKET_OVERROUND = Relation(
     WITH latest AS (
         SELECT received_at, raw_id, {SELECTION},
                CASE WHEN price > 0 AND active IS NOT FALSE THEN 1 / price ELSE 0 END AS prob
-        FROM price_ticks WHERE player_id IS NULL
+        FROM price_ticks
     ), deltas AS (
         SELECT *, prob - coalesce(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}), 0) AS d_prob,
                sign(prob) - coalesce(sign(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER})), 0)
@@ -133,7 +133,7 @@ MARKET_OVERROUND = Relation(
     """,
     doc="After every frame that changed a market: how many of its outcomes are priced, the sum of their "
     "implied probabilities, and the overround (sum - 1: the bookmaker's margin). Compare only rows "
-    "where outcomes_priced is the market's full outcome count. Player markets are left out.",
+    "where outcomes_priced is the market's full outcome count (in player markets every player is an outcome).",
 )
 
 STEAM_MOVES = Relation(
@@ -206,3 +206,16 @@ def duckdb_ddl(relation: Relation) -> str:
         return f"CREATE OR REPLACE VIEW {relation.name} AS {relation.body}"
     params = ", ".join(name for name, _ in relation.params)
     return f"CREATE OR REPLACE MACRO {relation.name}({params}) AS TABLE {relation.body}"
+
+
+# Queries built on the relations, for the CLI and notebooks (parameters as %s).
+LINE_MOVEMENT = (
+    "SELECT received_at, coalesce(bookmaker, source) AS bookmaker,"
+    " concat_ws(' ', outcome_id, player_id, CAST(CAST(line AS double precision) AS text), side) AS selection, price"
+    " FROM price_history WHERE fixture_id = %s AND market_id = %s ORDER BY received_at, raw_id"
+)
+BUSIEST_MARKETS = (
+    "SELECT fixture_id, market_id, count(DISTINCT coalesce(bookmaker, source)) AS bookmakers, count(*) AS ticks"
+    " FROM price_ticks WHERE price IS NOT NULL GROUP BY fixture_id, market_id"
+    " ORDER BY bookmakers DESC, ticks DESC, fixture_id, market_id LIMIT %s"
+)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -73,24 +74,55 @@ def _libpq_dsn(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+# Rows can still arrive for a past day: a spool replayed after an outage carries the received_at
+# of when the frames came in. An exported day this recent is exported again if its count changed.
+LATE_ROWS_DAYS = 7
+
+
 def pending(url: str, table_names: tuple[str, ...], since: date | None = None,
-            until: date | None = None, redo: bool = False) -> list[tuple[str, date]]:
-    """Complete UTC days (before today) with data, not yet exported unless `redo`."""
+            until: date | None = None, redo: bool = False, today_too: bool = False) -> list[tuple[str, date]]:
+    """Complete UTC days (before today; today as well with `today_too`) with data, not exported yet
+    (or exported with fewer rows than PostgreSQL now has for a recent day), everything with `redo`."""
     today = datetime.now(UTC).date()
-    last = min(until or today - timedelta(days=1), today - timedelta(days=1))
+    newest = today if today_too else today - timedelta(days=1)
+    last = min(until or newest, newest)
+    recent = today - timedelta(days=LATE_ROWS_DAYS)
     work = []
     with psycopg.connect(url, autocommit=True) as conn:
-        done = set() if redo else set(conn.execute("SELECT table_name, day FROM export_runs").fetchall())
+        exported = {} if redo else {(table, day): rows for table, day, rows in conn.execute(
+            "SELECT DISTINCT ON (table_name, day) table_name, day, rows FROM export_runs"
+            " ORDER BY table_name, day, finished_at DESC").fetchall()}
         for table in table_names:
             first = conn.execute(f"SELECT min(received_at) FROM {table}").fetchone()[0]
             if first is None:
                 continue
+            counts = dict(conn.execute(
+                f"SELECT (received_at AT TIME ZONE 'UTC')::date, count(*) FROM {table}"
+                " WHERE received_at >= %s GROUP BY 1", (_bounds(recent)[0],)).fetchall())
             day = max(first.astimezone(UTC).date(), since or date.min)
             while day <= last:
-                if (table, day) not in done:
+                done = exported.get((table, day))
+                if done is None or (day >= recent and counts.get(day, 0) != done):
                     work.append((table, day))
                 day += timedelta(days=1)
     return work
+
+
+def export_all(url: str, export_root: Path, work: list[tuple[str, date]],
+               step: Callable[[str, date], None] = lambda table, day: None) -> int:
+    """Export every (table, day) of `work` on one DuckDB connection; `step` is called before each.
+    Returns the rows written."""
+    if not work:
+        return 0
+    rows = 0
+    con = duckdb_connection(url)
+    try:
+        for table, day in work:
+            step(table, day)
+            rows += export_day(url, export_root, table, day, con).rows
+    finally:
+        con.close()
+    return rows
 
 
 def export_day(url: str, export_root: Path, table: str, day: date, con=None) -> Exported:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass, field
 
 BOOKMAKERS = ("pinnacle", "bet365", "stake", "22bet", "starcasino.be", "betfair-ex")
@@ -29,6 +30,7 @@ class Fixture:
     away_score: int = 0
     minute: int = 1
     status_id: int = 1  # 0 not started, 1 live, 2 finished
+    start_ts: float = 0.0  # kick-off, Unix seconds
     suspended_steps: int = 0
 
     def probabilities(self) -> list[float]:
@@ -56,6 +58,7 @@ class Market:
     fixtures_count: int = 4
     bookmakers: tuple[str, ...] = BOOKMAKERS
     goal_probability: float = 0.01  # per step
+    kickoff_in_s: float = 20.0  # the last fixture is pre-match and kicks off this long after creation
     fixtures: list[Fixture] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,11 @@ class Market:
                 index=i, fixture_id=f"id10000008616244{12 + i:02d}", event_id=38255274 + i, home=home, away=away,
                 logits=[strength, -0.25, -strength],
             ))
+        now = time.time()
+        for fixture in self.fixtures:
+            fixture.start_ts = now - 60 * fixture.minute
+        prematch = self.fixtures[-1]
+        prematch.status_id, prematch.minute, prematch.start_ts = 0, 0, now + self.kickoff_in_s
 
     def quote(self, fixture: Fixture, bookmaker: str) -> dict[str, float]:
         """The bookmaker's prices: true probabilities plus its margin and its own small noise."""
@@ -81,16 +89,21 @@ class Market:
     def step(self) -> PriceChange | ScoreChange:
         """The next change somewhere in the market."""
         fixture = self.rng.choice(self.fixtures)
+        if fixture.status_id == 0 and time.time() >= fixture.start_ts:
+            fixture.status_id, fixture.minute = 1, 1  # kick-off: reported with the (0-0) score
+            return ScoreChange(fixture)
         if fixture.suspended_steps:
             fixture.suspended_steps -= 1
             return PriceChange(fixture, self.rng.choice(self.bookmakers), self.quote(fixture, "pinnacle"),
                                active=fixture.suspended_steps == 0)
-        if self.rng.random() < self.goal_probability:
+        if self.rng.random() < self.goal_probability and fixture.status_id == 1:
             return self._goal(fixture)
         shock = self.rng.gauss(0, 0.03)
         fixture.logits[0] += shock
         fixture.logits[2] -= shock
-        fixture.minute = min(95, fixture.minute + (1 if self.rng.random() < 0.1 else 0))
+        clock_ticks = self.rng.random() < 0.1
+        if fixture.status_id == 1:
+            fixture.minute = min(95, fixture.minute + clock_ticks)
         bookmaker = self.rng.choice(self.bookmakers)
         return PriceChange(fixture, bookmaker, self.quote(fixture, bookmaker), active=True)
 

@@ -57,6 +57,7 @@ class OddsPapiSimulator(WebSocketSimulator):
         self.connections = 0
         self.refused = 0
         self._announced: set[tuple[str, str | None]] = set()
+        self._status: dict[str, int] = {}  # fixture → statusId last sent
 
     # -- server ----------------------------------------------------------------------------------
 
@@ -126,8 +127,12 @@ class OddsPapiSimulator(WebSocketSimulator):
             self._announced.add((fixture.fixture_id, None))
             out.append({"fixtureId": fixture.fixture_id, "participant1Id": 1000 + 2 * fixture.index,
                         "participant2Id": 1001 + 2 * fixture.index, "sportId": 10, "statusId": fixture.status_id,
-                        "startTime": int(datetime.now(UTC).timestamp()) - 60 * fixture.minute,
+                        "startTime": int(fixture.start_ts),
                         "seasonId": None, "updatedAt": now})
+            self._status[fixture.fixture_id] = fixture.status_id
+        elif self._status[fixture.fixture_id] != fixture.status_id:  # kick-off: only the changed field
+            self._status[fixture.fixture_id] = fixture.status_id
+            out.append({"fixtureId": fixture.fixture_id, "statusId": fixture.status_id, "updatedAt": now})
         if isinstance(change, ScoreChange):
             out.append({"fixtureId": fixture.fixture_id, "scores": {"periods": {"0": {
                 "participant1Score": fixture.home_score, "participant2Score": fixture.away_score, "updatedAt": now}}}})

@@ -44,3 +44,10 @@ def current_revision(url: str) -> str | None:
             return conn.scalar(text("SELECT version_num FROM alembic_version")) if exists else None
     finally:
         engine.dispose()
+
+
+def head_revision() -> str:
+    """The newest revision this installation ships."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import psycopg
 
 
 async def last_event_ids(url: str, sources: list[str]) -> dict[str, str]:
@@ -21,3 +22,16 @@ async def last_event_ids(url: str, sources: list[str]) -> dict[str, str]:
         return found
     finally:
         await conn.close()
+
+
+def select(url: str, sql: str, *params: object) -> list[tuple]:
+    """Rows of one read-only query (the analysis queries, run on PostgreSQL)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.read_only = True
+        return conn.execute(sql, params or None).fetchall()
+
+
+def table_rows(url: str, names: tuple[str, ...]) -> dict[str, int]:
+    """Exact row counts (fine for a demo; on a big warehouse prefer pg_class.reltuples)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in names}

@@ -1,0 +1,55 @@
+"""`warehouse demo` end to end (collect, export, chart), then the analyst notebook headless on its Parquet."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.conftest import query
+from warehouse.analysis import parquet
+from warehouse.export.parquet import EXPORT_TABLES
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG = b"\x89PNG\r\n\x1a\n"
+PREMATCH = "id1000000861624415"  # the simulated market's fixture that kicks off 20 s in
+
+
+def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    env = dict(os.environ, WAREHOUSE_DATA_DIR=str(data), WAREHOUSE_DATABASE_URL=db_url)
+    # Long enough for the pre-match fixture to kick off, so it has closing lines.
+    demo = subprocess.run([sys.executable, "-m", "warehouse", "demo", "--seconds", "24"], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert demo.returncode == 0, demo.stderr
+
+    exports = data / "exports"
+    stored = dict(query(db_url, "SELECT 'price_ticks', count(*) FROM price_ticks UNION ALL"
+                                " SELECT 'raw_messages', count(*) FROM raw_messages"))
+    assert stored["price_ticks"] > 1000
+    con = parquet.connect(exports)
+    for table, rows in stored.items():  # today so far, every row
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == rows
+        assert re.search(rf"│ {table}\s+│\s+{rows:,} │", demo.stdout), demo.stdout
+    every_feed = {"raw_messages", "price_ticks", "fixture_changes", "score_changes", "order_changes", "bet_changes"}
+    assert every_feed <= {p.name for p in exports.iterdir()} <= set(EXPORT_TABLES)
+    chart = data / "charts" / "demo-line-movement.png"
+    assert chart.read_bytes()[:8] == PNG and f"line-movement chart: {chart}" in demo.stdout.replace("\n", "")
+    assert "jupyter lab notebooks/line_movement.ipynb" in demo.stdout
+
+    notebook = nbformat.read(ROOT / "notebooks" / "line_movement.ipynb", as_version=4)
+    monkeypatch.setenv("WAREHOUSE_EXPORT_DIR", str(exports))  # the kernel inherits our environment
+    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # line movement, margin, scores under prices
+    text = "".join(o.get("text", "") for o in outputs)
+    assert f"FIXTURE = {PREMATCH!r}" in text, "the fixture that kicked off has opening and closing lines"
+    assert "steam moves" in text
