@@ -23,27 +23,36 @@ def querying_statements() -> list[str]:
 
 def test_readme_queries_run_and_answer(db_url: str) -> None:
     statements = querying_statements()
-    assert len(statements) == 5
+    assert len(statements) == 8
     with psycopg.connect(db_url, autocommit=True) as conn:
-        for seconds, book, price in [(0, "pinnacle", 2.0), (30, "stake", 2.1), (60, "pinnacle", 2.5),
-                                     (90, "stake", 1.9)]:
+        for seconds, book, outcome, price in [(0, "pinnacle", "111", 2.0), (0, "pinnacle", "112", 1.9),
+                                              (30, "stake", "111", 2.1), (60, "pinnacle", "111", 2.5),
+                                              (90, "stake", "111", 2.4)]:
             conn.execute(
                 "INSERT INTO price_ticks (received_at, source, bookmaker, fixture_id, market_id, outcome_id,"
-                " player_id, price, active) VALUES (%s, 'oddspapi', %s, %s, '111', '111', '0', %s, true)",
-                (T0 + timedelta(seconds=seconds), book, FIXTURE, price),
+                " player_id, price, active) VALUES (%s, 'oddspapi', %s, %s, '111', %s, '0', %s, true)",
+                (T0 + timedelta(seconds=seconds), book, FIXTURE, outcome, price),
             )
+        conn.execute("INSERT INTO fixture_changes (received_at, source, fixture_id, action, start_time)"
+                     " VALUES (%s, 'oddspapi', %s, 'add', %s)", (T0, FIXTURE, T0 + timedelta(seconds=75)))
         for seconds, event in [(0, "connect"), (100, "disconnect"), (160, "connect")]:
             conn.execute("INSERT INTO collector_events (received_at, source, event) VALUES (%s, 'oddspapi', %s)",
                          (T0 + timedelta(seconds=seconds), event))
         conn.execute("INSERT INTO quarantine (received_at, source, reason, frame) VALUES (now(), 'saba', 'bad', '{')")
 
-        movement, latest, candles, gaps, quarantined = (conn.execute(s).fetchall() for s in statements)
+        movement, latest, lines, candles, margin, steam, gaps, quarantined = (
+            conn.execute(s).fetchall() for s in statements)
 
-    assert [(r[1], r[2], r[3]) for r in movement] == [
-        ("pinnacle", 2.0, None), ("stake", 2.1, None), ("pinnacle", 2.5, 0.5), ("stake", 1.9, pytest.approx(-0.2))]
-    assert float(movement[2][4]) == 0.4  # implied probability of 2.5
-    assert {(r[0], r[4]) for r in latest} == {("pinnacle", 2.5), ("stake", 1.9)}
-    assert [(r[1], r[2], r[5], r[6]) for r in candles] == [("pinnacle", 2.0, 2.0, 1), ("stake", 2.1, 2.1, 1),
-                                                             ("pinnacle", 2.5, 2.5, 1), ("stake", 1.9, 1.9, 1)]
+    assert [r[1:5] for r in movement] == [("pinnacle", 2.0, None, None), ("stake", 2.1, None, None),
+                                          ("pinnacle", 2.5, 2.0, 0.5), ("stake", 2.4, 2.1, pytest.approx(0.3))]
+    assert [(float(r[5]), float(r[6])) for r in movement[2:]] == [(0.25, 0.4), (0.1429, 0.4167)]
+    assert [r[:4] for r in latest] == [("pinnacle", "111", "111", 2.5), ("pinnacle", "111", "112", 1.9),
+                                       ("stake", "111", "111", 2.4)]
+    assert [(r[0], r[1], r[2], r[3], float(r[4])) for r in lines] == [
+        ("pinnacle", "111", 2.0, 2.5, 0.25), ("pinnacle", "112", 1.9, 1.9, 0.0), ("stake", "111", 2.1, 2.1, 0.0)]
+    assert [r[1:] for r in candles] == [("pinnacle", 2.0, 2.5, 2.0, 2.5, 2), ("stake", 2.1, 2.4, 2.1, 2.4, 2)]
+    assert [(r[0], r[1], r[2], float(r[3])) for r in margin] == [
+        (T0, "pinnacle", 2, 0.0263), (T0 + timedelta(seconds=60), "pinnacle", 2, -0.0737)]
+    assert steam == [(T0 + timedelta(seconds=60), "111", "drifted", "pinnacle", 2.0, 2.5, ["pinnacle", "stake"])]
     assert gaps == [("oddspapi", T0 + timedelta(seconds=100), T0 + timedelta(seconds=160), timedelta(seconds=60))]
     assert [(r[1], r[2], r[3]) for r in quarantined] == [("saba", "bad", None)]

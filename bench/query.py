@@ -1,0 +1,109 @@
+"""Query benchmark: the line movement of one fixture/market on a 10,000,000-row price_ticks.
+
+    python bench/query.py               # 10,000,000 rows (about 3 minutes to fill and export)
+    python bench/query.py --rows 1000000
+
+Fills one day of OddsPapi-like ticks (bench/export.py's generator: 400 fixtures × 4 markets × 3
+outcomes × 8 bookmakers, time-ordered as a collector writes them, so one market's ticks are spread
+over the whole day), exports it with `warehouse export`, then times, on warm caches, over fixtures
+and markets picked at random:
+
+  line movement    relations.LINE_MOVEMENT (price_history: previous price, move, implied probability)
+  plain read       the same rows straight from price_ticks, no window function (the baseline)
+
+on PostgreSQL (psycopg) and on the Parquet (DuckDB, warehouse.analysis.parquet). Prints median and
+p90 milliseconds. Not a test: figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._server import scratch_server  # noqa: E402
+from bench.export import FILL  # noqa: E402
+from warehouse.analysis import parquet  # noqa: E402
+from warehouse.analysis.relations import LINE_MOVEMENT  # noqa: E402
+from warehouse.export.parquet import export_day  # noqa: E402
+from warehouse.store import migrate  # noqa: E402
+
+PLAIN = ("SELECT received_at, bookmaker, outcome_id, price FROM price_ticks"
+         " WHERE fixture_id = %s AND market_id = %s AND price IS NOT NULL ORDER BY received_at, raw_id")
+MARKETS = ("101", "104", "1010", "111")
+
+
+def timed(run: Callable[[str, str], int], targets: list[tuple[str, str]]) -> tuple[float, float, int]:
+    """Median and p90 milliseconds over `targets` (after a warm-up pass), and the rows of the last."""
+    for fixture, market in targets[:5]:
+        run(fixture, market)
+    times, rows = [], 0
+    for fixture, market in targets:
+        started = time.perf_counter()
+        rows = run(fixture, market)
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.9)], rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--queries", type=int, default=40)
+    args = parser.parse_args()
+    workdir, server = scratch_server("query")
+    url = server.url()
+    migrate.upgrade(url)
+    day = (datetime.now(UTC) - timedelta(days=1)).date()
+    rng = random.Random(7)
+    targets = [(f"id10000{rng.randrange(400):04d}61624412", rng.choice(MARKETS)) for _ in range(args.queries)]
+    results: dict[str, tuple[float, float, int]] = {}
+    try:
+        print(f"filling {args.rows:,} rows …", file=sys.stderr)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT warehouse_ensure_partitions(%s, 1)", (day,))
+            conn.execute(FILL, {"day": day.isoformat(), "rows": args.rows})
+            conn.execute("VACUUM ANALYZE price_ticks")
+        print("exporting …", file=sys.stderr)
+        export_day(url, workdir / "exports", "price_ticks", day)
+
+        print("querying PostgreSQL …", file=sys.stderr)
+        with psycopg.connect(url, autocommit=True) as conn:
+            def on_postgres(sql: str) -> Callable[[str, str], int]:
+                return lambda fixture, market: len(conn.execute(sql, (fixture, market)).fetchall())
+
+            results["PostgreSQL line movement"] = timed(on_postgres(LINE_MOVEMENT), targets)
+            results["PostgreSQL plain read"] = timed(on_postgres(PLAIN), targets)
+
+        print("querying Parquet …", file=sys.stderr)
+        con = parquet.connect(workdir / "exports")
+
+        def on_parquet(sql: str) -> Callable[[str, str], int]:
+            sql = sql.replace("%s", "?")
+            return lambda fixture, market: len(con.execute(sql, [fixture, market]).fetchall())
+
+        results["Parquet (DuckDB) line movement"] = timed(on_parquet(LINE_MOVEMENT), targets)
+        results["Parquet (DuckDB) plain read"] = timed(on_parquet(PLAIN), targets)
+    finally:
+        server.destroy()
+
+    print(f"\nline movement of one fixture/market, {args.rows:,} price_ticks, {args.queries} queries each\n")
+    print("| engine, query | median ms | p90 ms | rows | vs plain read |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (median, p90, rows) in results.items():
+        plain = results[name.replace("line movement", "plain read")][0]
+        print(f"| {name} | {median:.1f} | {p90:.1f} | {rows:,} | {median / plain:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
