@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -117,6 +117,46 @@ def test_malformed_frames_are_quarantined_and_the_stream_goes_on(db_url: str, tm
     assert "number expected" in rows[2][2]
     assert query(db_url, "SELECT count(*) FROM price_ticks") == [(1,)]
     assert query(db_url, "SELECT count(*) FROM score_changes") == [(1,)]
+
+
+def test_hostile_frames_are_quarantined_with_the_reason_and_the_stream_goes_on(db_url: str, tmp_path: Path) -> None:
+    deep = b"[" * 2000 + b"]" * 2000  # deeper than the JSON parser accepts
+    huge = b'{"fixtureId": "f", "pad": "' + b"x" * 300_000 + b'"}'
+    frames = [b'{"fixtureId": "\xff\xfe"}', deep, huge, SEED[4].encode()]
+    collect_from(OddsPapiSimulator(KEY, script=frames, generate=False), db_url, tmp_path,
+                 lambda: frames_stored(db_url) == 4, max_frame_bytes=100_000)
+    rows = query(db_url, "SELECT r.seq, q.reason, length(q.frame) FROM quarantine q JOIN raw_messages r"
+                         " ON r.id = q.raw_id ORDER BY r.seq")
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert rows[0][1].startswith("not JSON") and "utf-8" in rows[0][1].lower()
+    assert rows[1][1].startswith("not JSON") and "depth limit" in rows[1][1]
+    assert rows[2][1] == f"frame of {len(huge)} bytes exceeds max_frame_bytes (100000)" and rows[2][2] == 1024
+    assert query(db_url, "SELECT count(*) FROM score_changes") == [(1,)]  # the stream went on
+
+
+def test_vendor_clocks_are_kept_as_sent_and_ours_never_runs_backwards(db_url: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from warehouse.collect import runner
+
+    class SteppedBack(datetime):
+        """The wall clock jumps an hour back (an NTP step) after the second frame."""
+        calls = 0
+
+        @classmethod
+        def now(cls, tz=None):
+            cls.calls += 1
+            return datetime.now(tz) - (timedelta(hours=1) if cls.calls > 2 else timedelta(0))
+
+    monkeypatch.setattr(runner, "datetime", SteppedBack)
+    stamps = ["2999-01-01T00:00:00+00:00", "1971-01-01T00:00:00Z", "2025-06-11T16:55:30.284055+00:00"]
+    frames = [SEED[1].replace("2025-06-11T16:55:30.284055+00:00", stamp) for stamp in stamps]
+    collect_from(OddsPapiSimulator(KEY, script=frames, generate=False), db_url, tmp_path,
+                 lambda: frames_stored(db_url) == 3)
+    rows = query(db_url, "SELECT p.source_ts, r.received_at FROM price_ticks p JOIN raw_messages r ON r.id = p.raw_id"
+                         " ORDER BY r.seq")
+    assert [r[0] for r in rows] == [datetime(2999, 1, 1, tzinfo=UTC), datetime(1971, 1, 1, tzinfo=UTC), CHANGED_AT]
+    received = [r[1] for r in rows]
+    assert received == sorted(received), "received_at went backwards"
 
 
 def test_a_dropped_connection_is_a_visible_gap_and_collection_resumes(db_url: str, tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ class FeedRunner:
         self.connections = 0
         self._tokens: TokenSource | None = None
         self._last_seen = 0.0
+        self._last_received = datetime.min.replace(tzinfo=UTC)
         self._watchdog_reason: str | None = None
         self._live: tuple[Any, UUID, list[asyncio.Task[None]]] | None = None  # session, connection, periodic
 
@@ -244,7 +245,8 @@ class FeedRunner:
                 await asyncio.sleep(0)
 
     async def _frame(self, frame: Frame, adapter: Any, connection_id: UUID, seq: int) -> _Outcome | None:
-        received_at = datetime.now(UTC)
+        # A wall clock stepped back (NTP) must not reorder frames: received_at never decreases.
+        received_at = self._last_received = max(datetime.now(UTC), self._last_received)
         data = self.redact.data(frame.data)
         metrics = self.metrics
         metrics.frames.inc()
@@ -259,8 +261,8 @@ class FeedRunner:
         except orjson.JSONDecodeError as exc:
             return await self._quarantine(received_at, connection_id, seq, frame, None, f"not JSON: {exc}", data)
         try:
-            output: base.Output = adapter.handle(message, received_at)
-        except (base.FrameError, TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+            output = base.handle(adapter, message, received_at)
+        except base.FrameError as exc:
             return await self._quarantine(received_at, connection_id, seq, frame, data,
                                           f"does not fit the {self.settings.kind} schema: {exc}", data)
         raw = RawMessage(received_at, self.source, connection_id, seq, output.kind, data, frame.event_id)

@@ -140,3 +140,16 @@ def obj(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise FrameError(f"{where}: object expected, got {type(value).__name__}")
     return value
+
+
+def handle(adapter: Any, message: Any, received_at: datetime) -> Output:
+    """The adapter boundary: an Output, or FrameError for anything the frame made go wrong — an
+    unexpected type deep in a frame must quarantine that frame, never stop the feed."""
+    try:
+        return adapter.handle(message, received_at)
+    except FrameError:
+        raise
+    except RecursionError:
+        raise FrameError("nested too deeply") from None
+    except Exception as exc:  # deliberately total: this is the boundary
+        raise FrameError(f"unexpected {type(exc).__name__}: {exc}") from exc

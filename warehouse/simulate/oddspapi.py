@@ -100,7 +100,10 @@ class OddsPapiSimulator(WebSocketSimulator):
                 sent_here += 1
                 if faults.malformed_every and (self.sent_count + 1) % faults.malformed_every == 0:
                     frame = frame[: len(frame) // 2]
-                await ws.send(frame.decode())
+                try:
+                    await ws.send(frame.decode())
+                except UnicodeDecodeError:  # a scripted fault: bytes that are not UTF-8 go as a binary frame
+                    await ws.send(frame)
                 self.sent_count += 1
                 if self.record:
                     self.sent.append(frame)
