@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import httpx
 
+from warehouse.collect.transports import tls_context
 from warehouse.feeds.base import Login
 
 RENEW_BEFORE_S = 60.0
@@ -20,9 +22,9 @@ class LoginFailed(Exception):
 
 
 class TokenSource:
-    def __init__(self, login: Login, timeout: float = 10.0) -> None:
+    def __init__(self, login: Login, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
         self.login = login
-        self._client = httpx.AsyncClient(timeout=timeout)
+        self._client = httpx.AsyncClient(timeout=timeout, verify=tls or tls_context())
         self._token: str | None = None
         self._expires = 0.0
 

@@ -26,7 +26,15 @@ from warehouse.collect.backoff import Backoff
 from warehouse.collect.metrics import FeedMetrics
 from warehouse.collect.redact import Redactor
 from warehouse.collect.settings import FeedSettings
-from warehouse.collect.transports import KEEPALIVE, Disconnected, Frame, Refused, SseSession, WebSocketSession
+from warehouse.collect.transports import (
+    KEEPALIVE,
+    Disconnected,
+    Frame,
+    Refused,
+    SseSession,
+    WebSocketSession,
+    tls_context,
+)
 from warehouse.feeds import base
 from warehouse.records import (
     EVENT_COMMAND,
@@ -73,6 +81,7 @@ class FeedRunner:
         self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_long_s)
         self.connections = 0
         self._tokens: TokenSource | None = None
+        self._tls = tls_context(settings.ca_file)
         self._last_seen = 0.0
         self._last_received = datetime.min.replace(tzinfo=UTC)
         self._watchdog_reason: str | None = None
@@ -104,7 +113,7 @@ class FeedRunner:
         try:
             headers = dict(spec.headers)
             if spec.bearer_from_login is not None:
-                self._tokens = self._tokens or TokenSource(spec.bearer_from_login)
+                self._tokens = self._tokens or TokenSource(spec.bearer_from_login, tls=self._tls)
                 headers["Authorization"] = f"Bearer {await self._tokens.token()}"
             if spec.resume_header and self.resume_id:
                 headers[spec.resume_header] = self.resume_id
@@ -130,8 +139,8 @@ class FeedRunner:
         s = self.settings
         if spec.transport == "ws":
             return WebSocketSession(ping_interval=s.ping_interval_s, connect_timeout=s.connect_timeout_s,
-                                    max_frame_bytes=s.max_frame_bytes)
-        return SseSession(connect_timeout=s.connect_timeout_s)
+                                    max_frame_bytes=s.max_frame_bytes, tls=self._tls)
+        return SseSession(connect_timeout=s.connect_timeout_s, tls=self._tls)
 
     async def _refused(self, refused: Refused, spec: base.ConnectSpec) -> _Outcome:
         body = self.redact.text(refused.body[:500])

@@ -7,12 +7,14 @@ config file, the feed and the key.
 from __future__ import annotations
 
 import os
+import ssl
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from warehouse.collect.transports import tls_context
 from warehouse.config import Config, ConfigError, FeedConfig
 from warehouse.feeds import feed_modules
 
@@ -26,6 +28,7 @@ COMMON_OPTIONS: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "backoff_max_s": ((int, float), 60.0),
     "backoff_long_s": ((int, float), 300.0),  # after auth failures and maintenance
     "stable_after_s": ((int, float), 30.0),  # a connection that lived this long resets the backoff
+    "ca_file": (str, ""),  # PEM bundle of a private CA to trust besides the system's (wss/https)
 }
 
 
@@ -44,6 +47,7 @@ class FeedSettings:
     backoff_max_s: float
     backoff_long_s: float
     stable_after_s: float
+    ca_file: str
 
 
 def feed_settings(config: Config, environ: Mapping[str, str] | None = None) -> list[FeedSettings]:
@@ -97,5 +101,10 @@ def _one(config: Config, feed: FeedConfig, modules: dict[str, ModuleType], envir
     tuning = {key: feed.options.get(key, default) for key, (_, default) in COMMON_OPTIONS.items()}
     if tuning["silence_timeout_s"] is None:
         tuning["silence_timeout_s"] = module.DEFAULT_SILENCE_S
+    if tuning["ca_file"]:
+        try:
+            tls_context(tuning["ca_file"])
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{where}: ca_file {tuning['ca_file']!r} is not a readable PEM bundle ({exc})") from None
     own = {k: v for k, v in feed.options.items() if k not in COMMON_OPTIONS}
     return FeedSettings(name=feed.name, kind=feed.kind, module=module, options=own, secrets=secrets, **tuning)

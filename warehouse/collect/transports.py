@@ -8,6 +8,7 @@ the opening handshake, `Refused` (with the HTTP status, Retry-After and the body
 from __future__ import annotations
 
 import contextlib
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -52,8 +53,26 @@ def retry_after_seconds(value: str | None) -> float | None:
     return None
 
 
+def tls_context(ca_file: str = "") -> ssl.SSLContext:
+    """Certificates are always verified; `ca_file` (PEM) adds a private CA to the system's."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def _connect_failed(exc: BaseException) -> Disconnected:
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        detail = getattr(exc, "verify_message", None) or str(exc)
+        return Disconnected(f"TLS certificate not trusted ({detail}); if the server uses a private CA, "
+                            "set ca_file = \"/path/to/ca.pem\" in this feed's config")
+    return Disconnected(f"connect failed: {type(exc).__name__}: {exc}")
+
+
 class WebSocketSession:
-    def __init__(self, *, ping_interval: float, connect_timeout: float, max_frame_bytes: int) -> None:
+    def __init__(self, *, ping_interval: float, connect_timeout: float, max_frame_bytes: int,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls or tls_context()
         self._options: dict[str, Any] = {
             "ping_interval": ping_interval, "ping_timeout": ping_interval, "open_timeout": connect_timeout,
             "close_timeout": 2,
@@ -66,14 +85,15 @@ class WebSocketSession:
 
     async def open(self, url: str, headers: dict[str, str]) -> None:
         try:
-            self._ws = await ws_connect(url, additional_headers=headers, **self._options)
+            tls = {"ssl": self._tls} if url.startswith("wss:") else {}
+            self._ws = await ws_connect(url, additional_headers=headers, **tls, **self._options)
         except websockets.InvalidStatus as exc:
             response = exc.response
             body = (response.body or b"")[:_MAX_ERROR_BODY].decode("utf-8", "replace")
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise Refused(response.status_code, retry_after, body) from None
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-            raise Disconnected(f"connect failed: {type(exc).__name__}: {exc}") from None
+            raise _connect_failed(exc) from None
 
     async def recv(self) -> Frame:
         assert self._ws is not None
@@ -107,9 +127,9 @@ def _close_reason(exc: websockets.ConnectionClosed) -> str:
 
 
 class SseSession:
-    def __init__(self, *, connect_timeout: float) -> None:
+    def __init__(self, *, connect_timeout: float, tls: ssl.SSLContext | None = None) -> None:
         # read=None: silence is the watchdog's call, which knows the feed's keep-alive interval
-        self._client = httpx.AsyncClient(
+        self._client = httpx.AsyncClient(verify=tls or tls_context(),
             timeout=httpx.Timeout(connect=connect_timeout, read=None, write=connect_timeout, pool=connect_timeout))
         self._response: httpx.Response | None = None
         self._lines: Any = None
@@ -120,7 +140,7 @@ class SseSession:
         try:
             self._response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise Disconnected(f"connect failed: {type(exc).__name__}: {exc}") from None
+            raise _connect_failed(exc) from None
         response = self._response
         if response.status_code != 200:
             body = b""

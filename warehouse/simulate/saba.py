@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class SabaFaults:
 
 
 class SabaSimulator:
+    tls: ssl.SSLContext | None = None  # set before start() to serve https:// (the TLS tests)
     def __init__(self, *, vendor_id: str = "vendor", member_id: str = "member", static_token: str | None = None,
                  seed: int = 1, rate: float | None = 20.0, keepalive_s: float = 5.0, cache_size: int = 1000,
                  token_ttl_s: float = 600.0, faults: SabaFaults | None = None,
@@ -70,11 +72,11 @@ class SabaSimulator:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._server = await asyncio.start_server(self._serve, host, port)
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=self.tls)
         if self.rate:
             self._ticker = asyncio.create_task(self._tick_forever())
         bound = self._server.sockets[0].getsockname()
-        return f"http://{bound[0]}:{bound[1]}"
+        return f"{'https' if self.tls else 'http'}://{bound[0]}:{bound[1]}"
 
     async def stop(self) -> None:
         if self._ticker is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -12,11 +13,12 @@ class WebSocketSimulator:
     """Subclasses implement `_handle(ws)` and `_check(connection, request)` (the handshake)."""
 
     _server: Server | None = None
+    tls: ssl.SSLContext | None = None  # set before start() to serve wss:// (the TLS tests)
 
     async def _listen(self, host: str, port: int, path: str, **options: Any) -> str:
-        self._server = await serve(self._handle, host, port, process_request=self._check, **options)
+        self._server = await serve(self._handle, host, port, process_request=self._check, ssl=self.tls, **options)
         bound = self._server.sockets[0].getsockname()
-        return f"ws://{bound[0]}:{bound[1]}{path}"
+        return f"{'wss' if self.tls else 'ws'}://{bound[0]}:{bound[1]}{path}"
 
     async def stop(self) -> None:
         if self._server is not None:
