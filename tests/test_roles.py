@@ -1,0 +1,82 @@
+"""Least privilege in practice: the collector as warehouse_writer, the export as warehouse_reader."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests import test_oddspapi
+from tests.collecting import collect_live
+from tests.conftest import query
+from warehouse.simulate.oddspapi import OddsPapiSimulator
+
+
+def login(db_url: str, name: str, role: str) -> str:
+    """A login in `role` (as the README shows), and the URL to connect as it."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"DO $$ BEGIN CREATE ROLE {name} LOGIN IN ROLE {role};"
+                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    return db_url.replace("postgres@", f"{name}@")
+
+
+CHANGES = [
+    "UPDATE price_ticks SET price = 1", "DELETE FROM raw_messages", "TRUNCATE collector_events",
+    "UPDATE export_runs SET rows = 0", "DELETE FROM ingest_batches WHERE false OR true",
+    "DROP TABLE quarantine", "CREATE TABLE sneaky (x int)", "ALTER TABLE price_ticks DISABLE TRIGGER ALL",
+]
+
+
+def refused(url: str, statement: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            conn.execute(statement)
+        except psycopg.Error:
+            return True
+    return False
+
+
+def test_the_collector_runs_as_warehouse_writer_and_cannot_change_history(db_url: str, tmp_path: Path) -> None:
+    collector = login(db_url, "owh_collector", "warehouse_writer")
+    simulator = OddsPapiSimulator(test_oddspapi.KEY, script=test_oddspapi.SEED, generate=False)
+    collect_live(simulator, collector, tmp_path, test_oddspapi.toml, {"OP_KEY": test_oddspapi.KEY},
+                 lambda: query(db_url, "SELECT count(*) FROM raw_messages")[0][0] == len(test_oddspapi.SEED))
+    assert query(db_url, "SELECT count(*) FROM price_ticks")[0][0] == 3
+    for statement in CHANGES:
+        if statement.startswith("DELETE FROM ingest_batches"):
+            continue  # the writer prunes its own bookkeeping (ingest_batches is not history)
+        assert refused(collector, statement), statement
+    assert query(db_url, "SELECT count(*) FROM price_ticks")[0][0] == 3
+
+
+def test_the_reader_cannot_write_and_the_export_runs_as_it(db_url: str, tmp_path: Path) -> None:
+    reader = login(db_url, "owh_analyst", "warehouse_reader")
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    at = datetime(yesterday.year, yesterday.month, yesterday.day, 12, tzinfo=UTC)
+    query(db_url, "INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id, price)"
+                  " VALUES (%s, 'oddspapi', 'f', 'm', 'o', 2.0) RETURNING 1", at)
+    for statement in [*CHANGES, "INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id)"
+                                " VALUES (now(), 's', 'f', 'm', 'o')"]:
+        assert refused(reader, statement), statement
+    env = dict(os.environ, WAREHOUSE_DATABASE_URL=reader)
+    result = subprocess.run([sys.executable, "-m", "warehouse", "export", "--dir", str(tmp_path / "x")],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "x" / "price_ticks" / f"day={yesterday}" / "part-0.parquet").exists()
+    assert query(db_url, "SELECT table_name, rows FROM export_runs") == [("price_ticks", 1)]
+
+
+@pytest.mark.parametrize("table, day", [("../../etc", "2026-11-20"), ("price_ticks", "2026-11-20/../../x"),
+                                        ("price_ticks/../raw_messages", "2026-11-20")])
+def test_export_names_cannot_escape_the_export_directory(db_url: str, tmp_path: Path, table: str, day: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "warehouse", "--database-url", db_url, "export",
+                             "--dir", str(tmp_path / "x"), "--table", table, "--day", day],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").rglob("*"))
+    assert not (tmp_path / "etc").exists()
