@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -82,3 +84,49 @@ def assert_secret_nowhere(db_url: str, secret: str, log_text: str) -> None:
                 hits = query(db_url, f"SELECT count(*) FROM {table.name} WHERE {column.name}::text LIKE %s",
                              f"%{secret}%")
                 assert hits == [(0,)], f"{table.name}.{column.name} holds the secret"
+
+
+class HalfOpen:
+    """A TCP relay in front of a simulator whose connections can go half-open: `cut()` makes every
+    open connection stop relaying in both directions without closing it (a dead NAT entry, a pulled
+    cable). New connections relay normally. Has the simulator's start()/stop() for collect_live."""
+
+    def __init__(self, simulator: Any) -> None:
+        self.simulator = simulator
+        self._server: asyncio.Server | None = None
+        self._open: list[asyncio.StreamWriter] = []
+        self._cut: set[int] = set()
+
+    async def start(self) -> str:
+        url = await self.simulator.start()
+        target = urlsplit(url)
+        self._server = await asyncio.start_server(
+            lambda r, w: self._relay(r, w, target.hostname, target.port), "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return url.replace(f":{target.port}", f":{port}", 1)
+
+    def cut(self) -> None:
+        self._cut.update(id(writer) for writer in self._open[::2])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: Any, port: Any) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+        self._open += [writer, upstream_writer]
+        key = id(writer)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await source.read(65536):
+                    if key not in self._cut:
+                        sink.write(data)
+                        await sink.drain()
+            if key not in self._cut:
+                sink.close()
+
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._open:
+            writer.close()
+        await self.simulator.stop()

@@ -80,6 +80,15 @@ def _drop(server: EmbeddedPostgres, url: str) -> None:
 
 
 @pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A migrated PostgreSQL of this test's own, which it may stop, crash and start."""
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    migrate.upgrade(pg.ensure_running())
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
 def spool_dir(tmp_path: Path) -> Path:
     return tmp_path / "spool"
 

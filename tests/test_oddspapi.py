@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.collecting import after, assert_secret_nowhere, collect_live, fast, feeds_from_toml
+from tests.collecting import HalfOpen, after, assert_secret_nowhere, collect_live, fast, feeds_from_toml
 from tests.conftest import query
 from warehouse.simulate.oddspapi import OddsPapiFaults, OddsPapiSimulator
 
@@ -157,6 +157,21 @@ def test_vendor_clocks_are_kept_as_sent_and_ours_never_runs_backwards(db_url: st
     assert [r[0] for r in rows] == [datetime(2999, 1, 1, tzinfo=UTC), datetime(1971, 1, 1, tzinfo=UTC), CHANGED_AT]
     received = [r[1] for r in rows]
     assert received == sorted(received), "received_at went backwards"
+
+
+def test_a_half_open_connection_is_detected_by_ping_and_replaced(db_url: str, tmp_path: Path) -> None:
+    relay = HalfOpen(OddsPapiSimulator(KEY, rate=50))
+
+    def cut_once_then_wait_for_a_new_connection() -> bool:
+        if frames_stored(db_url) >= 20 and not relay._cut:
+            relay.cut()
+        return len(query(db_url, "SELECT 1 FROM collector_events WHERE event = 'connect'")) >= 2
+
+    collect_from(relay, db_url, tmp_path, cut_once_then_wait_for_a_new_connection, ping_interval_s=0.5,
+                 silence_timeout_s=60)
+    reasons = [r[0] for r in query(db_url, "SELECT detail->>'reason' FROM collector_events WHERE event = 'disconnect'"
+                                           " ORDER BY received_at")]
+    assert "ping" in reasons[0], reasons  # found by the WebSocket keepalive, long before the silence watchdog
 
 
 def test_a_dropped_connection_is_a_visible_gap_and_collection_resumes(db_url: str, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
@@ -14,7 +13,6 @@ import pytest
 
 from tests.conftest import query
 from warehouse.records import PriceTick, RawMessage
-from warehouse.store import migrate
 from warehouse.store.embedded import EmbeddedPostgres
 from warehouse.store.spool import Spool
 from warehouse.store.writer import Writer, WriterSettings
@@ -23,12 +21,8 @@ CONN = UUID("7f1c2a9e-0000-4000-8000-000000000001")
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    """A private server this test may stop and start."""
-    pg = EmbeddedPostgres(tmp_path / "pg")
-    migrate.upgrade(pg.ensure_running())
-    yield pg
-    pg.destroy()
+def server(private_server: EmbeddedPostgres) -> EmbeddedPostgres:
+    return private_server
 
 
 def unit(seq: int) -> tuple[RawMessage, list[PriceTick]]:

@@ -207,6 +207,22 @@ def test_a_configuration_error_stops_the_feed_with_a_clear_message(
     assert any("feed saba stopped" in r.getMessage() and expected in r.getMessage() for r in caplog.records)
 
 
+def test_a_slow_loris_stream_trips_the_watchdog_and_resumes_without_loss(db_url: str, tmp_path: Path) -> None:
+    # Every connection sends 10 frames, then dribbles the 11th a byte a second: busy, yet silent.
+    simulator = SabaSimulator(static_token=TOKEN, rate=100, keepalive_s=30, faults=SabaFaults(slow_after=10))
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: len(query(
+            db_url, "SELECT 1 FROM collector_events WHERE event = 'watchdog_timeout'")) >= 2, silence_timeout_s=1.5)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'connect'")[0][0] >= 2
+    stored = stored_ids(db_url)
+    assert len(stored) >= 20
+    assert_each_frame_once(stored, simulator)  # the half-sent frame came again, whole, after the resume
+
+
 def test_maintenance_is_retried_with_a_long_pause(db_url: str, tmp_path: Path) -> None:
     simulator = SabaSimulator(static_token=TOKEN, rate=50, keepalive_s=0.2, faults=SabaFaults(maintenance=True))
 

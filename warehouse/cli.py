@@ -432,31 +432,12 @@ async def _demo_collect(url: str, seconds: float) -> None:
     from warehouse.collect import collect as run_collect
     from warehouse.collect.metrics import REGISTRY
     from warehouse.collect.settings import feed_settings
-    from warehouse.config import FeedConfig
-    from warehouse.simulate.ckex import CkexSimulator
-    from warehouse.simulate.market import Market
-    from warehouse.simulate.mm import CHANNELS, MmSimulator
-    from warehouse.simulate.oddspapi import OddsPapiSimulator
-    from warehouse.simulate.saba import SabaSimulator
+    from warehouse.config import config_from_text
+    from warehouse.simulate.fleet import ENV, Fleet
 
-    market = Market(seed=1)
-    mm_key = "0d7e3c1a-5b6f-4c2d-9e8f-123456789abc"
-    simulators = [OddsPapiSimulator("demo-key", rate=200, market=market),
-                  SabaSimulator(static_token="demo-token", rate=50, market=market),
-                  CkexSimulator("demo-jwt", rate=20, alive_s=2, market=market),
-                  MmSimulator({mm_key: CHANNELS}, rate=20, market=market)]
-    oddspapi_url, saba_url, ckex_url, mm_url = [await s.start() for s in simulators]
-    subscriptions = ["order-slip-quote@chloe-market#40789105-e@1_33753655",
-                     "order-slip-quote@fancy-market#44914246-e@878_55854706_f"]
-    feeds = feed_settings(Config(feeds=(
-        FeedConfig("oddspapi", "oddspapi-ws", {"url": oddspapi_url, "api_key_env": "DEMO_ODDSPAPI_KEY"}),
-        FeedConfig("saba", "saba-sse", {"url": f"{saba_url}/sports/stream/v1/GetEvents",
-                                        "token_env": "DEMO_SABA_TOKEN"}),
-        FeedConfig("ckex", "ckex-ws", {"url": ckex_url, "token_env": "DEMO_CKEX_TOKEN",
-                                       "subscriptions": subscriptions}),
-        FeedConfig("mm", "mm-ws", {"url": mm_url, "api_key_env": "DEMO_MM_KEY"}),
-    )), {"DEMO_ODDSPAPI_KEY": "demo-key", "DEMO_SABA_TOKEN": "demo-token", "DEMO_CKEX_TOKEN": "demo-jwt",
-         "DEMO_MM_KEY": mm_key})
+    fleet = Fleet()
+    await fleet.start()
+    feeds = feed_settings(config_from_text(fleet.toml(), "the demo's feeds"), ENV)
     stop = asyncio.Event()
 
     def view() -> Table:
@@ -486,8 +467,7 @@ async def _demo_collect(url: str, seconds: float) -> None:
         await run_collect(url, feeds, WriterSettings(), stop=stop)
     finally:
         timer.cancel()
-        for simulator in simulators:
-            await simulator.stop()
+        await fleet.stop()
     out.print(view())
 
 

@@ -67,6 +67,11 @@ def load_config(path: Path | str | None) -> Config:
     return _parse(data, path)
 
 
+def config_from_text(text: str, name: str) -> Config:
+    """A config written by the program itself (the demo's); `name` stands in for the file in errors."""
+    return _parse(tomllib.loads(text), Path(name))
+
+
 def _parse(data: dict[str, Any], path: Path) -> Config:
     where = str(path)
     _check_keys(data, {"database", "export", "writer", "feeds"}, where, "top level")

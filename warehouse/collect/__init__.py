@@ -6,13 +6,15 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from warehouse.collect import metrics
 from warehouse.collect.redact import redact_logs
 from warehouse.collect.runner import FeedRunner, run_feeds
 from warehouse.collect.settings import FeedSettings
 from warehouse.config import ConfigError
-from warehouse.store.reads import last_event_ids
+from warehouse.records import EVENT_DISCONNECT, CollectorEvent
+from warehouse.store.reads import last_event_ids, unclosed_connections
 from warehouse.store.writer import Writer, WriterSettings
 
 log = logging.getLogger("warehouse.collect")
@@ -36,6 +38,7 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
         metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog)
         resume = await _resume_points(url, feeds, writer)
+        await _close_gaps_left_open(url, feeds, writer)
         runners = [FeedRunner(f, writer, resume_id=resume.get(f.name), metrics=metrics.FeedMetrics(f.name))
                    for f in feeds]
         log.info("collecting %d feeds (%s); Ctrl-C or SIGTERM stops", len(feeds), ", ".join(f.name for f in feeds))
@@ -70,6 +73,22 @@ async def _reload(read: Callable[[], list[FeedSettings]], runners: list[FeedRunn
     for name in sorted(set(new) - running):
         log.warning("feed %s is new: restart the collector to start it", name)
     log.warning("configuration reloaded")
+
+
+async def _close_gaps_left_open(url: str, feeds: list[FeedSettings], writer: Writer) -> None:
+    """A collector that was killed wrote no disconnect: write it now, dated at its last frame, so the
+    time nobody listened shows as a gap like any other."""
+    try:
+        unclosed = await unclosed_connections(url, [f.name for f in feeds])
+    except Exception as exc:  # the database may be down at start; the gap then shows from the connect
+        log.warning("cannot check for connections left open by an earlier run (%s)", type(exc).__name__)
+        return
+    for source, connection_id, last_frame_at in unclosed:
+        log.warning("feed %s: the previous collector stopped without a clean shutdown; recording the gap"
+                    " from %s", source, last_frame_at.isoformat())
+        await writer.put(None, [CollectorEvent(last_frame_at, source, connection_id, EVENT_DISCONNECT, {
+            "reason": "collector process ended without a clean shutdown (killed or crashed)",
+            "recorded_at": datetime.now(UTC).isoformat()})])
 
 
 async def _resume_points(url: str, feeds: list[FeedSettings], writer: Writer) -> dict[str, str]:

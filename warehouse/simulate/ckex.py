@@ -78,8 +78,8 @@ class CkexSimulator(WebSocketSimulator):
                 try:
                     command = orjson.loads(text)["commend"]
                 except (orjson.JSONDecodeError, KeyError, TypeError):
-                    await ws.send(orjson.dumps({"type": "error", "error": "bad command: expected {\"commend\": …}"})
-                                  .decode())
+                    problem = {"type": "error", "error": "bad command: expected {\"commend\": …}"}
+                    await self._send(ws, orjson.dumps(problem).decode())
                     continue
                 commands.append(command)
                 if command == "start":
@@ -93,7 +93,8 @@ class CkexSimulator(WebSocketSimulator):
                     for subscription in [s for s in subscriptions if s.split("#", 1)[1] == key]:
                         del subscriptions[subscription]
                 else:
-                    await ws.send(orjson.dumps({"type": "error", "error": f"unknown command {command!r}"}).decode())
+                    problem = {"type": "error", "error": f"unknown command {command!r}"}
+                    await self._send(ws, orjson.dumps(problem).decode())
         except Exception:
             pass
         finally:
@@ -109,9 +110,9 @@ class CkexSimulator(WebSocketSimulator):
                     continue
                 now = time.monotonic()
                 if now - last_alive >= self.alive_s:
-                    await ws.send('{"type":"alive"}')
+                    await self._send(ws, '{"type":"alive"}')
                     if faults.empty_frames:
-                        await ws.send("{}")
+                        await self._send(ws, "{}")
                     last_alive = now
                 for expired in [s for s, until in subscriptions.items() if until < now]:
                     del subscriptions[expired]
@@ -121,7 +122,7 @@ class CkexSimulator(WebSocketSimulator):
                     if not state["scripted"]:
                         state["scripted"] = True
                         for frame in self.script:
-                            await ws.send(frame.decode())
+                            await self._send(ws, frame.decode())
                     continue
                 if self.faults.drop_after is not None and state["sent"] >= self.faults.drop_after:
                     ws.transport.abort()
@@ -130,7 +131,7 @@ class CkexSimulator(WebSocketSimulator):
                 state["sent"] += 1
                 if faults.malformed_every and state["sent"] % faults.malformed_every == 0:
                     frame = frame[: len(frame) // 2]
-                await ws.send(frame)
+                await self._send(ws, frame)
 
     def _quote(self, subscription: str) -> str:
         family, _, key = subscription.partition("#")

@@ -76,7 +76,7 @@ class MmSimulator(WebSocketSimulator):
                 return
             granted = [c for c in subscribe.get("channels") or CHANNELS if c in self.keys[key]]
             self._subscription += 1
-            await ws.send(orjson.dumps({"type": "subscribed", "subscriptionId": self._subscription,
+            await self._send(ws, orjson.dumps({"type": "subscribed", "subscriptionId": self._subscription,
                                         "channels": granted}).decode())
             state = {"on": True}
             broadcaster = asyncio.create_task(self._broadcast(ws, granted, state))
@@ -85,7 +85,7 @@ class MmSimulator(WebSocketSimulator):
                     message = orjson.loads(text)
                     messages.append(message)
                     if message.get("type") == "ping" and not state.get("silent"):
-                        await ws.send('{"type":"pong"}')
+                        await self._send(ws, '{"type":"pong"}')
                     elif message.get("type") == "unsubscribe":
                         state["on"] = False
             finally:
@@ -111,7 +111,7 @@ class MmSimulator(WebSocketSimulator):
             error = "Connection limit exceeded"
         if error:
             self.errors.append(error)
-            await ws.send(orjson.dumps({"type": "error", "message": error}).decode())
+            await self._send(ws, orjson.dumps({"type": "error", "message": error}).decode())
             await ws.close(1008, error)
             return None
         self.live[key] += 1
@@ -123,14 +123,14 @@ class MmSimulator(WebSocketSimulator):
         sent = 0
         with contextlib.suppress(Exception):
             for frame in self.script:
-                await ws.send(frame.decode())
+                await self._send(ws, frame.decode())
             while True:
                 await asyncio.sleep(1 / self.rate)
                 if self.silent_after is not None and sent >= self.silent_after:
                     state["silent"] = True
                     continue
                 if loop.time() - last_heartbeat >= self.heartbeat_s:
-                    await ws.send('{"type":"heartbeat"}')
+                    await self._send(ws, '{"type":"heartbeat"}')
                     last_heartbeat = loop.time()
                 if self.script or not state["on"]:
                     continue
@@ -142,7 +142,7 @@ class MmSimulator(WebSocketSimulator):
                     sent += 1
                     if self.malformed_every and sent % self.malformed_every == 0:
                         frame = frame[: len(frame) // 2]
-                    await ws.send(frame)
+                    await self._send(ws, frame)
 
     def _next(self, channels: list[str]) -> list[dict[str, Any]]:
         change = self.market.step()

@@ -53,7 +53,6 @@ class OddsPapiSimulator(WebSocketSimulator):
         self.record = record
         self.outcomes_per_frame = outcomes_per_frame  # 2 for the benchmark's "two prices per frame"
         self.sent: list[bytes] = []  # every frame sent, in order (when `record`)
-        self.sent_count = 0
         self.connections = 0
         self.refused = 0
         self._announced: set[tuple[str, str | None]] = set()
@@ -101,10 +100,9 @@ class OddsPapiSimulator(WebSocketSimulator):
                 if faults.malformed_every and (self.sent_count + 1) % faults.malformed_every == 0:
                     frame = frame[: len(frame) // 2]
                 try:
-                    await ws.send(frame.decode())
+                    await self._send(ws, frame.decode())
                 except UnicodeDecodeError:  # a scripted fault: bytes that are not UTF-8 go as a binary frame
-                    await ws.send(frame)
-                self.sent_count += 1
+                    await self._send(ws, frame)
                 if self.record:
                     self.sent.append(frame)
                 # Pace against the clock (frame n is due at n / rate), so high rates are met too.

@@ -41,6 +41,7 @@ class SabaFaults:
     malformed_every: int | None = None  # every n-th delta is cut short (not JSON)
     reject_tokens: bool = False  # every token is refused (HTTP 401)
     split_frames: bool = False  # write each frame in two pieces (events split across TCP reads)
+    slow_after: int | None = None  # slow loris: after this many frames, dribble the next one a byte a second
 
 
 class SabaSimulator:
@@ -246,8 +247,18 @@ class SabaSimulator:
                     writer.write(b": KEEPALIVE\r\n")
                     await writer.drain()
 
+    @property
+    def sent_count(self) -> int:
+        """Frames sent, over every connection (what a collector should have stored)."""
+        return sum(len(ids) for ids in self.sent.values())
+
     async def _send(self, writer: asyncio.StreamWriter, sent: list[str], frame_id: str, data: bytes) -> None:
         wire = b"id: " + frame_id.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
+        if self.faults.slow_after is not None and len(sent) >= self.faults.slow_after:
+            for byte in wire:  # the connection stays busy, yet no frame ever completes
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(1.0)
         if self.faults.split_frames:
             middle = len(wire) // 2
             writer.write(wire[:middle])

@@ -13,12 +13,17 @@ class WebSocketSimulator:
     """Subclasses implement `_handle(ws)` and `_check(connection, request)` (the handshake)."""
 
     _server: Server | None = None
+    sent_count = 0  # frames sent, over every connection (what a collector should have stored)
     tls: ssl.SSLContext | None = None  # set before start() to serve wss:// (the TLS tests)
 
     async def _listen(self, host: str, port: int, path: str, **options: Any) -> str:
         self._server = await serve(self._handle, host, port, process_request=self._check, ssl=self.tls, **options)
         bound = self._server.sockets[0].getsockname()
         return f"{'wss' if self.tls else 'ws'}://{bound[0]}:{bound[1]}{path}"
+
+    async def _send(self, ws: ServerConnection, frame: str | bytes) -> None:
+        await ws.send(frame)
+        self.sent_count += 1
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 import psycopg
 
@@ -19,6 +21,28 @@ async def last_event_ids(url: str, sources: list[str]) -> dict[str, str]:
                 " ORDER BY received_at DESC, id DESC LIMIT 1", source)
             if event_id is not None:
                 found[source] = event_id
+        return found
+    finally:
+        await conn.close()
+
+
+async def unclosed_connections(url: str, sources: list[str]) -> list[tuple[str, object, datetime]]:
+    """Per source whose newest lifecycle event is a connect (its collector was killed or crashed, so no
+    disconnect was written): (source, connection_id, when its last frame came — the gap's start)."""
+    if not sources:
+        return []
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        found = []
+        for source in sources:
+            last = await conn.fetchrow(
+                "SELECT event, connection_id, received_at FROM collector_events WHERE source = $1"
+                " AND event IN ('connect', 'disconnect') ORDER BY received_at DESC LIMIT 1", source)
+            if last is None or last["event"] != "connect":
+                continue
+            seen = await conn.fetchval("SELECT max(received_at) FROM raw_messages WHERE source = $1"
+                                       " AND received_at >= $2", source, last["received_at"])
+            found.append((source, last["connection_id"], seen or last["received_at"]))
         return found
     finally:
         await conn.close()

@@ -1,0 +1,255 @@
+"""Fault injection with real processes: all four simulated vendors streaming, a collector process,
+a private PostgreSQL that the test stops, and a collector the test kills. What was sent is counted
+by the simulators and compared with what the warehouse stored."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+from tests.collecting import assert_secret_nowhere
+from tests.conftest import query
+from warehouse.feeds import ckex, mm, oddspapi, saba
+from warehouse.feeds.base import FrameError, handle
+from warehouse.records import TABLE_OF
+from warehouse.simulate.fleet import ENV, SUBSCRIPTIONS, Fleet
+from warehouse.store.embedded import EmbeddedPostgres
+
+ADAPTERS = {"oddspapi": (oddspapi, {}), "saba": (saba, {}), "ckex": (ckex, {"subscriptions": SUBSCRIPTIONS}),
+            "mm": (mm, {})}
+
+
+class FleetThread:
+    """The four simulators on their own event loop in a background thread, as remote vendors would be."""
+
+    def __init__(self, rates: dict[str, float], faults: bool = False) -> None:
+        self.fleet = Fleet(rates=rates, faults=faults)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FleetThread:
+        self.thread.start()
+        self.call(self.fleet.start())
+        return self
+
+    def call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def stop_sending(self) -> dict[str, int]:
+        """Stop the vendors (connections closed after what was sent) and say how much each sent."""
+        self.call(self.fleet.stop())
+        return self.fleet.sent()
+
+    def __exit__(self, *exc: object) -> None:
+        self.call(self.fleet.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(private_server: EmbeddedPostgres) -> EmbeddedPostgres:
+    return private_server
+
+
+class Collector:
+    """`warehouse collect` as a separate process, with its spool in the test's folder."""
+
+    def __init__(self, url: str, tmp_path: Path, fleet: Fleet, *, extra: str = "", metrics_port: int = 0) -> None:
+        self.config = tmp_path / "feeds.toml"
+        self.config.write_text(fleet.toml(silence_timeout_s=10, backoff_initial_s=0.2, backoff_max_s=1.0) + extra)
+        self.env = {**os.environ, **ENV, "WAREHOUSE_DATA_DIR": str(tmp_path / "data")}
+        self.argv = [sys.executable, "-m", "warehouse", "--database-url", url, "--config", str(self.config), "collect"]
+        if metrics_port:
+            self.argv += ["--metrics-port", str(metrics_port)]
+        self.log = tmp_path / "collector.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def signal(self, sig: int) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=60)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.25)
+
+
+def stored(url: str) -> dict[str, int]:
+    return dict(query(url, "SELECT source, count(*) FROM raw_messages GROUP BY source"))
+
+
+def all_stored(url: str, sent: dict[str, int]) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return stored(url) == sent
+        except Exception:
+            return False
+    return check
+
+
+def assert_once_each_and_derived_rows_match(url: str) -> None:
+    """No frame twice (per connection, seq is unique), and re-deriving every stored frame with its
+    adapter gives exactly the rows each table holds for that source."""
+    assert query(url, "SELECT count(*) FROM (SELECT connection_id, seq FROM raw_messages"
+                      " GROUP BY 1, 2 HAVING count(*) > 1) AS twice") == [(0,)]
+    for source, (module, options) in ADAPTERS.items():
+        expected: Counter[str] = Counter()
+        adapter, connection = None, None
+        for connection_id, received_at, payload in query(
+                url, "SELECT connection_id, received_at, payload FROM raw_messages WHERE source = %s"
+                     " ORDER BY received_at, connection_id, seq", source):
+            if connection_id != connection:
+                adapter, connection = module.Adapter(source, options), connection_id
+            if payload is None:
+                continue
+            try:
+                output = handle(adapter, payload, received_at)
+            except FrameError:
+                continue
+            expected.update(TABLE_OF[type(record)] for record in output.records)
+        for table, rows in expected.items():
+            if table == "collector_events":
+                continue  # also written by the runtime itself
+            got = query(url, f"SELECT count(*) FROM {table} WHERE source = %s", source)[0][0]
+            assert got == rows, f"{source}: {table} has {got} rows, its frames derive {rows}"
+        assert expected, f"{source} stored no rows"
+
+
+def test_a_database_outage_while_all_four_feeds_stream_loses_nothing(server: EmbeddedPostgres,
+                                                                     tmp_path: Path) -> None:
+    url = server.url()
+    with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
+        collector = Collector(url, tmp_path, vendors.fleet)
+        collector.start()
+        wait_for(lambda: len(stored(url)) == 4, 60, "frames from all four feeds")
+        server.stop("immediate")  # a crash, not a polite shutdown
+        outage_started = time.monotonic()
+        time.sleep(30)
+        spool = tmp_path / "data" / "spool" / "collector"
+        assert any(spool.rglob("*")), "frames received during the outage are spooled"
+        server.start()
+        time.sleep(3)  # the vendors go on a little while the backlog replays
+        sent = vendors.stop_sending()
+        wait_for(all_stored(url, sent), 90, f"every frame sent ({sent}) to be stored")
+        assert collector.signal(signal.SIGTERM) == 0
+    assert time.monotonic() - outage_started > 30
+    assert stored(url) == sent and min(sent.values()) > 100
+    assert_once_each_and_derived_rows_match(url)
+    assert query(url, "SELECT count(*) FROM collector_events WHERE event = 'dropped'") == [(0,)]
+
+
+def test_a_killed_collector_restarts_without_loss_or_duplicates_and_the_gap_is_recorded(
+        server: EmbeddedPostgres, tmp_path: Path) -> None:
+    url = server.url()
+    with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
+        collector = Collector(url, tmp_path, vendors.fleet)
+        collector.start()
+        wait_for(lambda: min(stored(url).values(), default=0) > 20 and len(stored(url)) == 4, 60, "frames")
+        killed_at = datetime.now(UTC)
+        assert collector.signal(signal.SIGKILL) == -signal.SIGKILL
+        time.sleep(2)
+        collector.start()
+        wait_for(lambda: query(url, "SELECT count(*) FROM collector_events WHERE event = 'connect'"
+                                    " AND received_at > %s", killed_at)[0][0] >= 4, 60, "the four feeds back")
+        time.sleep(3)
+        saba_ids = [i for ids in vendors.fleet.simulators["saba"].sent.values() for i in ids]
+        vendors.stop_sending()
+        wait_for(lambda: query(url, "SELECT count(*) FROM raw_messages WHERE source = 'saba'")[0][0]
+                 >= len(set(saba_ids)), 60, "saba caught up")
+        assert collector.signal(signal.SIGTERM) == 0
+
+    # Saba resumed from the last stored event id: every event once, none lost in the kill.
+    stored_ids = [row[0] for row in query(url, "SELECT event_id FROM raw_messages WHERE source = 'saba'")]
+    assert len(stored_ids) == len(set(stored_ids)) and set(stored_ids) == set(saba_ids)
+    assert query(url, "SELECT count(*) FROM collector_events WHERE source = 'saba' AND event = 'resume'"
+                      " AND received_at > %s", killed_at)[0][0] >= 1
+    # The WebSocket feeds record the time nobody listened: a disconnect dated at the last frame the
+    # killed collector received, then the new process's connect.
+    for source in ("oddspapi", "ckex", "mm"):
+        gap = query(url, "SELECT received_at, detail->>'reason' FROM collector_events WHERE source = %s"
+                         " AND event = 'disconnect' AND detail->>'reason' LIKE 'collector process ended%%'", source)
+        assert len(gap) == 1, source
+        last_before = query(url, "SELECT max(received_at) FROM raw_messages WHERE source = %s AND received_at <= %s",
+                            source, killed_at)[0][0]
+        assert gap[0][0] == last_before
+        reconnected = query(url, "SELECT min(received_at) FROM collector_events WHERE source = %s"
+                                 " AND event = 'connect' AND received_at > %s", source, killed_at)[0][0]
+        assert reconnected is not None and reconnected > gap[0][0]
+    assert_once_each_and_derived_rows_match(url)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def gauge(port: int, name: str) -> float:
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_a_flood_faster_than_the_database_is_held_back_and_shows_in_the_metrics(
+        server: EmbeddedPostgres, tmp_path: Path) -> None:
+    url, port = server.url(), free_port()
+    with FleetThread({"oddspapi": 3000, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
+        collector = Collector(url, tmp_path, vendors.fleet, extra="\n[writer]\nqueue_frames = 200\n",
+                              metrics_port=port)
+        collector.start()
+        wait_for(lambda: len(stored(url)) == 4, 60, "frames from all four feeds")
+        with psycopg.connect(url) as blocker:  # a long report holding a lock: nothing can be inserted
+            blocker.execute("LOCK TABLE price_ticks IN ACCESS EXCLUSIVE MODE")
+            wait_for(lambda: gauge(port, "warehouse_writer_queue") == 200, 30, "the writer queue to fill")
+            time.sleep(2)
+            assert gauge(port, "warehouse_writer_queue") == 200  # full, and no further: the feeds wait
+            assert psutil.Process(collector.process.pid).memory_info().rss < 300 * 2**20
+        sent = vendors.stop_sending()
+        wait_for(all_stored(url, sent), 90, f"every frame sent ({sent}) to be stored")
+        assert collector.signal(signal.SIGTERM) == 0
+    assert_once_each_and_derived_rows_match(url)
+
+
+def test_no_secret_reaches_a_table_a_log_or_the_metrics(server: EmbeddedPostgres, tmp_path: Path) -> None:
+    """All four feeds, with drops and malformed frames, then every trace the run left is searched."""
+    url, port = server.url(), free_port()
+    with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}, faults=True) as vendors:
+        collector = Collector(url, tmp_path, vendors.fleet, metrics_port=port)
+        collector.start()
+        wait_for(lambda: query(url, "SELECT count(DISTINCT source) FROM collector_events"
+                                    " WHERE event = 'reconnect_attempt'")[0][0] == 4, 60, "every feed to reconnect")
+        wait_for(lambda: query(url, "SELECT count(DISTINCT source) FROM quarantine")[0][0] == 4, 60,
+                 "a quarantined frame from every feed")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert collector.signal(signal.SIGTERM) == 0
+    log = collector.log.read_text()
+    assert "reconnecting" in log and 'warehouse_frames_total{source="mm"}' in metrics
+    for secret in ENV.values():
+        assert_secret_nowhere(url, secret, log + metrics)
+    # the URLs were stored, masked
+    assert query(url, "SELECT count(*) FROM collector_events WHERE detail->>'url' LIKE %s", "%apiKey=***%")[0][0] > 1
