@@ -4,19 +4,13 @@ by the simulators and compared with what the warehouse stored."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -28,66 +22,16 @@ from tests.conftest import query
 from warehouse.feeds import ckex, mm, oddspapi, saba
 from warehouse.feeds.base import FrameError, handle
 from warehouse.records import TABLE_OF
-from warehouse.simulate.fleet import ENV, SUBSCRIPTIONS, Fleet
+from warehouse.simulate.fleet import ENV, SUBSCRIPTIONS, CollectorProcess, FleetThread
 from warehouse.store.embedded import EmbeddedPostgres
 
 ADAPTERS = {"oddspapi": (oddspapi, {}), "saba": (saba, {}), "ckex": (ckex, {"subscriptions": SUBSCRIPTIONS}),
             "mm": (mm, {})}
 
 
-class FleetThread:
-    """The four simulators on their own event loop in a background thread, as remote vendors would be."""
-
-    def __init__(self, rates: dict[str, float], faults: bool = False) -> None:
-        self.fleet = Fleet(rates=rates, faults=faults)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> FleetThread:
-        self.thread.start()
-        self.call(self.fleet.start())
-        return self
-
-    def call(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
-
-    def stop_sending(self) -> dict[str, int]:
-        """Stop the vendors (connections closed after what was sent) and say how much each sent."""
-        self.call(self.fleet.stop())
-        return self.fleet.sent()
-
-    def __exit__(self, *exc: object) -> None:
-        self.call(self.fleet.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture
 def server(private_server: EmbeddedPostgres) -> EmbeddedPostgres:
     return private_server
-
-
-class Collector:
-    """`warehouse collect` as a separate process, with its spool in the test's folder."""
-
-    def __init__(self, url: str, tmp_path: Path, fleet: Fleet, *, extra: str = "", metrics_port: int = 0) -> None:
-        self.config = tmp_path / "feeds.toml"
-        self.config.write_text(fleet.toml(silence_timeout_s=10, backoff_initial_s=0.2, backoff_max_s=1.0) + extra)
-        self.env = {**os.environ, **ENV, "WAREHOUSE_DATA_DIR": str(tmp_path / "data")}
-        self.argv = [sys.executable, "-m", "warehouse", "--database-url", url, "--config", str(self.config), "collect"]
-        if metrics_port:
-            self.argv += ["--metrics-port", str(metrics_port)]
-        self.log = tmp_path / "collector.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def signal(self, sig: int) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=60)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -143,7 +87,7 @@ def test_a_database_outage_while_all_four_feeds_stream_loses_nothing(server: Emb
                                                                      tmp_path: Path) -> None:
     url = server.url()
     with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
-        collector = Collector(url, tmp_path, vendors.fleet)
+        collector = CollectorProcess(url, tmp_path, vendors.fleet)
         collector.start()
         wait_for(lambda: len(stored(url)) == 4, 60, "frames from all four feeds")
         server.stop("immediate")  # a crash, not a polite shutdown
@@ -166,7 +110,7 @@ def test_a_killed_collector_restarts_without_loss_or_duplicates_and_the_gap_is_r
         server: EmbeddedPostgres, tmp_path: Path) -> None:
     url = server.url()
     with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
-        collector = Collector(url, tmp_path, vendors.fleet)
+        collector = CollectorProcess(url, tmp_path, vendors.fleet)
         collector.start()
         wait_for(lambda: min(stored(url).values(), default=0) > 20 and len(stored(url)) == 4, 60, "frames")
         killed_at = datetime.now(UTC)
@@ -176,8 +120,8 @@ def test_a_killed_collector_restarts_without_loss_or_duplicates_and_the_gap_is_r
         wait_for(lambda: query(url, "SELECT count(*) FROM collector_events WHERE event = 'connect'"
                                     " AND received_at > %s", killed_at)[0][0] >= 4, 60, "the four feeds back")
         time.sleep(3)
-        saba_ids = [i for ids in vendors.fleet.simulators["saba"].sent.values() for i in ids]
         vendors.stop_sending()
+        saba_ids = [i for ids in vendors.fleet.simulators["saba"].sent.values() for i in ids]
         wait_for(lambda: query(url, "SELECT count(*) FROM raw_messages WHERE source = 'saba'")[0][0]
                  >= len(set(saba_ids)), 60, "saba caught up")
         assert collector.signal(signal.SIGTERM) == 0
@@ -219,7 +163,7 @@ def test_a_flood_faster_than_the_database_is_held_back_and_shows_in_the_metrics(
         server: EmbeddedPostgres, tmp_path: Path) -> None:
     url, port = server.url(), free_port()
     with FleetThread({"oddspapi": 3000, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
-        collector = Collector(url, tmp_path, vendors.fleet, extra="\n[writer]\nqueue_frames = 200\n",
+        collector = CollectorProcess(url, tmp_path, vendors.fleet, extra="\n[writer]\nqueue_frames = 200\n",
                               metrics_port=port)
         collector.start()
         wait_for(lambda: len(stored(url)) == 4, 60, "frames from all four feeds")
@@ -239,7 +183,7 @@ def test_no_secret_reaches_a_table_a_log_or_the_metrics(server: EmbeddedPostgres
     """All four feeds, with drops and malformed frames, then every trace the run left is searched."""
     url, port = server.url(), free_port()
     with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}, faults=True) as vendors:
-        collector = Collector(url, tmp_path, vendors.fleet, metrics_port=port)
+        collector = CollectorProcess(url, tmp_path, vendors.fleet, metrics_port=port)
         collector.start()
         wait_for(lambda: query(url, "SELECT count(DISTINCT source) FROM collector_events"
                                     " WHERE event = 'reconnect_attempt'")[0][0] == 4, 60, "every feed to reconnect")

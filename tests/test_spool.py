@@ -7,7 +7,7 @@ import struct
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import orjson
 import pytest
@@ -105,3 +105,16 @@ def test_backlog_file_counts_pending_frames_per_source(tmp_path: Path) -> None:
     spool.commit_head()
     assert read_backlog(tmp_path) == {"mm": 2}
     spool.close()
+
+
+def test_a_driver_uuid_subclass_is_spooled_as_a_plain_uuid(tmp_path: Path) -> None:
+    """asyncpg hands out its own UUID subclass; a record carrying one must still replay (found by the soak)."""
+    import asyncpg.pgproto.pgproto as pgproto
+
+    driver_uuid = pgproto.UUID("0b7e7d3c-5f7c-4a8e-9d2f-222222222222")
+    spool = Spool(tmp_path, fsync=False)
+    spool.append(uuid4(), [(None, [CollectorEvent(datetime.now(UTC), "s", driver_uuid, "disconnect")])])
+    spool.close()
+    reopened = Spool(tmp_path, fsync=False)
+    (_, [(_, [event])]) = reopened.peek()
+    assert type(event.connection_id) is UUID and event.connection_id == UUID(str(driver_uuid))

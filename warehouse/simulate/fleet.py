@@ -1,13 +1,20 @@
 """All four simulated vendors on one market, and the config that collects from them.
 
 Used by `warehouse demo`, the fault-injection tests and bench/soak.py: start the fleet, hand its
-`toml()` (plus `env`) to a collector — in this process or another — and compare what the vendors
-sent (`sent()`) with what the warehouse stored.
+`toml()` (plus `ENV`) to a collector — in this process, or as `CollectorProcess` — and compare what
+the vendors sent (`sent()`) with what the warehouse stored. `FleetThread` runs the fleet on its own
+event loop, as remote vendors would be, while the caller stops databases and kills processes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from warehouse.simulate.ckex import CkexFaults, CkexSimulator
@@ -71,3 +78,64 @@ class Fleet:
             f"subscriptions = [{subscriptions}]\n{extra}\n"
             f'[[feeds]]\nname = "mm"\nkind = "mm-ws"\nurl = "{self.urls["mm"]}"\napi_key_env = "FLEET_MM_KEY"\n{extra}'
         )
+
+
+class FleetThread:
+    """A Fleet on its own event loop in a background thread."""
+
+    def __init__(self, rates: dict[str, float], faults: bool = False) -> None:
+        self.fleet = Fleet(rates=rates, faults=faults)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FleetThread:
+        self.thread.start()
+        self.call(self.fleet.start())
+        return self
+
+    def call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def stop_sending(self) -> dict[str, int]:
+        """Stop the vendors (connections closed after what was sent) and say how much each sent."""
+        self.call(self.fleet.stop())
+        return self.fleet.sent()
+
+    def __exit__(self, *exc: object) -> None:
+        self.call(self.fleet.stop())
+        self.call(_cancel_the_rest())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    """Connection handlers still running: cancel them so none is left to be garbage-collected."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class CollectorProcess:
+    """`warehouse collect` on the fleet as a separate process; its data dir (spool) under `workdir`."""
+
+    def __init__(self, url: str, workdir: Path, fleet: Fleet, *, extra: str = "", metrics_port: int = 0) -> None:
+        self.config = workdir / "feeds.toml"
+        self.config.write_text(fleet.toml(silence_timeout_s=10, backoff_initial_s=0.2, backoff_max_s=1.0) + extra)
+        self.spool = workdir / "data" / "spool" / "collector"
+        self.env = {**os.environ, **ENV, "WAREHOUSE_DATA_DIR": str(workdir / "data")}
+        self.argv = [sys.executable, "-m", "warehouse", "--database-url", url, "--config", str(self.config), "collect"]
+        if metrics_port:
+            self.argv += ["--metrics-port", str(metrics_port)]
+        self.log = workdir / "collector.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def signal(self, sig: int) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=60)

@@ -84,7 +84,9 @@ class Market:
         margin = self.margins.get(bookmaker, 0.05)
         probs = [p * math.exp(self.rng.gauss(0, 0.01)) for p in fixture.probabilities()]
         total = sum(probs)
-        return {o: round(1 / ((p / total) * (1 + margin)), 3) for o, p in zip(OUTCOMES, probs, strict=True)}
+        # Bookmakers quote between 1.01 and 1001: a long random walk must not reach 1.0 (no payout).
+        return {o: min(1001.0, max(1.01, round(1 / ((p / total) * (1 + margin)), 3)))
+                for o, p in zip(OUTCOMES, probs, strict=True)}
 
     def step(self) -> PriceChange | ScoreChange:
         """The next change somewhere in the market."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 import asyncpg
 import psycopg
@@ -26,7 +27,7 @@ async def last_event_ids(url: str, sources: list[str]) -> dict[str, str]:
         await conn.close()
 
 
-async def unclosed_connections(url: str, sources: list[str]) -> list[tuple[str, object, datetime]]:
+async def unclosed_connections(url: str, sources: list[str]) -> list[tuple[str, UUID, datetime]]:
     """Per source whose newest lifecycle event is a connect (its collector was killed or crashed, so no
     disconnect was written): (source, connection_id, when its last frame came — the gap's start)."""
     if not sources:
@@ -42,7 +43,7 @@ async def unclosed_connections(url: str, sources: list[str]) -> list[tuple[str, 
                 continue
             seen = await conn.fetchval("SELECT max(received_at) FROM raw_messages WHERE source = $1"
                                        " AND received_at >= $2", source, last["received_at"])
-            found.append((source, last["connection_id"], seen or last["received_at"]))
+            found.append((source, UUID(str(last["connection_id"])), seen or last["received_at"]))
         return found
     finally:
         await conn.close()

@@ -55,6 +55,22 @@ class _RecordUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+class _RecordPickler(pickle.Pickler):
+    """Writes driver subclasses of allowed types (asyncpg's UUID) as the plain type, so that what is
+    written can always be read back by _RecordUnpickler."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, UUID) and type(obj) is not UUID:
+            return UUID, (str(obj),)
+        return NotImplemented
+
+
+def _dumps(entry: Any) -> bytes:
+    buffer = io.BytesIO()
+    _RecordPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(entry)
+    return buffer.getvalue()
+
+
 Unit = tuple[Any, Sequence[Any]]  # (RawMessage | None, derived records)
 Entry = tuple[UUID, list[Unit]]
 
@@ -110,7 +126,7 @@ class Spool:
 
     def append(self, batch_id: UUID, units: list[Unit]) -> None:
         """Append one entry durably. Raises OSError when the disk refuses (full, read-only)."""
-        payload = pickle.dumps((batch_id, units), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = _dumps((batch_id, units))
         handle = self._writer(len(payload))
         handle.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload)
         handle.flush()
