@@ -1,7 +1,7 @@
 """Soak: all four simulated vendors at a mixed load against a collector process, with a database
 outage and a collector kill in the middle; then what was sent is compared with what was stored.
 
-    python bench/soak.py                          # 10 minutes, a 60 s database outage at 1/3,
+    python bench/soak.py                          # 10 minutes, a 3-minute database outage at 1/3,
                                                   # SIGKILL + restart of the collector at 2/3
     python bench/soak.py --minutes 2 --outage 20
 
@@ -47,7 +47,7 @@ def spool_bytes(spool: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--outage", type=float, default=60.0, help="seconds the database is down")
+    parser.add_argument("--outage", type=float, default=180.0, help="seconds the database is down")
     args = parser.parse_args()
     seconds = args.minutes * 60
     workdir, server = scratch_server("soak")

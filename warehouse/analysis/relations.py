@@ -209,10 +209,12 @@ def duckdb_ddl(relation: Relation) -> str:
 
 
 # Queries built on the relations, for the CLI and notebooks (parameters as %s).
+# The chart's rows: every price of every selection of one market (price_history's rows, without the
+# window function neither the chart nor DuckDB's planner needs).
 LINE_MOVEMENT = (
     "SELECT received_at, coalesce(bookmaker, source) AS bookmaker,"
     " concat_ws(' ', outcome_id, player_id, CAST(CAST(line AS double precision) AS text), side) AS selection, price"
-    " FROM price_history WHERE fixture_id = %s AND market_id = %s ORDER BY received_at, raw_id"
+    " FROM price_ticks WHERE fixture_id = %s AND market_id = %s AND price IS NOT NULL ORDER BY received_at, raw_id"
 )
 BUSIEST_MARKETS = (
     "SELECT fixture_id, market_id, count(DISTINCT coalesce(bookmaker, source)) AS bookmakers, count(*) AS ticks"
