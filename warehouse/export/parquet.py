@@ -27,7 +27,7 @@ EXPORT_TABLES: tuple[str, ...] = tables.FACT_TABLES
 # What keeps a selection's history contiguous in each file (good compression, row-group pruning).
 SORT_KEYS = {
     "raw_messages": "source, connection_id, seq",
-    "price_ticks": "fixture_id, market_id, outcome_id, bookmaker, received_at",
+    "price_ticks": "fixture_id, market_id, received_at",  # a market's whole line movement, in time order
     "market_changes": "fixture_id, market_id, received_at",
     "fixture_changes": "fixture_id, received_at",
     "score_changes": "fixture_id, received_at",
