@@ -197,3 +197,27 @@ def test_no_secret_reaches_a_table_a_log_or_the_metrics(server: EmbeddedPostgres
         assert_secret_nowhere(url, secret, log + metrics)
     # the URLs were stored, masked
     assert query(url, "SELECT count(*) FROM collector_events WHERE detail->>'url' LIKE %s", "%apiKey=***%")[0][0] > 1
+
+
+def test_a_spool_that_cannot_be_written_is_counted_and_the_feeds_go_on(server: EmbeddedPostgres,
+                                                                      tmp_path: Path) -> None:
+    url, port = server.url(), free_port()
+    (tmp_path / "not-a-dir").write_text("a file where the spool folder should be: even root cannot write there")
+    with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
+        collector = CollectorProcess(url, tmp_path, vendors.fleet, metrics_port=port,
+                                     extra=f'\n[writer]\nspool_dir = "{tmp_path / "not-a-dir" / "spool"}"\n')
+        collector.start()
+        wait_for(lambda: len(stored(url)) == 4, 60, "frames from all four feeds")
+        server.stop("immediate")
+        wait_for(lambda: gauge(port, "warehouse_dropped_frames") > 50, 30, "frames counted as dropped")
+        assert collector.process.poll() is None, "the collector keeps running"
+        server.start()
+        wait_for(lambda: query(url, "SELECT count(DISTINCT source) FROM collector_events"
+                                    " WHERE event = 'dropped'")[0][0] == 4, 60, "a dropped row per source")
+        before = sum(stored(url).values())
+        wait_for(lambda: sum(stored(url).values()) > before + 100, 30, "frames stored again")
+        dropped = gauge(port, "warehouse_dropped_frames")
+        assert collector.signal(signal.SIGTERM) == 0
+    recorded = query(url, "SELECT sum((detail->>'frames')::int) FROM collector_events WHERE event = 'dropped'")[0][0]
+    assert recorded == dropped
+    assert "cannot spool" in collector.log.read_text()

@@ -37,6 +37,7 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
     async with Writer(url, writer_settings, on_commit=metrics.CommitLatency()) as writer:
         metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
         metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog)
+        metrics.DROPPED.set_function(lambda: writer.stats.dropped)
         resume = await _resume_points(url, feeds, writer)
         await _close_gaps_left_open(url, feeds, writer)
         runners = [FeedRunner(f, writer, resume_id=resume.get(f.name), metrics=metrics.FeedMetrics(f.name))

@@ -261,3 +261,24 @@ def read_backlog(spool_root: Path) -> dict[str, int]:
         with contextlib.suppress(OSError, orjson.JSONDecodeError):
             totals.update(orjson.loads(path.read_bytes()).get("frames", {}))
     return dict(totals)
+
+
+class UnusableSpool:
+    """Stands in for a spool whose directory could not be created or opened at start: nothing is
+    pending, and every append fails as the disk did, so the writer counts the frames as dropped."""
+
+    pending = False
+    pending_batches = 0
+
+    def __init__(self, directory: Path, error: OSError) -> None:
+        self.directory, self.error = Path(directory), error
+        self.last_event_ids: dict[str, str] = {}
+
+    def append(self, batch_id: UUID, units: list[Unit]) -> None:
+        raise self.error
+
+    def peek(self) -> Entry | None:
+        return None
+
+    def close(self) -> None:
+        pass

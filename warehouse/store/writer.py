@@ -45,7 +45,7 @@ from warehouse.records import (
     RawMessage,
     Record,
 )
-from warehouse.store.spool import Spool, Unit
+from warehouse.store.spool import Spool, Unit, UnusableSpool
 from warehouse.store.tables import RAW_ID_BLOCK
 
 log = logging.getLogger("warehouse.writer")
@@ -114,7 +114,7 @@ class Writer:
         self._backoff = self.settings.retry_initial
         self._down_since: float | None = None
         self._partition_day = -1
-        self._spool: Spool | None = None
+        self._spool: Spool | UnusableSpool | None = None
         self._task: asyncio.Task[None] | None = None
         self._replay_task: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
@@ -126,7 +126,13 @@ class Writer:
         from warehouse.store.database import data_dir
 
         spool_dir = self.settings.spool_dir or data_dir() / "spool" / self.name
-        self._spool = Spool(spool_dir, fsync=self.settings.spool_fsync)
+        try:
+            self._spool = Spool(spool_dir, fsync=self.settings.spool_fsync)
+        except OSError as exc:  # collecting without a safety net beats not collecting at all
+            log.error("writer: cannot use the spool directory %s (%s); collecting without a spool: frames that"
+                      " arrive while the database is unreachable will be lost and counted; fix the directory"
+                      " and restart", spool_dir, exc.strerror or exc)
+            self._spool = UnusableSpool(spool_dir, exc)
         if self._spool.pending:
             log.warning(
                 "%d batches left in the spool %s by an earlier run: replaying them first",
