@@ -333,7 +333,8 @@ def export(
 @_friendly_errors
 def plot(
     ctx: typer.Context,
-    fixture: str | None = typer.Option(None, help="fixture id (default: the market most bookmakers price)"),
+    fixture: str | None = typer.Option(None, help="fixture id (default: the market most bookmakers price, found by"
+                                                  " reading every price: name it on a big warehouse)"),
     market: str | None = typer.Option(None, help="market id (default: with --fixture, its busiest market)"),
     out_file: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: "
                                                                   "line-<fixture>-<market>.png)")] = None,
