@@ -415,13 +415,15 @@ def demo(ctx: typer.Context, seconds: float = typer.Option(30.0, help="how long 
         stored.add_row(name, f"{rows:,}")
     out.print(stored)
     me = _invocation()
+    jupyter = str(Path(me).with_name("jupyter")) if "/" in me else "jupyter"  # from the same virtualenv
     out.print(f"\nready in {time.monotonic() - started:.1f}s. Next:", highlight=False)
     for command, why in [
         (f"psql \"$({me} db url)\" -c 'SELECT * FROM price_history LIMIT 5'", "SQL on the warehouse"),
         (f"psql \"$({me} db url)\" -c \"SELECT * FROM steam_moves(0.03, 2, '1 minute')\"", "steam moves"),
         (f"{me} status", "per-source health"),
         (f"{me} plot --fixture F --market M", "chart any market"),
-        (f"WAREHOUSE_EXPORT_DIR={export_root} jupyter lab notebooks/line_movement.ipynb", "the analyst notebook"),
+        (f"WAREHOUSE_EXPORT_DIR={export_root} {jupyter} lab notebooks/line_movement.ipynb",
+         "the notebook (pip install jupyterlab)"),
     ]:
         out.print(f"  {command:<72} # {why}", highlight=False)
 
