@@ -72,7 +72,10 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, bool):
         raise FrameError(f"timestamp expected, got {value!r}")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise FrameError(f"timestamp out of range: {value!r}") from None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)  # 3.11 takes "Z" and "+00:00" alike

@@ -92,8 +92,10 @@ class Adapter:
         old = msg.get("old")
         if old is not None:
             obj(old, "old")
+        if not isinstance(channel, str):
+            raise FrameError(f"channel must be a string, got {channel!r}")
         mapper = {"orders": self._order, "bets": self._bet, "accounts": self._account, "scores": self._score,
-                  "emergency": self._emergency}.get(channel)  # type: ignore[arg-type]
+                  "emergency": self._emergency}.get(channel)
         if mapper is None:
             raise FrameError(f"unknown channel {channel!r}")
         return Output(kind=f"{channel}:{event}", records=[mapper(received_at, event, payload, old)])

@@ -163,7 +163,10 @@ class Adapter:
             at, self.source, fixture, market_id, action, bookmaker=BOOKMAKER, status=status,
             attrs={k: v for k, v in market.items() if k != "selections"},
         )]
-        for selection in market.get("selections") or []:
+        selections = market.get("selections") or []
+        if not isinstance(selections, list):
+            raise FrameError(f"selections must be a list, got {type(selections).__name__}")
+        for selection in selections:
             selection = obj(selection, "selections[]")
             odds = obj(selection.get("oddsPrice") or {}, "oddsPrice")
             attrs = {k: v for k, v in selection.items() if k not in ("key", "point", "oddsPrice")}
