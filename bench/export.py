@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -48,6 +48,17 @@ FROM generate_series(0, %(rows)s - 1) AS i
 """
 
 
+def fill_price_day(url: str, rows: int) -> date:
+    """Yesterday's partition (made ahead, as a running writer does) filled with `rows` FILL rows."""
+    day = (datetime.now(UTC) - timedelta(days=1)).date()
+    print(f"filling {rows:,} rows …", file=sys.stderr)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT warehouse_ensure_partitions(%s, 1)", (day,))
+        conn.execute(FILL, {"day": day.isoformat(), "rows": rows})
+        conn.execute("VACUUM ANALYZE price_ticks")
+    return day
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
@@ -55,14 +66,10 @@ def main() -> None:
     workdir, server = scratch_server("export")
     url = server.url()
     migrate.upgrade(url)
-    day = (datetime.now(UTC) - timedelta(days=1)).date()
     results: dict[str, float] = {}
     try:
-        print(f"filling {args.rows:,} rows …", file=sys.stderr)
+        day = fill_price_day(url, args.rows)
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("SELECT warehouse_ensure_partitions(%s, 1)", (day,))  # as a running writer would have
-            conn.execute(FILL, {"day": day.isoformat(), "rows": args.rows})
-            conn.execute("VACUUM ANALYZE price_ticks")
             partition = f"price_ticks_p{day:%Y%m%d}"
             pg_bytes = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (partition,)).fetchone()[0]
             conn.execute("CHECKPOINT")

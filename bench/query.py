@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._server import scratch_server  # noqa: E402
-from bench.export import FILL  # noqa: E402
+from bench.export import fill_price_day  # noqa: E402
 from warehouse.analysis import parquet  # noqa: E402
 from warehouse.analysis.relations import LINE_MOVEMENT  # noqa: E402
 from warehouse.export.parquet import export_day  # noqa: E402
@@ -68,16 +67,11 @@ def main() -> None:
     workdir, server = scratch_server("query")
     url = server.url()
     migrate.upgrade(url)
-    day = (datetime.now(UTC) - timedelta(days=1)).date()
     rng = random.Random(7)
     targets = [(f"id10000{rng.randrange(400):04d}61624412", rng.choice(MARKETS)) for _ in range(args.queries)]
     results: dict[str, tuple[float, float, int]] = {}
     try:
-        print(f"filling {args.rows:,} rows …", file=sys.stderr)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("SELECT warehouse_ensure_partitions(%s, 1)", (day,))
-            conn.execute(FILL, {"day": day.isoformat(), "rows": args.rows})
-            conn.execute("VACUUM ANALYZE price_ticks")
+        day = fill_price_day(url, args.rows)
         print("exporting …", file=sys.stderr)
         export_day(url, workdir / "exports", "price_ticks", day)
 

@@ -94,7 +94,8 @@ class HalfOpen:
     def __init__(self, simulator: Any) -> None:
         self.simulator = simulator
         self._server: asyncio.Server | None = None
-        self._open: list[asyncio.StreamWriter] = []
+        self._clients: list[asyncio.StreamWriter] = []  # our side of each relayed connection
+        self._upstreams: list[asyncio.StreamWriter] = []  # the simulator's side
         self._cut: set[int] = set()
 
     async def start(self) -> str:
@@ -106,11 +107,12 @@ class HalfOpen:
         return url.replace(f":{target.port}", f":{port}", 1)
 
     def cut(self) -> None:
-        self._cut.update(id(writer) for writer in self._open[::2])
+        self._cut.update(id(writer) for writer in self._clients)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: Any, port: Any) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
-        self._open += [writer, upstream_writer]
+        self._clients.append(writer)
+        self._upstreams.append(upstream_writer)
         key = id(writer)
 
         async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
@@ -127,6 +129,6 @@ class HalfOpen:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for writer in self._open:
+        for writer in self._clients + self._upstreams:
             writer.close()
         await self.simulator.stop()

@@ -36,10 +36,6 @@ FEEDS = {
 }
 
 
-def frames(db_url: str) -> int:
-    return query(db_url, "SELECT count(*) FROM raw_messages")[0][0]
-
-
 def untrusted_errors(db_url: str) -> list[str]:
     return [row[0] for row in query(db_url, "SELECT detail->>'error' FROM collector_events WHERE event = 'error'")]
 
@@ -52,7 +48,7 @@ def test_an_untrusted_certificate_is_refused_with_the_way_out(feed: str, db_url:
     simulator.tls = private_ca[0]
     with caplog.at_level(logging.WARNING):
         collect_live(simulator, db_url, tmp_path, toml, env, lambda: len(untrusted_errors(db_url)) >= 2)
-    assert frames(db_url) == 0
+    assert test_oddspapi.frames_stored(db_url) == 0
     error = untrusted_errors(db_url)[0]
     assert error.startswith("TLS certificate not trusted") and "ca_file" in error
     assert "TLS certificate not trusted" in caplog.text
@@ -65,8 +61,8 @@ def test_ca_file_trusts_the_private_ca(feed: str, db_url: str, tmp_path: Path, p
     simulator.tls = private_ca[0]
     seeds = len(test_oddspapi.SEED if feed == "oddspapi" else test_saba.SEED)
     collect_live(simulator, db_url, tmp_path, lambda url: toml(url) + f'ca_file = "{private_ca[1]}"\n', env,
-                 lambda: frames(db_url) >= seeds)
-    assert frames(db_url) == seeds and untrusted_errors(db_url) == []
+                 lambda: test_oddspapi.frames_stored(db_url) >= seeds)
+    assert test_oddspapi.frames_stored(db_url) == seeds and untrusted_errors(db_url) == []
     urls = query(db_url, "SELECT detail->>'url' FROM collector_events WHERE event = 'connect'")
     assert urls and all(url.startswith(("wss://", "https://")) for (url,) in urls)
 

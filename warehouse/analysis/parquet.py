@@ -16,10 +16,11 @@ from sqlalchemy import BigInteger, Boolean, Date, Float, Integer, Numeric, Text
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 
 from warehouse.analysis import relations
+from warehouse.export.parquet import PARQUET_DECIMAL
 from warehouse.store import tables
 
 # SQLAlchemy column type -> the DuckDB type the export writes it as.
-_DUCKDB_TYPES = ((Float, "DOUBLE"), (Numeric, "DECIMAL(38, 12)"), (BigInteger, "BIGINT"), (Integer, "INTEGER"),
+_DUCKDB_TYPES = ((Float, "DOUBLE"), (Numeric, PARQUET_DECIMAL), (BigInteger, "BIGINT"), (Integer, "INTEGER"),
                  (Boolean, "BOOLEAN"), (TIMESTAMP, "TIMESTAMPTZ"), (Date, "DATE"), (JSONB, "JSON"),
                  (UUID, "UUID"), (Text, "VARCHAR"))
 

@@ -24,6 +24,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from warehouse.store import tables
 
 EXPORT_TABLES: tuple[str, ...] = tables.FACT_TABLES
+# Unconstrained numerics are written as this exact decimal (and read back as it by warehouse.analysis).
+PARQUET_DECIMAL = "DECIMAL(38, 12)"
 # What keeps a selection's history contiguous in each file (good compression, row-group pruning).
 SORT_KEYS = {
     "raw_messages": "source, connection_id, seq",
@@ -170,7 +172,7 @@ def _select(table: str, day: date, partition: str | None) -> str:
     columns = []
     for column in tables.metadata.tables[table].columns:
         if type(column.type) is Numeric:  # not Float, its subclass
-            columns.append(f"CAST({column.name} AS DECIMAL(38, 12)) AS {column.name}")
+            columns.append(f"CAST({column.name} AS {PARQUET_DECIMAL}) AS {column.name}")
         elif isinstance(column.type, JSONB):
             columns.append(f"CAST({column.name} AS JSON) AS {column.name}")
         else:
