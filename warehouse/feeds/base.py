@@ -67,6 +67,12 @@ class ConnectSpec:
 
 def parse_time(value: Any) -> datetime | None:
     """Vendor timestamps: ISO-8601 (with or without zone: none means UTC) or epoch seconds."""
+    if type(value) is str:  # the common case first
+        try:
+            parsed = datetime.fromisoformat(value)  # 3.11 takes "Z" and "+00:00" alike
+        except ValueError:
+            raise FrameError(f"timestamp expected, got {value!r}") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if value is None:
         return None
     if isinstance(value, bool):
@@ -76,17 +82,13 @@ def parse_time(value: Any) -> datetime | None:
             return datetime.fromtimestamp(value, UTC)
         except (ValueError, OverflowError, OSError):
             raise FrameError(f"timestamp out of range: {value!r}") from None
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)  # 3.11 takes "Z" and "+00:00" alike
-        except ValueError:
-            raise FrameError(f"timestamp expected, got {value!r}") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     raise FrameError(f"timestamp expected, got {value!r}")
 
 
 def to_decimal(value: Any) -> Decimal | None:
     """Exact decimal from a JSON number or a numeric string (CKEX sends strings)."""
+    if type(value) is int:  # exact already; no detour through text
+        return Decimal(value)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
@@ -139,9 +141,11 @@ def to_text(value: Any) -> str | None:
     raise FrameError(f"id expected, got {value!r}")
 
 
-def obj(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise FrameError(f"{where}: object expected, got {type(value).__name__}")
+def obj(value: Any, *where: str) -> dict[str, Any]:
+    """`value` if it is a JSON object; else FrameError naming the path (its parts are joined with
+    "." only then: this runs for every object of every frame)."""
+    if type(value) is not dict:
+        raise FrameError(f"{'.'.join(where)}: object expected, got {type(value).__name__}")
     return value
 
 

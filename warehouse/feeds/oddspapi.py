@@ -33,7 +33,7 @@ OPTIONS: dict[str, tuple[type, bool]] = {  # key → (type, required)
 SECRET_OPTIONS = ("api_key_env",)
 DEFAULT_SILENCE_S = 120.0  # no heartbeat in v4: a quiet market is legitimate, so be patient
 
-_PRICE_FIELDS = ("price", "active", "limit", "changedAt")
+_PRICE_FIELDS = frozenset(("price", "active", "limit", "changedAt"))  # columns; the rest go to attrs
 
 
 def connect(options: dict[str, Any], secrets: dict[str, str], resume_id: str | None) -> ConnectSpec:
@@ -60,7 +60,7 @@ class Adapter:
             kinds.append("fixture")
             records.append(self._fixture(received_at, fixture, metadata))
         for bookmaker, book in obj(msg.get("bookmakerOdds") or {}, "bookmakerOdds").items():
-            kinds += self._bookmaker(records, received_at, fixture, bookmaker, obj(book, f"bookmakerOdds.{bookmaker}"))
+            kinds += self._bookmaker(records, received_at, fixture, bookmaker, obj(book, "bookmakerOdds", bookmaker))
         if "scores" in msg:
             kinds.append("score")
             records += self._scores(received_at, fixture, obj(msg["scores"], "scores"))
@@ -84,26 +84,24 @@ class Adapter:
             kinds.append("bookmaker")
             out.append(FixtureChange(at, self.source, fixture, "change", bookmaker=bookmaker, changes=info))
         for market_id, market in obj(book.get("markets") or {}, "markets").items():
-            market = obj(market, f"markets.{market_id}")
+            market = obj(market, "markets", market_id)
             market_info = {k: v for k, v in market.items() if k != "outcomes"}
             if market_info:  # bookmakerMarketId and other market-level fields
                 out.append(MarketChange(at, self.source, fixture, market_id, "change", bookmaker=bookmaker,
                                         attrs=market_info))
-            for outcome_id, outcome in obj(market.get("outcomes") or {}, f"markets.{market_id}.outcomes").items():
-                outcome = obj(outcome, f"outcomes.{outcome_id}")
-                players = obj(outcome.get("players") or {}, f"outcomes.{outcome_id}.players")
+            for outcome_id, outcome in obj(market.get("outcomes") or {}, "markets", market_id, "outcomes").items():
+                players = obj(obj(outcome, "outcomes", outcome_id).get("players") or {},
+                              "outcomes", outcome_id, "players")
                 for player_id, player in players.items():
                     out.append(self._tick(at, fixture, bookmaker, market_id, outcome_id, player_id,
-                                          obj(player, f"players.{player_id}")))
+                                          obj(player, "players", player_id)))
                 if players:
                     kinds.append("price")
         return kinds
 
     def _tick(self, at: datetime, fixture: str, bookmaker: str, market_id: str, outcome_id: str,
               player_id: str, player: dict[str, Any]) -> PriceTick:
-        attrs = dict(player)
-        for name in _PRICE_FIELDS:
-            attrs.pop(name, None)
+        attrs = {k: v for k, v in player.items() if k not in _PRICE_FIELDS}
         return PriceTick(
             at, self.source, bookmaker, fixture, market_id, outcome_id,
             price=to_float(player.get("price")),
@@ -117,7 +115,7 @@ class Adapter:
     def _scores(self, at: datetime, fixture: str, scores: dict[str, Any]) -> list[ScoreChange]:
         rows = []
         for period, values in obj(scores.get("periods") or {}, "scores.periods").items():
-            values = obj(values, f"scores.periods.{period}")
+            values = obj(values, "scores.periods", period)
             rest = {k: v for k, v in values.items()
                     if k not in ("participant1Score", "participant2Score", "updatedAt")}
             rows.append(ScoreChange(
