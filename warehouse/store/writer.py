@@ -49,6 +49,7 @@ from warehouse.store.spool import Spool, Unit, UnusableSpool
 from warehouse.store.tables import RAW_ID_BLOCK
 
 log = logging.getLogger("warehouse.writer")
+_ID_BLOCKS_AHEAD = 4  # blocks of raw ids reserved beyond a batch's need (ids of a restart are a gap)
 
 RAW_COLUMNS = ("id", *RawMessage._fields)
 _COLUMNS = {cls: (cls._fields if cls in UNLINKED else ("raw_id", *cls._fields)) for cls in TABLE_OF}
@@ -119,6 +120,8 @@ class Writer:
         self._replay_task: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
         self._closing = False
+        self._ids: Iterator[int] = iter(())  # raw ids reserved and not used yet
+        self._ids_left = 0
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -366,7 +369,7 @@ class Writer:
         raw_rows: list[tuple] = []
         derived: defaultdict[type, list[tuple]] = defaultdict(list)
         frames = sum(1 for raw, _ in units if raw is not None)
-        ids = await self._reserve_ids(conn, frames) if frames else iter(())
+        ids = await self._reserve_ids(conn, frames)
         row_count = 0
         for raw, rows in units:
             raw_id = None
@@ -382,15 +385,21 @@ class Writer:
             raise TypeError(f"not a record type: {unknown[0].__name__}")
         # A TimeoutError (hung server, dead TCP peer) takes the outage path: the connection is
         # dropped and the batch spooled; its id makes the replay safe if the COMMIT did land.
-        async with asyncio.timeout(self.settings.statement_timeout), conn.transaction():
-            if raw_rows:
-                await conn.copy_records_to_table("raw_messages", records=raw_rows, columns=RAW_COLUMNS)
-            for kind, rows in derived.items():
-                await conn.copy_records_to_table(TABLE_OF[kind], records=rows, columns=_COLUMNS[kind])
-            await conn.execute(
-                "INSERT INTO ingest_batches (batch_id, frames, rows) VALUES ($1, $2, $3)",
-                batch_id, frames, row_count,
-            )
+        async with asyncio.timeout(self.settings.statement_timeout):
+            await conn.execute("BEGIN")
+            try:
+                if raw_rows:
+                    await conn.copy_records_to_table("raw_messages", records=raw_rows, columns=RAW_COLUMNS)
+                for kind, rows in derived.items():
+                    await conn.copy_records_to_table(TABLE_OF[kind], records=rows, columns=_COLUMNS[kind])
+                # The batch marker and COMMIT in one round trip (the values are ours: a UUID, two ints).
+                await conn.execute(f"INSERT INTO ingest_batches (batch_id, frames, rows)"
+                                   f" VALUES ('{batch_id}', {frames:d}, {row_count:d}); COMMIT")
+            except BaseException:
+                if not conn.is_closed() and conn.is_in_transaction():
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                raise
         self.stats.frames += frames
         self.stats.rows += row_count
         self.stats.batches += 1
@@ -422,10 +431,16 @@ class Writer:
         return bool(await self._conn.fetchval("SELECT 1 FROM ingest_batches WHERE batch_id = $1", batch_id))
 
     async def _reserve_ids(self, conn: asyncpg.Connection, count: int) -> Iterator[int]:
-        """Ids for `count` raw frames: each nextval() of the sequence owns a block of ids."""
-        blocks = -(-count // RAW_ID_BLOCK)
-        starts = await conn.fetch("SELECT nextval('raw_messages_id_seq') FROM generate_series(1, $1)", blocks)
-        return itertools.chain.from_iterable(range(s[0], s[0] + RAW_ID_BLOCK) for s in starts)
+        """Ids for `count` raw frames. Each nextval() of the sequence owns a block of ids; blocks
+        are taken a few at a time ahead of need, so most batches cost no round trip for ids."""
+        if count > self._ids_left:
+            blocks = -(-(count - self._ids_left) // RAW_ID_BLOCK) + _ID_BLOCKS_AHEAD
+            starts = await conn.fetch("SELECT nextval('raw_messages_id_seq') FROM generate_series(1, $1)", blocks)
+            fresh = itertools.chain.from_iterable(range(s[0], s[0] + RAW_ID_BLOCK) for s in starts)
+            self._ids = itertools.chain(self._ids, fresh)
+            self._ids_left += blocks * RAW_ID_BLOCK
+        self._ids_left -= count
+        return self._ids
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -453,6 +468,9 @@ class Writer:
             await self._went_down(exc)
             return False
         self._conn = conn
+        # Ids reserved on an earlier connection are forgotten: if the server crashed, the sequence
+        # may not have kept their reservation, and would hand them out again.
+        self._ids, self._ids_left = iter(()), 0
         self._backoff = self.settings.retry_initial
         if self._down_since is not None:
             log.warning("writer: database is back after %.1f s", time.monotonic() - self._down_since)
