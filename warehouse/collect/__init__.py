@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from warehouse.collect import metrics
+from warehouse.collect import gc_settle, metrics
 from warehouse.collect.redact import redact_logs
 from warehouse.collect.runner import FeedRunner, run_feeds
 from warehouse.collect.settings import FeedSettings
@@ -45,6 +45,7 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         log.info("collecting %d feeds (%s); Ctrl-C or SIGTERM stops", len(feeds), ", ".join(f.name for f in feeds))
         if reload is not None:
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(reload, runners)))
+        gc_settle.settle()
         running = asyncio.create_task(run_feeds(runners))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
