@@ -1,12 +1,16 @@
 """Collector benchmark: OddsPapi simulator → collector → PostgreSQL, against the writer-only ceiling.
 
-    python bench/collect.py                      # firehose 20 s, 5,000 frames/s for 20 s, ceiling
+    python bench/collect.py                      # 5,000 frames/s and firehose, 20 s each, 3 times; ceiling
     python bench/collect.py --outage 60          # ... plus 5,000 frames/s with a 60 s database outage
 
 Every OddsPapi frame carries two prices (one raw frame + two price_ticks rows). The simulator runs
-in its own process, as a vendor would; the collector (the same FeedRunner and Writer that
-`warehouse collect` runs) and PostgreSQL share the rest of the machine. Prints frames/s, rows/s,
-p50/p99 receive→commit latency, and the collector process's peak RSS while collecting.
+in its own process, as a vendor would (a paced simulator sends the frames due each millisecond
+together); the collector (the same FeedRunner and Writer that `warehouse collect` runs) and
+PostgreSQL share the machine with it. Prints frames/s, rows/s, p50/p99 receive→commit latency,
+the collector process's peak RSS while collecting, and the CPU time each process spent per frame
+(collector, PostgreSQL server, simulator): on a machine this small the three compete for the
+same cores, so this says what a frame costs and where. Each run is repeated (`--repeat`): this
+machine is shared and one run can be 30% off another.
 Not a test: figures depend on the machine.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import socket
 import sys
@@ -32,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._server import scratch_server  # noqa: E402
+from warehouse.collect import gc_settle  # noqa: E402
 from warehouse.collect.runner import FeedRunner  # noqa: E402
 from warehouse.collect.settings import feed_settings  # noqa: E402
 from warehouse.config import load_config  # noqa: E402
@@ -60,6 +66,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class CpuClock:
+    """CPU seconds (user + system) spent so far by the collector (this process), the simulator
+    process and the PostgreSQL server (postmaster and its live children): where a frame's cost goes."""
+
+    def __init__(self, server: EmbeddedPostgres, simulator_pid: int | None = None) -> None:
+        postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+        self.processes = {"collector": [psutil.Process()], "postgres": [psutil.Process(postmaster)]}
+        if simulator_pid is not None:
+            self.processes["simulator"] = [psutil.Process(simulator_pid)]
+
+    def read(self) -> dict[str, float]:
+        spent = {}
+        for name, roots in self.processes.items():
+            procs = roots + (roots[0].children(recursive=True) if name == "postgres" else [])
+            total = 0.0
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            spent[name] = total
+        return spent
+
+
 class PeakRss:
     """Samples this process's RSS in a thread (the event loop may be too busy to do it)."""
 
@@ -83,10 +112,11 @@ class PeakRss:
         self._thread.join()
 
 
-async def collect_phase(url: str, workdir: Path, rate: float | None, seconds: float,
-                        outage: tuple[EmbeddedPostgres, float, float] | None = None,
+async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | None, seconds: float,
+                        outage: tuple[float, float] | None = None,
                         writer: WriterSettings | None = None) -> dict[str, float]:
     """Collect from a fresh simulator process for `seconds`; return the figures."""
+    url = server.url()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")  # no phase pays for flushing the previous one's pages
     port = free_port()
@@ -109,13 +139,16 @@ async def collect_phase(url: str, workdir: Path, rate: float | None, seconds: fl
         settings = replace(writer or WriterSettings(), spool_dir=spool)
         async with Writer(url, settings, on_commit=on_commit) as writer:
             runner = FeedRunner(feed, writer)
+            gc_settle.settle()  # as `warehouse collect` does
             task = asyncio.create_task(runner.run())
             await asyncio.sleep(1.0)  # connected and streaming
             counters = runner.metrics
             frames_before, rows_before = counters.frames._value.get(), counters.rows._value.get()
+            cpu = CpuClock(server, process.pid)
+            cpu_before = cpu.read()
             started = time.perf_counter()
             if outage is not None:
-                server, after, length = outage
+                after, length = outage
                 await asyncio.sleep(after)
                 await asyncio.to_thread(server.stop, "immediate")
                 print(f"  database stopped for {length:.0f} s …", file=sys.stderr)
@@ -127,6 +160,7 @@ async def collect_phase(url: str, workdir: Path, rate: float | None, seconds: fl
             received = counters.frames._value.get() - frames_before
             derived = counters.rows._value.get() - rows_before
             elapsed = time.perf_counter() - started
+            cpu_spent = {name: spent - cpu_before[name] for name, spent in cpu.read().items()}
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             process.terminate()
@@ -145,10 +179,11 @@ async def collect_phase(url: str, workdir: Path, rate: float | None, seconds: fl
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
         "peak_rss_mb": rss.peak / 2**20,
         "received_not_stored": (top or 0) - stored,
+        **{f"{name}_us": 1e6 * spent / max(received, 1) for name, spent in cpu_spent.items()},
     }
 
 
-async def ceiling(url: str, workdir: Path, frames: int) -> float:
+async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int) -> dict[str, float]:
     """The writer alone on the same kind of rows: frames rendered and parsed ahead of time."""
     simulator = OddsPapiSimulator(KEY, outcomes_per_frame=2)
     adapter = Adapter("ceiling", {})
@@ -158,12 +193,18 @@ async def ceiling(url: str, workdir: Path, frames: int) -> float:
         now = datetime.now(UTC)
         units.append((RawMessage(now, "ceiling", connection, seq, "price", data),
                       adapter.handle(orjson.loads(data), now).records))
+    cpu = CpuClock(server)
+    cpu_before = cpu.read()
     started = time.perf_counter()
-    async with Writer(url, WriterSettings(spool_dir=workdir / "spool-ceiling")) as writer:
+    async with Writer(server.url(), WriterSettings(spool_dir=workdir / "spool-ceiling")) as writer:
         for raw, rows in units:
             await writer.put(raw, rows)
+        await writer.flush()
+        elapsed = time.perf_counter() - started
+        spent = cpu.read()  # before the writer's backend exits and takes its CPU time with it
     rows = sum(1 + len(r) for _, r in units)
-    return rows / (time.perf_counter() - started)
+    return {"frames_per_s": frames / elapsed, "rows_per_s": rows / elapsed,
+            **{f"{name}_us": 1e6 * (spent - cpu_before[name]) / frames for name, spent in spent.items()}}
 
 
 def main() -> None:
@@ -172,6 +213,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000.0, help="frames/s of the latency run")
     parser.add_argument("--outage", type=float, default=0.0, help="seconds of database outage in an extra run")
     parser.add_argument("--latency-only", action="store_true", help="only the fixed-rate run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind")
     parser.add_argument("--flush-ms", type=float, default=WriterSettings.flush_interval * 1000,
                         help="writer flush interval")
     args = parser.parse_args()
@@ -181,31 +223,36 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     try:
         print("warm-up …", file=sys.stderr)
-        asyncio.run(collect_phase(url, workdir, None, 5))
-        print(f"{args.rate:.0f} frames/s …", file=sys.stderr)
+        asyncio.run(collect_phase(server, workdir, None, 5))
         writer = WriterSettings(flush_interval=args.flush_ms / 1000)
-        results[f"{args.rate:.0f}/s"] = asyncio.run(collect_phase(url, workdir, args.rate, args.seconds,
-                                                                  writer=writer))
-        if not args.latency_only:
-            print("firehose …", file=sys.stderr)
-            results["firehose"] = asyncio.run(collect_phase(url, workdir, None, args.seconds))
+        for run in range(1, args.repeat + 1):
+            print(f"{args.rate:.0f} frames/s, run {run} …", file=sys.stderr)
+            results[f"{args.rate:.0f}/s #{run}"] = asyncio.run(collect_phase(
+                server, workdir, args.rate, args.seconds, writer=writer))
+            if not args.latency_only:
+                print(f"firehose, run {run} …", file=sys.stderr)
+                results[f"firehose #{run}"] = asyncio.run(collect_phase(server, workdir, None, args.seconds))
         if args.outage:
             print(f"{args.rate:.0f} frames/s with a {args.outage:.0f} s outage …", file=sys.stderr)
             results[f"{args.rate:.0f}/s, {args.outage:.0f} s outage"] = asyncio.run(collect_phase(
-                url, workdir, args.rate, args.seconds + args.outage + 10, outage=(server, 10, args.outage)))
-        ceiling_rows = None
-        if "firehose" in results:
+                server, workdir, args.rate, args.seconds + args.outage + 10, outage=(10, args.outage)))
+        ceiling_result = None
+        if not args.latency_only:
             print("writer-only ceiling …", file=sys.stderr)
-            ceiling_rows = asyncio.run(ceiling(url, workdir, int(results["firehose"]["frames_per_s"] * 10)))
+            ceiling_result = asyncio.run(ceiling(server, workdir, 200_000))
     finally:
         server.destroy()
-    print("\n| run | frames/s | rows/s | p50 ms | p99 ms | peak RSS MB | received, not stored |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| run | frames/s | rows/s | p50 ms | p99 ms | peak RSS MB | received, not stored"
+          " | CPU µs/frame: collector | postgres | simulator |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['frames_per_s']:,.0f} | {r['rows_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f}"
-              f" | {r['peak_rss_mb']:.0f} | {r['received_not_stored']:.0f} |")
-    if ceiling_rows:
-        print(f"| writer alone, same rows | {ceiling_rows / 3:,.0f} | {ceiling_rows:,.0f} | – | – | – | – |")
+              f" | {r['peak_rss_mb']:.0f} | {r['received_not_stored']:.0f} | {r['collector_us']:.0f}"
+              f" | {r['postgres_us']:.0f} | {r['simulator_us']:.0f} |")
+    if ceiling_result:
+        r = ceiling_result
+        print(f"| writer alone, same rows | {r['frames_per_s']:,.0f} | {r['rows_per_s']:,.0f} | – | – | – | –"
+              f" | {r['collector_us']:.0f} | {r['postgres_us']:.0f} | – |")
 
 
 if __name__ == "__main__":
