@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import psycopg
+
 from warehouse.store.embedded import EmbeddedPostgres
 
 
@@ -17,3 +19,17 @@ def scratch_server(name: str) -> tuple[Path, EmbeddedPostgres]:
     server = EmbeddedPostgres(workdir / "pg")
     server.ensure_running()
     return workdir, server
+
+
+def database_url(admin_url: str, name: str) -> str:
+    """The same server, another database (works for TCP and Unix-socket URLs)."""
+    head, _, rest = admin_url.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + name + (f"?{rest}" if rest else "")
+
+
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """A fresh database `name` (dropped first if it exists), copied from `template`; its URL."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+    return database_url(admin_url, name)

@@ -36,7 +36,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import scratch_server  # noqa: E402
+from bench._server import create_database, scratch_server  # noqa: E402
 from warehouse.collect import gc_settle  # noqa: E402
 from warehouse.collect.runner import FeedRunner  # noqa: E402
 from warehouse.collect.settings import feed_settings  # noqa: E402
@@ -49,6 +49,7 @@ from warehouse.store.embedded import EmbeddedPostgres  # noqa: E402
 from warehouse.store.writer import Writer, WriterSettings  # noqa: E402
 
 KEY = "bench-key"
+TEMPLATE = "owh_bench_template"
 
 
 def _serve(port: int, rate: float | None) -> None:
@@ -68,23 +69,27 @@ def free_port() -> int:
 
 class CpuClock:
     """CPU seconds (user + system) spent so far by the collector (this process), the simulator
-    process and the PostgreSQL server (postmaster and its live children): where a frame's cost goes."""
+    process and the PostgreSQL server (postmaster and its backends): where a frame's cost goes."""
 
     def __init__(self, server: EmbeddedPostgres, simulator_pid: int | None = None) -> None:
         postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
-        self.processes = {"collector": [psutil.Process()], "postgres": [psutil.Process(postmaster)]}
+        self.processes = {"collector": psutil.Process(), "postgres": psutil.Process(postmaster)}
         if simulator_pid is not None:
-            self.processes["simulator"] = [psutil.Process(simulator_pid)]
+            self.processes["simulator"] = psutil.Process(simulator_pid)
 
     def read(self) -> dict[str, float]:
         spent = {}
-        for name, roots in self.processes.items():
-            procs = roots + (roots[0].children(recursive=True) if name == "postgres" else [])
-            total = 0.0
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    times = proc.cpu_times()
-                    total += times.user + times.system
+        for name, process in self.processes.items():
+            try:
+                root = process.cpu_times()
+                total = root.user + root.system
+                if name == "postgres":  # its backends: those still running, and those it has reaped
+                    total += root.children_user + root.children_system
+                    for child in process.children(recursive=True):
+                        with contextlib.suppress(psutil.Error):
+                            total += sum(child.cpu_times()[:2])
+            except psutil.Error:  # the server was restarted (outage run): its time is unknown
+                total = float("nan")
             spent[name] = total
         return spent
 
@@ -112,11 +117,17 @@ class PeakRss:
         self._thread.join()
 
 
+def fresh_database(server: EmbeddedPostgres) -> str:
+    """Every run starts from an empty migrated database, so no run pays for its predecessors'
+    rows (autovacuum of the day's partition, a bigger index)."""
+    return create_database(server.url("postgres"), "owh_bench_run", TEMPLATE)
+
+
 async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | None, seconds: float,
                         outage: tuple[float, float] | None = None,
                         writer: WriterSettings | None = None) -> dict[str, float]:
-    """Collect from a fresh simulator process for `seconds`; return the figures."""
-    url = server.url()
+    """Collect from a fresh simulator process into a fresh database for `seconds`; return the figures."""
+    url = fresh_database(server)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")  # no phase pays for flushing the previous one's pages
     port = free_port()
@@ -196,7 +207,10 @@ async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int) -> dict[
     cpu = CpuClock(server)
     cpu_before = cpu.read()
     started = time.perf_counter()
-    async with Writer(server.url(), WriterSettings(spool_dir=workdir / "spool-ceiling")) as writer:
+    url = fresh_database(server)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    async with Writer(url, WriterSettings(spool_dir=workdir / "spool-ceiling")) as writer:
         for raw, rows in units:
             await writer.put(raw, rows)
         await writer.flush()
@@ -218,8 +232,7 @@ def main() -> None:
                         help="writer flush interval")
     args = parser.parse_args()
     workdir, server = scratch_server("collect")
-    url = server.url()
-    migrate.upgrade(url)
+    migrate.upgrade(create_database(server.url("postgres"), TEMPLATE))
     results: dict[str, dict[str, float]] = {}
     try:
         print("warm-up …", file=sys.stderr)

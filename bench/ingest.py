@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, registry
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import scratch_server  # noqa: E402
+from bench._server import create_database, scratch_server  # noqa: E402
 from warehouse.records import PriceTick, RawMessage  # noqa: E402
 from warehouse.store import migrate, tables  # noqa: E402
 from warehouse.store.database import sqlalchemy_url  # noqa: E402
@@ -146,19 +146,6 @@ def _orm(cls: type, values: dict):
     for key, value in values.items():
         setattr(obj, key, value)
     return obj
-
-
-def database_url(admin_url: str, name: str) -> str:
-    """The same server, another database (works for TCP and Unix-socket URLs)."""
-    head, _, rest = admin_url.partition("?")
-    return head.rsplit("/", 1)[0] + "/" + name + (f"?{rest}" if rest else "")
-
-
-def create_database(admin_url: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
-    return database_url(admin_url, name)
 
 
 def main() -> None:
