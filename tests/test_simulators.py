@@ -1,8 +1,17 @@
-"""The simulated market stays a market a bookmaker would quote, however long it runs."""
+"""The simulators themselves: a market a bookmaker would quote, faults exact to the frame."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
 from warehouse.simulate.market import Market, PriceChange
+from warehouse.simulate.oddspapi import OddsPapiFaults, OddsPapiSimulator
 
 
 def test_a_long_random_walk_never_quotes_a_price_without_payout() -> None:
@@ -11,3 +20,33 @@ def test_a_long_random_walk_never_quotes_a_price_without_payout() -> None:
         fixture.logits = [12.0, -6.0, -12.0]
     prices = [p for _ in range(5000) if isinstance(c := market.step(), PriceChange) for p in c.prices.values()]
     assert prices and min(prices) == 1.01 and max(prices) <= 1001.0
+
+
+def test_oddspapi_firehose_bursts_keep_faults_frame_exact() -> None:
+    """As fast as it goes, frames leave in bursts of many per socket write; the faults still count
+    single frames: exactly `drop_after` frames, every `malformed_every`-th cut short, then the drop."""
+
+    async def scenario() -> tuple[list[bytes], OddsPapiSimulator]:
+        simulator = OddsPapiSimulator("k", rate=None, script=[b'{"fixtureId": "\xff"}'],
+                                      faults=OddsPapiFaults(drop_after=150, malformed_every=7))
+        url = await simulator.start("127.0.0.1", 0)
+        received: list[bytes] = []
+        try:
+            async with asyncio.timeout(20), connect(f"{url}?apiKey=k", compression="deflate") as ws:
+                with contextlib.suppress(ConnectionClosed):
+                    while True:
+                        received.append(await ws.recv(decode=False))
+        finally:
+            await simulator.stop()
+        return received, simulator
+
+    received, simulator = asyncio.run(scenario())
+    assert len(received) == simulator.sent_count == 150
+    assert received == simulator.sent  # byte for byte, in order
+    assert received[0] == b'{"fixtureId": "\xff"}'  # not UTF-8: went as a binary frame, unchanged
+    for n, frame in enumerate(received[1:], start=2):
+        if n % 7 == 0:
+            with pytest.raises(orjson.JSONDecodeError):
+                orjson.loads(frame)
+        else:
+            assert "fixtureId" in orjson.loads(frame)
