@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import socket
 import sys
 import threading
@@ -120,7 +121,9 @@ class PeakRss:
 def fresh_database(server: EmbeddedPostgres) -> str:
     """Every run starts from an empty migrated database, so no run pays for its predecessors'
     rows (autovacuum of the day's partition, a bigger index)."""
-    return create_database(server.url("postgres"), "owh_bench_run", TEMPLATE)
+    url = create_database(server.url("postgres"), "owh_bench_run", TEMPLATE)
+    os.sync()  # and no run pays for writing back the previous one's pages
+    return url
 
 
 async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | None, seconds: float,
