@@ -191,6 +191,35 @@ def test_a_full_queue_makes_producers_wait_instead_of_growing(db_url: str, spool
     assert query(db_url, "SELECT count(*), count(DISTINCT seq) FROM raw_messages") == [(30, 30)]
 
 
+def test_frames_that_queued_during_a_commit_go_at_once_not_after_the_flush_interval(
+    db_url: str, spool_dir: Path
+) -> None:
+    """The flush interval gathers frames when the writer is idle; frames that waited through the
+    previous commit have waited long enough (this took 10 ms off every frame at 5,000 frames/s)."""
+
+    async def main() -> None:
+        committed: dict[int, asyncio.Event] = {seq: asyncio.Event() for seq in range(3)}
+
+        def on_commit(units: list) -> None:
+            for unit, _rows in units:
+                committed[unit.seq].set()
+
+        # Batches of two rows; a lone frame on an idle writer would wait 30 s for company.
+        async with Writer(db_url, settings(spool_dir, flush_interval=30, batch_rows=2), on_commit=on_commit) as writer:
+            with psycopg.connect(db_url) as blocker:  # the first batch's COPY waits for this lock
+                blocker.execute("LOCK TABLE raw_messages IN ACCESS EXCLUSIVE MODE")
+                await writer.put(raw(0), [])
+                await writer.put(raw(1), [])  # a full batch: its commit starts, and waits
+                await asyncio.sleep(0.2)
+                await writer.put(raw(2), [])  # queues up behind that commit
+                blocker.rollback()
+            await asyncio.wait_for(committed[2].wait(), 10)
+            assert all(event.is_set() for event in committed.values())
+
+    run(main())
+    assert query(db_url, "SELECT seq FROM raw_messages ORDER BY id") == [(0,), (1,), (2,)]
+
+
 def test_close_flushes_everything(db_url: str, spool_dir: Path) -> None:
     async def main() -> None:
         writer = await Writer(db_url, settings(spool_dir, flush_interval=10, batch_rows=10**6)).start()

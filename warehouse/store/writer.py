@@ -69,7 +69,7 @@ class WriterClosedError(RuntimeError):
 @dataclass(frozen=True)
 class WriterSettings:
     batch_rows: int = 10_000  # flush once this many rows (frames + derived) are waiting...
-    flush_interval: float = 0.010  # ...or this many seconds after the first of them arrived
+    flush_interval: float = 0.010  # ...or this long after the first reached an idle writer (none after a commit)
     queue_units: int = 20_000  # bound of the in-memory queue; producers wait beyond it
     spool_dir: Path | None = None  # default: <data dir>/spool/<writer name>
     spool_fsync: bool = True
@@ -218,6 +218,8 @@ class Writer:
         assert self._spool is not None
         stop = False
         while not stop:
+            # Units that queued up during the last commit have waited long enough: they go at once.
+            behind = not self._queue.empty()
             if self._spool.pending:
                 # Keep replaying even when producers are idle.
                 await self._maybe_replay()
@@ -227,7 +229,7 @@ class Writer:
                     continue
             else:
                 first = await self._queue.get()
-            units, waiters, stop = await self._next_batch(first)
+            units, waiters, stop = await self._next_batch(first, wait=not behind)
             if units:
                 try:
                     await self._handle(units)
@@ -239,8 +241,9 @@ class Writer:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def _next_batch(self, item: Any) -> tuple[list[Unit], list[asyncio.Future[None]], bool]:
-        """Gather units until the batch is full, the interval has passed, or a flush/stop arrives."""
+    async def _next_batch(self, item: Any, *, wait: bool) -> tuple[list[Unit], list[asyncio.Future[None]], bool]:
+        """Gather units until the batch is full, a flush/stop arrives, or the queue is empty and
+        either `wait` is False or the flush interval has passed."""
         queue = self._queue
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.flush_interval
@@ -261,7 +264,7 @@ class Writer:
                 item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or not wait:
                     return units, waiters, False
                 try:
                     item = await asyncio.wait_for(queue.get(), remaining)
