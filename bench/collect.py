@@ -157,7 +157,7 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | N
             task = asyncio.create_task(runner.run())
             await asyncio.sleep(1.0)  # connected and streaming
             counters = runner.metrics
-            frames_before, rows_before = counters.frames._value.get(), counters.rows._value.get()
+            frames_before, rows_before = counters.frames, counters.rows
             cpu = CpuClock(server, process.pid)
             cpu_before = cpu.read()
             started = time.perf_counter()
@@ -171,8 +171,8 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | N
                 await asyncio.sleep(max(0.0, seconds - after - length))
             else:
                 await asyncio.sleep(seconds)
-            received = counters.frames._value.get() - frames_before
-            derived = counters.rows._value.get() - rows_before
+            received = counters.frames - frames_before
+            derived = counters.rows - rows_before
             elapsed = time.perf_counter() - started
             cpu_spent = {name: spent - cpu_before[name] for name, spent in cpu.read().items()}
             task.cancel()

@@ -23,7 +23,7 @@ import orjson
 
 from warehouse.collect.auth import LoginFailed, TokenSource
 from warehouse.collect.backoff import Backoff
-from warehouse.collect.metrics import FeedMetrics
+from warehouse.collect.metrics import FeedMetrics, for_source
 from warehouse.collect.redact import Redactor
 from warehouse.collect.settings import FeedSettings
 from warehouse.collect.transports import (
@@ -76,7 +76,7 @@ class FeedRunner:
         self.source = settings.name
         self.writer = writer
         self.resume_id = resume_id  # last SSE event id stored or received
-        self.metrics = metrics or FeedMetrics(settings.name)
+        self.metrics = metrics or for_source(settings.name)
         self.redact = Redactor(list(settings.secrets.values()))
         self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_long_s)
         self.connections = 0
@@ -95,7 +95,7 @@ class FeedRunner:
         while True:
             if attempt:
                 await self._event(None, EVENT_RECONNECT_ATTEMPT, {"attempt": attempt})
-                self.metrics.reconnects.inc()
+                self.metrics.reconnects += 1
             attempt += 1
             outcome = await self._one_connection()
             if outcome.fatal:
@@ -258,8 +258,8 @@ class FeedRunner:
         received_at = self._last_received = max(datetime.now(UTC), self._last_received)
         data = self.redact.data(frame.data)
         metrics = self.metrics
-        metrics.frames.inc()
-        metrics.bytes.inc(len(data))
+        metrics.frames += 1
+        metrics.bytes += len(data)
         if frame.event_id is not None:
             self.resume_id = frame.event_id
         if len(data) > self.settings.max_frame_bytes:
@@ -276,14 +276,14 @@ class FeedRunner:
                                           f"does not fit the {self.settings.kind} schema: {exc}", data)
         raw = RawMessage(received_at, self.source, connection_id, seq, output.kind, data, frame.event_id)
         await self.writer.put(raw, output.records)
-        metrics.rows.inc(len(output.records))
+        metrics.rows += len(output.records)
         if output.control is not None:
             return await self._control(output, connection_id)
         return None
 
     async def _quarantine(self, received_at: datetime, connection_id: UUID, seq: int, frame: Frame,
                           payload: bytes | None, reason: str, text: bytes) -> None:
-        self.metrics.quarantined.inc()
+        self.metrics.quarantined += 1
         raw = RawMessage(received_at, self.source, connection_id, seq, "quarantined", payload, frame.event_id)
         snippet = text[:_QUARANTINE_TEXT].decode("utf-8", "replace").replace("\x00", "\\u0000")
         await self.writer.put(raw, [Quarantine(received_at, self.source, connection_id, reason[:500], snippet)])
