@@ -398,10 +398,11 @@ class Writer:
                 # The batch marker and COMMIT in one round trip (the values are ours: a UUID, two ints).
                 await conn.execute(f"INSERT INTO ingest_batches (batch_id, frames, rows)"
                                    f" VALUES ('{batch_id}', {frames:d}, {row_count:d}); COMMIT")
-            except BaseException:
-                if not conn.is_closed() and conn.is_in_transaction():
-                    with contextlib.suppress(Exception):
-                        await conn.execute("ROLLBACK")
+            except DATA_ERRORS:
+                # The connection stays for the bisection: end the failed transaction. (Any other
+                # error drops the connection, and the server ends the transaction with it.)
+                if conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
                 raise
         self.stats.frames += frames
         self.stats.rows += row_count
