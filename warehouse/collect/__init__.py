@@ -40,8 +40,7 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         metrics.DROPPED.set_function(lambda: writer.stats.dropped)
         resume = await _resume_points(url, feeds, writer)
         await _close_gaps_left_open(url, feeds, writer)
-        runners = [FeedRunner(f, writer, resume_id=resume.get(f.name), metrics=metrics.for_source(f.name))
-                   for f in feeds]
+        runners = [FeedRunner(f, writer, resume_id=resume.get(f.name)) for f in feeds]
         log.info("collecting %d feeds (%s); Ctrl-C or SIGTERM stops", len(feeds), ", ".join(f.name for f in feeds))
         if reload is not None:
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(reload, runners)))

@@ -78,6 +78,8 @@ class _FeedCollector:
         ("quarantined", "warehouse_quarantined", "Frames quarantined"),
     )
 
+    _BOUNDS = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]  # the `le` labels
+
     def collect(self) -> Iterator[Metric]:
         feeds = list(_FEEDS.values())
         for attribute, name, documentation in self._COUNTERS:
@@ -88,9 +90,8 @@ class _FeedCollector:
         histogram = HistogramMetricFamily("warehouse_commit_latency_seconds", "Receive-to-commit latency of frames",
                                           labels=["source"])
         for feed in feeds:
-            cumulative = list(itertools.accumulate(feed.latency_buckets))
-            bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
-            histogram.add_metric([feed.source], list(zip(bounds, cumulative, strict=True)), feed.latency_sum)
+            cumulative = itertools.accumulate(feed.latency_buckets)
+            histogram.add_metric([feed.source], list(zip(self._BOUNDS, cumulative, strict=True)), feed.latency_sum)
         yield histogram
 
 

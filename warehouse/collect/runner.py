@@ -70,13 +70,12 @@ class _Outcome:
 
 
 class FeedRunner:
-    def __init__(self, settings: FeedSettings, writer: Writer, *, resume_id: str | None = None,
-                 metrics: FeedMetrics | None = None) -> None:
+    def __init__(self, settings: FeedSettings, writer: Writer, *, resume_id: str | None = None) -> None:
         self.settings = settings
         self.source = settings.name
         self.writer = writer
         self.resume_id = resume_id  # last SSE event id stored or received
-        self.metrics = metrics or for_source(settings.name)
+        self.metrics: FeedMetrics = for_source(settings.name)
         self.redact = Redactor(list(settings.secrets.values()))
         self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_long_s)
         self.connections = 0
