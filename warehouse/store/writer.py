@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections import Counter, defaultdict
@@ -120,8 +119,7 @@ class Writer:
         self._replay_task: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
         self._closing = False
-        self._ids: Iterator[int] = iter(())  # raw ids reserved and not used yet
-        self._ids_left = 0
+        self._ids: list[int] = []  # raw ids reserved and not used yet, in order
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -437,14 +435,13 @@ class Writer:
     async def _reserve_ids(self, conn: asyncpg.Connection, count: int) -> Iterator[int]:
         """Ids for `count` raw frames. Each nextval() of the sequence owns a block of ids; blocks
         are taken a few at a time ahead of need, so most batches cost no round trip for ids."""
-        if count > self._ids_left:
-            blocks = -(-(count - self._ids_left) // RAW_ID_BLOCK) + _ID_BLOCKS_AHEAD
+        if count > len(self._ids):
+            blocks = -(-(count - len(self._ids)) // RAW_ID_BLOCK) + _ID_BLOCKS_AHEAD
             starts = await conn.fetch("SELECT nextval('raw_messages_id_seq') FROM generate_series(1, $1)", blocks)
-            fresh = itertools.chain.from_iterable(range(s[0], s[0] + RAW_ID_BLOCK) for s in starts)
-            self._ids = itertools.chain(self._ids, fresh)
-            self._ids_left += blocks * RAW_ID_BLOCK
-        self._ids_left -= count
-        return self._ids
+            for (start,) in starts:
+                self._ids.extend(range(start, start + RAW_ID_BLOCK))
+        ids, self._ids = self._ids[:count], self._ids[count:]
+        return iter(ids)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -474,7 +471,7 @@ class Writer:
         self._conn = conn
         # Ids reserved on an earlier connection are forgotten: if the server crashed, the sequence
         # may not have kept their reservation, and would hand them out again.
-        self._ids, self._ids_left = iter(()), 0
+        self._ids = []
         self._backoff = self.settings.retry_initial
         if self._down_since is not None:
             log.warning("writer: database is back after %.1f s", time.monotonic() - self._down_since)
