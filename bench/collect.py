@@ -123,6 +123,8 @@ def fresh_database(server: EmbeddedPostgres) -> str:
     rows (autovacuum of the day's partition, a bigger index)."""
     url = create_database(server.url("postgres"), "owh_bench_run", TEMPLATE)
     os.sync()  # and no run pays for writing back the previous one's pages
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # ... or for flushing its buffers
     return url
 
 
@@ -131,8 +133,6 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | N
                         writer: WriterSettings | None = None) -> dict[str, float]:
     """Collect from a fresh simulator process into a fresh database for `seconds`; return the figures."""
     url = fresh_database(server)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CHECKPOINT")  # no phase pays for flushing the previous one's pages
     port = free_port()
     process = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, rate), daemon=True)
     process.start()
@@ -207,12 +207,10 @@ async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int) -> dict[
         now = datetime.now(UTC)
         units.append((RawMessage(now, "ceiling", connection, seq, "price", data),
                       adapter.handle(orjson.loads(data), now).records))
+    url = fresh_database(server)  # before the clocks start: creating it is not the writer's work
     cpu = CpuClock(server)
     cpu_before = cpu.read()
     started = time.perf_counter()
-    url = fresh_database(server)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
     async with Writer(url, WriterSettings(spool_dir=workdir / "spool-ceiling")) as writer:
         for raw, rows in units:
             await writer.put(raw, rows)
