@@ -22,6 +22,17 @@ def test_a_long_random_walk_never_quotes_a_price_without_payout() -> None:
     assert prices and min(prices) == 1.01 and max(prices) <= 1001.0
 
 
+def test_a_market_running_for_days_keeps_quoting() -> None:
+    """Hundreds of goals a fixture (days of traffic) once walked a logit past what exp() takes."""
+    market = Market(seed=5, fixtures_count=1, goal_probability=1.0, kickoff_in_s=0)
+    for _ in range(30_000):
+        change = market.step()
+        if isinstance(change, PriceChange):
+            assert all(1.01 <= p <= 1001.0 for p in change.prices.values())
+    assert sum(f.home_score + f.away_score for f in market.fixtures) > 1_500
+    assert all(abs(v) <= 12.0 for f in market.fixtures for v in f.logits)
+
+
 def test_oddspapi_firehose_bursts_keep_faults_frame_exact() -> None:
     """As fast as it goes, frames leave in bursts of many per socket write; the faults still count
     single frames: exactly `drop_after` frames, every `malformed_every`-th cut short, then the drop."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 BOOKMAKERS = ("pinnacle", "bet365", "stake", "22bet", "starcasino.be", "betfair-ex")
 OUTCOMES = ("101", "102", "103")  # OddsPapi 1X2 full time: home, draw, away
 MARKET_1X2 = "101"
+_LOGIT_LIMIT = 12.0
 
 
 @dataclass
@@ -34,7 +35,8 @@ class Fixture:
     suspended_steps: int = 0
 
     def probabilities(self) -> list[float]:
-        exps = [math.exp(v) for v in self.logits]
+        top = max(self.logits)  # softmax from the largest: exp() of a logit alone could overflow
+        exps = [math.exp(v - top) for v in self.logits]
         total = sum(exps)
         return [e / total for e in exps]
 
@@ -101,8 +103,8 @@ class Market:
         if self.rng.random() < self.goal_probability and fixture.status_id == 1:
             return self._goal(fixture)
         shock = self.rng.gauss(0, 0.03)
-        fixture.logits[0] += shock
-        fixture.logits[2] -= shock
+        fixture.logits[0] = _bounded(fixture.logits[0] + shock)
+        fixture.logits[2] = _bounded(fixture.logits[2] - shock)
         clock_ticks = self.rng.random() < 0.1
         if fixture.status_id == 1:
             fixture.minute = min(95, fixture.minute + clock_ticks)
@@ -113,9 +115,15 @@ class Market:
         home = self.rng.random() < 0.55
         if home:
             fixture.home_score += 1
-            fixture.logits[0] += 0.9
+            fixture.logits[0] = _bounded(fixture.logits[0] + 0.9)
         else:
             fixture.away_score += 1
-            fixture.logits[2] += 0.9
+            fixture.logits[2] = _bounded(fixture.logits[2] + 0.9)
         fixture.suspended_steps = 3 * len(self.bookmakers)
         return ScoreChange(fixture)
+
+
+def _bounded(logit: float) -> float:
+    """A simulator runs for days: thousands of goals must not walk a logit off to infinity. At ±12
+    an outcome is already priced at a bookmaker's 1.01 or 1001."""
+    return min(_LOGIT_LIMIT, max(-_LOGIT_LIMIT, logit))
