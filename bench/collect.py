@@ -4,12 +4,13 @@
     python bench/collect.py --outage 60          # ... plus 5,000 frames/s with a 60 s database outage
 
 Every OddsPapi frame carries two prices (one raw frame + two price_ticks rows). The simulator runs
-in its own process, as a vendor would (a paced simulator sends the frames due each millisecond
-together); the collector (the same FeedRunner and Writer that `warehouse collect` runs) and
-PostgreSQL share the machine with it. Prints frames/s, rows/s, p50/p99 receive→commit latency,
-the collector process's peak RSS while collecting, and the CPU time each process spent per frame
-(collector, PostgreSQL server, simulator): on a machine this small the three compete for the
-same cores, so this says what a frame costs and where. Each run is repeated (`--repeat`): this
+in its own process, as a vendor would, and sends frames its market model rendered before the run
+(a paced simulator sends the frames due each millisecond together); the collector (the same
+FeedRunner and Writer that `warehouse collect` runs) and PostgreSQL share the machine with it.
+Prints frames/s, rows/s, p50/p99 receive→commit latency, the collector process's peak RSS
+while collecting, and the CPU time each process spent per frame (collector, PostgreSQL server,
+simulator): on a machine this small the three compete for the same cores, so this says what a
+frame costs and where. Each run is repeated (`--repeat`): this
 machine is shared and one run can be 30% off another.
 Not a test: figures depend on the machine.
 """
@@ -28,6 +29,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import orjson
@@ -51,12 +53,30 @@ from warehouse.store.writer import Writer, WriterSettings  # noqa: E402
 
 KEY = "bench-key"
 TEMPLATE = "owh_bench_template"
+FRAMES_FILE = "frames.jsonl"
 
 
-def _serve(port: int, rate: float | None) -> None:
+def prerendered(workdir: Path) -> int:
+    with (workdir / FRAMES_FILE).open("rb") as frames:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: frames.read(2**20), b""))
+
+
+def render_frames(path: Path, count: int) -> None:
+    """The simulator's market model, rendered ahead of time (one frame per line: orjson never
+    writes a newline). A vendor renders its frames on its own machines; rendering them during the
+    run would spend ~40 µs per frame of the two cores the collector and PostgreSQL share here."""
+    frames = OddsPapiSimulator(KEY, outcomes_per_frame=2)._frames()
+    with path.open("wb") as out:
+        for _ in range(count):
+            out.write(next(frames) + b"\n")
+
+
+def _serve(port: int, rate: float | None, frames_path: Path, ready: Any) -> None:
     async def main() -> None:
-        simulator = OddsPapiSimulator(KEY, rate=rate, record=False, outcomes_per_frame=2)
+        frames = frames_path.read_bytes().split(b"\n")[:-1]
+        simulator = OddsPapiSimulator(KEY, rate=rate, record=False, script=frames, generate=False)
         await simulator.start("127.0.0.1", port)
+        ready.set()
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -134,9 +154,12 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | N
     """Collect from a fresh simulator process into a fresh database for `seconds`; return the figures."""
     url = fresh_database(server)
     port = free_port()
-    process = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, rate), daemon=True)
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Event()
+    process = spawn.Process(target=_serve, args=(port, rate, workdir / FRAMES_FILE, ready), daemon=True)
     process.start()
-    time.sleep(1.0)  # let it bind
+    if not ready.wait(120):
+        raise SystemExit("the simulator process did not start within 120 s")
     config = workdir / "bench.toml"
     config.write_text(f'[[feeds]]\nname = "oddspapi"\nkind = "oddspapi-ws"\nurl = "ws://127.0.0.1:{port}/v4/ws"\n'
                       'api_key_env = "BENCH_KEY"\nsilence_timeout_s = 600\n')
@@ -175,6 +198,8 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | N
             derived = counters.rows - rows_before
             elapsed = time.perf_counter() - started
             cpu_spent = {name: spent - cpu_before[name] for name, spent in cpu.read().items()}
+            if counters.frames >= prerendered(workdir):
+                print("  the pre-rendered frames ran out before the end: raise --frames", file=sys.stderr)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             process.terminate()
@@ -199,11 +224,9 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | N
 
 async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int) -> dict[str, float]:
     """The writer alone on the same kind of rows: frames rendered and parsed ahead of time."""
-    simulator = OddsPapiSimulator(KEY, outcomes_per_frame=2)
     adapter = Adapter("ceiling", {})
-    connection, units, frame_iter = uuid4(), [], simulator._frames()
-    for seq in range(frames):
-        data = next(frame_iter)
+    connection, units = uuid4(), []
+    for seq, data in enumerate((workdir / FRAMES_FILE).read_bytes().split(b"\n")[:frames]):
         now = datetime.now(UTC)
         units.append((RawMessage(now, "ceiling", connection, seq, "price", data),
                       adapter.handle(orjson.loads(data), now).records))
@@ -229,6 +252,8 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=0.0, help="seconds of database outage in an extra run")
     parser.add_argument("--latency-only", action="store_true", help="only the fixed-rate run")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each kind")
+    parser.add_argument("--frames", type=int, default=700_000,
+                        help="frames the simulator renders ahead of time (enough for the firehose)")
     parser.add_argument("--flush-ms", type=float, default=WriterSettings.flush_interval * 1000,
                         help="writer flush interval")
     args = parser.parse_args()
@@ -236,6 +261,8 @@ def main() -> None:
     migrate.upgrade(create_database(server.url("postgres"), TEMPLATE))
     results: dict[str, dict[str, float]] = {}
     try:
+        print(f"rendering {args.frames:,} frames …", file=sys.stderr)
+        render_frames(workdir / FRAMES_FILE, args.frames)
         print("warm-up …", file=sys.stderr)
         asyncio.run(collect_phase(server, workdir, None, 5))
         writer = WriterSettings(flush_interval=args.flush_ms / 1000)
