@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from warehouse.simulate import oddspapi, saba
 from warehouse.simulate.market import Market, PriceChange
 from warehouse.simulate.oddspapi import OddsPapiFaults, OddsPapiSimulator
 
@@ -61,3 +63,37 @@ def test_oddspapi_firehose_bursts_keep_faults_frame_exact() -> None:
                 orjson.loads(frame)
         else:
             assert "fixtureId" in orjson.loads(frame)
+
+
+def test_simulators_serving_a_config_count_frames_but_keep_none() -> None:
+    """`warehouse simulate` runs for days: frames sent are counted, not kept (tests keep them)."""
+
+    async def scenario() -> tuple[OddsPapiSimulator, saba.SabaSimulator, int, int]:
+        market = Market(seed=2)
+        papi = oddspapi.from_feed({}, {"api_key_env": "k"}, market)
+        papi.rate = 500.0
+        sse = saba.from_feed({}, {"token_env": "t"}, market)
+        sse.rate = 500.0
+        papi_url, sse_url = await papi.start("127.0.0.1", 0), await sse.start("127.0.0.1", 0)
+        got_ws = got_sse = 0
+        try:
+            async with asyncio.timeout(20):
+                async with connect(f"{papi_url}?apiKey=k") as ws:
+                    while got_ws < 50:
+                        await ws.recv()
+                        got_ws += 1
+                headers = {"Authorization": "Bearer t", "Accept": "text/event-stream"}
+                async with httpx.AsyncClient() as client, client.stream(
+                        "GET", f"{sse_url}/sports/stream/v1/GetEvents", headers=headers) as response:
+                    async for line in response.aiter_lines():
+                        got_sse += line.startswith("id: ")
+                        if got_sse == 50:
+                            break
+        finally:
+            await papi.stop()
+            await sse.stop()
+        return papi, sse, got_ws, got_sse
+
+    papi, sse, got_ws, got_sse = asyncio.run(scenario())
+    assert papi.sent_count >= got_ws == 50 and papi.sent == []
+    assert sse.sent_count >= got_sse == 50 and sse.sent == {}

@@ -173,4 +173,4 @@ class OddsPapiSimulator(WebSocketSimulator):
 
 def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) -> OddsPapiSimulator:
     """The simulator a [[feeds]] entry would talk to: same key, generated traffic."""
-    return OddsPapiSimulator(secrets["api_key_env"], market=market)
+    return OddsPapiSimulator(secrets["api_key_env"], market=market, record=False)

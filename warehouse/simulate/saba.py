@@ -49,7 +49,8 @@ class SabaSimulator:
     def __init__(self, *, vendor_id: str = "vendor", member_id: str = "member", static_token: str | None = None,
                  seed: int = 1, rate: float | None = 20.0, keepalive_s: float = 5.0, cache_size: int = 1000,
                  token_ttl_s: float = 600.0, faults: SabaFaults | None = None,
-                 script: list[tuple[str, bytes]] | None = None, market: Market | None = None) -> None:
+                 script: list[tuple[str, bytes]] | None = None, market: Market | None = None,
+                 record: bool = True) -> None:
         self.vendor_id, self.member_id, self.static_token = vendor_id, member_id, static_token
         self.rate, self.keepalive_s, self.token_ttl_s = rate, keepalive_s, token_ttl_s
         self.faults = faults or SabaFaults()
@@ -61,7 +62,9 @@ class SabaSimulator:
             self.markets[_market_id(fixture)] = self._market(fixture, self.market.quote(fixture, "saba"), True)
         self.cache: deque[tuple[int, bytes]] = deque(maxlen=cache_size)
         self.head = 81722  # id of the latest delta (the state the snapshot shows)
-        self.sent: dict[int, list[str]] = {}  # connection number → ids of the frames it got
+        self.record = record  # keep every frame id sent (tests); off for a long-running simulator
+        self.sent: dict[int, list[str]] = {}  # connection number → ids of the frames it got (when `record`)
+        self.sent_count = 0  # frames sent, over every connection (what a collector should have stored)
         self.resume_requests: list[str | None] = []  # Last-Event-ID of every stream request
         self.logins = 0
         self._tokens: dict[str, float] = {}
@@ -211,7 +214,7 @@ class SabaSimulator:
             return
         self._connections += 1
         number = self._connections
-        sent = self.sent.setdefault(number, [])
+        sent = _Sent(self.sent.setdefault(number, []) if self.record else None)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                      b"Connection: close\r\n\r\n")
         last = headers.get("last-event-id")
@@ -233,7 +236,7 @@ class SabaSimulator:
             if pending and pending[0][0] != cursor + 1:
                 return  # the client fell out of the cache: close; its resume gets status 3
             for frame_id, frame in pending:
-                if faults.drop_after is not None and len(sent) >= faults.drop_after:
+                if faults.drop_after is not None and sent.count >= faults.drop_after:
                     writer.transport.abort()
                     return
                 if faults.malformed_every and frame_id % faults.malformed_every == 0:
@@ -247,14 +250,9 @@ class SabaSimulator:
                     writer.write(b": KEEPALIVE\r\n")
                     await writer.drain()
 
-    @property
-    def sent_count(self) -> int:
-        """Frames sent, over every connection (what a collector should have stored)."""
-        return sum(len(ids) for ids in self.sent.values())
-
-    async def _send(self, writer: asyncio.StreamWriter, sent: list[str], frame_id: str, data: bytes) -> None:
+    async def _send(self, writer: asyncio.StreamWriter, sent: _Sent, frame_id: str, data: bytes) -> None:
         wire = b"id: " + frame_id.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
-        if self.faults.slow_after is not None and len(sent) >= self.faults.slow_after:
+        if self.faults.slow_after is not None and sent.count >= self.faults.slow_after:
             for byte in wire:  # the connection stays busy, yet no frame ever completes
                 writer.write(bytes([byte]))
                 await writer.drain()
@@ -267,7 +265,18 @@ class SabaSimulator:
             wire = wire[middle:]
         writer.write(wire)
         await writer.drain()
-        sent.append(frame_id)
+        sent.count += 1
+        self.sent_count += 1
+        if sent.ids is not None:
+            sent.ids.append(frame_id)
+
+
+@dataclass
+class _Sent:
+    """What one connection was sent: a count, and the frame ids when the simulator records them."""
+
+    ids: list[str] | None
+    count: int = 0
 
 
 async def _respond(writer: asyncio.StreamWriter, status: int, body: dict[str, Any],
@@ -320,4 +329,4 @@ def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) 
     """The simulator a [[feeds]] entry would talk to: its token, or its login credentials."""
     return SabaSimulator(vendor_id=options.get("vendor_id", "vendor"),
                          member_id=secrets.get("vendor_member_id_env", "member"),
-                         static_token=secrets.get("token_env"), market=market)
+                         static_token=secrets.get("token_env"), market=market, record=False)
