@@ -56,6 +56,10 @@ TEMPLATE = "owh_bench_template"
 FRAMES_FILE = "frames.jsonl"
 
 
+def read_frames(path: Path) -> list[bytes]:
+    return path.read_bytes().split(b"\n")[:-1]
+
+
 def prerendered(workdir: Path) -> int:
     with (workdir / FRAMES_FILE).open("rb") as frames:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: frames.read(2**20), b""))
@@ -73,7 +77,7 @@ def render_frames(path: Path, count: int) -> None:
 
 def _serve(port: int, rate: float | None, frames_path: Path, ready: Any) -> None:
     async def main() -> None:
-        frames = frames_path.read_bytes().split(b"\n")[:-1]
+        frames = read_frames(frames_path)
         simulator = OddsPapiSimulator(KEY, rate=rate, record=False, script=frames, generate=False)
         await simulator.start("127.0.0.1", port)
         ready.set()
@@ -176,6 +180,7 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | N
         settings = replace(writer or WriterSettings(), spool_dir=spool)
         async with Writer(url, settings, on_commit=on_commit) as writer:
             runner = FeedRunner(feed, writer)
+            frames_at_start = runner.metrics.frames  # the source's counters outlive a phase
             gc_settle.settle()  # as `warehouse collect` does
             task = asyncio.create_task(runner.run())
             await asyncio.sleep(1.0)  # connected and streaming
@@ -198,7 +203,7 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | N
             derived = counters.rows - rows_before
             elapsed = time.perf_counter() - started
             cpu_spent = {name: spent - cpu_before[name] for name, spent in cpu.read().items()}
-            if counters.frames >= prerendered(workdir):
+            if counters.frames - frames_at_start >= prerendered(workdir):
                 print("  the pre-rendered frames ran out before the end: raise --frames", file=sys.stderr)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -226,7 +231,7 @@ async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int) -> dict[
     """The writer alone on the same kind of rows: frames rendered and parsed ahead of time."""
     adapter = Adapter("ceiling", {})
     connection, units = uuid4(), []
-    for seq, data in enumerate((workdir / FRAMES_FILE).read_bytes().split(b"\n")[:frames]):
+    for seq, data in enumerate(read_frames(workdir / FRAMES_FILE)[:frames]):
         now = datetime.now(UTC)
         units.append((RawMessage(now, "ceiling", connection, seq, "price", data),
                       adapter.handle(orjson.loads(data), now).records))
@@ -241,8 +246,8 @@ async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int) -> dict[
         elapsed = time.perf_counter() - started
         spent = cpu.read()  # before the writer's backend exits and takes its CPU time with it
     rows = sum(1 + len(r) for _, r in units)
-    return {"frames_per_s": frames / elapsed, "rows_per_s": rows / elapsed,
-            **{f"{name}_us": 1e6 * (spent - cpu_before[name]) / frames for name, spent in spent.items()}}
+    return {"frames_per_s": len(units) / elapsed, "rows_per_s": rows / elapsed,
+            **{f"{name}_us": 1e6 * (spent - cpu_before[name]) / len(units) for name, spent in spent.items()}}
 
 
 def main() -> None:
