@@ -10,9 +10,8 @@ FeedRunner and Writer that `warehouse collect` runs) and PostgreSQL share the ma
 Prints frames/s, rows/s, p50/p99 receive→commit latency, the collector process's peak RSS
 while collecting, and the CPU time each process spent per frame (collector, PostgreSQL server,
 simulator): on a machine this small the three compete for the same cores, so this says what a
-frame costs and where. Each run is repeated (`--repeat`): this
-machine is shared and one run can be 30% off another.
-Not a test: figures depend on the machine.
+frame costs and where. Each run is repeated (`--repeat`): this machine is shared and one run
+can be 30% off another. Not a test: figures depend on the machine.
 """
 
 from __future__ import annotations
