@@ -59,11 +59,6 @@ def read_frames(path: Path) -> list[bytes]:
     return path.read_bytes().split(b"\n")[:-1]
 
 
-def prerendered(workdir: Path) -> int:
-    with (workdir / FRAMES_FILE).open("rb") as frames:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: frames.read(2**20), b""))
-
-
 def render_frames(path: Path, count: int) -> None:
     """The simulator's market model, rendered ahead of time (one frame per line: orjson never
     writes a newline). A vendor renders its frames on its own machines; rendering them during the
@@ -151,7 +146,8 @@ def fresh_database(server: EmbeddedPostgres) -> str:
     return url
 
 
-async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | None, seconds: float,
+async def collect_phase(server: EmbeddedPostgres, workdir: Path, prerendered: int, rate: float | None,
+                        seconds: float,
                         outage: tuple[float, float] | None = None,
                         writer: WriterSettings | None = None) -> dict[str, float]:
     """Collect from a fresh simulator process into a fresh database for `seconds`; return the figures."""
@@ -202,7 +198,7 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, rate: float | N
             derived = counters.rows - rows_before
             elapsed = time.perf_counter() - started
             cpu_spent = {name: spent - cpu_before[name] for name, spent in cpu.read().items()}
-            if counters.frames - frames_at_start >= prerendered(workdir):
+            if counters.frames - frames_at_start >= prerendered:
                 print("  the pre-rendered frames ran out before the end: raise --frames", file=sys.stderr)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -268,19 +264,20 @@ def main() -> None:
         print(f"rendering {args.frames:,} frames …", file=sys.stderr)
         render_frames(workdir / FRAMES_FILE, args.frames)
         print("warm-up …", file=sys.stderr)
-        asyncio.run(collect_phase(server, workdir, None, 5))
+        asyncio.run(collect_phase(server, workdir, args.frames, None, 5))
         writer = WriterSettings(flush_interval=args.flush_ms / 1000)
         for run in range(1, args.repeat + 1):
             print(f"{args.rate:.0f} frames/s, run {run} …", file=sys.stderr)
             results[f"{args.rate:.0f}/s #{run}"] = asyncio.run(collect_phase(
-                server, workdir, args.rate, args.seconds, writer=writer))
+                server, workdir, args.frames, args.rate, args.seconds, writer=writer))
             if not args.latency_only:
                 print(f"firehose, run {run} …", file=sys.stderr)
-                results[f"firehose #{run}"] = asyncio.run(collect_phase(server, workdir, None, args.seconds))
+                results[f"firehose #{run}"] = asyncio.run(collect_phase(
+                    server, workdir, args.frames, None, args.seconds))
         if args.outage:
             print(f"{args.rate:.0f} frames/s with a {args.outage:.0f} s outage …", file=sys.stderr)
             results[f"{args.rate:.0f}/s, {args.outage:.0f} s outage"] = asyncio.run(collect_phase(
-                server, workdir, args.rate, args.seconds + args.outage + 10, outage=(10, args.outage)))
+                server, workdir, args.frames, args.rate, args.seconds + args.outage + 10, outage=(10, args.outage)))
         ceiling_result = None
         if not args.latency_only:
             print("writer-only ceiling …", file=sys.stderr)
