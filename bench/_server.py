@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,12 +14,20 @@ from warehouse.store.embedded import EmbeddedPostgres
 
 def scratch_server(name: str) -> tuple[Path, EmbeddedPostgres]:
     """A fresh embedded PostgreSQL in a temporary folder that also holds the run's spools and exports.
-    Call `server.destroy()` when done."""
+    Call `discard(workdir, server)` when done."""
     workdir = Path(tempfile.mkdtemp(prefix=f"owh-bench-{name}-"))
     os.environ["WAREHOUSE_DATA_DIR"] = str(workdir)
     server = EmbeddedPostgres(workdir / "pg")
     server.ensure_running()
     return workdir, server
+
+
+def discard(workdir: Path, server: EmbeddedPostgres | None) -> None:
+    """Stop the run's server and delete its folder: a benchmark's frames, spools and exports run to
+    hundreds of MB, which nobody wants left behind in /tmp after every run."""
+    if server is not None:
+        server.destroy()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def database_url(admin_url: str, name: str) -> str:

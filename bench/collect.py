@@ -38,7 +38,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import create_database, scratch_server  # noqa: E402
+from bench._server import create_database, discard, scratch_server  # noqa: E402
 from warehouse.collect import gc_settle  # noqa: E402
 from warehouse.collect.runner import FeedRunner  # noqa: E402
 from warehouse.collect.settings import feed_settings  # noqa: E402
@@ -283,7 +283,7 @@ def main() -> None:
             print("writer-only ceiling …", file=sys.stderr)
             ceiling_result = asyncio.run(ceiling(server, workdir, 200_000))
     finally:
-        server.destroy()
+        discard(workdir, server)
     print("\n| run | frames/s | rows/s | p50 ms | p99 ms | peak RSS MB | received, not stored"
           " | CPU µs/frame: collector | postgres | simulator |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -26,7 +26,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import scratch_server  # noqa: E402
+from bench._server import discard, scratch_server  # noqa: E402
 from warehouse.export.parquet import export_day  # noqa: E402
 from warehouse.store import migrate  # noqa: E402
 
@@ -104,7 +104,7 @@ def main() -> None:
                 pq.write_table(cursor.fetch_arrow_table(), workdir / "adbc.parquet", compression="zstd")
             results["ADBC → Arrow → Parquet"] = args.rows / (time.perf_counter() - started)
     finally:
-        server.destroy()
+        discard(workdir, server)
 
     print(f"\n{args.rows:,} price_ticks rows of one day\n")
     print("| way | rows/s | vs COPY TO STDOUT |")

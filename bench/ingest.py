@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, registry
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import create_database, scratch_server  # noqa: E402
+from bench._server import create_database, discard, scratch_server  # noqa: E402
 from warehouse.records import PriceTick, RawMessage  # noqa: E402
 from warehouse.store import migrate, tables  # noqa: E402
 from warehouse.store.database import sqlalchemy_url  # noqa: E402
@@ -204,8 +204,7 @@ def main() -> None:
             print(f"{name:10s} {total_rows:>10,} rows {elapsed:8.2f} s {results[name]:>12,.0f} rows/s",
                   file=sys.stderr)
     finally:
-        if server is not None:
-            server.destroy()
+        discard(workdir, server)
 
     print(f"\nrows = {args.ticks:,} price_ticks + {len(units):,} raw_messages, one run, same server\n")
     print("| way | rows/s | vs raw COPY | vs SA ORM |")

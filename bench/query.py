@@ -33,7 +33,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import scratch_server  # noqa: E402
+from bench._server import discard, scratch_server  # noqa: E402
 from bench.export import fill_price_day  # noqa: E402
 from warehouse.analysis import parquet  # noqa: E402
 from warehouse.analysis.relations import LINE_MOVEMENT  # noqa: E402
@@ -106,7 +106,7 @@ def main() -> None:
         results["Parquet (DuckDB) price_history"] = timed(on_parquet(HISTORY), targets)
         results["Parquet (DuckDB) every column"] = timed(on_parquet(EVERY_COLUMN), targets)
     finally:
-        server.destroy()
+        discard(workdir, server)
 
     print(f"\nline movement of one fixture/market, {args.rows:,} price_ticks, {args.queries} queries each\n")
     print("| engine, query | median ms | p90 ms | rows | vs every column |")

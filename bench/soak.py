@@ -25,7 +25,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._server import scratch_server  # noqa: E402
+from bench._server import discard, scratch_server  # noqa: E402
 from warehouse.simulate.fleet import CollectorProcess, FleetThread  # noqa: E402
 from warehouse.store import migrate  # noqa: E402
 
@@ -103,7 +103,7 @@ def main() -> None:
             saba_stored = [r[0] for r in conn.execute(
                 "SELECT event_id FROM raw_messages WHERE source = 'saba'").fetchall()]
     finally:
-        server.destroy()
+        discard(workdir, server)
 
     print(f"\n\nsoak: {args.minutes:g} min at {RATES} market changes/s")
     for line in events:
