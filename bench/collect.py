@@ -2,6 +2,7 @@
 
     python bench/collect.py                      # 5,000 frames/s and firehose, 20 s each, 3 times; ceiling
     python bench/collect.py --outage 60          # ... plus 5,000 frames/s with a 60 s database outage
+    python bench/collect.py --schema-cost        # where PostgreSQL's time per frame goes (writer alone)
 
 Every OddsPapi frame carries two prices (one raw frame + two price_ticks rows). The simulator runs
 in its own process, as a vendor would, and sends frames its market model rendered before the run
@@ -22,6 +23,7 @@ import contextlib
 import multiprocessing
 import os
 import socket
+import statistics
 import sys
 import threading
 import time
@@ -136,14 +138,28 @@ class PeakRss:
         self._thread.join()
 
 
-def fresh_database(server: EmbeddedPostgres) -> str:
+def fresh_database(server: EmbeddedPostgres, alter: tuple[str, ...] = ()) -> str:
     """Every run starts from an empty migrated database, so no run pays for its predecessors'
-    rows (autovacuum of the day's partition, a bigger index)."""
+    rows (autovacuum of the day's partition, a bigger index). `alter` runs on it first."""
     url = create_database(server.url("postgres"), "owh_bench_run", TEMPLATE)
     os.sync()  # and no run pays for writing back the previous one's pages
     with psycopg.connect(url, autocommit=True) as conn:
+        for statement in alter:
+            conn.execute(statement)
         conn.execute("CHECKPOINT")  # ... or for flushing its buffers
     return url
+
+
+# What the schema makes PostgreSQL do for each frame, taken away one at a time (`--schema-cost`).
+# None of these is an option for the warehouse: they say where the server's time per frame goes.
+SCHEMA_WITHOUT = {
+    "the raw frame as jsonb (bytea instead)": (
+        "ALTER TABLE raw_messages ALTER COLUMN payload TYPE bytea USING convert_to(payload::text, 'UTF8')",),
+    "the price_ticks lookup B-tree": ("DROP INDEX price_ticks_fixture_id_market_id_outcome_id_received_at_idx",),
+    "the raw_messages lookup B-tree": ("DROP INDEX raw_messages_source_received_at_idx",),
+    "the BRIN indexes": ("DROP INDEX raw_messages_received_at_brin", "DROP INDEX raw_messages_id_brin",
+                         "DROP INDEX price_ticks_received_at_brin"),
+}
 
 
 async def collect_phase(server: EmbeddedPostgres, workdir: Path, prerendered: int, rate: float | None,
@@ -222,7 +238,8 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, prerendered: in
     }
 
 
-async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int) -> dict[str, float]:
+async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int,
+                  alter: tuple[str, ...] = ()) -> dict[str, float]:
     """The writer alone on the same kind of rows: frames rendered and parsed ahead of time."""
     adapter = Adapter("ceiling", {})
     connection, units = uuid4(), []
@@ -230,7 +247,7 @@ async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int) -> dict[
         now = datetime.now(UTC)
         units.append((RawMessage(now, "ceiling", connection, seq, "price", data),
                       adapter.handle(orjson.loads(data), now).records))
-    url = fresh_database(server)  # before the clocks start: creating it is not the writer's work
+    url = fresh_database(server, alter)  # before the clocks start: creating it is not the writer's work
     cpu = CpuClock(server)
     cpu_before = cpu.read()
     started = time.perf_counter()
@@ -245,6 +262,35 @@ async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int) -> dict[
             **{f"{name}_us": 1e6 * (spent - cpu_before[name]) / len(units) for name, spent in spent.items()}}
 
 
+SCHEMA_COST_FRAMES = 100_000
+
+
+def schema_cost(server: EmbeddedPostgres, workdir: Path, repeat: int) -> dict[str, list[dict[str, float]]]:
+    """The ceiling on the full schema and without each part of it, interleaved `repeat` times so
+    that the machine's drift falls on every variant alike."""
+    variants = {"full schema": (), **{f"without {name}": alter for name, alter in SCHEMA_WITHOUT.items()},
+                "without any of these": sum(SCHEMA_WITHOUT.values(), ())}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    asyncio.run(ceiling(server, workdir, SCHEMA_COST_FRAMES))  # warm-up: WAL segments, caches
+    for run in range(1, repeat + 1):
+        for name, alter in variants.items():
+            print(f"{name}, run {run} …", file=sys.stderr)
+            runs[name].append(asyncio.run(ceiling(server, workdir, SCHEMA_COST_FRAMES, alter)))
+    return runs
+
+
+def print_schema_cost(runs: dict[str, list[dict[str, float]]]) -> None:
+    median = {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
+              for name, results in runs.items()}
+    full = median["full schema"]["postgres_us"]
+    print(f"\nwriter alone, {SCHEMA_COST_FRAMES:,} frames, medians of {len(runs['full schema'])} runs\n")
+    print("| schema | frames/s | CPU µs/frame: writer | postgres | postgres vs full schema |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in median.items():
+        print(f"| {name} | {r['frames_per_s']:,.0f} | {r['collector_us']:.1f} | {r['postgres_us']:.1f}"
+              f" | {r['postgres_us'] - full:+.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -256,11 +302,17 @@ def main() -> None:
                         help="frames the simulator renders ahead of time (enough for the firehose)")
     parser.add_argument("--flush-ms", type=float, default=WriterSettings.flush_interval * 1000,
                         help="writer flush interval")
+    parser.add_argument("--schema-cost", action="store_true",
+                        help="instead: the writer-only ceiling with each index, and jsonb, taken away in turn")
     args = parser.parse_args()
     workdir, server = scratch_server("collect")
     migrate.upgrade(create_database(server.url("postgres"), TEMPLATE))
     results: dict[str, dict[str, float]] = {}
     try:
+        if args.schema_cost:
+            render_frames(workdir / FRAMES_FILE, SCHEMA_COST_FRAMES)
+            print_schema_cost(schema_cost(server, workdir, args.repeat))
+            return
         print(f"rendering {args.frames:,} frames …", file=sys.stderr)
         render_frames(workdir / FRAMES_FILE, args.frames)
         print("warm-up …", file=sys.stderr)
