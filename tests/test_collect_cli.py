@@ -32,8 +32,9 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_simulate_and_collect_then_sigint_stores_everything_received(db_url: str, tmp_path: Path) -> None:
-    op_port, saba_port, metrics_port = free_port(), free_port(), free_port()
+def operator_setup(db_url: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """A config with an OddsPapi and a Saba feed on free local ports; the command line and environment."""
+    op_port, saba_port = free_port(), free_port()
     config = tmp_path / "warehouse.toml"
     config.write_text(f"""
 [writer]
@@ -54,7 +55,19 @@ token_env = "SABA_TOKEN"
 backoff_initial_s = 0.2
 """)
     env = {**os.environ, "OP_KEY": KEY, "SABA_TOKEN": TOKEN, "WAREHOUSE_DATABASE_URL": db_url}
-    command = [sys.executable, "-m", "warehouse", "--config", str(config)]
+    return [sys.executable, "-m", "warehouse", "--config", str(config)], env
+
+
+def assert_stored_without_holes(db_url: str) -> None:
+    """Every frame that got a sequence number (was received) is stored: no hole, nothing after the last."""
+    for count, low, high in query(db_url, "SELECT count(*), min(seq), max(seq) FROM raw_messages"
+                                          " GROUP BY connection_id"):
+        assert (low, high) == (1, count)
+
+
+def test_simulate_and_collect_then_sigint_stores_everything_received(db_url: str, tmp_path: Path) -> None:
+    metrics_port = free_port()
+    command, env = operator_setup(db_url, tmp_path)
     simulators = subprocess.Popen([*command, "simulate"], env=env, stderr=subprocess.PIPE, text=True)
     collector = subprocess.Popen([*command, "-v", "collect", "--metrics-port", str(metrics_port)], env=env,
                                  stderr=subprocess.PIPE, text=True)
@@ -81,11 +94,52 @@ backoff_initial_s = 0.2
     reasons = query(db_url, "SELECT source, detail->>'reason' FROM collector_events WHERE event = 'disconnect'"
                             " ORDER BY source")
     assert reasons == [("oddspapi", "shutdown"), ("saba", "shutdown")]
-    # Every frame that got a sequence number (was received) is stored: no hole, nothing after the last.
-    for count, low, high in query(db_url, "SELECT count(*), min(seq), max(seq) FROM raw_messages"
-                                          " GROUP BY connection_id"):
-        assert (low, high) == (1, count)
+    assert_stored_without_holes(db_url)
     assert not list((tmp_path / "spool" / "collector").glob("*.spool")), "spool must be empty after a clean stop"
     for secret in (KEY, TOKEN):
         assert secret not in collector_log and secret not in simulator_log
     assert "collecting 2 feeds" in collector_log
+
+
+def test_one_collector_process_per_feed(db_url: str, tmp_path: Path) -> None:
+    """`collect --feed NAME`: busy feeds in processes of their own, each with its own spool."""
+    command, env = operator_setup(db_url, tmp_path)
+    unknown = subprocess.run([*command, "collect", "--feed", "nope"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert unknown.returncode == 2
+    assert "no feed is named 'nope'; its feeds are: oddspapi, saba" in unknown.stderr
+    simulators = subprocess.Popen([*command, "simulate"], env=env, stderr=subprocess.PIPE, text=True)
+    ports = {"oddspapi": free_port(), "saba": free_port()}
+    collectors = {name: subprocess.Popen([*command, "collect", "--feed", name, "--metrics-port", str(port)],
+                                         env=env, stderr=subprocess.PIPE, text=True) for name, port in ports.items()}
+    logs = {}
+    try:
+        wait_for(lambda: query(db_url, "SELECT count(*) FILTER (WHERE source = 'oddspapi') >= 20 AND"
+                                       " count(*) FILTER (WHERE source = 'saba') >= 2 FROM raw_messages")[0][0],
+                 60, "frames from both collectors")
+        status = subprocess.run([*command, "status", "--json", *(f"--metrics-port={p}" for p in ports.values())],
+                                env=env, capture_output=True, text=True, timeout=60)
+        live = {row["source"]: row["collector"] for row in json.loads(status.stdout)}
+        assert live["oddspapi"]["frames"] >= 20 and live["saba"]["frames"] >= 2  # each from its own process
+        # A third collector of the same feeds would store every frame twice: it is refused.
+        twice = subprocess.run([*command, "collect"], env=env, capture_output=True, text=True, timeout=60)
+        assert twice.returncode == 2
+        assert "feed oddspapi is already being collected by another process on this machine" in twice.stderr
+        for name, collector in collectors.items():
+            collector.send_signal(signal.SIGINT)
+            _, logs[name] = collector.communicate(timeout=60)
+            assert collector.returncode == 0, logs[name][-2000:]
+    finally:
+        for collector in collectors.values():
+            collector.kill()
+        simulators.send_signal(signal.SIGTERM)
+        simulators.communicate(timeout=30)
+    for name, log in logs.items():
+        assert f"collecting 1 feed ({name}) through the spool {tmp_path / 'spool' / f'collector-{name}'};" in log
+    assert query(db_url, "SELECT source, count(*) FROM collector_events WHERE event = 'disconnect'"
+                         " AND detail->>'reason' = 'shutdown' GROUP BY source ORDER BY source") == [
+        ("oddspapi", 1), ("saba", 1)]
+    assert_stored_without_holes(db_url)
+    spools = tmp_path / "spool"
+    assert sorted(p.name for p in spools.iterdir() if p.is_dir()) == ["collector-oddspapi", "collector-saba"]
+    assert not list(spools.glob("*/*.spool")), "spools must be empty after a clean stop"

@@ -168,22 +168,22 @@ def db_stop() -> None:
 def status(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-    metrics_port: int | None = typer.Option(None, "--metrics-port", help="also read the counters of the "
-                                            "collector running with this --metrics-port"),
+    metrics_port: Annotated[list[int] | None, typer.Option(
+        "--metrics-port", help="also read the counters of the collector running with this --metrics-port "
+                               "(repeatable: one per collector process)")] = None,
 ) -> None:
     """Per source: last frame age, rows in the last minute, reconnects, gaps, quarantine, spool backlog."""
+    from warehouse.collect.metrics import scrape
     from warehouse.store.status import source_status
 
     rows = source_status(ctx.obj.url(), ctx.obj.spool_root())
     live: dict[str, dict[str, float]] = {}
-    if metrics_port:
-        from warehouse.collect.metrics import scrape
-
+    for port in metrics_port or []:
         try:
-            live = scrape(metrics_port)
+            live |= scrape(port)
         except OSError as exc:
-            err.print(f"[yellow]warning:[/yellow] no collector metrics on 127.0.0.1:{metrics_port} ({exc}); "
-                      "showing the database only", highlight=False)
+            err.print(f"[yellow]warning:[/yellow] no collector metrics on 127.0.0.1:{port} ({exc}); "
+                      "its feeds show from the database only", highlight=False)
     if as_json:
         print(json.dumps([r.as_json() | ({"collector": live[r.source]} if r.source in live else {})
                           for r in rows], indent=2))
@@ -247,16 +247,21 @@ def collect(
     ctx: typer.Context,
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="serve Prometheus /metrics on "
                                             "127.0.0.1:PORT"),
+    feed: Annotated[list[str] | None, typer.Option("--feed", help="only this feed of the config (repeatable): "
+                                                   "run busy feeds in processes of their own")] = None,
 ) -> None:
     """Run the config's feeds until stopped (SIGINT/SIGTERM: flush, record the disconnect, exit 0; SIGHUP: reload)."""
     from warehouse.collect import collect as run_collect
-    from warehouse.collect.settings import feed_settings
+    from warehouse.collect import writer_identity
+    from warehouse.collect.settings import feed_settings, only
 
-    config = ctx.obj.config
-    feeds = feed_settings(config)
+    config, selected = ctx.obj.config, feed or []
+    feeds = only(feed_settings(config), selected, config)
+    writer_name, writer_settings = writer_identity(selected, config.writer_settings())
     _log_at_least_info()
-    asyncio.run(run_collect(ctx.obj.url(), feeds, config.writer_settings(), metrics_port=metrics_port,
-                            reload=lambda: feed_settings(load_config(config.path))))
+    asyncio.run(run_collect(ctx.obj.url(), feeds, writer_settings, writer_name=writer_name,
+                            metrics_port=metrics_port,
+                            reload=lambda: only(feed_settings(load_config(config.path)), selected, config)))
 
 
 @app.command()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import re
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from warehouse.collect import gc_settle, metrics
 from warehouse.collect.redact import redact_logs
@@ -20,10 +25,52 @@ from warehouse.store.writer import Writer, WriterSettings
 log = logging.getLogger("warehouse.collect")
 
 
+def writer_identity(selected: Sequence[str], settings: WriterSettings) -> tuple[str, WriterSettings]:
+    """The writer's name and settings for a collector running the `selected` feeds (none: all).
+
+    A spool belongs to one process. A collector running only some feeds (`--feed`, one process per
+    busy feed, each on a core of its own) spools beside the default spool, in
+    `collector-<feed>[+<feed>...]`, so that such collectors can run at the same time, and a restart
+    of one finds what it left."""
+    if not selected:
+        return "collector", settings
+    suffix = "+".join(_file_safe(name) for name in sorted(set(selected)))
+    if settings.spool_dir is not None:
+        settings = replace(settings, spool_dir=settings.spool_dir.with_name(f"{settings.spool_dir.name}-{suffix}"))
+    return f"collector-{suffix}", settings
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+@contextlib.contextmanager
+def _feeds_claimed(feeds: list[FeedSettings], directory: Path) -> Iterator[None]:
+    """One collector per feed on this machine, or every frame would be stored twice: a lock file per
+    feed beside the spools, held while collecting (the OS releases it if the process dies)."""
+    with contextlib.ExitStack() as held:
+        for feed in feeds:
+            path = directory / f".feed-{_file_safe(feed.name)}.lock"
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                handle = held.enter_context(open(path, "w"))  # held until collecting ends
+            except OSError as exc:  # the spool cannot be there either: the writer will say so
+                log.warning("cannot claim feed %s (%s); make sure no other collector runs it", feed.name, exc)
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"feed {feed.name} is already being collected by another process on this"
+                                  f" machine (it holds {path}); stop that one, or leave this feed out with"
+                                  " --feed") from None
+        yield
+
+
 async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSettings, *,
-                  metrics_port: int | None = None, stop: asyncio.Event | None = None,
+                  writer_name: str = "collector", metrics_port: int | None = None,
+                  stop: asyncio.Event | None = None,
                   reload: Callable[[], list[FeedSettings]] | None = None) -> None:
-    """Run every feed until SIGINT/SIGTERM (or `stop`), then flush the writer and return.
+    """Run `feeds` until SIGINT/SIGTERM (or `stop`), then flush the writer and return.
 
     With `reload`, SIGHUP re-reads the configuration and hands each running feed its new settings.
     """
@@ -34,26 +81,29 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         loop.add_signal_handler(sig, stop.set)
     if metrics_port:
         metrics.serve(metrics_port)
-    async with Writer(url, writer_settings, on_commit=metrics.CommitLatency()) as writer:
-        metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
-        metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog)
-        metrics.DROPPED.set_function(lambda: writer.stats.dropped)
-        resume = await _resume_points(url, feeds, writer)
-        await _close_gaps_left_open(url, feeds, writer)
-        runners = [FeedRunner(f, writer, resume_id=resume.get(f.name)) for f in feeds]
-        log.info("collecting %d feeds (%s); Ctrl-C or SIGTERM stops", len(feeds), ", ".join(f.name for f in feeds))
-        if reload is not None:
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(reload, runners)))
-        gc_settle.settle()
-        running = asyncio.create_task(run_feeds(runners))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
-        running.cancel()
-        stopping.cancel()
-        await asyncio.gather(running, stopping, return_exceptions=True)
-        for runner in runners:
-            await runner.aclose()
-        log.info("feeds stopped; flushing %d queued frames", writer.queued)
+    writer = Writer(url, writer_settings, name=writer_name, on_commit=metrics.CommitLatency())
+    with _feeds_claimed(feeds, writer.spool_dir.parent):  # before anything is spooled, read or connected
+        async with writer:
+            metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
+            metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog)
+            metrics.DROPPED.set_function(lambda: writer.stats.dropped)
+            resume = await _resume_points(url, feeds, writer)
+            await _close_gaps_left_open(url, feeds, writer)
+            runners = [FeedRunner(f, writer, resume_id=resume.get(f.name)) for f in feeds]
+            log.info("collecting %d feed%s (%s) through the spool %s; Ctrl-C or SIGTERM stops", len(feeds),
+                     "" if len(feeds) == 1 else "s", ", ".join(f.name for f in feeds), writer.spool_dir)
+            if reload is not None:
+                loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(reload, runners)))
+            gc_settle.settle()
+            running = asyncio.create_task(run_feeds(runners))
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+            running.cancel()
+            stopping.cancel()
+            await asyncio.gather(running, stopping, return_exceptions=True)
+            for runner in runners:
+                await runner.aclose()
+            log.info("feeds stopped; flushing %d queued frames", writer.queued)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.remove_signal_handler(sig)
 

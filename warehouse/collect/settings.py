@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -58,6 +58,15 @@ def feed_settings(config: Config, environ: Mapping[str, str] | None = None) -> l
     feeds = [_one(config, feed, modules, environ) for feed in config.feeds]
     _check_connection_limits(config, feeds)
     return feeds
+
+
+def only(feeds: list[FeedSettings], names: Sequence[str], config: Config) -> list[FeedSettings]:
+    """The feeds named (`warehouse collect --feed`), in the config's order; all of them if none is."""
+    known = [feed.name for feed in feeds]
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{config.path}: no feed is named {name!r}; its feeds are: {', '.join(known)}")
+    return [feed for feed in feeds if not names or feed.name in names]
 
 
 def _check_connection_limits(config: Config, feeds: list[FeedSettings]) -> None:

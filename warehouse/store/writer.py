@@ -124,9 +124,7 @@ class Writer:
     # -- public API ----------------------------------------------------------------------------
 
     async def start(self) -> Writer:
-        from warehouse.store.database import data_dir
-
-        spool_dir = self.settings.spool_dir or data_dir() / "spool" / self.name
+        spool_dir = self.spool_dir
         try:
             self._spool = Spool(spool_dir, fsync=self.settings.spool_fsync)
         except OSError as exc:  # collecting without a safety net beats not collecting at all
@@ -186,6 +184,13 @@ class Writer:
     @property
     def spool_backlog(self) -> int:
         return self._spool.pending_batches if self._spool else 0
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where this writer spools: the settings' directory, else <data dir>/spool/<writer name>."""
+        from warehouse.store.database import data_dir
+
+        return self.settings.spool_dir or data_dir() / "spool" / self.name
 
     async def close(self, timeout: float = 30.0) -> None:
         """Flush everything: commit what the database takes, spool the rest. Idempotent."""
