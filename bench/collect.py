@@ -3,6 +3,7 @@
     python bench/collect.py                      # 5,000 frames/s and firehose, 20 s each, 3 times; ceiling
     python bench/collect.py --outage 60          # ... plus 5,000 frames/s with a 60 s database outage
     python bench/collect.py --schema-cost        # where PostgreSQL's time per frame goes (writer alone)
+    python bench/collect.py --split              # two feeds: one collector process, or one per feed
 
 Every OddsPapi frame carries two prices (one raw frame + two price_ticks rows). The simulator runs
 in its own process, as a vendor would, and sends frames its market model rendered before the run
@@ -24,6 +25,7 @@ import multiprocessing
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -82,6 +84,23 @@ def _serve(port: int, rate: float | None, frames_path: Path, ready: Any) -> None
     asyncio.run(main())
 
 
+def start_simulator(workdir: Path, rate: float | None) -> tuple[multiprocessing.process.BaseProcess, int]:
+    """An OddsPapi simulator process sending the pre-rendered frames, listening on its port."""
+    port = free_port()
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Event()
+    process = spawn.Process(target=_serve, args=(port, rate, workdir / FRAMES_FILE, ready), daemon=True)
+    process.start()
+    if not ready.wait(120):
+        raise SystemExit("the simulator process did not start within 120 s")
+    return process, port
+
+
+def feed_toml(name: str, port: int) -> str:
+    return (f'[[feeds]]\nname = "{name}"\nkind = "oddspapi-ws"\nurl = "ws://127.0.0.1:{port}/v4/ws"\n'
+            'api_key_env = "BENCH_KEY"\nsilence_timeout_s = 600\n')
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,28 +108,29 @@ def free_port() -> int:
 
 
 class CpuClock:
-    """CPU seconds (user + system) spent so far by the collector (this process), the simulator
-    process and the PostgreSQL server (postmaster and its backends): where a frame's cost goes."""
+    """CPU seconds (user + system) spent so far by the collector, simulator, ... processes named,
+    and by the PostgreSQL server (postmaster and its backends): where a frame's cost goes."""
 
-    def __init__(self, server: EmbeddedPostgres, simulator_pid: int | None = None) -> None:
+    def __init__(self, server: EmbeddedPostgres, **pids: list[int]) -> None:
         postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
-        self.processes = {"collector": psutil.Process(), "postgres": psutil.Process(postmaster)}
-        if simulator_pid is not None:
-            self.processes["simulator"] = psutil.Process(simulator_pid)
+        self.processes = {name: [psutil.Process(pid) for pid in group] for name, group in pids.items()}
+        self.processes["postgres"] = [psutil.Process(postmaster)]
 
     def read(self) -> dict[str, float]:
         spent = {}
-        for name, process in self.processes.items():
-            try:
-                root = process.cpu_times()
-                total = root.user + root.system
-                if name == "postgres":  # its backends: those still running, and those it has reaped
-                    total += root.children_user + root.children_system
-                    for child in process.children(recursive=True):
-                        with contextlib.suppress(psutil.Error):
-                            total += sum(child.cpu_times()[:2])
-            except psutil.Error:  # the server was restarted (outage run): its time is unknown
-                total = float("nan")
+        for name, group in self.processes.items():
+            total = 0.0
+            for process in group:
+                try:
+                    root = process.cpu_times()
+                    total += root.user + root.system
+                    if name == "postgres":  # its backends: those still running, and those it has reaped
+                        total += root.children_user + root.children_system
+                        for child in process.children(recursive=True):
+                            with contextlib.suppress(psutil.Error):
+                                total += sum(child.cpu_times()[:2])
+                except psutil.Error:  # the server was restarted (outage run): its time is unknown
+                    total = float("nan")
             spent[name] = total
         return spent
 
@@ -168,16 +188,9 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, prerendered: in
                         writer: WriterSettings | None = None) -> dict[str, float]:
     """Collect from a fresh simulator process into a fresh database for `seconds`; return the figures."""
     url = fresh_database(server)
-    port = free_port()
-    spawn = multiprocessing.get_context("spawn")
-    ready = spawn.Event()
-    process = spawn.Process(target=_serve, args=(port, rate, workdir / FRAMES_FILE, ready), daemon=True)
-    process.start()
-    if not ready.wait(120):
-        raise SystemExit("the simulator process did not start within 120 s")
+    process, port = start_simulator(workdir, rate)
     config = workdir / "bench.toml"
-    config.write_text(f'[[feeds]]\nname = "oddspapi"\nkind = "oddspapi-ws"\nurl = "ws://127.0.0.1:{port}/v4/ws"\n'
-                      'api_key_env = "BENCH_KEY"\nsilence_timeout_s = 600\n')
+    config.write_text(feed_toml("oddspapi", port))
     feed = feed_settings(load_config(config), {"BENCH_KEY": KEY})[0]
     latencies: list[float] = []
 
@@ -197,7 +210,7 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, prerendered: in
             await asyncio.sleep(1.0)  # connected and streaming
             counters = runner.metrics
             frames_before, rows_before = counters.frames, counters.rows
-            cpu = CpuClock(server, process.pid)
+            cpu = CpuClock(server, collector=[os.getpid()], simulator=[process.pid])
             cpu_before = cpu.read()
             started = time.perf_counter()
             if outage is not None:
@@ -248,7 +261,7 @@ async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int,
         units.append((RawMessage(now, "ceiling", connection, seq, "price", data),
                       adapter.handle(orjson.loads(data), now).records))
     url = fresh_database(server, alter)  # before the clocks start: creating it is not the writer's work
-    cpu = CpuClock(server)
+    cpu = CpuClock(server, collector=[os.getpid()])
     cpu_before = cpu.read()
     started = time.perf_counter()
     async with Writer(url, WriterSettings(spool_dir=workdir / "spool-ceiling")) as writer:
@@ -260,6 +273,51 @@ async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int,
     rows = sum(1 + len(r) for _, r in units)
     return {"frames_per_s": len(units) / elapsed, "rows_per_s": rows / elapsed,
             **{f"{name}_us": 1e6 * (spent - cpu_before[name]) / len(units) for name, spent in spent.items()}}
+
+
+def split_phase(server: EmbeddedPostgres, workdir: Path, processes: int, seconds: float) -> dict[str, float]:
+    """Two OddsPapi feeds in the firehose, each from its own simulator process, collected by
+    `warehouse collect` itself: all in one process, or one process per feed (`--feed`)."""
+    url = fresh_database(server)
+    simulators = [start_simulator(workdir, None) for _ in range(2)]
+    names = [f"oddspapi{i}" for i in range(1, len(simulators) + 1)]
+    config = workdir / "split.toml"
+    config.write_text("".join(feed_toml(name, port) for name, (_, port) in zip(names, simulators, strict=True)))
+    env = {**os.environ, "BENCH_KEY": KEY, "WAREHOUSE_DATA_DIR": str(workdir / f"data-{processes}")}
+    command = [sys.executable, "-m", "warehouse", "--database-url", url, "--config", str(config), "collect"]
+    groups = [[]] if processes == 1 else [[f"--feed={name}"] for name in names]
+    collectors = [subprocess.Popen([*command, *group], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL) for group in groups]
+    try:
+        time.sleep(5)  # started, connected, streaming
+        cpu = CpuClock(server, collector=[c.pid for c in collectors],
+                       simulator=[process.pid for process, _ in simulators])
+        cpu_before, window_start = cpu.read(), datetime.now(UTC)
+        time.sleep(seconds)
+        cpu_spent = {name: spent - cpu_before[name] for name, spent in cpu.read().items()}
+        window_end = datetime.now(UTC)
+    finally:
+        for collector in collectors:
+            collector.terminate()  # SIGTERM: flush, record the disconnect, exit
+        for collector in collectors:
+            collector.wait(60)
+        for process, _ in simulators:
+            process.terminate()
+    with psycopg.connect(url) as conn:  # counted afterwards: the count is not the collectors' work
+        received = conn.execute("SELECT count(*) FROM raw_messages WHERE received_at >= %s AND received_at < %s",
+                                (window_start, window_end)).fetchone()[0]
+    elapsed = (window_end - window_start).total_seconds()
+    return {"frames_per_s": received / elapsed,
+            **{f"{name}_us": 1e6 * spent / max(received, 1) for name, spent in cpu_spent.items()}}
+
+
+def print_split(runs: dict[str, dict[str, float]]) -> None:
+    print("\n| two OddsPapi feeds, firehose | frames/s, both feeds | CPU µs/frame: collectors | postgres"
+          " | simulators |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in runs.items():
+        print(f"| {name} | {r['frames_per_s']:,.0f} | {r['collector_us']:.0f} | {r['postgres_us']:.0f}"
+              f" | {r['simulator_us']:.0f} |")
 
 
 SCHEMA_COST_FRAMES = 100_000
@@ -302,6 +360,8 @@ def main() -> None:
                         help="frames the simulator renders ahead of time (enough for the firehose)")
     parser.add_argument("--flush-ms", type=float, default=WriterSettings.flush_interval * 1000,
                         help="writer flush interval")
+    parser.add_argument("--split", action="store_true",
+                        help="instead: two feeds in one collector process, then in one process each")
     parser.add_argument("--schema-cost", action="store_true",
                         help="instead: the writer-only ceiling with each index, and jsonb, taken away in turn")
     args = parser.parse_args()
@@ -312,6 +372,18 @@ def main() -> None:
         if args.schema_cost:
             render_frames(workdir / FRAMES_FILE, SCHEMA_COST_FRAMES)
             print_schema_cost(schema_cost(server, workdir, args.repeat))
+            return
+        if args.split:
+            print(f"rendering {args.frames:,} frames …", file=sys.stderr)
+            render_frames(workdir / FRAMES_FILE, args.frames)
+            split_phase(server, workdir, 1, 5)  # warm-up
+            runs = {}
+            for run in range(1, args.repeat + 1):
+                for processes in (1, 2):
+                    name = "one process" if processes == 1 else "one process per feed (`--feed`)"
+                    print(f"{name}, run {run} …", file=sys.stderr)
+                    runs[f"{name} #{run}"] = split_phase(server, workdir, processes, args.seconds)
+            print_split(runs)
             return
         print(f"rendering {args.frames:,} frames …", file=sys.stderr)
         render_frames(workdir / FRAMES_FILE, args.frames)
