@@ -124,7 +124,7 @@ def test_one_collector_process_per_feed(db_url: str, tmp_path: Path) -> None:
         # A third collector of the same feeds would store every frame twice: it is refused.
         twice = subprocess.run([*command, "collect"], env=env, capture_output=True, text=True, timeout=60)
         assert twice.returncode == 2
-        assert "feed oddspapi is already being collected by another process on this machine" in twice.stderr
+        assert "feed oddspapi is already being collected by another process (it holds" in twice.stderr
         for name, collector in collectors.items():
             collector.send_signal(signal.SIGINT)
             _, logs[name] = collector.communicate(timeout=60)

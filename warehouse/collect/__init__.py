@@ -25,6 +25,9 @@ from warehouse.store.writer import Writer, WriterSettings
 log = logging.getLogger("warehouse.collect")
 
 
+WRITER_NAME = "collector"  # the writer of a collector running every feed: <data dir>/spool/collector
+
+
 def writer_identity(selected: Sequence[str], settings: WriterSettings) -> tuple[str, WriterSettings]:
     """The writer's name and settings for a collector running the `selected` feeds (none: all).
 
@@ -33,11 +36,11 @@ def writer_identity(selected: Sequence[str], settings: WriterSettings) -> tuple[
     `collector-<feed>[+<feed>...]`, so that such collectors can run at the same time, and a restart
     of one finds what it left."""
     if not selected:
-        return "collector", settings
+        return WRITER_NAME, settings
     suffix = "+".join(_file_safe(name) for name in sorted(set(selected)))
     if settings.spool_dir is not None:
         settings = replace(settings, spool_dir=settings.spool_dir.with_name(f"{settings.spool_dir.name}-{suffix}"))
-    return f"collector-{suffix}", settings
+    return f"{WRITER_NAME}-{suffix}", settings
 
 
 def _file_safe(name: str) -> str:
@@ -46,8 +49,9 @@ def _file_safe(name: str) -> str:
 
 @contextlib.contextmanager
 def _feeds_claimed(feeds: list[FeedSettings], directory: Path) -> Iterator[None]:
-    """One collector per feed on this machine, or every frame would be stored twice: a lock file per
-    feed beside the spools, held while collecting (the OS releases it if the process dies)."""
+    """One collector per feed, or every frame would be stored twice: a lock file per feed beside the
+    spools (so shared by the collectors of one config), held while collecting (the OS releases it
+    if the process dies)."""
     with contextlib.ExitStack() as held:
         for feed in feeds:
             path = directory / f".feed-{_file_safe(feed.name)}.lock"
@@ -60,14 +64,13 @@ def _feeds_claimed(feeds: list[FeedSettings], directory: Path) -> Iterator[None]
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise ConfigError(f"feed {feed.name} is already being collected by another process on this"
-                                  f" machine (it holds {path}); stop that one, or leave this feed out with"
-                                  " --feed") from None
+                raise ConfigError(f"feed {feed.name} is already being collected by another process (it holds"
+                                  f" {path}); stop that one, or leave this feed out with --feed") from None
         yield
 
 
 async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSettings, *,
-                  writer_name: str = "collector", metrics_port: int | None = None,
+                  writer_name: str = WRITER_NAME, metrics_port: int | None = None,
                   stop: asyncio.Event | None = None,
                   reload: Callable[[], list[FeedSettings]] | None = None) -> None:
     """Run `feeds` until SIGINT/SIGTERM (or `stop`), then flush the writer and return.
