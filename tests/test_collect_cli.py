@@ -143,3 +143,16 @@ def test_one_collector_process_per_feed(db_url: str, tmp_path: Path) -> None:
     spools = tmp_path / "spool"
     assert sorted(p.name for p in spools.iterdir() if p.is_dir()) == ["collector-oddspapi", "collector-saba"]
     assert not list(spools.glob("*/*.spool")), "spools must be empty after a clean stop"
+
+
+def test_a_collector_of_some_feeds_spools_beside_the_default_spool(tmp_path: Path, monkeypatch) -> None:
+    from warehouse.collect import writer_identity
+    from warehouse.store.writer import Writer, WriterSettings
+
+    assert writer_identity([], WriterSettings()) == ("collector", WriterSettings())
+    name, settings = writer_identity(["saba", "odds/papi", "saba"], WriterSettings())
+    assert (name, settings.spool_dir) == ("collector-odds_papi+saba", None)
+    monkeypatch.setenv("WAREHOUSE_DATA_DIR", str(tmp_path))
+    assert Writer("postgresql://unused", settings, name=name).spool_dir == tmp_path.resolve() / "spool" / name
+    _, configured = writer_identity(["mm"], WriterSettings(spool_dir=tmp_path / "spool" / "main"))
+    assert configured.spool_dir == tmp_path / "spool" / "main-mm"
