@@ -275,7 +275,8 @@ async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int,
             **{f"{name}_us": 1e6 * (spent - cpu_before[name]) / len(units) for name, spent in spent.items()}}
 
 
-def split_phase(server: EmbeddedPostgres, workdir: Path, processes: int, seconds: float) -> dict[str, float]:
+def split_phase(server: EmbeddedPostgres, workdir: Path, prerendered: int, processes: int,
+                seconds: float) -> dict[str, float]:
     """Two OddsPapi feeds in the firehose, each from its own simulator process, collected by
     `warehouse collect` itself: all in one process, or one process per feed (`--feed`)."""
     url = fresh_database(server)
@@ -286,8 +287,11 @@ def split_phase(server: EmbeddedPostgres, workdir: Path, processes: int, seconds
     env = {**os.environ, "BENCH_KEY": KEY, "WAREHOUSE_DATA_DIR": str(workdir / f"data-{processes}")}
     command = [sys.executable, "-m", "warehouse", "--database-url", url, "--config", str(config), "collect"]
     groups = [[]] if processes == 1 else [[f"--feed={name}"] for name in names]
-    collectors = [subprocess.Popen([*command, *group], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL) for group in groups]
+    logs = [workdir / f"collector-{processes}-{i}.log" for i in range(len(groups))]
+    collectors = []
+    for group, log in zip(groups, logs, strict=True):
+        with log.open("w") as out:
+            collectors.append(subprocess.Popen([*command, *group], env=env, stdout=subprocess.DEVNULL, stderr=out))
     try:
         time.sleep(5)  # started, connected, streaming
         cpu = CpuClock(server, collector=[c.pid for c in collectors],
@@ -296,6 +300,9 @@ def split_phase(server: EmbeddedPostgres, workdir: Path, processes: int, seconds
         time.sleep(seconds)
         cpu_spent = {name: spent - cpu_before[name] for name, spent in cpu.read().items()}
         window_end = datetime.now(UTC)
+        for collector, log in zip(collectors, logs, strict=True):
+            if collector.poll() is not None:
+                raise SystemExit(f"a collector process ended early:\n{log.read_text()[-2000:]}")
     finally:
         for collector in collectors:
             collector.terminate()  # SIGTERM: flush, record the disconnect, exit
@@ -306,6 +313,10 @@ def split_phase(server: EmbeddedPostgres, workdir: Path, processes: int, seconds
     with psycopg.connect(url) as conn:  # counted afterwards: the count is not the collectors' work
         received = conn.execute("SELECT count(*) FROM raw_messages WHERE received_at >= %s AND received_at < %s",
                                 (window_start, window_end)).fetchone()[0]
+        busiest = conn.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM raw_messages GROUP BY source) s"
+                               ).fetchone()[0]
+    if busiest >= prerendered:
+        print("  the pre-rendered frames ran out before the end: raise --frames", file=sys.stderr)
     elapsed = (window_end - window_start).total_seconds()
     return {"frames_per_s": received / elapsed,
             **{f"{name}_us": 1e6 * spent / max(received, 1) for name, spent in cpu_spent.items()}}
@@ -376,13 +387,13 @@ def main() -> None:
         if args.split:
             print(f"rendering {args.frames:,} frames …", file=sys.stderr)
             render_frames(workdir / FRAMES_FILE, args.frames)
-            split_phase(server, workdir, 1, 5)  # warm-up
+            split_phase(server, workdir, args.frames, 1, 5)  # warm-up
             runs = {}
             for run in range(1, args.repeat + 1):
                 for processes in (1, 2):
                     name = "one process" if processes == 1 else "one process per feed (`--feed`)"
                     print(f"{name}, run {run} …", file=sys.stderr)
-                    runs[f"{name} #{run}"] = split_phase(server, workdir, processes, args.seconds)
+                    runs[f"{name} #{run}"] = split_phase(server, workdir, args.frames, processes, args.seconds)
             print_split(runs)
             return
         print(f"rendering {args.frames:,} frames …", file=sys.stderr)
