@@ -46,13 +46,13 @@ from bench._server import create_database, discard, scratch_server  # noqa: E402
 from warehouse.collect import gc_settle  # noqa: E402
 from warehouse.collect.runner import FeedRunner  # noqa: E402
 from warehouse.collect.settings import feed_settings  # noqa: E402
-from warehouse.config import load_config  # noqa: E402
+from warehouse.config import WriterSettings, load_config  # noqa: E402
 from warehouse.feeds.oddspapi import Adapter  # noqa: E402
 from warehouse.records import RawMessage  # noqa: E402
 from warehouse.simulate.oddspapi import OddsPapiSimulator  # noqa: E402
 from warehouse.store import migrate  # noqa: E402
 from warehouse.store.embedded import EmbeddedPostgres  # noqa: E402
-from warehouse.store.writer import Writer, WriterSettings  # noqa: E402
+from warehouse.store.writer import Writer  # noqa: E402
 
 KEY = "bench-key"
 TEMPLATE = "owh_bench_template"
@@ -254,7 +254,7 @@ async def collect_phase(server: EmbeddedPostgres, workdir: Path, prerendered: in
 async def ceiling(server: EmbeddedPostgres, workdir: Path, frames: int,
                   alter: tuple[str, ...] = ()) -> dict[str, float]:
     """The writer alone on the same kind of rows: frames rendered and parsed ahead of time."""
-    adapter = Adapter("ceiling", {})
+    adapter = Adapter("ceiling")
     connection, units = uuid4(), []
     for seq, data in enumerate(read_frames(workdir / FRAMES_FILE)[:frames]):
         now = datetime.now(UTC)
@@ -400,7 +400,7 @@ def main() -> None:
         render_frames(workdir / FRAMES_FILE, args.frames)
         print("warm-up …", file=sys.stderr)
         asyncio.run(collect_phase(server, workdir, args.frames, None, 5))
-        writer = WriterSettings(flush_interval=args.flush_ms / 1000)
+        writer = WriterSettings(flush_interval_s=args.flush_ms / 1000)
         for run in range(1, args.repeat + 1):
             print(f"{args.rate:.0f} frames/s, run {run} …", file=sys.stderr)
             results[f"{args.rate:.0f}/s #{run}"] = asyncio.run(collect_phase(

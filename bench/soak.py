@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._server import discard, scratch_server  # noqa: E402
-from warehouse.simulate.fleet import CollectorProcess, FleetThread  # noqa: E402
+from tests.harness import CollectorProcess  # noqa: E402
+from warehouse.simulate.fleet import FleetThread  # noqa: E402
 from warehouse.store import migrate  # noqa: E402
 
 RATES = {"oddspapi": 300, "saba": 60, "ckex": 20, "mm": 10}  # frames/s of market changes per vendor

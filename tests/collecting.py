@@ -14,11 +14,10 @@ from sqlalchemy import Text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from tests.conftest import query
-from warehouse.collect import collect
+from warehouse import schema as tables
+from warehouse.collect.service import collect
 from warehouse.collect.settings import FeedSettings, feed_settings
-from warehouse.config import load_config
-from warehouse.store import tables
-from warehouse.store.writer import WriterSettings
+from warehouse.config import WriterSettings, load_config
 
 
 def feeds_from_toml(tmp_path: Path, text: str, env: dict[str, str]) -> list[FeedSettings]:

@@ -15,16 +15,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import test_ckex, test_mm, test_oddspapi, test_saba
-from warehouse.feeds import base, ckex, mm, oddspapi, saba
+from tests.feedkit import adapter as make_adapter
+from warehouse.feeds import contract as base
+from warehouse.feeds.registry import FEEDS
 from warehouse.records import Record
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
-SEEDS: dict[str, tuple[Any, list[Any], dict[str, Any]]] = {
-    "oddspapi": (oddspapi, [orjson.loads(f) for f in test_oddspapi.SEED], {}),
-    "saba": (saba, [orjson.loads(f) for _, f in test_saba.SEED], {}),
-    "ckex": (ckex, [orjson.loads(f) for f in test_ckex.SEED], {"subscriptions": test_ckex.SUBSCRIPTIONS}),
-    "mm": (mm, [orjson.loads(f) for f in test_mm.SEED], {}),
+SEEDS: dict[str, tuple[list[Any], dict[str, Any]]] = {
+    "oddspapi-ws": ([orjson.loads(f) for f in test_oddspapi.SEED], {}),
+    "saba-sse": ([orjson.loads(f) for _, f in test_saba.SEED], {}),
+    "ckex-ws": ([orjson.loads(f) for f in test_ckex.SEED], {"subscriptions": tuple(test_ckex.SUBSCRIPTIONS)}),
+    "mm-ws": ([orjson.loads(f) for f in test_mm.SEED], {}),
 }
+
+
+def test_every_registered_kind_has_seed_frames() -> None:
+    assert set(SEEDS) == set(FEEDS)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
@@ -65,10 +71,10 @@ def mutated_frames(draw: st.DrawFn, seeds: list[Any]) -> Any:
     return replaced(frame, path, draw(json_values))
 
 
-def check(module: Any, options: dict[str, Any], message: Any, boundary: bool = False) -> None:
+def check(kind: str, options: dict[str, Any], message: Any, boundary: bool = False) -> None:
     """The adapter itself says what is wrong with a frame (FrameError, quarantined with that reason);
     base.handle, the runtime's boundary, only backs this up for a case nobody foresaw."""
-    adapter = module.Adapter("feed", options)
+    adapter = make_adapter(kind, **options)
     try:
         output = base.handle(adapter, message, NOW) if boundary else adapter.handle(message, NOW)
     except base.FrameError:
@@ -99,22 +105,22 @@ def assert_fits(record: Record) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_seed_frames_give_output_or_frame_error(feed: str, data: st.DataObject) -> None:
-    module, seeds, options = SEEDS[feed]
-    check(module, options, data.draw(mutated_frames(seeds)))
+    seeds, options = SEEDS[feed]
+    check(feed, options, data.draw(mutated_frames(seeds)))
 
 
 @pytest.mark.parametrize("feed", SEEDS)
 @settings(max_examples=200, deadline=None)
 @given(message=json_values)
 def test_arbitrary_json_gives_output_or_frame_error(feed: str, message: Any) -> None:
-    module, _, options = SEEDS[feed]
-    check(module, options, message)
+    _, options = SEEDS[feed]
+    check(feed, options, message)
 
 
 @pytest.mark.parametrize("feed", SEEDS)
 def test_seed_frames_themselves_give_records(feed: str) -> None:
-    module, seeds, options = SEEDS[feed]
-    adapter = module.Adapter("feed", options)
+    seeds, options = SEEDS[feed]
+    adapter = make_adapter(feed, **options)
     outputs = [adapter.handle(frame, NOW) for frame in seeds]
     assert sum(len(o.records) for o in outputs) > 0
     for output in outputs:
@@ -124,14 +130,14 @@ def test_seed_frames_themselves_give_records(feed: str) -> None:
 
 @pytest.mark.parametrize("feed", SEEDS)
 def test_deeply_nested_json_is_a_frame_error_or_ignored_at_the_boundary(feed: str) -> None:
-    module, seeds, options = SEEDS[feed]
+    seeds, options = SEEDS[feed]
     deep: Any = 1
     for _ in range(1000):  # orjson, which parses every frame first, refuses deeper
         deep = [deep]
     for path in paths(seeds[0])[:20]:
         # Error messages show the offending value; Python cannot even repr 1,000 levels, so this is
         # the case the runtime's boundary exists for (RecursionError -> "nested too deeply").
-        check(module, options, replaced(seeds[0], path, deep), boundary=True)
+        check(feed, options, replaced(seeds[0], path, deep), boundary=True)
 
 
 def test_the_boundary_turns_an_unforeseen_exception_into_a_frame_error() -> None:

@@ -13,9 +13,10 @@ import pytest
 
 from tests.conftest import query
 from warehouse.analysis import parquet as parquet_analysis
+from warehouse.config import WriterSettings
 from warehouse.export.parquet import export_day
 from warehouse.records import FixtureChange, PriceTick, RawMessage
-from warehouse.store.writer import Writer, WriterSettings
+from warehouse.store.writer import Writer
 
 CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-333333333333")
 DAY = datetime.now(UTC).date() - timedelta(days=1)

@@ -147,7 +147,7 @@ def test_a_silent_server_is_left_and_the_new_connection_subscribes_again(db_url:
 def test_both_spellings_of_the_fancy_type_are_understood() -> None:
     from warehouse.feeds.ckex import Adapter
 
-    adapter = Adapter("ckex", {"subscriptions": SUBSCRIPTIONS})
+    adapter = Adapter("ckex", SUBSCRIPTIONS)
     at = datetime(2026, 1, 1, tzinfo=UTC)
     item = {"eid": "9-e", "mid": "1_f", "pid": "2", "bl": "10", "bo": "1.9", "ll": "11", "lo": "2.1", "status": "1"}
     for spelling in ("order-slip-fancy", "order-slipt-fancy"):

@@ -12,10 +12,11 @@ from pathlib import Path
 from uuid import uuid4
 
 from tests.conftest import query
+from warehouse.config import WriterSettings
 from warehouse.records import CollectorEvent, Quarantine, RawMessage
 from warehouse.store import migrate
 from warehouse.store.embedded import EmbeddedPostgres
-from warehouse.store.writer import Writer, WriterSettings
+from warehouse.store.writer import Writer
 
 
 def warehouse(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

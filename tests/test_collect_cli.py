@@ -146,8 +146,9 @@ def test_one_collector_process_per_feed(db_url: str, tmp_path: Path) -> None:
 
 
 def test_a_collector_of_some_feeds_spools_beside_the_default_spool(tmp_path: Path, monkeypatch) -> None:
-    from warehouse.collect import writer_identity
-    from warehouse.store.writer import Writer, WriterSettings
+    from warehouse.collect.service import writer_identity
+    from warehouse.config import WriterSettings
+    from warehouse.store.writer import Writer
 
     assert writer_identity([], WriterSettings()) == ("collector", WriterSettings())
     name, settings = writer_identity(["saba", "odds/papi", "saba"], WriterSettings())

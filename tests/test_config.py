@@ -37,16 +37,19 @@ api_key_env = "ODDSPAPI_API_KEY"
 [[feeds]]
 name = "mm"
 kind = "mm-ws"
+url = "wss://mmapi.55-tech.com/ws/subscribe"
+api_key_env = "MM_API_KEY"
 channels = ["orders", "bets"]
 """)
     config = load_config(path)
     assert config.database_url == "postgresql://warehouse@db.internal/odds"
     assert config.export_dir == tmp_path / "exports"  # relative to the config file, not the cwd
-    settings = config.writer_settings()
-    assert settings.batch_rows == 2000 and settings.flush_interval == 0.010  # the default stays the writer's
-    assert settings.spool_dir == config.spool_dir == tmp_path / "spool" / "collector"
+    settings = config.writer
+    assert settings.batch_rows == 2000 and settings.flush_interval_s == 0.010  # the default stays the writer's
+    assert settings.spool_dir == tmp_path / "spool" / "collector"
     assert [(f.name, f.kind) for f in config.feeds] == [("oddspapi", "oddspapi-ws"), ("mm", "mm-ws")]
-    assert config.feeds[1].options == {"channels": ["orders", "bets"]}
+    assert config.feeds[1].options.channels == ("orders", "bets")
+    assert config.feeds[1].options.client_ping_s == 30.0  # the feed kind's default
 
 
 @pytest.mark.parametrize(
@@ -54,12 +57,21 @@ channels = ["orders", "bets"]
     [
         ("[databse]\nurl = 'x'\n", "unknown key 'databse' in top level"),
         ("[database]\nurll = 'x'\n", "unknown key 'urll' in [database]"),
-        ("[writer]\nbatch_rows = '5'\n", "'batch_rows' in [writer] must be a int"),
-        ("[writer]\nbatch_rows = true\n", "'batch_rows' in [writer] must be a int"),
+        ("[writer]\nbatch_rows = '5'\n", "'batch_rows' in [writer] must be an integer"),
+        ("[writer]\nbatch_rows = true\n", "'batch_rows' in [writer] must be an integer"),
+        ("[writer]\nqueue_units = 0\n", "'queue_units' in [writer] must be positive"),
         ("[writer]\nqueue_frames = 0\n", "'queue_frames' in [writer] must be positive"),
         ("[[feeds]]\nname = 'a'\nkind = 'betfair'\n", "unknown kind 'betfair'"),
         ("[[feeds]]\nkind = 'mm-ws'\n", "needs a 'name'"),
-        ("[[feeds]]\nname = 'a'\nkind = 'mm-ws'\n[[feeds]]\nname = 'a'\nkind = 'ckex-ws'\n", "two feeds are named"),
+        ("[[feeds]]\nname = 'a'\nkind = 'mm-ws'\n", "missing required key 'url' in [[feeds]] a"),
+        ("[[feeds]]\nname = 'a'\nkind = 'mm-ws'\nurl = 'x'\napi_key_env = 'K'\nchannels = 'orders'\n",
+         "'channels' in [[feeds]] a must be a list of strings"),
+        ("[[feeds]]\nname = 'a'\nkind = 'mm-ws'\nurl = 'x'\napi_key_env = 'K'\nchanels = []\n",
+         "unknown key 'chanels' in [[feeds]] a"),
+        ("[[feeds]]\nname = 'a'\nkind = 'mm-ws'\nurl = 'x'\napi_key_env = 'K'\nping_interval_s = 'x'\n",
+         "'ping_interval_s' in [[feeds]] a must be a number"),
+        ("[[feeds]]\nname = 'a'\nkind = 'mm-ws'\nurl = 'x'\napi_key_env = 'K'\n[[feeds]]\nname = 'a'\n"
+         "kind = 'ckex-ws'\n", "two feeds are named"),
         ("[database\n", "not valid TOML"),
     ],
 )

@@ -14,10 +14,11 @@ import duckdb
 import pytest
 
 from tests.conftest import query
+from warehouse.config import WriterSettings
 from warehouse.export import parquet
 from warehouse.export.parquet import ExportError, export_day, pending
 from warehouse.records import OrderChange, PriceTick, RawMessage
-from warehouse.store.writer import Writer, WriterSettings
+from warehouse.store.writer import Writer
 
 CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-222222222222")
 TODAY = datetime.now(UTC).date()

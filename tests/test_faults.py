@@ -19,14 +19,15 @@ import pytest
 
 from tests.collecting import assert_secret_nowhere
 from tests.conftest import query
-from warehouse.feeds import ckex, mm, oddspapi, saba
-from warehouse.feeds.base import FrameError, handle
+from tests.harness import CollectorProcess
+from warehouse.collect.frames import derive
+from warehouse.config import config_from_text
+from warehouse.feeds.registry import FEEDS
 from warehouse.records import TABLE_OF
-from warehouse.simulate.fleet import ENV, SUBSCRIPTIONS, CollectorProcess, FleetThread
+from warehouse.simulate.fleet import ENV, FleetThread
 from warehouse.store.embedded import EmbeddedPostgres
 
-ADAPTERS = {"oddspapi": (oddspapi, {}), "saba": (saba, {}), "ckex": (ckex, {"subscriptions": SUBSCRIPTIONS}),
-            "mm": (mm, {})}
+RATES = {"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}  # frames/s, by the fleet's feed names
 
 
 @pytest.fixture
@@ -55,28 +56,27 @@ def all_stored(url: str, sent: dict[str, int]) -> Callable[[], bool]:
     return check
 
 
-def assert_once_each_and_derived_rows_match(url: str) -> None:
+def assert_once_each_and_derived_rows_match(url: str, fleet_toml: str) -> None:
     """No frame twice (per connection, seq is unique), and re-deriving every stored frame with its
     adapter gives exactly the rows each table holds for that source."""
     assert query(url, "SELECT count(*) FROM (SELECT connection_id, seq FROM raw_messages"
                       " GROUP BY 1, 2 HAVING count(*) > 1) AS twice") == [(0,)]
-    for source, (module, options) in ADAPTERS.items():
+    for feed in config_from_text(fleet_toml, "the fleet").feeds:
+        source = feed.name
         expected: Counter[str] = Counter()
         adapter, connection = None, None
-        for connection_id, received_at, payload in query(
-                url, "SELECT connection_id, received_at, payload FROM raw_messages WHERE source = %s"
+        for connection_id, seq, received_at, payload in query(
+                url, "SELECT connection_id, seq, received_at, payload::text FROM raw_messages WHERE source = %s"
                      " ORDER BY received_at, connection_id, seq", source):
             if connection_id != connection:
-                adapter, connection = module.Adapter(source, options), connection_id
+                adapter, connection = feed.feed.adapter(source, feed.options), connection_id
             if payload is None:
                 continue
-            try:
-                output = handle(adapter, payload, received_at)
-            except FrameError:
-                continue
-            expected.update(TABLE_OF[type(record)] for record in output.records)
+            derived = derive(adapter, feed.kind, payload.encode(), received_at=received_at, source=source,
+                             connection_id=connection_id, seq=seq, event_id=None, max_frame_bytes=2**30)
+            expected.update(TABLE_OF[type(record)] for record in derived.records)
         for table, rows in expected.items():
-            if table == "collector_events":
+            if table in ("collector_events", "quarantine"):
                 continue  # also written by the runtime itself
             got = query(url, f"SELECT count(*) FROM {table} WHERE source = %s", source)[0][0]
             assert got == rows, f"{source}: {table} has {got} rows, its frames derive {rows}"
@@ -86,10 +86,10 @@ def assert_once_each_and_derived_rows_match(url: str) -> None:
 def test_a_database_outage_while_all_four_feeds_stream_loses_nothing(server: EmbeddedPostgres,
                                                                      tmp_path: Path) -> None:
     url = server.url()
-    with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
+    with FleetThread(RATES) as vendors:
         collector = CollectorProcess(url, tmp_path, vendors.fleet)
         collector.start()
-        wait_for(lambda: len(stored(url)) == 4, 60, "frames from all four feeds")
+        wait_for(lambda: len(stored(url)) == len(FEEDS), 60, "frames from all four feeds")
         server.stop("immediate")  # a crash, not a polite shutdown
         outage_started = time.monotonic()
         time.sleep(30)
@@ -102,23 +102,23 @@ def test_a_database_outage_while_all_four_feeds_stream_loses_nothing(server: Emb
         assert collector.signal(signal.SIGTERM) == 0
     assert time.monotonic() - outage_started > 30
     assert stored(url) == sent and min(sent.values()) > 100
-    assert_once_each_and_derived_rows_match(url)
+    assert_once_each_and_derived_rows_match(url, vendors.fleet.toml())
     assert query(url, "SELECT count(*) FROM collector_events WHERE event = 'dropped'") == [(0,)]
 
 
 def test_a_killed_collector_restarts_without_loss_or_duplicates_and_the_gap_is_recorded(
         server: EmbeddedPostgres, tmp_path: Path) -> None:
     url = server.url()
-    with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
+    with FleetThread(RATES) as vendors:
         collector = CollectorProcess(url, tmp_path, vendors.fleet)
         collector.start()
-        wait_for(lambda: min(stored(url).values(), default=0) > 20 and len(stored(url)) == 4, 60, "frames")
+        wait_for(lambda: min(stored(url).values(), default=0) > 20 and len(stored(url)) == len(FEEDS), 60, "frames")
         killed_at = datetime.now(UTC)
         assert collector.signal(signal.SIGKILL) == -signal.SIGKILL
         time.sleep(2)
         collector.start()
         wait_for(lambda: query(url, "SELECT count(*) FROM collector_events WHERE event = 'connect'"
-                                    " AND received_at > %s", killed_at)[0][0] >= 4, 60, "the four feeds back")
+                                    " AND received_at > %s", killed_at)[0][0] >= len(FEEDS), 60, "every feed back")
         time.sleep(3)
         vendors.stop_sending()
         saba_ids = [i for ids in vendors.fleet.simulators["saba"].sent.values() for i in ids]
@@ -143,7 +143,7 @@ def test_a_killed_collector_restarts_without_loss_or_duplicates_and_the_gap_is_r
         reconnected = query(url, "SELECT min(received_at) FROM collector_events WHERE source = %s"
                                  " AND event = 'connect' AND received_at > %s", source, killed_at)[0][0]
         assert reconnected is not None and reconnected > gap[0][0]
-    assert_once_each_and_derived_rows_match(url)
+    assert_once_each_and_derived_rows_match(url, vendors.fleet.toml())
 
 
 def free_port() -> int:
@@ -162,11 +162,11 @@ def gauge(port: int, name: str) -> float:
 def test_a_flood_faster_than_the_database_is_held_back_and_shows_in_the_metrics(
         server: EmbeddedPostgres, tmp_path: Path) -> None:
     url, port = server.url(), free_port()
-    with FleetThread({"oddspapi": 3000, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
-        collector = CollectorProcess(url, tmp_path, vendors.fleet, extra="\n[writer]\nqueue_frames = 200\n",
+    with FleetThread(RATES | {"oddspapi": 3000}) as vendors:
+        collector = CollectorProcess(url, tmp_path, vendors.fleet, extra="\n[writer]\nqueue_units = 200\n",
                               metrics_port=port)
         collector.start()
-        wait_for(lambda: len(stored(url)) == 4, 60, "frames from all four feeds")
+        wait_for(lambda: len(stored(url)) == len(FEEDS), 60, "frames from all four feeds")
         with psycopg.connect(url) as blocker:  # a long report holding a lock: nothing can be inserted
             blocker.execute("LOCK TABLE price_ticks IN ACCESS EXCLUSIVE MODE")
             wait_for(lambda: gauge(port, "warehouse_writer_queue") == 200, 30, "the writer queue to fill")
@@ -176,18 +176,20 @@ def test_a_flood_faster_than_the_database_is_held_back_and_shows_in_the_metrics(
         sent = vendors.stop_sending()
         wait_for(all_stored(url, sent), 90, f"every frame sent ({sent}) to be stored")
         assert collector.signal(signal.SIGTERM) == 0
-    assert_once_each_and_derived_rows_match(url)
+    assert_once_each_and_derived_rows_match(url, vendors.fleet.toml())
 
 
 def test_no_secret_reaches_a_table_a_log_or_the_metrics(server: EmbeddedPostgres, tmp_path: Path) -> None:
     """All four feeds, with drops and malformed frames, then every trace the run left is searched."""
     url, port = server.url(), free_port()
-    with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}, faults=True) as vendors:
+    with FleetThread(RATES, faults=True) as vendors:
         collector = CollectorProcess(url, tmp_path, vendors.fleet, metrics_port=port)
         collector.start()
         wait_for(lambda: query(url, "SELECT count(DISTINCT source) FROM collector_events"
-                                    " WHERE event = 'reconnect_attempt'")[0][0] == 4, 60, "every feed to reconnect")
-        wait_for(lambda: query(url, "SELECT count(DISTINCT source) FROM quarantine")[0][0] == 4, 60,
+                                    " WHERE event = 'reconnect_attempt'")[0][0] == len(FEEDS), 60,
+                 "every feed to reconnect")
+        wait_for(lambda: query(url, "SELECT count(DISTINCT source) FROM quarantine")[0][0] == len(FEEDS),
+                 60,
                  "a quarantined frame from every feed")
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert collector.signal(signal.SIGTERM) == 0
@@ -203,17 +205,17 @@ def test_a_spool_that_cannot_be_written_is_counted_and_the_feeds_go_on(server: E
                                                                       tmp_path: Path) -> None:
     url, port = server.url(), free_port()
     (tmp_path / "not-a-dir").write_text("a file where the spool folder should be: even root cannot write there")
-    with FleetThread({"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}) as vendors:
+    with FleetThread(RATES) as vendors:
         collector = CollectorProcess(url, tmp_path, vendors.fleet, metrics_port=port,
                                      extra=f'\n[writer]\nspool_dir = "{tmp_path / "not-a-dir" / "spool"}"\n')
         collector.start()
-        wait_for(lambda: len(stored(url)) == 4, 60, "frames from all four feeds")
+        wait_for(lambda: len(stored(url)) == len(FEEDS), 60, "frames from all four feeds")
         server.stop("immediate")
         wait_for(lambda: gauge(port, "warehouse_dropped_frames") > 50, 30, "frames counted as dropped")
         assert collector.process.poll() is None, "the collector keeps running"
         server.start()
         wait_for(lambda: query(url, "SELECT count(DISTINCT source) FROM collector_events"
-                                    " WHERE event = 'dropped'")[0][0] == 4, 60, "a dropped row per source")
+                                    " WHERE event = 'dropped'")[0][0] == len(FEEDS), 60, "a dropped row per source")
         before = sum(stored(url).values())
         wait_for(lambda: sum(stored(url).values()) > before + 100, 30, "frames stored again")
         dropped = gauge(port, "warehouse_dropped_frames")

@@ -18,7 +18,7 @@ def test_counters_and_latency_histogram_are_exposed_exactly() -> None:
     feed.frames += 100
     feed.rows += 200
     feed.bytes += 52_000
-    feed.reconnects += 2
+    feed.reconnect_attempts += 2
     feed.quarantined += 1
 
     now = datetime.now(UTC)
@@ -35,7 +35,7 @@ def test_counters_and_latency_histogram_are_exposed_exactly() -> None:
     assert sample("warehouse_frames_total") == 100
     assert sample("warehouse_rows_total") == 200
     assert sample("warehouse_received_bytes_total") == 52_000
-    assert sample("warehouse_reconnects_total") == 2
+    assert sample("warehouse_reconnect_attempts_total") == 2
     assert sample("warehouse_quarantined_total") == 1
     assert sample("warehouse_commit_latency_seconds_count") == 100
     # Epoch seconds as floats are good to ~1e-7 each: exact enough to tell 2.28 from anything wrong.

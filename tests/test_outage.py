@@ -12,10 +12,11 @@ from uuid import UUID
 import pytest
 
 from tests.conftest import query
+from warehouse.config import WriterSettings
 from warehouse.records import PriceTick, RawMessage
 from warehouse.store.embedded import EmbeddedPostgres
 from warehouse.store.spool import Spool
-from warehouse.store.writer import Writer, WriterSettings
+from warehouse.store.writer import Writer
 
 CONN = UUID("7f1c2a9e-0000-4000-8000-000000000001")
 
@@ -32,7 +33,7 @@ def unit(seq: int) -> tuple[RawMessage, list[PriceTick]]:
 
 
 def fast_retry(spool_dir: Path) -> WriterSettings:
-    return WriterSettings(spool_dir=spool_dir, batch_rows=400, retry_initial=0.05, retry_max=0.3)
+    return WriterSettings(spool_dir=spool_dir, batch_rows=400, retry_initial_s=0.05, retry_max_s=0.3)
 
 
 def assert_exactly_once_in_order(url: str, count: int) -> None:
@@ -68,7 +69,7 @@ def test_server_stopped_mid_stream_loses_nothing_and_stores_nothing_twice(
         await stopping
         await produce(9000)
         await writer.flush()
-        assert writer.spool_backlog > 0 and not writer.stats.database_up
+        assert writer.spool_backlog_batches > 0 and not writer.stats.database_up
         await asyncio.to_thread(server.start)
         await produce(12000)
         assert await writer.wait_replayed(60), "spool did not drain after the database came back"
@@ -179,15 +180,15 @@ def test_a_write_that_hangs_is_treated_as_an_outage_and_replayed_once(db_url: st
     import psycopg
 
     async def main() -> Writer:
-        settings = WriterSettings(spool_dir=tmp_path / "spool", statement_timeout=0.5, retry_initial=0.05,
-                                  retry_max=0.2)
+        settings = WriterSettings(spool_dir=tmp_path / "spool", statement_timeout_s=0.5, retry_initial_s=0.05,
+                                  retry_max_s=0.2)
         async with Writer(db_url, settings) as writer:
             with psycopg.connect(db_url) as blocker:
                 blocker.execute("LOCK TABLE price_ticks IN ACCESS EXCLUSIVE MODE")
                 for seq in range(200):
                     await writer.put(*unit(seq))
                 await writer.flush()  # returns: the stuck batch timed out and went to the spool
-                assert writer.spool_backlog > 0
+                assert writer.spool_backlog_batches > 0
                 await asyncio.sleep(1.0)
             for seq in range(200, 300):
                 await writer.put(*unit(seq))

@@ -13,9 +13,9 @@ import pytest
 
 from tests.collecting import assert_secret_nowhere, fast, feeds_from_toml, run_collector
 from tests.conftest import query
-from warehouse.collect import collect
+from warehouse.collect.service import collect
+from warehouse.config import WriterSettings
 from warehouse.simulate.saba import SabaFaults, SabaSimulator
-from warehouse.store.writer import WriterSettings
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.saba-secret-token"
 MEMBER = "member-secret-7731"

@@ -15,8 +15,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
 from tests.conftest import query
+from warehouse import schema as tables
 from warehouse.analysis import relations
-from warehouse.store import migrate, tables
+from warehouse.store import migrate
 from warehouse.store.database import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,6 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from warehouse.feeds.registry import FEEDS
 from warehouse.simulate import oddspapi, saba
 from warehouse.simulate.market import Market, PriceChange
 from warehouse.simulate.oddspapi import OddsPapiFaults, OddsPapiSimulator
@@ -65,14 +66,18 @@ def test_oddspapi_firehose_bursts_keep_faults_frame_exact() -> None:
             assert "fixtureId" in orjson.loads(frame)
 
 
+def load_options(kind: str, **values: object) -> object:
+    return FEEDS[kind].options(**values)
+
+
 def test_simulators_serving_a_config_count_frames_but_keep_none() -> None:
     """`warehouse simulate` runs for days: frames sent are counted, not kept (tests keep them)."""
 
     async def scenario() -> tuple[OddsPapiSimulator, saba.SabaSimulator, int, int]:
         market = Market(seed=2)
-        papi = oddspapi.from_feed({}, {"api_key_env": "k"}, market)
+        papi = oddspapi.VENDOR.from_feed(None, {"api_key_env": "k"}, market)
         papi.rate = 500.0
-        sse = saba.from_feed({}, {"token_env": "t"}, market)
+        sse = saba.VENDOR.from_feed(load_options("saba-sse", url="http://x"), {"token_env": "t"}, market)
         sse.rate = 500.0
         papi_url, sse_url = await papi.start("127.0.0.1", 0), await sse.start("127.0.0.1", 0)
         got_ws = got_sse = 0

@@ -72,4 +72,4 @@ def test_an_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     for path, words in [(tmp_path / "missing.pem", "missing.pem"), (tmp_path / "junk.pem", "junk.pem")]:
         text = test_oddspapi.toml("wss://127.0.0.1:1/v4/ws") + f'ca_file = "{path}"\n'
         with pytest.raises(ConfigError, match=f"ca_file '.*{words}' is not a readable PEM bundle"):
-            feeds_from_toml(tmp_path, text, {"OP_KEY": "k"})
+            feeds_from_toml(tmp_path, text, {"OP_KEY": "a-long-enough-key"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -13,13 +13,13 @@ import psycopg
 import pytest
 
 from tests.conftest import query
+from warehouse.config import WriterSettings
 from warehouse.records import (
     TABLE_OF,
     AccountChange,
     BetChange,
     CollectorEvent,
     EmergencyEvent,
-    ExportRun,
     FixtureChange,
     MarketChange,
     OrderChange,
@@ -28,7 +28,7 @@ from warehouse.records import (
     RawMessage,
     ScoreChange,
 )
-from warehouse.store.writer import Writer, WriterSettings
+from warehouse.store.writer import Writer
 
 T0 = datetime(2026, 11, 21, 10, 30, 0, 123456, tzinfo=UTC)
 CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-111111111111")
@@ -76,13 +76,10 @@ def sample_records(at: datetime) -> list:
 
 def test_every_record_type_round_trips_unchanged(db_url: str, spool_dir: Path) -> None:
     records = sample_records(T0)
-    export = ExportRun("price_ticks", date(2026, 11, 20), 42, "exports/price_ticks/day=2026-11-20", "ab" * 32,
-                       T0, T0 + timedelta(seconds=3))
 
     async def main() -> None:
         async with Writer(db_url, settings(spool_dir)) as writer:
             await writer.put(raw(1, b'{"fixtureId": "id1", "price": 1.345, "nested": {"a": [1, null]}}'), records)
-            await writer.put(None, [export])
 
     run(main())
     (raw_id, payload, seq, event_id, conn_id, received_at), = query(
@@ -94,8 +91,7 @@ def test_every_record_type_round_trips_unchanged(db_url: str, spool_dir: Path) -
         columns = ", ".join(record._fields)
         rows = query(db_url, f"SELECT raw_id, {columns} FROM {table}")
         assert rows == [(raw_id, *record)], table
-    assert query(db_url, f"SELECT {', '.join(ExportRun._fields)} FROM export_runs") == [tuple(export)]
-    assert query(db_url, "SELECT frames, rows FROM ingest_batches") == [(1, 11)]
+    assert query(db_url, "SELECT frames, rows FROM ingest_batches") == [(1, 10)]
 
 
 def test_order_is_kept_and_every_frame_lands_once(db_url: str, spool_dir: Path) -> None:
@@ -124,7 +120,7 @@ def test_a_record_of_the_wrong_type_is_refused_without_poisoning_its_batch(
     bad = PriceTick(T0, "saba", "b", "f", "m", "x", "2.10")  # price as a string: a parser bug upstream
 
     async def main() -> Writer:
-        async with Writer(db_url, settings(spool_dir, flush_interval=0.5)) as writer:
+        async with Writer(db_url, settings(spool_dir, flush_interval_s=0.5)) as writer:
             for i, tick in enumerate(good[:25]):
                 await writer.put(raw(i, source="saba"), [tick])
             await writer.put(raw(99, source="saba"), [bad])
@@ -205,7 +201,8 @@ def test_frames_that_queued_during_a_commit_go_at_once_not_after_the_flush_inter
                 committed[unit.seq].set()
 
         # Batches of two rows; a lone frame on an idle writer would wait 30 s for company.
-        async with Writer(db_url, settings(spool_dir, flush_interval=30, batch_rows=2), on_commit=on_commit) as writer:
+        slow = settings(spool_dir, flush_interval_s=30, batch_rows=2)
+        async with Writer(db_url, slow, on_commit=on_commit) as writer:
             with psycopg.connect(db_url) as blocker:  # the first batch's COPY waits for this lock
                 blocker.execute("LOCK TABLE raw_messages IN ACCESS EXCLUSIVE MODE")
                 await writer.put(raw(0), [])
@@ -222,7 +219,7 @@ def test_frames_that_queued_during_a_commit_go_at_once_not_after_the_flush_inter
 
 def test_close_flushes_everything(db_url: str, spool_dir: Path) -> None:
     async def main() -> None:
-        writer = await Writer(db_url, settings(spool_dir, flush_interval=10, batch_rows=10**6)).start()
+        writer = await Writer(db_url, settings(spool_dir, flush_interval_s=10, batch_rows=10**6)).start()
         for seq in range(1000):
             await writer.put(raw(seq), [])
         await writer.close()

@@ -1,56 +1,114 @@
-"""TOML config file → typed settings. Unknown keys are errors that name the key and the file."""
+"""TOML config file → typed settings. Unknown keys are errors that name the key and the file.
+
+Every section is a settings dataclass (`warehouse.options`): `[database]`, `[export]`, `[writer]`,
+`[retention]`, and per `[[feeds]]` entry the feed kind's own options plus the tuning keys every
+feed takes. The feed kinds come from `warehouse.feeds.registry`. Secrets are never in the file:
+options marked secret name environment variables, read by `resolve_secrets` when a command needs
+them.
+"""
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from warehouse.store.writer import WriterSettings
+from warehouse.feeds.contract import Feed, Tuning
+from warehouse.feeds.registry import FEEDS
+from warehouse.options import ConfigError, keys, parse, setting
+from warehouse.redact import MIN_SECRET_LENGTH
 
-FEED_KINDS = ("oddspapi-ws", "saba-sse", "ckex-ws", "mm-ws")
+__all__ = ["Config", "ConfigError", "FeedConfig", "WriterSettings", "config_from_text", "load_config",
+           "resolve_all_secrets", "resolve_secrets"]
 
 
-class ConfigError(ValueError):
-    """A config problem, phrased as one line that says where and what to do."""
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    url: str | None = setting("PostgreSQL URL (libpq form); --database-url and $WAREHOUSE_DATABASE_URL win", None)
 
 
-# [writer] keys → (type, WriterSettings field, conversion). Defaults live in WriterSettings only.
-_WRITER_KEYS: dict[str, tuple[type, str, Any]] = {
-    "batch_rows": (int, "batch_rows", int),
-    "flush_interval_ms": (int, "flush_interval", lambda ms: ms / 1000),
-    "queue_frames": (int, "queue_units", int),
-    "spool_dir": (str, "spool_dir", Path),
-    "spool_fsync": (bool, "spool_fsync", bool),
-}
+@dataclass(frozen=True, kw_only=True)
+class ExportSettings:
+    dir: Path | None = setting("where the Parquet export goes (relative: to this file); default <data dir>/exports",
+                               None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriterSettings:
+    """How the writer batches, bounds memory and spools (the `[writer]` section, plus internal knobs)."""
+
+    batch_rows: int = setting("commit once this many rows are waiting…", 10_000, positive=True)
+    flush_interval_s: float = setting("…or this long (in ms) after the first reached an idle writer; frames that"
+                                      " queued up during a commit go at once", 0.010, key="flush_interval_ms",
+                                      convert=lambda ms: ms / 1000, positive=True)
+    queue_units: int = setting("in-memory bound of frames (with their rows) and events waiting; producers wait"
+                               " beyond it", 20_000, positive=True, aliases=("queue_frames",))
+    spool_dir: Path | None = setting("where batches wait while the database is unreachable (default"
+                                     " <data dir>/spool/collector; `collect --feed X`: …-X)", None)
+    spool_fsync: bool = setting("fsync each spooled batch", True)
+    retry_initial_s: float = setting("database reconnect backoff, doubling…", 0.25, internal=True)
+    retry_max_s: float = setting("…up to this", 5.0, internal=True)
+    partition_days_ahead: int = setting("daily partitions created ahead", 3, internal=True)
+    ingest_batches_retention_days: int = setting("batch ids kept for exactly-once replays", 30, internal=True)
+    connect_timeout_s: float = setting("connecting to PostgreSQL may take this long", 5.0, internal=True)
+    statement_timeout_s: float = setting("a transaction taking longer counts as an outage", 120.0, internal=True)
 
 
 @dataclass(frozen=True)
 class FeedConfig:
-    name: str
-    kind: str
-    options: dict[str, Any] = field(default_factory=dict)  # kind-specific keys, checked by the feed
+    """One `[[feeds]]` entry, checked against its feed kind."""
+
+    name: str  # becomes `source` in every row
+    feed: Feed[Any]
+    options: Any  # an instance of feed.options
+    tuning: Tuning = field(default_factory=Tuning)
+
+    @property
+    def kind(self) -> str:
+        return self.feed.kind
+
+    @property
+    def silence_timeout_s(self) -> float:
+        return self.tuning.silence_timeout_s or self.feed.default_silence_s
+
+    def secret_variables(self) -> dict[str, str]:
+        """Secret option → the environment variable it names (for the options that are set)."""
+        return {key.field: getattr(self.options, key.field) for key in keys(self.feed.options)
+                if key.secret and getattr(self.options, key.field)}
 
 
 @dataclass(frozen=True)
 class Config:
     path: Path | None = None
-    database_url: str | None = None
-    export_dir: Path | None = None
-    writer: dict[str, Any] = field(default_factory=dict)  # validated [writer] keys, paths resolved
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    writer: WriterSettings = field(default_factory=WriterSettings)
     feeds: tuple[FeedConfig, ...] = ()
 
     @property
-    def spool_dir(self) -> Path | None:
-        return self.writer.get("spool_dir")
+    def database_url(self) -> str | None:
+        return self.database.url
 
-    def writer_settings(self) -> WriterSettings:
-        from warehouse.store.writer import WriterSettings  # keep config light to import
+    @property
+    def export_dir(self) -> Path | None:
+        return self.export.dir
 
-        overrides = {_WRITER_KEYS[key][1]: _WRITER_KEYS[key][2](value) for key, value in self.writer.items()}
-        return WriterSettings(**overrides)
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path else "no config file"
+
+    def feed(self, name: str) -> FeedConfig:
+        for feed in self.feeds:
+            if feed.name == name:
+                return feed
+        raise ConfigError(f"{self.where}: no feed is named {name!r}; its feeds are: "
+                          f"{', '.join(f.name for f in self.feeds) or 'none'}")
+
+
+_SECTIONS = {"database": DatabaseSettings, "export": ExportSettings, "writer": WriterSettings}
 
 
 def load_config(path: Path | str | None) -> Config:
@@ -62,6 +120,8 @@ def load_config(path: Path | str | None) -> Config:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     return _parse(data, path)
@@ -72,28 +132,53 @@ def config_from_text(text: str, name: str) -> Config:
     return _parse(tomllib.loads(text), Path(name))
 
 
+def resolve_secrets(feed: FeedConfig, environ: Mapping[str, str], where: str = "") -> dict[str, str]:
+    """Secret option → its value from the environment. A variable unset, or too short to be masked
+    without masking ordinary text with it, stops the command with one line naming it."""
+    prefix = f"{where}: [[feeds]] {feed.name}" if where else f"[[feeds]] {feed.name}"
+    secrets = {}
+    for option, variable in feed.secret_variables().items():
+        value = environ.get(variable, "").strip()
+        if not value:
+            raise ConfigError(f"{prefix}: environment variable {variable} (named by '{option}') is not set; "
+                              "export it before starting")
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"{prefix}: environment variable {variable} (named by '{option}') holds only "
+                              f"{len(value)} characters; a secret shorter than {MIN_SECRET_LENGTH} cannot be masked"
+                              " in logs and frames without destroying other text; use the real key")
+        secrets[option] = value
+    return secrets
+
+
+def resolve_all_secrets(config: Config, environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Every feed's secrets (feed name → secret option → value), and the vendors' limits on
+    connections per key, which hold across every feed of a config (one socket per feed)."""
+    resolved = {feed.name: resolve_secrets(feed, environ, config.where) for feed in config.feeds}
+    per_key = Counter((feed.feed, tuple(sorted(resolved[feed.name].values()))) for feed in config.feeds)
+    for (feed, _), count in per_key.items():
+        limit = feed.max_connections_per_key
+        if limit is not None and count > limit:
+            raise ConfigError(f"{config.where}: {count} {feed.kind} feeds use the same key, but the vendor allows"
+                              f" {limit} connections per key; use another key or fewer feeds")
+    return resolved
+
+
 def _parse(data: dict[str, Any], path: Path) -> Config:
     where = str(path)
-    _check_keys(data, {"database", "export", "writer", "feeds"}, where, "top level")
-    database = _table(data, "database", where)
-    _check_keys(database, {"url"}, where, "[database]")
-    export = _table(data, "export", where)
-    _check_keys(export, {"dir"}, where, "[export]")
-    writer = _table(data, "writer", where)
-    _check_keys(writer, set(_WRITER_KEYS), where, "[writer]")
-    for key, value in writer.items():
-        _typed(writer, key, _WRITER_KEYS[key][0], where, "[writer]")
-        if _WRITER_KEYS[key][0] is int and value <= 0:
-            raise ConfigError(f"{where}: '{key}' in [writer] must be positive, got {value}")
-
+    allowed = [*_SECTIONS, "feeds"]
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{key}' in top level; allowed: {', '.join(sorted(allowed))}")
+    sections: dict[str, Any] = {name: parse(cls, _table(data, name, where), where, f"[{name}]")
+                                for name, cls in _SECTIONS.items()}
     base = path.parent
-    if "spool_dir" in writer:
-        writer = {**writer, "spool_dir": _path(writer["spool_dir"], base)}
+    writer = sections["writer"]
+    export = sections["export"]
     return Config(
         path=path,
-        database_url=_typed(database, "url", str, where, "[database]"),
-        export_dir=_path(_typed(export, "dir", str, where, "[export]"), base),
-        writer=writer,
+        database=sections["database"],
+        export=replace(export, dir=_relative_to(export.dir, base)),
+        writer=replace(writer, spool_dir=_relative_to(writer.spool_dir, base)),
         feeds=_feeds(data.get("feeds", []), where),
     )
 
@@ -106,18 +191,23 @@ def _feeds(entries: Any, where: str) -> tuple[FeedConfig, ...]:
         section = f"[[feeds]] #{index}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: {section} must be a table")
-        name = _typed(entry, "name", str, where, section)
-        kind = _typed(entry, "kind", str, where, section)
-        if not name:
+        name, kind = entry.get("name"), entry.get("kind")
+        if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}: {section} needs a 'name' (it becomes `source` in every row)")
-        if kind not in FEED_KINDS:
-            raise ConfigError(
-                f"{where}: {section} ({name}) has unknown kind {kind!r}; use one of {', '.join(FEED_KINDS)}"
-            )
+        if not isinstance(kind, str) or kind not in FEEDS:
+            raise ConfigError(f"{where}: {section} ({name}) has unknown kind {kind!r}; use one of {', '.join(FEEDS)}")
         if any(f.name == name for f in feeds):
             raise ConfigError(f"{where}: two feeds are named {name!r}; names must be unique")
-        options = {k: v for k, v in entry.items() if k not in ("name", "kind")}
-        feeds.append(FeedConfig(name=name, kind=kind, options=options))
+        feed = FEEDS[kind]
+        section = f"[[feeds]] {name}"
+        tuning_keys = tuple(key.name for key in keys(Tuning))
+        own = {k: v for k, v in entry.items() if k not in tuning_keys}
+        options = parse(feed.options, own, where, section, extra=("name", "kind", *tuning_keys))
+        tuning = parse(Tuning, {k: v for k, v in entry.items() if k in tuning_keys}, where, section)
+        problem = feed.validate(options)
+        if problem:
+            raise ConfigError(f"{where}: {section}: {problem}")
+        feeds.append(FeedConfig(name, feed, options, tuning))
     return tuple(feeds)
 
 
@@ -128,26 +218,8 @@ def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def _check_keys(data: dict[str, Any], allowed: set[str], where: str, section: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise ConfigError(
-                f"{where}: unknown key '{key}' in {section}; allowed: {', '.join(sorted(allowed))}"
-            )
-
-
-def _typed(data: dict[str, Any], key: str, kind: type, where: str, section: str, default: Any = None) -> Any:
-    value = data.get(key, default)
+def _relative_to(value: Path | None, base: Path) -> Path | None:
     if value is None:
         return None
-    # bool is an int in Python; a TOML `true` must not pass for a number.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: '{key}' in {section} must be a {kind.__name__}, got {value!r}")
-    return value
-
-
-def _path(value: str | None, base: Path) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
+    value = value.expanduser()
+    return value if value.is_absolute() else (base / value).resolve()

@@ -1,9 +1,10 @@
 """The record types, one per table: the vocabulary every layer speaks.
 
 Records are NamedTuples on purpose: a record *is* the tuple the writer hands to COPY, so the hot
-path never converts between shapes. Field names are column names. Derived records carry no
-`raw_id`: the writer assigns raw ids and prepends them, because the id only exists once the
-raw frame is being written.
+path never converts between shapes. Field names are column names of the table `TABLE_OF` names
+(warehouse.schema declares the types; tests/test_schema.py proves the two agree). Derived records
+carry no `raw_id`: the writer assigns raw ids and prepends them, because the id only exists once
+the raw frame is being written.
 
 Conventions:
 - timestamps are timezone-aware `datetime`s (UTC); `received_at` is always our clock,
@@ -166,6 +167,8 @@ class Quarantine(NamedTuple):
 
 
 class ExportRun(NamedTuple):
+    """One exported table-day (written by warehouse.store.exports, not by the collector's writer)."""
+
     table_name: str
     day: date
     rows: int
@@ -190,11 +193,11 @@ EVENT_DROPPED = "dropped"  # frames received but not kept (e.g. spool disk full)
 
 Record = (
     PriceTick | MarketChange | FixtureChange | ScoreChange | OrderChange | BetChange | AccountChange
-    | EmergencyEvent | CollectorEvent | Quarantine | ExportRun
+    | EmergencyEvent | CollectorEvent | Quarantine
 )
 
-# Which table each record type goes to. Raw messages are handled by the writer itself.
-TABLE_OF: dict[type, str] = {
+# Which table each record type the writer takes goes to. Raw messages are handled by the writer itself.
+TABLE_OF: dict[type[Record], str] = {
     PriceTick: "price_ticks",
     MarketChange: "market_changes",
     FixtureChange: "fixture_changes",
@@ -205,8 +208,4 @@ TABLE_OF: dict[type, str] = {
     EmergencyEvent: "emergency_events",
     CollectorEvent: "collector_events",
     Quarantine: "quarantine",
-    ExportRun: "export_runs",
 }
-
-# Record types whose table has no raw_id column (not derived from a frame).
-UNLINKED: frozenset[type] = frozenset({ExportRun})

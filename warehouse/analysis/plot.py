@@ -7,7 +7,22 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
+from warehouse.analysis.engine import Engine
+from warehouse.analysis.relations import BUSIEST_MARKETS, LINE_MOVEMENT
+
 MAX_PANELS = 8  # a chart with more selections is unreadable; the busiest ones are drawn
+
+
+def chart_market(engine: Engine, fixture: str | None, market: str | None, out: Path | None) -> Path:
+    """Chart one market (default: the one most bookmakers price; with only `fixture`, its busiest)."""
+    if fixture is None or market is None:
+        candidates = [row for row in engine.rows(BUSIEST_MARKETS, 1000) if fixture in (None, row[0])]
+        if not candidates:
+            raise ValueError("no prices stored yet" + (f" for fixture {fixture!r}" if fixture else "")
+                             + "; run `warehouse demo` or a collector first")
+        fixture, market = candidates[0][:2]
+    path = out or Path(f"line-{fixture}-{market}.png")
+    return line_movement(engine.rows(LINE_MOVEMENT, fixture, market), f"fixture {fixture} · market {market}", path)
 
 
 def line_movement(rows: Iterable[tuple[datetime, str, str, float]], title: str, out: Path) -> Path:

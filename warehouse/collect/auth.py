@@ -8,7 +8,7 @@ import time
 import httpx
 
 from warehouse.collect.transports import tls_context
-from warehouse.feeds.base import Login
+from warehouse.feeds.contract import Login
 
 RENEW_BEFORE_S = 60.0
 

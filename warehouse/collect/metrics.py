@@ -11,7 +11,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
 
 REGISTRY = CollectorRegistry()
 WRITER_QUEUE = Gauge("warehouse_writer_queue", "Frames waiting in the writer's memory queue", registry=REGISTRY)
@@ -31,7 +30,7 @@ class FeedMetrics:
     frames: int = 0
     rows: int = 0
     bytes: int = 0
-    reconnects: int = 0
+    reconnect_attempts: int = 0
     quarantined: int = 0
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))  # last: > 60 s
     latency_sum: float = 0.0
@@ -74,11 +73,11 @@ class _FeedCollector:
         ("frames", "warehouse_frames", "Frames received"),
         ("rows", "warehouse_rows", "Rows derived from frames"),
         ("bytes", "warehouse_received_bytes", "Bytes of frames received"),
-        ("reconnects", "warehouse_reconnects", "Reconnect attempts"),
+        ("reconnect_attempts", "warehouse_reconnect_attempts", "Reconnect attempts"),
         ("quarantined", "warehouse_quarantined", "Frames quarantined"),
     )
 
-    _BOUNDS = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]  # the `le` labels
+    _BOUNDS = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]  # the `le` labels, as the client library has them
 
     def collect(self) -> Iterator[Metric]:
         feeds = list(_FEEDS.values())

@@ -23,8 +23,8 @@ import orjson
 
 from warehouse.collect.auth import LoginFailed, TokenSource
 from warehouse.collect.backoff import Backoff
+from warehouse.collect.frames import derive
 from warehouse.collect.metrics import FeedMetrics, for_source
-from warehouse.collect.redact import Redactor
 from warehouse.collect.settings import FeedSettings
 from warehouse.collect.transports import (
     KEEPALIVE,
@@ -35,7 +35,8 @@ from warehouse.collect.transports import (
     WebSocketSession,
     tls_context,
 )
-from warehouse.feeds import base
+from warehouse.feeds import contract
+from warehouse.feeds.contract import Adapter, ConnectSpec, Output
 from warehouse.records import (
     EVENT_COMMAND,
     EVENT_CONNECT,
@@ -48,13 +49,11 @@ from warehouse.records import (
     EVENT_SUBSCRIBE,
     EVENT_WATCHDOG_TIMEOUT,
     CollectorEvent,
-    Quarantine,
-    RawMessage,
 )
+from warehouse.redact import Redactor
 from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")
-_QUARANTINE_TEXT = 64 * 1024  # keep at most this much of a quarantined frame's text
 
 
 class FeedStopped(Exception):
@@ -77,10 +76,11 @@ class FeedRunner:
         self.resume_id = resume_id  # last SSE event id stored or received
         self.metrics: FeedMetrics = for_source(settings.name)
         self.redact = Redactor(list(settings.secrets.values()))
-        self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_long_s)
+        tuning = settings.tuning
+        self.backoff = Backoff(tuning.backoff_initial_s, tuning.backoff_max_s, tuning.backoff_long_s)
         self.connections = 0
         self._tokens: TokenSource | None = None
-        self._tls = tls_context(settings.ca_file)
+        self._tls = tls_context(tuning.ca_file)
         self._last_seen = 0.0
         self._last_received = datetime.min.replace(tzinfo=UTC)
         self._watchdog_reason: str | None = None
@@ -94,7 +94,7 @@ class FeedRunner:
         while True:
             if attempt:
                 await self._event(None, EVENT_RECONNECT_ATTEMPT, {"attempt": attempt})
-                self.metrics.reconnects += 1
+                self.metrics.reconnect_attempts += 1
             attempt += 1
             outcome = await self._one_connection()
             if outcome.fatal:
@@ -106,7 +106,7 @@ class FeedRunner:
 
     async def _one_connection(self) -> _Outcome:
         settings = self.settings
-        spec: base.ConnectSpec = settings.module.connect(settings.options, settings.secrets, self.resume_id)
+        spec = settings.feed.connect(settings.options, settings.secrets, self.resume_id)
         session = self._session(spec)
         connection_id = uuid4()
         try:
@@ -134,37 +134,36 @@ class FeedRunner:
         if self._tokens is not None:
             await self._tokens.aclose()
 
-    def _session(self, spec: base.ConnectSpec) -> WebSocketSession | SseSession:
-        s = self.settings
+    def _session(self, spec: ConnectSpec) -> WebSocketSession | SseSession:
+        s = self.settings.tuning
         if spec.transport == "ws":
             return WebSocketSession(ping_interval=s.ping_interval_s, connect_timeout=s.connect_timeout_s,
                                     max_frame_bytes=s.max_frame_bytes, tls=self._tls)
         return SseSession(connect_timeout=s.connect_timeout_s, tls=self._tls)
 
-    async def _refused(self, refused: Refused, spec: base.ConnectSpec) -> _Outcome:
+    async def _refused(self, refused: Refused, spec: ConnectSpec) -> _Outcome:
         body = self.redact.text(refused.body[:500])
         await self._event(None, EVENT_ERROR, {"status": refused.status, "body": body,
                                               "url": self.redact.text(spec.url)})
         reason = f"server refused the connection: HTTP {refused.status} {body[:200]}".strip()
-        if refused.status == 400:  # Saba 97/98: bad encoding or OData filter; retrying cannot help
-            return _Outcome(reason, fatal=True)
-        if refused.status in (401, 403):
-            if self._tokens is not None:
-                self._tokens.invalidate()  # an expired token: the next attempt logs in again
-            return _Outcome(reason, long=True, retry_after=refused.retry_after)
-        return _Outcome(reason, long=refused.status in (429, 503), retry_after=refused.retry_after)
+        reaction = self.settings.feed.refused(refused.status, refused.body)
+        if reaction.reauthenticate and self._tokens is not None:
+            self._tokens.invalidate()  # an expired token: the next attempt logs in again
+        return _Outcome(reason, long=reaction.long, retry_after=refused.retry_after, fatal=reaction.fatal)
 
-    async def _stream(self, session: Any, spec: base.ConnectSpec, connection_id: UUID) -> _Outcome:
+    async def _stream(self, session: Any, spec: ConnectSpec, connection_id: UUID) -> _Outcome:
         opened = time.monotonic()
         self.connections += 1
+        feed = self.settings.feed
         await self._event(connection_id, EVENT_CONNECT, {
-            "url": self.redact.text(spec.url), "transport": spec.transport, "connection": self.connections})
+            "url": self.redact.text(spec.url), "transport": spec.transport, "connection": self.connections,
+            "feed_kind": feed.kind, "adapter_version": feed.version})
         if spec.resume_header and self.resume_id:
             await self._event(connection_id, EVENT_RESUME, {spec.resume_header: self.resume_id})
         for command in spec.send_on_connect:
             await session.send(command)
             await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(command)})
-        adapter = self.settings.module.Adapter(self.source, self.settings.options)
+        adapter = feed.adapter(self.source, self.settings.options)
         self._watchdog_reason = None
         periodic = self._start_periodic(session, connection_id, spec)
         helpers = [asyncio.create_task(self._watchdog(session, connection_id))]
@@ -186,20 +185,19 @@ class FeedRunner:
             for helper in [*helpers, *self._live[2]]:
                 helper.cancel()
             self._live = None
-        if time.monotonic() - opened >= self.settings.stable_after_s:
+        if time.monotonic() - opened >= self.settings.tuning.stable_after_s:
             self.backoff.reset()
         await self._event(connection_id, EVENT_DISCONNECT, {"reason": outcome.reason})
         return outcome
 
-    def _start_periodic(self, session: Any, connection_id: UUID, spec: base.ConnectSpec) -> list[asyncio.Task[None]]:
+    def _start_periodic(self, session: Any, connection_id: UUID, spec: ConnectSpec) -> list[asyncio.Task[None]]:
         return [asyncio.create_task(self._every(session, connection_id, interval, message))
                 for interval, message in spec.periodic]
 
     async def reconfigure(self, settings: FeedSettings) -> None:
         """New options from a reloaded config (SIGHUP): applied to the live connection where the
         feed knows how (CKEX subscriptions), otherwise from the next connection on."""
-        module = settings.module
-        commands = module.changes(self.settings.options, settings.options) if hasattr(module, "changes") else []
+        commands = settings.feed.reload_commands(self.settings.options, settings.options)
         self.settings = settings
         self.redact = Redactor(list(settings.secrets.values()))
         if self._live is None or not commands:
@@ -210,7 +208,7 @@ class FeedRunner:
         for message in commands:
             await session.send(message)
             await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(message), "why": "reload"})
-        spec = module.connect(settings.options, settings.secrets, self.resume_id)
+        spec = settings.feed.connect(settings.options, settings.secrets, self.resume_id)
         self._live = (session, connection_id, self._start_periodic(session, connection_id, spec))
 
     async def _every(self, session: Any, connection_id: UUID, interval: float, message: str) -> None:
@@ -223,7 +221,7 @@ class FeedRunner:
 
     async def _watchdog(self, session: Any, connection_id: UUID) -> None:
         """Close a connection that has been silent too long: a dead socket looks just like a quiet one."""
-        limit = self.settings.silence_timeout_s
+        limit = self.settings.config.silence_timeout_s
         self._last_seen = time.monotonic()
         while True:
             await asyncio.sleep(min(limit / 4, 1.0))
@@ -236,7 +234,7 @@ class FeedRunner:
 
     # -- frames ----------------------------------------------------------------------------------
 
-    async def _receive(self, session: Any, adapter: Any, connection_id: UUID) -> _Outcome:
+    async def _receive(self, session: Any, adapter: Adapter, connection_id: UUID) -> _Outcome:
         seq = 0
         while True:
             item = await session.recv()
@@ -252,59 +250,46 @@ class FeedRunner:
                 # writer (and the watchdog) run, or a burst delays every commit behind it.
                 await asyncio.sleep(0)
 
-    async def _frame(self, frame: Frame, adapter: Any, connection_id: UUID, seq: int) -> _Outcome | None:
+    async def _frame(self, frame: Frame, adapter: Adapter, connection_id: UUID, seq: int) -> _Outcome | None:
         # A wall clock stepped back (NTP) must not reorder frames: received_at never decreases.
         received_at = self._last_received = max(datetime.now(UTC), self._last_received)
-        data = self.redact.data(frame.data)
+        feed = self.settings.feed
+        data = self.redact.data(feed.decode(frame.data))
         metrics = self.metrics
         metrics.frames += 1
         metrics.bytes += len(data)
         if frame.event_id is not None:
             self.resume_id = frame.event_id
-        if len(data) > self.settings.max_frame_bytes:
-            reason = f"frame of {len(data)} bytes exceeds max_frame_bytes ({self.settings.max_frame_bytes})"
-            return await self._quarantine(received_at, connection_id, seq, frame, None, reason, data[:1024])
-        try:
-            message = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            return await self._quarantine(received_at, connection_id, seq, frame, None, f"not JSON: {exc}", data)
-        try:
-            output = base.handle(adapter, message, received_at)
-        except base.FrameError as exc:
-            return await self._quarantine(received_at, connection_id, seq, frame, data,
-                                          f"does not fit the {self.settings.kind} schema: {exc}", data)
-        raw = RawMessage(received_at, self.source, connection_id, seq, output.kind, data, frame.event_id)
-        await self.writer.put(raw, output.records)
-        metrics.rows += len(output.records)
+        derived = derive(adapter, feed.kind, data, received_at=received_at, source=self.source,
+                         connection_id=connection_id, seq=seq, event_id=frame.event_id,
+                         max_frame_bytes=self.settings.tuning.max_frame_bytes)
+        await self.writer.put(derived.raw, derived.records)
+        output = derived.output
+        if output is None:
+            metrics.quarantined += 1
+            return None
+        metrics.rows += len(derived.records)
         if output.control is not None:
             return await self._control(output, connection_id)
         return None
 
-    async def _quarantine(self, received_at: datetime, connection_id: UUID, seq: int, frame: Frame,
-                          payload: bytes | None, reason: str, text: bytes) -> None:
-        self.metrics.quarantined += 1
-        raw = RawMessage(received_at, self.source, connection_id, seq, "quarantined", payload, frame.event_id)
-        snippet = text[:_QUARANTINE_TEXT].decode("utf-8", "replace").replace("\x00", "\\u0000")
-        await self.writer.put(raw, [Quarantine(received_at, self.source, connection_id, reason[:500], snippet)])
-        return None
-
-    async def _control(self, output: base.Output, connection_id: UUID) -> _Outcome | None:
+    async def _control(self, output: Output, connection_id: UUID) -> _Outcome | None:
         detail = output.detail or {}
-        if output.control == base.HEARTBEAT:
+        if output.control == contract.HEARTBEAT:
             return None  # it is a frame (stored, and it fed the watchdog); nothing more to record
-        if output.control == base.SUBSCRIBED:
+        if output.control == contract.SUBSCRIBED:
             await self._event(connection_id, EVENT_SUBSCRIBE, detail)
-        elif output.control == base.RESET:
+        elif output.control == contract.RESET:
             await self._event(connection_id, EVENT_RESET, detail)
-        elif output.control == base.INITIAL:
+        elif output.control == contract.INITIAL:
             await self._event(connection_id, EVENT_SNAPSHOT, detail)
-        elif output.control in (base.ERROR, base.RETRY, base.RETRY_LONG, base.FATAL):
+        elif output.control in (contract.ERROR, contract.RETRY, contract.RETRY_LONG, contract.FATAL):
             await self._event(connection_id, EVENT_ERROR, detail)
             reason = f"vendor: {orjson.dumps(detail).decode()}"
-            if output.control == base.FATAL:
+            if output.control == contract.FATAL:
                 return _Outcome(reason, fatal=True)
-            if output.control != base.ERROR:
-                return _Outcome(reason, long=output.control == base.RETRY_LONG)
+            if output.control != contract.ERROR:
+                return _Outcome(reason, long=output.control == contract.RETRY_LONG)
         return None
 
     async def _event(self, connection_id: UUID | None, event: str, detail: dict[str, Any] | None = None) -> None:

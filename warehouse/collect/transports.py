@@ -85,8 +85,8 @@ class WebSocketSession:
 
     async def open(self, url: str, headers: dict[str, str]) -> None:
         try:
-            tls = {"ssl": self._tls} if url.startswith("wss:") else {}
-            self._ws = await ws_connect(url, additional_headers=headers, **tls, **self._options)
+            tls = self._tls if url.startswith("wss:") else None
+            self._ws = await ws_connect(url, additional_headers=headers, ssl=tls, **self._options)
         except websockets.InvalidStatus as exc:
             response = exc.response
             body = (response.body or b"")[:_MAX_ERROR_BODY].decode("utf-8", "replace")

@@ -21,22 +21,9 @@ import psycopg
 from sqlalchemy import Numeric
 from sqlalchemy.dialects.postgresql import JSONB
 
-from warehouse.store import tables
-
-EXPORT_TABLES: tuple[str, ...] = tables.FACT_TABLES
-# Unconstrained numerics are written as this exact decimal (and read back as it by warehouse.analysis).
-PARQUET_DECIMAL = "DECIMAL(38, 12)"
-# What keeps a selection's history contiguous in each file (good compression, row-group pruning).
-SORT_KEYS = {
-    "raw_messages": "source, connection_id, seq",
-    "price_ticks": "fixture_id, market_id, received_at",  # a market's whole line movement, in time order
-    "market_changes": "fixture_id, market_id, received_at",
-    "fixture_changes": "fixture_id, received_at",
-    "score_changes": "fixture_id, received_at",
-    "order_changes": "order_id, received_at",
-    "bet_changes": "bet_id, received_at",
-    "account_changes": "account_id, received_at",
-}
+from warehouse import schema
+from warehouse.lake import EXPORT_TABLES, PARQUET_DECIMAL
+from warehouse.store.reads import scalar
 
 
 class ExportError(RuntimeError):
@@ -95,10 +82,10 @@ def pending(url: str, table_names: tuple[str, ...], since: date | None = None,
             "SELECT DISTINCT ON (table_name, day) table_name, day, rows FROM export_runs"
             " ORDER BY table_name, day, finished_at DESC").fetchall()}
         for table in table_names:
-            first = conn.execute(f"SELECT min(received_at) FROM {table}").fetchone()[0]
+            first = scalar(conn, f"SELECT min(received_at) FROM {table}")
             if first is None:
                 continue
-            counts = dict(conn.execute(
+            counts: dict[date, int] = dict(conn.execute(
                 f"SELECT (received_at AT TIME ZONE 'UTC')::date, count(*) FROM {table}"
                 " WHERE received_at >= %s GROUP BY 1", (_bounds(recent)[0],)).fetchall())
             day = max(first.astimezone(UTC).date(), since or date.min)
@@ -141,11 +128,11 @@ def export_day(url: str, export_root: Path, table: str, day: date, con=None) -> 
         part = temporary / "part-0.parquet"
         with psycopg.connect(url, autocommit=True) as conn:
             partition = f"{table}_p{day:%Y%m%d}"
-            native = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{partition}",)).fetchone()[0]
+            native = scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"public.{partition}",))
             written = con.execute(f"COPY ({_select(table, day, partition if native else None)}) TO '{part}'"
                                   " (FORMAT parquet, COMPRESSION zstd)").fetchone()[0]  # rows written
-            expected = conn.execute(f"SELECT count(*) FROM {table} WHERE received_at >= %s AND received_at < %s",
-                                    _bounds(day)).fetchone()[0]
+            expected = scalar(conn, f"SELECT count(*) FROM {table} WHERE received_at >= %s AND received_at < %s",
+                              _bounds(day))
             if written != expected:
                 raise ExportError(f"{table} {day}: wrote {written} rows but PostgreSQL has {expected}; "
                                   "nothing was replaced — run the export again")
@@ -170,7 +157,7 @@ def _select(table: str, day: date, partition: str | None) -> str:
     Unconstrained numerics arrive as DOUBLE and are cast back to exact decimals (exact for the up to
     15 significant digits vendor prices and stakes have); jsonb becomes JSON."""
     columns = []
-    for column in tables.metadata.tables[table].columns:
+    for column in schema.metadata.tables[table].columns:
         if type(column.type) is Numeric:  # not Float, its subclass
             columns.append(f"CAST({column.name} AS {PARQUET_DECIMAL}) AS {column.name}")
         elif isinstance(column.type, JSONB):
@@ -181,7 +168,7 @@ def _select(table: str, day: date, partition: str | None) -> str:
     in_day = f"received_at >= '{low}' AND received_at < '{high}'"
     select = f"SELECT {', '.join(columns)} FROM pg.public"
     source = f"{select}.{partition}" if partition else f"{select}.{table} WHERE {in_day}"
-    return f"SELECT * FROM ({source}) ORDER BY {SORT_KEYS.get(table, 'source, received_at')}"
+    return f"SELECT * FROM ({source}) ORDER BY {schema.SORT_KEYS[table]}"
 
 
 def _bounds(day: date) -> tuple[datetime, datetime]:

@@ -3,51 +3,37 @@
 The token goes in the query as `authorization=bearer <JWT>`. Commands are JSON with the vendor's
 own key spelling `commend`: `start`, then one subscribe per market; a subscription lives "at least
 one hour", so the runtime re-sends every subscribe well before that. All values the server sends
-are strings. See shared/protocols/ckex-interact-ws.md.
+are strings. Vendor documentation: CKEX "interact ws" (order-slip quote) page.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from warehouse.feeds.base import (
-    ERROR,
-    HEARTBEAT,
-    ConnectSpec,
-    FrameError,
-    Output,
-    obj,
-    parse_time,
-    to_decimal,
-    to_float,
-    to_text,
-)
+from warehouse.feeds.contract import ERROR, HEARTBEAT, ConnectSpec, Feed, FrameError, Output
+from warehouse.feeds.values import obj, parse_time, to_decimal, to_float, to_text
+from warehouse.options import setting
 from warehouse.records import PriceTick, Record
 
-KIND = "ckex-ws"
-OPTIONS: dict[str, tuple[type, bool]] = {
-    "url": (str, True),
-    "token_env": (str, True),
-    "subscriptions": (list, True),  # the vendor's own command strings
-    "resubscribe_s": ((int, float), False),  # default 1800: well inside the ≥1 h subscription life
-}
-SECRET_OPTIONS = ("token_env",)
-DEFAULT_SILENCE_S = 60.0  # the server sends `alive`
 BOOKMAKER = "ckex"
 FANCY_TYPES = ("order-slip-fancy", "order-slipt-fancy")  # the page spells it both ways
 _PREFIXES = ("order-slip-quote@chloe-market#", "order-slip-quote@fancy-market#")
 
 
-def validate(options: dict[str, Any]) -> str | None:
-    for command in options.get("subscriptions", []):
-        if not isinstance(command, str) or not command.startswith(_PREFIXES) or command.count("@") < 2:
-            return (f"subscription {command!r} is not 'order-slip-quote@chloe-market#EVENT@MARKET' "
-                    "or 'order-slip-quote@fancy-market#EVENT@MARKET'")
-    return None
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    url: str = setting("the stream endpoint, e.g. wss://host/{stage}/quote/do-not-look-back")
+    token_env: str = setting("environment variable holding the bearer JWT", secret=True)
+    subscriptions: tuple[str, ...] = setting(
+        "the vendor's own command strings: order-slip-quote@chloe-market#EVENT@MARKET or …@fancy-market#…")
+    resubscribe_s: float = setting("subscriptions are renewed this often (well inside the vendor's one-hour life)",
+                                   1800.0, positive=True)
 
 
 def command(text: str) -> str:
@@ -59,23 +45,37 @@ def unsubscribe(subscription: str) -> str:
     return command("unsubscribe-order-slip-quote#" + subscription.split("#", 1)[1])
 
 
-def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Commands that turn the old subscription list into the new one on a live connection."""
-    before, after = old["subscriptions"], new["subscriptions"]
-    return ([unsubscribe(s) for s in before if s not in after]
-            + [command(s) for s in after if s not in before])
+class Ckex(Feed[Options]):
+    kind = "ckex-ws"
+    version = "1"
+    options = Options
+    default_silence_s = 60.0  # the server sends `alive`
+    doc = "CKEX interact ws: order-slip quotes of subscribed markets"
+
+    def validate(self, options: Options) -> str | None:
+        for subscription in options.subscriptions:
+            if not subscription.startswith(_PREFIXES) or subscription.count("@") < 2:
+                return (f"subscription {subscription!r} is not 'order-slip-quote@chloe-market#EVENT@MARKET' "
+                        "or 'order-slip-quote@fancy-market#EVENT@MARKET'")
+        return None
+
+    def connect(self, options: Options, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:
+        separator = "&" if "?" in options.url else "?"
+        url = f"{options.url}{separator}authorization={quote('bearer ' + secrets['token_env'], safe='')}"
+        subscribes = tuple(command(s) for s in options.subscriptions)
+        return ConnectSpec(transport="ws", url=url, send_on_connect=(command("start"), *subscribes),
+                           periodic=tuple((options.resubscribe_s, message) for message in subscribes))
+
+    def reload_commands(self, old: Options, new: Options) -> Sequence[str]:
+        """Unsubscribe what went, subscribe what came: a live connection follows the new list."""
+        return ([unsubscribe(s) for s in old.subscriptions if s not in new.subscriptions]
+                + [command(s) for s in new.subscriptions if s not in old.subscriptions])
+
+    def adapter(self, source: str, options: Options) -> Adapter:
+        return Adapter(source, options.subscriptions)
 
 
-def connect(options: dict[str, Any], secrets: dict[str, str], resume_id: str | None) -> ConnectSpec:
-    separator = "&" if "?" in options["url"] else "?"
-    url = f"{options['url']}{separator}authorization={quote('bearer ' + secrets['token_env'], safe='')}"
-    subscribes = tuple(command(s) for s in options["subscriptions"])
-    every = float(options.get("resubscribe_s", 1800))
-    return ConnectSpec(transport="ws", url=url, send_on_connect=(command("start"), *subscribes),
-                       periodic=tuple((every, message) for message in subscribes))
-
-
-def _event_of_markets(subscriptions: list[str]) -> dict[str, str]:
+def _event_of_markets(subscriptions: Sequence[str]) -> dict[str, str]:
     """market id → event id, from `…#EVENT@MARKET` (fancy quotes often omit `eid`)."""
     mapping = {}
     for subscription in subscriptions:
@@ -85,30 +85,30 @@ def _event_of_markets(subscriptions: list[str]) -> dict[str, str]:
 
 
 class Adapter:
-    def __init__(self, source: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, source: str, subscriptions: Sequence[str] = ()) -> None:
         self.source = source
-        self.event_of_market = _event_of_markets((options or {}).get("subscriptions", []))
+        self.event_of_market = _event_of_markets(subscriptions)
 
     def handle(self, message: Any, received_at: datetime) -> Output:
         msg = obj(message, "message")
-        kind = msg.get("type")
+        message_type = msg.get("type")
         if not msg:
-            return Output(kind="empty", control=HEARTBEAT)  # `{}` keep-alives of sibling sockets
-        if kind == "alive":
-            return Output(kind="alive", control=HEARTBEAT)
-        if kind == "error":
-            return Output(kind="error", control=ERROR, detail={"error": msg.get("error")})
+            return Output("empty", control=HEARTBEAT)  # `{}` keep-alives of sibling sockets
+        if message_type == "alive":
+            return Output("alive", control=HEARTBEAT)
+        if message_type == "error":
+            return Output("error", control=ERROR, detail={"error": msg.get("error")})
         items = msg.get("data") or []
         if not isinstance(items, list):
             raise FrameError(f"data: list expected, got {type(items).__name__}")
-        if kind == "order-slip":
-            return Output(kind=kind, records=[self._quote(received_at, obj(i, "data[]")) for i in items])
-        if kind in FANCY_TYPES:
+        if message_type == "order-slip":
+            return Output(message_type, [self._quote(received_at, obj(i, "data[]")) for i in items])
+        if message_type in FANCY_TYPES:
             records: list[Record] = []
             for item in items:
                 records += self._fancy(received_at, obj(item, "data[]"))
-            return Output(kind="order-slip-fancy", records=records)
-        raise FrameError(f"unknown type {kind!r}")
+            return Output("order-slip-fancy", records)
+        raise FrameError(f"unknown type {message_type!r}")
 
     def _quote(self, at: datetime, item: dict[str, Any]) -> PriceTick:
         status = to_text(item.get("status"))
@@ -147,3 +147,6 @@ def _price(value: Any) -> float | None:
     """Locked quotes carry "0": that is no price, not a price of 0 (the raw string stays in attrs)."""
     price = to_float(value)
     return None if price == 0 else price
+
+
+FEED = Ckex()

@@ -4,86 +4,85 @@ The API key goes in the first `subscribe` message (within 30 s of connecting), w
 asked for; the `subscribed` reply says which were granted. Client `ping` every 30 s; server
 `pong` and `heartbeat` (every 60 s) keep the watchdog fed. Broadcasts are change-data-capture
 rows: `payload` (new values, full or partial) and, on UPDATE, `old`. Error strings about the key
-or the connection limit mean a long pause before trying again. See shared/protocols/mm-ws.md.
+or the connection limit mean a long pause before trying again.
+Vendor documentation: https://docs.55-tech.com/mm-api/websocket
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from warehouse.feeds.base import (
-    ERROR,
-    HEARTBEAT,
-    RETRY_LONG,
-    SUBSCRIBED,
-    ConnectSpec,
-    FrameError,
-    Output,
-    obj,
-    parse_time,
-    to_bool,
-    to_decimal,
-    to_int,
-    to_text,
-)
+from warehouse.feeds.contract import ERROR, HEARTBEAT, RETRY_LONG, SUBSCRIBED, ConnectSpec, Feed, FrameError, Output
+from warehouse.feeds.values import obj, parse_time, to_bool, to_decimal, to_int, to_text
+from warehouse.options import setting
 from warehouse.records import AccountChange, BetChange, EmergencyEvent, OrderChange, Record, ScoreChange
 
-KIND = "mm-ws"
 CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
-OPTIONS: dict[str, tuple[type, bool]] = {
-    "url": (str, True),
-    "api_key_env": (str, True),
-    "channels": (list, False),  # default: all five
-    "client_ping_s": ((int, float), False),  # default 30, as the vendor recommends
-}
-SECRET_OPTIONS = ("api_key_env",)
-DEFAULT_SILENCE_S = 90.0  # heartbeat every 60 s, pong every 30 s
-MAX_CONNECTIONS_PER_KEY = 5  # the vendor's limit, across every feed of a config
 # Errors after which retrying soon cannot help: a bad key, or too many sockets for the key.
 _LONG_PAUSE_ERRORS = ("apikey required", "api_key required", "invalid apikey format", "invalid api key",
                       "connection limit exceeded")
 
 
-def validate(options: dict[str, Any]) -> str | None:
-    unknown = [c for c in options.get("channels", CHANNELS) if c not in CHANNELS]
-    if unknown:
-        return f"unknown channel {unknown[0]!r}; channels are {', '.join(CHANNELS)}"
-    return None
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    url: str = setting("the stream endpoint, e.g. wss://mmapi.55-tech.com/ws/subscribe")
+    api_key_env: str = setting("environment variable holding the API key (a UUID)", secret=True)
+    channels: tuple[str, ...] = setting(f"channels to subscribe to, of {', '.join(CHANNELS)}", CHANNELS)
+    client_ping_s: float = setting("client `ping` interval (the vendor recommends 30 s)", 30.0, positive=True)
 
 
-def connect(options: dict[str, Any], secrets: dict[str, str], resume_id: str | None) -> ConnectSpec:
-    channels = list(options.get("channels", CHANNELS))
-    subscribe = orjson.dumps({"type": "subscribe", "apiKey": secrets["api_key_env"], "channels": channels}).decode()
-    every = float(options.get("client_ping_s", 30))
-    return ConnectSpec(transport="ws", url=options["url"], send_on_connect=(subscribe,),
-                       periodic=((every, '{"type":"ping"}'),), send_on_close=('{"type":"unsubscribe"}',))
+class Mm(Feed[Options]):
+    kind = "mm-ws"
+    version = "1"
+    options = Options
+    default_silence_s = 90.0  # heartbeat every 60 s, pong every 30 s
+    max_connections_per_key = 5  # the vendor's limit
+    doc = "55-tech MM WebSocket: orders, bets, accounts, scores and emergency broadcasts"
+
+    def validate(self, options: Options) -> str | None:
+        unknown = [c for c in options.channels if c not in CHANNELS]
+        if unknown:
+            return f"unknown channel {unknown[0]!r}; channels are {', '.join(CHANNELS)}"
+        return None
+
+    def connect(self, options: Options, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:
+        subscribe = orjson.dumps({"type": "subscribe", "apiKey": secrets["api_key_env"],
+                                  "channels": list(options.channels)}).decode()
+        return ConnectSpec(transport="ws", url=options.url, send_on_connect=(subscribe,),
+                           periodic=((options.client_ping_s, '{"type":"ping"}'),),
+                           send_on_close=('{"type":"unsubscribe"}',))
+
+    def adapter(self, source: str, options: Options) -> Adapter:
+        return Adapter(source, options.channels)
 
 
 class Adapter:
-    def __init__(self, source: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, source: str, channels: Sequence[str] = CHANNELS) -> None:
         self.source = source
-        self.asked = list((options or {}).get("channels", CHANNELS))
+        self.asked = list(channels)
 
     def handle(self, message: Any, received_at: datetime) -> Output:
         if isinstance(message, str):  # error strings may come bare
             return self._error(message)
         msg = obj(message, "message")
-        kind = msg.get("type")
-        if kind in ("pong", "heartbeat"):
-            return Output(kind=kind, control=HEARTBEAT)
-        if kind == "subscribed":
+        message_type = msg.get("type")
+        if message_type in ("pong", "heartbeat"):
+            return Output(message_type, control=HEARTBEAT)
+        if message_type == "subscribed":
             granted = msg.get("channels")
             detail = {"subscription_id": msg.get("subscriptionId", msg.get("subscription_id")),
                       "asked": self.asked, "granted": granted,
                       "refused": [c for c in self.asked if isinstance(granted, list) and c not in granted]}
-            return Output(kind=kind, control=SUBSCRIBED, detail=detail)
-        if kind == "error" or ("error" in msg and kind is None):
+            return Output("subscribed", control=SUBSCRIBED, detail=detail)
+        if message_type == "error" or ("error" in msg and message_type is None):
             return self._error(str(msg.get("message") or msg.get("error") or ""))
-        if kind != "broadcast":
-            raise FrameError(f"unknown type {kind!r}")
+        if message_type != "broadcast":
+            raise FrameError(f"unknown type {message_type!r}")
         channel = msg.get("channel")
         event = to_text(msg.get("event"))
         if event not in ("INSERT", "UPDATE"):
@@ -98,11 +97,11 @@ class Adapter:
                   "emergency": self._emergency}.get(channel)
         if mapper is None:
             raise FrameError(f"unknown channel {channel!r}")
-        return Output(kind=f"{channel}:{event}", records=[mapper(received_at, event, payload, old)])
+        return Output(f"{channel}:{event}", [mapper(received_at, event, payload, old)])
 
     def _error(self, text: str) -> Output:
         long = any(phrase in text.lower() for phrase in _LONG_PAUSE_ERRORS)
-        return Output(kind="error", control=RETRY_LONG if long else ERROR, detail={"error": text})
+        return Output("error", control=RETRY_LONG if long else ERROR, detail={"error": text})
 
     def _order(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> Record:
         return OrderChange(
@@ -142,3 +141,6 @@ class Adapter:
     def _emergency(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> Record:
         return EmergencyEvent(at, self.source, to_bool(p.get("emergency")), reason=to_text(p.get("reason")),
                               source_ts=parse_time(p.get("triggeredAt")), payload=p)
+
+
+FEED = Mm()

@@ -2,50 +2,50 @@
 
 Each message is one fixture, one bookmaker at most, and only what changed (absent = unchanged,
 null = a value). A `players.<id>` object is always sent whole: one `price_ticks` row each.
-See shared/protocols/oddspapi-ws.md.
+Vendor documentation: https://oddspapi.io/en/docs/websocket-api (v4).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from warehouse.feeds.base import (
-    ConnectSpec,
-    FrameError,
-    Output,
-    obj,
-    parse_time,
-    to_bool,
-    to_decimal,
-    to_float,
-    to_int,
-    to_text,
-)
+from warehouse.feeds.contract import ConnectSpec, Feed, FrameError, Output
+from warehouse.feeds.values import obj, parse_time, to_bool, to_decimal, to_float, to_int, to_text
+from warehouse.options import setting
 from warehouse.records import FixtureChange, MarketChange, PriceTick, Record, ScoreChange
-
-KIND = "oddspapi-ws"
-OPTIONS: dict[str, tuple[type, bool]] = {  # key → (type, required)
-    "url": (str, True),
-    "api_key_env": (str, True),
-}
-SECRET_OPTIONS = ("api_key_env",)
-DEFAULT_SILENCE_S = 120.0  # no heartbeat in v4: a quiet market is legitimate, so be patient
 
 _PRICE_FIELDS = frozenset(("price", "active", "limit", "changedAt"))  # columns; the rest go to attrs
 
 
-def connect(options: dict[str, Any], secrets: dict[str, str], resume_id: str | None) -> ConnectSpec:
-    separator = "&" if "?" in options["url"] else "?"
-    url = options["url"] + separator + urlencode({"apiKey": secrets["api_key_env"]})
-    return ConnectSpec(transport="ws", url=url)
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    url: str = setting("the stream endpoint, e.g. wss://api.oddspapi.io/v4/ws")
+    api_key_env: str = setting("environment variable holding the API key (sent as `apiKey`)", secret=True)
+
+
+class OddsPapi(Feed[Options]):
+    kind = "oddspapi-ws"
+    version = "1"
+    options = Options
+    default_silence_s = 120.0  # no heartbeat in v4: a quiet market is legitimate, so be patient
+    doc = "OddsPapi v4 WebSocket: fixtures, prices and scores of many bookmakers"
+
+    def connect(self, options: Options, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:
+        separator = "&" if "?" in options.url else "?"
+        return ConnectSpec(transport="ws", url=options.url + separator + urlencode({"apiKey": secrets["api_key_env"]}))
+
+    def adapter(self, source: str, options: Options) -> Adapter:
+        return Adapter(source)
 
 
 class Adapter:
     """Pure: one OddsPapi message → records. No per-connection state is needed."""
 
-    def __init__(self, source: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, source: str) -> None:
         self.source = source
 
     def handle(self, message: Any, received_at: datetime) -> Output:
@@ -54,17 +54,17 @@ class Adapter:
         if not fixture:
             raise FrameError("fixtureId missing")
         records: list[Record] = []
-        kinds: list[str] = []
+        parts: list[str] = []
         metadata = {k: v for k, v in msg.items() if k not in ("fixtureId", "bookmakerOdds", "scores")}
         if metadata:
-            kinds.append("fixture")
+            parts.append("fixture")
             records.append(self._fixture(received_at, fixture, metadata))
         for bookmaker, book in obj(msg.get("bookmakerOdds") or {}, "bookmakerOdds").items():
-            kinds += self._bookmaker(records, received_at, fixture, bookmaker, obj(book, "bookmakerOdds", bookmaker))
+            parts += self._bookmaker(records, received_at, fixture, bookmaker, obj(book, "bookmakerOdds", bookmaker))
         if "scores" in msg:
-            kinds.append("score")
+            parts.append("score")
             records += self._scores(received_at, fixture, obj(msg["scores"], "scores"))
-        return Output(kind="+".join(dict.fromkeys(kinds)) or "empty", records=records)
+        return Output("+".join(dict.fromkeys(parts)) or "empty", records)
 
     def _fixture(self, at: datetime, fixture: str, changes: dict[str, Any]) -> FixtureChange:
         status = changes.get("statusId")
@@ -78,10 +78,10 @@ class Adapter:
 
     def _bookmaker(self, out: list[Record], at: datetime, fixture: str, bookmaker: str,
                    book: dict[str, Any]) -> list[str]:
-        kinds = []
+        parts = []
         info = {k: v for k, v in book.items() if k != "markets"}
         if info:  # bookmakerFixtureId, fixturePath, and anything else sent at this level
-            kinds.append("bookmaker")
+            parts.append("bookmaker")
             out.append(FixtureChange(at, self.source, fixture, "change", bookmaker=bookmaker, changes=info))
         for market_id, market in obj(book.get("markets") or {}, "markets").items():
             market = obj(market, "markets", market_id)
@@ -96,8 +96,8 @@ class Adapter:
                     out.append(self._tick(at, fixture, bookmaker, market_id, outcome_id, player_id,
                                           obj(player, "players", player_id)))
                 if players:
-                    kinds.append("price")
-        return kinds
+                    parts.append("price")
+        return parts
 
     def _tick(self, at: datetime, fixture: str, bookmaker: str, market_id: str, outcome_id: str,
               player_id: str, player: dict[str, Any]) -> PriceTick:
@@ -126,3 +126,6 @@ class Adapter:
                 attrs=rest or None,
             ))
         return rows
+
+
+FEED = OddsPapi()

@@ -3,87 +3,98 @@
 Status 1 (initial data) and 3 (reset: the server lost our Last-Event-ID) carry the full state in
 `add`; 0 carries deltas; 97/98 are configuration errors; 99/100 mean retry later. Within a frame
 the order is events then markets, each remove → add → change. One `price_ticks` row per
-selection. See shared/protocols/saba-sse.md.
+selection. Vendor documentation: Saba OddsDirect "GetEvents (Push)" API.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from warehouse.feeds.base import (
+from warehouse.feeds.contract import (
     FATAL,
     INITIAL,
     RESET,
     RETRY,
     RETRY_LONG,
     ConnectSpec,
+    Control,
+    Feed,
     FrameError,
     Login,
     Output,
-    obj,
-    parse_time,
-    to_bool,
-    to_decimal,
-    to_float,
-    to_int,
-    to_text,
+    Reaction,
 )
+from warehouse.feeds.values import obj, parse_time, to_bool, to_decimal, to_float, to_int, to_text
+from warehouse.options import setting
 from warehouse.records import FixtureChange, MarketChange, PriceTick, Record, ScoreChange
 
-KIND = "saba-sse"
-OPTIONS: dict[str, tuple[type, bool]] = {
-    "url": (str, True),  # the full stream endpoint …/sports/stream/v1/GetEvents
-    "query": (str, False),
-    "include_markets": (str, False),
-    "language": (str, False),
-    "token_env": (str, False),
-    "vendor_id": (str, False),
-    "vendor_member_id_env": (str, False),
-    "login_url": (str, False),  # default: <scheme://host>/login
-}
-SECRET_OPTIONS = ("token_env", "vendor_member_id_env")
-DEFAULT_SILENCE_S = 20.0  # the server sends a keep-alive every 5 s
 BOOKMAKER = "saba"
 _SPORT_BLOCKS = ("soccerInfo", "tennisInfo", "beachVolleyBallInfo", "eSportInfo", "basketballInfo",
                  "baseballInfo", "volleyballInfo", "volleyBallInfo")
 
 
-def validate(options: dict[str, Any]) -> str | None:
-    """A problem with this feed's options, as a phrase, or None."""
-    if "token_env" in options:
-        return None
-    if "vendor_id" in options and "vendor_member_id_env" in options:
-        return None
-    return "needs token_env, or vendor_id with vendor_member_id_env to log in"
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    url: str = setting("the full stream endpoint …/sports/stream/v1/GetEvents")
+    query: str | None = setting("OData filter of events, e.g. `$filter=sporttype eq 1`", None)
+    include_markets: str | None = setting("OData filter of markets, e.g. `$filter=bettype eq 1`", None)
+    language: str | None = setting("language of names, e.g. `en`", None)
+    token_env: str | None = setting("environment variable holding a bearer token (or log in instead)", None,
+                                    secret=True)
+    vendor_id: str | None = setting("vendor id, to log in and renew the 10-minute token itself", None)
+    vendor_member_id_env: str | None = setting("environment variable holding the vendor member id (login)", None,
+                                               secret=True)
+    login_url: str | None = setting("login endpoint (default: <scheme://host>/login)", None)
 
 
-def connect(options: dict[str, Any], secrets: dict[str, str], resume_id: str | None) -> ConnectSpec:
-    params = {name: options[key] for key, name in
-              (("query", "query"), ("include_markets", "includeMarkets"), ("language", "language"))
-              if key in options}
-    url = options["url"] + ("?" + urlencode(params) if params else "")
-    headers = {"Accept": "text/event-stream", "Accept-Encoding": "gzip, deflate"}
-    login = None
-    if "token_env" in secrets:
-        headers["Authorization"] = f"Bearer {secrets['token_env']}"
-    else:
-        scheme, host, *_ = urlsplit(options["url"])
-        base = urlunsplit((scheme, host, "", "", ""))
-        login = Login(
-            url=options.get("login_url") or f"{base}/login",
-            refresh_url=f"{base}/refreshToken",
-            body={"vendor_id": options["vendor_id"], "vendor_member_id": secrets["vendor_member_id_env"]},
-        )
-    return ConnectSpec(transport="sse", url=url, headers=headers, bearer_from_login=login,
-                       resume_header="Last-Event-ID")
+class Saba(Feed[Options]):
+    kind = "saba-sse"
+    version = "1"
+    options = Options
+    default_silence_s = 20.0  # the server sends a keep-alive every 5 s
+    doc = "Saba OddsDirect GetEvents push (Server-Sent Events), resumable by Last-Event-ID"
+
+    def validate(self, options: Options) -> str | None:
+        if options.token_env or (options.vendor_id and options.vendor_member_id_env):
+            return None
+        return "needs token_env, or vendor_id with vendor_member_id_env to log in"
+
+    def connect(self, options: Options, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:
+        params = {name: value for name, value in (("query", options.query), ("includeMarkets", options.include_markets),
+                                                  ("language", options.language)) if value is not None}
+        url = options.url + ("?" + urlencode(params) if params else "")
+        headers = {"Accept": "text/event-stream", "Accept-Encoding": "gzip, deflate"}
+        login = None
+        if "token_env" in secrets:
+            headers["Authorization"] = f"Bearer {secrets['token_env']}"
+        else:
+            scheme, host, *_ = urlsplit(options.url)
+            base = urlunsplit((scheme, host, "", "", ""))
+            login = Login(
+                url=options.login_url or f"{base}/login",
+                refresh_url=f"{base}/refreshToken",
+                body={"vendor_id": options.vendor_id or "", "vendor_member_id": secrets["vendor_member_id_env"]},
+            )
+        return ConnectSpec(transport="sse", url=url, headers=headers, bearer_from_login=login,
+                           resume_header="Last-Event-ID")
+
+    def refused(self, status: int, body: str) -> Reaction:
+        if status == 400:  # status 97 (Accept-Encoding) or 98 (OData filter): retrying cannot help
+            return Reaction(fatal=True)
+        return super().refused(status, body)
+
+    def adapter(self, source: str, options: Options) -> Adapter:
+        return Adapter(source)
 
 
 class Adapter:
     """Pure: one SSE data object → records. Remembers which event each market belongs to."""
 
-    def __init__(self, source: str, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, source: str) -> None:
         self.source = source
         self.event_of_market: dict[str, str] = {}
 
@@ -92,11 +103,11 @@ class Adapter:
         status = msg.get("status")
         detail = {"status": status, "message": msg.get("message")}
         if status in (97, 98):
-            return Output(kind=f"status-{status}", control=FATAL, detail=detail)
+            return Output(f"status-{status}", control=FATAL, detail=detail)
         if status == 99:
-            return Output(kind="status-99", control=RETRY_LONG, detail=detail)
+            return Output("status-99", control=RETRY_LONG, detail=detail)
         if status == 100:
-            return Output(kind="status-100", control=RETRY, detail=detail)
+            return Output("status-100", control=RETRY, detail=detail)
         if status not in (0, 1, 3):
             raise FrameError(f"unknown status {status!r}")
         if status in (1, 3):
@@ -119,9 +130,8 @@ class Adapter:
             records += self._market(received_at, obj(market, "markets.add[]"), "add")
         for market in _list(markets, "change"):
             records += self._market(received_at, obj(market, "markets.change[]"), "change")
-        control = INITIAL if status == 1 else RESET if status == 3 else None
-        return Output(kind=f"status-{status}", records=records, control=control,
-                      detail=detail if control else None)
+        control: Control | None = INITIAL if status == 1 else RESET if status == 3 else None
+        return Output(f"status-{status}", records, control=control, detail=detail if control else None)
 
     def _event(self, at: datetime, event: dict[str, Any], action: str) -> list[Record]:
         fixture = _id(event.get("eventId"), "eventId")
@@ -194,3 +204,6 @@ def _id(value: Any, what: str) -> str:
     if not text:
         raise FrameError(f"{what} missing")
     return text
+
+
+FEED = Saba()

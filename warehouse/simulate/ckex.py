@@ -1,4 +1,4 @@
-"""A local CKEX interact ws server, faithful to shared/protocols/ckex-interact-ws.md §10.
+"""A local CKEX interact ws server, faithful to the vendor's protocol (docs/protocols/ckex-interact-ws.md).
 
 Path `/{stage}/quote/do-not-look-back` with `authorization=bearer <token>`; a missing or wrong
 token is refused with HTTP 401. Commands are `{"commend": …}` (a wrong key or grammar gets a
@@ -26,9 +26,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from warehouse.simulate.market import Market
+from warehouse.simulate.vendors import FleetMember, Vendor
 from warehouse.simulate.wsserver import WebSocketSimulator
 
-KIND = "ckex-ws"
 PATH = "/quote/do-not-look-back"
 _SUBSCRIBE = ("order-slip-quote@chloe-market#", "order-slip-quote@fancy-market#")
 _UNSUBSCRIBE = "unsubscribe-order-slip-quote#"
@@ -121,8 +121,8 @@ class CkexSimulator(WebSocketSimulator):
                 if self.script:
                     if not state["scripted"]:
                         state["scripted"] = True
-                        for frame in self.script:
-                            await self._send(ws, frame.decode())
+                        for scripted in self.script:
+                            await self._send(ws, scripted.decode())
                     continue
                 if self.faults.drop_after is not None and state["sent"] >= self.faults.drop_after:
                     ws.transport.abort()
@@ -151,5 +151,18 @@ class CkexSimulator(WebSocketSimulator):
         return orjson.dumps({"type": "order-slip", "data": items}).decode()
 
 
-def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) -> CkexSimulator:
-    return CkexSimulator(secrets["token_env"], market=market)
+_FLEET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.fleet-ckex"
+FLEET_SUBSCRIPTIONS = ("order-slip-quote@chloe-market#40789105-e@1_33753655",
+                       "order-slip-quote@fancy-market#44914246-e@878_55854706_f")
+
+
+def _member(market: Market, rate: float, faults: bool) -> FleetMember:
+    simulator = CkexSimulator(_FLEET_TOKEN, rate=rate, alive_s=2, market=market,
+                              faults=CkexFaults(drop_after=60, malformed_every=17) if faults else None)
+    return FleetMember(simulator, lambda url: {"url": url, "token_env": "FLEET_CKEX_TOKEN",
+                                               "subscriptions": list(FLEET_SUBSCRIPTIONS)})
+
+
+VENDOR = Vendor(kind="ckex-ws", name="ckex", rate=20, env={"FLEET_CKEX_TOKEN": _FLEET_TOKEN}, member=_member,
+                from_feed=lambda options, secrets, market: CkexSimulator(secrets["token_env"], market=market),
+                faults_doc="drops the connection after 60 quotes; every 17th is cut short")

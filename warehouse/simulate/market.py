@@ -50,7 +50,7 @@ class PriceChange:
 
 
 @dataclass
-class ScoreChange:
+class ScoreUpdate:
     fixture: Fixture
 
 
@@ -90,12 +90,12 @@ class Market:
         return {o: min(1001.0, max(1.01, round(1 / ((p / total) * (1 + margin)), 3)))
                 for o, p in zip(OUTCOMES, probs, strict=True)}
 
-    def step(self) -> PriceChange | ScoreChange:
+    def step(self) -> PriceChange | ScoreUpdate:
         """The next change somewhere in the market."""
         fixture = self.rng.choice(self.fixtures)
         if fixture.status_id == 0 and time.time() >= fixture.start_ts:
             fixture.status_id, fixture.minute = 1, 1  # kick-off: reported with the (0-0) score
-            return ScoreChange(fixture)
+            return ScoreUpdate(fixture)
         if fixture.suspended_steps:
             fixture.suspended_steps -= 1
             return PriceChange(fixture, self.rng.choice(self.bookmakers), self.quote(fixture, "pinnacle"),
@@ -111,7 +111,7 @@ class Market:
         bookmaker = self.rng.choice(self.bookmakers)
         return PriceChange(fixture, bookmaker, self.quote(fixture, bookmaker), active=True)
 
-    def _goal(self, fixture: Fixture) -> ScoreChange:
+    def _goal(self, fixture: Fixture) -> ScoreUpdate:
         home = self.rng.random() < 0.55
         if home:
             fixture.home_score += 1
@@ -120,7 +120,7 @@ class Market:
             fixture.away_score += 1
             fixture.logits[2] = _bounded(fixture.logits[2] + 0.9)
         fixture.suspended_steps = 3 * len(self.bookmakers)
-        return ScoreChange(fixture)
+        return ScoreUpdate(fixture)
 
 
 def _bounded(logit: float) -> float:

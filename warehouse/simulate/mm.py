@@ -1,4 +1,4 @@
-"""A local 55-tech MM WebSocket server, faithful to shared/protocols/mm-ws.md §10.
+"""A local 55-tech MM WebSocket server, faithful to the vendor's protocol (docs/protocols/mm-ws.md).
 
 Path /ws/subscribe (a plain HTTP request gets 426). No auth at connect; the client must send
 `subscribe` within `auth_timeout_s` or the server closes. Keys are UUIDs: a missing key, a
@@ -25,10 +25,10 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from warehouse.simulate.market import OUTCOMES, Market, PriceChange, ScoreChange
+from warehouse.simulate.market import OUTCOMES, Market, PriceChange, ScoreUpdate
+from warehouse.simulate.vendors import FleetMember, Vendor
 from warehouse.simulate.wsserver import WebSocketSimulator
 
-KIND = "mm-ws"
 PATH = "/ws/subscribe"
 CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
@@ -114,16 +114,16 @@ class MmSimulator(WebSocketSimulator):
             await self._send(ws, orjson.dumps({"type": "error", "message": error}).decode())
             await ws.close(1008, error)
             return None
-        self.live[key] += 1
-        return key
+        self.live[str(key)] += 1
+        return str(key)
 
     async def _broadcast(self, ws: ServerConnection, channels: list[str], state: dict[str, bool]) -> None:
         loop = asyncio.get_running_loop()
         last_heartbeat = loop.time()
         sent = 0
         with contextlib.suppress(Exception):
-            for frame in self.script:
-                await self._send(ws, frame.decode())
+            for scripted in self.script:
+                await self._send(ws, scripted.decode())
             while True:
                 await asyncio.sleep(1 / self.rate)
                 if self.silent_after is not None and sent >= self.silent_after:
@@ -149,7 +149,7 @@ class MmSimulator(WebSocketSimulator):
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         out: list[dict[str, Any]] = []
         fixture = change.fixture
-        if isinstance(change, ScoreChange):
+        if isinstance(change, ScoreUpdate):
             out.append(_cast("scores", "UPDATE", {"fixtureId": fixture.fixture_id, "live": True, "statusId": 1,
                                                   "currentPeriod": "上半场" if fixture.minute <= 45 else "下半场",
                                                   "currentMinute": fixture.minute,
@@ -197,5 +197,16 @@ def _cast(channel: str, event: str, payload: dict[str, Any], old: dict[str, Any]
     return message
 
 
-def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) -> MmSimulator:
-    return MmSimulator({secrets["api_key_env"]: CHANNELS}, market=market)
+_FLEET_KEY = "0d7e3c1a-5b6f-4c2d-9e8f-123456789abc"
+
+
+def _member(market: Market, rate: float, faults: bool) -> FleetMember:
+    simulator = MmSimulator({_FLEET_KEY: CHANNELS}, rate=rate, heartbeat_s=5, market=market,
+                            drop_after=60 if faults else None, malformed_every=19 if faults else None)
+    return FleetMember(simulator, lambda url: {"url": url, "api_key_env": "FLEET_MM_KEY"})
+
+
+VENDOR = Vendor(kind="mm-ws", name="mm", rate=20, env={"FLEET_MM_KEY": _FLEET_KEY}, member=_member,
+                from_feed=lambda options, secrets, market: MmSimulator({secrets["api_key_env"]: CHANNELS},
+                                                                       market=market),
+                faults_doc="drops the connection after 60 broadcasts; every 19th is cut short")

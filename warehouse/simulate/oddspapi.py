@@ -1,4 +1,4 @@
-"""A local OddsPapi v4 WebSocket server, faithful to shared/protocols/oddspapi-ws.md §11.
+"""A local OddsPapi v4 WebSocket server, faithful to the vendor's protocol (docs/protocols/oddspapi-ws.md).
 
 Path /v4/ws with the key in `apiKey`; a wrong key is refused with HTTP 401 on the upgrade.
 Server → client only: one fixture and at most one bookmaker per message, only changed fields,
@@ -24,10 +24,10 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from warehouse.simulate.market import MARKET_1X2, Market, PriceChange, ScoreChange
+from warehouse.simulate.market import MARKET_1X2, Market, PriceChange, ScoreUpdate
+from warehouse.simulate.vendors import FleetMember, Vendor
 from warehouse.simulate.wsserver import WebSocketSimulator
 
-KIND = "oddspapi-ws"
 PATH = "/v4/ws"
 _FIREHOSE_BURST = 64  # frames per socket write at most
 _PACE_S = 0.001  # a paced simulator wakes at most this often
@@ -134,7 +134,7 @@ class OddsPapiSimulator(WebSocketSimulator):
         while self.generate:
             yield from self.render(self.market.step())
 
-    def render(self, change: PriceChange | ScoreChange) -> list[bytes]:
+    def render(self, change: PriceChange | ScoreUpdate) -> list[bytes]:
         """One market change as OddsPapi messages (metadata first, the first time a fixture or book shows)."""
         fixture = change.fixture
         now = datetime.now(UTC).isoformat()
@@ -149,7 +149,7 @@ class OddsPapiSimulator(WebSocketSimulator):
         elif self._status[fixture.fixture_id] != fixture.status_id:  # kick-off: only the changed field
             self._status[fixture.fixture_id] = fixture.status_id
             out.append({"fixtureId": fixture.fixture_id, "statusId": fixture.status_id, "updatedAt": now})
-        if isinstance(change, ScoreChange):
+        if isinstance(change, ScoreUpdate):
             out.append({"fixtureId": fixture.fixture_id, "scores": {"periods": {"0": {
                 "participant1Score": fixture.home_score, "participant2Score": fixture.away_score, "updatedAt": now}}}})
         else:
@@ -159,7 +159,7 @@ class OddsPapiSimulator(WebSocketSimulator):
                 out.append({"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: {
                     "bookmakerFixtureId": str(265591179 + fixture.index),
                     "fixturePath": f"https://{book}.example/line/football/{fixture.event_id}"}}})
-            outcomes = {
+            outcomes: dict[str, Any] = {
                 outcome: {"players": {"0": {
                     "active": change.active, "betslip": None, "bookmakerOutcomeId": f"{fixture.event_id}{outcome}",
                     "changedAt": now, "limit": 1000 if book == "pinnacle" else None, "playerName": None,
@@ -171,6 +171,18 @@ class OddsPapiSimulator(WebSocketSimulator):
         return [orjson.dumps(message) for message in out]
 
 
-def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) -> OddsPapiSimulator:
-    """The simulator a [[feeds]] entry would talk to: same key, generated traffic."""
-    return OddsPapiSimulator(secrets["api_key_env"], market=market, record=False)
+_FLEET_KEY = "fleet-oddspapi-key-5b9f0c3e"
+
+
+def _member(market: Market, rate: float, faults: bool) -> FleetMember:
+    simulator = OddsPapiSimulator(_FLEET_KEY, rate=rate, market=market, record=False,
+                                  faults=OddsPapiFaults(drop_after=400, malformed_every=97) if faults else None)
+    return FleetMember(simulator, lambda url: {"url": url, "api_key_env": "FLEET_ODDSPAPI_KEY"})
+
+
+VENDOR = Vendor(
+    kind="oddspapi-ws", name="oddspapi", rate=200, env={"FLEET_ODDSPAPI_KEY": _FLEET_KEY}, member=_member,
+    # The simulator a [[feeds]] entry would talk to: same key, generated traffic.
+    from_feed=lambda options, secrets, market: OddsPapiSimulator(secrets["api_key_env"], market=market, record=False),
+    faults_doc="drops the connection after 400 frames; every 97th frame is cut short",
+)

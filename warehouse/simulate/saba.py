@@ -1,4 +1,4 @@
-"""A local Saba OddsDirect GetEvents push server (SSE), faithful to shared/protocols/saba-sse.md §10.
+"""A local Saba OddsDirect GetEvents push server (SSE), faithful to the vendor's protocol (docs/protocols/saba-sse.md).
 
 POST /login and /refreshToken issue tokens that expire (10 minutes by default); the stream at
 /sports/stream/{v1|beta}/GetEvents takes the token as `token=` or `Authorization: Bearer`,
@@ -18,15 +18,16 @@ import secrets
 import ssl
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from warehouse.simulate.market import Fixture, Market, PriceChange, ScoreChange
+from warehouse.simulate.market import Fixture, Market, PriceChange, ScoreUpdate
+from warehouse.simulate.vendors import FleetMember, Vendor
 
-KIND = "saba-sse"
 STREAM_PATHS = ("/sports/stream/v1/GetEvents", "/sports/stream/beta/GetEvents")
 _ENCODINGS = {"gzip", "deflate", "br", "identity", "*", ""}
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 406: "Not Acceptable",
@@ -110,11 +111,11 @@ class SabaSimulator:
         async with self._changed:
             self._changed.notify_all()
 
-    def _delta(self, change: PriceChange | ScoreChange) -> bytes:
+    def _delta(self, change: PriceChange | ScoreUpdate) -> bytes:
         fixture = change.fixture
         events: list[dict[str, Any]] = []
         markets: list[dict[str, Any]] = []
-        if isinstance(change, ScoreChange):
+        if isinstance(change, ScoreUpdate):
             event = self.events[fixture.event_id]
             event["gameInfo"].update(liveHomeScore=fixture.home_score, liveAwayScore=fixture.away_score,
                                      seconds=fixture.minute * 60)
@@ -219,8 +220,8 @@ class SabaSimulator:
                      b"Connection: close\r\n\r\n")
         last = headers.get("last-event-id")
         if self.script is not None:
-            for frame_id, frame in self.script:
-                await self._send(writer, sent, frame_id, frame)
+            for scripted_id, scripted in self.script:
+                await self._send(writer, sent, scripted_id, scripted)
             while True:
                 await asyncio.sleep(self.keepalive_s)
                 writer.write(b": KEEPALIVE\r\n")
@@ -325,8 +326,22 @@ def _odds(decimal: float) -> dict[str, float]:
             "indoPrice": indo, "americanPrice": american}
 
 
-def from_feed(options: dict[str, Any], secrets: dict[str, str], market: Market) -> SabaSimulator:
+def _from_feed(options: Any, secret_values: Mapping[str, str], market: Market) -> SabaSimulator:
     """The simulator a [[feeds]] entry would talk to: its token, or its login credentials."""
-    return SabaSimulator(vendor_id=options.get("vendor_id", "vendor"),
-                         member_id=secrets.get("vendor_member_id_env", "member"),
-                         static_token=secrets.get("token_env"), market=market, record=False)
+    return SabaSimulator(vendor_id=options.vendor_id or "vendor",
+                         member_id=secret_values.get("vendor_member_id_env", "member"),
+                         static_token=secret_values.get("token_env"), market=market, record=False)
+
+
+_FLEET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.fleet-saba"
+
+
+def _member(market: Market, rate: float, faults: bool) -> FleetMember:
+    simulator = SabaSimulator(static_token=_FLEET_TOKEN, rate=rate, keepalive_s=2, cache_size=100_000, market=market,
+                              faults=SabaFaults(drop_after=150, malformed_every=53) if faults else None)
+    return FleetMember(simulator, lambda url: {"url": f"{url}/sports/stream/v1/GetEvents",
+                                               "token_env": "FLEET_SABA_TOKEN"})
+
+
+VENDOR = Vendor(kind="saba-sse", name="saba", rate=50, env={"FLEET_SABA_TOKEN": _FLEET_TOKEN}, member=_member,
+                from_feed=_from_feed, faults_doc="drops the stream after 150 frames; every 53rd delta is cut short")

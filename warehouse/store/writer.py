@@ -35,23 +35,23 @@ from uuid import UUID, uuid4, uuid5
 import asyncpg
 import orjson
 
+from warehouse.config import WriterSettings
 from warehouse.records import (
     EVENT_DROPPED,
     TABLE_OF,
-    UNLINKED,
     CollectorEvent,
     Quarantine,
     RawMessage,
     Record,
 )
+from warehouse.schema import RAW_ID_BLOCK
 from warehouse.store.spool import Spool, Unit, UnusableSpool
-from warehouse.store.tables import RAW_ID_BLOCK
 
 log = logging.getLogger("warehouse.writer")
 _ID_BLOCKS_AHEAD = 4  # blocks of raw ids reserved beyond a batch's need (ids of a restart are a gap)
 
 RAW_COLUMNS = ("id", *RawMessage._fields)
-_COLUMNS = {cls: (cls._fields if cls in UNLINKED else ("raw_id", *cls._fields)) for cls in TABLE_OF}
+_COLUMNS = {cls: ("raw_id", *cls._fields) for cls in TABLE_OF}
 
 # Errors that mean "this data cannot be stored as it is", as opposed to "the database is not
 # available right now". Client-side encoding raises TypeError/ValueError/OverflowError.
@@ -63,21 +63,6 @@ DATA_ERRORS = (
 
 class WriterClosedError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class WriterSettings:
-    batch_rows: int = 10_000  # flush once this many rows (frames + derived) are waiting...
-    flush_interval: float = 0.010  # ...or this long after the first reached an idle writer (none after a commit)
-    queue_units: int = 20_000  # bound of the in-memory queue; producers wait beyond it
-    spool_dir: Path | None = None  # default: <data dir>/spool/<writer name>
-    spool_fsync: bool = True
-    retry_initial: float = 0.25  # database reconnect backoff (seconds), doubling up to retry_max
-    retry_max: float = 5.0
-    partition_days_ahead: int = 3
-    ingest_batches_retention_days: int = 30
-    connect_timeout: float = 5.0
-    statement_timeout: float = 120.0  # a transaction taking longer counts as an outage
 
 
 @dataclass
@@ -111,7 +96,7 @@ class Writer:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.queue_units)
         self._conn: asyncpg.Connection | None = None
         self._next_connect = 0.0
-        self._backoff = self.settings.retry_initial
+        self._backoff = self.settings.retry_initial_s
         self._down_since: float | None = None
         self._partition_day = -1
         self._spool: Spool | UnusableSpool | None = None
@@ -182,7 +167,7 @@ class Writer:
         return dict(self._spool.last_event_ids) if self._spool else {}
 
     @property
-    def spool_backlog(self) -> int:
+    def spool_backlog_batches(self) -> int:
         return self._spool.pending_batches if self._spool else 0
 
     @property
@@ -227,7 +212,7 @@ class Writer:
                 # Keep replaying even when producers are idle.
                 await self._maybe_replay()
                 try:
-                    first = await asyncio.wait_for(self._queue.get(), self.settings.retry_initial)
+                    first = await asyncio.wait_for(self._queue.get(), self.settings.retry_initial_s)
                 except TimeoutError:
                     continue
             else:
@@ -249,7 +234,7 @@ class Writer:
         either `wait` is False or the flush interval has passed."""
         queue = self._queue
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.flush_interval
+        deadline = loop.time() + self.settings.flush_interval_s
         units: list[Unit] = []
         waiters: list[asyncio.Future[None]] = []
         rows = 0
@@ -372,8 +357,8 @@ class Writer:
             raise ConnectionError("not connected")
         if self._partition_day != _utc_day():
             await self._maintain_partitions(conn)
-        raw_rows: list[tuple] = []
-        derived: defaultdict[type, list[tuple]] = defaultdict(list)
+        raw_rows: list[tuple[Any, ...]] = []
+        derived: defaultdict[type[Record], list[tuple[Any, ...]]] = defaultdict(list)
         frames = sum(1 for raw, _ in units if raw is not None)
         ids = await self._reserve_ids(conn, frames)
         row_count = 0
@@ -383,21 +368,21 @@ class Writer:
                 raw_id = next(ids)
                 raw_rows.append((raw_id, *raw))
             for row in rows:
-                kind = type(row)
-                derived[kind].append(row if kind in UNLINKED else (raw_id, *row))
+                derived[type(row)].append((raw_id, *row))
             row_count += len(rows)
-        unknown = [kind for kind in derived if kind not in TABLE_OF]
+        unknown = [record_type for record_type in derived if record_type not in TABLE_OF]
         if unknown:
             raise TypeError(f"not a record type: {unknown[0].__name__}")
         # A TimeoutError (hung server, dead TCP peer) takes the outage path: the connection is
         # dropped and the batch spooled; its id makes the replay safe if the COMMIT did land.
-        async with asyncio.timeout(self.settings.statement_timeout):
+        async with asyncio.timeout(self.settings.statement_timeout_s):
             await conn.execute("BEGIN")
             try:
                 if raw_rows:
                     await conn.copy_records_to_table("raw_messages", records=raw_rows, columns=RAW_COLUMNS)
-                for kind, rows in derived.items():
-                    await conn.copy_records_to_table(TABLE_OF[kind], records=rows, columns=_COLUMNS[kind])
+                for record_type, rows in derived.items():
+                    await conn.copy_records_to_table(TABLE_OF[record_type], records=rows,
+                                                     columns=_COLUMNS[record_type])
                 # The batch marker and COMMIT in one round trip (the values are ours: a UUID, two ints).
                 await conn.execute(f"INSERT INTO ingest_batches (batch_id, frames, rows)"
                                    f" VALUES ('{batch_id}', {frames:d}, {row_count:d}); COMMIT")
@@ -463,7 +448,7 @@ class Writer:
             return False
         conn = None
         try:
-            conn = await asyncpg.connect(self.url, timeout=self.settings.connect_timeout)
+            conn = await asyncpg.connect(self.url, timeout=self.settings.connect_timeout_s)
             await conn.set_type_codec(
                 "jsonb", schema="pg_catalog", format="binary", encoder=_encode_jsonb, decoder=_decode_jsonb
             )
@@ -477,7 +462,7 @@ class Writer:
         # Ids reserved on an earlier connection are forgotten: if the server crashed, the sequence
         # may not have kept their reservation, and would hand them out again.
         self._ids = []
-        self._backoff = self.settings.retry_initial
+        self._backoff = self.settings.retry_initial_s
         if self._down_since is not None:
             log.warning("writer: database is back after %.1f s", time.monotonic() - self._down_since)
             self._down_since = None
@@ -493,7 +478,7 @@ class Writer:
         self.stats.database_up = False
         self.stats.last_error = message
         self._next_connect = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.settings.retry_max)
+        self._backoff = min(self._backoff * 2, self.settings.retry_max_s)
         await self._disconnect()
 
     async def _disconnect(self) -> None:

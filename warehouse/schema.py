@@ -1,10 +1,16 @@
-"""SQLAlchemy Core definitions of every table: what SQL users query.
+"""The schema, in one place: SQLAlchemy Core definitions of every table SQL users query.
 
-The migrations in `migrations/versions` create these (plus partitions or hypertables, triggers,
-roles and views); `tests/test_schema.py` checks that the migrated database and this module agree.
+Column names, types, nullability and indexes live here, and so do the per-table choices other
+layers derive from them: the sort order of the Parquet export (`SORT_KEYS`) and TimescaleDB's
+compression segments (`SEGMENT_BY`, `ORDER_BY`). The record types (`warehouse.records`) are
+the same columns as Python tuples. Migrations are frozen history and keep their own DDL;
+`tests/test_schema.py` proves the migrated database, the records and the migrations' constants
+equal what is declared here. Declarations only: nothing here talks to a database.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -28,23 +34,29 @@ metadata = MetaData()
 TZ = TIMESTAMP(timezone=True)
 
 # Raw ids come from a sequence that hands out blocks of this many ids per nextval(), so the
-# writer reserves ids for a whole batch in a handful of calls (see store/writer.py).
+# writer reserves ids for a whole batch in a handful of calls (see warehouse/store/writer.py).
 RAW_ID_BLOCK = 1000
 raw_id_seq = Sequence("raw_messages_id_seq", increment=RAW_ID_BLOCK, metadata=metadata)
 
 
 def _fact(
-    name: str, *columns: Column, linked: bool = True, lookups: tuple[tuple[str, ...], ...] = (),
-    brin: tuple[str, ...] = ("received_at",),
+    name: str, *columns: Column[Any], linked: bool = True, lookups: tuple[tuple[str, ...], ...] = (),
+    brin: tuple[str, ...] = ("received_at",), sort: str = "source, received_at", segment_by: str = "source",
+    order_by: str = "received_at",
 ) -> Table:
     """A fact table: received_at + source first, raw_id when derived from a frame, then columns.
-    BRIN for columns that grow with time (cheap to maintain), B-tree for the lookup keys."""
-    common = [Column("received_at", TZ, nullable=False), Column("source", Text, nullable=False)]
+    BRIN for columns that grow with time (cheap to maintain), B-tree for the lookup keys.
+    `sort`: the order of the rows in each exported Parquet file (what keeps an entity's history
+    contiguous: small files, one row group per lookup); `segment_by`/`order_by`: TimescaleDB's
+    compression of old chunks, segmented by the entity analysts filter on."""
+    common: list[Column[Any]] = [Column("received_at", TZ, nullable=False), Column("source", Text, nullable=False)]
     if linked:
         common.append(Column("raw_id", BigInteger))
     indexes = [Index(f"{name}_{col}_brin", col, postgresql_using="brin") for col in brin]
     indexes += [Index(f"{name}_{'_'.join(cols)}_idx", *cols) for cols in lookups]
-    return Table(name, metadata, *common, *columns, *indexes, postgresql_partition_by="RANGE (received_at)")
+    table = Table(name, metadata, *common, *columns, *indexes, postgresql_partition_by="RANGE (received_at)")
+    table.info.update(sort=sort, segment_by=segment_by, order_by=order_by)
+    return table
 
 
 raw_messages = _fact(
@@ -57,7 +69,8 @@ raw_messages = _fact(
     Column("payload", JSONB),
     linked=False,
     lookups=(("source", "received_at"),),
-    brin=("received_at", "id"),  # ids grow with time: BRIN finds a frame by id at a fraction of a B-tree's size
+    brin=("received_at", "id"),
+    sort="source, connection_id, seq",  # ids grow with time: BRIN finds a frame by id at a fraction of a B-tree's size
 )
 
 price_ticks = _fact(
@@ -76,6 +89,8 @@ price_ticks = _fact(
     Column("max_stake", Numeric),
     Column("attrs", JSONB),
     lookups=(("fixture_id", "market_id", "outcome_id", "received_at"),),
+    sort="fixture_id, market_id, received_at",  # a market's whole line movement, in time order
+    segment_by="source, fixture_id", order_by="market_id, outcome_id, received_at",
 )
 
 market_changes = _fact(
@@ -88,6 +103,7 @@ market_changes = _fact(
     Column("status", Text),
     Column("attrs", JSONB),
     lookups=(("fixture_id", "market_id", "received_at"),),
+    sort="fixture_id, market_id, received_at", segment_by="source, fixture_id", order_by="market_id, received_at",
 )
 
 fixture_changes = _fact(
@@ -100,6 +116,7 @@ fixture_changes = _fact(
     Column("status", Text),
     Column("changes", JSONB),
     lookups=(("fixture_id", "received_at"),),
+    sort="fixture_id, received_at", segment_by="source, fixture_id",
 )
 
 score_changes = _fact(
@@ -114,6 +131,7 @@ score_changes = _fact(
     Column("status", Text),
     Column("attrs", JSONB),
     lookups=(("fixture_id", "received_at"),),
+    sort="fixture_id, received_at", segment_by="source, fixture_id",
 )
 
 order_changes = _fact(
@@ -133,6 +151,7 @@ order_changes = _fact(
     Column("payload", JSONB),
     Column("old", JSONB),
     lookups=(("order_id", "received_at"), ("fixture_id", "received_at")),
+    sort="order_id, received_at", order_by="order_id, received_at",
 )
 
 bet_changes = _fact(
@@ -148,6 +167,7 @@ bet_changes = _fact(
     Column("payload", JSONB),
     Column("old", JSONB),
     lookups=(("bet_id", "received_at"), ("order_id", "received_at")),
+    sort="bet_id, received_at", order_by="bet_id, received_at",
 )
 
 account_changes = _fact(
@@ -158,6 +178,7 @@ account_changes = _fact(
     Column("payload", JSONB),
     Column("old", JSONB),
     lookups=(("account_id", "received_at"),),
+    sort="account_id, received_at", order_by="account_id, received_at",
 )
 
 emergency_events = _fact(
@@ -221,3 +242,6 @@ FACT_TABLES: tuple[str, ...] = tuple(
     t.name for t in metadata.sorted_tables if "received_at" in t.c
 )
 APPEND_ONLY_TABLES: tuple[str, ...] = (*FACT_TABLES, "export_runs")
+SORT_KEYS = {name: metadata.tables[name].info["sort"] for name in FACT_TABLES}
+SEGMENT_BY = {name: metadata.tables[name].info["segment_by"] for name in FACT_TABLES}
+ORDER_BY = {name: metadata.tables[name].info["order_by"] for name in FACT_TABLES}

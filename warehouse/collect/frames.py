@@ -1,0 +1,57 @@
+"""From one frame to what is stored: the raw row, and the records or a quarantine row.
+
+The only path from frame to records. Live collection hands it each frame as received (decoded and
+redacted); replay hands it each stored frame. So a frame gives the same rows either way, by the
+same quarantine rules: a frame over `max_frame_bytes`, one that is not JSON, and one that does
+not fit the feed's schema are stored raw with a `quarantine` row saying why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+import orjson
+
+from warehouse.feeds.contract import Adapter, FrameError, Output, handle
+from warehouse.records import Quarantine, RawMessage, Record
+
+QUARANTINE_TEXT = 64 * 1024  # keep at most this much of a quarantined frame's text
+QUARANTINED = "quarantined"  # raw_messages.kind of a quarantined frame
+
+
+@dataclass(slots=True)
+class Derived:
+    """One frame's rows: its raw row, the records its adapter derived (or the quarantine row), and
+    the adapter's Output (None when the frame was quarantined)."""
+
+    raw: RawMessage
+    records: list[Record] = field(default_factory=list)
+    output: Output | None = None
+
+
+def derive(adapter: Adapter, feed_kind: str, data: bytes, *, received_at: datetime, source: str,
+           connection_id: UUID, seq: int, event_id: str | None, max_frame_bytes: int) -> Derived:
+    """`data` is the frame's JSON text as it is stored (decoded, secrets redacted)."""
+    if len(data) > max_frame_bytes:
+        reason = f"frame of {len(data)} bytes exceeds max_frame_bytes ({max_frame_bytes})"
+        return _quarantined(received_at, source, connection_id, seq, event_id, None, reason, data[:1024])
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return _quarantined(received_at, source, connection_id, seq, event_id, None, f"not JSON: {exc}", data)
+    try:
+        output = handle(adapter, message, received_at)
+    except FrameError as exc:
+        return _quarantined(received_at, source, connection_id, seq, event_id, data,
+                            f"does not fit the {feed_kind} schema: {exc}", data)
+    raw = RawMessage(received_at, source, connection_id, seq, output.frame_kind, data, event_id)
+    return Derived(raw, output.records, output)
+
+
+def _quarantined(received_at: datetime, source: str, connection_id: UUID, seq: int, event_id: str | None,
+                 payload: bytes | None, reason: str, text: bytes) -> Derived:
+    raw = RawMessage(received_at, source, connection_id, seq, QUARANTINED, payload, event_id)
+    snippet = text[:QUARANTINE_TEXT].decode("utf-8", "replace").replace("\x00", "\\u0000")
+    return Derived(raw, [Quarantine(received_at, source, connection_id, reason[:500], snippet)])

@@ -1,0 +1,75 @@
+"""What the command line prints: its two consoles, and the tables `status` and the demo show."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from warehouse.store.status import SourceStatus
+
+# Piped or under cron there is no terminal width to respect: never wrap a table row.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """One error line on stderr. The message is shown as it is: `[[feeds]]` is text, not markup."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+
+
+def warning(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+
+
+def say(message: str) -> None:
+    """A line of plain output (paths, counts): never markup."""
+    out.print(escape(message), highlight=False)
+
+
+def status_table(rows: list[SourceStatus]) -> Table | str:
+    if not rows:
+        return "no source has sent anything yet"
+    table = Table(title="sources", title_justify="left")
+    for column in ("source", "last frame", "frames/min", "rows/min", "reconnects 24h", "gaps 24h",
+                   "not listening 24h", "quarantined 24h", "spool backlog"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for r in rows:
+        age = "never" if r.last_frame_age_s is None else f"{duration(r.last_frame_age_s)} ago"
+        table.add_row(escape(r.source), age, str(r.frames_last_minute), str(r.rows_last_minute),
+                      str(r.reconnects_24h), str(r.gaps_24h), duration(r.gap_seconds_24h), str(r.quarantined_24h),
+                      str(r.spool_backlog_frames))
+    return table
+
+
+def live_table(live: dict[str, dict[str, float]]) -> Table:
+    """The counters of running collectors, from their /metrics."""
+    table = Table(title="running collector (since it started)", title_justify="left")
+    columns = [("frames", "frames"), ("rows", "rows"), ("received_bytes", "bytes"),
+               ("reconnect_attempts", "reconnect attempts"), ("quarantined", "quarantined"),
+               ("commit_latency_p99_s", "p99 receive→commit")]
+    table.add_column("source")
+    for _, title in columns:
+        table.add_column(title, justify="right")
+    for source, values in sorted(live.items()):
+        cells = []
+        for key, _ in columns:
+            value = values.get(key)
+            if value is None:
+                cells.append("–")
+            elif key == "commit_latency_p99_s":
+                cells.append(f"≤ {value * 1000:g} ms")
+            else:
+                cells.append(f"{value:,.0f}")
+        table.add_row(escape(source), *cells)
+    return table
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"

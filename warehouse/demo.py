@@ -1,0 +1,113 @@
+"""`warehouse demo`: the main job on embedded defaults, end to end, with a live view.
+
+A private PostgreSQL, the migrations, every simulated vendor on one market collected for a while,
+the Parquet export, a line-movement chart, and what to try next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from rich.live import Live
+from rich.table import Table
+
+from warehouse.analysis.engine import PostgresEngine
+from warehouse.analysis.plot import chart_market
+from warehouse.collect.metrics import REGISTRY
+from warehouse.collect.service import collect
+from warehouse.collect.settings import feed_settings
+from warehouse.config import WriterSettings, config_from_text
+from warehouse.console import out, say, status_table
+from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
+from warehouse.simulate.fleet import ENV, Fleet
+from warehouse.store import migrate
+from warehouse.store.database import data_dir, embedded_server
+from warehouse.store.reads import table_rows
+from warehouse.store.status import source_status
+
+
+def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path) -> None:
+    started = time.monotonic()
+    where = "external database" if external else f"embedded PostgreSQL in {embedded_server().data_dir}"
+    out.print(f"[green]✓[/green] {where}", highlight=False)
+    with out.status("applying migrations…"):
+        migrate.upgrade(url)
+    out.print(f"[green]✓[/green] schema at revision {migrate.current_revision(url)}", highlight=False)
+    asyncio.run(_collect(url, seconds))
+    out.print(status_table(source_status(url, spool_root)))
+
+    with out.status("exporting to Parquet…"):
+        # Today so far: the nightly run exports the day again once it is complete.
+        exported = export_all(url, export_root, pending(url, EXPORT_TABLES, today_too=True))
+    out.print(f"[green]✓[/green] exported {exported:,} rows to {export_root}", highlight=False)
+    with out.status("drawing a line-movement chart…"):
+        chart = chart_market(PostgresEngine(url), None, None, data_dir() / "charts" / "demo-line-movement.png")
+    out.print(f"[green]✓[/green] line-movement chart: {chart}", highlight=False)
+
+    stored = Table(title="rows stored", title_justify="left")
+    stored.add_column("table")
+    stored.add_column("rows", justify="right")
+    for name, rows in table_rows(url, EXPORT_TABLES).items():
+        stored.add_row(name, f"{rows:,}")
+    out.print(stored)
+    me = invocation()
+    jupyter = str(Path(me).with_name("jupyter")) if "/" in me else "jupyter"  # from the same virtualenv
+    say(f"\nready in {time.monotonic() - started:.1f}s. Next:")
+    for command, why in [
+        (f"psql \"$({me} db url)\" -c 'SELECT * FROM price_history LIMIT 5'", "SQL on the warehouse"),
+        (f"psql \"$({me} db url)\" -c \"SELECT * FROM steam_moves(0.03, 2, '1 minute')\"", "steam moves"),
+        (f"{me} status", "per-source health"),
+        (f"{me} plot --fixture F --market M", "chart any market"),
+        (f"WAREHOUSE_EXPORT_DIR={export_root} {jupyter} lab notebooks/line_movement.ipynb",
+         "the notebook (pip install jupyterlab)"),
+    ]:
+        say(f"  {command:<72} # {why}")
+
+
+async def _collect(url: str, seconds: float) -> None:
+    """Every simulated feed on loopback, one market model, collected for `seconds` with a live view."""
+    fleet = Fleet()
+    await fleet.start()
+    feeds = feed_settings(config_from_text(fleet.toml(), "the demo's feeds"), ENV)
+    stop = asyncio.Event()
+
+    def view() -> Table:
+        table = Table(title=f"collecting from simulators for {seconds:g} s", title_justify="left")
+        for column in ("feed", "frames", "rows", "receive→commit"):
+            table.add_column(column, justify="left" if column == "feed" else "right")
+        for feed in feeds:
+            labels = {"source": feed.name}
+            frames = REGISTRY.get_sample_value("warehouse_frames_total", labels) or 0
+            rows = REGISTRY.get_sample_value("warehouse_rows_total", labels) or 0
+            count = REGISTRY.get_sample_value("warehouse_commit_latency_seconds_count", labels) or 0
+            fast = REGISTRY.get_sample_value("warehouse_commit_latency_seconds_bucket", {**labels, "le": "0.1"}) or 0
+            share = f"{100 * fast / count:.0f}% ≤ 100 ms" if count else "–"
+            table.add_row(feed.name, f"{frames:,.0f}", f"{rows:,.0f}", share)
+        return table
+
+    async def stop_later() -> None:
+        with Live(view(), console=out, refresh_per_second=4, transient=not out.is_terminal) as live:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                live.update(view())
+        stop.set()
+
+    timer = asyncio.create_task(stop_later())
+    try:
+        await collect(url, feeds, WriterSettings(), stop=stop)
+    finally:
+        timer.cancel()
+        await fleet.stop()
+    out.print(view())
+
+
+def invocation() -> str:
+    """How the user ran us, so suggested commands work as typed (a venv's bin is often not on PATH)."""
+    argv0 = sys.argv[0]
+    if argv0.endswith("__main__.py"):
+        return "python -m warehouse"
+    return argv0 if "/" in argv0 and not Path(argv0).is_absolute() else Path(argv0).name
