@@ -1,4 +1,4 @@
-"""A local CKEX interact ws server, faithful to the vendor's protocol (docs/protocols/ckex-interact-ws.md).
+"""A local CKEX interact ws server, faithful to the vendor's documented protocol.
 
 Path `/{stage}/quote/do-not-look-back` with `authorization=bearer <token>`; a missing or wrong
 token is refused with HTTP 401. Commands are `{"commend": …}` (a wrong key or grammar gets a

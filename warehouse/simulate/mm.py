@@ -1,4 +1,4 @@
-"""A local 55-tech MM WebSocket server, faithful to the vendor's protocol (docs/protocols/mm-ws.md).
+"""A local 55-tech MM WebSocket server, faithful to the vendor's documented protocol.
 
 Path /ws/subscribe (a plain HTTP request gets 426). No auth at connect; the client must send
 `subscribe` within `auth_timeout_s` or the server closes. Keys are UUIDs: a missing key, a

@@ -1,4 +1,4 @@
-"""A local OddsPapi v4 WebSocket server, faithful to the vendor's protocol (docs/protocols/oddspapi-ws.md).
+"""A local OddsPapi v4 WebSocket server, faithful to the vendor's documented protocol.
 
 Path /v4/ws with the key in `apiKey`; a wrong key is refused with HTTP 401 on the upgrade.
 Server → client only: one fixture and at most one bookmaker per message, only changed fields,

@@ -1,4 +1,4 @@
-"""A local Saba OddsDirect GetEvents push server (SSE), faithful to the vendor's protocol (docs/protocols/saba-sse.md).
+"""A local Saba OddsDirect GetEvents push server (SSE), faithful to the vendor's documented protocol.
 
 POST /login and /refreshToken issue tokens that expire (10 minutes by default); the stream at
 /sports/stream/{v1|beta}/GetEvents takes the token as `token=` or `Authorization: Bearer`,

@@ -126,7 +126,7 @@ class EmbeddedPostgres:
             self._run(["pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60"])
 
     def destroy(self) -> None:
-        """Stop the server and delete its data directory (tests and `warehouse db reset`)."""
+        """Stop the server and delete its data directory (tests use it; no command does)."""
         self.stop("immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 

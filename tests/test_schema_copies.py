@@ -1,0 +1,62 @@
+"""The schema is declared once (warehouse.schema); every copy of it is proven equal here.
+
+Migrations are frozen history and keep their own DDL: the migrated database is compared with the
+schema in test_schema.py, and the migration's own constants (lookup indexes, BRIN columns,
+TimescaleDB segments) with the schema's here. The records are the same columns as Python tuples.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from warehouse import lake, schema
+from warehouse.records import TABLE_OF, RawMessage
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+
+
+def migration(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, MIGRATIONS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("record", list(TABLE_OF), ids=[r.__name__ for r in TABLE_OF])
+def test_every_record_is_its_tables_columns(record: type) -> None:
+    table = schema.metadata.tables[TABLE_OF[record]]
+    assert set(record._fields) | {"raw_id"} == set(table.columns.keys())  # type: ignore[attr-defined]
+    required = {c.name for c in table.columns if not c.nullable and c.server_default is None}
+    optional = set(record._field_defaults)  # type: ignore[attr-defined]
+    assert not required & optional, f"{record.__name__} lets a NOT NULL column default to None"
+
+
+def test_the_raw_message_record_is_raw_messages_without_its_id() -> None:
+    assert set(RawMessage._fields) | {"id"} == set(
+        schema.metadata.tables["raw_messages"].columns.keys())
+
+
+def test_migration_0001_declares_what_the_schema_does() -> None:
+    core = migration("0001_core_schema")
+    assert set(core.FACT_TABLES) == set(schema.FACT_TABLES)
+    for name, (_columns, lookups, segment_by, order_by) in core.FACT_TABLES.items():
+        table = schema.metadata.tables[name]
+        btree = {tuple(c.name for c in index.columns) for index in table.indexes
+                 if not index.dialect_options["postgresql"]["using"]}
+        brin = {index.columns[0].name for index in table.indexes if index.dialect_options["postgresql"]["using"]}
+        assert btree == set(lookups), name
+        assert brin == set(core.BRIN.get(name, ("received_at",))), name
+        assert (segment_by, order_by) == (schema.SEGMENT_BY[name], schema.ORDER_BY[name]), name
+
+
+@pytest.mark.parametrize("table", lake.EXPORT_TABLES)
+def test_every_exported_column_has_a_lake_type_and_a_sort_order(table: str) -> None:
+    columns = [name for name, _ in lake.columns(table)]
+    assert columns == list(schema.metadata.tables[table].columns.keys())
+    for key in schema.SORT_KEYS[table].split(", "):
+        assert key in columns, f"{table} is sorted by {key}, which it does not have"
