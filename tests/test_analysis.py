@@ -174,6 +174,7 @@ def test_reader_role_can_query_the_relations(market: str) -> None:
 
 
 def test_plot_command_draws_from_postgresql_or_parquet(market: str, tmp_path: Path) -> None:
+    import os
     import subprocess
     import sys
 
@@ -185,8 +186,10 @@ def test_plot_command_draws_from_postgresql_or_parquet(market: str, tmp_path: Pa
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(out) in result.stdout
-    default = subprocess.run(base, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert default.returncode == 0 and (tmp_path / "line-F1-101.png").exists()  # the busiest market
+    default = subprocess.run(base, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                             env={**os.environ, "WAREHOUSE_DATA_DIR": str(tmp_path / "data")})
+    assert default.returncode == 0  # the busiest market, into the data directory (not the current one)
+    assert (tmp_path / "data" / "charts" / "line-F1-101.png").exists() and not list(tmp_path.glob("*.png"))
     missing = subprocess.run([*base, "--fixture", "nope", "--market", "1"], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "no prices for fixture nope" in missing.stderr

@@ -35,7 +35,7 @@ def test_db_url_prints_the_configured_database(db_url: str) -> None:
 def test_demo_starts_the_embedded_server_migrates_and_reuses_it(tmp_path: Path) -> None:
     env = {"WAREHOUSE_DATA_DIR": str(tmp_path / "data")}
     try:
-        first = warehouse("demo", "--seconds", "2", env=env)
+        first = warehouse("demo", "--seconds", "4", env=env)  # long enough for every feed on a busy machine
         assert first.returncode == 0, first.stderr
         assert f"schema at revision {migrate.head_revision()}" in first.stdout
         url = warehouse("db", "url", env=env).stdout.strip()

@@ -1,16 +1,25 @@
-"""The `warehouse` command line: thin wrappers over the modules that do the work."""
+"""The `warehouse` command line: commands that parse their arguments and call the modules doing the work.
+
+`--config` and `--database-url` are accepted before or after the subcommand (`warehouse collect
+--config f.toml` and `warehouse --config f.toml collect` are the same). Errors a user can hit are
+one line on stderr and exit status 2; Ctrl-C is exit status 130.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,129 +28,202 @@ import typer
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
 from warehouse.store import migrate
-from warehouse.store.database import (
-    configured_database_url,
-    data_dir,
-    embedded_server,
-    redact_url,
-    resolve_database_url,
-)
+from warehouse.store.database import configured_database_url, data_dir, embedded_server, redact_url
+from warehouse.store.database import resolve_database_url as _resolve_url
 from warehouse.store.embedded import EmbeddedError
 
+_SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     help="odds-warehouse: record live sports-odds feeds into an append-only PostgreSQL warehouse.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+    context_settings=_SETTINGS,
 )
-db_app = typer.Typer(help="The database: migrations, URL, the embedded server.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: migrations, URL, the embedded server.", no_args_is_help=True,
+                     rich_markup_mode=None, context_settings=_SETTINGS)
 app.add_typer(db_app, name="db")
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file", show_default=False,
+                                                   metavar="FILE")]
+UrlOption = Annotated[str | None, typer.Option(
+    "--database-url", help="PostgreSQL URL; default: $WAREHOUSE_DATABASE_URL, the config, else the embedded server",
+    show_default=False, metavar="URL")]
+
 
 @dataclass
 class Context:
-    database_url: str | None
-    config: Config
+    """The options every command shares, given before or after the subcommand, and what they lead to."""
+
+    verbose: bool = False
+    config_path: Path | None = None
+    database_url: str | None = None
+    _config: Config | None = field(default=None, repr=False)
+
+    def given(self, config_path: Path | None, database_url: str | None) -> None:
+        """Options given after the subcommand; the same option given twice must agree."""
+        self.config_path = _once("--config", self.config_path, config_path)
+        self.database_url = _once("--database-url", self.database_url, database_url)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
 
     def url(self) -> str:
-        return resolve_database_url(self.database_url, self.config.database_url)
+        return _resolve_url(self.database_url, self.config.database_url)
+
+    def url_with_schema(self) -> str:
+        """The database in use, after checking its schema is this version's (else one line saying what to do)."""
+        url = self.url()
+        migrate.require_current(url)
+        return url
 
     def spool_root(self) -> Path:
         spool_dir = self.config.writer.spool_dir
         return spool_dir.parent if spool_dir else data_dir() / "spool"
 
+    def export_dir(self) -> Path:
+        return self.config.export_dir or data_dir() / "exports"
 
-def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can hit into one line on stderr and exit status 2."""
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+def _once(option: str, before: Any, after: Any) -> Any:
+    if before is not None and after is not None and before != after:
+        raise ConfigError(f"{option} is given twice with different values ({before} before the command, {after}"
+                          " after it); give it once")
+    return after if after is not None else before
+
+
+def command(group: typer.Typer, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a command that also takes --config and --database-url, and turns the errors a user can hit
+    into one line on stderr (exit 2), Ctrl-C into exit 130."""
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(ctx: typer.Context, *args: Any, config: Path | None = None, database_url: str | None = None,
+                    **kwargs: Any) -> Any:
+            obj = ctx.find_object(Context) or ctx.ensure_object(Context)
+            try:
+                obj.given(config, database_url)
+                return func(obj, *args, **kwargs)
+            except (typer.Exit, typer.Abort, typer.TyperException):
+                raise
+            except KeyboardInterrupt:
+                err.print("interrupted", highlight=False)
+                raise typer.Exit(130) from None
+            except Exception as exc:
+                _explain(exc, obj.verbose)
+                raise typer.Exit(2) from None
+
+        signature = inspect.signature(func, eval_str=True)
+        parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+        parameters += [p for p in signature.parameters.values() if p.name != "obj"]
+        parameters += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                         annotation=ConfigOption),
+                       inspect.Parameter("database_url", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                         annotation=UrlOption)]
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return group.command(name)(wrapper)
+
+    return register
+
+
+def _explain(exc: BaseException, verbose: bool) -> None:
+    """One line saying what went wrong; the database hint only where it fits."""
+    import psycopg
+    import sqlalchemy.exc
+
+    cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, ConfigError | EmbeddedError | migrate.SchemaError | ValueError):
+        error(str(cause))
+    elif isinstance(cause, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
+        error(f"the database has no warehouse schema, or an older one ({_first_line(cause)}); "
+              "run `warehouse db upgrade` (with the same --database-url or --config)")
+    elif isinstance(cause, psycopg.OperationalError | ConnectionError):
+        error(f"cannot reach the database: {_first_line(cause)}")
+        err.print("check the database URL (`warehouse db url`) and that the server is up", highlight=False)
+    elif isinstance(cause, OSError):
+        error(f"{cause.strerror or cause}: {cause.filename or ''}".rstrip(": "))
+    else:
+        error(f"{type(cause).__name__}: {_first_line(cause)}")
+        if not verbose:
+            err.print("run with --verbose for the traceback", highlight=False)
+    if verbose:
+        err.print("".join(traceback.format_exception(exc)), highlight=False, markup=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _version(value: bool) -> None:
+    if value:
         try:
-            return func(*args, **kwargs)
-        except (ConfigError, EmbeddedError, ValueError) as exc:
-            error(str(exc))
-        except OSError as exc:
-            error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
-        except Exception as exc:  # database errors from psycopg/sqlalchemy/alembic
-            error(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
-            err.print("check the database URL (`warehouse db url`) and that the server is up", highlight=False)
-        raise typer.Exit(2)
-
-    return wrapper
+            print(f"odds-warehouse {version('odds-warehouse')}")
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree without installing
+            print("odds-warehouse (not installed)")
+        raise typer.Exit()
 
 
 @app.callback()
 def main(
     ctx: typer.Context,
-    database_url: Annotated[
-        str | None,
-        typer.Option("--database-url", help="PostgreSQL URL; default: $WAREHOUSE_DATABASE_URL, the config, "
-                                             "else the embedded server", show_default=False),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML config file", show_default=False)
-    ] = None,
+    database_url: UrlOption = None,
+    config: ConfigOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log more detail")] = False,
+    _show_version: Annotated[bool, typer.Option("--version", help="print the version and exit", callback=_version,
+                                                is_eager=True)] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    try:
-        loaded = load_config(config)
-    except ConfigError as exc:
-        error(str(exc))
-        raise typer.Exit(2) from None
-    ctx.obj = Context(database_url=database_url, config=loaded)
+    ctx.obj = Context(verbose=verbose, config_path=config, database_url=database_url)
 
 
 # -- db ---------------------------------------------------------------------------------------
 
 
-@db_app.command("upgrade")
-@_friendly_errors
-def db_upgrade(ctx: typer.Context, revision: str = typer.Option("head", help="target revision")) -> None:
+@command(db_app, "upgrade")
+def db_upgrade(obj: Context, revision: str = typer.Option("head", help="target revision", metavar="REV")) -> None:
     """Apply migrations up to REVISION (default: the latest)."""
-    url = ctx.obj.url()
+    url = obj.url()
     before = migrate.current_revision(url)
     migrate.upgrade(url, revision)
     after = migrate.current_revision(url)
     say(f"schema at revision {after} (was {before or 'empty'}) in {redact_url(url)}")
 
 
-@db_app.command("downgrade")
-@_friendly_errors
+@command(db_app, "downgrade")
 def db_downgrade(
-    ctx: typer.Context,
-    revision: str = typer.Option("base", help="target revision; base removes every table"),
+    obj: Context,
+    revision: str = typer.Option("base", help="target revision; base removes every table", metavar="REV"),
     yes: bool = typer.Option(False, "--yes", help="confirm: downgrading drops tables and their data"),
 ) -> None:
     """Undo migrations down to REVISION. Dropping tables loses their rows, so --yes is required."""
     if not yes:
-        err.print("refusing to downgrade without --yes: it drops tables and every row in them")
+        error("refusing to downgrade without --yes: it drops tables and every row in them")
         raise typer.Exit(2)
-    url = ctx.obj.url()
+    url = obj.url()
     migrate.downgrade(url, revision)
     say(f"schema at revision {migrate.current_revision(url) or 'base (empty)'}")
 
 
-@db_app.command("url")
-@_friendly_errors
-def db_url(ctx: typer.Context) -> None:
+@command(db_app, "url")
+def db_url(obj: Context) -> None:
     """Print the database in use (starts the embedded server if that is the one). Try `psql $(warehouse db url)`."""
-    print(ctx.obj.url())
+    print(obj.url())
 
 
-@db_app.command("start")
-@_friendly_errors
-def db_start() -> None:
+@command(db_app, "start")
+def db_start(obj: Context) -> None:
     """Start the embedded PostgreSQL (initialising it on first use)."""
     print(embedded_server().ensure_running())
 
 
-@db_app.command("stop")
-@_friendly_errors
-def db_stop() -> None:
+@command(db_app, "stop")
+def db_stop(obj: Context) -> None:
     """Stop the embedded PostgreSQL (data stays; the next command starts it again)."""
     server = embedded_server()
     if server.is_running():
@@ -154,21 +236,20 @@ def db_stop() -> None:
 # -- status -----------------------------------------------------------------------------------
 
 
-@app.command()
-@_friendly_errors
+@command(app)
 def status(
-    ctx: typer.Context,
+    obj: Context,
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     metrics_port: Annotated[list[int] | None, typer.Option(
         "--metrics-port", help="also read the counters of the collector running with this --metrics-port "
-                               "(repeatable: one per collector process)")] = None,
+                               "(repeatable: one per collector process)", metavar="PORT")] = None,
 ) -> None:
     """Per source: last frame age, rows in the last minute, reconnects, gaps, quarantine, spool backlog."""
     from warehouse.collect.metrics import scrape
     from warehouse.console import live_table, status_table
     from warehouse.store.status import source_status
 
-    rows = source_status(ctx.obj.url(), ctx.obj.spool_root())
+    rows = source_status(obj.url_with_schema(), obj.spool_root())
     live: dict[str, dict[str, float]] = {}
     for port in metrics_port or []:
         try:
@@ -187,33 +268,37 @@ def status(
 # -- collect / simulate -----------------------------------------------------------------------
 
 
-@app.command()
-@_friendly_errors
+@command(app)
 def collect(
-    ctx: typer.Context,
+    obj: Context,
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="serve Prometheus /metrics on "
-                                            "127.0.0.1:PORT"),
+                                            "127.0.0.1:PORT", metavar="PORT"),
     feed: Annotated[list[str] | None, typer.Option("--feed", help="only this feed of the config (repeatable): "
-                                                   "run busy feeds in processes of their own")] = None,
+                                                   "run busy feeds in processes of their own", metavar="NAME")] = None,
 ) -> None:
     """Run the config's feeds until stopped (SIGINT/SIGTERM: flush, record the disconnect, exit 0; SIGHUP: reload)."""
     from warehouse.collect.service import collect as run_collect
     from warehouse.collect.service import writer_identity
     from warehouse.collect.settings import feed_settings, only
 
-    config, selected = ctx.obj.config, feed or []
+    config, selected = obj.config, feed or []
     feeds = only(feed_settings(config), selected, config)
     writer_name, writer_settings = writer_identity(selected, config.writer)
+    url = obj.url()
+    try:
+        migrate.require_current(url)  # a missing schema is a mistake to say now, not an outage to spool through
+    except migrate.SchemaError:
+        raise
+    except Exception:  # not reachable now: the writer spools, and says so until it is
+        pass
     _log_at_least_info()
-    asyncio.run(run_collect(ctx.obj.url(), feeds, writer_settings, writer_name=writer_name,
-                            metrics_port=metrics_port,
+    asyncio.run(run_collect(url, feeds, writer_settings, writer_name=writer_name, metrics_port=metrics_port,
                             reload=lambda: only(feed_settings(load_config(config.path)), selected, config)))
 
 
-@app.command()
-@_friendly_errors
-def simulate(ctx: typer.Context, seed: int = typer.Option(1, help="seed of the simulated markets")) -> None:
-    """Run local simulators of the config's feeds, where their URLs point (127.0.0.1 only), until Ctrl-C."""
+@command(app)
+def simulate(obj: Context, seed: int = typer.Option(1, help="seed of the simulated markets", metavar="N")) -> None:
+    """Run local simulators of the config's feeds, where their URLs point (127.0.0.1 only), until Ctrl-C or SIGTERM."""
     from warehouse.simulate import simulate as run_simulators
 
     _log_at_least_info()
@@ -223,7 +308,7 @@ def simulate(ctx: typer.Context, seed: int = typer.Option(1, help="seed of the s
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_simulators(ctx.obj.config, os.environ, stop, seed=seed)
+        await run_simulators(obj.config, os.environ, stop, seed=seed)
 
     asyncio.run(main())
 
@@ -236,79 +321,109 @@ def _log_at_least_info() -> None:
 # -- export -----------------------------------------------------------------------------------
 
 
-@app.command()
-@_friendly_errors
+def parse_day(option: str, text: str | None) -> date | None:
+    """A UTC day as a user writes it: YYYY-MM-DD, `today` or `yesterday`."""
+    if text is None:
+        return None
+    today = datetime.now(UTC).date()
+    named = {"today": today, "yesterday": today - timedelta(days=1)}
+    if text.strip().lower() in named:
+        return named[text.strip().lower()]
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option}: expected a UTC day as YYYY-MM-DD, 'today' or 'yesterday'; got {text!r}") from None
+
+
+@command(app)
 def export(
-    ctx: typer.Context,
-    day: str | None = typer.Option(None, help="export (again) this UTC day, YYYY-MM-DD (today: so far)"),
-    since: str | None = typer.Option(None, help="first UTC day to export (again)"),
-    until: str | None = typer.Option(None, help="last UTC day to export (again)"),
-    table: Annotated[list[str] | None, typer.Option("--table", help="only this table (repeatable)")] = None,
+    obj: Context,
+    day: str | None = typer.Option(None, help="export (again) this UTC day: YYYY-MM-DD, today (so far) or yesterday",
+                                      metavar="DAY"),
+    since: str | None = typer.Option(None, help="first UTC day to export (again)", metavar="DAY"),
+    until: str | None = typer.Option(None, help="last UTC day to export (again)", metavar="DAY"),
+    table: Annotated[list[str] | None, typer.Option("--table", help="only this table (repeatable)",
+                                                    metavar="TABLE")] = None,
     directory: Annotated[Path | None, typer.Option("--dir", help="export directory (default: config, else data "
-                                                                  "dir)")] = None,
+                                                                  "dir)", metavar="DIR")] = None,
 ) -> None:
     """Export complete UTC days to Parquet: by default every day not exported yet, for every fact table."""
-    from datetime import date as Date
-
     from rich.progress import Progress
 
     from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
 
-    root = directory or ctx.obj.config.export_dir or data_dir() / "exports"
+    root = directory or obj.export_dir()
     names = tuple(table) if table else EXPORT_TABLES
     unknown = [t for t in names if t not in EXPORT_TABLES]
     if unknown:
         raise ValueError(f"unknown table {unknown[0]!r}; exported tables: {', '.join(EXPORT_TABLES)}")
-    first_text, last_text = day or since, day or until
-    first = Date.fromisoformat(first_text) if first_text else None
-    last = Date.fromisoformat(last_text) if last_text else None
-    url = ctx.obj.url()
+    if day is not None and (since is not None or until is not None):
+        raise ValueError("--day cannot be combined with --since/--until; use one or the other")
+    first = parse_day("--day" if day else "--since", day or since)
+    last = parse_day("--day" if day else "--until", day or until)
+    url = obj.url_with_schema()
     # A day named explicitly may be today: exported as it is so far, and again once it is complete.
-    work = pending(url, names, first, last, redo=bool(day or since or until), today_too=bool(day or until))
+    named = day is not None or since is not None or until is not None
+    work = pending(url, names, first, last, redo=named, today_too=day is not None or until is not None)
     with Progress(console=out, transient=True, disable=not out.is_terminal) as progress:
         task = progress.add_task("exporting", total=len(work))
 
-        def step(name: str, one_day: Date) -> None:
+        def step(name: str, one_day: date) -> None:
             progress.update(task, description=f"{name} {one_day}", completed=work.index((name, one_day)))
 
         rows = export_all(url, root, work, step)
-    if out.is_terminal or work:
+    if work:  # under cron: one line when something was exported, nothing otherwise
         say(f"exported {len(work)} table-days ({rows:,} rows) to {root}")
+    if out.is_terminal:
+        today = datetime.now(UTC).date()
+        if not work:
+            say("nothing to export: " + ("no rows in the days asked for" if named else
+                                         "every complete day is exported already"))
+        if not named or (last is None or last >= today):
+            say(f"today ({today}) is exported once it is complete; `warehouse export --day today` exports it so far")
 
 
 # -- plot -------------------------------------------------------------------------------------
 
 
-@app.command()
-@_friendly_errors
+@command(app)
 def plot(
-    ctx: typer.Context,
+    obj: Context,
     fixture: str | None = typer.Option(None, help="fixture id (default: the market most bookmakers price, found by"
-                                                  " reading every price: name it on a big warehouse)"),
-    market: str | None = typer.Option(None, help="market id (default: with --fixture, its busiest market)"),
-    out_file: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: "
-                                                                  "line-<fixture>-<market>.png)")] = None,
-    parquet_dir: Annotated[Path | None, typer.Option("--parquet", help="read this export directory instead of "
-                                                                         "PostgreSQL")] = None,
+                                                  " reading every price: name it on a big warehouse)", metavar="ID"),
+    market: str | None = typer.Option(None, help="market id (default: with --fixture, its busiest market)",
+                                      metavar="ID"),
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="PNG to write (default: <data dir>/charts/line-<fixture>-<market>.png)", metavar="FILE")] = None,
+    parquet_dir: Annotated[Path | None, typer.Option(
+        "--parquet", help="read this export directory instead of PostgreSQL", metavar="DIR")] = None,
 ) -> None:
     """Chart the line movement of every outcome of one fixture's market across bookmakers."""
     from warehouse.analysis.engine import ParquetEngine, PostgresEngine
     from warehouse.analysis.plot import chart_market
 
-    engine = ParquetEngine(parquet_dir) if parquet_dir is not None else PostgresEngine(ctx.obj.url())
-    say(f"wrote {chart_market(engine, fixture, market, out_file)}")
+    if out_file is not None and not out_file.parent.is_dir():
+        raise ValueError(f"--out: the directory {out_file.parent} does not exist; create it or choose another path")
+    if out_file is None:
+        charts = data_dir() / "charts"
+        charts.mkdir(parents=True, exist_ok=True)  # our own data directory: created as needed
+    engine = ParquetEngine(parquet_dir) if parquet_dir is not None else PostgresEngine(obj.url_with_schema())
+    say(f"wrote {chart_market(engine, fixture, market, out_file, default_dir=data_dir() / 'charts')}")
 
 
 # -- demo -------------------------------------------------------------------------------------
 
 
-@app.command()
-@_friendly_errors
-def demo(ctx: typer.Context, seconds: float = typer.Option(30.0, help="how long to collect")) -> None:
+@command(app)
+def demo(obj: Context,
+         seconds: float = typer.Option(30.0, help="how long to collect, in seconds", metavar="SECONDS")) -> None:
     """The main job on embedded defaults: PostgreSQL, migrations, simulators → collectors, Parquet, a chart."""
     from warehouse import demo as pipeline
 
-    external = configured_database_url(ctx.obj.database_url, ctx.obj.config.database_url) is not None
+    if seconds <= 0:
+        raise ValueError(f"--seconds must be more than 0, got {seconds:g}")
+    external = configured_database_url(obj.database_url, obj.config.database_url) is not None
     with out.status("starting PostgreSQL…"):
-        url = ctx.obj.url()
-    pipeline.run(url, external, seconds, ctx.obj.config.export_dir or data_dir() / "exports", ctx.obj.spool_root())
+        url = obj.url()
+    if not pipeline.run(url, external, seconds, obj.export_dir(), obj.spool_root()):
+        raise typer.Exit(130)

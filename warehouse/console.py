@@ -49,7 +49,7 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
     table = Table(title="running collector (since it started)", title_justify="left")
     columns = [("frames", "frames"), ("rows", "rows"), ("received_bytes", "bytes"),
                ("reconnect_attempts", "reconnect attempts"), ("quarantined", "quarantined"),
-               ("commit_latency_p99_s", "p99 receive→commit")]
+               ("commit_latency_p99_s", "p99 receive→commit"), ("database_up", "database")]
     table.add_column("source")
     for _, title in columns:
         table.add_column(title, justify="right")
@@ -61,6 +61,9 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
                 cells.append("–")
             elif key == "commit_latency_p99_s":
                 cells.append(f"≤ {value * 1000:g} ms")
+            elif key == "database_up":
+                cells.append("up" if value else "down" if values.get("database_reached") else
+                             "[red]never reached: check the URL[/red]")
             else:
                 cells.append(f"{value:,.0f}")
         table.add_row(escape(source), *cells)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from warehouse.analysis.engine import PostgresEngine
@@ -29,23 +30,31 @@ from warehouse.store.reads import table_rows
 from warehouse.store.status import source_status
 
 
-def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path) -> None:
+def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path) -> bool:
+    """The whole demo; False when Ctrl-C stopped it (after saying what was kept)."""
     started = time.monotonic()
     where = "external database" if external else f"embedded PostgreSQL in {embedded_server().data_dir}"
-    out.print(f"[green]✓[/green] {where}", highlight=False)
+    done(where)
     with out.status("applying migrations…"):
         migrate.upgrade(url)
-    out.print(f"[green]✓[/green] schema at revision {migrate.current_revision(url)}", highlight=False)
-    asyncio.run(_collect(url, seconds))
+    done(f"schema at revision {migrate.current_revision(url)}")
+    finished, frames = asyncio.run(_collect(url, seconds))
+    if not finished:
+        say(f"stopped by Ctrl-C after {time.monotonic() - started:.1f} s: the {frames:,} frames collected are kept in"
+            f" the {where}; no export or chart was made (`{invocation()} export --day today` and"
+            f" `{invocation()} plot` make them)")
+        return False
     out.print(status_table(source_status(url, spool_root)))
 
     with out.status("exporting to Parquet…"):
         # Today so far: the nightly run exports the day again once it is complete.
         exported = export_all(url, export_root, pending(url, EXPORT_TABLES, today_too=True))
-    out.print(f"[green]✓[/green] exported {exported:,} rows to {export_root}", highlight=False)
+    done(f"exported {exported:,} rows to {export_root}")
     with out.status("drawing a line-movement chart…"):
-        chart = chart_market(PostgresEngine(url), None, None, data_dir() / "charts" / "demo-line-movement.png")
-    out.print(f"[green]✓[/green] line-movement chart: {chart}", highlight=False)
+        charts = data_dir() / "charts"
+        charts.mkdir(parents=True, exist_ok=True)
+        chart = chart_market(PostgresEngine(url), None, None, charts / "demo-line-movement.png", default_dir=charts)
+    done(f"line-movement chart: {chart}")
 
     stored = Table(title="rows stored", title_justify="left")
     stored.add_column("table")
@@ -65,14 +74,23 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
          "the notebook (pip install jupyterlab)"),
     ]:
         say(f"  {command:<72} # {why}")
+    return True
 
 
-async def _collect(url: str, seconds: float) -> None:
-    """Every simulated feed on loopback, one market model, collected for `seconds` with a live view."""
+def done(what: str) -> None:
+    out.print(f"[green]✓[/green] {escape(what)}", highlight=False)
+
+
+async def _collect(url: str, seconds: float) -> tuple[bool, int]:
+    """Every simulated feed on loopback, one market model, collected for `seconds` with a live view.
+    Whether it ran its time (not stopped by Ctrl-C or SIGTERM first), and the frames it stored."""
     fleet = Fleet()
     await fleet.start()
     feeds = feed_settings(config_from_text(fleet.toml(), "the demo's feeds"), ENV)
     stop = asyncio.Event()
+
+    def frames() -> int:
+        return int(sum(REGISTRY.get_sample_value("warehouse_frames_total", {"source": f.name}) or 0 for f in feeds))
 
     def view() -> Table:
         table = Table(title=f"collecting from simulators for {seconds:g} s", title_justify="left")
@@ -88,12 +106,16 @@ async def _collect(url: str, seconds: float) -> None:
             table.add_row(feed.name, f"{frames:,.0f}", f"{rows:,.0f}", share)
         return table
 
+    finished = False
+
     async def stop_later() -> None:
+        nonlocal finished
         with Live(view(), console=out, refresh_per_second=4, transient=not out.is_terminal) as live:
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not stop.is_set():
                 await asyncio.sleep(0.25)
                 live.update(view())
+        finished = not stop.is_set()
         stop.set()
 
     timer = asyncio.create_task(stop_later())
@@ -103,6 +125,7 @@ async def _collect(url: str, seconds: float) -> None:
         timer.cancel()
         await fleet.stop()
     out.print(view())
+    return finished, frames()
 
 
 def invocation() -> str:

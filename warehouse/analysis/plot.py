@@ -13,15 +13,17 @@ from warehouse.analysis.relations import BUSIEST_MARKETS, LINE_MOVEMENT
 MAX_PANELS = 8  # a chart with more selections is unreadable; the busiest ones are drawn
 
 
-def chart_market(engine: Engine, fixture: str | None, market: str | None, out: Path | None) -> Path:
-    """Chart one market (default: the one most bookmakers price; with only `fixture`, its busiest)."""
+def chart_market(engine: Engine, fixture: str | None, market: str | None, out: Path | None, *,
+                 default_dir: Path) -> Path:
+    """Chart one market (default: the one most bookmakers price; with only `fixture`, its busiest) to `out`,
+    or to line-<fixture>-<market>.png in `default_dir`."""
     if fixture is None or market is None:
         candidates = [row for row in engine.rows(BUSIEST_MARKETS, 1000) if fixture in (None, row[0])]
         if not candidates:
             raise ValueError("no prices stored yet" + (f" for fixture {fixture!r}" if fixture else "")
                              + "; run `warehouse demo` or a collector first")
         fixture, market = candidates[0][:2]
-    path = out or Path(f"line-{fixture}-{market}.png")
+    path = out or default_dir / f"line-{fixture}-{market}.png"
     return line_movement(engine.rows(LINE_MOVEMENT, fixture, market), f"fixture {fixture} · market {market}", path)
 
 
@@ -33,7 +35,6 @@ def line_movement(rows: Iterable[tuple[datetime, str, str, float]], title: str, 
     import matplotlib.pyplot as plt
 
     figure = draw(rows, title)
-    out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out

@@ -17,6 +17,9 @@ WRITER_QUEUE = Gauge("warehouse_writer_queue", "Frames waiting in the writer's m
 SPOOL_BATCHES = Gauge("warehouse_spool_batches", "Batches waiting in the on-disk spool", registry=REGISTRY)
 DROPPED = Gauge("warehouse_dropped_frames", "Frames that could be neither stored nor spooled (disk full)",
                 registry=REGISTRY)
+DATABASE_UP = Gauge("warehouse_database_up", "1 while the writer is connected to the database", registry=REGISTRY)
+DATABASE_REACHED = Gauge("warehouse_database_reached", "1 once the database was reachable since the collector started"
+                         " (0: check the URL)", registry=REGISTRY)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)  # seconds
 
 
@@ -121,6 +124,10 @@ def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> dict[str
                 result.setdefault(source, {})[name] = sample.value
             elif sample.name == "warehouse_commit_latency_seconds_bucket":
                 buckets.setdefault(source, []).append((float(sample.labels["le"]), sample.value))
+    gauges = {sample.name: sample.value for family in text_string_to_metric_families(text)
+              for sample in family.samples if sample.name in ("warehouse_database_up", "warehouse_database_reached")}
+    for values in result.values():  # one writer per collector process: its database state goes with each feed
+        values.update({name.removeprefix("warehouse_"): value for name, value in gauges.items()})
     for source, pairs in buckets.items():
         pairs.sort()
         total = pairs[-1][1] if pairs else 0

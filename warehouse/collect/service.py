@@ -91,6 +91,8 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
             metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
             metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog_batches)
             metrics.DROPPED.set_function(lambda: writer.stats.dropped)
+            metrics.DATABASE_UP.set_function(lambda: writer.stats.database_up)
+            metrics.DATABASE_REACHED.set_function(lambda: writer.stats.database_reached)
             resume = await _resume_points(url, feeds, writer)
             await _close_gaps_left_open(url, feeds, writer)
             runners = [FeedRunner(f, writer, resume_id=resume.get(f.name)) for f in feeds]

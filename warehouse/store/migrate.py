@@ -37,7 +37,7 @@ def downgrade(url: str, revision: str = "base") -> None:
 
 
 def current_revision(url: str) -> str | None:
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool, connect_args={"connect_timeout": 10})
     try:
         with engine.connect() as conn:
             exists = conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
@@ -53,3 +53,31 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
     assert head is not None, "no migrations in this installation"
     return head
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is missing or at another revision than this installation's; says what to do."""
+
+
+def require_current(url: str) -> None:
+    """Raise SchemaError unless the database's schema is at this installation's head revision."""
+    from warehouse.store.database import redact_url
+
+    current, head = current_revision(url), head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise SchemaError(f"{redact_url(url)} has no warehouse schema yet; create it with `warehouse db upgrade`"
+                          " (with the same --database-url or --config)")
+    known = _revisions()
+    if current not in known:
+        raise SchemaError(f"the schema of {redact_url(url)} is at revision {current}, which this installation does"
+                          f" not know (its newest is {head}); upgrade odds-warehouse")
+    raise SchemaError(f"the schema of {redact_url(url)} is at revision {current}; this version needs {head}:"
+                      " run `warehouse db upgrade` (stop collectors of the old version first)")
+
+
+def _revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(alembic_config("postgresql://")).walk_revisions()}

@@ -45,9 +45,11 @@ from warehouse.records import (
     Record,
 )
 from warehouse.schema import RAW_ID_BLOCK
+from warehouse.store.database import redact_url
 from warehouse.store.spool import Spool, Unit, UnusableSpool
 
 log = logging.getLogger("warehouse.writer")
+NEVER_REACHED_EVERY_S = 60.0  # how often to repeat that the database was never reachable since the start
 _ID_BLOCKS_AHEAD = 4  # blocks of raw ids reserved beyond a batch's need (ids of a restart are a gap)
 
 RAW_COLUMNS = ("id", *RawMessage._fields)
@@ -75,6 +77,7 @@ class WriterStats:
     spooled_batches: int = 0
     replayed_batches: int = 0
     database_up: bool = False
+    database_reached: bool = False  # ever, since the writer started: if not, the URL may well be wrong
     last_error: str | None = None
     dropped_by_source: Counter[str] = field(default_factory=Counter)
 
@@ -98,6 +101,8 @@ class Writer:
         self._next_connect = 0.0
         self._backoff = self.settings.retry_initial_s
         self._down_since: float | None = None
+        self._started = time.monotonic()
+        self._told_never_reached = float("-inf")
         self._partition_day = -1
         self._spool: Spool | UnusableSpool | None = None
         self._task: asyncio.Task[None] | None = None
@@ -464,17 +469,26 @@ class Writer:
         self._ids = []
         self._backoff = self.settings.retry_initial_s
         if self._down_since is not None:
-            log.warning("writer: database is back after %.1f s", time.monotonic() - self._down_since)
+            back = "reachable for the first time" if not self.stats.database_reached else "back"
+            log.warning("writer: database %s after %.1f s", back, time.monotonic() - self._down_since)
             self._down_since = None
-        self.stats.database_up = True
+        self.stats.database_up = self.stats.database_reached = True
         return True
 
     async def _went_down(self, exc: BaseException) -> None:
         message = _one_line(f"{type(exc).__name__}: {exc}")
+        now = time.monotonic()
+        spool = self._spool.directory if self._spool else "-"
+        if not self.stats.database_reached and now - self._told_never_reached >= NEVER_REACHED_EVERY_S:
+            # Not an outage but perhaps a wrong URL: say so until it is fixed, not once.
+            self._told_never_reached = now
+            log.error("writer: the database %s has not been reachable since the start %.0f s ago (%s); frames are"
+                      " spooled to %s. If the URL is wrong, stop (Ctrl-C), fix --database-url or [database] url"
+                      " and start again: the spool is kept", redact_url(self.url), now - self._started, message, spool)
+        elif self._down_since is None and self.stats.database_reached:
+            log.error("writer: database unavailable (%s); spooling to %s", message, spool)
         if self._down_since is None:
-            self._down_since = time.monotonic()
-            log.error("writer: database unavailable (%s); spooling to %s",
-                      message, self._spool.directory if self._spool else "-")
+            self._down_since = now
         self.stats.database_up = False
         self.stats.last_error = message
         self._next_connect = time.monotonic() + self._backoff
