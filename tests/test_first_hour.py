@@ -177,3 +177,24 @@ def test_a_database_never_reached_is_said_loudly_and_again(tmp_path: Path, caplo
     said = [r.getMessage() for r in caplog.records if "has not been reachable since the start" in r.getMessage()]
     assert not reached and len(said) >= 2
     assert "postgresql://warehouse:***@127.0.0.1:1/odds" in said[0] and "s3cret-pass" not in "".join(said)
+
+
+def test_status_tells_planned_gaps_from_unplanned_ones(db_url: str, tmp_path: Path) -> None:
+    import json
+
+    now = datetime.now(UTC)
+    events = [(50, "connect", None), (40, "disconnect", "shutdown"), (30, "connect", None),
+              (20, "disconnect", "server closed: code 1006"), (10, "connect", None)]
+
+    async def write() -> None:
+        async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
+            await writer.put(None, [CollectorEvent(now - timedelta(seconds=ago), "op", None, event,
+                                                   {"reason": reason} if reason else None)
+                                    for ago, event, reason in events])
+
+    asyncio.run(write())
+    (op,) = json.loads(warehouse("status", "--json", "--database-url", db_url).stdout)
+    assert (op["gaps_24h"], op["planned_gaps_24h"], op["reconnects_24h"]) == (2, 1, 2)
+    assert abs(op["gap_seconds_24h"] - 20) < 0.01
+    table = warehouse("status", "--database-url", db_url).stdout
+    assert "1 (+1 planned)" in table and "unplanned gaps 24h" in " ".join(table.split())

@@ -33,13 +33,15 @@ def status_table(rows: list[SourceStatus]) -> Table | str:
     if not rows:
         return "no source has sent anything yet"
     table = Table(title="sources", title_justify="left")
-    for column in ("source", "last frame", "frames/min", "rows/min", "reconnects 24h", "gaps 24h",
+    for column in ("source", "last frame", "frames/min", "rows/min", "reconnects 24h", "unplanned gaps 24h",
                    "not listening 24h", "quarantined 24h", "spool backlog"):
         table.add_column(column, justify="left" if column == "source" else "right")
     for r in rows:
         age = "never" if r.last_frame_age_s is None else f"{duration(r.last_frame_age_s)} ago"
+        unplanned = r.gaps_24h - r.planned_gaps_24h
+        gaps = f"{unplanned} (+{r.planned_gaps_24h} planned)" if r.planned_gaps_24h else str(unplanned)
         table.add_row(escape(r.source), age, str(r.frames_last_minute), str(r.rows_last_minute),
-                      str(r.reconnects_24h), str(r.gaps_24h), duration(r.gap_seconds_24h), str(r.quarantined_24h),
+                      str(r.reconnects_24h), gaps, duration(r.gap_seconds_24h), str(r.quarantined_24h),
                       str(r.spool_backlog_frames))
     return table
 

@@ -190,6 +190,7 @@ EVENT_SNAPSHOT = "snapshot"  # the vendor starts sending its full state (e.g. Sa
 EVENT_WATCHDOG_TIMEOUT = "watchdog_timeout"
 EVENT_ERROR = "error"
 EVENT_DROPPED = "dropped"  # frames received but not kept (e.g. spool disk full), with counts
+SHUTDOWN = "shutdown"  # the `reason` of a disconnect the collector made on purpose (a planned gap)
 
 Record = (
     PriceTick | MarketChange | FixtureChange | ScoreChange | OrderChange | BetChange | AccountChange

@@ -48,6 +48,7 @@ from warehouse.records import (
     EVENT_SNAPSHOT,
     EVENT_SUBSCRIBE,
     EVENT_WATCHDOG_TIMEOUT,
+    SHUTDOWN,
     CollectorEvent,
 )
 from warehouse.redact import Redactor
@@ -179,7 +180,7 @@ class FeedRunner:
                 with contextlib.suppress(Disconnected, OSError):
                     await asyncio.wait_for(session.send(message), 2)
                     await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(message)})
-            await self._event(connection_id, EVENT_DISCONNECT, {"reason": "shutdown"})
+            await self._event(connection_id, EVENT_DISCONNECT, {"reason": SHUTDOWN})
             raise
         finally:
             for helper in [*helpers, *self._live[2]]:

@@ -1,7 +1,7 @@
 """Per-source health read from the warehouse itself (what `warehouse status` shows).
 
 Gaps follow the collector_events convention: a `disconnect` opens a gap, the next `connect` of
-the same source closes it.
+the same source closes it; a disconnect whose reason is a clean shutdown is a planned gap.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT
+from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT, SHUTDOWN
 from warehouse.schema import FACT_TABLES
 from warehouse.store.reads import scalar
 from warehouse.store.spool import read_backlog
@@ -40,6 +40,7 @@ class SourceStatus:
     rows_last_minute: int
     reconnects_24h: int
     gaps_24h: int
+    planned_gaps_24h: int  # of gaps_24h, those a clean shutdown opened (the collector was stopped on purpose)
     gap_seconds_24h: float
     quarantined_24h: int
     spool_backlog_frames: int
@@ -62,7 +63,7 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
             last = scalar(conn, "SELECT max(received_at) FROM raw_messages WHERE source = %s", (source,))
             frames = _count(conn, "raw_messages", source, now - timedelta(minutes=1))
             rows = sum(_count(conn, table, source, now - timedelta(minutes=1)) for table in _DERIVED)
-            reconnects, gap_count, gap_seconds = gaps.get(source, (0, 0, 0.0))
+            gap = gaps.get(source, _Gaps())
             result.append(
                 SourceStatus(
                     source=source,
@@ -70,9 +71,10 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
                     last_frame_age_s=(now - last).total_seconds() if last else None,
                     frames_last_minute=frames,
                     rows_last_minute=rows,
-                    reconnects_24h=reconnects,
-                    gaps_24h=gap_count,
-                    gap_seconds_24h=round(gap_seconds, 3),
+                    reconnects_24h=gap.reconnects,
+                    gaps_24h=gap.gaps,
+                    planned_gaps_24h=gap.planned,
+                    gap_seconds_24h=round(gap.seconds, 3),
                     quarantined_24h=_count(conn, "quarantine", source, now - timedelta(hours=24)),
                     spool_backlog_frames=backlog.get(source, 0),
                 )
@@ -84,27 +86,35 @@ def _count(conn: psycopg.Connection[Any], table: str, source: str, since: dateti
     return int(scalar(conn, f"SELECT count(*) FROM {table} WHERE source = %s AND received_at > %s", (source, since)))
 
 
-def _gaps(conn: psycopg.Connection, now: datetime) -> dict[str, tuple[int, int, float]]:
-    """(reconnects, gaps, seconds not listening) per source over the last 24 hours."""
+@dataclass
+class _Gaps:
+    reconnects: int = 0  # gaps closed by a new connect
+    gaps: int = 0  # disconnects that opened a gap
+    planned: int = 0  # ... of which a clean shutdown (the collector was stopped on purpose)
+    seconds: float = 0.0  # not listening
+
+
+def _gaps(conn: psycopg.Connection[Any], now: datetime) -> dict[str, _Gaps]:
+    """Gaps per source over the last 24 hours. A `disconnect` opens one (a clean shutdown says so in its
+    reason: a planned gap), the next `connect` of the same source closes it."""
     since = now - timedelta(hours=24)
     events = conn.execute(
-        "SELECT source, event, received_at FROM collector_events"
+        "SELECT source, event, received_at, detail->>'reason' FROM collector_events"
         " WHERE received_at > %s AND event IN (%s, %s) ORDER BY source, received_at",
         (since, EVENT_CONNECT, EVENT_DISCONNECT),
     ).fetchall()
-    result: dict[str, tuple[int, int, float]] = {}
+    result: dict[str, _Gaps] = {}
     open_since: dict[str, datetime] = {}
-    for source, event, at in events:
-        reconnects, gaps, seconds = result.get(source, (0, 0, 0.0))
+    for source, event, at, reason in events:
+        gaps = result.setdefault(source, _Gaps())
         if event == EVENT_DISCONNECT:
             if source not in open_since:
                 open_since[source] = at
-                gaps += 1
+                gaps.gaps += 1
+                gaps.planned += reason == SHUTDOWN
         elif source in open_since:
-            seconds += (at - open_since.pop(source)).total_seconds()
-            reconnects += 1
-        result[source] = (reconnects, gaps, seconds)
+            gaps.seconds += (at - open_since.pop(source)).total_seconds()
+            gaps.reconnects += 1
     for source, started in open_since.items():
-        reconnects, gaps, seconds = result[source]
-        result[source] = (reconnects, gaps, seconds + (now - started).total_seconds())
+        result[source].seconds += (now - started).total_seconds()
     return result
