@@ -50,6 +50,13 @@ def derive(adapter: Adapter, feed_kind: str, data: bytes, *, received_at: dateti
     return Derived(raw, output.records, output)
 
 
+def undecodable(data: bytes, reason: str, *, received_at: datetime, source: str, connection_id: UUID, seq: int,
+                event_id: str | None) -> Derived:
+    """A frame the feed could not decode (e.g. not valid gzip): no JSON text to store, so its bytes go
+    to quarantine (as text, invalid UTF-8 replaced) with the reason."""
+    return _quarantined(received_at, source, connection_id, seq, event_id, None, f"cannot decode: {reason}", data)
+
+
 def _quarantined(received_at: datetime, source: str, connection_id: UUID, seq: int, event_id: str | None,
                  payload: bytes | None, reason: str, text: bytes) -> Derived:
     raw = RawMessage(received_at, source, connection_id, seq, QUARANTINED, payload, event_id)

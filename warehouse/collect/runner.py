@@ -23,7 +23,7 @@ import orjson
 
 from warehouse.collect.auth import LoginFailed, TokenSource
 from warehouse.collect.backoff import Backoff
-from warehouse.collect.frames import derive
+from warehouse.collect.frames import derive, undecodable
 from warehouse.collect.metrics import FeedMetrics, for_source
 from warehouse.collect.settings import FeedSettings
 from warehouse.collect.transports import (
@@ -255,15 +255,20 @@ class FeedRunner:
         # A wall clock stepped back (NTP) must not reorder frames: received_at never decreases.
         received_at = self._last_received = max(datetime.now(UTC), self._last_received)
         feed = self.settings.feed
-        data = self.redact.data(feed.decode(frame.data))
+        limit = self.settings.tuning.max_frame_bytes
         metrics = self.metrics
         metrics.frames += 1
-        metrics.bytes += len(data)
+        metrics.bytes += len(frame.data)
         if frame.event_id is not None:
             self.resume_id = frame.event_id
-        derived = derive(adapter, feed.kind, data, received_at=received_at, source=self.source,
-                         connection_id=connection_id, seq=seq, event_id=frame.event_id,
-                         max_frame_bytes=self.settings.tuning.max_frame_bytes)
+        try:
+            data = self.redact.data(feed.decode(frame.data, limit))
+        except contract.FrameError as exc:
+            derived = undecodable(self.redact.data(frame.data), str(exc), received_at=received_at, source=self.source,
+                                  connection_id=connection_id, seq=seq, event_id=frame.event_id)
+        else:
+            derived = derive(adapter, feed.kind, data, received_at=received_at, source=self.source,
+                             connection_id=connection_id, seq=seq, event_id=frame.event_id, max_frame_bytes=limit)
         await self.writer.put(derived.raw, derived.records)
         output = derived.output
         if output is None:

@@ -133,8 +133,10 @@ class Feed(ABC, Generic[OptionsT]):
         """A problem across options (each one's type is checked already), as a phrase, or None."""
         return None
 
-    def decode(self, data: bytes) -> bytes:
-        """A frame as received → the JSON text that is stored and parsed (e.g. decompressed)."""
+    def decode(self, data: bytes, limit: int) -> bytes:
+        """A frame as received → the JSON text that is stored and parsed (e.g. decompressed). A result
+        longer than `limit` bytes is quarantined as too large: stop decoding past it. Raise FrameError
+        for a frame that cannot be decoded (it is quarantined with the reason)."""
         return data
 
     def refused(self, status: int, body: str) -> Reaction:
