@@ -25,6 +25,7 @@ HEAD = migrate.head_revision()
 DESIGN_TABLES = {
     "raw_messages", "price_ticks", "market_changes", "fixture_changes", "score_changes", "order_changes",
     "bet_changes", "account_changes", "emergency_events", "collector_events", "quarantine", "export_runs",
+    "retention_runs",
 }
 
 
@@ -64,8 +65,8 @@ def test_migrated_schema_matches_the_sqlalchemy_tables(db_url: str) -> None:
 def test_update_delete_truncate_are_rejected(db_url: str, table: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         # DELETE that matches no row, UPDATE of nothing, TRUNCATE: all refused, even on an empty table.
-        for statement in (f"UPDATE {table} SET source = source" if table != "export_runs"
-                          else "UPDATE export_runs SET rows = rows",
+        for statement in (f"UPDATE {table} SET source = source" if table not in ("export_runs", "retention_runs")
+                          else f"UPDATE {table} SET rows = rows",
                           f"DELETE FROM {table}", f"TRUNCATE {table}"):
             with pytest.raises(psycopg.errors.RestrictViolation, match=f"{table}.* is append-only"):
                 conn.execute(statement)

@@ -383,6 +383,50 @@ def export(
             say(f"today ({today}) is exported once it is complete; `warehouse export --day today` exports it so far")
 
 
+# -- retain -----------------------------------------------------------------------------------
+
+
+@command(app)
+def retain(
+    obj: Context,
+    keep_days: int | None = typer.Option(None, "--keep-days", help="keep this many UTC days (today included) in"
+                                         " PostgreSQL; default: [retention] keep_days of the config", metavar="N"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be dropped and kept; drop nothing"),
+) -> None:
+    """Drop from PostgreSQL whole UTC days older than the days kept, once their Parquet export is verified."""
+    from warehouse.store import retention
+
+    days = keep_days if keep_days is not None else obj.config.retention.keep_days
+    if days is None:
+        raise ValueError("no retention configured: give --keep-days N or set [retention] keep_days in the config")
+    if days < 1:
+        raise ValueError(f"--keep-days must be 1 or more, got {days}")
+    url = obj.url_with_schema()
+    first_kept = retention.cutoff(days)
+    dropped: list[retention.Verdict] = []
+    for day in retention.candidate_days(url, first_kept):
+        verdict = retention.verify(url, day)
+        if verdict.problem is not None:
+            warning(f"kept {day}: {verdict.problem}; run `warehouse export --day {day}`, then retain again")
+            continue
+        if dry_run:
+            say(f"would drop {day}: {verdict.rows:,} rows, {verdict.bytes / 2**20:,.1f} MiB in PostgreSQL")
+            continue
+        try:
+            retention.drop(url, verdict)
+        except Exception as exc:  # counted again under the lock and refused: the day stays whole
+            warning(f"kept {day}: {_first_line(exc).removeprefix('odds-warehouse: ')}")
+            continue
+        dropped.append(verdict)
+    if dropped:  # under cron: one line when something was dropped, nothing otherwise
+        rows, size = sum(v.rows for v in dropped), sum(v.bytes for v in dropped)
+        span = str(dropped[0].day) if len(dropped) == 1 else f"{dropped[0].day} … {dropped[-1].day}"
+        say(f"dropped {len(dropped)} day{'s' if len(dropped) > 1 else ''} ({span}) from PostgreSQL: {rows:,} rows,"
+            f" {size / 2**20:,.1f} MiB; their rows live in the Parquet export")
+    elif out.is_terminal and not dry_run:
+        say(f"nothing to drop: PostgreSQL holds no verified day before {first_kept}")
+
+
 # -- plot -------------------------------------------------------------------------------------
 
 

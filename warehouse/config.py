@@ -57,6 +57,13 @@ class WriterSettings:
     statement_timeout_s: float = setting("a transaction taking longer counts as an outage", 120.0, internal=True)
 
 
+@dataclass(frozen=True, kw_only=True)
+class RetentionSettings:
+    keep_days: int | None = setting("`warehouse retain` keeps this many UTC days (today included) in PostgreSQL and"
+                                    " drops older ones once their export is verified; off by default", None,
+                                    positive=True)
+
+
 @dataclass(frozen=True)
 class FeedConfig:
     """One `[[feeds]]` entry, checked against its feed kind."""
@@ -86,6 +93,7 @@ class Config:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     feeds: tuple[FeedConfig, ...] = ()
 
     @property
@@ -108,7 +116,8 @@ class Config:
                           f"{', '.join(f.name for f in self.feeds) or 'none'}")
 
 
-_SECTIONS = {"database": DatabaseSettings, "export": ExportSettings, "writer": WriterSettings}
+_SECTIONS = {"database": DatabaseSettings, "export": ExportSettings, "writer": WriterSettings,
+             "retention": RetentionSettings}
 
 
 def load_config(path: Path | str | None) -> Config:
@@ -179,6 +188,7 @@ def _parse(data: dict[str, Any], path: Path) -> Config:
         database=sections["database"],
         export=replace(export, dir=_relative_to(export.dir, base)),
         writer=replace(writer, spool_dir=_relative_to(writer.spool_dir, base)),
+        retention=sections["retention"],
         feeds=_feeds(data.get("feeds", []), where),
     )
 

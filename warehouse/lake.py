@@ -6,6 +6,8 @@ Declarations only, derived from warehouse.schema: nothing here reads or writes a
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Date, Float, Integer, Numeric, Text
@@ -33,3 +35,12 @@ def duckdb_type(kind: Any) -> str:
 def columns(table: str) -> list[tuple[str, str]]:
     """(column, DuckDB type) of a table as the lake holds it."""
     return [(column.name, duckdb_type(column.type)) for column in schema.metadata.tables[table].columns]
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 `export_runs` records for an exported file, and retention checks again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

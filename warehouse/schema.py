@@ -219,6 +219,19 @@ export_runs = Table(
     Index("export_runs_table_name_day_idx", "table_name", "day"),
 )
 
+retention_runs = Table(
+    "retention_runs",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("table_name", Text, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("path", Text),
+    Column("sha256", Text),
+    Column("dropped_at", TZ, nullable=False, server_default=text("now()")),
+    Index("retention_runs_table_name_day_idx", "table_name", "day"),
+)
+
 # Bookkeeping, not facts: one row per committed writer transaction, so that a batch whose
 # COMMIT was cut off by an outage can be replayed from the spool without being stored twice.
 ingest_batches = Table(
@@ -239,9 +252,9 @@ warehouse_meta = Table(
 
 # Append-only tables: every one gets the triggers that reject UPDATE, DELETE and TRUNCATE.
 FACT_TABLES: tuple[str, ...] = tuple(
-    t.name for t in metadata.sorted_tables if "received_at" in t.c
+    str(t.name) for t in metadata.sorted_tables if "received_at" in t.c
 )
-APPEND_ONLY_TABLES: tuple[str, ...] = (*FACT_TABLES, "export_runs")
+APPEND_ONLY_TABLES: tuple[str, ...] = (*FACT_TABLES, "export_runs", "retention_runs")
 SORT_KEYS = {name: metadata.tables[name].info["sort"] for name in FACT_TABLES}
 SEGMENT_BY = {name: metadata.tables[name].info["segment_by"] for name in FACT_TABLES}
 ORDER_BY = {name: metadata.tables[name].info["order_by"] for name in FACT_TABLES}
