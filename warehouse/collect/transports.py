@@ -7,8 +7,11 @@ the opening handshake, `Refused` (with the HTTP status, Retry-After and the body
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ssl
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -16,9 +19,10 @@ from typing import Any
 
 import httpx
 import websockets
-from httpx_sse._decoders import SSEDecoder
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
+
+from warehouse.collect.sse import Comment, Event, EventStreamDecoder
 
 KEEPALIVE = object()
 _MAX_ERROR_BODY = 64 * 1024
@@ -132,8 +136,11 @@ class SseSession:
         self._client = httpx.AsyncClient(verify=tls or tls_context(),
             timeout=httpx.Timeout(connect=connect_timeout, read=None, write=connect_timeout, pool=connect_timeout))
         self._response: httpx.Response | None = None
-        self._lines: Any = None
-        self._decoder = SSEDecoder()
+        self._chunks: AsyncIterator[bytes] | None = None
+        # The event stream is UTF-8 whatever the headers say; bad bytes become U+FFFD (the standard's rule).
+        self._text = codecs.getincrementaldecoder("utf-8")("replace")
+        self._decoder = EventStreamDecoder()
+        self._ready: deque[Event | Comment] = deque()
 
     async def open(self, url: str, headers: dict[str, str]) -> None:
         request = self._client.build_request("GET", url, headers=headers)
@@ -156,26 +163,26 @@ class SseSession:
         if "text/event-stream" not in content_type:
             await response.aclose()
             raise Disconnected(f"server answered {content_type or 'no content type'}, not text/event-stream")
-        self._lines = response.aiter_lines()
+        self._chunks = response.aiter_bytes()  # decompressed (gzip, deflate, br)
 
     async def recv(self) -> Frame | object:
+        assert self._chunks is not None
         while True:
-            try:
-                line = await anext(self._lines)
-            except StopAsyncIteration:
-                raise Disconnected("server ended the stream") from None
-            except httpx.HTTPError as exc:
-                raise Disconnected(f"connection lost: {type(exc).__name__}: {exc}") from None
-            line = line.rstrip("\r\n")
-            if line.startswith(":"):
+            while not self._ready:
+                try:
+                    chunk = await anext(self._chunks)
+                except StopAsyncIteration:
+                    raise Disconnected("server ended the stream") from None
+                except httpx.HTTPError as exc:
+                    raise Disconnected(f"connection lost: {type(exc).__name__}: {exc}") from None
+                self._ready.extend(self._decoder.feed(self._text.decode(chunk)))
+            item = self._ready.popleft()
+            if isinstance(item, Comment):
                 return KEEPALIVE  # a comment: the server's keep-alive
-            event = self._decoder.decode(line)
-            if event is None:
-                continue
-            data = event.data
-            if not data.strip() or data.strip() == "KEEPALIVE":
+            data = item.data.strip()
+            if not data or data == "KEEPALIVE":
                 return KEEPALIVE
-            return Frame(data.encode(), event.id or None)
+            return Frame(item.data.encode(), item.id or None)
 
     async def send(self, text: str) -> None:
         raise Disconnected("SSE is one-way: nothing can be sent")
