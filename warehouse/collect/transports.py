@@ -2,7 +2,8 @@
 
 `recv()` returns a Frame, or KEEPALIVE for liveness signals that are not frames (SSE comments,
 `data: KEEPALIVE`). Every failure becomes `Disconnected` (with a reason safe to store) or, during
-the opening handshake, `Refused` (with the HTTP status, Retry-After and the body).
+the opening handshake, `Refused` (with the HTTP status, Retry-After and the body). A failure to
+connect names the address as scheme://host:port: never the path's query or credentials.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import websockets
@@ -65,12 +67,25 @@ def tls_context(ca_file: str = "") -> ssl.SSLContext:
     return context
 
 
-def _connect_failed(exc: BaseException) -> Disconnected:
+_DEFAULT_PORTS = {"ws": 80, "http": 80, "wss": 443, "https": 443}
+
+
+def address(url: str) -> str:
+    """scheme://host:port of `url`: what to name in an error (the query and userinfo may hold secrets)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "?", parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a malformed port
+        return "an invalid URL"
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}:{port or '?'}"
+
+
+def _connect_failed(exc: BaseException, url: str) -> Disconnected:
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
         detail = getattr(exc, "verify_message", None) or str(exc)
-        return Disconnected(f"TLS certificate not trusted ({detail}); if the server uses a private CA, "
-                            "set ca_file = \"/path/to/ca.pem\" in this feed's config")
-    return Disconnected(f"connect failed: {type(exc).__name__}: {exc}")
+        return Disconnected(f"TLS certificate not trusted ({detail}) at {address(url)}; if the server uses a"
+                            " private CA, set ca_file = \"/path/to/ca.pem\" in this feed's config")
+    return Disconnected(f"connect to {address(url)} failed: {type(exc).__name__}: {exc}")
 
 
 class WebSocketSession:
@@ -97,7 +112,7 @@ class WebSocketSession:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise Refused(response.status_code, retry_after, body) from None
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-            raise _connect_failed(exc) from None
+            raise _connect_failed(exc, url) from None
 
     async def recv(self) -> Frame:
         assert self._ws is not None
@@ -147,7 +162,7 @@ class SseSession:
         try:
             self._response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise _connect_failed(exc) from None
+            raise _connect_failed(exc, url) from None
         response = self._response
         if response.status_code != 200:
             body = b""
