@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import pickle
 import shutil
 import struct
@@ -20,6 +19,7 @@ import orjson
 import pytest
 
 from tests.conftest import query
+from tests.exact import identical
 from tests.fixtures.make_spool_fixtures import ENTRIES
 from warehouse.config import WriterSettings
 from warehouse.records import TABLE_OF, CollectorEvent, PriceTick, Quarantine, RawMessage
@@ -144,31 +144,6 @@ def test_a_driver_uuid_subclass_is_spooled_as_a_plain_uuid(tmp_path: Path) -> No
 
 
 # -- the format ----------------------------------------------------------------------------------
-
-
-def identical(a: Any, b: Any, where: str = "") -> None:
-    """Equal, and of the same types: a Decimal keeps its exponent, a datetime its offset, -0.0 its sign."""
-    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
-    if isinstance(a, tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            identical(x, y, f"{where}.{getattr(a, '_fields', range(len(a)))[i]}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            identical(x, y, f"{where}[{i}]")
-    elif isinstance(a, dict):
-        assert list(a) == list(b), where
-        for key in a:
-            identical(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, Decimal):
-        assert str(a) == str(b), where
-    elif isinstance(a, datetime):
-        assert (a, a.utcoffset()) == (b, b.utcoffset()), where
-    elif isinstance(a, float):
-        assert (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b)), where
-    else:
-        assert a == b, where
 
 
 def round_trip(units: list) -> tuple[bytes, list]:
