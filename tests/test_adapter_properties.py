@@ -1,10 +1,14 @@
 """Property-based: whatever JSON a vendor sends, an adapter returns an Output or raises FrameError
 (which the runtime quarantines with its message) — never anything else, never records the writer
 would refuse. The runtime's boundary (base.handle) turning any other exception into a FrameError is
-a second line of defence, tested separately."""
+a second line of defence, tested separately.
+
+Seed frames are those of the golden fixtures (tests/fixtures/<feed kind>/), for every registered kind:
+no list of vendors here."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, get_type_hints
@@ -14,23 +18,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests import test_ckex, test_mm, test_oddspapi, test_saba
-from tests.feedkit import adapter as make_adapter
+from tests import golden
 from warehouse.feeds import contract as base
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import Record
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
-SEEDS: dict[str, tuple[list[Any], dict[str, Any]]] = {
-    "oddspapi-ws": ([orjson.loads(f) for f in test_oddspapi.SEED], {}),
-    "saba-sse": ([orjson.loads(f) for _, f in test_saba.SEED], {}),
-    "ckex-ws": ([orjson.loads(f) for f in test_ckex.SEED], {"subscriptions": tuple(test_ckex.SUBSCRIPTIONS)}),
-    "mm-ws": ([orjson.loads(f) for f in test_mm.SEED], {}),
-}
+Seed = tuple[Any, Any]  # (the feed's options, a frame)
 
 
-def test_every_registered_kind_has_seed_frames() -> None:
-    assert set(SEEDS) == set(FEEDS)
+@functools.cache
+def seeds(kind: str) -> list[Seed]:
+    """Every frame of the kind's golden fixtures that fits its schema, with the fixture's options."""
+    found = []
+    for path in golden.files(kind):
+        fixture = golden.load(path)
+        options = golden.options_of(kind, fixture)
+        found += [(options, step["frame"]) for step in fixture["frames"] if step.get("kind") != "quarantined"]
+    return found
+
+
+@pytest.mark.parametrize("kind", FEEDS)
+def test_every_registered_kind_has_seed_frames(kind: str) -> None:
+    assert seeds(kind), f"no golden fixture of {kind} holds a frame that fits (tests/fixtures/{kind}/)"
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
@@ -64,17 +74,17 @@ def replaced(document: Any, path: tuple, new: Any) -> Any:
 
 
 @st.composite
-def mutated_frames(draw: st.DrawFn, seeds: list[Any]) -> Any:
+def mutated_frames(draw: st.DrawFn, kind_seeds: list[Seed]) -> Seed:
     """A seed frame with one value (anywhere, any depth) replaced by arbitrary JSON: wrong types in every field."""
-    frame = draw(st.sampled_from(seeds))
+    options, frame = draw(st.sampled_from(kind_seeds))
     path = draw(st.sampled_from(paths(frame)))
-    return replaced(frame, path, draw(json_values))
+    return options, replaced(frame, path, draw(json_values))
 
 
-def check(kind: str, options: dict[str, Any], message: Any, boundary: bool = False) -> None:
+def check(kind: str, options: Any, message: Any, boundary: bool = False) -> None:
     """The adapter itself says what is wrong with a frame (FrameError, quarantined with that reason);
     base.handle, the runtime's boundary, only backs this up for a case nobody foresaw."""
-    adapter = make_adapter(kind, **options)
+    adapter = FEEDS[kind].adapter("feed", options)
     try:
         output = base.handle(adapter, message, NOW) if boundary else adapter.handle(message, NOW)
     except base.FrameError:
@@ -101,43 +111,40 @@ def assert_fits(record: Record) -> None:
             assert value == value and abs(value) != float("inf"), f"{type(record).__name__}.{name} = {value!r}"
 
 
-@pytest.mark.parametrize("feed", SEEDS)
+@pytest.mark.parametrize("kind", FEEDS)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_mutated_seed_frames_give_output_or_frame_error(feed: str, data: st.DataObject) -> None:
-    seeds, options = SEEDS[feed]
-    check(feed, options, data.draw(mutated_frames(seeds)))
+def test_mutated_seed_frames_give_output_or_frame_error(kind: str, data: st.DataObject) -> None:
+    check(kind, *data.draw(mutated_frames(seeds(kind))))
 
 
-@pytest.mark.parametrize("feed", SEEDS)
+@pytest.mark.parametrize("kind", FEEDS)
 @settings(max_examples=200, deadline=None)
 @given(message=json_values)
-def test_arbitrary_json_gives_output_or_frame_error(feed: str, message: Any) -> None:
-    _, options = SEEDS[feed]
-    check(feed, options, message)
+def test_arbitrary_json_gives_output_or_frame_error(kind: str, message: Any) -> None:
+    options, _ = seeds(kind)[0]
+    check(kind, options, message)
 
 
-@pytest.mark.parametrize("feed", SEEDS)
-def test_seed_frames_themselves_give_records(feed: str) -> None:
-    seeds, options = SEEDS[feed]
-    adapter = make_adapter(feed, **options)
-    outputs = [adapter.handle(frame, NOW) for frame in seeds]
+@pytest.mark.parametrize("kind", FEEDS)
+def test_seed_frames_themselves_give_records(kind: str) -> None:
+    outputs = [FEEDS[kind].adapter("feed", options).handle(frame, NOW) for options, frame in seeds(kind)]
     assert sum(len(o.records) for o in outputs) > 0
     for output in outputs:
         for record in output.records:
             assert_fits(record)
 
 
-@pytest.mark.parametrize("feed", SEEDS)
-def test_deeply_nested_json_is_a_frame_error_or_ignored_at_the_boundary(feed: str) -> None:
-    seeds, options = SEEDS[feed]
+@pytest.mark.parametrize("kind", FEEDS)
+def test_deeply_nested_json_is_a_frame_error_or_ignored_at_the_boundary(kind: str) -> None:
+    options, seed = seeds(kind)[0]
     deep: Any = 1
     for _ in range(1000):  # orjson, which parses every frame first, refuses deeper
         deep = [deep]
-    for path in paths(seeds[0])[:20]:
+    for path in paths(seed)[:20]:
         # Error messages show the offending value; Python cannot even repr 1,000 levels, so this is
         # the case the runtime's boundary exists for (RecursionError -> "nested too deeply").
-        check(feed, options, replaced(seeds[0], path, deep), boundary=True)
+        check(kind, options, replaced(seed, path, deep), boundary=True)
 
 
 def test_the_boundary_turns_an_unforeseen_exception_into_a_frame_error() -> None:

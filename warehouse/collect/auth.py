@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from warehouse.collect.transports import tls_context
+from warehouse.collect.transports import address, tls_context
 from warehouse.feeds.contract import Login
 
 RENEW_BEFORE_S = 60.0
@@ -36,7 +36,7 @@ class TokenSource:
         try:
             response = await self._client.post(url, json=self.login.body)
         except httpx.HTTPError as exc:
-            raise LoginFailed(None, f"login request failed: {type(exc).__name__}") from None
+            raise LoginFailed(None, f"login request to {address(url)} failed: {type(exc).__name__}: {exc}") from None
         if response.status_code != 200 and url != self.login.url:
             self._token = None
             return await self.token()  # refresh refused: log in again

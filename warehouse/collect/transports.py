@@ -2,23 +2,29 @@
 
 `recv()` returns a Frame, or KEEPALIVE for liveness signals that are not frames (SSE comments,
 `data: KEEPALIVE`). Every failure becomes `Disconnected` (with a reason safe to store) or, during
-the opening handshake, `Refused` (with the HTTP status, Retry-After and the body).
+the opening handshake, `Refused` (with the HTTP status, Retry-After and the body). A failure to
+connect names the address as scheme://host:port: never the path's query or credentials.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ssl
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import websockets
-from httpx_sse._decoders import SSEDecoder
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
+
+from warehouse.collect.sse import Comment, Event, EventStreamDecoder
 
 KEEPALIVE = object()
 _MAX_ERROR_BODY = 64 * 1024
@@ -61,12 +67,25 @@ def tls_context(ca_file: str = "") -> ssl.SSLContext:
     return context
 
 
-def _connect_failed(exc: BaseException) -> Disconnected:
+_DEFAULT_PORTS = {"ws": 80, "http": 80, "wss": 443, "https": 443}
+
+
+def address(url: str) -> str:
+    """scheme://host:port of `url`: what to name in an error (the query and userinfo may hold secrets)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "?", parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a malformed port
+        return "an invalid URL"
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}:{port or '?'}"
+
+
+def _connect_failed(exc: BaseException, url: str) -> Disconnected:
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
         detail = getattr(exc, "verify_message", None) or str(exc)
-        return Disconnected(f"TLS certificate not trusted ({detail}); if the server uses a private CA, "
-                            "set ca_file = \"/path/to/ca.pem\" in this feed's config")
-    return Disconnected(f"connect failed: {type(exc).__name__}: {exc}")
+        return Disconnected(f"TLS certificate not trusted ({detail}) at {address(url)}; if the server uses a"
+                            " private CA, set ca_file = \"/path/to/ca.pem\" in this feed's config")
+    return Disconnected(f"connect to {address(url)} failed: {type(exc).__name__}: {exc}")
 
 
 class WebSocketSession:
@@ -93,7 +112,7 @@ class WebSocketSession:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise Refused(response.status_code, retry_after, body) from None
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-            raise _connect_failed(exc) from None
+            raise _connect_failed(exc, url) from None
 
     async def recv(self) -> Frame:
         assert self._ws is not None
@@ -132,15 +151,18 @@ class SseSession:
         self._client = httpx.AsyncClient(verify=tls or tls_context(),
             timeout=httpx.Timeout(connect=connect_timeout, read=None, write=connect_timeout, pool=connect_timeout))
         self._response: httpx.Response | None = None
-        self._lines: Any = None
-        self._decoder = SSEDecoder()
+        self._chunks: AsyncIterator[bytes] | None = None
+        # The event stream is UTF-8 whatever the headers say; bad bytes become U+FFFD (the standard's rule).
+        self._text = codecs.getincrementaldecoder("utf-8")("replace")
+        self._decoder = EventStreamDecoder()
+        self._ready: deque[Event | Comment] = deque()
 
     async def open(self, url: str, headers: dict[str, str]) -> None:
         request = self._client.build_request("GET", url, headers=headers)
         try:
             self._response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise _connect_failed(exc) from None
+            raise _connect_failed(exc, url) from None
         response = self._response
         if response.status_code != 200:
             body = b""
@@ -156,26 +178,26 @@ class SseSession:
         if "text/event-stream" not in content_type:
             await response.aclose()
             raise Disconnected(f"server answered {content_type or 'no content type'}, not text/event-stream")
-        self._lines = response.aiter_lines()
+        self._chunks = response.aiter_bytes()  # decompressed (gzip, deflate, br)
 
     async def recv(self) -> Frame | object:
+        assert self._chunks is not None
         while True:
-            try:
-                line = await anext(self._lines)
-            except StopAsyncIteration:
-                raise Disconnected("server ended the stream") from None
-            except httpx.HTTPError as exc:
-                raise Disconnected(f"connection lost: {type(exc).__name__}: {exc}") from None
-            line = line.rstrip("\r\n")
-            if line.startswith(":"):
+            while not self._ready:
+                try:
+                    chunk = await anext(self._chunks)
+                except StopAsyncIteration:
+                    raise Disconnected("server ended the stream") from None
+                except httpx.HTTPError as exc:
+                    raise Disconnected(f"connection lost: {type(exc).__name__}: {exc}") from None
+                self._ready.extend(self._decoder.feed(self._text.decode(chunk)))
+            item = self._ready.popleft()
+            if isinstance(item, Comment):
                 return KEEPALIVE  # a comment: the server's keep-alive
-            event = self._decoder.decode(line)
-            if event is None:
-                continue
-            data = event.data
-            if not data.strip() or data.strip() == "KEEPALIVE":
+            data = item.data.strip()
+            if not data or data == "KEEPALIVE":
                 return KEEPALIVE
-            return Frame(data.encode(), event.id or None)
+            return Frame(item.data.encode(), item.id or None)
 
     async def send(self, text: str) -> None:
         raise Disconnected("SSE is one-way: nothing can be sent")

@@ -41,6 +41,7 @@ class SabaFaults:
     internal_error: bool = False  # answer stream requests with 500 / status 100
     malformed_every: int | None = None  # every n-th delta is cut short (not JSON)
     reject_tokens: bool = False  # every token is refused (HTTP 401)
+    refuse_refresh: bool = False  # /refreshToken answers 401 (A001), as for an expired session; /login still works
     split_frames: bool = False  # write each frame in two pieces (events split across TCP reads)
     slow_after: int | None = None  # slow loris: after this many frames, dribble the next one a byte a second
 
@@ -67,7 +68,8 @@ class SabaSimulator:
         self.sent: dict[int, list[str]] = {}  # connection number → ids of the frames it got (when `record`)
         self.sent_count = 0  # frames sent, over every connection (what a collector should have stored)
         self.resume_requests: list[str | None] = []  # Last-Event-ID of every stream request
-        self.logins = 0
+        self.logins = 0  # tokens issued, by /login or /refreshToken
+        self.refreshes = 0  # of which by /refreshToken
         self._tokens: dict[str, float] = {}
         self._changed = asyncio.Condition()
         self._server: asyncio.Server | None = None
@@ -158,7 +160,7 @@ class SabaSimulator:
             parts = urlsplit(target)
             params = {k: v[0] for k, v in parse_qs(parts.query).items()}
             if method == "POST" and parts.path in ("/login", "/refreshToken"):
-                await self._login(writer, body)
+                await self._login(writer, body, refresh=parts.path == "/refreshToken")
             elif method == "GET" and parts.path in STREAM_PATHS:
                 await self._stream(writer, headers, params)
             else:
@@ -169,15 +171,17 @@ class SabaSimulator:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _login(self, writer: asyncio.StreamWriter, body: bytes) -> None:
+    async def _login(self, writer: asyncio.StreamWriter, body: bytes, refresh: bool) -> None:
         try:
             credentials = orjson.loads(body)
         except orjson.JSONDecodeError:
             credentials = {}
-        if credentials.get("vendor_id") != self.vendor_id or credentials.get("vendor_member_id") != self.member_id:
+        wrong = credentials.get("vendor_id") != self.vendor_id or credentials.get("vendor_member_id") != self.member_id
+        if wrong or (refresh and self.faults.refuse_refresh):
             await _respond(writer, 401, {"statusCode": 401, "errorCode": "A001", "message": "Unauthorized"})
             return
         self.logins += 1
+        self.refreshes += refresh
         token = secrets.token_urlsafe(24)
         self._tokens[token] = time.monotonic() + self.token_ttl_s
         await _respond(writer, 200, {"access_token": token, "token_type": "Bearer"})

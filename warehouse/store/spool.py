@@ -2,11 +2,14 @@
 
 Each entry is one batch with the id of the transaction that will (or may already) commit it, so
 replaying an entry whose COMMIT was cut off by the outage never stores it twice (the writer looks
-the id up in `ingest_batches` first). Entries are framed as `magic | length | crc32 | pickle` so a
-torn last entry left by a crash is detected and cut off instead of replayed as garbage.
+the id up in `ingest_batches` first). Entries are framed as `magic | length | crc32 | payload` so a
+torn last entry left by a crash is detected and cut off instead of replayed as garbage. The
+payload is written by `spoolcodec`: self-describing JSON (tables and columns by name) that later
+versions can read; a spool written by the previous version (pickles, magic OWS1) still replays.
 
-Pickle is read back through an allow-list of the record classes and the few standard types they
-contain: a spool file can never make the collector import or run anything else.
+An intact entry this version cannot read (a newer format, a table or column it does not know) is
+never dropped: it is skipped with an error in the log, and its segment file, once the rest of it
+is replayed, is moved to `refused/` for a human instead of deleted.
 
 One process owns a spool directory at a time (an exclusive `flock`).
 """
@@ -18,61 +21,28 @@ import fcntl
 import io
 import logging
 import os
-import pickle
 import struct
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import orjson
 
-from warehouse import records
+from warehouse.store.spoolcodec import MAGIC, Entry, Unreadable, decode, encode
+from warehouse.store.spoolcodec import Unit as Unit
 
 log = logging.getLogger("warehouse.spool")
 
-MAGIC = b"OWS1"
 HEADER = struct.Struct("<4sII")  # magic, payload length, crc32 of payload
 SEGMENT_BYTES = 64 * 1024 * 1024
 BACKLOG_FILE = "backlog.json"
-
-_ALLOWED = {
-    ("datetime", "datetime"), ("datetime", "date"), ("datetime", "timezone"), ("datetime", "timedelta"),
-    ("decimal", "Decimal"), ("uuid", "UUID"), ("uuid", "SafeUUID"),
-} | {("warehouse.records", cls.__name__) for cls in (records.RawMessage, *records.TABLE_OF)}
+REFUSED_DIR = "refused"
 
 
 class SpoolError(RuntimeError):
     pass
-
-
-class _RecordUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"spool entry refers to {module}.{name}, which is not a record type")
-        return super().find_class(module, name)
-
-
-class _RecordPickler(pickle.Pickler):
-    """Writes driver subclasses of allowed types (asyncpg's UUID) as the plain type, so that what is
-    written can always be read back by _RecordUnpickler."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, UUID) and type(obj) is not UUID:
-            return UUID, (str(obj),)
-        return NotImplemented
-
-
-def _dumps(entry: Any) -> bytes:
-    buffer = io.BytesIO()
-    _RecordPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(entry)
-    return buffer.getvalue()
-
-
-Unit = tuple[Any, Sequence[Any]]  # (RawMessage | None, derived records)
-Entry = tuple[UUID, list[Unit]]
 
 
 class Spool:
@@ -96,6 +66,7 @@ class Spool:
         self._read_segment: int | None = None
         self._read_offset = 0
         self._head: tuple[Entry, int] | None = None
+        self._refused: dict[int, set[int]] = {}  # segment → offsets of entries this version cannot read
         self.pending_batches = 0
         self.pending_frames: Counter[str] = Counter()
         self.last_event_ids: dict[str, str] = {}  # per source, the newest SSE id in the spool
@@ -112,8 +83,11 @@ class Spool:
     def _recover(self) -> None:
         """Count what earlier runs left behind, and cut off a torn tail."""
         for segment in self._segments():
-            for entry in self._scan(segment, truncate_torn=True):
+            entries = self._scan(segment, truncate_torn=True)
+            for entry in entries:
                 self._count(entry, +1)
+            if not entries and segment in self._refused:
+                self._retire(segment)  # nothing in it to replay
         segments = self._segments()
         self._read_segment = segments[0] if segments else None
         self._write_backlog()
@@ -126,7 +100,7 @@ class Spool:
 
     def append(self, batch_id: UUID, units: list[Unit]) -> None:
         """Append one entry durably. Raises OSError when the disk refuses (full, read-only)."""
-        payload = _dumps((batch_id, units))
+        payload = encode(batch_id, units)
         handle = self._writer(len(payload))
         handle.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload)
         handle.flush()
@@ -154,8 +128,13 @@ class Spool:
         while self._read_segment is not None:
             found = self._read_at(self._read_segment, self._read_offset)
             if found is not None:
-                self._head = found
-                return found[0]
+                entry, end = found
+                if isinstance(entry, Unreadable):
+                    self._refuse(self._read_segment, self._read_offset, entry)
+                    self._read_offset = end
+                    continue
+                self._head = entry, end
+                return entry
             if not self._advance_segment():
                 return None
         return None
@@ -174,8 +153,7 @@ class Spool:
         """Current read segment is exhausted: delete it unless it is still being written."""
         if self._read_segment is None or self._read_segment == self._write_segment:
             return False
-        with contextlib.suppress(FileNotFoundError):
-            self._path(self._read_segment).unlink()
+        self._retire(self._read_segment)
         later = [s for s in self._segments() if s > self._read_segment]
         self._read_segment = later[0] if later else None
         self._read_offset = 0
@@ -187,11 +165,13 @@ class Spool:
             self._write_handle.close()
             self._write_handle = None
         for segment in self._segments():
-            self._path(segment).unlink()
+            self._retire(segment)
         self._write_segment = self._read_segment = None
         self._read_offset = 0
 
-    def _read_at(self, segment: int, offset: int) -> tuple[Entry, int] | None:
+    def _read_at(self, segment: int, offset: int) -> tuple[Entry | Unreadable, int] | None:
+        """The entry at `offset` (or why this version cannot read it) and where the next one
+        starts; None at the end of the segment or at a torn entry."""
         try:
             with open(self._path(segment), "rb") as handle:
                 handle.seek(offset)
@@ -202,24 +182,28 @@ class Spool:
                 payload = handle.read(length)
         except FileNotFoundError:
             return None
-        if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
+        if not magic.startswith(MAGIC[:3]) or len(payload) < length or zlib.crc32(payload) != crc:
             return None
-        return _RecordUnpickler(io.BytesIO(payload)).load(), offset + HEADER.size + length
+        end = offset + HEADER.size + length
+        try:
+            return decode(magic, payload), end
+        except Unreadable as exc:
+            return exc, end
 
     def _scan(self, segment: int, *, truncate_torn: bool) -> list[Entry]:
         entries: list[Entry] = []
         offset = 0
         size = self._path(segment).stat().st_size
         while offset < size:
-            try:
-                found = self._read_at(segment, offset)
-            except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-                log.error("spool %s: unreadable entry at byte %d (%s); cutting it off", segment, offset, exc)
-                found = None
+            found = self._read_at(segment, offset)
             if found is None:
                 break
-            entries.append(found[0])
-            offset = found[1]
+            entry, end = found
+            if isinstance(entry, Unreadable):
+                self._refuse(segment, offset, entry)
+            else:
+                entries.append(entry)
+            offset = end
         if offset < size and truncate_torn:
             log.warning(
                 "spool segment %s ends with %d bytes of a torn entry (crash while spooling); cut off",
@@ -227,6 +211,30 @@ class Spool:
             )
             os.truncate(self._path(segment), offset)
         return entries
+
+    def _refuse(self, segment: int, offset: int, reason: Unreadable) -> None:
+        """Skip an entry this version cannot read, and say so once; its file is kept (_retire)."""
+        offsets = self._refused.setdefault(segment, set())
+        if offset not in offsets:
+            offsets.add(offset)
+            log.error("spool %s: the entry at byte %d cannot be read by this version (%s); skipped, and the"
+                      " file is kept in %s for a human", self._path(segment), offset, reason,
+                      self.directory / REFUSED_DIR)
+
+    def _retire(self, segment: int) -> None:
+        """A segment is replayed: delete it, or move it aside if it holds entries that were refused."""
+        path = self._path(segment)
+        refused = self._refused.pop(segment, None)
+        with contextlib.suppress(FileNotFoundError):
+            if not refused:
+                path.unlink()
+                return
+            kept = self.directory / REFUSED_DIR / f"{path.stem}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.spool"
+            kept.parent.mkdir(exist_ok=True)
+            path.rename(kept)
+            log.error("spool: %d entries this version cannot read are kept in %s; to replay them with a version"
+                      " that reads them, move the file into %s as a segment numbered above every other there"
+                      " (batches already stored are skipped)", len(refused), kept, self.directory)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
