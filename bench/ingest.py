@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._server import create_database, discard, scratch_server  # noqa: E402
+from warehouse import schema as tables  # noqa: E402
 from warehouse.records import PriceTick, RawMessage  # noqa: E402
-from warehouse.store import migrate, tables  # noqa: E402
+from warehouse.store import migrate  # noqa: E402
 from warehouse.store.database import sqlalchemy_url  # noqa: E402
 from warehouse.store.writer import RAW_COLUMNS, Writer, WriterSettings, _decode_jsonb, _encode_jsonb  # noqa: E402
 

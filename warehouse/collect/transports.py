@@ -48,15 +48,22 @@ class Refused(Exception):
         self.status, self.retry_after, self.body = status, retry_after, body
 
 
+MAX_RETRY_AFTER_S = 3600.0  # a server naming a longer pause (or "inf") is asked again after an hour
+
+
 def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (it may be a number of seconds or an HTTP date)."""
+    """Retry-After as seconds (it may be a number of seconds or an HTTP date), at most an hour."""
     if not value:
         return None
+    seconds = None
     with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    return None
+        seconds = float(value)
+    if seconds is None:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+    if seconds is None or seconds != seconds:  # unparsable, or NaN
+        return None
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
 def tls_context(ca_file: str = "") -> ssl.SSLContext:

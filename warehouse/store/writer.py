@@ -286,13 +286,19 @@ class Writer:
             self.stats.spooled_batches += 1
         except OSError as exc:
             # Nothing left to keep the data in: count it per source, say so once per batch, go on.
-            self.stats.dropped += len(units)
-            for raw, _rows in units:
-                self.stats.dropped_by_source[raw.source if raw else "-"] += 1
+            self._count_dropped(units)
             log.error(
                 "writer: cannot spool to %s (%s): %d frames lost; free disk space or fix permissions",
                 self._spool.directory, exc.strerror or exc, len(units),
             )
+        except (TypeError, ValueError) as exc:  # a value no spool format can hold: a bug, counted, never a crash
+            self._count_dropped(units)
+            log.error("writer: a batch of %d frames cannot be spooled (%s); they are lost", len(units), exc)
+
+    def _count_dropped(self, units: list[Unit]) -> None:
+        self.stats.dropped += len(units)
+        for raw, _rows in units:
+            self.stats.dropped_by_source[raw.source if raw else "-"] += 1
 
     async def _record_dropped(self) -> None:
         """Make frames that could not be kept visible as `dropped` collector events."""
