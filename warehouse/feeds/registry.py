@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from warehouse.feeds import acme, ckex, mm, oddspapi, saba
+from warehouse.feeds import ckex, mm, oddspapi, saba
 from warehouse.feeds.contract import Feed
 
 FEEDS: Mapping[str, Feed[Any]] = MappingProxyType({feed.kind: feed for feed in (
@@ -19,5 +19,4 @@ FEEDS: Mapping[str, Feed[Any]] = MappingProxyType({feed.kind: feed for feed in (
     saba.FEED,
     ckex.FEED,
     mm.FEED,
-    acme.FEED,
 )})
