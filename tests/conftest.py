@@ -200,6 +200,13 @@ def timescale_url(servers: _Servers) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_timescale_url(servers: _Servers) -> Iterator[str]:
+    """An empty database (no migrations applied) on the TimescaleDB server."""
+    with _database(servers.get("timescaledb"), None) as url:
+        yield url
+
+
+@pytest.fixture
 def private_server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     """A migrated PostgreSQL of this test's own, which it may stop, crash and start."""
     pg = EmbeddedPostgres(tmp_path / "pg")
