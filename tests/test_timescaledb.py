@@ -161,6 +161,19 @@ def test_a_compressed_day_reads_back_unchanged_everywhere_and_stays_append_only(
                           f"DELETE FROM {chunk} WHERE source = 'oddspapi' AND fixture_id = 'F1'"):
             with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
                 conn.execute(statement)
+    # What no trigger can refuse (TimescaleDB truncates a chunk itself; the compressed rows' own table
+    # has no triggers) only the owner may do: the collector's and the analyst's roles may not.
+    (compressed_table,), = query(url, "SELECT format('%%I.%%I', s.schema_name, s.table_name)"
+                                      " FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.chunk s"
+                                      " ON s.id = c.compressed_chunk_id WHERE format('%%I.%%I', c.schema_name,"
+                                      " c.table_name)::regclass = %s::regclass", chunk)
+    for role in ("warehouse_writer", "warehouse_reader"):
+        login = test_roles.login(url, f"owh_{role}", role)
+        with psycopg.connect(login, autocommit=True) as conn:
+            for statement in (f"TRUNCATE {chunk}", f"DROP TABLE {chunk}", f"TRUNCATE {compressed_table}",
+                              f"DELETE FROM {compressed_table}", f"SELECT decompress_chunk('{chunk}')"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
     assert table_rows(url, "price_ticks") == before["price_ticks"]
 
     # A late row (a spool replayed after an outage) lands in the compressed day and is exported with it.
