@@ -257,12 +257,12 @@ def test_the_candle_aggregate_equals_the_ticks_before_and_after_its_refresh_even
     assert candles(test_roles.login(url, "owh_analyst", "warehouse_reader")) == expected
 
 
-@pytest.mark.parametrize("choice, storage", [("off", "native"), ("require", "timescaledb")])
+@pytest.mark.parametrize("choice, layout", [("off", "native"), ("require", "timescaledb")])
 def test_warehouse_timescaledb_chooses_on_a_server_that_offers_it(
-    empty_timescale_url: str, monkeypatch: pytest.MonkeyPatch, choice: str, storage: str
+    empty_timescale_url: str, monkeypatch: pytest.MonkeyPatch, choice: str, layout: str
 ) -> None:
     monkeypatch.setenv("WAREHOUSE_TIMESCALEDB", choice)
     migrate.upgrade(empty_timescale_url)
-    assert query(empty_timescale_url, "SELECT value FROM warehouse_meta WHERE key = 'storage'") == [(storage,)]
+    assert query(empty_timescale_url, "SELECT value FROM warehouse_meta WHERE key = 'storage'") == [(layout,)]
     extension = query(empty_timescale_url, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
-    assert extension == [(1 if storage == "timescaledb" else 0,)]
+    assert extension == [(1 if layout == "timescaledb" else 0,)]
