@@ -78,7 +78,8 @@ class _Servers:
     template database that every test's database is copied from."""
 
     def __init__(self) -> None:
-        self._servers: dict[str, EmbeddedPostgres] = {}
+        self._started: list[EmbeddedPostgres] = []  # destroyed at the end, ready or not
+        self._ready: dict[str, EmbeddedPostgres] = {}
         self._failed: dict[str, str] = {}
 
     def get(self, name: str) -> EmbeddedPostgres:
@@ -88,20 +89,22 @@ class _Servers:
             if IN_CI:
                 pytest.fail(f"{reason}; CI runs every storage (CI={os.environ['CI']})", pytrace=False)
             pytest.skip(reason)
-        if name in self._failed:
+        if name in self._failed:  # one failure, said once per test, not a new attempt per test
             pytest.fail(self._failed[name], pytrace=False)
-        if name not in self._servers:
+        if name not in self._ready:
+            # Throwaway clusters: without fsync, creating and dropping a database per test costs ~0.4 s, not ~2 s.
+            server = EmbeddedPostgres(_SESSION_DIR / name, storage.binaries, {"fsync": "off", **dict(storage.settings)})
+            self._started.append(server)
             try:
-                self._servers[name] = self._start(storage)
+                self._prepare(server, storage)
             except Exception as exc:
                 self._failed[name] = f"{name}: {type(exc).__name__}: {exc}"
                 raise
-        return self._servers[name]
+            self._ready[name] = server
+        return self._ready[name]
 
-    def _start(self, storage: Storage) -> EmbeddedPostgres:
-        # Throwaway clusters: without fsync, creating and dropping a database per test costs ~0.4 s, not ~2 s.
-        settings = {"fsync": "off", **dict(storage.settings)}
-        server = EmbeddedPostgres(_SESSION_DIR / storage.name, storage.binaries, settings)
+    @staticmethod
+    def _prepare(server: EmbeddedPostgres, storage: Storage) -> None:
         server.ensure_running()
         with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
@@ -110,10 +113,9 @@ class _Servers:
         layout = query(server.url(TEMPLATE), "SELECT value FROM warehouse_meta WHERE key = 'storage'")
         if layout != [(storage.layout,)]:  # e.g. TimescaleDB not loaded: its tests would test nothing
             raise RuntimeError(f"migrations on {storage.name} chose storage {layout}, not {storage.layout!r}")
-        return server
 
     def close(self) -> None:
-        for server in self._servers.values():
+        for server in self._started:
             server.destroy()
 
 
