@@ -47,25 +47,24 @@ FRAMES: list[tuple[datetime, list]] = [
 ]
 
 
-@pytest.fixture
-def market(db_url: str, tmp_path: Path) -> str:
+def write_market(url: str, spool: Path) -> str:
     async def main() -> None:
-        async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
+        async with Writer(url, WriterSettings(spool_dir=spool)) as writer:
             for seq, (when, records) in enumerate(FRAMES, 1):
                 await writer.put(RawMessage(when, "oddspapi", CONN, seq, "odds", b"{}"), records)
 
     asyncio.run(main())
-    return db_url
+    return url
+
+
+@pytest.fixture
+def market(storage_url: str, tmp_path: Path) -> str:
+    """The scripted market, on each storage."""
+    return write_market(storage_url, tmp_path / "spool")
 
 
 def pg(url: str, sql: str, *params: object) -> list[tuple]:
     return query(url, sql, *params)
-
-
-def parquet(url: str, export_dir: Path, sql: str, *params: object) -> list[tuple]:
-    for table in ("price_ticks", "fixture_changes"):
-        export_day(url, export_dir, table, DAY)
-    return parquet_analysis.connect(export_dir).execute(sql.replace("%s", "?"), list(params)).fetchall()
 
 
 def same(rows: list[tuple]) -> list[tuple]:
@@ -143,7 +142,8 @@ def test_steam_moves_name_the_first_mover(market: str) -> None:
     assert pg(market, "SELECT count(*) FROM steam_moves(0.08, 2, '1 minute')") == [(0,)]  # only A moved 8 %+
 
 
-@pytest.mark.parametrize("sql, params", [
+# Every relation, queried with a total order so that both engines' rows can be compared in order.
+QUERIES: list[tuple[str, tuple]] = [
     (HISTORY, ()),
     ("SELECT * FROM prices_as_of(%s) ORDER BY bookmaker, outcome_id", (T + 35 * M,)),
     ("SELECT * FROM opening_closing_lines ORDER BY bookmaker, outcome_id", ()),
@@ -151,11 +151,18 @@ def test_steam_moves_name_the_first_mover(market: str) -> None:
     ("SELECT * FROM price_candles_1m ORDER BY bucket, bookmaker, outcome_id", ()),
     ("SELECT * FROM market_overround ORDER BY received_at, raw_id, bookmaker", ()),
     ("SELECT * FROM steam_moves(0.05, 2, INTERVAL '1 minute') ORDER BY started_at", ()),
-])
-def test_parquet_answers_exactly_like_postgresql(market: str, tmp_path: Path, sql: str, params: tuple) -> None:
-    expected = same(pg(market, sql, *params))
-    assert expected, "the scripted market must give rows for this query"
-    assert same(parquet(market, tmp_path / "export", sql, *params)) == expected
+]
+
+
+def test_parquet_answers_exactly_like_postgresql(market: str, tmp_path: Path) -> None:
+    export_dir = tmp_path / "export"
+    for table in ("price_ticks", "fixture_changes"):
+        export_day(market, export_dir, table, DAY)
+    con = parquet_analysis.connect(export_dir)
+    for sql, params in QUERIES:
+        expected = same(pg(market, sql, *params))
+        assert expected, f"the scripted market must give rows for {sql}"
+        assert same(con.execute(sql.replace("%s", "?"), list(params)).fetchall()) == expected, sql
 
 
 def test_parquet_connection_works_before_anything_is_exported(tmp_path: Path) -> None:
@@ -173,11 +180,12 @@ def test_reader_role_can_query_the_relations(market: str) -> None:
             assert conn.execute(sql).fetchone()[0] > 0, sql
 
 
-def test_plot_command_draws_from_postgresql_or_parquet(market: str, tmp_path: Path) -> None:
+def test_plot_command_draws_from_postgresql_or_parquet(db_url: str, tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
 
+    market = write_market(db_url, tmp_path / "spool")
     export_day(market, tmp_path / "export", "price_ticks", DAY)
     base = [sys.executable, "-m", "warehouse", "--database-url", market, "plot"]
     for extra in ([], ["--parquet", str(tmp_path / "export")]):

@@ -56,15 +56,15 @@ def read(path: Path) -> list[tuple]:
     return duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall()
 
 
-def test_default_run_exports_every_complete_day_once_with_exact_values(db_url: str, tmp_path: Path) -> None:
-    fill(db_url, tmp_path)
+def test_default_run_exports_every_complete_day_once_with_exact_values(storage_url: str, tmp_path: Path) -> None:
+    fill(storage_url, tmp_path)
     root = tmp_path / "exports"
-    work = pending(db_url, parquet.EXPORT_TABLES)
+    work = pending(storage_url, parquet.EXPORT_TABLES)
     assert set(work) == {("raw_messages", DAYS[0]), ("raw_messages", DAYS[1]), ("price_ticks", DAYS[0]),
                          ("price_ticks", DAYS[1]), ("order_changes", DAYS[0]), ("order_changes", DAYS[1])}
     for table, day in work:
-        export_day(db_url, root, table, day)
-    assert pending(db_url, parquet.EXPORT_TABLES) == []  # a second run has nothing to do
+        export_day(storage_url, root, table, day)
+    assert pending(storage_url, parquet.EXPORT_TABLES) == []  # a second run has nothing to do
 
     day_dir = root / "price_ticks" / f"day={DAYS[1].isoformat()}"
     assert [p.name for p in day_dir.iterdir()] == ["part-0.parquet"]
@@ -77,8 +77,8 @@ def test_default_run_exports_every_complete_day_once_with_exact_values(db_url: s
     assert all(r[1].tzinfo is not None for r in rows)
     assert not (root / "price_ticks" / f"day={TODAY.isoformat()}").exists(), "today is not complete"
 
-    runs = query(db_url, "SELECT table_name, day, rows, path, sha256 FROM export_runs WHERE table_name = 'price_ticks'"
-                         " ORDER BY day")
+    runs = query(storage_url, "SELECT table_name, day, rows, path, sha256 FROM export_runs"
+                              " WHERE table_name = 'price_ticks' ORDER BY day")
     assert [(r[1], r[2]) for r in runs] == [(DAYS[0], 6), (DAYS[1], 6)]
     for _, _, _, path, digest in runs:
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
@@ -86,24 +86,24 @@ def test_default_run_exports_every_complete_day_once_with_exact_values(db_url: s
     assert Decimal("0.45") in order and Decimal("100.0") in order
 
 
-def test_late_rows_for_an_exported_day_and_a_partial_today_are_exported_again(db_url: str, tmp_path: Path) -> None:
-    fill(db_url, tmp_path)
+def test_late_rows_for_an_exported_day_and_a_partial_today_are_exported_again(storage_url: str, tmp_path: Path) -> None:
+    fill(storage_url, tmp_path)
     root = tmp_path / "exports"
-    for table, day in pending(db_url, ("price_ticks",), today_too=True):
-        export_day(db_url, root, table, day)
-    assert pending(db_url, ("price_ticks",), today_too=True) == []
+    for table, day in pending(storage_url, ("price_ticks",), today_too=True):
+        export_day(storage_url, root, table, day)
+    assert pending(storage_url, ("price_ticks",), today_too=True) == []
 
     async def late() -> None:  # as a spool replayed after an outage delivers them
-        async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
+        async with Writer(storage_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
             for day in (DAYS[1], TODAY):
                 await writer.put(None, [PriceTick(at(day, 1), "oddspapi", "pinnacle", "f3", "101", "101", 3.0)])
 
     asyncio.run(late())
-    assert pending(db_url, ("price_ticks",)) == [("price_ticks", DAYS[1])]
-    assert pending(db_url, ("price_ticks",), today_too=True) == [("price_ticks", DAYS[1]), ("price_ticks", TODAY)]
-    export_day(db_url, root, "price_ticks", DAYS[1])
+    assert pending(storage_url, ("price_ticks",)) == [("price_ticks", DAYS[1])]
+    assert pending(storage_url, ("price_ticks",), today_too=True) == [("price_ticks", DAYS[1]), ("price_ticks", TODAY)]
+    export_day(storage_url, root, "price_ticks", DAYS[1])
     assert len(read(root / "price_ticks" / f"day={DAYS[1].isoformat()}" / "part-0.parquet")) == 7
-    assert pending(db_url, ("price_ticks",)) == []
+    assert pending(storage_url, ("price_ticks",)) == []
 
 
 def test_re_exporting_a_day_replaces_it_with_identical_rows(db_url: str, tmp_path: Path) -> None:

@@ -21,10 +21,10 @@ def querying_statements() -> list[str]:
     return [s for s in statements if s and not all(line.startswith("--") for line in s.splitlines())]
 
 
-def test_readme_queries_run_and_answer(db_url: str) -> None:
+def test_readme_queries_run_and_answer(storage_url: str) -> None:
     statements = querying_statements()
     assert len(statements) == 8
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with psycopg.connect(storage_url, autocommit=True) as conn:
         for seconds, book, outcome, price in [(0, "pinnacle", "111", 2.0), (0, "pinnacle", "112", 1.9),
                                               (30, "stake", "111", 2.1), (60, "pinnacle", "111", 2.5),
                                               (90, "stake", "111", 2.4)]:

@@ -29,26 +29,35 @@ DESIGN_TABLES = {
 }
 
 
-def test_every_design_table_and_the_candle_view_exist(db_url: str) -> None:
-    names = {r[0] for r in query(db_url, "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p', 'v', 'm')")}
+def test_every_design_table_and_the_candle_view_exist(storage_url: str) -> None:
+    names = {r[0] for r in query(storage_url, "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p', 'v', 'm')")}
     assert names >= DESIGN_TABLES
     assert {"price_candles_1m", "ingest_batches", "warehouse_meta"} <= names
     assert set(tables.APPEND_ONLY_TABLES) == DESIGN_TABLES
 
 
-def test_fact_tables_are_partitioned_by_day_with_a_default(db_url: str) -> None:
-    assert query(db_url, "SELECT value FROM warehouse_meta WHERE key = 'storage'") == [("native",)]
+def test_fact_tables_are_stored_by_day(storage_url: str, storage: str) -> None:
+    """Native: daily range partitions made ahead, and a default one; TimescaleDB: hypertables of 1-day chunks."""
+    layout = "timescaledb" if storage == "timescaledb" else "native"
+    assert query(storage_url, "SELECT value FROM warehouse_meta WHERE key = 'storage'") == [(layout,)]
     today = datetime.now(UTC).date()
+    if layout == "timescaledb":
+        dimensions = query(storage_url, "SELECT hypertable_name, column_name, time_interval"
+                                        " FROM timescaledb_information.dimensions WHERE hypertable_schema = 'public'"
+                                        " ORDER BY 1")
+        assert dimensions == [(t, "received_at", timedelta(days=1)) for t in sorted(tables.FACT_TABLES)]
+        assert query(storage_url, "SELECT count(*) FROM pg_inherits") == [(0,)]  # no chunk before a row
+        return
     for table in tables.FACT_TABLES:
-        parts = {r[0] for r in query(db_url, "SELECT inhrelid::regclass::text FROM pg_inherits"
-                                             " WHERE inhparent = %s::regclass", table)}
+        parts = {r[0] for r in query(storage_url, "SELECT inhrelid::regclass::text FROM pg_inherits"
+                                                  " WHERE inhparent = %s::regclass", table)}
         assert f"{table}_default" in parts
         for ahead in range(3):
             assert f"{table}_p{(today + timedelta(days=ahead)):%Y%m%d}" in parts
 
 
-def test_migrated_schema_matches_the_sqlalchemy_tables(db_url: str) -> None:
-    engine = create_engine(sqlalchemy_url(db_url), poolclass=pool.NullPool)
+def test_migrated_schema_matches_the_sqlalchemy_tables(storage_url: str) -> None:
+    engine = create_engine(sqlalchemy_url(storage_url), poolclass=pool.NullPool)
     known = set(tables.metadata.tables)
 
     def include(obj, name, type_, reflected, compare_to):  # partitions and views are not in metadata
@@ -62,8 +71,8 @@ def test_migrated_schema_matches_the_sqlalchemy_tables(db_url: str) -> None:
 
 
 @pytest.mark.parametrize("table", tables.APPEND_ONLY_TABLES)
-def test_update_delete_truncate_are_rejected(db_url: str, table: str) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
+def test_update_delete_truncate_are_rejected(storage_url: str, table: str) -> None:
+    with psycopg.connect(storage_url, autocommit=True) as conn:
         # DELETE that matches no row, UPDATE of nothing, TRUNCATE: all refused, even on an empty table.
         for statement in (f"UPDATE {table} SET source = source" if table not in ("export_runs", "retention_runs")
                           else f"UPDATE {table} SET rows = rows",
@@ -72,22 +81,29 @@ def test_update_delete_truncate_are_rejected(db_url: str, table: str) -> None:
                 conn.execute(statement)
 
 
-def test_rows_in_a_partition_cannot_be_changed_through_the_partition(db_url: str) -> None:
+def test_rows_cannot_be_changed_through_their_partition_or_chunk(storage_url: str, storage: str) -> None:
     now = datetime.now(UTC)
-    partition = f"price_ticks_p{now:%Y%m%d}"
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with psycopg.connect(storage_url, autocommit=True) as conn:
         conn.execute("INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id, price)"
                      " VALUES (%s, 's', 'f', 'm', 'o', 1.5)", (now,))
-        for statement in (f"UPDATE {partition} SET price = 2", f"DELETE FROM {partition}", f"TRUNCATE {partition}",
-                          "DELETE FROM price_ticks_default", "TRUNCATE price_ticks_default"):
+        if storage == "timescaledb":
+            # TimescaleDB clones the row triggers onto each chunk. TRUNCATE of a chunk it carries out
+            # itself, firing no trigger: only the owner may do it (test_roles, test_timescaledb).
+            (chunk,), = conn.execute("SELECT show_chunks('price_ticks')::text").fetchall()
+            statements = [f"UPDATE {chunk} SET price = 2", f"DELETE FROM {chunk}"]
+        else:
+            partition = f"price_ticks_p{now:%Y%m%d}"
+            statements = [f"UPDATE {partition} SET price = 2", f"DELETE FROM {partition}", f"TRUNCATE {partition}",
+                          "DELETE FROM price_ticks_default", "TRUNCATE price_ticks_default"]
+        for statement in statements:
             with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
                 conn.execute(statement)
         assert conn.execute("SELECT price FROM price_ticks").fetchall() == [(1.5,)]
 
 
-def test_writer_role_inserts_but_cannot_update_and_reader_cannot_insert(db_url: str) -> None:
+def test_writer_role_inserts_but_cannot_update_and_reader_cannot_insert(storage_url: str) -> None:
     insert = ("INSERT INTO collector_events (received_at, source, event) VALUES (now(), 'x', 'connect')")
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with psycopg.connect(storage_url, autocommit=True) as conn:
         conn.execute("SET ROLE warehouse_writer")
         conn.execute(insert)
         conn.execute("SELECT warehouse_ensure_partitions(current_date + 10, 1)")  # DDL via the definer function
@@ -107,10 +123,10 @@ def test_writer_role_inserts_but_cannot_update_and_reader_cannot_insert(db_url: 
             conn.execute(insert)
 
 
-def test_candle_view_gives_open_high_low_close_per_minute(db_url: str) -> None:
+def test_candle_view_gives_open_high_low_close_per_minute(storage_url: str) -> None:
     base = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     prices = [(0, 2.0), (10, 2.4), (20, 1.9), (50, 2.1), (61, 3.0)]
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with psycopg.connect(storage_url, autocommit=True) as conn:
         for seconds, price in prices:
             conn.execute(
                 "INSERT INTO price_ticks (received_at, source, bookmaker, fixture_id, market_id, outcome_id, price)"
@@ -121,18 +137,19 @@ def test_candle_view_gives_open_high_low_close_per_minute(db_url: str) -> None:
     assert rows == [(base, 2.0, 2.4, 1.9, 2.1, 4), (base + timedelta(minutes=1), 3.0, 3.0, 3.0, 3.0, 1)]
 
 
-def test_downgrade_to_base_then_upgrade_again(empty_db_url: str) -> None:
-    migrate.upgrade(empty_db_url)
-    assert migrate.current_revision(empty_db_url) == HEAD
-    migrate.downgrade(empty_db_url, "base")
-    assert migrate.current_revision(empty_db_url) is None
-    left = query(empty_db_url, "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                               " WHERE n.nspname = 'public' AND relname NOT LIKE 'alembic_version%'")
+def test_downgrade_to_base_then_upgrade_again(empty_storage_url: str) -> None:
+    url = empty_storage_url
+    migrate.upgrade(url)
+    assert migrate.current_revision(url) == HEAD
+    migrate.downgrade(url, "base")
+    assert migrate.current_revision(url) is None
+    left = query(url, "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                      " WHERE n.nspname = 'public' AND relname NOT LIKE 'alembic_version%'")
     assert left == []
     functions = "SELECT count(*) FROM pg_proc WHERE proname LIKE 'warehouse_%%' OR proname = ANY(%s)"
-    assert query(empty_db_url, functions, [r.name for r in relations.V1]) == [(0,)]
-    migrate.upgrade(empty_db_url)
-    assert migrate.current_revision(empty_db_url) == HEAD
+    assert query(url, functions, [r.name for r in relations.V1]) == [(0,)]
+    migrate.upgrade(url)
+    assert migrate.current_revision(url) == HEAD
 
 
 def test_plain_alembic_command_uses_the_configured_database(empty_db_url: str) -> None:

@@ -74,24 +74,24 @@ def sample_records(at: datetime) -> list:
     ]
 
 
-def test_every_record_type_round_trips_unchanged(db_url: str, spool_dir: Path) -> None:
+def test_every_record_type_round_trips_unchanged(storage_url: str, spool_dir: Path) -> None:
     records = sample_records(T0)
 
     async def main() -> None:
-        async with Writer(db_url, settings(spool_dir)) as writer:
+        async with Writer(storage_url, settings(spool_dir)) as writer:
             await writer.put(raw(1, b'{"fixtureId": "id1", "price": 1.345, "nested": {"a": [1, null]}}'), records)
 
     run(main())
     (raw_id, payload, seq, event_id, conn_id, received_at), = query(
-        db_url, "SELECT id, payload, seq, event_id, connection_id, received_at FROM raw_messages")
+        storage_url, "SELECT id, payload, seq, event_id, connection_id, received_at FROM raw_messages")
     assert payload == {"fixtureId": "id1", "price": 1.345, "nested": {"a": [1, None]}}
     assert (seq, event_id, conn_id, received_at) == (1, "e1", CONN, T0)
     for record in records:
         table = TABLE_OF[type(record)]
         columns = ", ".join(record._fields)
-        rows = query(db_url, f"SELECT raw_id, {columns} FROM {table}")
+        rows = query(storage_url, f"SELECT raw_id, {columns} FROM {table}")
         assert rows == [(raw_id, *record)], table
-    assert query(db_url, "SELECT frames, rows FROM ingest_batches") == [(1, 10)]
+    assert query(storage_url, "SELECT frames, rows FROM ingest_batches") == [(1, 10)]
 
 
 def test_order_is_kept_and_every_frame_lands_once(db_url: str, spool_dir: Path) -> None:
@@ -228,9 +228,10 @@ def test_close_flushes_everything(db_url: str, spool_dir: Path) -> None:
     assert query(db_url, "SELECT count(*) FROM raw_messages") == [(1000,)]
 
 
-def test_rows_land_in_daily_partitions_around_midnight_and_in_the_default_far_away(
-    db_url: str, spool_dir: Path
-) -> None:
+def test_rows_land_in_their_utc_day_around_midnight_and_far_away(storage_url: str, storage: str,
+                                                                 spool_dir: Path) -> None:
+    """Native: a daily partition, or the default one for days without (far past, far future).
+    TimescaleDB: a chunk holding exactly the row's UTC day (export and retention rely on it)."""
     midnight = datetime.combine(datetime.now(UTC).date() + timedelta(days=1), datetime.min.time(), UTC)
     times = {
         "before": midnight - timedelta(microseconds=1),
@@ -240,31 +241,44 @@ def test_rows_land_in_daily_partitions_around_midnight_and_in_the_default_far_aw
     }
 
     async def main() -> None:
-        async with Writer(db_url, settings(spool_dir)) as writer:
+        async with Writer(storage_url, settings(spool_dir)) as writer:
             for i, (label, at) in enumerate(times.items()):
                 await writer.put(raw(i, at=at), [CollectorEvent(at, "oddspapi", CONN, label)])
 
     run(main())
-    rows = dict(query(db_url, "SELECT event, tableoid::regclass::text FROM collector_events"))
+    received = dict(query(storage_url, "SELECT event, received_at FROM collector_events"))
+    assert received == times
+    if storage == "timescaledb":
+        chunks = {event: (start, end) for event, start, end in query(
+            storage_url, "SELECT e.event, c.range_start, c.range_end FROM collector_events e"
+                         " JOIN timescaledb_information.chunks c"
+                         " ON format('%I.%I', c.chunk_schema, c.chunk_name)::regclass = e.tableoid")}
+        assert chunks == {label: (day, day + timedelta(days=1)) for label, day in [
+            ("before", midnight - timedelta(days=1)), ("at", midnight), ("past", times["past"]),
+            ("future", times["future"])]}
+        return
+    rows = dict(query(storage_url, "SELECT event, tableoid::regclass::text FROM collector_events"))
     assert rows["before"] == f"collector_events_p{midnight - timedelta(days=1):%Y%m%d}"
     assert rows["at"] == f"collector_events_p{midnight:%Y%m%d}"
     assert rows["past"] == rows["future"] == "collector_events_default"
-    received = dict(query(db_url, "SELECT event, received_at FROM collector_events"))
-    assert received == times
 
 
-def test_a_partition_for_a_day_already_in_the_default_is_skipped_not_an_error(db_url: str) -> None:
+def test_a_partition_for_a_day_already_in_the_default_is_skipped_not_an_error(storage_url: str, storage: str) -> None:
     far = datetime(2031, 1, 1, 12, tzinfo=UTC)
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with psycopg.connect(storage_url, autocommit=True) as conn:
         conn.execute("INSERT INTO quarantine (received_at, source, reason) VALUES (%s, 's', 'r')", (far,))
         created = conn.execute("SELECT warehouse_ensure_partitions('2031-01-01', 1)").fetchone()[0]
+        if storage == "timescaledb":  # chunks come with the rows; nothing to make ahead
+            assert created == 0
+            assert conn.execute("SELECT count(*) FROM timescaledb_information.chunks").fetchone() == (1,)
+            return
         assert created == 10  # every fact table but quarantine, whose default already holds that day
         assert conn.execute("SELECT tableoid::regclass::text FROM quarantine").fetchall() == [("quarantine_default",)]
 
 
-def test_writer_works_as_the_insert_only_role(db_url: str, spool_dir: Path, pg_server) -> None:
-    role_url = db_url.replace("postgres@", "owh_test_writer@")
-    with psycopg.connect(db_url, autocommit=True) as conn:
+def test_writer_works_as_the_insert_only_role(storage_url: str, spool_dir: Path) -> None:
+    role_url = storage_url.replace("postgres@", "owh_test_writer@")
+    with psycopg.connect(storage_url, autocommit=True) as conn:
         conn.execute("DO $$ BEGIN CREATE ROLE owh_test_writer LOGIN IN ROLE warehouse_writer;"
                      " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
 
@@ -275,7 +289,9 @@ def test_writer_works_as_the_insert_only_role(db_url: str, spool_dir: Path, pg_s
 
     writer = run(main())
     assert writer.stats.frames == 1 and writer.stats.refused == 0
-    assert query(db_url, "SELECT count(*) FROM quarantine") == [(1,)]  # the sample's own quarantine row
+    for table in TABLE_OF.values():  # on TimescaleDB the writer role made each table's chunk for T0's day
+        assert query(storage_url, f"SELECT count(*) FROM {table}") == [(1,)], table
+    assert query(storage_url, "SELECT count(*) FROM quarantine") == [(1,)]  # the sample's own quarantine row
 
 
 def test_unique_connection_ids_are_kept_as_uuids(db_url: str, spool_dir: Path) -> None:

@@ -9,7 +9,7 @@ default partition cannot be dropped with it: the day is then refused, with the r
 runs with its owner's rights and nobody else may call it unless granted.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy import text
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

