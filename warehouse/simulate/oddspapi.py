@@ -59,6 +59,7 @@ class OddsPapiSimulator(WebSocketSimulator):
         self.refused = 0
         self._announced: set[tuple[str, str | None]] = set()
         self._status: dict[str, int] = {}  # fixture → statusId last sent
+        self._scores: dict[str, tuple[int, int]] = {}  # fixture → score last sent
 
     # -- server ----------------------------------------------------------------------------------
 
@@ -135,29 +136,34 @@ class OddsPapiSimulator(WebSocketSimulator):
             yield from self.render(self.market.step())
 
     def render(self, change: PriceChange | ScoreUpdate) -> list[bytes]:
-        """One market change as OddsPapi messages (metadata first, the first time a fixture or book shows)."""
+        """One market change as OddsPapi messages: metadata the first time a fixture or book shows,
+        the status when it changed (kick-off, full time), the score when it changed (a goal another
+        feed's step found first is reported with this fixture's next change), then the change."""
         fixture = change.fixture
         now = datetime.now(UTC).isoformat()
         out: list[dict[str, Any]] = []
         if (fixture.fixture_id, None) not in self._announced:
+            self._forget_finished()
             self._announced.add((fixture.fixture_id, None))
-            out.append({"fixtureId": fixture.fixture_id, "participant1Id": 1000 + 2 * fixture.index,
-                        "participant2Id": 1001 + 2 * fixture.index, "sportId": 10, "statusId": fixture.status_id,
+            out.append({"fixtureId": fixture.fixture_id, "participant1Id": fixture.home_id,
+                        "participant2Id": fixture.away_id, "sportId": 10, "statusId": fixture.status_id,
                         "startTime": int(fixture.start_ts),
                         "seasonId": None, "updatedAt": now})
             self._status[fixture.fixture_id] = fixture.status_id
-        elif self._status[fixture.fixture_id] != fixture.status_id:  # kick-off: only the changed field
+        elif self._status[fixture.fixture_id] != fixture.status_id:  # only the changed field
             self._status[fixture.fixture_id] = fixture.status_id
             out.append({"fixtureId": fixture.fixture_id, "statusId": fixture.status_id, "updatedAt": now})
-        if isinstance(change, ScoreUpdate):
+        score = (fixture.home_score, fixture.away_score)
+        if isinstance(change, ScoreUpdate) or (fixture.status_id and self._scores.get(fixture.fixture_id) != score):
+            self._scores[fixture.fixture_id] = score
             out.append({"fixtureId": fixture.fixture_id, "scores": {"periods": {"0": {
                 "participant1Score": fixture.home_score, "participant2Score": fixture.away_score, "updatedAt": now}}}})
-        else:
+        if isinstance(change, PriceChange):
             book = change.bookmaker
             if (fixture.fixture_id, book) not in self._announced:
                 self._announced.add((fixture.fixture_id, book))
                 out.append({"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: {
-                    "bookmakerFixtureId": str(265591179 + fixture.index),
+                    "bookmakerFixtureId": str(fixture.event_id),
                     "fixturePath": f"https://{book}.example/line/football/{fixture.event_id}"}}})
             outcomes: dict[str, Any] = {
                 outcome: {"players": {"0": {
@@ -169,6 +175,13 @@ class OddsPapiSimulator(WebSocketSimulator):
             out.append({"fixtureId": fixture.fixture_id,
                         "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}})
         return [orjson.dumps(message) for message in out]
+
+    def _forget_finished(self) -> None:
+        """What was sent about fixtures the market has replaced: a simulator runs for days."""
+        current = {fixture.fixture_id for fixture in self.market.fixtures}
+        self._announced = {key for key in self._announced if key[0] in current}
+        self._status = {key: value for key, value in self._status.items() if key in current}
+        self._scores = {key: value for key, value in self._scores.items() if key in current}
 
 
 _FLEET_KEY = "fleet-oddspapi-key-5b9f0c3e"
