@@ -304,11 +304,13 @@ def plot(
 
 @app.command()
 @_friendly_errors
-def demo(ctx: typer.Context, seconds: float = typer.Option(30.0, help="how long to collect")) -> None:
+def demo(ctx: typer.Context, seconds: float = typer.Option(30.0, help="how long to collect"),
+         seed: int | None = typer.Option(None, help="seed of the simulated matches (default: new each run)")) -> None:
     """The main job on embedded defaults: PostgreSQL, migrations, simulators → collectors, Parquet, a chart."""
     from warehouse import demo as pipeline
 
     external = configured_database_url(ctx.obj.database_url, ctx.obj.config.database_url) is not None
     with out.status("starting PostgreSQL…"):
         url = ctx.obj.url()
-    pipeline.run(url, external, seconds, ctx.obj.config.export_dir or data_dir() / "exports", ctx.obj.spool_root())
+    pipeline.run(url, external, seconds, ctx.obj.config.export_dir or data_dir() / "exports", ctx.obj.spool_root(),
+                 seed)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from warehouse.analysis.engine import PostgresEngine
@@ -23,20 +24,24 @@ from warehouse.config import WriterSettings, config_from_text
 from warehouse.console import out, say, status_table
 from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
 from warehouse.simulate.fleet import ENV, Fleet
+from warehouse.simulate.market import MARKET_1X2, Fixture
 from warehouse.store import migrate
 from warehouse.store.database import data_dir, embedded_server
 from warehouse.store.reads import table_rows
 from warehouse.store.status import source_status
 
 
-def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path) -> None:
+def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path,
+        seed: int | None = None) -> None:
+    """`seed`: of the simulated matches (default: a new one, printed, so a run can be replayed)."""
     started = time.monotonic()
+    seed = int(time.time() * 1000) % 100_000 if seed is None else seed
     where = "external database" if external else f"embedded PostgreSQL in {embedded_server().data_dir}"
     out.print(f"[green]✓[/green] {where}", highlight=False)
     with out.status("applying migrations…"):
         migrate.upgrade(url)
     out.print(f"[green]✓[/green] schema at revision {migrate.current_revision(url)}", highlight=False)
-    asyncio.run(_collect(url, seconds))
+    featured = asyncio.run(_collect(url, seconds, seed))
     out.print(status_table(source_status(url, spool_root)))
 
     with out.status("exporting to Parquet…"):
@@ -44,8 +49,14 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
         exported = export_all(url, export_root, pending(url, EXPORT_TABLES, today_too=True))
     out.print(f"[green]✓[/green] exported {exported:,} rows to {export_root}", highlight=False)
     with out.status("drawing a line-movement chart…"):
-        chart = chart_market(PostgresEngine(url), None, None, data_dir() / "charts" / "demo-line-movement.png")
-    out.print(f"[green]✓[/green] line-movement chart: {chart}", highlight=False)
+        path = data_dir() / "charts" / "demo-line-movement.png"
+        match = f"{featured.home} v {featured.away} {featured.home_score}-{featured.away_score}"
+        try:
+            chart = chart_market(PostgresEngine(url), featured.fixture_id, MARKET_1X2, path)
+            what = f"{escape(match)} (fixture {featured.fixture_id})"
+        except ValueError:  # a run of a second or two may end before that match's first price came in
+            chart, what = chart_market(PostgresEngine(url), None, None, path), "the busiest market"
+    out.print(f"[green]✓[/green] line-movement chart of {what}: {chart}", highlight=False)
 
     stored = Table(title="rows stored", title_justify="left")
     stored.add_column("table")
@@ -60,17 +71,23 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
         (f"psql \"$({me} db url)\" -c 'SELECT * FROM price_history LIMIT 5'", "SQL on the warehouse"),
         (f"psql \"$({me} db url)\" -c \"SELECT * FROM steam_moves(0.03, 2, '1 minute')\"", "steam moves"),
         (f"{me} status", "per-source health"),
-        (f"{me} plot --fixture F --market M", "chart any market"),
+        (f"{me} plot --fixture {featured.fixture_id} --market {MARKET_1X2}", "chart a market (any fixture, market)"),
         (f"WAREHOUSE_EXPORT_DIR={export_root} {jupyter} lab notebooks/line_movement.ipynb",
          "the notebook (pip install jupyterlab)"),
     ]:
         say(f"  {command:<72} # {why}")
 
 
-async def _collect(url: str, seconds: float) -> None:
-    """Every simulated feed on loopback, one market model, collected for `seconds` with a live view."""
-    fleet = Fleet()
+async def _collect(url: str, seconds: float, seed: int) -> Fixture:
+    """Every simulated feed on loopback, one market model, collected for `seconds` with a live view.
+    Returns the match that kicks off a little after the start and ends just before the end."""
+    fleet = Fleet(seed=seed, match_s=0.8 * seconds, kickoff_in_s=0.15 * seconds)
     await fleet.start()
+    assert fleet.market is not None
+    featured = fleet.market.fixtures[0]
+    out.print(f"[green]✓[/green] simulated matches of seed {seed} (the same again: --seed {seed}); "
+              f"{escape(featured.home)} v {escape(featured.away)} kicks off in {fleet.kickoff_in_s:.0f} s",
+              highlight=False)
     feeds = feed_settings(config_from_text(fleet.toml(), "the demo's feeds"), ENV)
     stop = asyncio.Event()
 
@@ -103,6 +120,7 @@ async def _collect(url: str, seconds: float) -> None:
         timer.cancel()
         await fleet.stop()
     out.print(view())
+    return featured
 
 
 def invocation() -> str:
