@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from warehouse.simulate.ckex import CkexSimulator, fleet_subscriptions
 from warehouse.simulate.market import BOOKMAKERS, OUTCOMES, Fixture, Market, PriceChange, ScoreUpdate
 from warehouse.simulate.mm import CHANNELS, MmSimulator
 from warehouse.simulate.oddspapi import OddsPapiSimulator
@@ -216,6 +217,20 @@ def test_a_market_running_for_days_stays_bounded() -> None:
     assert len(saba.events) == len(saba.markets) == 4
     assert {f.event_id for f in market.fixtures} == set(saba.events)
     assert all(len(f.script.books) <= len(BOOKMAKERS) + 1 for f in market.fixtures if f.script)
+
+
+def test_the_fleets_ckex_subscriptions_name_this_runs_fixtures_and_keep_their_place() -> None:
+    clock = Clock()
+    market = Market(seed=1, match_s=30, kickoff_in_s=5, clock=clock)
+    ckex = CkexSimulator("t", market=market)
+    first, second = market.fixtures[0], market.fixtures[1]
+    chloe, fancy = (s.split("#", 1)[1].partition("@") for s in fleet_subscriptions(market))
+    assert (chloe[0], fancy[0]) == (f"{first.event_id}-e", f"{second.event_id}-e")
+    assert ckex._fixture(chloe[0], chloe[2]) is first and ckex._fixture(fancy[0], fancy[2]) is second
+    clock.now += 60  # both matches over: new ones in their places
+    market.step()
+    assert ckex._fixture(chloe[0], chloe[2]) is market.fixtures[0] is not first
+    assert ckex._fixture("40789105-e", "219_33753655") in market.fixtures  # a config's own: some match
 
 
 @pytest.mark.parametrize("match_s", [0, -5])
