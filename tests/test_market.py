@@ -167,25 +167,40 @@ def test_markets_suspend_at_a_goal_and_reopen_repriced() -> None:
     assert len(news) == 1 and (fixture.home_score, fixture.away_score) == ((1, 0) if home else (0, 1))
 
 
+def suspended(messages: list[dict]) -> set[str]:
+    """Bookmakers whose 1X2 prices in these OddsPapi messages are all not open for bets."""
+    books: dict[str, bool] = {}
+    for message in messages:
+        for book, odds in message.get("bookmakerOdds", {}).items():
+            for outcome in odds.get("markets", {}).get("101", {}).get("outcomes", {}).values():
+                books[book] = books.get(book, True) and not outcome["players"]["0"]["active"]
+    return {book for book, closed in books.items() if closed}
+
+
 def test_feeds_report_every_goal_whichever_feed_stepped_onto_it() -> None:
     """Each feed's step takes the next change of one shared market: a goal found by the exchange
-    feed's step must still reach the OddsPapi feed, with that fixture's next change."""
+    feed's step must still reach the OddsPapi feed, with that fixture's next change, and suspend
+    every bookmaker's market there at once (a line must not run on through a goal)."""
     clock = Clock()
     market = Market(seed=6, match_s=60, kickoff_in_s=5, clock=clock)
     papi, mm = OddsPapiSimulator("k", market=market, record=False), MmSimulator({}, market=market)
     reported: dict[str, list[tuple[int, int]]] = {}
     scores: dict[str, list[tuple[int, int]]] = {}
+    suspended_with_the_news = []
     for n in range(40_000):
         clock.now += 0.005
         if n % 4:  # the exchange feed takes three changes in four
             mm._next(list(CHANNELS))
         else:
-            for frame in papi.render(market.step()):
-                message = orjson.loads(frame)
+            messages = [orjson.loads(frame) for frame in papi.render(market.step())]
+            for message in messages:
                 if "scores" in message:
                     score = message["scores"]["periods"]["0"]
-                    reported.setdefault(message["fixtureId"], []).append(
-                        (score["participant1Score"], score["participant2Score"]))
+                    path = reported.setdefault(message["fixtureId"], [])
+                    score = (score["participant1Score"], score["participant2Score"])
+                    if path and path[-1] != score:  # a goal: every bookmaker's market suspended with it
+                        suspended_with_the_news.append(suspended(messages))
+                    path.append(score)
         for fixture in market.fixtures:
             path = scores.setdefault(fixture.fixture_id, [])
             if (fixture.home_score, fixture.away_score) not in path:
@@ -196,6 +211,7 @@ def test_feeds_report_every_goal_whichever_feed_stepped_onto_it() -> None:
     # Every score in order, and the last one always: two goals between two of the fixture's
     # OddsPapi changes would show as one jump (none here: each fixture changes a dozen times a second).
     assert all(list(dict.fromkeys(reported[fid])) == path for fid, path in played.items())
+    assert len(suspended_with_the_news) >= goals and all(books == set(BOOKMAKERS) for books in suspended_with_the_news)
 
 
 def test_a_market_running_for_days_stays_bounded() -> None:

@@ -81,7 +81,10 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
 async def _collect(url: str, seconds: float, seed: int) -> Fixture:
     """Every simulated feed on loopback, one market model, collected for `seconds` with a live view.
     Returns the match that kicks off a little after the start and ends just before the end."""
-    fleet = Fleet(seed=seed, match_s=0.8 * seconds, kickoff_in_s=0.15 * seconds)
+    # Kick-off 15 % into the run (plus the second or so the collector takes to connect, so some
+    # pre-match shows), full time at 95 %.
+    kickoff = min(0.15 * seconds + 1.0, 0.4 * seconds)
+    fleet = Fleet(seed=seed, match_s=0.95 * seconds - kickoff, kickoff_in_s=kickoff)
     await fleet.start()
     assert fleet.market is not None
     featured = fleet.market.fixtures[0]

@@ -201,10 +201,14 @@ def draw(chart: Chart) -> Any:
             axis.axvline(chart.kickoff, color="0.25", linewidth=1.6, gid="kickoff")
     top = axes[0, 0]
     marks = [(chart.kickoff, "kick-off", "0.25")] if chart.kickoff is not None else []
+    close = (chart.end - chart.start) * 0.07  # marks closer than this get a row of their own
+    rows, previous, row = 0, None, 0
     for when, text, colour in marks + [(when, text, "black") for when, text in chart.goals]:
-        top.annotate(text, xy=(when, 1.0), xycoords=("data", "axes fraction"), xytext=(2, 3),
-                     textcoords="offset points", fontsize=8, color=colour, rotation=0, va="bottom")
-    top.set_title(chart.title, loc="left", fontsize=11, pad=18 if marks or chart.goals else 6)
+        row = 1 - row if previous is not None and when - previous < close else 0
+        rows, previous = max(rows, row + 1), when
+        top.annotate(text, xy=(when, 1.0), xycoords=("data", "axes fraction"), xytext=(2, 3 + 11 * row),
+                     textcoords="offset points", fontsize=8, color=colour, va="bottom")
+    top.set_title(chart.title, loc="left", fontsize=11, pad=6 + 12 * rows)
     figure.text(0.99, 0.005, "a line breaks while its bookmaker is suspended (not open for bets)", ha="right",
                 va="bottom", fontsize=8, color="0.4")
     handles: list[Any] = [Line2D([], [], color=colours[book], linewidth=2, label=book) for book in books]

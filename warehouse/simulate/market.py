@@ -272,7 +272,7 @@ class Market:
         home_team, away_team = rng.sample(range(len(TEAMS)), 2)
         total, supremacy = rng.uniform(2.2, 3.1), rng.gauss(0.35, 0.5)  # home advantage: a third of a goal
         home_rate, away_rate = max(0.25, (total + supremacy) / 2), max(0.25, (total - supremacy) / 2)
-        start = appears + self.kickoff_in_s
+        start = float(math.ceil(appears + self.kickoff_in_s))  # on the second, as kick-offs are on the minute
         goals = _goals(rng, home_rate, away_rate)
         drift_at = [appears + self.kickoff_in_s * k / _PRE_POINTS for k in range(_PRE_POINTS)]
         drift_at += [start + self.match_s * k / _IN_POINTS for k in range(_IN_POINTS + 1)]

@@ -24,7 +24,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from warehouse.simulate.market import MARKET_1X2, Market, PriceChange, ScoreUpdate
+from warehouse.simulate.market import MARKET_1X2, Fixture, Market, PriceChange, ScoreUpdate
 from warehouse.simulate.vendors import FleetMember, Vendor
 from warehouse.simulate.wsserver import WebSocketSimulator
 
@@ -138,10 +138,12 @@ class OddsPapiSimulator(WebSocketSimulator):
     def render(self, change: PriceChange | ScoreUpdate) -> list[bytes]:
         """One market change as OddsPapi messages: metadata the first time a fixture or book shows,
         the status when it changed (kick-off, full time), the score when it changed (a goal another
-        feed's step found first is reported with this fixture's next change), then the change."""
+        feed's step found first is reported with this fixture's next change) with every bookmaker's
+        market suspended (or closed), then the change itself."""
         fixture = change.fixture
         now = datetime.now(UTC).isoformat()
         out: list[dict[str, Any]] = []
+        news = False
         if (fixture.fixture_id, None) not in self._announced:
             self._forget_finished()
             self._announced.add((fixture.fixture_id, None))
@@ -153,28 +155,40 @@ class OddsPapiSimulator(WebSocketSimulator):
         elif self._status[fixture.fixture_id] != fixture.status_id:  # only the changed field
             self._status[fixture.fixture_id] = fixture.status_id
             out.append({"fixtureId": fixture.fixture_id, "statusId": fixture.status_id, "updatedAt": now})
+            news = True
         score = (fixture.home_score, fixture.away_score)
         if isinstance(change, ScoreUpdate) or (fixture.status_id and self._scores.get(fixture.fixture_id) != score):
+            news = news or self._scores.get(fixture.fixture_id, score) != score
             self._scores[fixture.fixture_id] = score
             out.append({"fixtureId": fixture.fixture_id, "scores": {"periods": {"0": {
                 "participant1Score": fixture.home_score, "participant2Score": fixture.away_score, "updatedAt": now}}}})
+        if news:  # kick-off, a goal, full time: every bookmaker stops taking bets at once
+            for book in self.market.bookmakers:
+                out += self._prices(fixture, book, self.market.quote(fixture, book),
+                                    self.market.is_open(fixture, book), now)
         if isinstance(change, PriceChange):
-            book = change.bookmaker
-            if (fixture.fixture_id, book) not in self._announced:
-                self._announced.add((fixture.fixture_id, book))
-                out.append({"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: {
-                    "bookmakerFixtureId": str(fixture.event_id),
-                    "fixturePath": f"https://{book}.example/line/football/{fixture.event_id}"}}})
-            outcomes: dict[str, Any] = {
-                outcome: {"players": {"0": {
-                    "active": change.active, "betslip": None, "bookmakerOutcomeId": f"{fixture.event_id}{outcome}",
-                    "changedAt": now, "limit": 1000 if book == "pinnacle" else None, "playerName": None,
-                    "price": price, "exchangeMeta": {}, "playerId": 0}}}
-                for outcome, price in list(change.prices.items())[: self.outcomes_per_frame]
-            }
-            out.append({"fixtureId": fixture.fixture_id,
-                        "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}})
+            out += self._prices(fixture, change.bookmaker, change.prices, change.active, now)
         return [orjson.dumps(message) for message in out]
+
+    def _prices(self, fixture: Fixture, book: str, prices: dict[str, float], active: bool,
+                now: str) -> list[dict[str, Any]]:
+        """A bookmaker's 1X2 prices, announcing the bookmaker on the fixture the first time."""
+        out: list[dict[str, Any]] = []
+        if (fixture.fixture_id, book) not in self._announced:
+            self._announced.add((fixture.fixture_id, book))
+            out.append({"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: {
+                "bookmakerFixtureId": str(fixture.event_id),
+                "fixturePath": f"https://{book}.example/line/football/{fixture.event_id}"}}})
+        outcomes: dict[str, Any] = {
+            outcome: {"players": {"0": {
+                "active": active, "betslip": None, "bookmakerOutcomeId": f"{fixture.event_id}{outcome}",
+                "changedAt": now, "limit": 1000 if book == "pinnacle" else None, "playerName": None,
+                "price": price, "exchangeMeta": {}, "playerId": 0}}}
+            for outcome, price in list(prices.items())[: self.outcomes_per_frame]
+        }
+        out.append({"fixtureId": fixture.fixture_id,
+                    "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}})
+        return out
 
     def _forget_finished(self) -> None:
         """What was sent about fixtures the market has replaced: a simulator runs for days."""

@@ -116,13 +116,21 @@ class SabaSimulator:
         events_add, events_remove, markets_add, markets_remove = self._follow_fixtures()
         events: list[dict[str, Any]] = []
         markets: list[dict[str, Any]] = []
-        if isinstance(change, ScoreUpdate) and fixture.event_id in self.events:
-            event = self.events[fixture.event_id]
-            event.update(_event_status(fixture))
-            event["gameInfo"].update(_game(fixture))
-            events.append({"eventId": fixture.event_id, **_event_status(fixture), "hasLiveMarket": True,
+        event = self.events.get(fixture.event_id)
+        if event is None:
+            return _data(0, "Success", events_add=events_add, events_remove=events_remove,
+                         markets_add=markets_add, markets_remove=markets_remove)
+        game, status = _game(fixture), _event_status(fixture)
+        # Kick-off, a goal, full time, whichever feed's step found it: the event changes and the
+        # market is suspended (or closed) in the same delta.
+        news = isinstance(change, ScoreUpdate) or status != {k: event[k] for k in status} or any(
+            event["gameInfo"][k] != game[k] for k in ("liveHomeScore", "liveAwayScore"))
+        if news:
+            event.update(status)
+            event["gameInfo"].update(game)
+            events.append({"eventId": fixture.event_id, **status, "hasLiveMarket": True,
                            "gameInfo": dict(event["gameInfo"])})
-        elif isinstance(change, PriceChange) and fixture.event_id in self.events:
+        if news or isinstance(change, PriceChange):
             market = self._market(fixture, self.market.quote(fixture, "saba"), self.market.is_open(fixture, "saba"))
             self.markets[market["marketId"]] = market
             markets.append({k: market[k] for k in ("marketId", "eventId", "betType", "isLive", "marketStatus",
