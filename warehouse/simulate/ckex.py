@@ -177,7 +177,7 @@ def fleet_subscriptions(market: Market) -> list[str]:
 def _member(market: Market, rate: float, faults: bool) -> FleetMember:
     simulator = CkexSimulator(_FLEET_TOKEN, rate=rate, alive_s=2, market=market,
                               faults=CkexFaults(drop_after=60, malformed_every=17) if faults else None)
-    subscriptions = fleet_subscriptions(market)  # now: the fixtures are replaced as matches end
+    subscriptions = fleet_subscriptions(market)  # once: matches end and are replaced, a config stays
     return FleetMember(simulator, lambda url: {"url": url, "token_env": "FLEET_CKEX_TOKEN",
                                                "subscriptions": subscriptions})
 

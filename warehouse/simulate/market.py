@@ -386,15 +386,17 @@ def _with_margin(probabilities: list[float], margin: float) -> list[float]:
     below 1.01 as a margin in proportion would make it."""
     if max(probabilities) > 1 - 1e-9:
         return probabilities  # decided: nothing left to put a margin on
+    target = 1 + margin
     logs = [math.log(p) if p > 0 else 0.0 for p in probabilities]
-    k = 1.0
-    for _ in range(4):  # Newton on sum(p ** k) = 1 + margin, from k = 1 (sum 1): converges in a few
-        powers = [p**k for p in probabilities]
-        slope = sum(q * log for q, log in zip(powers, logs, strict=True))
-        if slope >= 0:
+    k, powers = 1.0, probabilities
+    for _ in range(6):  # Newton on sum(p ** k) = 1 + margin from k = 1: two or three steps
+        excess = sum(powers) - target
+        slope = sum([q * log for q, log in zip(powers, logs, strict=True)])
+        if abs(excess) < 1e-6 or slope >= 0:
             break
-        k = max(0.5, k - (sum(powers) - 1 - margin) / slope)
-    return [p**k for p in probabilities]
+        k = max(0.5, k - excess / slope)
+        powers = [p**k for p in probabilities]
+    return powers
 
 
 def _interpolate(xs: list[float], ys: list[float], x: float) -> float:
