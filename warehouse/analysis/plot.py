@@ -57,7 +57,7 @@ class Chart:
 
     @property
     def title(self) -> str:
-        named = ODDSPAPI_OUTCOMES.get(self.market) is not None or any(s.label in _ORDER for s in self.selections)
+        named = ODDSPAPI_OUTCOMES.get(self.market) is not None or any(_name(s.label) in _ORDER for s in self.selections)
         what = "1X2" if named else f"market {self.market}"
         if self.home and self.away:
             return f"{self.home} v {self.away} · {what}   (fixture {self.fixture}, market {self.market})"
