@@ -197,7 +197,7 @@ def test_plot_command_draws_from_postgresql_or_parquet(db_url: str, tmp_path: Pa
     default = subprocess.run(base, capture_output=True, text=True, timeout=120, cwd=tmp_path,
                              env={**os.environ, "WAREHOUSE_DATA_DIR": str(tmp_path / "data")})
     assert default.returncode == 0  # the busiest market, into the data directory (not the current one)
-    assert (tmp_path / "data" / "charts" / "line-F1-101.png").exists() and not list(tmp_path.glob("*.png"))
+    assert (tmp_path / "data" / "charts" / "line-F1-101.png").exists() and not list(tmp_path.glob("line-*.png"))
     missing = subprocess.run([*base, "--fixture", "nope", "--market", "1"], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "no prices for fixture nope" in missing.stderr

@@ -18,17 +18,25 @@ from warehouse.export.parquet import EXPORT_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
-PREMATCH = "id1000000861624415"  # the simulated market's fixture that kicks off 20 s in
 
 
 def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"
     env = dict(os.environ, WAREHOUSE_DATA_DIR=str(data), WAREHOUSE_DATABASE_URL=db_url)
-    # Long enough for the pre-match fixture to kick off, so it has closing lines.
-    demo = subprocess.run([sys.executable, "-m", "warehouse", "demo", "--seconds", "24"], env=env,
+    # A short run first: the second must not write to its fixtures (runs used to share fixture ids).
+    earlier = subprocess.run([sys.executable, "-m", "warehouse", "demo", "--seconds", "8"], env=env,
+                             capture_output=True, text=True, timeout=240)
+    assert earlier.returncode == 0, earlier.stderr
+    (between,), = query(db_url, "SELECT now()")
+    demo = subprocess.run([sys.executable, "-m", "warehouse", "demo", "--seconds", "24", "--seed", "9"], env=env,
                           capture_output=True, text=True, timeout=240)
     assert demo.returncode == 0, demo.stderr
+    assert query(db_url, "SELECT fixture_id FROM price_ticks GROUP BY 1"
+                         " HAVING min(received_at) < %s AND max(received_at) > %s", between, between) == []
+    assert "simulated matches of seed 9 (the same again: --seed 9)" in demo.stdout.replace("\n", " ")
+    featured = re.search(r"line-movement chart of.+?\(fixture ?(id\d+)\): ?(\S+?\.png)", demo.stdout.replace("\n", ""))
+    assert featured, demo.stdout
 
     exports = data / "exports"
     stored = dict(query(db_url, "SELECT 'price_ticks', count(*) FROM price_ticks UNION ALL"
@@ -41,7 +49,7 @@ def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: 
     every_feed = {"raw_messages", "price_ticks", "fixture_changes", "score_changes", "order_changes", "bet_changes"}
     assert every_feed <= {p.name for p in exports.iterdir()} <= set(EXPORT_TABLES)
     chart = data / "charts" / "demo-line-movement.png"
-    assert chart.read_bytes()[:8] == PNG and f"line-movement chart: {chart}" in demo.stdout.replace("\n", "")
+    assert chart.read_bytes()[:8] == PNG and featured[2] == str(chart)
     assert "jupyter lab notebooks/line_movement.ipynb" in demo.stdout
 
     notebook = nbformat.read(ROOT / "notebooks" / "line_movement.ipynb", as_version=4)
@@ -51,5 +59,7 @@ def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: 
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # line movement, margin, scores under prices
     text = "".join(o.get("text", "") for o in outputs)
-    assert f"FIXTURE = {PREMATCH!r}" in text, "the fixture that kicked off has opening and closing lines"
-    assert "steam moves" in text
+    # The match the demo charted: it kicked off while we were recording (opening and closing lines).
+    assert f"FIXTURE = {featured[1]!r}" in text
+    steam = re.search(r"(\d+) steam moves", text)
+    assert steam and int(steam[1]) > 0, "goals and sharp money move several bookmakers within seconds"

@@ -460,7 +460,9 @@ def plot(
 
 @command(app)
 def demo(obj: Context,
-         seconds: float = typer.Option(30.0, help="how long to collect, in seconds", metavar="SECONDS")) -> None:
+         seconds: float = typer.Option(30.0, help="how long to collect, in seconds", metavar="SECONDS"),
+         seed: int | None = typer.Option(None, help="seed of the simulated matches (default: new each run)",
+                                         metavar="N")) -> None:
     """The main job on embedded defaults: PostgreSQL, migrations, simulators → collectors, Parquet, a chart."""
     from warehouse import demo as pipeline
 
@@ -469,5 +471,5 @@ def demo(obj: Context,
     external = configured_database_url(obj.database_url, obj.config.database_url) is not None
     with out.status("starting PostgreSQL…"):
         url = obj.url()
-    if not pipeline.run(url, external, seconds, obj.export_dir(), obj.spool_root()):
+    if not pipeline.run(url, external, seconds, obj.export_dir(), obj.spool_root(), seed):
         raise typer.Exit(130)

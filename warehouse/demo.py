@@ -24,21 +24,25 @@ from warehouse.config import WriterSettings, config_from_text
 from warehouse.console import out, say, status_table
 from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
 from warehouse.simulate.fleet import ENV, Fleet
+from warehouse.simulate.market import MARKET_1X2, Fixture
 from warehouse.store import migrate
 from warehouse.store.database import data_dir, embedded_server
 from warehouse.store.reads import table_rows
 from warehouse.store.status import source_status
 
 
-def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path) -> bool:
-    """The whole demo; False when Ctrl-C stopped it (after saying what was kept)."""
+def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path,
+        seed: int | None = None) -> bool:
+    """The whole demo; False when Ctrl-C stopped it (after saying what was kept). `seed`: of the
+    simulated matches (default: a new one, printed, so a run can be replayed)."""
     started = time.monotonic()
+    seed = int(time.time() * 1000) % 100_000 if seed is None else seed
     where = "external database" if external else f"embedded PostgreSQL in {embedded_server().data_dir}"
     done(where)
     with out.status("applying migrations…"):
         migrate.upgrade(url)
     done(f"schema at revision {migrate.current_revision(url)}")
-    finished, frames = asyncio.run(_collect(url, seconds))
+    finished, frames, featured = asyncio.run(_collect(url, seconds, seed))
     if not finished:
         say(f"stopped by Ctrl-C after {time.monotonic() - started:.1f} s: the {frames:,} frames collected are kept in"
             f" the {where}; no export or chart was made (`{invocation()} export --day today` and"
@@ -53,8 +57,14 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
     with out.status("drawing a line-movement chart…"):
         charts = data_dir() / "charts"
         charts.mkdir(parents=True, exist_ok=True)
-        chart = chart_market(PostgresEngine(url), None, None, charts / "demo-line-movement.png", default_dir=charts)
-    done(f"line-movement chart: {chart}")
+        path = charts / "demo-line-movement.png"
+        match = f"{featured.home} v {featured.away} {featured.home_score}-{featured.away_score}"
+        try:
+            chart = chart_market(PostgresEngine(url), featured.fixture_id, MARKET_1X2, path, default_dir=charts)
+            what = f"{match} (fixture {featured.fixture_id})"
+        except ValueError:  # a run of a second or two may end before that match's first price came in
+            chart, what = chart_market(PostgresEngine(url), None, None, path, default_dir=charts), "the busiest market"
+    done(f"line-movement chart of {what}: {chart}")
 
     stored = Table(title="rows stored", title_justify="left")
     stored.add_column("table")
@@ -69,7 +79,7 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
         (f"psql \"$({me} db url)\" -c 'SELECT * FROM price_history LIMIT 5'", "SQL on the warehouse"),
         (f"psql \"$({me} db url)\" -c \"SELECT * FROM steam_moves(0.03, 2, '1 minute')\"", "steam moves"),
         (f"{me} status", "per-source health"),
-        (f"{me} plot --fixture F --market M", "chart any market"),
+        (f"{me} plot --fixture {featured.fixture_id} --market {MARKET_1X2}", "chart a market (any fixture, market)"),
         (f"WAREHOUSE_EXPORT_DIR={export_root} {jupyter} lab notebooks/line_movement.ipynb",
          "the notebook (pip install jupyterlab)"),
     ]:
@@ -81,11 +91,19 @@ def done(what: str) -> None:
     out.print(f"[green]✓[/green] {escape(what)}", highlight=False)
 
 
-async def _collect(url: str, seconds: float) -> tuple[bool, int]:
+async def _collect(url: str, seconds: float, seed: int) -> tuple[bool, int, Fixture]:
     """Every simulated feed on loopback, one market model, collected for `seconds` with a live view.
-    Whether it ran its time (not stopped by Ctrl-C or SIGTERM first), and the frames it stored."""
-    fleet = Fleet()
+    Whether it ran its time (not stopped by Ctrl-C or SIGTERM first), the frames it stored, and the
+    match that kicks off a little after the start and ends just before the end."""
+    # Kick-off 15 % into the run (plus the second or so the collector takes to connect, so some
+    # pre-match shows), full time at 95 %.
+    kickoff = min(0.15 * seconds + 1.0, 0.4 * seconds)
+    fleet = Fleet(seed=seed, match_s=0.95 * seconds - kickoff, kickoff_in_s=kickoff)
     await fleet.start()
+    assert fleet.market is not None
+    featured = fleet.market.fixtures[0]
+    done(f"simulated matches of seed {seed} (the same again: --seed {seed}); {featured.home} v {featured.away}"
+         f" kicks off in {fleet.kickoff_in_s:.0f} s")
     feeds = feed_settings(config_from_text(fleet.toml(), "the demo's feeds"), ENV)
     stop = asyncio.Event()
 
@@ -125,7 +143,7 @@ async def _collect(url: str, seconds: float) -> tuple[bool, int]:
         timer.cancel()
         await fleet.stop()
     out.print(view())
-    return finished, frames()
+    return finished, frames(), featured
 
 
 def invocation() -> str:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT
+
 # One selection: the thing a price is for, as quoted by one bookmaker on one feed.
 SELECTION = "source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side"
 # One market as one bookmaker quotes it (handicap lines are separate market ids on every feed).
@@ -209,13 +211,44 @@ def duckdb_ddl(relation: Relation) -> str:
 
 
 # Queries built on the relations, for the CLI and notebooks (parameters as %s).
-# The chart's rows: every price of every selection of one market (price_history's rows, without the
-# window function neither the chart nor DuckDB's planner needs).
+# The chart's rows (warehouse.analysis.plot), all for one fixture's market:
+# every price and whether it was open for bets (price_history's rows, without the window function
+# neither the chart nor DuckDB's planner needs)…
 LINE_MOVEMENT = (
-    "SELECT received_at, coalesce(bookmaker, source) AS bookmaker,"
-    " concat_ws(' ', outcome_id, player_id, CAST(CAST(line AS double precision) AS text), side) AS selection, price"
+    "SELECT received_at, source, coalesce(bookmaker, source) AS bookmaker, outcome_id, player_id,"
+    " CAST(line AS double precision) AS line, side, price, active"
     " FROM price_ticks WHERE fixture_id = %s AND market_id = %s AND price IS NOT NULL ORDER BY received_at, raw_id"
 )
+# …the names a feed gives its outcomes (Saba's keyName: "Home", "Draw", "Away")…
+OUTCOME_NAMES = (
+    "SELECT outcome_id, max(attrs->>'keyName') AS name FROM price_ticks"  # (…) IS: DuckDB binds IS tighter
+    " WHERE fixture_id = %s AND market_id = %s AND (attrs->>'keyName') IS NOT NULL GROUP BY outcome_id"
+)
+# …the fixture's teams where a feed names them (Saba's teamInfo) and its start times…
+FIXTURE_FACTS = (
+    "SELECT received_at, start_time, coalesce(changes->'teamInfo'->>'homeName', changes->>'participant1Name') AS home,"
+    " coalesce(changes->'teamInfo'->>'awayName', changes->>'participant2Name') AS away"
+    " FROM fixture_changes WHERE fixture_id = %s AND bookmaker IS NULL ORDER BY received_at"
+)
+# …its scores, as every feed reported them…
+SCORES = (
+    "SELECT received_at, home_score, away_score, minute FROM score_changes"
+    " WHERE fixture_id = %s AND home_score IS NOT NULL AND away_score IS NOT NULL ORDER BY received_at"
+)
+# …and when the feeds that priced it were not listening: a disconnect opens a gap, the next connect
+# of the same source closes it (as in warehouse.store.status); `ended` is null while still open.
+GAPS = f"""
+SELECT source, received_at AS started,
+       (SELECT min(c.received_at) FROM collector_events AS c
+        WHERE c.source = e.source AND c.event = '{EVENT_CONNECT}' AND c.received_at > e.received_at) AS ended
+FROM (SELECT source, event, received_at,
+             lag(event) OVER (PARTITION BY source ORDER BY received_at) AS before
+      FROM collector_events
+      WHERE event IN ('{EVENT_CONNECT}', '{EVENT_DISCONNECT}')
+        AND source IN (SELECT DISTINCT source FROM price_ticks WHERE fixture_id = %s AND market_id = %s)) AS e
+WHERE event = '{EVENT_DISCONNECT}' AND (before IS NULL OR before = '{EVENT_CONNECT}')
+ORDER BY started
+"""
 BUSIEST_MARKETS = (
     "SELECT fixture_id, market_id, count(DISTINCT coalesce(bookmaker, source)) AS bookmakers, count(*) AS ticks"
     " FROM price_ticks WHERE price IS NOT NULL GROUP BY fixture_id, market_id"

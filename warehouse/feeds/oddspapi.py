@@ -19,6 +19,10 @@ from warehouse.options import setting
 from warehouse.records import FixtureChange, MarketChange, PriceTick, Record, ScoreChange
 
 _PRICE_FIELDS = frozenset(("price", "active", "limit", "changedAt"))  # columns; the rest go to attrs
+# OddsPapi's market and outcome ids mean the same for every fixture and bookmaker (its /v4/markets
+# list); the stream never names them. Those this package names: 101, the full-time 1X2.
+MARKET_1X2 = "101"
+OUTCOME_NAMES: dict[str, dict[str, str]] = {MARKET_1X2: {"101": "Home", "102": "Draw", "103": "Away"}}
 
 
 @dataclass(frozen=True, kw_only=True)

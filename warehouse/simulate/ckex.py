@@ -25,7 +25,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from warehouse.simulate.market import Market
+from warehouse.simulate.market import Fixture, Market
 from warehouse.simulate.vendors import FleetMember, Vendor
 from warehouse.simulate.wsserver import WebSocketSimulator
 
@@ -53,6 +53,7 @@ class CkexSimulator(WebSocketSimulator):
         self.market = market or Market(seed=seed)
         self.commands: list[list[str]] = []  # per connection, every command received, in order
         self.refused = 0
+        self._slots: dict[tuple[str, str], int] = {}  # (event, market) of a subscription → its place in the market
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, stage: str = "dev-f") -> str:
         return await self._listen(host, port, f"/{stage}{PATH}")
@@ -133,13 +134,25 @@ class CkexSimulator(WebSocketSimulator):
                     frame = frame[: len(frame) // 2]
                 await self._send(ws, frame)
 
+    def _fixture(self, event: str, market: str) -> Fixture:
+        """The match a subscription shows: the fixture whose event id it names (the fleet's), else one
+        chosen by its market id; it keeps that place in the market when a new match replaces it."""
+        slot = self._slots.get((event, market))
+        if slot is None:
+            by_event = [f.index for f in self.market.fixtures if f"{f.event_id}-e" == event]
+            slot = by_event[0] if by_event else zlib.crc32(market.encode()) % len(self.market.fixtures)
+            if len(self._slots) > 1000:  # subscriptions come and go on a connection that lives for days
+                self._slots.clear()
+            self._slots[(event, market)] = slot
+        return self.market.fixtures[slot]
+
     def _quote(self, subscription: str) -> str:
         family, _, key = subscription.partition("#")
         event, _, market = key.partition("@")
-        fixture = self.market.fixtures[zlib.crc32(market.encode()) % len(self.market.fixtures)]
-        change = self.market.step()
+        fixture = self._fixture(event, market)
+        self.market.step()  # the market moves on, whichever feed shows it
         prices = self.market.quote(fixture, "ckex")
-        locked = change.fixture is fixture and getattr(change, "active", True) is False
+        locked = not self.market.is_open(fixture, "ckex")
         if family.endswith("fancy-market"):
             runs = str(150 + fixture.minute)
             item = {"mid": market, "pid": "1", "bl": runs, "bo": "0" if locked else "100",
@@ -152,15 +165,21 @@ class CkexSimulator(WebSocketSimulator):
 
 
 _FLEET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.fleet-ckex"
-FLEET_SUBSCRIPTIONS = ("order-slip-quote@chloe-market#40789105-e@1_33753655",
-                       "order-slip-quote@fancy-market#44914246-e@878_55854706_f")
+
+
+def fleet_subscriptions(market: Market) -> list[str]:
+    """A match-odds and a fancy market on the market's first two fixtures (ids of this run)."""
+    first, second = market.fixtures[0], market.fixtures[1 % len(market.fixtures)]
+    return [f"order-slip-quote@chloe-market#{first.event_id}-e@1_{first.event_id % 10**8}",
+            f"order-slip-quote@fancy-market#{second.event_id}-e@878_{second.event_id % 10**8}_f"]
 
 
 def _member(market: Market, rate: float, faults: bool) -> FleetMember:
     simulator = CkexSimulator(_FLEET_TOKEN, rate=rate, alive_s=2, market=market,
                               faults=CkexFaults(drop_after=60, malformed_every=17) if faults else None)
+    subscriptions = fleet_subscriptions(market)  # once: matches end and are replaced, a config stays
     return FleetMember(simulator, lambda url: {"url": url, "token_env": "FLEET_CKEX_TOKEN",
-                                               "subscriptions": list(FLEET_SUBSCRIPTIONS)})
+                                               "subscriptions": subscriptions})
 
 
 VENDOR = Vendor(kind="ckex-ws", name="ckex", rate=20, env={"FLEET_CKEX_TOKEN": _FLEET_TOKEN}, member=_member,

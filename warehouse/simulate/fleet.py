@@ -33,20 +33,24 @@ ENV: dict[str, str] = {name: value for vendor in fleet_vendors() for name, value
 
 @dataclass
 class Fleet:
-    """`rates`: generated market changes per second, by vendor name (default: each vendor's own)."""
+    """`rates`: generated market changes per second, by vendor name (default: each vendor's own).
+    `match_s`/`kickoff_in_s`: the market's time scale (see `Market`)."""
 
     seed: int = 1
     rates: dict[str, float] = field(default_factory=dict)
     faults: bool = False  # every vendor drops connections now and then and sends malformed frames
+    match_s: float = Market.match_s
+    kickoff_in_s: float = Market.kickoff_in_s
     members: dict[str, FleetMember] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
+    market: Market | None = None  # made by start(): new fixture ids every time
 
     @property
     def simulators(self) -> dict[str, Any]:
         return {name: member.simulator for name, member in self.members.items()}
 
     async def start(self) -> None:
-        market = Market(seed=self.seed)
+        market = self.market = Market(seed=self.seed, match_s=self.match_s, kickoff_in_s=self.kickoff_in_s)
         for vendor in fleet_vendors():
             member = vendor.member(market, self.rates.get(vendor.name, vendor.rate), self.faults)
             self.members[vendor.name] = member

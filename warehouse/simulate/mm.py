@@ -52,6 +52,7 @@ class MmSimulator(WebSocketSimulator):
         self.errors: list[str] = []
         self.live: Counter[str] = Counter()
         self._next_order = 100
+        self._scores: dict[str, tuple[int, int]] = {}  # fixture → score last broadcast
         self._subscription = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -149,13 +150,21 @@ class MmSimulator(WebSocketSimulator):
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         out: list[dict[str, Any]] = []
         fixture = change.fixture
-        if isinstance(change, ScoreUpdate):
-            out.append(_cast("scores", "UPDATE", {"fixtureId": fixture.fixture_id, "live": True, "statusId": 1,
+        score = (fixture.home_score, fixture.away_score)
+        # Kick-off, goals and full time; a goal another feed's step found first goes with this
+        # fixture's next change.
+        if isinstance(change, ScoreUpdate) or (fixture.status_id and self._scores.get(fixture.fixture_id) != score):
+            if len(self._scores) > 2 * len(self.market.fixtures):  # a simulator runs for days
+                current = {f.fixture_id for f in self.market.fixtures}
+                self._scores = {k: v for k, v in self._scores.items() if k in current}
+            self._scores[fixture.fixture_id] = score
+            out.append(_cast("scores", "UPDATE", {"fixtureId": fixture.fixture_id, "live": fixture.status_id == 1,
+                                                  "statusId": fixture.status_id,
                                                   "currentPeriod": "上半场" if fixture.minute <= 45 else "下半场",
                                                   "currentMinute": fixture.minute,
                                                   "scores": {"home": fixture.home_score,
                                                              "away": fixture.away_score}}))
-        elif isinstance(change, PriceChange) and self.market.rng.random() < 0.2:
+        elif isinstance(change, PriceChange) and change.active and self.market.rng.random() < 0.2:
             out += self._order_lifecycle(fixture.fixture_id, change.prices, now)
         if self.market.rng.random() < 0.01:
             flag = self.market.rng.random() < 0.5

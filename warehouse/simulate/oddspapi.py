@@ -24,7 +24,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from warehouse.simulate.market import MARKET_1X2, Market, PriceChange, ScoreUpdate
+from warehouse.simulate.market import MARKET_1X2, Fixture, Market, PriceChange, ScoreUpdate
 from warehouse.simulate.vendors import FleetMember, Vendor
 from warehouse.simulate.wsserver import WebSocketSimulator
 
@@ -59,6 +59,7 @@ class OddsPapiSimulator(WebSocketSimulator):
         self.refused = 0
         self._announced: set[tuple[str, str | None]] = set()
         self._status: dict[str, int] = {}  # fixture → statusId last sent
+        self._scores: dict[str, tuple[int, int]] = {}  # fixture → score last sent
 
     # -- server ----------------------------------------------------------------------------------
 
@@ -135,40 +136,66 @@ class OddsPapiSimulator(WebSocketSimulator):
             yield from self.render(self.market.step())
 
     def render(self, change: PriceChange | ScoreUpdate) -> list[bytes]:
-        """One market change as OddsPapi messages (metadata first, the first time a fixture or book shows)."""
+        """One market change as OddsPapi messages: metadata the first time a fixture or book shows,
+        the status when it changed (kick-off, full time), the score when it changed (a goal another
+        feed's step found first is reported with this fixture's next change) with every bookmaker's
+        market suspended (or closed), then the change itself."""
         fixture = change.fixture
         now = datetime.now(UTC).isoformat()
         out: list[dict[str, Any]] = []
+        news = False
         if (fixture.fixture_id, None) not in self._announced:
+            self._forget_finished()
             self._announced.add((fixture.fixture_id, None))
-            out.append({"fixtureId": fixture.fixture_id, "participant1Id": 1000 + 2 * fixture.index,
-                        "participant2Id": 1001 + 2 * fixture.index, "sportId": 10, "statusId": fixture.status_id,
+            out.append({"fixtureId": fixture.fixture_id, "participant1Id": fixture.home_id,
+                        "participant2Id": fixture.away_id, "sportId": 10, "statusId": fixture.status_id,
                         "startTime": int(fixture.start_ts),
                         "seasonId": None, "updatedAt": now})
             self._status[fixture.fixture_id] = fixture.status_id
-        elif self._status[fixture.fixture_id] != fixture.status_id:  # kick-off: only the changed field
+        elif self._status[fixture.fixture_id] != fixture.status_id:  # only the changed field
             self._status[fixture.fixture_id] = fixture.status_id
             out.append({"fixtureId": fixture.fixture_id, "statusId": fixture.status_id, "updatedAt": now})
-        if isinstance(change, ScoreUpdate):
+            news = True
+        score = (fixture.home_score, fixture.away_score)
+        if isinstance(change, ScoreUpdate) or (fixture.status_id and self._scores.get(fixture.fixture_id) != score):
+            news = news or self._scores.get(fixture.fixture_id, score) != score
+            self._scores[fixture.fixture_id] = score
             out.append({"fixtureId": fixture.fixture_id, "scores": {"periods": {"0": {
                 "participant1Score": fixture.home_score, "participant2Score": fixture.away_score, "updatedAt": now}}}})
-        else:
-            book = change.bookmaker
-            if (fixture.fixture_id, book) not in self._announced:
-                self._announced.add((fixture.fixture_id, book))
-                out.append({"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: {
-                    "bookmakerFixtureId": str(265591179 + fixture.index),
-                    "fixturePath": f"https://{book}.example/line/football/{fixture.event_id}"}}})
-            outcomes: dict[str, Any] = {
-                outcome: {"players": {"0": {
-                    "active": change.active, "betslip": None, "bookmakerOutcomeId": f"{fixture.event_id}{outcome}",
-                    "changedAt": now, "limit": 1000 if book == "pinnacle" else None, "playerName": None,
-                    "price": price, "exchangeMeta": {}, "playerId": 0}}}
-                for outcome, price in list(change.prices.items())[: self.outcomes_per_frame]
-            }
-            out.append({"fixtureId": fixture.fixture_id,
-                        "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}})
+        if news:  # kick-off, a goal, full time: every bookmaker stops taking bets at once
+            for book in self.market.bookmakers:
+                out += self._prices(fixture, book, self.market.quote(fixture, book),
+                                    self.market.is_open(fixture, book), now)
+        if isinstance(change, PriceChange):
+            out += self._prices(fixture, change.bookmaker, change.prices, change.active, now)
         return [orjson.dumps(message) for message in out]
+
+    def _prices(self, fixture: Fixture, book: str, prices: dict[str, float], active: bool,
+                now: str) -> list[dict[str, Any]]:
+        """A bookmaker's 1X2 prices, announcing the bookmaker on the fixture the first time."""
+        out: list[dict[str, Any]] = []
+        if (fixture.fixture_id, book) not in self._announced:
+            self._announced.add((fixture.fixture_id, book))
+            out.append({"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: {
+                "bookmakerFixtureId": str(fixture.event_id),
+                "fixturePath": f"https://{book}.example/line/football/{fixture.event_id}"}}})
+        outcomes: dict[str, Any] = {
+            outcome: {"players": {"0": {
+                "active": active, "betslip": None, "bookmakerOutcomeId": f"{fixture.event_id}{outcome}",
+                "changedAt": now, "limit": 1000 if book == "pinnacle" else None, "playerName": None,
+                "price": price, "exchangeMeta": {}, "playerId": 0}}}
+            for outcome, price in list(prices.items())[: self.outcomes_per_frame]
+        }
+        out.append({"fixtureId": fixture.fixture_id,
+                    "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}})
+        return out
+
+    def _forget_finished(self) -> None:
+        """What was sent about fixtures the market has replaced: a simulator runs for days."""
+        current = {fixture.fixture_id for fixture in self.market.fixtures}
+        self._announced = {key for key in self._announced if key[0] in current}
+        self._status = {key: value for key, value in self._status.items() if key in current}
+        self._scores = {key: value for key, value in self._scores.items() if key in current}
 
 
 _FLEET_KEY = "fleet-oddspapi-key-5b9f0c3e"

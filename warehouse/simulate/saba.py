@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -58,10 +59,9 @@ class SabaSimulator:
         self.faults = faults or SabaFaults()
         self.script = script  # (id, data) frames to send verbatim instead of the market (tests)
         self.market = market or Market(seed=seed)
-        self.events: dict[int, dict[str, Any]] = {f.event_id: _event(f) for f in self.market.fixtures}
+        self.events: dict[int, dict[str, Any]] = {}  # the state a snapshot shows
         self.markets: dict[int, dict[str, Any]] = {}
-        for fixture in self.market.fixtures:
-            self.markets[_market_id(fixture)] = self._market(fixture, self.market.quote(fixture, "saba"), True)
+        self._follow_fixtures()
         self.cache: deque[tuple[int, bytes]] = deque(maxlen=cache_size)
         self.head = 81722  # id of the latest delta (the state the snapshot shows)
         self.record = record  # keep every frame id sent (tests); off for a long-running simulator
@@ -115,28 +115,58 @@ class SabaSimulator:
 
     def _delta(self, change: PriceChange | ScoreUpdate) -> bytes:
         fixture = change.fixture
+        events_add, events_remove, markets_add, markets_remove = self._follow_fixtures()
         events: list[dict[str, Any]] = []
         markets: list[dict[str, Any]] = []
-        if isinstance(change, ScoreUpdate):
-            event = self.events[fixture.event_id]
-            event["gameInfo"].update(liveHomeScore=fixture.home_score, liveAwayScore=fixture.away_score,
-                                     seconds=fixture.minute * 60)
-            events.append({"eventId": fixture.event_id, "eventStatus": "running", "hasLiveMarket": True,
+        event = self.events.get(fixture.event_id)
+        if event is None:
+            return _data(0, "Success", events_add=events_add, events_remove=events_remove,
+                         markets_add=markets_add, markets_remove=markets_remove)
+        game, status = _game(fixture), _event_status(fixture)
+        # Kick-off, a goal, full time, whichever feed's step found it: the event changes and the
+        # market is suspended (or closed) in the same delta.
+        news = isinstance(change, ScoreUpdate) or status != {k: event[k] for k in status} or any(
+            event["gameInfo"][k] != game[k] for k in ("liveHomeScore", "liveAwayScore"))
+        if news:
+            event.update(status)
+            event["gameInfo"].update(game)
+            events.append({"eventId": fixture.event_id, **status, "hasLiveMarket": True,
                            "gameInfo": dict(event["gameInfo"])})
-        else:
-            market = self._market(fixture, self.market.quote(fixture, "saba"), change.active)
+        if news or isinstance(change, PriceChange):
+            market = self._market(fixture, self.market.quote(fixture, "saba"), self.market.is_open(fixture, "saba"))
             self.markets[market["marketId"]] = market
             markets.append({k: market[k] for k in ("marketId", "eventId", "betType", "isLive", "marketStatus",
                                                    "sort")}
                            | {"selections": [{k: v for k, v in s.items() if k != "keyName"}
                                              for s in market["selections"]]})
-        return _data(0, "Success", events_change=events, markets_change=markets)
+        return _data(0, "Success", events_add=events_add, events_change=events, events_remove=events_remove,
+                     markets_add=markets_add, markets_change=markets, markets_remove=markets_remove)
+
+    def _follow_fixtures(self) -> tuple[list[dict[str, Any]], list[int], list[dict[str, Any]], list[int]]:
+        """Events (and their markets) for the market's new fixtures, removals for those it replaced:
+        (events added, event ids removed, markets added, market ids removed)."""
+        current = {fixture.event_id: fixture for fixture in self.market.fixtures}
+        events_remove = [event_id for event_id in self.events if event_id not in current]
+        markets_remove = [market_id for market_id, market in self.markets.items() if market["eventId"] not in current]
+        for event_id in events_remove:
+            del self.events[event_id]
+        for market_id in markets_remove:
+            del self.markets[market_id]
+        events_add, markets_add = [], []
+        for event_id, fixture in current.items():
+            if event_id not in self.events:
+                self.events[event_id] = _event(fixture)
+                market = self._market(fixture, self.market.quote(fixture, "saba"), self.market.is_open(fixture, "saba"))
+                self.markets[market["marketId"]] = market
+                events_add.append(self.events[event_id])
+                markets_add.append(market)
+        return events_add, events_remove, markets_add, markets_remove
 
     def _market(self, fixture: Fixture, prices: dict[str, float], active: bool) -> dict[str, Any]:
         keys = {"101": ("1", "Home"), "102": ("x", "Draw"), "103": ("2", "Away")}
         return {
             "sportType": 1, "eventId": fixture.event_id, "betType": 5, "betTypeName": "FT.1X2",
-            "marketId": _market_id(fixture), "maxBet": 500.0, "isLive": True,
+            "marketId": _market_id(fixture), "maxBet": 500.0, "isLive": fixture.status_id == 1,
             "marketStatus": "running" if active else "suspend", "category": 1, "sort": 1, "combo": 0,
             "selections": [{"key": keys[o][0], "keyName": keys[o][1], "point": None, "oddsPrice": _odds(price)}
                            for o, price in prices.items()],
@@ -296,29 +326,39 @@ async def _respond(writer: asyncio.StreamWriter, status: int, body: dict[str, An
 
 
 def _data(status: int, message: str, *, events_add: list | None = None, events_change: list | None = None,
-          markets_add: list | None = None, markets_change: list | None = None) -> bytes:
+          events_remove: list | None = None, markets_add: list | None = None, markets_change: list | None = None,
+          markets_remove: list | None = None) -> bytes:
     return orjson.dumps({"status": status, "message": message, "payload": {
-        "events": {"add": events_add or [], "change": events_change or [], "remove": []},
-        "markets": {"add": markets_add or [], "change": markets_change or [], "remove": []},
+        "events": {"add": events_add or [], "change": events_change or [], "remove": events_remove or []},
+        "markets": {"add": markets_add or [], "change": markets_change or [], "remove": markets_remove or []},
     }})
 
 
 def _event(fixture: Fixture) -> dict[str, Any]:
+    kickoff = datetime.fromtimestamp(fixture.start_ts, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return {
         "sportType": 1, "sportName": "Soccer", "leagueId": 1001, "leagueName": "Simulated League",
-        "eventId": fixture.event_id, "eventCode": f"E{fixture.event_id}", "eventStatus": "running",
-        "isMainMarket": True, "kickOffTime": "2026-11-21T12:00:00", "globalShowTime": "2026-11-21T12:00:00",
-        "isLive": True, "isParlay": True, "hasLiveMarket": True, "marketCount": 1, "marketCategories": [1],
-        "teamInfo": {"homeId": 1000 + 2 * fixture.index, "homeName": fixture.home,
-                     "awayId": 1001 + 2 * fixture.index, "awayName": fixture.away},
-        "gameInfo": {"livePeriod": 1, "clockDirection": "inc", "seconds": fixture.minute * 60, "isHt": False,
-                     "liveHomeScore": fixture.home_score, "liveAwayScore": fixture.away_score},
+        "eventId": fixture.event_id, "eventCode": f"E{fixture.event_id}", **_event_status(fixture),
+        "isMainMarket": True, "kickOffTime": kickoff, "globalShowTime": kickoff,
+        "isParlay": True, "hasLiveMarket": True, "marketCount": 1, "marketCategories": [1],
+        "teamInfo": {"homeId": fixture.home_id, "homeName": fixture.home,
+                     "awayId": fixture.away_id, "awayName": fixture.away},
+        "gameInfo": {"clockDirection": "inc", "isHt": False, **_game(fixture)},
         "soccerInfo": {"homeRedCard": 0, "awayRedCard": 0, "homeYellowCard": 0, "awayYellowCard": 0},
     }
 
 
+def _event_status(fixture: Fixture) -> dict[str, Any]:
+    return {"eventStatus": "closed" if fixture.status_id == 2 else "running", "isLive": fixture.status_id == 1}
+
+
+def _game(fixture: Fixture) -> dict[str, Any]:
+    return {"livePeriod": 1 if fixture.minute <= 45 else 2, "seconds": fixture.minute * 60,
+            "liveHomeScore": fixture.home_score, "liveAwayScore": fixture.away_score}
+
+
 def _market_id(fixture: Fixture) -> int:
-    return 274175476 + fixture.index
+    return fixture.event_id * 10 + 5  # one FT.1X2 market (bet type 5) per event
 
 
 def _odds(decimal: float) -> dict[str, float]:
