@@ -43,7 +43,7 @@ def test_demo_starts_the_embedded_server_migrates_and_reuses_it(tmp_path: Path) 
         counts = dict(query(url, "SELECT source, count(*) FROM price_ticks GROUP BY 1"))
         assert set(counts) == {"oddspapi", "saba", "ckex"} and min(counts.values()) > 0
         assert query(url, "SELECT count(*) FROM raw_messages WHERE source = 'mm' AND kind = 'subscribed'") == [(1,)]
-        again = warehouse("demo", "--seconds", "1", env=env)  # the second run reuses the same cluster
+        again = warehouse("demo", "--seconds", "3", env=env)  # the second run reuses the same cluster
         assert again.returncode == 0 and f"schema at revision {migrate.head_revision()}" in again.stdout
         assert query(url, "SELECT count(*) FROM collector_events WHERE event = 'connect'") == [(8,)]
     finally:
