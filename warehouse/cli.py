@@ -27,6 +27,7 @@ from warehouse.store.database import (
     resolve_database_url,
 )
 from warehouse.store.embedded import EmbeddedError
+from warehouse.store.exports import ExportError
 
 app = typer.Typer(
     help="odds-warehouse: record live sports-odds feeds into an append-only PostgreSQL warehouse.",
@@ -59,6 +60,9 @@ def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (ConfigError, EmbeddedError, ValueError) as exc:
             error(str(exc))
+        except ExportError as exc:  # one line per table-day that could not be exported
+            for line in str(exc).splitlines():
+                error(line)
         except OSError as exc:
             error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         except Exception as exc:  # database errors from psycopg/sqlalchemy/alembic
