@@ -74,18 +74,24 @@ FROM generate_series(0, %(rows)s / 2 - 1) AS f
 """
 
 
-def fill_day(url: str, rows: int) -> date:
-    """Yesterday's partitions (made ahead, as a running writer does) filled with `rows` price rows
-    and half as many raw frames."""
+def fill_price_day(url: str, rows: int) -> date:
+    """Yesterday's partition (made ahead, as a running writer does) filled with `rows` FILL rows."""
     day = (datetime.now(UTC) - timedelta(days=1)).date()
-    print(f"filling {rows:,} price rows and {rows // 2:,} raw frames …", file=sys.stderr)
+    print(f"filling {rows:,} price rows …", file=sys.stderr)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT warehouse_ensure_partitions(%s, 1)", (day,))
         conn.execute(FILL, {"day": day.isoformat(), "rows": rows})
-        conn.execute(FILL_RAW, {"day": day.isoformat(), "rows": rows})
-        conn.execute("VACUUM ANALYZE price_ticks, raw_messages")
-        conn.execute("CHECKPOINT")
+        conn.execute("VACUUM ANALYZE price_ticks")
     return day
+
+
+def fill_raw_frames(url: str, day: date, rows: int) -> None:
+    """The raw frames of `rows` FILL rows of `day`: half as many."""
+    print(f"filling {rows // 2:,} raw frames …", file=sys.stderr)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(FILL_RAW, {"day": day.isoformat(), "rows": rows})
+        conn.execute("VACUUM ANALYZE raw_messages")
+        conn.execute("CHECKPOINT")
 
 
 def previous_export(url: str, path: Path, table: str, day: date) -> int:
@@ -144,7 +150,8 @@ def main() -> None:
     best: dict[str, float] = {}
     sizes: dict[str, tuple[int, int, int]] = {}  # table -> (PostgreSQL bytes, Parquet bytes, rows)
     try:
-        day = fill_day(url, args.rows)
+        day = fill_price_day(url, args.rows)
+        fill_raw_frames(url, day, args.rows)
         ways["warehouse export (exact decimals, checked)"] = lambda: export_day(url, workdir / "x", table, day)
         ways["previous export (numerics through DOUBLE)"] = lambda: previous_export(
             url, workdir / "previous.parquet", table, day)

@@ -3,7 +3,7 @@
     con = warehouse.analysis.parquet.connect("~/odds-export")
     con.sql("SELECT * FROM price_history WHERE fixture_id = 'id1000' AND market_id = '101'")
 
-Every fact table is a view over `<dir>/<table>/day=*/part-0.parquet` (the `day` partition column
+Every fact table is a view over `<dir>/<table>/day=YYYY-MM-DD/part-0.parquet` (the `day` partition column
 comes along, as a DATE); a table with nothing exported yet is an empty table with the lake's
 columns, so the analysis relations work on whatever has been exported. Column types are the
 lake's (warehouse.lake): numerics are exact decimals, JSON and UUIDs are text.
@@ -25,8 +25,9 @@ def connect(export_dir: str | Path, con=None):
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for name in lake.EXPORT_TABLES:
-        if any(root.glob(f"{name}/day=*/{lake.PART_FILE}")):
-            path = str(root / name / "day=*" / lake.PART_FILE).replace("'", "''")
+        day = "day=????-??-??"  # not an earlier export's day=D.old-<pid> folder, if a run left one
+        if any(root.glob(f"{name}/{day}/{lake.PART_FILE}")):
+            path = str(root / name / day / lake.PART_FILE).replace("'", "''")
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}',"
                         " hive_partitioning = true, hive_types = {'day': DATE})")
         else:

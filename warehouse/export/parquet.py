@@ -136,9 +136,12 @@ def clean(export_root: Path, tables: tuple[str, ...] = EXPORT_TABLES) -> list[Pa
     folders, and the earlier layout's `.day=D.tmp-<pid>` and `day=D.old-<pid>` folders (the latter put
     back as `day=D` when that has no file: the run was killed between its two renames). Returns what
     it removed or put back."""
-    touched = list((export_root / WORK_DIR).glob(f"*{PARTIAL}"))
-    for partial in touched:
-        partial.unlink(missing_ok=True)
+    touched = [entry for entry in (export_root / WORK_DIR).iterdir() if entry.name != LOCK_FILE]
+    for entry in touched:  # files being written (and anything DuckDB wrote beside one)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
     for table in tables:
         directory = export_root / table
         if not directory.is_dir():
