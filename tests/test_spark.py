@@ -2,7 +2,8 @@
 tests/lakekit.py), a table-day with no rows as empty, and a table folder with its `day` partition.
 
 Runs where pyspark is importable and Java is installed; skipped otherwise. pyspark is not a dev
-dependency (hundreds of MB, and it needs a JRE): `pip install pyspark` and `apt-get install
+dependency (hundreds of MB, and it needs a JRE): `pip install pyspark==4.3.0` (the version it was
+last run with, py4j 0.10.9.9) and `apt-get install
 default-jre-headless` to run it.
 """
 
