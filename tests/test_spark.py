@@ -3,8 +3,7 @@ tests/lakekit.py), a table-day with no rows as empty, and a table folder with it
 
 Runs where pyspark is importable and Java is installed; skipped otherwise. pyspark is not a dev
 dependency (hundreds of MB, and it needs a JRE): `pip install pyspark==4.3.0` (the version it was
-last run with, py4j 0.10.9.9) and `apt-get install
-default-jre-headless` to run it.
+last run with, on OpenJDK 17) and `apt-get install default-jre-headless` to run it.
 """
 
 from __future__ import annotations
