@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from tests import golden
 from warehouse.feeds import contract as base
 from warehouse.feeds.registry import FEEDS
+from warehouse.lake import decimal_fits
 from warehouse.records import Record
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
@@ -109,6 +110,8 @@ def assert_fits(record: Record) -> None:
         assert isinstance(value, flat), f"{type(record).__name__}.{name} = {value!r}"
         if isinstance(value, float):
             assert value == value and abs(value) != float("inf"), f"{type(record).__name__}.{name} = {value!r}"
+        if isinstance(value, Decimal):  # stored, and exported, exactly as it came
+            assert decimal_fits(value), f"{type(record).__name__}.{name} = {value!r}"
 
 
 @pytest.mark.parametrize("kind", FEEDS)

@@ -59,7 +59,9 @@ def chunks(url: str, day: date) -> dict[str, tuple[str, bool]]:
 def table_rows(url: str, table: str) -> list[tuple[Any, ...]]:
     """Every row of a table in a total order (every column, left to right)."""
     width = len(schema.metadata.tables[table].columns)
-    names = ", ".join(column.name for column in schema.metadata.tables[table].columns)
+    # json has no ordering: its text is what it holds (the frame as received)
+    names = ", ".join(f"{column.name}::text AS {column.name}" if column.name == "payload" and table == "raw_messages"
+                      else column.name for column in schema.metadata.tables[table].columns)
     return query(url, f"SELECT {names} FROM {table} ORDER BY {', '.join(map(str, range(1, width + 1)))}")
 
 
@@ -77,8 +79,8 @@ def canonical(row: tuple[Any, ...]) -> tuple[str, ...]:
                 return repr(v)
         if isinstance(v, dict | list):
             return json.dumps(v, sort_keys=True)
-        if isinstance(v, UUID):
-            return str(v)
+        if isinstance(v, UUID):  # the lake holds UUIDs as their canonical text
+            return repr(str(v))
         return repr(v)
     return tuple(value(v) for v in row)
 

@@ -74,17 +74,23 @@ def sample_records(at: datetime) -> list:
     ]
 
 
+# Not what jsonb would print back: its spacing, key order (and duplicate key), number spellings.
+FRAME = '{"price" : 1.50,"fixtureId":"id1", "nested": {"a": [1, null]}, "name": "é", "price": 1.5e0}'.encode()
+
+
 def test_every_record_type_round_trips_unchanged(storage_url: str, spool_dir: Path) -> None:
     records = sample_records(T0)
+    db_url = storage_url
 
     async def main() -> None:
-        async with Writer(storage_url, settings(spool_dir)) as writer:
-            await writer.put(raw(1, b'{"fixtureId": "id1", "price": 1.345, "nested": {"a": [1, null]}}'), records)
+        async with Writer(db_url, settings(spool_dir)) as writer:
+            await writer.put(raw(1, FRAME), records)
 
     run(main())
     (raw_id, payload, seq, event_id, conn_id, received_at), = query(
-        storage_url, "SELECT id, payload, seq, event_id, connection_id, received_at FROM raw_messages")
-    assert payload == {"fixtureId": "id1", "price": 1.345, "nested": {"a": [1, None]}}
+        db_url, "SELECT id, payload::text, seq, event_id, connection_id, received_at FROM raw_messages")
+    assert payload.encode() == FRAME  # the frame as received, byte for byte: spacing, key order, 1.50, é
+    assert query(db_url, "SELECT payload->'nested'->'a'->>0, payload->>'name' FROM raw_messages") == [("1", "é")]
     assert (seq, event_id, conn_id, received_at) == (1, "e1", CONN, T0)
     for record in records:
         table = TABLE_OF[type(record)]
@@ -146,13 +152,15 @@ def test_a_record_of_the_wrong_type_is_refused_without_poisoning_its_batch(
 def test_a_frame_postgres_cannot_store_is_kept_with_a_null_payload(db_url: str, spool_dir: Path) -> None:
     async def main() -> None:
         async with Writer(db_url, settings(spool_dir)) as writer:
-            await writer.put(raw(1, b'{"name": "a\\u0000b"}'), [])  # jsonb refuses \u0000
-            await writer.put(raw(2), [])
+            await writer.put(raw(1, b'{"name": "a\\u0000b"}'), [])  # jsonb refused \u0000; json keeps the text
+            await writer.put(raw(2, b'{"name": '), [])  # not JSON: a bug upstream (frames are parsed first)
+            await writer.put(raw(3), [])
 
     run(main())
-    assert query(db_url, "SELECT seq, payload FROM raw_messages ORDER BY seq") == [(1, None), (2, {"k": 1})]
+    assert query(db_url, "SELECT seq, payload::text FROM raw_messages ORDER BY seq") == [
+        (1, '{"name": "a\\u0000b"}'), (2, None), (3, '{"k": 1}')]
     (frame,), = query(db_url, "SELECT frame FROM quarantine")
-    assert frame == '{"name": "a\\u0000b"}'
+    assert frame == '{"name": '
 
 
 def test_something_that_is_not_a_record_is_refused(db_url: str, spool_dir: Path) -> None:

@@ -31,6 +31,7 @@ from warehouse.store import migrate
 from warehouse.store.database import configured_database_url, data_dir, embedded_server, redact_url
 from warehouse.store.database import resolve_database_url as _resolve_url
 from warehouse.store.embedded import EmbeddedError
+from warehouse.store.exports import ExportError
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -136,6 +137,9 @@ def _explain(exc: BaseException, verbose: bool) -> None:
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None else exc
     if isinstance(cause, ConfigError | EmbeddedError | migrate.SchemaError | ValueError):
         error(str(cause))
+    elif isinstance(cause, ExportError):  # one line per table-day that could not be exported
+        for line in str(cause).splitlines():
+            error(line)
     elif isinstance(cause, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
         error(f"the database has no warehouse schema, or an older one ({_first_line(cause)}); "
               "run `warehouse db upgrade` (with the same --database-url or --config)")

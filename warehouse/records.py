@@ -11,8 +11,8 @@ Conventions:
   `source_ts` the vendor's (None when the vendor sends none);
 - vendor ids are `str`;
 - jsonb columns (`attrs`, `payload`, `old`, `changes`, `detail`) take plain Python values
-  (dict/list/str/int/float/bool/None), except `RawMessage.payload`, which is the frame's JSON
-  text as `bytes` (already encoded: it is stored without a parse/serialise round trip).
+  (dict/list/str/int/float/bool/None), except `RawMessage.payload` (a json column), which is the
+  frame's JSON text as `bytes`: stored as it is, byte for byte.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import JSON, JSONB, TIMESTAMP, UUID
 
 metadata = MetaData()
 
@@ -66,7 +66,9 @@ raw_messages = _fact(
     Column("seq", BigInteger, nullable=False),
     Column("event_id", Text),
     Column("kind", Text, nullable=False),
-    Column("payload", JSONB),
+    # json, not jsonb: the frame's text as received (secrets redacted), byte for byte, validated but
+    # not parsed into a tree (migration 0004). payload->'key' works on it as on jsonb.
+    Column("payload", JSON),
     linked=False,
     lookups=(("source", "received_at"),),
     brin=("received_at", "id"),

@@ -10,7 +10,7 @@ lies, and only that, so a run costs the same as before; the first run materialis
 Plain PostgreSQL (a view computed from the ticks) is unchanged.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-30
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy import text
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

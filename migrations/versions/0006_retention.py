@@ -107,8 +107,15 @@ def upgrade() -> None:
     )
     _sql("REVOKE ALL ON FUNCTION warehouse_drop_day(date, jsonb) FROM PUBLIC")
     for role in ("warehouse_reader", "warehouse_writer"):
+        # alembic_version too: every command checks the schema's revision before it starts.
         _sql(f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN"
-             f" GRANT SELECT ON retention_runs TO {role}; END IF; END $$")
+             f" GRANT SELECT ON retention_runs, alembic_version TO {role}; END IF; END $$")
+        # The export and retention find the days of rows in default partitions (made before the
+        # default privileges that cover later partitions).
+        for table in FACT_TABLES:
+            _sql(f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}')"
+                 f" AND to_regclass('{table}_default') IS NOT NULL THEN"
+                 f" GRANT SELECT ON {table}_default TO {role}; END IF; END $$")
 
 
 def downgrade() -> None:

@@ -3,9 +3,10 @@
     con = warehouse.analysis.parquet.connect("~/odds-export")
     con.sql("SELECT * FROM price_history WHERE fixture_id = 'id1000' AND market_id = '101'")
 
-Every fact table is a view over `<dir>/<table>/day=*/*.parquet` (the `day` partition column comes
-along); a table with nothing exported yet is an empty table with the PostgreSQL columns, so the
-analysis relations work on whatever has been exported.
+Every fact table is a view over `<dir>/<table>/day=YYYY-MM-DD/part-0.parquet` (the `day` partition column
+comes along, as a DATE); a table with nothing exported yet is an empty table with the lake's
+columns, so the analysis relations work on whatever has been exported. Column types are the
+lake's (warehouse.lake): numerics are exact decimals, JSON and UUIDs are text.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ def connect(export_dir: str | Path, con=None):
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for name in lake.EXPORT_TABLES:
-        files = root / name / "day=*" / "*.parquet"
-        if any(root.glob(f"{name}/day=*/*.parquet")):
-            path = str(files).replace("'", "''")
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS"
-                        f" SELECT * FROM read_parquet('{path}', hive_partitioning = true)")
+        day = "day=????-??-??"  # not an earlier export's day=D.old-<pid> folder, if a run left one
+        if any(root.glob(f"{name}/{day}/{lake.PART_FILE}")):
+            path = str(root / name / day / lake.PART_FILE).replace("'", "''")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}',"
+                        " hive_partitioning = true, hive_types = {'day': DATE})")
         else:
-            columns = ", ".join(f"{column} {kind}" for column, kind in lake.columns(name))
+            columns = ", ".join(f"{column} {kind}" for column, kind in [*lake.columns(name), ("day", "DATE")])
             con.execute(f"CREATE OR REPLACE TABLE {name} ({columns})")
     for relation in relations.CURRENT:
         con.execute(relations.duckdb_ddl(relation))

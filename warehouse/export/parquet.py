@@ -1,33 +1,50 @@
-"""PostgreSQL → Parquet, one table-day at a time, with DuckDB's postgres extension (no network).
+"""PostgreSQL → Parquet, one table-day at a time: the files. (What is read from PostgreSQL, and the
+`export_runs` record, come from warehouse.store.exports.)
 
-Layout: `<export dir>/<table>/day=YYYY-MM-DD/part-0.parquet` (hive partitions), zstd, rows sorted
-so that one fixture/market's history is contiguous. Each table-day is written to a temporary
-folder, its row count checked against PostgreSQL, then renamed into place (replacing an earlier
-export of that day atomically), and recorded in `export_runs` with its sha256.
+Layout and types: warehouse.lake and docs/parquet.md. Each table-day is one zstd file,
+`<table>/day=YYYY-MM-DD/part-0.parquet`, rows sorted so that one fixture/market's history is
+contiguous, written even when the day has no rows (the full schema, zero rows).
+
+Crash safety: the file is written to `<export dir>/.export/<table>.<day>.<pid>.partial`, outside
+every table's folder (polars refuses a folder holding any other file, even a hidden one), checked
+(row count and values against PostgreSQL), flushed to disk, then renamed over
+`<table>/day=D/part-0.parquet` with one os.replace: the commit. Whatever moment a run is killed at,
+a reader sees the day's previous file or the new one, never both, never half of one. One run at a
+time writes to an export directory (`.export/lock`), and each run starts by removing what killed
+runs left, of this layout and of the earlier folder-swap one (`day=D.old-<pid>`, `.day=D.tmp-<pid>`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import fcntl
 import os
 import shutil
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
-
-import psycopg
-from sqlalchemy import Numeric
-from sqlalchemy.dialects.postgresql import JSONB
+from typing import TYPE_CHECKING
 
 from warehouse import schema
-from warehouse.lake import EXPORT_TABLES, PARQUET_DECIMAL
-from warehouse.store.reads import scalar
+from warehouse.lake import EXPORT_TABLES, PART_FILE, file_sha256
+from warehouse.records import ExportRun
+from warehouse.store import exports as store
+from warehouse.store.exports import ExportError, pending
 
+if TYPE_CHECKING:
+    import duckdb
 
-class ExportError(RuntimeError):
-    pass
+__all__ = ["EXPORT_TABLES", "ExportError", "Exported", "clean", "export_all", "export_day", "pending"]
+
+WORK_DIR = ".export"  # the lock and the files being written: hidden, and no reader's glob takes them
+LOCK_FILE = "lock"
+PARTIAL = ".partial"
+# Tests only: stop at this step (they kill the process there and look at what readers see).
+PAUSE_ENV = "WAREHOUSE_EXPORT_PAUSE_AT"
+STEPS = ("start", "written", "checked", "replaced", "recorded")
 
 
 @dataclass(frozen=True)
@@ -35,160 +52,147 @@ class Exported:
     table: str
     day: date
     rows: int
-    path: Path
-
-
-def duckdb_connection(url: str):
-    """DuckDB with the wheel-shipped postgres extension, never downloading anything."""
-    import duckdb
-    import duckdb_extension_postgres_scanner as extension
-
-    version = duckdb.__version__
-    library = Path(extension.__file__).parent / "extensions" / f"v{version}" / "postgres_scanner.duckdb_extension"
-    if not library.exists():
-        raise ExportError(f"no postgres extension for DuckDB {version} at {library}; "
-                          f"install duckdb-extension-postgres-scanner=={version}")
-    con = duckdb.connect()
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    con.execute(f"LOAD '{library}'")
-    con.execute("SET TimeZone = 'UTC'")
-    dsn = _libpq_dsn(url).replace("'", "''")  # ATTACH takes no bound parameters: an escaped literal
-    con.execute(f"ATTACH '{dsn}' AS pg (TYPE postgres, READ_ONLY)")
-    return con
-
-
-def _libpq_dsn(url: str) -> str:
-    """DuckDB takes libpq URLs as they are; only our driver-style prefix needs removing."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-# Rows can still arrive for a past day: a spool replayed after an outage carries the received_at
-# of when the frames came in. An exported day this recent is exported again if its count changed.
-LATE_ROWS_DAYS = 7
-
-
-def pending(url: str, table_names: tuple[str, ...], since: date | None = None,
-            until: date | None = None, redo: bool = False, today_too: bool = False) -> list[tuple[str, date]]:
-    """Complete UTC days (before today; today as well with `today_too`) with data, not exported yet
-    (or exported with fewer rows than PostgreSQL now has for a recent day), everything with `redo`."""
-    today = datetime.now(UTC).date()
-    newest = today if today_too else today - timedelta(days=1)
-    last = min(until or newest, newest)
-    recent = today - timedelta(days=LATE_ROWS_DAYS)
-    work = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        exported = {} if redo else {(table, day): rows for table, day, rows in conn.execute(
-            "SELECT DISTINCT ON (table_name, day) table_name, day, rows FROM export_runs"
-            " ORDER BY table_name, day, finished_at DESC").fetchall()}
-        for table in table_names:
-            first = scalar(conn, f"SELECT min(received_at) FROM {table}")
-            if first is None:
-                continue
-            counts: dict[date, int] = dict(conn.execute(
-                f"SELECT (received_at AT TIME ZONE 'UTC')::date, count(*) FROM {table}"
-                " WHERE received_at >= %s GROUP BY 1", (_bounds(recent)[0],)).fetchall())
-            day = max(first.astimezone(UTC).date(), since or date.min)
-            while day <= last:
-                done = exported.get((table, day))
-                if done is None or (day >= recent and counts.get(day, 0) != done):
-                    work.append((table, day))
-                day += timedelta(days=1)
-    return work
+    path: Path  # the day's folder
 
 
 def export_all(url: str, export_root: Path, work: list[tuple[str, date]],
                step: Callable[[str, date], None] = lambda table, day: None) -> int:
     """Export every (table, day) of `work` on one DuckDB connection; `step` is called before each.
-    Returns the rows written."""
-    if not work:
-        return 0
-    rows = 0
-    con = duckdb_connection(url)
-    try:
-        for table, day in work:
-            step(table, day)
-            rows += export_day(url, export_root, table, day, con).rows
-    finally:
-        con.close()
+    Returns the rows written. A table-day whose values cannot be exported is reported (ExportError,
+    one line per table-day) after every other table-day of `work` has been exported."""
+    with _exclusive(export_root):
+        clean(export_root)
+        if not work:
+            return 0
+        rows = 0
+        failed = []
+        con = store.duckdb_connection(url)
+        try:
+            for table, day in work:
+                step(table, day)
+                try:
+                    rows += _export(con, url, export_root, table, day).rows
+                except ExportError as exc:
+                    failed.append(str(exc))
+        finally:
+            con.close()
+    if failed:
+        raise ExportError("\n".join(failed))
     return rows
 
 
-def export_day(url: str, export_root: Path, table: str, day: date, con=None) -> Exported:
+def export_day(url: str, export_root: Path, table: str, day: date) -> Exported:
+    """Export one table-day (again), replacing an earlier export of it."""
     if table not in EXPORT_TABLES:
         raise ExportError(f"{table!r} is not an exported table; choose from {', '.join(EXPORT_TABLES)}")
-    started = datetime.now(UTC)
-    final = export_root / table / f"day={day.isoformat()}"
-    temporary = export_root / table / f".day={day.isoformat()}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    own = con is None
-    con = con or duckdb_connection(url)
-    try:
-        part = temporary / "part-0.parquet"
-        with psycopg.connect(url, autocommit=True) as conn:
-            partition = f"{table}_p{day:%Y%m%d}"
-            native = scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"public.{partition}",))
-            written = con.execute(f"COPY ({_select(table, day, partition if native else None)}) TO '{part}'"
-                                  " (FORMAT parquet, COMPRESSION zstd)").fetchone()[0]  # rows written
-            expected = scalar(conn, f"SELECT count(*) FROM {table} WHERE received_at >= %s AND received_at < %s",
-                              _bounds(day))
-            if written != expected:
-                raise ExportError(f"{table} {day}: wrote {written} rows but PostgreSQL has {expected}; "
-                                  "nothing was replaced — run the export again")
-            digest = _sha256(part)
-            _replace(temporary, final)
-            conn.execute(
-                "INSERT INTO export_runs (table_name, day, rows, path, sha256, started_at, finished_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (table, day, written, str(final / "part-0.parquet"), digest, started, datetime.now(UTC)),
-            )
-        return Exported(table, day, written, final)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if own:
+    with _exclusive(export_root):
+        clean(export_root, (table,))
+        con = store.duckdb_connection(url)
+        try:
+            return _export(con, url, export_root, table, day)
+        finally:
             con.close()
 
 
-def _select(table: str, day: date, partition: str | None) -> str:
-    """The day's rows, sorted. Reading the day's partition lets DuckDB scan it in parallel (no row of
-    that day can be in the default partition once it exists); without one (TimescaleDB, or a day
-    that predates the partitions) the parent is filtered instead.
-    Unconstrained numerics arrive as DOUBLE and are cast back to exact decimals (exact for the up to
-    15 significant digits vendor prices and stakes have); jsonb becomes JSON."""
-    columns = []
-    for column in schema.metadata.tables[table].columns:
-        if type(column.type) is Numeric:  # not Float, its subclass
-            columns.append(f"CAST({column.name} AS {PARQUET_DECIMAL}) AS {column.name}")
-        elif isinstance(column.type, JSONB):
-            columns.append(f"CAST({column.name} AS JSON) AS {column.name}")
+def _export(con: duckdb.DuckDBPyConnection, url: str, export_root: Path, table: str, day: date) -> Exported:
+    started = datetime.now(UTC)
+    folder = export_root / table / f"day={day.isoformat()}"
+    final = folder / PART_FILE
+    temporary = export_root / WORK_DIR / f"{table}.{day.isoformat()}.{os.getpid()}{PARTIAL}"
+    _reached("start")
+    try:
+        (threads,) = con.execute("SELECT current_setting('threads')").fetchone() or (1,)
+        rows = store.day_rows(table, day, slices=min(int(threads), 8))  # a slice of the day per thread
+        (written,) = con.execute(
+            f"COPY (SELECT * FROM {rows} ORDER BY {schema.SORT_KEYS[table]})"
+            f" TO '{_literal(temporary)}' (FORMAT parquet, COMPRESSION zstd)").fetchone() or (None,)  # rows written
+        _reached("written")
+        check = store.check_day(url, table, day)
+        if check.unfit is not None:
+            column, value, limit = check.unfit
+            raise ExportError(
+                f"{table} {day}: {column} = {value} cannot be exported exactly (the lake holds {limit}), so the"
+                " day was not exported; the row did not come through a feed adapter (they refuse such values):"
+                " correct or remove it as the table's owner, then export again")
+        if written != check.rows:
+            raise ExportError(f"{table} {day}: wrote {written} rows but PostgreSQL has {check.rows}; "
+                              "nothing was replaced — run the export again")
+        digest = file_sha256(temporary, sync=True)
+        _reached("checked")
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(temporary, final)  # the commit
+        _sync_directory(folder)
+        _reached("replaced")
+        store.record(url, ExportRun(table, day, written, str(final), digest, started, datetime.now(UTC)))
+        _reached("recorded")
+        return Exported(table, day, written, folder)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def clean(export_root: Path, tables: tuple[str, ...] = EXPORT_TABLES) -> list[Path]:
+    """Remove what killed runs left (call with the export lock held): files being written, empty day
+    folders, and the earlier layout's `.day=D.tmp-<pid>` and `day=D.old-<pid>` folders (the latter put
+    back as `day=D` when that has no file: the run was killed between its two renames). Returns what
+    it removed or put back."""
+    touched = [entry for entry in (export_root / WORK_DIR).iterdir() if entry.name != LOCK_FILE]
+    for entry in touched:  # files being written (and anything DuckDB wrote beside one)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
         else:
-            columns.append(column.name)
-    low, high = (bound.isoformat() for bound in _bounds(day))
-    in_day = f"received_at >= '{low}' AND received_at < '{high}'"
-    select = f"SELECT {', '.join(columns)} FROM pg.public"
-    source = f"{select}.{partition}" if partition else f"{select}.{table} WHERE {in_day}"
-    return f"SELECT * FROM ({source}) ORDER BY {schema.SORT_KEYS[table]}"
+            entry.unlink(missing_ok=True)
+    for table in tables:
+        directory = export_root / table
+        if not directory.is_dir():
+            continue
+        for entry in sorted(directory.iterdir()):
+            name = entry.name
+            if name.startswith(".day=") and ".tmp-" in name:
+                shutil.rmtree(entry, ignore_errors=True)
+                touched.append(entry)
+            elif name.startswith("day=") and ".old-" in name:
+                current = directory / name.split(".old-")[0]
+                if not (current / PART_FILE).exists() and (entry / PART_FILE).exists():
+                    current.mkdir(exist_ok=True)
+                    os.replace(entry / PART_FILE, current / PART_FILE)
+                shutil.rmtree(entry, ignore_errors=True)
+                touched.append(entry)
+        for folder in directory.glob("day=*"):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+    return touched
 
 
-def _bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start, start + timedelta(days=1)
+@contextlib.contextmanager
+def _exclusive(export_root: Path) -> Iterator[None]:
+    """One export at a time per export directory: what a run finds half-written is then a killed run's."""
+    (export_root / WORK_DIR).mkdir(parents=True, exist_ok=True)
+    with open(export_root / WORK_DIR / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(f"another `warehouse export` is writing to {export_root}; "
+                              "wait for it to finish, then run this one again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _replace(temporary: Path, final: Path) -> None:
-    """Put the new folder in place; an earlier export of the day is swapped out, then removed."""
-    old = final.with_name(final.name + f".old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    temporary.rename(final)
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(old)
+def _reached(step: str) -> None:
+    """A fault-injection point for the crash tests: pause here when PAUSE_ENV names this step."""
+    if os.environ.get(PAUSE_ENV) == step:
+        print(f"export paused at {step}", file=sys.stderr, flush=True)
+        time.sleep(60)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _literal(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _sync_directory(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from warehouse.feeds.contract import FrameError
+from warehouse.lake import DECIMAL_LIMIT, decimal_fits
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -33,7 +34,15 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def to_decimal(value: Any) -> Decimal | None:
-    """Exact decimal from a JSON number or a numeric string (CKEX sends strings)."""
+    """Exact decimal from a JSON number or a numeric string (CKEX sends strings), refused unless the
+    Parquet lake's decimal holds it exactly: a value is stored as sent, or not at all."""
+    number = _number(value)
+    if number is not None and not decimal_fits(number):
+        raise FrameError(f"number with {DECIMAL_LIMIT} expected, got {value!r}")
+    return number
+
+
+def _number(value: Any) -> Decimal | None:
     if type(value) is int:  # exact already; no detour through text
         return Decimal(value)
     if value is None:
@@ -59,13 +68,13 @@ def to_float(value: Any) -> float | None:
         return float(value)
     if value is None:
         return None
-    return float(to_decimal(value))  # type: ignore[arg-type]
+    return float(_number(value))  # type: ignore[arg-type]
 
 
 def to_int(value: Any) -> int | None:
     if value is None:
         return None
-    number = to_decimal(value)
+    number = _number(value)
     if number is None or number != number.to_integral_value():
         raise FrameError(f"integer expected, got {value!r}")
     return int(number)

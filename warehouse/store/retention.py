@@ -11,7 +11,6 @@ table-day in `retention_runs`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,9 +21,8 @@ import psycopg
 
 from warehouse.lake import file_sha256
 from warehouse.schema import FACT_TABLES
+from warehouse.store.exports import days_held
 from warehouse.store.reads import scalar
-
-_PARTITION_DAY = re.compile(r"_p(\d{8})$")
 
 
 @dataclass(frozen=True)
@@ -57,17 +55,7 @@ def cutoff(keep_days: int, today: date | None = None) -> date:
 def candidate_days(url: str, before: date) -> list[date]:
     """Days before `before` that PostgreSQL holds partitions (or chunks) of, oldest first."""
     with psycopg.connect(url, autocommit=True) as conn:
-        storage = scalar(conn, "SELECT value FROM warehouse_meta WHERE key = 'storage'")
-        if storage == "native":
-            names = conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                                 " WHERE i.inhparent::regclass::text = ANY(%s)", (list(FACT_TABLES),)).fetchall()
-            days = {datetime.strptime(m.group(1), "%Y%m%d").date()
-                    for (name,) in names if (m := _PARTITION_DAY.search(name))}
-        else:
-            days = {row[0] for row in conn.execute(
-                "SELECT DISTINCT (range_start AT TIME ZONE 'UTC')::date FROM timescaledb_information.chunks"
-                " WHERE hypertable_schema = 'public' AND hypertable_name = ANY(%s)", (list(FACT_TABLES),))}
-    return sorted(day for day in days if day < before)
+        return [day for day in days_held(conn) if day < before]
 
 
 def verify(url: str, day: date, *, hash_file: bool = True) -> Verdict:

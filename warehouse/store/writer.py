@@ -463,6 +463,9 @@ class Writer:
             await conn.set_type_codec(
                 "jsonb", schema="pg_catalog", format="binary", encoder=_encode_jsonb, decoder=_decode_jsonb
             )
+            # json's binary form is its text: a raw frame's bytes go as they are, and come back so.
+            await conn.set_type_codec("json", schema="pg_catalog", format="binary", encoder=_encode_json,
+                                      decoder=bytes)
             await self._maintain_partitions(conn)
         except Exception as exc:
             if conn is not None:
@@ -545,10 +548,17 @@ def _utc_day() -> int:
 
 
 def _encode_jsonb(value: Any) -> bytes:
-    # bytes are JSON text already (raw frames); everything else is a Python value to serialise.
+    # bytes are JSON text already; everything else is a Python value to serialise.
     if isinstance(value, bytes):
         return b"\x01" + value
     return b"\x01" + orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _encode_json(value: Any) -> bytes:
+    # Raw frames: the text as received, never re-encoded.
+    if isinstance(value, bytes):
+        return value
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _decode_jsonb(data: bytes) -> Any:
