@@ -61,9 +61,9 @@ class SchemaError(RuntimeError):
 
 def require_current(url: str) -> None:
     """Raise SchemaError unless the database's schema is at this installation's head revision."""
-    from warehouse.store.database import redact_url
-
     import sqlalchemy.exc
+
+    from warehouse.store.database import redact_url
 
     try:
         current, head = current_revision(url), head_revision()
