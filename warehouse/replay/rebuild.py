@@ -1,0 +1,193 @@
+"""`replay --into URL`: a source's stored frames, derived by today's adapters, into another warehouse.
+
+Through the normal writer: each frame as stored (received_at, connection_id, seq, event_id and
+text; a new raw id there) with what today's adapter derives from it, in the same transaction.
+Frames whose text is not stored (not JSON, too large) keep their quarantine rows as stored. The
+source's connection lifecycle (connects, disconnects, reconnect attempts, commands, watchdog
+timeouts…) is copied for the range, so the rebuilt warehouse shows the same gaps; each connect
+event there records the adapter version that derived the rows (`adapter_version`) and the one
+that derived them at first (`replayed.adapter_version_collected`).
+
+Exactly once, however often it is interrupted and started again: the writer commits the frames
+of a connection in order, so the target holds, per connection, the frames up to some seq; a new
+run skips those (deriving them only to bring the adapter up to date) and the lifecycle events
+the target holds already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from warehouse.config import FeedConfig, WriterSettings
+from warehouse.records import EVENT_CONNECT, CollectorEvent, Quarantine, RawMessage, Record
+from warehouse.replay.compare import Progress
+from warehouse.replay.derivation import FRAME_EVENTS, Deriver, Replayed, days, load_plan, today_versions
+from warehouse.replay.stored import Stored, prefetch, resolve_range
+from warehouse.store import frames as target_reads
+from warehouse.store.database import redact_url
+from warehouse.store.writer import Writer
+
+YIELD_EVERY = 64  # frames put between chances for the writer to run (put() does not wait while there is room)
+LIFECYCLE_UNIT = 500  # lifecycle events per writer unit (a unit commits whole)
+SPOOL_WAIT_S = 60.0  # an outage of the target: how long the end of a replay waits for it
+
+
+class ReplayIncomplete(RuntimeError):
+    """The target stopped taking rows; what it holds is consistent: run the same replay again."""
+
+
+@dataclass
+class IntoReport:
+    source: str
+    where: str
+    target: str
+    start: datetime
+    end: datetime
+    frames: int = 0  # written
+    rows: int = 0  # derived rows written with them
+    skipped: int = 0  # the target held them already (an earlier, interrupted run)
+    carried: int = 0  # written with their quarantine rows as stored (text not stored: nothing to derive)
+    events: int = 0  # lifecycle events copied
+    events_skipped: int = 0
+    warmed: int = 0
+    stored_versions: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    today: dict[str, str] = field(default_factory=dict)
+
+
+def into(stored: Stored, target: str, source: str, since: datetime | None = None, until: datetime | None = None,
+         entry: FeedConfig | None = None, progress: Progress | None = None,
+         writer_settings: WriterSettings | None = None) -> IntoReport:
+    return asyncio.run(_into(stored, target, source, since, until, entry, progress, writer_settings))
+
+
+async def _into(stored: Stored, target: str, source: str, since: datetime | None, until: datetime | None,
+                entry: FeedConfig | None, progress: Progress | None,
+                writer_settings: WriterSettings | None) -> IntoReport:
+    start, end = resolve_range(stored, source, since, until)
+    plan = load_plan(stored, source, end, entry)
+    report = IntoReport(source, stored.where, redact_url(target), start, end)
+    span_days = (end - start).days + 2
+    await asyncio.to_thread(target_reads.ensure_partitions, target, start.astimezone(UTC).date(), span_days)
+    held, events_held = await asyncio.to_thread(target_reads.written, target, source, start, end)
+    # The lifecycle of the range asked for (all of it before the first frame when no --since).
+    lifecycle = await asyncio.to_thread(stored.lifecycle, source, since, end, FRAME_EVENTS)
+    # The writer's spool is for outages of a live feed; a replay that cannot write stops, and the
+    # next run picks up where the target stands. So a spool of its own, thrown away afterwards.
+    spool = Path(tempfile.mkdtemp(prefix="warehouse-replay-spool-"))
+    settings = replace(writer_settings or WriterSettings(), spool_dir=spool, spool_fsync=False)
+    deriver = Deriver(stored, plan)
+    try:
+        async with Writer(target, settings, name=f"replay-{source}") as writer:
+            await _lifecycle(writer, lifecycle, events_held, report)
+            for low, high in days(start, end):
+                batches = prefetch(stored.frames(source, low, high))
+                await _frames(writer, stored, deriver.run(batches), held, report)
+                if since is not None:  # connections that began before the range: their connect events too
+                    earlier = [c.event(source) for _, c in deriver.opened if c is not None and c.received_at < since]
+                    deriver.opened.clear()
+                    await _lifecycle(writer, earlier, events_held, report)
+                if progress:
+                    progress(low, report.frames + report.skipped)
+            await writer.flush()
+            if not await writer.wait_replayed(SPOOL_WAIT_S) or writer.stats.dropped:
+                raise ReplayIncomplete(f"the database {redact_url(target)} stopped taking rows"
+                                       f" ({writer.stats.last_error}); what it holds is consistent: run the same"
+                                       " replay again once it is back")
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    report.warmed = deriver.warmed
+    report.stored_versions = dict(plan.versions)
+    report.today = today_versions(kind for kind, _ in plan.versions)
+    return report
+
+
+async def _lifecycle(writer: Writer, events: list[CollectorEvent], held: Counter[Any], report: IntoReport) -> None:
+    """Copy what the target does not hold yet; a connect event says which adapter derived the rows now."""
+    from warehouse.feeds import registry
+
+    todo: list[Record] = []
+    for event in events:
+        key = (event.received_at, event.connection_id, event.event)
+        if held[key]:
+            held[key] -= 1
+            report.events_skipped += 1
+            continue
+        if event.event == EVENT_CONNECT and isinstance(event.detail, dict):
+            detail = dict(event.detail)
+            feed = registry.FEEDS.get(str(detail.get("feed_kind")))
+            if feed is not None:
+                detail["replayed"] = {"adapter_version_collected": detail.get("adapter_version"),
+                                      "at": datetime.now(UTC).isoformat()}
+                detail["adapter_version"] = feed.version
+            event = event._replace(detail=detail)
+        todo.append(event)
+    for i in range(0, len(todo), LIFECYCLE_UNIT):
+        await writer.put(None, todo[i:i + LIFECYCLE_UNIT])
+    report.events += len(todo)
+
+
+async def _frames(writer: Writer, stored: Stored, replayed: Iterator[Replayed], held: dict[str, int],
+                  report: IntoReport) -> None:
+    carried: list[Replayed] = []
+    put = 0
+    for frame in replayed:
+        raw = frame.raw
+        if raw.seq <= held.get(str(raw.connection_id), 0):
+            report.skipped += 1
+            continue
+        if not frame.derived:
+            carried.append(frame)  # written with its stored quarantine rows, below, in order
+            continue
+        if carried:
+            await _carry(writer, stored, carried, report)
+        await writer.put(raw, frame.records)
+        report.frames += 1
+        report.rows += len(frame.records)
+        put += 1
+        if put % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+            if writer.spool_backlog_batches and not writer.stats.database_up:
+                raise ReplayIncomplete(f"the database {redact_url(writer.url)} went away"
+                                       f" ({writer.stats.last_error}); what it holds is consistent: run the same"
+                                       " replay again once it is back")
+    if carried:
+        await _carry(writer, stored, carried, report)
+
+
+async def _carry(writer: Writer, stored: Stored, carried: list[Replayed], report: IntoReport) -> None:
+    """Frames without their text: raw row and quarantine rows as stored (one read for a run of them)."""
+    found: dict[int, list[Quarantine]] = {}
+    for raw_id, row in await asyncio.to_thread(stored.quarantined, [f.raw_id for f in carried]):
+        found.setdefault(raw_id, []).append(row)
+    for frame in carried:
+        raw: RawMessage = frame.raw
+        rows: list[Record] = list(found.get(frame.raw_id, []))
+        await writer.put(raw, rows)
+        report.frames += 1
+        report.carried += 1
+        report.rows += len(rows)
+    carried.clear()
+
+
+def report_lines(report: IntoReport) -> list[str]:
+    from warehouse.replay.compare import _when, versions_line
+
+    lines = [f"replay --into {report.target} of {report.source}, frames received {_when(report.start)} →"
+             f" {_when(report.end)}, from {report.where}",
+             versions_line(report.stored_versions, report.today),
+             f"wrote {report.frames:,} frames with {report.rows:,} rows derived by today's adapters"
+             + (f" ({report.carried:,} not re-derivable frames with their quarantine rows as stored)"
+                if report.carried else "")
+             + f", and {report.events:,} connection lifecycle events"]
+    if report.skipped or report.events_skipped:
+        lines.append(f"skipped what the target held already (an earlier run): {report.skipped:,} frames,"
+                     f" {report.events_skipped:,} lifecycle events")
+    return lines
