@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +31,10 @@ from warehouse.replay.stored import Stored, prefetch, resolve_range
 EXAMPLES = 5  # per table
 FLUSH_ROWS = 200_000  # rows derived again are handed to DuckDB in chunks of about this many
 DEEP_LIMIT = 100_000  # unmatched rows beyond this are not re-examined for numbers spelled differently
+# A frame's control event, before it was linked to the frame, was written after it: this much later
+# at most (the writer's queue may have been full), so perhaps in the next window.
+LEGACY_SLACK = timedelta(seconds=60)
+KEYS = ["id", "received_at", "connection_id"]
 
 Progress = Callable[[datetime, int], None]  # (day, frames replayed so far)
 
@@ -108,7 +112,7 @@ def _tap(batches: Iterator[pa.RecordBatch], keys: list[pa.RecordBatch]) -> Itera
     """Pass frames on, keeping (id, received_at, connection_id) of each: old collector events name a
     connection and a time, not a frame, and are matched to their frame with these."""
     for batch in batches:
-        keys.append(batch.select(["id", "received_at", "connection_id"]))
+        keys.append(batch.select(KEYS))
         yield batch
 
 
@@ -151,36 +155,40 @@ class _Comparison:
                    carried: list[int]) -> None:
         for table in TABLES:
             if table != RAW_KINDS:
-                for batch in stored.derived(table, source, low, high, FRAME_EVENTS):
+                for batch in stored.derived(table, source, low, high):
                     self._insert(f"stored_{table}", rows.stored_batch(table, batch))
+        legacy = list(stored.derived("collector_events", source, low, high + LEGACY_SLACK, FRAME_EVENTS))
+        if any(batch.num_rows for batch in legacy):
+            ahead = [batch.select(KEYS) for batch in stored.frames(source, high, high + LEGACY_SLACK)]
+            self._attribute([rows.stored_batch("collector_events", batch) for batch in legacy], keys + ahead,
+                            low, high)
         if carried:  # their quarantine rows are as stored: nothing to compare them with
             self._insert_ids("_carried", carried)
             for table in TABLES:
                 self.con.execute(f"DELETE FROM stored_{table} WHERE raw_id IN (SELECT raw_id FROM _carried)")
-        (legacy,), = self.con.execute("SELECT count(*) FROM stored_collector_events WHERE raw_id IS NULL").fetchall()
-        if legacy:
-            self._attribute(keys)
 
     def _insert_ids(self, name: str, ids: list[int]) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} (raw_id BIGINT)")
         self._insert(name, pa.table([pa.array(ids, pa.int64())], names=["raw_id"]))
 
-    def _attribute(self, keys: list[pa.RecordBatch]) -> None:
+    def _attribute(self, legacy: list[pa.RecordBatch], keys: list[pa.RecordBatch], low: datetime,
+                   high: datetime) -> None:
         """Collector events written before they were linked to their frame: each belongs to the last
-        frame of its connection received at or before it (and is dated like that frame)."""
-        frames = pa.Table.from_batches(keys, schema=keys[0].schema) if keys else None
-        self.con.execute("CREATE OR REPLACE TEMP TABLE _legacy AS SELECT * FROM stored_collector_events"
-                         " WHERE raw_id IS NULL")
-        self.con.execute("DELETE FROM stored_collector_events WHERE raw_id IS NULL")
-        if frames is None:
+        frame of its connection received at or before it, and is dated like that frame. Those of
+        this window's frames are kept (an event may come a little after the window's end)."""
+        if not keys:
             return
-        self.con.register("_frames", frames.rename_columns(["raw_id", "received_at", "connection_id"]))
+        frames = pa.Table.from_batches(keys).rename_columns(["raw_id", "received_at", "connection_id"])
+        self.con.register("_legacy", pa.Table.from_batches(legacy))
+        self.con.register("_frames", frames)
         try:
             select = ", ".join("f." + c.name if c.name in ("raw_id", "received_at") else "e." + c.name
                                for c in COLUMNS["collector_events"])
             self.con.execute(f"INSERT INTO stored_collector_events SELECT {select} FROM _legacy e ASOF JOIN _frames f"
-                             " ON e.connection_id = f.connection_id AND e.received_at >= f.received_at")
+                             " ON e.connection_id = f.connection_id AND e.received_at >= f.received_at"
+                             " WHERE f.received_at >= ? AND f.received_at < ?", [low, high])
         finally:
+            self.con.unregister("_legacy")
             self.con.unregister("_frames")
 
     def compare(self, tallies: dict[str, Tally]) -> None:
@@ -221,7 +229,7 @@ class _Comparison:
         """Match again the unmatched rows with JSON numbers in one spelling (see rows.deep_json)."""
         sides = {}
         for name in ("_extra", "_missing"):
-            data = self.con.execute(f"SELECT * FROM {name}").arrow()
+            data = self.con.execute(f"SELECT * FROM {name}").to_arrow_table()
             data = pa.Table.from_batches([rows.stored_batch(table, batch, rows.deep_json)
                                           for batch in data.to_batches()], schema=data.schema)
             sides[name] = data
@@ -243,8 +251,8 @@ class _Comparison:
         found = []
         for raw_id in ids:
             where = "raw_id IS NULL" if raw_id is None else f"raw_id = {int(raw_id):d}"
-            stored = self.con.execute(f"SELECT * FROM _missing WHERE {where}").arrow().to_pylist()
-            derived = self.con.execute(f"SELECT * FROM _extra WHERE {where}").arrow().to_pylist()
+            stored = self.con.execute(f"SELECT * FROM _missing WHERE {where}").to_arrow_table().to_pylist()
+            derived = self.con.execute(f"SELECT * FROM _extra WHERE {where}").to_arrow_table().to_pylist()
             found += _describe(raw_id, stored, derived)
         return found[:wanted]
 

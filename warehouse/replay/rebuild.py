@@ -76,9 +76,11 @@ async def _into(stored: Stored, target: str, source: str, since: datetime | None
     report = IntoReport(source, stored.where, redact_url(target), start, end)
     span_days = (end - start).days + 2
     await asyncio.to_thread(target_reads.ensure_partitions, target, start.astimezone(UTC).date(), span_days)
-    held, events_held = await asyncio.to_thread(target_reads.written, target, source, start, end)
-    # The lifecycle of the range asked for (all of it before the first frame when no --since).
-    lifecycle = await asyncio.to_thread(stored.lifecycle, source, since, end, FRAME_EVENTS)
+    # The lifecycle of the range asked for: without --since from the start, without --until to the
+    # end (the disconnect after the last frame, a reconnect attempt that came to nothing).
+    events_end = until or target_reads.END_OF_TIME
+    held, events_held = await asyncio.to_thread(target_reads.written, target, source, start, end, events_end)
+    lifecycle = await asyncio.to_thread(stored.lifecycle, source, since, events_end, FRAME_EVENTS)
     # The writer's spool is for outages of a live feed; a replay that cannot write stops, and the
     # next run picks up where the target stands. So a spool of its own, thrown away afterwards.
     spool = Path(tempfile.mkdtemp(prefix="warehouse-replay-spool-"))

@@ -35,7 +35,7 @@ class Stored(Protocol):
     def frames(self, source: str, start: datetime | None, end: datetime, *, connection_id: str | None = None,
                before_seq: int | None = None) -> Iterator[pa.RecordBatch]: ...
     def derived(self, table: str, source: str, start: datetime, end: datetime,
-                legacy_events: Sequence[str]) -> Iterator[pa.RecordBatch]: ...
+                legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]: ...
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]: ...
     def lifecycle(self, source: str, start: datetime | None, end: datetime,
                   legacy_events: Sequence[str]) -> list[CollectorEvent]: ...
@@ -58,7 +58,7 @@ class FromPostgres:
         return pg.frames(self.url, source, start, end, connection_id=connection_id, before_seq=before_seq)
 
     def derived(self, table: str, source: str, start: datetime, end: datetime,
-                legacy_events: Sequence[str]) -> Iterator[pa.RecordBatch]:
+                legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
         return pg.derived(self.url, table, source, start, end, legacy_events)
 
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]:
@@ -135,21 +135,21 @@ class FromParquet:
             params += [connection_id, before_seq]
         result = self._read(files, _select(FRAME_SCHEMA), " AND ".join(where), params,
                             "ORDER BY received_at, connection_id, seq")
-        return _batches(result.fetch_record_batch(BATCH_ROWS), FRAME_SCHEMA)
+        return _batches(result.to_arrow_reader(BATCH_ROWS), FRAME_SCHEMA)
 
     def derived(self, table: str, source: str, start: datetime, end: datetime,
-                legacy_events: Sequence[str]) -> Iterator[pa.RecordBatch]:
+                legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
         arrow = pa.schema([(c.name, pg.arrow_type(c)) for c in schema.metadata.tables[table].columns])
         files = self._files(table, start, end)
         if not files:
             return iter(())
         linked, params = "raw_id IS NOT NULL", [source, start, end]
-        if table == "collector_events" and legacy_events:
-            linked = "(raw_id IS NOT NULL OR (connection_id IS NOT NULL AND list_contains(?, event)))"
+        if legacy_events:
+            linked = "raw_id IS NULL AND connection_id IS NOT NULL AND list_contains(?, event)"
             params.append(list(legacy_events))
         result = self._read(files, _select(arrow), f"source = ? AND received_at >= ? AND received_at < ? AND {linked}",
                             params)
-        return _batches(result.fetch_record_batch(BATCH_ROWS), arrow)
+        return _batches(result.to_arrow_reader(BATCH_ROWS), arrow)
 
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]:
         files = self._files("collector_events", None, end)

@@ -30,6 +30,7 @@ UTC_MICROS = pa.timestamp("us", tz="UTC")
 FRAME_COLUMNS = ("id", "received_at", "connection_id", "seq", "event_id", "kind", "payload")
 _BLOCK = 4 << 20  # CSV parsed this many bytes at a time
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)  # before any received_at (our clock)
+END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)  # after any
 
 
 def arrow_type(column: Any) -> pa.DataType:
@@ -133,19 +134,18 @@ def frames(url: str, source: str, start: datetime | None, end: datetime, *, conn
 
 def derived(url: str, table: str, source: str, start: datetime, end: datetime,
             legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
-    """Every column of the rows of `table` that `source`'s frames received in [start, end) derived.
-    For collector_events, also the rows of `legacy_events` that name a connection but no frame:
-    written before a frame's control events were linked to it (replay attributes them)."""
+    """Every column of the rows of `table` derived from `source`'s frames received in [start, end).
+    With `legacy_events` (collector_events), instead the rows of those events that name a connection
+    but no frame: written before a frame's control events were linked to it (replay attributes them)."""
     names = [c.name for c in schema.metadata.tables[table].columns]
     select, arrow = _select(table, names)
     linked = sql.SQL("raw_id IS NOT NULL")
-    if table == "collector_events" and legacy_events:
-        linked = sql.SQL("(raw_id IS NOT NULL OR (connection_id IS NOT NULL AND event = ANY(%s)))")
+    params: list[Any] = [source, start, end]
+    if legacy_events:
+        linked = sql.SQL("raw_id IS NULL AND connection_id IS NOT NULL AND event = ANY(%s)")
+        params.append(list(legacy_events))
     query = sql.SQL("SELECT {} FROM {} WHERE source = %s AND received_at >= %s AND received_at < %s AND {}").format(
         select, sql.Identifier(table), linked)
-    params: list[Any] = [source, start, end]
-    if table == "collector_events" and legacy_events:
-        params.append(list(legacy_events))
     return _copy_batches(url, query, params, arrow)
 
 
@@ -203,17 +203,18 @@ def quarantined(url: str, raw_ids: Sequence[int]) -> list[tuple[int, Quarantine]
     return [(raw_id, Quarantine(*rest)) for raw_id, *rest in rows]
 
 
-def written(url: str, source: str, start: datetime, end: datetime) -> tuple[dict[str, int], Counter[Any]]:
+def written(url: str, source: str, start: datetime, end: datetime,
+            events_end: datetime) -> tuple[dict[str, int], Counter[Any]]:
     """What an earlier (interrupted) replay into this database already wrote for `source`: per
     connection the highest seq of the frames received in [start, end), and the lifecycle events
-    (received_at, connection_id, event) before `end` (a connection's connect may predate `start`)."""
+    (received_at, connection_id, event) before `events_end` (a connect may predate `start`)."""
     with psycopg.connect(url, autocommit=True) as conn:
         seqs = conn.execute(
             "SELECT connection_id::text, max(seq) FROM raw_messages WHERE source = %s AND received_at >= %s"
             " AND received_at < %s GROUP BY connection_id", (source, start, end)).fetchall()
         events = conn.execute(
             "SELECT received_at, connection_id, event FROM collector_events WHERE source = %s AND received_at < %s"
-            " AND raw_id IS NULL", (source, end)).fetchall()
+            " AND raw_id IS NULL", (source, events_end)).fetchall()
     return dict(seqs), Counter((at, _uuid(connection), event) for at, connection, event in events)
 
 
