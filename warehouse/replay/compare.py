@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from warehouse.config import FeedConfig
 from warehouse.replay import rows
-from warehouse.replay.derivation import FRAME_EVENTS, Deriver, days, load_plan, today_versions
+from warehouse.replay.derivation import FRAME_EVENTS, Deriver, days, load_plan, quiet_gc, today_versions
 from warehouse.replay.rows import COLUMNS, RAW_KINDS, TABLES
 from warehouse.replay.stored import Stored, prefetch, resolve_range
 
@@ -81,7 +81,7 @@ def check(stored: Stored, source: str, since: datetime | None = None, until: dat
     plan = load_plan(stored, source, end, entry)
     deriver = Deriver(stored, plan)
     report = CheckReport(source, stored.where, start, end)
-    with _Comparison() as comparison:
+    with quiet_gc(), _Comparison() as comparison:
         for low, high in days(start, end):
             keys: list[pa.RecordBatch] = []
             carried: list[int] = []
@@ -192,32 +192,52 @@ class _Comparison:
             self.con.unregister("_frames")
 
     def compare(self, tallies: dict[str, Tally]) -> None:
-        for table in TABLES:
-            self._compare(table, tallies[table])
-            self.con.execute(f"DELETE FROM derived_{table}")
-            self.con.execute(f"DELETE FROM stored_{table}")
+        sides = [f"{side}_{table}" for table in TABLES for side in ("derived", "stored")]
+        counts = self.con.execute("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in sides)).fetchone()
+        assert counts is not None
+        for i, table in enumerate(TABLES):
+            derived, stored = counts[2 * i], counts[2 * i + 1]
+            if derived or stored:
+                self._compare(table, tallies[table], derived, stored)
+                self.con.execute(f"DELETE FROM derived_{table}")
+                self.con.execute(f"DELETE FROM stored_{table}")
 
     def _count(self, sql: str) -> int:
         (value,), = self.con.execute(sql).fetchall()
         return int(value or 0)
 
-    def _compare(self, table: str, tally: Tally) -> None:
+    def _compare(self, table: str, tally: Tally, derived: int, stored: int) -> None:
+        """Both sides as multisets of (raw_id, hash of the row): a hash join of two narrow tables.
+        Only rows whose (raw_id, hash) counts differ are then compared in full, with EXCEPT ALL."""
         columns = COLUMNS[table]
         select = ", ".join(c.compared() for c in columns)
+        row_hash = f"hash({', '.join(c.name for c in columns)})"
         con = self.con
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _extra AS SELECT {select} FROM derived_{table}"
-                    f" EXCEPT ALL SELECT {select} FROM stored_{table}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _missing AS SELECT {select} FROM stored_{table}"
-                    f" EXCEPT ALL SELECT {select} FROM derived_{table}")
-        extra, missing = self._count("SELECT count(*) FROM _extra"), self._count("SELECT count(*) FROM _missing")
-        if extra and missing and extra + missing <= DEEP_LIMIT and any(c.kind == "json" for c in columns):
-            extra, missing = self._respell(table)
-        derived = self._count(f"SELECT count(*) FROM derived_{table}")
-        differ = self._count(
-            "SELECT sum(least(m.n, e.n)) FROM (SELECT raw_id, count(*) AS n FROM _missing GROUP BY raw_id) m"
-            " JOIN (SELECT raw_id, count(*) AS n FROM _extra GROUP BY raw_id) e USING (raw_id)")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _diff AS
+            WITH d AS (SELECT raw_id, {row_hash} AS h, count(*) AS n FROM (SELECT {select} FROM derived_{table})
+                       GROUP BY ALL),
+                 s AS (SELECT raw_id, {row_hash} AS h, count(*) AS n FROM (SELECT {select} FROM stored_{table})
+                       GROUP BY ALL)
+            SELECT raw_id, h FROM d FULL JOIN s USING (raw_id, h) WHERE d.n IS DISTINCT FROM s.n""")
+        extra = missing = differ = 0
+        if self._count("SELECT count(*) FROM _diff"):
+
+            def unmatched(side: str) -> str:
+                return (f"SELECT * EXCLUDE (_h) FROM (SELECT *, {row_hash} AS _h FROM (SELECT {select} FROM"
+                        f" {side}_{table})) x SEMI JOIN _diff ON x.raw_id = _diff.raw_id AND x._h = _diff.h")
+
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _extra AS {unmatched('derived')} EXCEPT ALL"
+                        f" {unmatched('stored')}")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _missing AS {unmatched('stored')} EXCEPT ALL"
+                        f" {unmatched('derived')}")
+            extra, missing = self._count("SELECT count(*) FROM _extra"), self._count("SELECT count(*) FROM _missing")
+            if extra and missing and extra + missing <= DEEP_LIMIT and any(c.kind == "json" for c in columns):
+                extra, missing = self._respell(table)
+            differ = self._count(
+                "SELECT sum(least(m.n, e.n)) FROM (SELECT raw_id, count(*) AS n FROM _missing GROUP BY raw_id) m"
+                " JOIN (SELECT raw_id, count(*) AS n FROM _extra GROUP BY raw_id) e USING (raw_id)")
         tally.derived += derived
-        tally.stored += self._count(f"SELECT count(*) FROM stored_{table}")
+        tally.stored += stored
         tally.matched += derived - extra
         tally.differ += differ
         tally.missing += missing - differ

@@ -27,9 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from warehouse.config import FeedConfig, WriterSettings
-from warehouse.records import EVENT_CONNECT, CollectorEvent, Quarantine, RawMessage, Record
+from warehouse.feeds import registry
+from warehouse.records import EVENT_CONNECT, CollectorEvent, Quarantine, Record
 from warehouse.replay.compare import Progress
-from warehouse.replay.derivation import FRAME_EVENTS, Deriver, Replayed, days, load_plan, today_versions
+from warehouse.replay.derivation import (
+    FRAME_EVENTS,
+    Deriver,
+    Plan,
+    Replayed,
+    days,
+    load_plan,
+    quiet_gc,
+    today_versions,
+)
 from warehouse.replay.stored import Stored, prefetch, resolve_range
 from warehouse.store import frames as target_reads
 from warehouse.store.database import redact_url
@@ -65,118 +75,121 @@ class IntoReport:
 def into(stored: Stored, target: str, source: str, since: datetime | None = None, until: datetime | None = None,
          entry: FeedConfig | None = None, progress: Progress | None = None,
          writer_settings: WriterSettings | None = None) -> IntoReport:
-    return asyncio.run(_into(stored, target, source, since, until, entry, progress, writer_settings))
-
-
-async def _into(stored: Stored, target: str, source: str, since: datetime | None, until: datetime | None,
-                entry: FeedConfig | None, progress: Progress | None,
-                writer_settings: WriterSettings | None) -> IntoReport:
     start, end = resolve_range(stored, source, since, until)
     plan = load_plan(stored, source, end, entry)
-    report = IntoReport(source, stored.where, redact_url(target), start, end)
-    span_days = (end - start).days + 2
-    await asyncio.to_thread(target_reads.ensure_partitions, target, start.astimezone(UTC).date(), span_days)
-    # The lifecycle of the range asked for: without --since from the start, without --until to the
-    # end (the disconnect after the last frame, a reconnect attempt that came to nothing).
-    events_end = until or target_reads.END_OF_TIME
-    held, events_held = await asyncio.to_thread(target_reads.written, target, source, start, end, events_end)
-    lifecycle = await asyncio.to_thread(stored.lifecycle, source, since, events_end, FRAME_EVENTS)
+    run = _Rebuild(stored, target, source, since, until, start, end, plan, progress)
     # The writer's spool is for outages of a live feed; a replay that cannot write stops, and the
     # next run picks up where the target stands. So a spool of its own, thrown away afterwards.
     spool = Path(tempfile.mkdtemp(prefix="warehouse-replay-spool-"))
-    settings = replace(writer_settings or WriterSettings(), spool_dir=spool, spool_fsync=False)
-    deriver = Deriver(stored, plan)
     try:
-        async with Writer(target, settings, name=f"replay-{source}") as writer:
-            await _lifecycle(writer, lifecycle, events_held, report)
-            for low, high in days(start, end):
-                batches = prefetch(stored.frames(source, low, high))
-                await _frames(writer, stored, deriver.run(batches), held, report)
-                if since is not None:  # connections that began before the range: their connect events too
-                    earlier = [c.event(source) for _, c in deriver.opened if c is not None and c.received_at < since]
-                    deriver.opened.clear()
-                    await _lifecycle(writer, earlier, events_held, report)
-                if progress:
-                    progress(low, report.frames + report.skipped)
-            await writer.flush()
-            if not await writer.wait_replayed(SPOOL_WAIT_S) or writer.stats.dropped:
-                raise ReplayIncomplete(f"the database {redact_url(target)} stopped taking rows"
-                                       f" ({writer.stats.last_error}); what it holds is consistent: run the same"
-                                       " replay again once it is back")
+        with quiet_gc():
+            asyncio.run(run.write(replace(writer_settings or WriterSettings(), spool_dir=spool, spool_fsync=False)))
     finally:
         shutil.rmtree(spool, ignore_errors=True)
-    report.warmed = deriver.warmed
+    report = run.report
+    report.warmed = run.deriver.warmed
     report.stored_versions = dict(plan.versions)
     report.today = today_versions(kind for kind, _ in plan.versions)
     return report
 
 
-async def _lifecycle(writer: Writer, events: list[CollectorEvent], held: Counter[Any], report: IntoReport) -> None:
-    """Copy what the target does not hold yet; a connect event says which adapter derived the rows now."""
-    from warehouse.feeds import registry
+class _Rebuild:
+    def __init__(self, stored: Stored, target: str, source: str, since: datetime | None, until: datetime | None,
+                 start: datetime, end: datetime, plan: Plan, progress: Progress | None) -> None:
+        self.stored, self.target, self.source = stored, target, source
+        self.since, self.start, self.end = since, start, end
+        # The lifecycle of the range asked for: without --since from the start, without --until to
+        # the end (the disconnect after the last frame, a reconnect attempt that came to nothing).
+        self.events_end = until or target_reads.END_OF_TIME
+        self.deriver = Deriver(stored, plan)
+        self.progress = progress
+        self.report = IntoReport(source, stored.where, redact_url(target), start, end)
 
-    todo: list[Record] = []
-    for event in events:
-        key = (event.received_at, event.connection_id, event.event)
-        if held[key]:
-            held[key] -= 1
-            report.events_skipped += 1
-            continue
-        if event.event == EVENT_CONNECT and isinstance(event.detail, dict):
-            detail = dict(event.detail)
-            feed = registry.FEEDS.get(str(detail.get("feed_kind")))
-            if feed is not None:
-                detail["replayed"] = {"adapter_version_collected": detail.get("adapter_version"),
-                                      "at": datetime.now(UTC).isoformat()}
-                detail["adapter_version"] = feed.version
-            event = event._replace(detail=detail)
-        todo.append(event)
-    for i in range(0, len(todo), LIFECYCLE_UNIT):
-        await writer.put(None, todo[i:i + LIFECYCLE_UNIT])
-    report.events += len(todo)
-
-
-async def _frames(writer: Writer, stored: Stored, replayed: Iterator[Replayed], held: dict[str, int],
-                  report: IntoReport) -> None:
-    carried: list[Replayed] = []
-    put = 0
-    for frame in replayed:
-        raw = frame.raw
-        if raw.seq <= held.get(str(raw.connection_id), 0):
-            report.skipped += 1
-            continue
-        if not frame.derived:
-            carried.append(frame)  # written with its stored quarantine rows, below, in order
-            continue
-        if carried:
-            await _carry(writer, stored, carried, report)
-        await writer.put(raw, frame.records)
-        report.frames += 1
-        report.rows += len(frame.records)
-        put += 1
-        if put % YIELD_EVERY == 0:
-            await asyncio.sleep(0)
-            if writer.spool_backlog_batches and not writer.stats.database_up:
-                raise ReplayIncomplete(f"the database {redact_url(writer.url)} went away"
+    async def write(self, settings: WriterSettings) -> None:
+        target, source = self.target, self.source
+        await asyncio.to_thread(target_reads.ensure_partitions, target, self.start.astimezone(UTC).date(),
+                                (self.end - self.start).days + 2)
+        held, events_held = await asyncio.to_thread(target_reads.written, target, source, self.start, self.end,
+                                                    self.events_end)
+        lifecycle = await asyncio.to_thread(self.stored.lifecycle, source, self.since, self.events_end, FRAME_EVENTS)
+        async with Writer(target, settings, name=f"replay-{source}") as writer:
+            await self._lifecycle(writer, lifecycle, events_held)
+            for low, high in days(self.start, self.end):
+                batches = prefetch(self.stored.frames(source, low, high))
+                await self._frames(writer, self.deriver.run(batches), held)
+                if self.since is not None:  # connections that began before the range: their connect events too
+                    opened, self.deriver.opened = self.deriver.opened, []
+                    earlier = [c.event(source) for _, c in opened if c is not None and c.received_at < self.since]
+                    await self._lifecycle(writer, earlier, events_held)
+                if self.progress:
+                    self.progress(low, self.report.frames + self.report.skipped)
+            await writer.flush()
+            if not await writer.wait_replayed(SPOOL_WAIT_S) or writer.stats.dropped:
+                raise ReplayIncomplete(f"the database {redact_url(target)} stopped taking rows"
                                        f" ({writer.stats.last_error}); what it holds is consistent: run the same"
                                        " replay again once it is back")
-    if carried:
-        await _carry(writer, stored, carried, report)
 
+    async def _lifecycle(self, writer: Writer, events: list[CollectorEvent], held: Counter[Any]) -> None:
+        """Copy what the target does not hold yet; a connect event says which adapter derived the rows now."""
+        todo: list[Record] = []
+        for event in events:
+            key = (event.received_at, event.connection_id, event.event)
+            if held[key]:
+                held[key] -= 1
+                self.report.events_skipped += 1
+                continue
+            if event.event == EVENT_CONNECT and isinstance(event.detail, dict):
+                detail = dict(event.detail)
+                feed = registry.FEEDS.get(str(detail.get("feed_kind")))
+                if feed is not None:
+                    detail["replayed"] = {"adapter_version_collected": detail.get("adapter_version"),
+                                          "at": datetime.now(UTC).isoformat()}
+                    detail["adapter_version"] = feed.version
+                event = event._replace(detail=detail)
+            todo.append(event)
+        for i in range(0, len(todo), LIFECYCLE_UNIT):
+            await writer.put(None, todo[i:i + LIFECYCLE_UNIT])
+        self.report.events += len(todo)
 
-async def _carry(writer: Writer, stored: Stored, carried: list[Replayed], report: IntoReport) -> None:
-    """Frames without their text: raw row and quarantine rows as stored (one read for a run of them)."""
-    found: dict[int, list[Quarantine]] = {}
-    for raw_id, row in await asyncio.to_thread(stored.quarantined, [f.raw_id for f in carried]):
-        found.setdefault(raw_id, []).append(row)
-    for frame in carried:
-        raw: RawMessage = frame.raw
-        rows: list[Record] = list(found.get(frame.raw_id, []))
-        await writer.put(raw, rows)
-        report.frames += 1
-        report.carried += 1
-        report.rows += len(rows)
-    carried.clear()
+    async def _frames(self, writer: Writer, replayed: Iterator[Replayed], held: dict[str, int]) -> None:
+        report = self.report
+        carried: list[Replayed] = []
+        put = 0
+        for frame in replayed:
+            raw = frame.raw
+            if raw.seq <= held.get(str(raw.connection_id), 0):
+                report.skipped += 1
+                continue
+            if not frame.derived:
+                carried.append(frame)  # written with its stored quarantine rows, below, in order
+                continue
+            if carried:
+                await self._carry(writer, carried)
+            await writer.put(raw, frame.records)
+            report.frames += 1
+            report.rows += len(frame.records)
+            put += 1
+            if put % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+                if writer.spool_backlog_batches and not writer.stats.database_up:
+                    raise ReplayIncomplete(f"the database {redact_url(writer.url)} went away"
+                                           f" ({writer.stats.last_error}); what it holds is consistent: run the same"
+                                           " replay again once it is back")
+        if carried:
+            await self._carry(writer, carried)
+
+    async def _carry(self, writer: Writer, carried: list[Replayed]) -> None:
+        """Frames without their text: raw row and quarantine rows as stored (one read for a run of them)."""
+        found: dict[int, list[Quarantine]] = {}
+        for raw_id, row in await asyncio.to_thread(self.stored.quarantined, [f.raw_id for f in carried]):
+            found.setdefault(raw_id, []).append(row)
+        for frame in carried:
+            rows: list[Record] = list(found.get(frame.raw_id, []))
+            await writer.put(frame.raw, rows)
+            self.report.frames += 1
+            self.report.carried += 1
+            self.report.rows += len(rows)
+        carried.clear()
 
 
 def report_lines(report: IntoReport) -> list[str]:
