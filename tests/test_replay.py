@@ -313,10 +313,11 @@ SABA_FRAMES = [
 ]
 
 
-def test_rows_collected_before_replay_existed_check_clean_given_the_config(db_url: str, tmp_path: Path) -> None:
+def test_rows_collected_before_replay_existed_check_clean_given_the_config(
+        db_url: str, tmp_path: Path, pg_server: EmbeddedPostgres, template_db: str) -> None:
     """Before this version, a frame's snapshot/reset event was written after it, unlinked, and
     connect events recorded neither feed kind nor options: the config says what the feed was, and
-    the events are matched to the frame they followed."""
+    the events are matched to the frame they followed. A rebuild records what it was told."""
     connection = uuid4()
 
     async def main() -> None:
@@ -347,6 +348,19 @@ def test_rows_collected_before_replay_existed_check_clean_given_the_config(db_ur
                                       "saba-old", "--check"])
     assert result.exit_code == 0, result.output
     assert "an unrecorded version (1 connection, collected before versions were recorded)" in result.output
+    target = new_database(pg_server, template_db)
+    try:
+        done = replay.into(target, "saba-old", url=db_url, config=config)
+        assert (done.frames, done.events) == (3, 1)
+        (detail,), = query(target, "SELECT detail FROM collector_events WHERE event = 'connect'")
+        assert detail["feed_kind"] == "saba-sse" and detail["adapter_version"] == saba.FEED.version
+        assert detail["options"]["url"] == "https://x/GetEvents" and detail["replayed"]["adapter_version_collected"] \
+            is None
+        rebuilt = replay.check("saba-old", url=target)  # no config needed any more
+        assert rebuilt.clean and rebuilt.tables["collector_events"].matched == 2
+        assert rebuilt.stored_versions == {("saba-sse", saba.FEED.version): 1}
+    finally:
+        drop(pg_server, target)
 
 
 def test_replay_refuses_unclear_requests(db_url: str) -> None:

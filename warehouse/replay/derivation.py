@@ -104,6 +104,13 @@ class Plan:
         return before[-1] if before else None
 
     def open(self, connection_id: str, first_at: datetime) -> tuple[Feed[Any], Adapter, Connect | None]:
+        """A fresh adapter for the connection (and its connect event), counted in `versions`."""
+        feed, options, connect = self.resolve(connection_id, first_at)
+        self.versions[(feed.kind, connect.adapter_version if connect and connect.feed_kind == feed.kind else None)] += 1
+        return feed, feed.adapter(self.source, options), connect
+
+    def resolve(self, connection_id: str, first_at: datetime) -> tuple[Feed[Any], Any, Connect | None]:
+        """The connection's feed kind and options (and its connect event): ConfigError if unknown."""
         connect = self.connect_of(connection_id, first_at)
         kind = (connect.feed_kind if connect else None) or (self.entry.kind if self.entry else None)
         if kind is None:
@@ -114,9 +121,7 @@ class Plan:
         if feed is None:
             raise ConfigError(f"source {self.source!r} was collected as feed kind {kind!r}, which this version does"
                               f" not have (it has {', '.join(registry.FEEDS)})")
-        options = self._options(feed, connection_id, connect)
-        self.versions[(kind, connect.adapter_version if connect and connect.feed_kind == kind else None)] += 1
-        return feed, feed.adapter(self.source, options), connect
+        return feed, self._options(feed, connection_id, connect), connect
 
     def _options(self, feed: Feed[Any], connection_id: str, connect: Connect | None) -> Any:
         entry = self.entry if self.entry is not None and self.entry.kind == feed.kind else None

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from warehouse.config import FeedConfig, WriterSettings
-from warehouse.feeds import registry
+from warehouse.options import to_table
 from warehouse.records import EVENT_CONNECT, CollectorEvent, Quarantine, Record
 from warehouse.replay.compare import Progress
 from warehouse.replay.derivation import (
@@ -138,18 +138,24 @@ class _Rebuild:
                 held[key] -= 1
                 self.report.events_skipped += 1
                 continue
-            if event.event == EVENT_CONNECT and isinstance(event.detail, dict):
-                detail = dict(event.detail)
-                feed = registry.FEEDS.get(str(detail.get("feed_kind")))
-                if feed is not None:
-                    detail["replayed"] = {"adapter_version_collected": detail.get("adapter_version"),
-                                          "at": datetime.now(UTC).isoformat()}
-                    detail["adapter_version"] = feed.version
-                event = event._replace(detail=detail)
+            if event.event == EVENT_CONNECT and event.connection_id is not None:
+                event = self._described(event)
             todo.append(event)
         for i in range(0, len(todo), LIFECYCLE_UNIT):
             await writer.put(None, todo[i:i + LIFECYCLE_UNIT])
         self.report.events += len(todo)
+
+    def _described(self, connect: CollectorEvent) -> CollectorEvent:
+        """The connect event as the target should have it: what derives this connection's rows there
+        (today's version; the kind and options, also for events from before they were recorded)."""
+        detail = dict(connect.detail) if isinstance(connect.detail, dict) else {}
+        assert connect.connection_id is not None
+        feed, options, _ = self.deriver.plan.resolve(str(connect.connection_id), connect.received_at)
+        detail["replayed"] = {"adapter_version_collected": detail.get("adapter_version"),
+                              "at": datetime.now(UTC).isoformat()}
+        detail |= {"feed_kind": feed.kind, "adapter_version": feed.version}
+        detail.setdefault("options", to_table(options))
+        return connect._replace(detail=detail)
 
     async def _frames(self, writer: Writer, replayed: Iterator[Replayed], held: dict[str, int]) -> None:
         report = self.report
