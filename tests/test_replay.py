@@ -310,6 +310,7 @@ SABA_FRAMES = [
     b'{"status":0,"message":"Success","payload":{"markets":{"change":[{"marketId":274175476,"marketStatus":"suspend",'
     b'"selections":[{"key":"h","point":0.5,"oddsPrice":{"decimalPrice":1.9}}]}]}}}',
     b'{"status":3,"message":"Reset","payload":{"events":{"add":[{"eventId":38255274,"eventStatus":"running"}]}}}',
+    b'{"status":42,"message":"no such status"}',  # quarantined: its text is compared as JSON (jsonb respells it)
 ]
 
 
@@ -343,6 +344,7 @@ def test_rows_collected_before_replay_existed_check_clean_given_the_config(
     report = replay.check("saba-old", url=db_url, config=config)
     assert report.clean, {t.table: t.examples for t in report.tables.values() if not t.clean}
     assert report.tables["collector_events"].matched == 2  # the snapshot and the reset
+    assert report.tables["quarantine"].matched == 1 and report.frames == 4
     assert report.stored_versions == {("saba-sse", None): 1}
     result = CliRunner().invoke(app, ["--database-url", db_url, "--config", str(config), "replay", "--source",
                                       "saba-old", "--check"])
@@ -351,7 +353,7 @@ def test_rows_collected_before_replay_existed_check_clean_given_the_config(
     target = new_database(pg_server, template_db)
     try:
         done = replay.into(target, "saba-old", url=db_url, config=config)
-        assert (done.frames, done.events) == (3, 1)
+        assert (done.frames, done.events) == (4, 1)
         (detail,), = query(target, "SELECT detail FROM collector_events WHERE event = 'connect'")
         assert detail["feed_kind"] == "saba-sse" and detail["adapter_version"] == saba.FEED.version
         assert detail["options"]["url"] == "https://x/GetEvents" and detail["replayed"]["adapter_version_collected"] \

@@ -33,7 +33,7 @@ _DUCKDB = {"ts": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT", "bool": "BOO
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # ts, float, int, bool, text, uuid, num (decimal), json
+    kind: str  # ts, float, int, bool, text, uuid, num (decimal), json, frame (text, JSON where it is)
 
     @property
     def arrow(self) -> pa.DataType:
@@ -64,6 +64,9 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     table: tuple(Column(c.name, _kind(c)) for c in schema.metadata.tables[table].columns)
     for table in TABLES if table != RAW_KINDS
 } | {RAW_KINDS: (Column("raw_id", "int"), Column("kind", "text"))}
+# A quarantined frame's text: replay has it from the stored payload, which jsonb keeps as a value,
+# not as it was spelled. So it is compared as JSON where it is JSON (what fits the size kept).
+COLUMNS["quarantine"] = tuple(Column(c.name, "frame") if c.name == "frame" else c for c in COLUMNS["quarantine"])
 
 
 def canonical_json(value: Any) -> str:
@@ -93,7 +96,17 @@ def deep_json(text: str) -> str:
     return orjson.dumps(walk(orjson.loads(text)), option=orjson.OPT_SORT_KEYS).decode()
 
 
+def frame_text(text: str) -> str:
+    """A quarantined frame's text: canonical JSON if it is JSON, else as it is."""
+    try:
+        return canonical_stored_json(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
 def _values(kind: str, values: Iterable[Any]) -> list[Any] | Iterable[Any]:
+    if kind == "frame":
+        return [None if v is None else frame_text(v) for v in values]
     if kind == "json":
         return [None if v is None else canonical_json(v) for v in values]
     if kind == "num":
@@ -162,6 +175,7 @@ def stored_batch(table: str, batch: pa.RecordBatch, canonical: Callable[[str], s
     """Stored rows (warehouse.replay.stored's shapes) with their JSON in canonical text."""
     columns = list(batch.columns)
     for i, column in enumerate(COLUMNS[table]):
-        if column.kind == "json":
-            columns[i] = pa.array([None if v is None else canonical(v) for v in columns[i].to_pylist()], pa.string())
+        if column.kind in ("json", "frame"):
+            spelled = canonical if column.kind == "json" else frame_text
+            columns[i] = pa.array([None if v is None else spelled(v) for v in columns[i].to_pylist()], pa.string())
     return pa.RecordBatch.from_arrays(columns, names=[c.name for c in COLUMNS[table]])
