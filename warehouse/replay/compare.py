@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,8 +82,11 @@ def check(stored: Stored, source: str, since: datetime | None = None, until: dat
     plan = load_plan(stored, source, end, entry)
     deriver = Deriver(stored, plan)
     report = CheckReport(source, stored.where, start, end)
-    with quiet_gc(), _Comparison() as comparison:
+    with quiet_gc(), _Comparison() as comparison, ThreadPoolExecutor(1, "replay-stored") as background:
         for low, high in days(start, end):
+            # The stored rows load while the frames are derived: reading them (DuckDB, a COPY's CSV)
+            # releases the GIL, so on a second core it costs the derivation little.
+            loading = background.submit(comparison.load_stored, stored, source, low, high)
             keys: list[pa.RecordBatch] = []
             carried: list[int] = []
             derived = rows.Derived()
@@ -97,7 +101,8 @@ def check(stored: Stored, source: str, since: datetime | None = None, until: dat
                     if progress:
                         progress(low, report.frames)
             comparison.add_derived(derived)
-            comparison.add_stored(stored, source, low, high, keys, carried)
+            loading.result()
+            comparison.settle_stored(stored, source, low, high, keys, carried)
             comparison.compare(report.tables)
             report.carried += len(carried)
             if progress:
@@ -137,12 +142,13 @@ class _Comparison:
         self.con.close()
         shutil.rmtree(self._spill, ignore_errors=True)
 
-    def _insert(self, table: str, data: pa.Table | pa.RecordBatch) -> None:
-        self.con.register("_rows", data)
+    def _insert(self, table: str, data: pa.Table | pa.RecordBatch, con: Any = None) -> None:
+        con = con or self.con
+        con.register("_rows", data)
         try:
-            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
         finally:
-            self.con.unregister("_rows")
+            con.unregister("_rows")
 
     def add_derived(self, derived: rows.Derived) -> None:
         tables, stored_kinds = derived.tables()
@@ -151,12 +157,20 @@ class _Comparison:
                 self._insert(f"derived_{table}", part)
         self._insert(f"stored_{RAW_KINDS}", stored_kinds)
 
-    def add_stored(self, stored: Stored, source: str, low: datetime, high: datetime, keys: list[pa.RecordBatch],
-                   carried: list[int]) -> None:
-        for table in TABLES:
-            if table != RAW_KINDS:
-                for batch in stored.derived(table, source, low, high):
-                    self._insert(f"stored_{table}", rows.stored_batch(table, batch))
+    def load_stored(self, stored: Stored, source: str, low: datetime, high: datetime) -> None:
+        """The window's stored rows (in a thread of their own: on a connection of their own)."""
+        con = self.con.cursor()
+        try:
+            for table in TABLES:
+                if table != RAW_KINDS:
+                    for batch in stored.derived(table, source, low, high):
+                        self._insert(f"stored_{table}", rows.stored_batch(table, batch), con)
+        finally:
+            con.close()
+
+    def settle_stored(self, stored: Stored, source: str, low: datetime, high: datetime, keys: list[pa.RecordBatch],
+                      carried: list[int]) -> None:
+        """What needs the frames derived: old control events matched to them, carried frames left out."""
         legacy = list(stored.derived("collector_events", source, low, high + LEGACY_SLACK, FRAME_EVENTS))
         if any(batch.num_rows for batch in legacy):
             ahead = [batch.select(KEYS) for batch in stored.frames(source, high, high + LEGACY_SLACK)]

@@ -9,6 +9,7 @@ JSON or text, decimal or text) do not matter.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -85,9 +86,11 @@ class FromParquet:
         self.where = f"the Parquet export in {self.root}"
         self._con = con or duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
+        self._lock = threading.Lock()
 
     def _cursor(self) -> Any:
-        return self._con.cursor()  # its own connection to the same database: safe in another thread
+        with self._lock:  # each query on a connection of its own: replay reads from several threads
+            return self._con.cursor()
 
     def _files(self, table: str, start: datetime | None = None, end: datetime | None = None) -> list[str]:
         """The table's day files that may hold rows received in [start, end)."""
@@ -227,7 +230,6 @@ def prefetch(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """Read the next batches in a thread while the caller works on this one: reading (DuckDB, the
     COPY's CSV) releases the GIL, so it overlaps with deriving."""
     import queue
-    import threading
 
     ready: queue.Queue[Any] = queue.Queue(depth)
     stop = threading.Event()
