@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import BigInteger, Boolean, Float, Integer, Numeric
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 
@@ -176,6 +177,9 @@ def stored_batch(table: str, batch: pa.RecordBatch, canonical: Callable[[str], s
     columns = list(batch.columns)
     for i, column in enumerate(COLUMNS[table]):
         if column.kind in ("json", "frame"):
+            # Each distinct text once: a selection's attrs, say, repeat with every price of it.
             spelled = canonical if column.kind == "json" else frame_text
-            columns[i] = pa.array([None if v is None else spelled(v) for v in columns[i].to_pylist()], pa.string())
+            encoded = pc.dictionary_encode(columns[i])
+            texts = pa.array([spelled(v) for v in encoded.dictionary.to_pylist()], pa.string())
+            columns[i] = pc.take(texts, encoded.indices)
     return pa.RecordBatch.from_arrays(columns, names=[c.name for c in COLUMNS[table]])
