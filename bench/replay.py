@@ -143,13 +143,15 @@ def timed_check(server: EmbeddedPostgres, stored: Stored, frames: int) -> dict[s
     return result
 
 
-def timed_into(server: EmbeddedPostgres, stored: Stored, frames: int) -> dict[str, float]:
+def timed_into(server: EmbeddedPostgres, stored: Stored, frames: int, batch_rows: int | None = None
+               ) -> dict[str, float]:
     target = fresh_database(server)  # before the clocks start: creating it is not the replay's work
     migrate.require_current(target)
     cpu = CpuClock(server, replay=[os.getpid()])
     before = cpu.read()
     started = time.perf_counter()
-    report = rebuild.into(stored, target, SOURCE)
+    settings = WriterSettings(batch_rows=batch_rows) if batch_rows else None
+    report = rebuild.into(stored, target, SOURCE, writer_settings=settings)
     elapsed = time.perf_counter() - started
     spent = cpu.read()
     if report.frames != frames:
@@ -177,6 +179,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200_000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (medians are printed)")
+    parser.add_argument("--into-batch-rows", type=int, default=0,
+                        help="also --into with the writer committing this many rows at a time (default: 10,000)")
     args = parser.parse_args()
     workdir, server = scratch_server("replay")
     runs: dict[str, list[dict[str, float]]] = defaultdict(list)
@@ -204,6 +208,9 @@ def main() -> None:
             runs["--check from PostgreSQL"].append(timed_check(server, postgres, frames))
             runs["--into from PostgreSQL"].append(timed_into(server, postgres, frames))
             runs["--into from Parquet"].append(timed_into(server, parquet, frames))
+            if args.into_batch_rows:
+                runs[f"--into from Parquet, batches of {args.into_batch_rows:,} rows"].append(
+                    timed_into(server, parquet, frames, args.into_batch_rows))
     finally:
         discard(workdir, server)
     result = {name: median(r) for name, r in runs.items()}

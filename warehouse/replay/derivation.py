@@ -70,8 +70,8 @@ class Connect:
         return cls(received_at, connection_id, detail.get("feed_kind"), detail.get("adapter_version"),
                    options if isinstance(options, dict) else None, detail)
 
-
     def event(self, source: str) -> CollectorEvent:
+        """The connect event itself (to copy it)."""
         return CollectorEvent(self.received_at, source, UUID(self.connection_id), EVENT_CONNECT, self.detail)
 
 
