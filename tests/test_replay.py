@@ -34,6 +34,7 @@ from warehouse.feeds.registry import FEEDS
 from warehouse.records import CollectorEvent, ScoreChange
 from warehouse.simulate.fleet import ENV, Fleet, fleet_vendors
 from warehouse.simulate.oddspapi import OddsPapiSimulator
+from warehouse.store.database import data_dir
 from warehouse.store.embedded import EmbeddedPostgres
 from warehouse.store.writer import Writer
 
@@ -277,6 +278,8 @@ def test_a_replay_killed_half_way_and_started_again_writes_every_frame_once(
             assert frame_rows(target, table) == frame_rows(db_url, table), table
         lifecycle = "SELECT received_at, connection_id, event FROM collector_events WHERE raw_id IS NULL ORDER BY 1"
         assert query(target, lifecycle) == query(db_url, lifecycle)  # six events, each once
+        # the killed run's spool (empty: the target was up) is gone with the run that finished
+        assert not list((data_dir() / "spool").glob("replay-oddspapi-*"))
     finally:
         drop(pg_server, target)
 

@@ -17,13 +17,13 @@ the target holds already.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from warehouse.config import FeedConfig, WriterSettings
@@ -42,7 +42,7 @@ from warehouse.replay.derivation import (
 )
 from warehouse.replay.stored import Stored, prefetch, resolve_range
 from warehouse.store import frames as target_reads
-from warehouse.store.database import redact_url
+from warehouse.store.database import data_dir, redact_url
 from warehouse.store.writer import Writer
 
 YIELD_EVERY = 64  # frames put between chances for the writer to run (put() does not wait while there is room)
@@ -79,8 +79,11 @@ def into(stored: Stored, target: str, source: str, since: datetime | None = None
     plan = load_plan(stored, source, end, entry)
     run = _Rebuild(stored, target, source, since, until, start, end, plan, progress)
     # The writer's spool is for outages of a live feed; a replay that cannot write stops, and the
-    # next run picks up where the target stands. So a spool of its own, thrown away afterwards.
-    spool = Path(tempfile.mkdtemp(prefix="warehouse-replay-spool-"))
+    # next run picks up where the target stands. So a spool of its own, thrown away afterwards
+    # (and at the start: a killed run leaves it behind).
+    name = re.sub(r"[^\w.-]", "_", source)
+    spool = data_dir() / "spool" / f"replay-{name}-{hashlib.sha256(target.encode()).hexdigest()[:12]}"
+    shutil.rmtree(spool, ignore_errors=True)
     try:
         with quiet_gc():
             asyncio.run(run.write(replace(writer_settings or WriterSettings(), spool_dir=spool, spool_fsync=False)))
