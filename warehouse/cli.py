@@ -477,3 +477,91 @@ def demo(obj: Context,
         url = obj.url()
     if not pipeline.run(url, external, seconds, obj.export_dir(), obj.spool_root(), seed):
         raise typer.Exit(130)
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+
+def parse_time(option: str, text: str | None, *, end: bool = False) -> datetime | None:
+    """A time as a user writes it: a UTC day (YYYY-MM-DD, today, yesterday: its start, or with `end` the
+    end of it) or an ISO time (YYYY-MM-DDTHH:MM[:SS], UTC unless it names its offset)."""
+    if text is None:
+        return None
+    try:
+        day = parse_day(option, text)
+    except ValueError:
+        day = None
+    if day is not None:
+        return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1 if end else 0)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option}: expected a UTC day (YYYY-MM-DD, today, yesterday) or a time"
+                         f" (YYYY-MM-DDTHH:MM[:SS]); got {text!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@command(app)
+def replay(
+    obj: Context,
+    source: str = typer.Option(..., "--source", help="the feed whose frames to replay (`source` in every row)",
+                               metavar="NAME"),
+    since: str | None = typer.Option(None, help="frames received from this time: a UTC day (YYYY-MM-DD, today,"
+                                                " yesterday) or YYYY-MM-DDTHH:MM[:SS] (UTC unless it says)",
+                                     metavar="T"),
+    until: str | None = typer.Option(None, help="frames received before this time (a day: up to its end)",
+                                     metavar="T"),
+    from_parquet: Annotated[Path | None, typer.Option(
+        "--from-parquet", help="read the frames (and rows) from the Parquet export in DIR, not from PostgreSQL",
+        metavar="DIR")] = None,
+    check_rows: bool = typer.Option(False, "--check", help="derive again and compare with what is stored; exit 0"
+                                                          " when every row matches, 1 when not"),
+    into: str | None = typer.Option(None, "--into", help="write the frames, and what today's adapters derive from"
+                                                         " them, into this other migrated database", metavar="URL"),
+) -> None:
+    """Run stored raw frames through today's adapters: compare with what is stored, or rebuild elsewhere."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from warehouse import replay as replaying
+    from warehouse.replay.compare import check as check_source
+    from warehouse.replay.compare import report_lines
+    from warehouse.replay.rebuild import ReplayIncomplete
+    from warehouse.replay.rebuild import into as rebuild
+    from warehouse.replay.rebuild import report_lines as into_lines
+    from warehouse.store.database import normalise_url
+
+    if check_rows == (into is not None):
+        raise ValueError("give either --check (compare with what is stored) or --into URL (rebuild there)")
+    start, end = parse_time("--since", since), parse_time("--until", until, end=True)
+    entry = replaying.feed_entry(obj.config, source) if obj.config_path else None
+    if from_parquet is not None:
+        stored: replaying.Stored = replaying.FromParquet(from_parquet)
+    else:
+        stored = replaying.FromPostgres(obj.url_with_schema())
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=out, transient=True,
+                  disable=not out.is_terminal) as progress:
+        task = progress.add_task("replaying…")
+
+        def step(day: datetime, frames: int) -> None:
+            progress.update(task, description=f"replaying {source}: {day:%Y-%m-%d}, {frames:,} frames")
+
+        if check_rows:
+            report = check_source(stored, source, start, end, entry, step)
+            progress.stop()
+            for line in report_lines(report):
+                say(line)
+            raise typer.Exit(0 if report.clean else 1)
+        assert into is not None
+        target = normalise_url(into)
+        if isinstance(stored, replaying.FromPostgres) and target == normalise_url(stored.url):
+            raise ValueError("--into names the database the frames are read from; give another (new, migrated) one")
+        migrate.require_current(target)
+        try:
+            done = rebuild(stored, target, source, start, end, entry, step)
+        except ReplayIncomplete as exc:
+            progress.stop()
+            error(str(exc))
+            raise typer.Exit(2) from None
+        progress.stop()
+    for line in into_lines(done):
+        say(line)

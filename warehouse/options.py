@@ -105,6 +105,19 @@ def parse(cls: type[T], table: Mapping[str, Any], where: str, section: str, *,
     return cls(**values)
 
 
+def to_table(instance: Any) -> dict[str, Any]:
+    """The TOML table that `parse` turns back into `instance` (what a connect event records of a
+    feed's options, for replay). Keys read through a `convert` are left out: parse cannot take
+    their value back, and so are unset ones (TOML has no null)."""
+    table = {}
+    for key in keys(type(instance)):
+        value = getattr(instance, key.field)
+        if key.convert is None and value is not None:
+            table[key.name] = list(value) if isinstance(value, tuple) else str(value) if isinstance(value, Path) \
+                else value
+    return table
+
+
 def describe(cls: type[Any]) -> list[tuple[str, str, str, str]]:
     """(key, type, default, doc) rows, for help texts and the README."""
     rows = []

@@ -3,7 +3,9 @@
 The only path from frame to records. Live collection hands it each frame as received (decoded and
 redacted); replay hands it each stored frame. So a frame gives the same rows either way, by the
 same quarantine rules: a frame over `max_frame_bytes`, one that is not JSON, and one that does
-not fit the feed's schema are stored raw with a `quarantine` row saying why.
+not fit the feed's schema are stored raw with a `quarantine` row saying why. A control signal of
+the adapter (a reset, a snapshot, a subscription, a vendor error) is one of the frame's records
+too: a `collector_events` row dated at the frame and pointing at it, so replay derives it alike.
 """
 
 from __future__ import annotations
@@ -14,11 +16,32 @@ from uuid import UUID
 
 import orjson
 
+from warehouse.feeds import contract
 from warehouse.feeds.contract import Adapter, FrameError, Output, handle
-from warehouse.records import Quarantine, RawMessage, Record
+from warehouse.records import (
+    EVENT_ERROR,
+    EVENT_RESET,
+    EVENT_SNAPSHOT,
+    EVENT_SUBSCRIBE,
+    CollectorEvent,
+    Quarantine,
+    RawMessage,
+    Record,
+)
 
 QUARANTINE_TEXT = 64 * 1024  # keep at most this much of a quarantined frame's text
 QUARANTINED = "quarantined"  # raw_messages.kind of a quarantined frame
+
+# The collector_events row each control signal makes (a heartbeat makes none: the frame is enough).
+CONTROL_EVENTS: dict[str | None, str] = {
+    contract.SUBSCRIBED: EVENT_SUBSCRIBE,
+    contract.RESET: EVENT_RESET,
+    contract.INITIAL: EVENT_SNAPSHOT,
+    contract.ERROR: EVENT_ERROR,
+    contract.RETRY: EVENT_ERROR,
+    contract.RETRY_LONG: EVENT_ERROR,
+    contract.FATAL: EVENT_ERROR,
+}
 
 
 @dataclass(slots=True)
@@ -47,7 +70,16 @@ def derive(adapter: Adapter, feed_kind: str, data: bytes, *, received_at: dateti
         return _quarantined(received_at, source, connection_id, seq, event_id, data,
                             f"does not fit the {feed_kind} schema: {exc}", data)
     raw = RawMessage(received_at, source, connection_id, seq, output.frame_kind, data, event_id)
-    return Derived(raw, output.records, output)
+    event = control_event(output, received_at, source, connection_id)
+    return Derived(raw, output.records if event is None else [*output.records, event], output)
+
+
+def control_event(output: Output, received_at: datetime, source: str, connection_id: UUID) -> CollectorEvent | None:
+    """The `collector_events` row of the frame's control signal, if it makes one."""
+    event = CONTROL_EVENTS.get(output.control)
+    if event is None:
+        return None
+    return CollectorEvent(received_at, source, connection_id, event, output.detail or {})
 
 
 def undecodable(data: bytes, reason: str, *, received_at: datetime, source: str, connection_id: UUID, seq: int,

@@ -5,7 +5,10 @@ parsed and handed to the feed's pure adapter; the raw frame and its records go t
 together. A frame that is not JSON, too large, or does not fit the adapter's schema is stored
 raw with a `quarantine` row and the stream goes on. Everything that happens to the connection is
 a `collector_events` row: connect, resume, command, disconnect (with the reason), reconnect
-attempt, reset, snapshot, watchdog timeout, error.
+attempt, reset, snapshot, watchdog timeout, error. Those a frame signals (reset, snapshot,
+subscribe, vendor error) are derived with the frame itself (`warehouse.collect.frames`), so replay
+makes them too; the connect event records what replay needs to derive like this connection did:
+the feed kind, its adapter's version and the options it was made with.
 """
 
 from __future__ import annotations
@@ -37,16 +40,14 @@ from warehouse.collect.transports import (
 )
 from warehouse.feeds import contract
 from warehouse.feeds.contract import Adapter, ConnectSpec, Output
+from warehouse.options import to_table
 from warehouse.records import (
     EVENT_COMMAND,
     EVENT_CONNECT,
     EVENT_DISCONNECT,
     EVENT_ERROR,
     EVENT_RECONNECT_ATTEMPT,
-    EVENT_RESET,
     EVENT_RESUME,
-    EVENT_SNAPSHOT,
-    EVENT_SUBSCRIBE,
     EVENT_WATCHDOG_TIMEOUT,
     SHUTDOWN,
     CollectorEvent,
@@ -155,16 +156,18 @@ class FeedRunner:
     async def _stream(self, session: Any, spec: ConnectSpec, connection_id: UUID) -> _Outcome:
         opened = time.monotonic()
         self.connections += 1
-        feed = self.settings.feed
+        feed, options = self.settings.feed, self.settings.options  # a reload during the awaits below changes neither
         await self._event(connection_id, EVENT_CONNECT, {
             "url": self.redact.text(spec.url), "transport": spec.transport, "connection": self.connections,
-            "feed_kind": feed.kind, "adapter_version": feed.version})
+            "feed_kind": feed.kind, "adapter_version": feed.version,
+            # what replay makes this connection's adapter from (secret options name variables, not values)
+            "options": orjson.loads(self.redact.text(orjson.dumps(to_table(options)).decode()))})
         if spec.resume_header and self.resume_id:
             await self._event(connection_id, EVENT_RESUME, {spec.resume_header: self.resume_id})
         for command in spec.send_on_connect:
             await session.send(command)
             await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(command)})
-        adapter = feed.adapter(self.source, self.settings.options)
+        adapter = feed.adapter(self.source, options)
         self._watchdog_reason = None
         periodic = self._start_periodic(session, connection_id, spec)
         helpers = [asyncio.create_task(self._watchdog(session, connection_id))]
@@ -275,31 +278,19 @@ class FeedRunner:
             metrics.quarantined += 1
             return None
         metrics.rows += len(derived.records)
-        if output.control is not None:
-            return await self._control(output, connection_id)
-        return None
-
-    async def _control(self, output: Output, connection_id: UUID) -> _Outcome | None:
-        detail = output.detail or {}
-        if output.control == contract.HEARTBEAT:
-            return None  # it is a frame (stored, and it fed the watchdog); nothing more to record
-        if output.control == contract.SUBSCRIBED:
-            await self._event(connection_id, EVENT_SUBSCRIBE, detail)
-        elif output.control == contract.RESET:
-            await self._event(connection_id, EVENT_RESET, detail)
-        elif output.control == contract.INITIAL:
-            await self._event(connection_id, EVENT_SNAPSHOT, detail)
-        elif output.control in (contract.ERROR, contract.RETRY, contract.RETRY_LONG, contract.FATAL):
-            await self._event(connection_id, EVENT_ERROR, detail)
-            reason = f"vendor: {orjson.dumps(detail).decode()}"
-            if output.control == contract.FATAL:
-                return _Outcome(reason, fatal=True)
-            if output.control != contract.ERROR:
-                return _Outcome(reason, long=output.control == contract.RETRY_LONG)
-        return None
+        return _control(output)
 
     async def _event(self, connection_id: UUID | None, event: str, detail: dict[str, Any] | None = None) -> None:
         await self.writer.put(None, [CollectorEvent(datetime.now(UTC), self.source, connection_id, event, detail)])
+
+
+def _control(output: Output) -> _Outcome | None:
+    """What a control signal means for the connection (its collector_events row, if it makes one,
+    was derived with the frame)."""
+    if output.control in (contract.RETRY, contract.RETRY_LONG, contract.FATAL):
+        reason = f"vendor: {orjson.dumps(output.detail or {}).decode()}"
+        return _Outcome(reason, long=output.control == contract.RETRY_LONG, fatal=output.control == contract.FATAL)
+    return None
 
 
 async def run_feeds(runners: list[FeedRunner]) -> None:

@@ -1,0 +1,377 @@
+"""Replay: frames collected from the simulators, run again through the adapters — checked against
+what is stored (from PostgreSQL and from the Parquet export), with an adapter changed on purpose,
+rebuilt into a second database, killed half way and started again, and read from Python."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from tests.collecting import feeds_from_toml, run_collector
+from tests.conftest import TEMPLATE, new_database, query
+from warehouse import replay
+from warehouse.cli import app
+from warehouse.collect.frames import derive
+from warehouse.config import WriterSettings
+from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
+from warehouse.feeds import oddspapi, saba
+from warehouse.feeds.contract import FrameError
+from warehouse.feeds.registry import FEEDS
+from warehouse.records import CollectorEvent, ScoreChange
+from warehouse.simulate.fleet import ENV, Fleet, fleet_vendors
+from warehouse.simulate.oddspapi import OddsPapiSimulator
+from warehouse.store.database import data_dir
+from warehouse.store.embedded import EmbeddedPostgres
+from warehouse.store.writer import Writer
+
+RATES = {"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}  # frames/s, by the fleet's feed names
+SOURCES = [vendor.name for vendor in fleet_vendors()]
+DERIVED = ("price_ticks", "market_changes", "fixture_changes", "score_changes", "order_changes", "bet_changes",
+           "account_changes", "emergency_events", "collector_events", "quarantine")
+
+
+def drop(server: EmbeddedPostgres, url: str) -> None:
+    name = url.split("/")[3].split("?")[0]
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def warehouse(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "warehouse", "--database-url", url, *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def collected(servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """All four vendors, with dropped connections and malformed frames, collected by the real
+    collector until every feed has reconnected and quarantined a frame; then exported to Parquet."""
+    pg_server = servers.get("pg18")
+    url = new_database(pg_server, TEMPLATE)
+    workdir = tmp_path_factory.mktemp("replay-collected")
+
+    def enough() -> bool:
+        (reconnected,), = query(url, "SELECT count(DISTINCT source) FROM collector_events"
+                                     " WHERE event = 'reconnect_attempt'")
+        (quarantined,), = query(url, "SELECT count(DISTINCT source) FROM quarantine")
+        return reconnected == quarantined == len(SOURCES)
+
+    async def main() -> None:
+        fleet = Fleet(rates=RATES, faults=True)
+        await fleet.start()
+        try:
+            feeds = feeds_from_toml(workdir, fleet.toml(silence_timeout_s=10, backoff_initial_s=0.05,
+                                                        backoff_max_s=0.2), ENV)
+            await run_collector(url, feeds, workdir / "spool", enough, timeout=90)
+        finally:
+            await fleet.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+    export_all(url, workdir / "export", pending(url, EXPORT_TABLES, redo=True, today_too=True))
+    yield url, workdir / "export"
+    drop(pg_server, url)
+
+
+def stored_rows(url: str, table: str, source: str) -> int:
+    linked = "raw_id IS NOT NULL" if table in ("collector_events", "quarantine") else "true"
+    return query(url, f"SELECT count(*) FROM {table} WHERE source = %s AND {linked}", source)[0][0]
+
+
+@pytest.mark.parametrize("where", ["postgresql", "parquet"])
+def test_check_is_clean_on_all_four_feeds(collected: tuple[str, Path], where: str) -> None:
+    url, export = collected
+    for source in SOURCES:
+        report = replay.check(source, url=url, export_dir=export if where == "parquet" else None)
+        problems = {t.table: t.examples for t in report.tables.values() if not t.clean}
+        assert report.clean, f"{source} from {where}: {problems}"
+        assert report.frames + report.carried == query(url, "SELECT count(*) FROM raw_messages WHERE source = %s",
+                                                       source)[0][0]
+        for table in DERIVED:
+            tally = report.tables[table]
+            # every stored row of the source's frames was derived again, except the quarantine rows
+            # of frames whose text is not stored (cut short: not JSON), which are left out
+            carried = query(url, "SELECT count(*) FROM quarantine q JOIN raw_messages r ON r.id = q.raw_id"
+                                 " WHERE q.source = %s AND r.payload IS NULL", source)[0][0]
+            expected = stored_rows(url, table, source) - (carried if table == "quarantine" else 0)
+            assert tally.stored == tally.derived == tally.matched == expected, (source, table, tally)
+        assert report.carried > 0  # the malformed frames: there is nothing to derive from again
+        assert all(version == FEEDS[kind].version for kind, version in report.stored_versions)
+        assert sum(report.stored_versions.values()) >= 2  # a reconnect: one fresh adapter per connection
+    # the collector events frames derive are compared too: Saba's snapshot, MM's subscription
+    saba_events = replay.check("saba", url=url).tables["collector_events"]
+    mm_events = replay.check("mm", url=url).tables["collector_events"]
+    assert saba_events.matched >= 1 and mm_events.matched >= 1
+
+
+def test_check_from_the_command_line(collected: tuple[str, Path]) -> None:
+    url, export = collected
+    result = warehouse("replay", "--source", "saba", "--check", url=url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"saba-sse: stored rows derived by version {saba.FEED.version} (" in result.stdout
+    assert "result: every row matches" in result.stdout
+    result = warehouse("replay", "--source", "ckex", "--check", "--from-parquet", str(export), url=url)
+    assert result.returncode == 0 and "result: every row matches" in result.stdout, result.stdout + result.stderr
+    result = warehouse("replay", "--source", "nobody", "--check", url=url)
+    assert result.returncode == 2
+    assert "no frames of source 'nobody'" in result.stderr and "ckex, mm, oddspapi, saba" in result.stderr
+
+
+def test_a_range_starting_inside_a_connection_brings_the_adapter_up_to_date_first(
+        collected: tuple[str, Path]) -> None:
+    """Saba remembers which event each market belongs to: a range that starts mid-connection must
+    first run the connection's earlier frames through the adapter, or markets lose their fixture."""
+    url, _ = collected
+    connection, = query(url, "SELECT connection_id FROM raw_messages WHERE source = 'saba' ORDER BY received_at"
+                             " LIMIT 1")[0]
+    (since,), = query(url, "SELECT received_at FROM raw_messages WHERE connection_id = %s AND seq = 40", connection)
+    report = replay.check("saba", since=since, url=url)
+    assert report.clean, {t.table: t.examples for t in report.tables.values() if not t.clean}
+    assert report.warmed == 39
+    assert report.tables["price_ticks"].matched == query(
+        url, "SELECT count(*) FROM price_ticks WHERE source = 'saba' AND received_at >= %s", since)[0][0]
+
+
+def test_a_changed_adapter_is_reported_with_the_raw_ids_and_versions(collected: tuple[str, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deliberate change: outcome 101's price moves, and frames with scores no longer fit."""
+    url, export = collected
+    tick = oddspapi.Adapter._tick
+
+    def changed_tick(self: oddspapi.Adapter, *args: Any) -> Any:
+        row = tick(self, *args)
+        return row._replace(price=(row.price or 0) + 1) if row.outcome_id == "101" else row
+
+    def no_scores(self: oddspapi.Adapter, *args: Any) -> list[ScoreChange]:
+        raise FrameError("scores: a new shape")
+
+    monkeypatch.setattr(oddspapi.Adapter, "_tick", changed_tick)
+    monkeypatch.setattr(oddspapi.Adapter, "_scores", no_scores)
+    monkeypatch.setattr(oddspapi.FEED, "version", "2")
+    with_scores = "raw_id IN (SELECT raw_id FROM score_changes WHERE source = 'oddspapi')"
+    scored = query(url, "SELECT count(DISTINCT raw_id) FROM score_changes WHERE source = 'oddspapi'")[0][0]
+    moved = query(url, "SELECT count(*) FROM price_ticks WHERE source = 'oddspapi' AND outcome_id = '101'"
+                       f" AND NOT {with_scores}")[0][0]
+    lost_ticks = query(url, f"SELECT count(*) FROM price_ticks WHERE source = 'oddspapi' AND {with_scores}")[0][0]
+    first_moved = query(url, "SELECT min(raw_id) FROM price_ticks WHERE source = 'oddspapi' AND outcome_id = '101'"
+                             f" AND NOT {with_scores}")[0][0]
+    assert scored > 0 and moved > 0
+    for export_dir in (None, export):
+        report = replay.check("oddspapi", url=url, export_dir=export_dir)
+        assert not report.clean
+        ticks, scores = report.tables["price_ticks"], report.tables["score_changes"]
+        assert (ticks.differ, ticks.missing, ticks.extra) == (moved, lost_ticks, 0)
+        assert (scores.missing, scores.extra, scores.matched) == (stored_rows(url, "score_changes", "oddspapi"), 0, 0)
+        assert report.tables["quarantine"].extra == scored  # each such frame is quarantined now
+        assert report.tables["raw_messages"].differ == scored  # and its kind is "quarantined"
+        assert report.today == {"oddspapi-ws": "2"}
+        assert set(report.stored_versions) == {("oddspapi-ws", "1")}
+    result = CliRunner().invoke(app, ["--database-url", url, "replay", "--source", "oddspapi", "--check"])
+    assert result.exit_code == 1, result.output
+    assert "stored rows derived by version 1" in result.output and "today's adapter is version 2" in result.output
+    assert f"price_ticks: raw_id {first_moved}: price: " in result.output
+    assert "quarantine: raw_id " in result.output and "does not fit the oddspapi-ws schema: scores: a new shape" \
+        in result.output
+    assert "result: " in result.output and "rows do not match" in result.output
+
+
+def test_into_a_second_database_gives_the_same_rows(collected: tuple[str, Path], pg_server: EmbeddedPostgres) -> None:
+    url, export = collected
+    target = new_database(pg_server, TEMPLATE)
+    try:
+        for source in SOURCES:
+            result = warehouse("replay", "--source", source, "--into", target, url=url)
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert "connection lifecycle events" in result.stdout
+        for table in ("raw_messages", *DERIVED):
+            assert frame_rows(target, table) == frame_rows(url, table), table
+        # the gaps are there as they were: every connect, disconnect, reconnect attempt
+        lifecycle = ("SELECT source, received_at, connection_id, event FROM collector_events WHERE raw_id IS NULL"
+                     " ORDER BY 1, 2, 3, 4")
+        assert query(target, lifecycle) == query(url, lifecycle)
+        connects = query(target, "SELECT detail FROM collector_events WHERE event = 'connect'")
+        assert len(connects) >= 2 * len(SOURCES)
+        for (detail,) in connects:
+            assert detail["adapter_version"] == FEEDS[detail["feed_kind"]].version
+            assert detail["replayed"]["adapter_version_collected"] == FEEDS[detail["feed_kind"]].version
+        for source in SOURCES:  # and the rebuilt warehouse checks clean against today's adapters
+            assert replay.check(source, url=target).clean
+        # again: nothing is written twice
+        result = warehouse("replay", "--source", "mm", "--into", target, "--from-parquet", str(export), url=url)
+        assert result.returncode == 0 and "skipped what the target held already" in result.stdout, result.stdout
+        assert frame_rows(target, "raw_messages") == frame_rows(url, "raw_messages")
+    finally:
+        drop(pg_server, target)
+
+
+def frame_rows(url: str, table: str) -> Counter[tuple[Any, ...]]:
+    """Every row of `table`, its raw id replaced by its frame's (connection_id, seq): ids differ
+    between databases, frames do not."""
+    columns = [c for (c,) in query(url, "SELECT column_name FROM information_schema.columns WHERE table_name = %s"
+                                        " AND column_name NOT IN ('id', 'raw_id') ORDER BY ordinal_position", table)]
+    if table == "raw_messages":
+        rows = query(url, f"SELECT {', '.join(columns)} FROM raw_messages")
+    else:
+        rows = query(url, f"SELECT r.connection_id, r.seq, {', '.join('t.' + c for c in columns)} FROM {table} t"
+                          " JOIN raw_messages r ON r.id = t.raw_id")
+    return Counter(orjson.dumps(row, default=str) for row in rows)
+
+
+def write_oddspapi(url: str, spool: Path, frames: int, connections: int) -> None:
+    """Frames of the OddsPapi simulator's market, derived and written as the collector does."""
+    generate = OddsPapiSimulator("key", outcomes_per_frame=2)._frames()
+    options = {"url": "ws://127.0.0.1/v4/ws", "api_key_env": "OP_KEY"}
+
+    async def main() -> None:
+        async with Writer(url, WriterSettings(spool_dir=spool)) as writer:
+            at = datetime.now(UTC) - timedelta(hours=1)
+            for _ in range(connections):
+                connection, adapter = uuid4(), oddspapi.FEED.adapter("oddspapi", None)
+                await writer.put(None, [CollectorEvent(at, "oddspapi", connection, "connect", {
+                    "feed_kind": "oddspapi-ws", "adapter_version": oddspapi.FEED.version, "options": options})])
+                for seq in range(1, frames // connections + 1):
+                    at += timedelta(microseconds=200)
+                    done = derive(adapter, "oddspapi-ws", next(generate), received_at=at, source="oddspapi",
+                                  connection_id=connection, seq=seq, event_id=None, max_frame_bytes=1 << 20)
+                    await writer.put(done.raw, done.records)
+                await writer.put(None, [CollectorEvent(at, "oddspapi", connection, "disconnect", {"reason": "test"})])
+
+    asyncio.run(main())
+
+
+def test_a_replay_killed_half_way_and_started_again_writes_every_frame_once(
+        pg_server: EmbeddedPostgres, db_url: str, tmp_path: Path) -> None:
+    write_oddspapi(db_url, tmp_path / "spool", 60_000, 3)
+    target = new_database(pg_server, TEMPLATE)
+    try:
+        argv = [sys.executable, "-m", "warehouse", "--database-url", db_url, "replay", "--source", "oddspapi",
+                "--into", target]
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while query(target, "SELECT count(*) FROM raw_messages")[0][0] == 0:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the replay wrote nothing in 120 s"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        written = query(target, "SELECT count(*) FROM raw_messages")[0][0]
+        assert 0 < written < 60_000  # killed half way
+        result = warehouse("replay", "--source", "oddspapi", "--into", target, url=db_url)
+        assert result.returncode == 0, result.stderr
+        assert f"skipped what the target held already (an earlier run): {written:,} frames" in result.stdout
+        assert query(target, "SELECT count(*), count(DISTINCT (connection_id, seq)) FROM raw_messages") == [
+            (60_000, 60_000)]
+        for table in ("raw_messages", *DERIVED):
+            assert frame_rows(target, table) == frame_rows(db_url, table), table
+        lifecycle = "SELECT received_at, connection_id, event FROM collector_events WHERE raw_id IS NULL ORDER BY 1"
+        assert query(target, lifecycle) == query(db_url, lifecycle)  # six events, each once
+        # the killed run's spool (empty: the target was up) is gone with the run that finished
+        assert not list((data_dir() / "spool").glob("replay-oddspapi-*"))
+    finally:
+        drop(pg_server, target)
+
+
+def test_the_python_api_yields_the_records_of_a_range(collected: tuple[str, Path]) -> None:
+    url, export = collected
+    (since,), = query(url, "SELECT received_at FROM raw_messages WHERE source = 'oddspapi' ORDER BY received_at"
+                           " OFFSET 100 LIMIT 1")
+    until = since + timedelta(seconds=2)
+    stored = query(url, "SELECT received_at, fixture_id, market_id, outcome_id, price FROM price_ticks"
+                        " WHERE source = 'oddspapi' AND received_at >= %s AND received_at < %s", since, until)
+    assert stored
+    for where in ({"url": url}, {"export_dir": export}):
+        ticks = [(r.received_at, r.fixture_id, r.market_id, r.outcome_id, r.price)
+                 for r in replay.records("oddspapi", since=since, until=until, **where) if type(r).__name__ ==
+                 "PriceTick"]
+        assert Counter(ticks) == Counter(stored)
+    frames = list(replay.frames("oddspapi", since=since, until=until, url=url))
+    assert [f.raw_id for f in frames] == [i for (i,) in query(
+        url, "SELECT id FROM raw_messages WHERE source = 'oddspapi' AND received_at >= %s AND received_at < %s"
+             " ORDER BY received_at, connection_id, seq", since, until)]
+    assert all(isinstance(f.raw.connection_id, UUID) for f in frames)
+
+
+# Saba's two documented frames (tests/test_saba.py), and a reset.
+SABA_FRAMES = [
+    b'{"status":1,"message":"InitialData","payload":{"events":{"add":[{"eventId":38255274,"eventStatus":"running",'
+    b'"isLive":true,"kickOffTime":"2024-05-01T12:00:00","gameInfo":{"livePeriod":1,"liveHomeScore":0,'
+    b'"liveAwayScore":0}}]},"markets":{"add":[{"marketId":274175476,"eventId":38255274,"betType":1,'
+    b'"marketStatus":"running","selections":[{"key":"h","point":0.5,"oddsPrice":{"decimalPrice":1.95}}]}]}}}',
+    b'{"status":0,"message":"Success","payload":{"markets":{"change":[{"marketId":274175476,"marketStatus":"suspend",'
+    b'"selections":[{"key":"h","point":0.5,"oddsPrice":{"decimalPrice":1.9}}]}]}}}',
+    b'{"status":3,"message":"Reset","payload":{"events":{"add":[{"eventId":38255274,"eventStatus":"running"}]}}}',
+    b'{"status":42,"message":"no such status"}',  # quarantined: its text is compared as JSON (jsonb respells it)
+]
+
+
+def test_rows_collected_before_replay_existed_check_clean_given_the_config(
+        db_url: str, tmp_path: Path, pg_server: EmbeddedPostgres) -> None:
+    """Before this version, a frame's snapshot/reset event was written after it, unlinked, and
+    connect events recorded neither feed kind nor options: the config says what the feed was, and
+    the events are matched to the frame they followed. A rebuild records what it was told."""
+    connection = uuid4()
+
+    async def main() -> None:
+        async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
+            at = datetime.now(UTC) - timedelta(minutes=5)
+            await writer.put(None, [CollectorEvent(at, "saba-old", connection, "connect", {"url": "https://x"})])
+            adapter = saba.FEED.adapter("saba-old", None)
+            for seq, frame in enumerate(SABA_FRAMES, 1):
+                at += timedelta(milliseconds=5)
+                done = derive(adapter, "saba-sse", frame, received_at=at, source="saba-old", connection_id=connection,
+                              seq=seq, event_id=str(seq), max_frame_bytes=1 << 20)
+                events = [r for r in done.records if isinstance(r, CollectorEvent)]
+                await writer.put(done.raw, [r for r in done.records if not isinstance(r, CollectorEvent)])
+                for event in events:  # as the runner wrote them then: after the frame, on their own
+                    await writer.put(None, [event._replace(received_at=at + timedelta(microseconds=150))])
+
+    asyncio.run(main())
+    with pytest.raises(ValueError, match="give --config with a \\[\\[feeds\\]\\] entry named 'saba-old'"):
+        replay.check("saba-old", url=db_url)
+    config = tmp_path / "old.toml"
+    config.write_text('[[feeds]]\nname = "saba-old"\nkind = "saba-sse"\nurl = "https://x/GetEvents"\n'
+                      'token_env = "SABA_TOKEN"\n')
+    report = replay.check("saba-old", url=db_url, config=config)
+    assert report.clean, {t.table: t.examples for t in report.tables.values() if not t.clean}
+    assert report.tables["collector_events"].matched == 2  # the snapshot and the reset
+    assert report.tables["quarantine"].matched == 1 and report.frames == 4
+    assert report.stored_versions == {("saba-sse", None): 1}
+    result = CliRunner().invoke(app, ["--database-url", db_url, "--config", str(config), "replay", "--source",
+                                      "saba-old", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "an unrecorded version (1 connection, collected before versions were recorded)" in result.output
+    target = new_database(pg_server, TEMPLATE)
+    try:
+        done = replay.into(target, "saba-old", url=db_url, config=config)
+        assert (done.frames, done.events) == (4, 1)
+        (detail,), = query(target, "SELECT detail FROM collector_events WHERE event = 'connect'")
+        assert detail["feed_kind"] == "saba-sse" and detail["adapter_version"] == saba.FEED.version
+        assert detail["options"]["url"] == "https://x/GetEvents" and detail["replayed"]["adapter_version_collected"] \
+            is None
+        rebuilt = replay.check("saba-old", url=target)  # no config needed any more
+        assert rebuilt.clean and rebuilt.tables["collector_events"].matched == 2
+        assert rebuilt.stored_versions == {("saba-sse", saba.FEED.version): 1}
+    finally:
+        drop(pg_server, target)
+
+
+def test_replay_refuses_unclear_requests(db_url: str) -> None:
+    runner = CliRunner()
+    both = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--check", "--into", db_url])
+    assert both.exit_code == 2 and "give either --check" in both.output
+    same = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--into", db_url])
+    assert same.exit_code == 2 and "--into names the database the frames are read from" in same.output
+    when = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--check", "--since", "May 1"])
+    assert when.exit_code == 2 and "--since: expected a UTC day" in when.output

@@ -1,0 +1,217 @@
+"""`replay --into URL`: a source's stored frames, derived by today's adapters, into another warehouse.
+
+Through the normal writer: each frame as stored (received_at, connection_id, seq, event_id and
+text; a new raw id there) with what today's adapter derives from it, in the same transaction.
+Frames whose text is not stored (not JSON, too large) keep their quarantine rows as stored. The
+source's connection lifecycle (connects, disconnects, reconnect attempts, commands, watchdog
+timeouts…) is copied for the range, so the rebuilt warehouse shows the same gaps; each connect
+event there records the adapter version that derived the rows (`adapter_version`) and the one
+that derived them at first (`replayed.adapter_version_collected`).
+
+Exactly once, however often it is interrupted and started again: the writer commits the frames
+of a connection in order, so the target holds, per connection, the frames up to some seq; a new
+run skips those (deriving them only to bring the adapter up to date) and the lifecycle events
+the target holds already.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from warehouse.config import FeedConfig, WriterSettings
+from warehouse.options import to_table
+from warehouse.records import EVENT_CONNECT, CollectorEvent, Quarantine, Record
+from warehouse.replay.compare import Progress
+from warehouse.replay.derivation import (
+    FRAME_EVENTS,
+    Deriver,
+    Plan,
+    Replayed,
+    days,
+    load_plan,
+    quiet_gc,
+    today_versions,
+)
+from warehouse.replay.stored import Stored, prefetch, resolve_range
+from warehouse.store import frames as target_reads
+from warehouse.store.database import data_dir, redact_url
+from warehouse.store.writer import Writer
+
+YIELD_EVERY = 64  # frames put between chances for the writer to run (put() does not wait while there is room)
+LIFECYCLE_UNIT = 500  # lifecycle events per writer unit (a unit commits whole)
+SPOOL_WAIT_S = 60.0  # an outage of the target: how long the end of a replay waits for it
+
+
+class ReplayIncomplete(RuntimeError):
+    """The target stopped taking rows; what it holds is consistent: run the same replay again."""
+
+
+@dataclass
+class IntoReport:
+    source: str
+    where: str
+    target: str
+    start: datetime
+    end: datetime
+    frames: int = 0  # written
+    rows: int = 0  # derived rows written with them
+    skipped: int = 0  # the target held them already (an earlier, interrupted run)
+    carried: int = 0  # written with their quarantine rows as stored (text not stored: nothing to derive)
+    events: int = 0  # lifecycle events copied
+    events_skipped: int = 0
+    warmed: int = 0
+    stored_versions: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    today: dict[str, str] = field(default_factory=dict)
+
+
+def into(stored: Stored, target: str, source: str, since: datetime | None = None, until: datetime | None = None,
+         entry: FeedConfig | None = None, progress: Progress | None = None,
+         writer_settings: WriterSettings | None = None) -> IntoReport:
+    start, end = resolve_range(stored, source, since, until)
+    plan = load_plan(stored, source, end, entry)
+    run = _Rebuild(stored, target, source, since, until, start, end, plan, progress)
+    # The writer's spool is for outages of a live feed; a replay that cannot write stops, and the
+    # next run picks up where the target stands. So a spool of its own, thrown away afterwards
+    # (and at the start: a killed run leaves it behind).
+    name = re.sub(r"[^\w.-]", "_", source)
+    spool = data_dir() / "spool" / f"replay-{name}-{hashlib.sha256(target.encode()).hexdigest()[:12]}"
+    shutil.rmtree(spool, ignore_errors=True)
+    try:
+        with quiet_gc():
+            asyncio.run(run.write(replace(writer_settings or WriterSettings(), spool_dir=spool, spool_fsync=False)))
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    report = run.report
+    report.warmed = run.deriver.warmed
+    report.stored_versions = dict(plan.versions)
+    report.today = today_versions(kind for kind, _ in plan.versions)
+    return report
+
+
+class _Rebuild:
+    def __init__(self, stored: Stored, target: str, source: str, since: datetime | None, until: datetime | None,
+                 start: datetime, end: datetime, plan: Plan, progress: Progress | None) -> None:
+        self.stored, self.target, self.source = stored, target, source
+        self.since, self.start, self.end = since, start, end
+        # The lifecycle of the range asked for: without --since from the start, without --until to
+        # the end (the disconnect after the last frame, a reconnect attempt that came to nothing).
+        self.events_end = until or target_reads.END_OF_TIME
+        self.deriver = Deriver(stored, plan)
+        self.progress = progress
+        self.report = IntoReport(source, stored.where, redact_url(target), start, end)
+
+    async def write(self, settings: WriterSettings) -> None:
+        target, source = self.target, self.source
+        await asyncio.to_thread(target_reads.ensure_partitions, target, self.start.astimezone(UTC).date(),
+                                (self.end - self.start).days + 2)
+        held, events_held = await asyncio.to_thread(target_reads.written, target, source, self.start, self.end,
+                                                    self.events_end)
+        lifecycle = await asyncio.to_thread(self.stored.lifecycle, source, self.since, self.events_end, FRAME_EVENTS)
+        async with Writer(target, settings, name=f"replay-{source}") as writer:
+            await self._lifecycle(writer, lifecycle, events_held)
+            for low, high in days(self.start, self.end):
+                batches = prefetch(self.stored.frames(source, low, high))
+                await self._frames(writer, self.deriver.run(batches), held)
+                if self.since is not None:  # connections that began before the range: their connect events too
+                    opened, self.deriver.opened = self.deriver.opened, []
+                    earlier = [c.event(source) for _, c in opened if c is not None and c.received_at < self.since]
+                    await self._lifecycle(writer, earlier, events_held)
+                if self.progress:
+                    self.progress(low, self.report.frames + self.report.skipped)
+            await writer.flush()
+            if not await writer.wait_replayed(SPOOL_WAIT_S) or writer.stats.dropped:
+                raise ReplayIncomplete(f"the database {redact_url(target)} stopped taking rows"
+                                       f" ({writer.stats.last_error}); what it holds is consistent: run the same"
+                                       " replay again once it is back")
+
+    async def _lifecycle(self, writer: Writer, events: list[CollectorEvent], held: Counter[Any]) -> None:
+        """Copy what the target does not hold yet; a connect event says which adapter derived the rows now."""
+        todo: list[Record] = []
+        for event in events:
+            key = (event.received_at, event.connection_id, event.event)
+            if held[key]:
+                held[key] -= 1
+                self.report.events_skipped += 1
+                continue
+            if event.event == EVENT_CONNECT and event.connection_id is not None:
+                event = self._described(event)
+            todo.append(event)
+        for i in range(0, len(todo), LIFECYCLE_UNIT):
+            await writer.put(None, todo[i:i + LIFECYCLE_UNIT])
+        self.report.events += len(todo)
+
+    def _described(self, connect: CollectorEvent) -> CollectorEvent:
+        """The connect event as the target should have it: what derives this connection's rows there
+        (today's version; the kind and options, also for events from before they were recorded)."""
+        detail = dict(connect.detail) if isinstance(connect.detail, dict) else {}
+        assert connect.connection_id is not None
+        feed, options, _ = self.deriver.plan.resolve(str(connect.connection_id), connect.received_at)
+        detail["replayed"] = {"adapter_version_collected": detail.get("adapter_version"),
+                              "at": datetime.now(UTC).isoformat()}
+        detail |= {"feed_kind": feed.kind, "adapter_version": feed.version}
+        detail.setdefault("options", to_table(options))
+        return connect._replace(detail=detail)
+
+    async def _frames(self, writer: Writer, replayed: Iterator[Replayed], held: dict[str, int]) -> None:
+        report = self.report
+        carried: list[Replayed] = []
+        put = 0
+        for frame in replayed:
+            raw = frame.raw
+            if raw.seq <= held.get(str(raw.connection_id), 0):
+                report.skipped += 1
+                continue
+            if not frame.derived:
+                carried.append(frame)  # written with its stored quarantine rows, below, in order
+                continue
+            if carried:
+                await self._carry(writer, carried)
+            await writer.put(raw, frame.records)
+            report.frames += 1
+            report.rows += len(frame.records)
+            put += 1
+            if put % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+                if writer.spool_backlog_batches and not writer.stats.database_up:
+                    raise ReplayIncomplete(f"the database {redact_url(writer.url)} went away"
+                                           f" ({writer.stats.last_error}); what it holds is consistent: run the same"
+                                           " replay again once it is back")
+        if carried:
+            await self._carry(writer, carried)
+
+    async def _carry(self, writer: Writer, carried: list[Replayed]) -> None:
+        """Frames without their text: raw row and quarantine rows as stored (one read for a run of them)."""
+        found: dict[int, list[Quarantine]] = {}
+        for raw_id, row in await asyncio.to_thread(self.stored.quarantined, [f.raw_id for f in carried]):
+            found.setdefault(raw_id, []).append(row)
+        for frame in carried:
+            rows: list[Record] = list(found.get(frame.raw_id, []))
+            await writer.put(frame.raw, rows)
+            self.report.frames += 1
+            self.report.carried += 1
+            self.report.rows += len(rows)
+        carried.clear()
+
+
+def report_lines(report: IntoReport) -> list[str]:
+    from warehouse.replay.compare import _when, versions_line
+
+    lines = [f"replay --into {report.target} of {report.source}, frames received {_when(report.start)} →"
+             f" {_when(report.end)}, from {report.where}",
+             versions_line(report.stored_versions, report.today),
+             f"wrote {report.frames:,} frames with {report.rows:,} rows derived by today's adapters"
+             + (f" ({report.carried:,} not re-derivable frames with their quarantine rows as stored)"
+                if report.carried else "")
+             + f", and {report.events:,} connection lifecycle events"]
+    if report.skipped or report.events_skipped:
+        lines.append(f"skipped what the target held already (an earlier run): {report.skipped:,} frames,"
+                     f" {report.events_skipped:,} lifecycle events")
+    return lines

@@ -1,0 +1,185 @@
+"""Rows in the one shape `replay --check` compares: derived again (from records) or stored (from
+PostgreSQL or Parquet), as Arrow tables with the same columns and canonical values.
+
+Canonical: timestamps as UTC microseconds, doubles as doubles, uuids as their text, decimals as
+plain text without trailing zeros (1.50 = 1.5, so the export's fixed scale does not matter), and
+JSON as text with sorted keys (a value, not a spelling: PostgreSQL's jsonb orders keys its own
+way). Numbers inside JSON that PostgreSQL spells differently (1e16 as 10000000000000000) are
+matched by `deep_json`, applied only to the few rows the canonical text leaves unmatched.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import BigInteger, Boolean, Float, Integer, Numeric
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+
+from warehouse import schema
+from warehouse.records import TABLE_OF, Record
+from warehouse.store.frames import UTC_MICROS
+
+RAW_KINDS = "raw_messages"  # the frame's kind is derived too: compared as a table of (raw_id, kind)
+TABLES: tuple[str, ...] = (RAW_KINDS, *dict.fromkeys(TABLE_OF.values()))
+_ARROW = {"ts": UTC_MICROS, "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
+_DUCKDB = {"ts": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT", "bool": "BOOLEAN"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # ts, float, int, bool, text, uuid, num (decimal), json, frame (text, JSON where it is)
+
+    @property
+    def arrow(self) -> pa.DataType:
+        return _ARROW.get(self.kind, pa.string())
+
+    @property
+    def duckdb(self) -> str:
+        return _DUCKDB.get(self.kind, "VARCHAR")
+
+    def compared(self, alias: str = "") -> str:
+        """The column in the comparison: decimals without trailing zeros, whatever their scale."""
+        ref = f"{alias}{self.name}"
+        if self.kind == "num":
+            return f"CASE WHEN {ref} LIKE '%.%' THEN rtrim(rtrim({ref}, '0'), '.') ELSE {ref} END AS {self.name}"
+        return f"{ref} AS {self.name}" if alias else ref
+
+
+def _kind(column: Any) -> str:
+    kind = column.type
+    for python_type, name in ((TIMESTAMP, "ts"), (JSONB, "json"), (UUID, "uuid"), (Float, "float"),
+                              (Numeric, "num"), (BigInteger, "int"), (Integer, "int"), (Boolean, "bool")):
+        if isinstance(kind, python_type):
+            return name
+    return "text"
+
+
+COLUMNS: dict[str, tuple[Column, ...]] = {
+    table: tuple(Column(c.name, _kind(c)) for c in schema.metadata.tables[table].columns)
+    for table in TABLES if table != RAW_KINDS
+} | {RAW_KINDS: (Column("raw_id", "int"), Column("kind", "text"))}
+# A quarantined frame's text: replay has it from the stored payload, which jsonb keeps as a value,
+# not as it was spelled. So it is compared as JSON where it is JSON (what fits the size kept).
+COLUMNS["quarantine"] = tuple(Column(c.name, "frame") if c.name == "frame" else c for c in COLUMNS["quarantine"])
+
+
+def canonical_json(value: Any) -> str:
+    """A Python value as the writer would store it, in sorted-key JSON text."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # keys that are not strings (the writer allows them): the slower path
+        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def canonical_stored_json(text: str) -> str:
+    return orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def deep_json(text: str) -> str:
+    """Canonical JSON in which a whole float is an integer: PostgreSQL writes a number its own way."""
+
+    def walk(value: Any) -> Any:
+        if type(value) is float and value.is_integer() and abs(value) < 2**63:
+            return int(value)
+        if type(value) is dict:
+            return {key: walk(item) for key, item in value.items()}
+        if type(value) is list:
+            return [walk(item) for item in value]
+        return value
+
+    return orjson.dumps(walk(orjson.loads(text)), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def frame_text(text: str) -> str:
+    """A quarantined frame's text: canonical JSON if it is JSON, else as it is."""
+    try:
+        return canonical_stored_json(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _values(kind: str, values: Iterable[Any]) -> list[Any] | Iterable[Any]:
+    if kind == "frame":
+        return [None if v is None else frame_text(v) for v in values]
+    if kind == "json":
+        return [None if v is None else canonical_json(v) for v in values]
+    if kind == "num":
+        return [None if v is None else format(v, "f") for v in values]
+    if kind == "uuid":
+        return [None if v is None else str(v) for v in values]
+    return values
+
+
+class Derived:
+    """Records derived again, gathered per table until turned into Arrow."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows: defaultdict[type[Record], list[Record]] = defaultdict(list)
+        self.ids: defaultdict[type[Record], list[int]] = defaultdict(list)
+        self.kinds: tuple[list[int], list[str], list[str]] = ([], [], [])  # raw id, kind now, kind stored
+        self.count = 0
+
+    def add(self, raw_id: int, kind: str, stored_kind: str, records: list[Record]) -> None:
+        frame_ids, kinds, stored = self.kinds
+        frame_ids.append(raw_id)
+        kinds.append(kind)
+        stored.append(stored_kind)
+        rows, ids = self.rows, self.ids
+        for record in records:
+            cls = type(record)
+            rows[cls].append(record)
+            ids[cls].append(raw_id)
+        self.count += 1 + len(records)
+
+    def tables(self) -> tuple[dict[str, list[pa.Table]], pa.Table]:
+        """(table → Arrow tables of the rows derived again, the stored kinds as RAW_KINDS), and reset."""
+        out: dict[str, list[pa.Table]] = defaultdict(list)
+        frame_ids, kinds, stored = self.kinds
+        out[RAW_KINDS].append(pa.table([pa.array(frame_ids, pa.int64()), pa.array(kinds, pa.string())],
+                                       names=["raw_id", "kind"]))
+        stored_kinds = pa.table([pa.array(frame_ids, pa.int64()), pa.array(stored, pa.string())],
+                                names=["raw_id", "kind"])
+        for cls, rows in self.rows.items():
+            table = TABLE_OF.get(cls)
+            if table is None:
+                raise ValueError(f"an adapter returned a {cls.__name__}, which is not a record type")
+            out[table].append(_arrow(table, cls, rows, self.ids[cls]))
+        self._reset()
+        return out, stored_kinds
+
+
+def _arrow(table: str, cls: type[Record], rows: list[Record], ids: list[int]) -> pa.Table:
+    by_field = dict(zip(cls._fields, zip(*rows, strict=True), strict=True))
+    arrays = []
+    for column in COLUMNS[table]:
+        values: Any = ids if column.name == "raw_id" else by_field[column.name]
+        try:
+            arrays.append(pa.array(_values(column.kind, values), column.arrow))
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise ValueError(f"{table}.{column.name}: an adapter gives values PostgreSQL would not store as"
+                             f" {column.duckdb} ({exc})") from None
+    return pa.table(arrays, names=[c.name for c in COLUMNS[table]])
+
+
+def stored_batch(table: str, batch: pa.RecordBatch, canonical: Callable[[str], str] = canonical_stored_json
+                 ) -> pa.RecordBatch:
+    """Stored rows (warehouse.replay.stored's shapes) with their JSON in canonical text."""
+    columns = list(batch.columns)
+    for i, column in enumerate(COLUMNS[table]):
+        if column.kind in ("json", "frame"):
+            # Each distinct text once: a selection's attrs, say, repeat with every price of it.
+            spelled = canonical if column.kind == "json" else frame_text
+            encoded = pc.dictionary_encode(columns[i])
+            texts = pa.array([spelled(v) for v in encoded.dictionary.to_pylist()], pa.string())
+            columns[i] = pc.take(texts, encoded.indices)
+    return pa.RecordBatch.from_arrays(columns, names=[c.name for c in COLUMNS[table]])
