@@ -60,3 +60,19 @@ def test_every_exported_column_has_a_lake_type_and_a_sort_order(table: str) -> N
     assert columns == list(schema.metadata.tables[table].columns.keys())
     for key in schema.SORT_KEYS[table].split(", "):
         assert key in columns, f"{table} is sorted by {key}, which it does not have"
+
+
+def test_migration_0007_adds_the_origin_column_the_schema_declares() -> None:
+    later = migration("0007_snapshots_and_relations_v2")
+    assert set(later.ORIGIN_TABLES) == set(schema.ORIGIN_TABLES)
+    assert later.ORIGIN_COMMENT == schema.ORIGIN_COMMENT
+    assert schema.ORIGIN_TABLES, "the derived tables take rows from REST answers"
+
+
+@pytest.mark.parametrize("record", [r for r, t in TABLE_OF.items() if t in schema.ORIGIN_TABLES],
+                         ids=lambda r: r.__name__)
+def test_origin_is_the_last_field_and_defaults_to_pushed(record: type) -> None:
+    # Last, so that every positional construction written before it keeps working.
+    assert record._fields[-1] == "origin"  # type: ignore[attr-defined]
+    assert record._field_defaults["origin"] is None  # type: ignore[attr-defined]
+    assert list(schema.metadata.tables[TABLE_OF[record]].columns.keys())[-1] == "origin"

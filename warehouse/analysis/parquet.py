@@ -5,7 +5,8 @@
 
 Every fact table is a view over `<dir>/<table>/day=*/*.parquet` (the `day` partition column comes
 along); a table with nothing exported yet is an empty table with the PostgreSQL columns, so the
-analysis relations work on whatever has been exported.
+analysis relations work on whatever has been exported. Files exported before a column was added
+(e.g. `origin`, migration 0007) read as null in it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ def connect(export_dir: str | Path, con=None):
         files = root / name / "day=*" / "*.parquet"
         if any(root.glob(f"{name}/day=*/*.parquet")):
             path = str(files).replace("'", "''")
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS"
-                        f" SELECT * FROM read_parquet('{path}', hive_partitioning = true)")
+            read = f"read_parquet('{path}', hive_partitioning = true, union_by_name = true)"
+            present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {read}").fetchall()}
+            missing = "".join(f", CAST(NULL AS {kind}) AS {column}" for column, kind in lake.columns(name)
+                              if column not in present)
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *{missing} FROM {read}")
         else:
             columns = ", ".join(f"{column} {kind}" for column, kind in lake.columns(name))
             con.execute(f"CREATE OR REPLACE TABLE {name} ({columns})")
