@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 Json = Any
@@ -204,8 +204,8 @@ EVENT_RESYNC_STARTED = "resync_started"  # REST calls to heal a gap begin (detai
 EVENT_RESYNC_FINISHED = "resync_finished"  # ... and ended (detail: calls, refused, failed, rows derived)
 
 # The `origin` of rows derived from a REST answer (None: from a pushed frame).
-ORIGIN_SNAPSHOT = "snapshot"  # the vendor's current state, fetched after a gap
-ORIGIN_BACKFILL = "backfill"  # the vendor's history of the gap itself
+ORIGIN_SNAPSHOT: Final = "snapshot"  # the vendor's current state, fetched after a gap
+ORIGIN_BACKFILL: Final = "backfill"  # the vendor's history of the gap itself
 
 Record = (
     PriceTick | MarketChange | FixtureChange | ScoreChange | OrderChange | BetChange | AccountChange

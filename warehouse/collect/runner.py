@@ -5,7 +5,9 @@ parsed and handed to the feed's pure adapter; the raw frame and its records go t
 together. A frame that is not JSON, too large, or does not fit the adapter's schema is stored
 raw with a `quarantine` row and the stream goes on. Everything that happens to the connection is
 a `collector_events` row: connect, resume, command, disconnect (with the reason), reconnect
-attempt, reset, snapshot, watchdog timeout, error.
+attempt, reset, snapshot, watchdog timeout, error. A feed with a REST side heals each gap: every
+connection hands its gap to the feed's `Resyncer` (collect/resync.py), which runs beside the
+receive loop, never in its way.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from warehouse.collect.auth import LoginFailed, TokenSource
 from warehouse.collect.backoff import Backoff
 from warehouse.collect.frames import derive
 from warehouse.collect.metrics import FeedMetrics, for_source
+from warehouse.collect.resync import Resyncer
 from warehouse.collect.settings import FeedSettings
 from warehouse.collect.transports import (
     KEEPALIVE,
@@ -85,6 +88,7 @@ class FeedRunner:
         self._last_received = datetime.min.replace(tzinfo=UTC)
         self._watchdog_reason: str | None = None
         self._live: tuple[Any, UUID, list[asyncio.Task[None]]] | None = None  # session, connection, periodic
+        self.resyncer = Resyncer(settings, writer, self.metrics)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -131,6 +135,7 @@ class FeedRunner:
             await session.close()
 
     async def aclose(self) -> None:
+        await self.resyncer.aclose()
         if self._tokens is not None:
             await self._tokens.aclose()
 
@@ -163,6 +168,10 @@ class FeedRunner:
         for command in spec.send_on_connect:
             await session.send(command)
             await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(command)})
+        # The time nobody listened ends now: heal it over REST, beside the stream (the last frame
+        # before it, when this process saw one; else the resyncer looks it up).
+        seen = self._last_received if self._last_received > datetime.min.replace(tzinfo=UTC) else None
+        self.resyncer.gap(seen, datetime.now(UTC))
         adapter = feed.adapter(self.source, self.settings.options)
         self._watchdog_reason = None
         periodic = self._start_periodic(session, connection_id, spec)
@@ -200,6 +209,7 @@ class FeedRunner:
         commands = settings.feed.reload_commands(self.settings.options, settings.options)
         self.settings = settings
         self.redact = Redactor(list(settings.secrets.values()))
+        self.resyncer.configure(settings)
         if self._live is None or not commands:
             return
         session, connection_id, periodic = self._live
