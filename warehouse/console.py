@@ -34,14 +34,22 @@ def status_table(rows: list[SourceStatus]) -> Table | str:
         return "no source has sent anything yet"
     table = Table(title="sources", title_justify="left")
     for column in ("source", "last frame", "frames/min", "rows/min", "reconnects 24h", "gaps 24h",
-                   "not listening 24h", "quarantined 24h", "spool backlog"):
+                   "not listening 24h", "resyncs 24h", "quarantined 24h", "spool backlog"):
         table.add_column(column, justify="left" if column == "source" else "right")
     for r in rows:
         age = "never" if r.last_frame_age_s is None else f"{duration(r.last_frame_age_s)} ago"
         table.add_row(escape(r.source), age, str(r.frames_last_minute), str(r.rows_last_minute),
-                      str(r.reconnects_24h), str(r.gaps_24h), duration(r.gap_seconds_24h), str(r.quarantined_24h),
-                      str(r.spool_backlog_frames))
+                      str(r.reconnects_24h), str(r.gaps_24h), duration(r.gap_seconds_24h), resyncs(r),
+                      str(r.quarantined_24h), str(r.spool_backlog_frames))
     return table
+
+
+def resyncs(r: SourceStatus) -> str:
+    """Resyncs of the last 24 hours: how many, the rows they healed, the calls that failed."""
+    if not r.resyncs_24h and not r.resync_failures_24h:
+        return "0"
+    text = f"{r.resyncs_24h} ({r.resync_rows_24h:,} rows)"
+    return text + (f" [yellow]{r.resync_failures_24h} calls failed[/yellow]" if r.resync_failures_24h else "")
 
 
 def live_table(live: dict[str, dict[str, float]]) -> Table:
@@ -49,7 +57,7 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
     table = Table(title="running collector (since it started)", title_justify="left")
     columns = [("frames", "frames"), ("rows", "rows"), ("received_bytes", "bytes"),
                ("reconnect_attempts", "reconnect attempts"), ("quarantined", "quarantined"),
-               ("commit_latency_p99_s", "p99 receive→commit"), ("database_up", "database")]
+               ("resyncs", "resyncs"), ("commit_latency_p99_s", "p99 receive→commit"), ("database_up", "database")]
     table.add_column("source")
     for _, title in columns:
         table.add_column(title, justify="right")
@@ -59,6 +67,8 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
             value = values.get(key)
             if value is None:
                 cells.append("–")
+            elif key == "resyncs":
+                cells.append(f"{value:,.0f}" + (" (running)" if values.get("resync_running") else ""))
             elif key == "commit_latency_p99_s":
                 cells.append(f"≤ {value * 1000:g} ms")
             elif key == "database_up":

@@ -287,8 +287,8 @@ class Writer:
         except OSError as exc:
             # Nothing left to keep the data in: count it per source, say so once per batch, go on.
             self.stats.dropped += len(units)
-            for raw, _rows in units:
-                self.stats.dropped_by_source[raw.source if raw else "-"] += 1
+            for raw, rows in units:  # a unit without a frame (an event) counts for its records' source
+                self.stats.dropped_by_source[raw.source if raw else rows[0].source if rows else "-"] += 1
             log.error(
                 "writer: cannot spool to %s (%s): %d frames lost; free disk space or fix permissions",
                 self._spool.directory, exc.strerror or exc, len(units),
