@@ -114,13 +114,13 @@ class Resyncer:
     def __init__(self, settings: FeedSettings, writer: Writer, metrics: FeedMetrics) -> None:
         self.writer = writer
         self.metrics = metrics
-        self.configure(settings)
         tuning = settings.tuning
         self.backoff = Backoff(tuning.backoff_initial_s, tuning.backoff_max_s, tuning.backoff_long_s)
+        self._pacer = Pacer(1.0)
+        self.configure(settings)
         self._pending: list[_Gap] = []
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
-        self._pacer = Pacer(self.policy.calls_per_s if self.policy else 1.0)
         self._first = True
         self._retry_delay = 0.0  # before the next pass, when the last one left calls to make again
 
@@ -130,7 +130,7 @@ class Resyncer:
         self.source = settings.name
         self.policy: RestPolicy | None = settings.feed.rest_policy(settings.options)
         self.redact = Redactor(list(settings.secrets.values()))
-        if self.policy is not None and hasattr(self, "_pacer"):
+        if self.policy is not None:
             self._pacer.interval = 1 / self.policy.calls_per_s
 
     @property
@@ -160,6 +160,13 @@ class Resyncer:
     # -- passes ----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._passes()
+        except Exception:  # a bug must not go unseen, nor stop the feed: the next gap starts afresh
+            log.exception("feed %s: resync stopped by an unexpected error; the next gap starts another",
+                          self.source)
+
+    async def _passes(self) -> None:
         retry: list[RestRequest] = []
         try:
             while self._pending or retry:
