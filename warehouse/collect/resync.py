@@ -42,8 +42,8 @@ from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")
 
-# A cooldown is kept with a little to spare: our clock and the vendor's measure it apart.
-COOLDOWN_SPARE = 1.05
+# A cooldown is counted from the answer (the vendor counts from the request's arrival, which came
+# before it), plus a little for the two clocks' resolution.
 COOLDOWN_SPARE_S = 0.02
 MAX_REFUSALS_PER_CALL = 8  # 429s for one call in a row: then it waits for the next pass
 MAX_ERRORS_KEPT = 5  # error lines in a resync_finished row
@@ -71,8 +71,8 @@ class Pacer:
         self._next_any = now + self.interval
 
     def answered(self, endpoint: str, cooldown_s: float) -> None:
-        spare = cooldown_s * COOLDOWN_SPARE + COOLDOWN_SPARE_S if cooldown_s else 0.0
-        self._next[endpoint] = max(self._next.get(endpoint, 0.0), self.clock() + spare)
+        wait = cooldown_s + COOLDOWN_SPARE_S if cooldown_s else 0.0
+        self._next[endpoint] = max(self._next.get(endpoint, 0.0), self.clock() + wait)
 
     def refused(self, endpoint: str, delay_s: float) -> None:
         self._next[endpoint] = max(self._next.get(endpoint, 0.0), self.clock() + delay_s)
@@ -144,10 +144,6 @@ class Resyncer:
         self._pending.append(_Gap(started, connected_at))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"resync-{self.source}")
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
 
     async def aclose(self) -> None:
         if self._task is not None:
