@@ -101,6 +101,11 @@ price_ticks = _fact(
     origin=True,
 )
 
+# Rows from REST answers are a small minority: the analysis relations find them by this partial
+# index and check only them against the stream (warehouse.analysis.relations, observed_ticks).
+Index("price_ticks_rest_idx", price_ticks.c.fixture_id, price_ticks.c.market_id, price_ticks.c.outcome_id,
+      price_ticks.c.received_at, postgresql_where=price_ticks.c.origin.isnot(None))
+
 market_changes = _fact(
     "market_changes",
     Column("source_ts", TZ),

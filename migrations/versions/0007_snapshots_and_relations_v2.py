@@ -3,7 +3,8 @@
 After a gap the collector fetches the vendor's state over REST (issue 16); the rows it derives are
 told apart by a last column `origin` in every table that takes rows derived from frames (null:
 pushed; 'snapshot': the state fetched after a gap; 'backfill': the vendor's history of the gap).
-The analysis relations become V2 (warehouse.analysis.relations, frozen): every one is built
+price_ticks gets a partial index on its REST rows, so the relations check only those against the
+stream. The analysis relations become V2 (warehouse.analysis.relations, frozen): every one is built
 on the new view observed_ticks, where a snapshot never rolls back a newer pushed price, and
 steam_moves names each bookmaker once in `movers` (with movers_at / movers_from / movers_to).
 Without TimescaleDB the 1-minute candle view follows; TimescaleDB's continuous aggregate cannot be
@@ -30,6 +31,8 @@ ORIGIN_TABLES = ("price_ticks", "market_changes", "fixture_changes", "score_chan
                  "bet_changes", "account_changes", "emergency_events")
 ORIGIN_COMMENT = ("null: from a pushed frame; snapshot: the vendor's state fetched over REST after a gap;"
                   " backfill: the vendor's history of the gap")
+# table -> (name, columns) of partial B-tree indexes on the rows from REST answers (origin IS NOT NULL)
+REST_INDEXES = {"price_ticks": ("price_ticks_rest_idx", ("fixture_id", "market_id", "outcome_id", "received_at"))}
 CANDLE_KEYS = "source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side"
 
 
@@ -73,6 +76,8 @@ def upgrade() -> None:
     for table in ORIGIN_TABLES:
         _sql(f"ALTER TABLE {table} ADD COLUMN origin text")
         _sql(f"COMMENT ON COLUMN {table}.origin IS '{ORIGIN_COMMENT.replace(chr(39), chr(39) * 2)}'")
+    for table, (name, columns) in REST_INDEXES.items():
+        _sql(f"CREATE INDEX {name} ON {table} ({', '.join(columns)}) WHERE origin IS NOT NULL")
     for relation in reversed(V1):
         _sql(postgres_drop(relation))
     _install(V2)
@@ -85,6 +90,8 @@ def downgrade() -> None:
         _candles_view("price_ticks")
     for relation in reversed(V2):
         _sql(postgres_drop(relation))
+    for name, _ in REST_INDEXES.values():
+        _sql(f"DROP INDEX {name}")
     for table in ORIGIN_TABLES:  # before V1 is back: its price_history reads `*` of price_ticks
         _sql(f"ALTER TABLE {table} DROP COLUMN origin")
     _install(V1)

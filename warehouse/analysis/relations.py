@@ -191,36 +191,41 @@ V1: tuple[Relation, ...] = (
 # 'snapshot') while the stream keeps flowing. A snapshot row is dated when its request was sent (the
 # state it reports was current at some moment after that), so a pushed tick received meanwhile
 # already sorts after it. Where the REST answer is older than what the stream had already given (a
-# vendor's cached answer), its vendor time (`source_ts`, OddsPapi's changedAt) tells: a snapshot row
-# is left out when an earlier row of its selection carried a vendor time at least as new — it tells
-# nothing new, and kept it would roll the price back. That check is a running max over the
-# selection's rows in the order every relation sorts them in anyway (no second scan, no join: a
-# correlated subquery costs DuckDB a join over every row). Backfill rows (origin 'backfill', the
-# vendor's history of a gap, received long after their time) are left out of relations that order
-# by our clock; price_ticks has them, by source_ts.
+# vendor's cached answer) or merely repeats it, its vendor time (`source_ts`, OddsPapi's changedAt)
+# tells: a snapshot row is left out when the row of its selection just before it carries a vendor
+# time at least as new — kept, it would roll the price back or add a move of nothing. Only
+# snapshot rows are checked, each with one probe backwards along the lookup index (a few rows: the
+# other bookmakers' of the outcome); pushed rows pass untouched, and price_ticks_rest_idx (a
+# partial index on the REST rows) finds the snapshot rows without reading the others. Backfill
+# rows (origin 'backfill', the vendor's history of a gap, received long after their time) are left
+# out of relations that order by our clock; price_ticks has them, by source_ts.
 
-TICK_COLUMNS = ("received_at, source, raw_id, source_ts, bookmaker, fixture_id, market_id, outcome_id, player_id,"
-                " line, side, price, active, status, max_stake, attrs, origin")
+TICK_COLUMNS = ("received_at", "source", "raw_id", "source_ts", "bookmaker", "fixture_id", "market_id", "outcome_id",
+                "player_id", "line", "side", "price", "active", "status", "max_stake", "attrs", "origin")
 
 
-def _observed(where: str = "") -> str:
-    """price_ticks as observed, as a subquery; `where` filters before the check (only rows before a
-    row can make it stale, so a filter on time or on the selection's columns changes no answer)."""
-    also = f" AND {where}" if where else ""
-    return f"""(SELECT {TICK_COLUMNS} FROM (
-        SELECT *, max(source_ts) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seen_ts
-        FROM price_ticks WHERE (origin IS NULL OR origin = 'snapshot'){also}) AS t
-      WHERE origin IS NULL OR source_ts IS NULL OR seen_ts IS NULL OR source_ts > seen_ts)"""
+def _same_selection(a: str, b: str) -> str:
+    return " AND ".join([f"{b}.{c} = {a}.{c}" for c in ("fixture_id", "market_id", "outcome_id", "source")]
+                        + [f"{b}.{c} IS NOT DISTINCT FROM {a}.{c}" for c in ("bookmaker", "player_id", "line", "side")])
 
 
 OBSERVED_TICKS = Relation(
     "observed_ticks",
-    f"SELECT * FROM {_observed()} AS observed",
+    f"""
+    SELECT {", ".join(TICK_COLUMNS)} FROM price_ticks WHERE origin IS NULL
+    UNION ALL
+    SELECT {", ".join(f"s.{c}" for c in TICK_COLUMNS)} FROM price_ticks AS s
+    WHERE s.origin = 'snapshot' AND NOT EXISTS (
+        SELECT 1 FROM (SELECT e.source_ts FROM price_ticks AS e
+                       WHERE {_same_selection("s", "e")} AND (e.origin IS NULL OR e.origin = 'snapshot')
+                         AND e.received_at <= s.received_at AND (e.received_at < s.received_at OR e.raw_id < s.raw_id)
+                       ORDER BY e.received_at DESC, e.raw_id DESC LIMIT 1) AS before
+        WHERE before.source_ts >= s.source_ts)
+    """,
     doc="price_ticks as the collector observed them, the base of every other relation: pushed ticks, and "
-    "snapshot ticks (fetched over REST after a gap, dated when the request was sent) unless an earlier tick of "
-    "the selection already carried a vendor time (source_ts) at least as new. Backfill ticks (the vendor's "
-    "history of a gap) are left out.",
+    "snapshot ticks (fetched over REST after a gap, dated when the request was sent) unless the tick of the "
+    "selection just before already carried a vendor time (source_ts) at least as new. Backfill ticks (the "
+    "vendor's history of a gap) are left out.",
 )
 
 PRICE_HISTORY_V2 = Relation(
@@ -242,7 +247,7 @@ PRICES_AS_OF_V2 = Relation(
     f"""
     SELECT DISTINCT ON ({SELECTION}) received_at, source_ts, {SELECTION}, price, active, status, max_stake, raw_id,
            origin
-    FROM {_observed("received_at <= as_of")} AS observed
+    FROM observed_ticks WHERE received_at <= as_of
     ORDER BY {SELECTION}, received_at DESC, raw_id DESC
     """,
     params=PRICES_AS_OF.params,
