@@ -19,6 +19,7 @@ from tests.conftest import query
 from warehouse.collect.service import collect
 from warehouse.config import WriterSettings
 from warehouse.feeds.contract import RestCall
+from warehouse.simulate.market import Market
 from warehouse.simulate.mm import CHANNELS, MmSimulator
 from warehouse.simulate.oddspapi import OddsPapiSimulator
 from warehouse.simulate.rest import RestFaults
@@ -26,9 +27,13 @@ from warehouse.simulate.rest import RestFaults
 KEY = "5b9f0c3e-secret-oddspapi-key"
 MM_KEY = "0d7e3c1a-5b6f-4c2d-9e8f-fedcba987654"
 STREAM = "kind !~ '^(snapshot|backfill):'"  # raw_messages of the stream (not REST answers)
+FIXTURES = [fixture.fixture_id for fixture in Market().fixtures]  # the simulator's (the same seed)
 
 
 def oddspapi_toml(url: str, **keys: object) -> str:
+    # The market's fixtures are configured: the resync at the start always has calls to make, so a
+    # test can wait for it to end before it makes its gap.
+    keys = {"fixtures": FIXTURES, **keys}
     return (f'[[feeds]]\nname = "oddspapi"\nkind = "oddspapi-ws"\nurl = "{url}"\napi_key_env = "OP_KEY"\n'
             f"{fast(**keys)}\n")
 
@@ -71,10 +76,10 @@ class Collector:
 
 
 def settled(db_url: str) -> bool:
-    """No resync pass running, and none waiting to make calls again."""
+    """The start's resync has run, no pass is running, and none waits to make calls again."""
     started = count(db_url, "SELECT count(*) FROM collector_events WHERE event = 'resync_started'")
     done = resyncs(db_url)
-    return started == len(done) and (not done or done[-1]["retry"] == 0)
+    return started == len(done) >= 1 and done[-1]["retry"] == 0
 
 
 def errors(db_url: str) -> int:
@@ -253,7 +258,7 @@ def test_a_stale_rest_answer_never_rolls_back_what_the_stream_gave(db_url: str, 
                           " FROM price_ticks AS e WHERE e.origin IS NULL AND e.fixture_id = s.fixture_id AND"
                           " e.bookmaker = s.bookmaker AND e.outcome_id = s.outcome_id AND e.source_ts > s.source_ts"
                           " AND e.received_at < s.received_at)")
-    assert older > 10, "the stale answer was stored"
+    assert older >= 1, "the stale answer was stored"
     # Yet every selection's price is that of its row with the newest vendor time (the stream's, where
     # it was ahead; the answer's where the socket's drop lost the stream's last frames).
     newest = {row[:5]: row[5] for row in query(
