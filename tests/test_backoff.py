@@ -1,12 +1,11 @@
-"""Reconnect delays (warehouse/collect/backoff.py), with seeded random numbers: what Backoff does today."""
+"""Reconnect delays (warehouse/collect/backoff.py), with seeded random numbers: exponential steps with
+jitter; the server's Retry-After wins; the long pause is for when it names none."""
 
 from __future__ import annotations
 
 import random
 
-import pytest
-
-from warehouse.collect.backoff import Backoff
+from warehouse.collect.backoff import NAMED_JITTER_MIN_S, Backoff, named_delay
 
 
 def delays(seed: int, attempts: int, **kwargs: object) -> list[float]:
@@ -44,23 +43,6 @@ def test_a_long_pause_is_80_to_100_percent_of_long() -> None:
     assert 500.0 <= backoff.next(long=True) <= 1000.0
 
 
-@pytest.mark.parametrize(("retry_after", "low", "high"), [
-    (120.0, 120.0, 120.0),  # the server's delay, when longer than ours
-    (0.1, 0.5, 1.0),  # never shorter than our own step
-    (0.0, 0.5, 1.0),
-])
-def test_retry_after_is_a_floor(retry_after: float, low: float, high: float) -> None:
-    for seed in range(50):
-        assert low <= delays(seed, 1, retry_after=retry_after)[0] <= high
-
-
-def test_retry_after_does_not_shorten_a_long_pause_today() -> None:
-    """What Backoff does today. (feeds/contract.Reaction.long says "unless the server named a delay":
-    a change to Retry-After handling is expected to make a short Retry-After win.)"""
-    for seed in range(50):
-        assert 240.0 <= delays(seed, 1, long=True, retry_after=5.0)[0] <= 300.0
-
-
 def test_reset_starts_again_from_the_initial_step() -> None:
     backoff = Backoff(initial=1.0, cap=60.0, long=300.0, rng=random.Random(5))
     for _ in range(6):
@@ -69,3 +51,39 @@ def test_reset_starts_again_from_the_initial_step() -> None:
     backoff.reset()
     assert backoff.attempts == 0
     assert 0.5 <= backoff.next() <= 1.0 and 1.0 <= backoff.next() <= 2.0
+
+
+def test_a_named_delay_is_waited_with_a_little_jitter_even_when_the_pause_would_be_long() -> None:
+    backoff = Backoff(1.0, 60.0, 300.0, rng=random.Random(3))
+    delays = [backoff.next(retry_after=1.0, long=True) for _ in range(200)]
+    assert all(1.0 <= d <= 1.0 + NAMED_JITTER_MIN_S for d in delays)
+    assert len(set(delays)) > 100, "jittered, so clients told the same second do not return together"
+
+
+def test_a_long_named_delay_is_honoured_and_not_cut_to_the_cap() -> None:
+    backoff = Backoff(1.0, 60.0, 300.0, rng=random.Random(3))
+    assert 900.0 <= backoff.next(retry_after=900.0) <= 990.0
+
+
+def test_without_a_named_delay_the_long_pause_applies() -> None:
+    backoff = Backoff(1.0, 60.0, 300.0, rng=random.Random(3))
+    assert all(240.0 <= backoff.next(long=True) <= 300.0 for _ in range(20))
+
+
+def test_retry_after_zero_is_no_hot_loop() -> None:
+    backoff = Backoff(1.0, 60.0, 300.0, rng=random.Random(3))
+    assert min(backoff.next(retry_after=0.0) for _ in range(100)) >= 0.5
+
+
+def test_exponential_steps_with_equal_jitter_up_to_the_cap() -> None:
+    backoff = Backoff(1.0, 8.0, 300.0, rng=random.Random(3))
+    steps = [backoff.next() for _ in range(6)]
+    for delay, step in zip(steps, (1, 2, 4, 8, 8, 8), strict=True):
+        assert step / 2 <= delay <= step
+    backoff.reset()
+    assert backoff.next() <= 1.0
+
+
+def test_named_delay_never_shortens() -> None:
+    rng = random.Random(5)
+    assert all(named_delay(s, rng) >= s for s in (0.0, 0.5, 2.0, 30.0))

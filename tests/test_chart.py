@@ -14,7 +14,7 @@ import pytest
 from matplotlib.ticker import PercentFormatter
 
 from warehouse.analysis import plot
-from warehouse.analysis.engine import ParquetEngine, PostgresEngine
+from warehouse.analysis.engine import Engine
 from warehouse.config import WriterSettings
 from warehouse.export.parquet import export_day
 from warehouse.records import CollectorEvent, FixtureChange, PriceTick, RawMessage, Record, ScoreChange
@@ -102,7 +102,7 @@ def when(x) -> datetime:
 
 
 def test_the_chart_names_outcomes_and_marks_gaps_goals_and_kickoff(warehouse: str) -> None:
-    figure = plot.draw(plot.chart_data(PostgresEngine(warehouse), "F1", "101"))
+    figure = plot.draw(plot.chart_data(Engine.warehouse(warehouse), "F1", "101"))
     axes = figure.axes
     assert [axis.get_ylabel() for axis in axes] == ["Home", "Draw", "Away"]  # not "101 0 price"
     assert axes[0].get_title(loc="left").startswith("fixture F1 · 1X2")
@@ -121,7 +121,7 @@ def test_the_chart_names_outcomes_and_marks_gaps_goals_and_kickoff(warehouse: st
 
 
 def test_the_y_axis_is_implied_probability_and_suspensions_break_the_line(warehouse: str) -> None:
-    figure = plot.draw(plot.chart_data(PostgresEngine(warehouse), "F1", "101"))
+    figure = plot.draw(plot.chart_data(Engine.warehouse(warehouse), "F1", "101"))
     home = figure.axes[0]
     assert figure.get_supylabel() == "implied probability (100 / price)"
     assert isinstance(home.yaxis.get_major_formatter(), PercentFormatter)
@@ -138,7 +138,7 @@ def test_the_y_axis_is_implied_probability_and_suspensions_break_the_line(wareho
 
 
 def test_the_time_axis_is_utc_clock_time(warehouse: str) -> None:
-    figure = plot.draw(plot.chart_data(PostgresEngine(warehouse), "F1", "101"))
+    figure = plot.draw(plot.chart_data(Engine.warehouse(warehouse), "F1", "101"))
     bottom = figure.axes[-1]
     formatter = bottom.xaxis.get_major_formatter()
     assert isinstance(formatter, mdates.DateFormatter) and formatter.fmt == "%H:%M:%S"
@@ -149,7 +149,7 @@ def test_the_time_axis_is_utc_clock_time(warehouse: str) -> None:
 
 
 def test_a_vendor_that_names_outcomes_and_teams_is_named(warehouse: str) -> None:
-    figure = plot.draw(plot.chart_data(PostgresEngine(warehouse), "38255274", "274175476"))
+    figure = plot.draw(plot.chart_data(Engine.warehouse(warehouse), "38255274", "274175476"))
     assert [axis.get_ylabel() for axis in figure.axes] == ["Home\nAjax", "Draw", "Away\nBenfica"]
     assert figure.axes[0].get_title(loc="left").startswith("Ajax v Benfica · 1X2")
 
@@ -157,10 +157,10 @@ def test_a_vendor_that_names_outcomes_and_teams_is_named(warehouse: str) -> None
 def test_the_chart_is_the_same_from_the_parquet_export(warehouse: str, tmp_path: Path) -> None:
     for table in ("price_ticks", "fixture_changes", "score_changes", "collector_events"):
         export_day(warehouse, tmp_path / "export", table, DAY)
-    engine = ParquetEngine(tmp_path / "export")
+    engine = Engine.export(tmp_path / "export")
     for fixture, market in (("F1", "101"), ("38255274", "274175476")):
         on_parquet, on_postgres = plot.chart_data(engine, fixture, market), plot.chart_data(
-            PostgresEngine(warehouse), fixture, market)
+            Engine.warehouse(warehouse), fixture, market)
         assert on_parquet.title == on_postgres.title
         assert on_parquet.gaps == on_postgres.gaps and on_parquet.goals == on_postgres.goals
         assert on_parquet.kickoff == on_postgres.kickoff
@@ -175,4 +175,4 @@ def test_the_chart_is_the_same_from_the_parquet_export(warehouse: str, tmp_path:
 
 def test_no_prices_is_one_clear_line(warehouse: str) -> None:
     with pytest.raises(ValueError, match="no prices for fixture nope · market 1; list fixtures"):
-        plot.chart_data(PostgresEngine(warehouse), "nope", "1")
+        plot.chart_data(Engine.warehouse(warehouse), "nope", "1")

@@ -58,7 +58,15 @@ def test_status_reports_age_rows_gaps_and_quarantine(db_url: str, tmp_path: Path
         async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
             await writer.put(None, [CollectorEvent(now - timedelta(seconds=40), "saba", conn, "connect"),
                                     CollectorEvent(now - timedelta(seconds=30), "saba", conn, "disconnect"),
-                                    CollectorEvent(now - timedelta(seconds=20), "saba", conn, "connect")])
+                                    CollectorEvent(now - timedelta(seconds=20), "saba", conn, "connect"),
+                                    CollectorEvent(now - timedelta(seconds=19), "saba", uuid4(), "resync_started",
+                                                   {"reason": "reconnect"}),
+                                    CollectorEvent(now - timedelta(seconds=15), "saba", uuid4(), "resync_finished",
+                                                   {"rows": 120, "failed": 1, "refused": 2, "retry": 3}),
+                                    CollectorEvent(now - timedelta(seconds=14), "saba", uuid4(), "resync_finished",
+                                                   {"error": "cannot read what to fetch from the warehouse"}),
+                                    CollectorEvent(now - timedelta(seconds=10), "saba", uuid4(), "resync_finished",
+                                                   {"rows": 30, "failed": 0, "refused": 0, "retry": 0})])
             for seq in range(3):
                 await writer.put(RawMessage(now - timedelta(seconds=5), "saba", conn, seq, "k", b"{}"), [])
             await writer.put(RawMessage(now - timedelta(seconds=5), "saba", conn, 3, "k", None),
@@ -75,8 +83,11 @@ def test_status_reports_age_rows_gaps_and_quarantine(db_url: str, tmp_path: Path
     assert (saba["reconnects_24h"], saba["gaps_24h"]) == (1, 1)
     assert abs(saba["gap_seconds_24h"] - 10) < 0.01
     assert saba["quarantined_24h"] == 1
+    assert (saba["resyncs_24h"], saba["resync_rows_24h"], saba["resync_failures_24h"]) == (3, 150, 4)
+    assert datetime.fromisoformat(saba["last_resync_at"]) == now - timedelta(seconds=10)
     table = warehouse("--database-url", db_url, "status")
     assert "saba" in table.stdout and "quarantined" in table.stdout
+    assert "resyncs" in table.stdout and "3 (150 rows) 4 calls failed" in " ".join(table.stdout.split())
 
 
 def test_errors_are_one_line_with_what_to_do(tmp_path: Path) -> None:

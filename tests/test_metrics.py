@@ -20,6 +20,12 @@ def test_counters_and_latency_histogram_are_exposed_exactly() -> None:
     feed.bytes += 52_000
     feed.reconnect_attempts += 2
     feed.quarantined += 1
+    feed.resyncs += 3
+    feed.resync_calls += 40
+    feed.resync_refused += 2
+    feed.resync_failed += 1
+    feed.resync_rows += 700
+    feed.resync_running = True
 
     now = datetime.now(UTC)
     connection = uuid4()
@@ -37,6 +43,9 @@ def test_counters_and_latency_histogram_are_exposed_exactly() -> None:
     assert sample("warehouse_received_bytes_total") == 52_000
     assert sample("warehouse_reconnect_attempts_total") == 2
     assert sample("warehouse_quarantined_total") == 1
+    assert (sample("warehouse_resyncs_total"), sample("warehouse_resync_calls_total"),
+            sample("warehouse_resync_refused_total"), sample("warehouse_resync_failed_total"),
+            sample("warehouse_resync_rows_total"), sample("warehouse_resync_running")) == (3, 40, 2, 1, 700, 1)
     assert sample("warehouse_commit_latency_seconds_count") == 100
     # Epoch seconds as floats are good to ~1e-7 each: exact enough to tell 2.28 from anything wrong.
     assert sample("warehouse_commit_latency_seconds_sum") == pytest.approx(99 * 0.02 + 0.3, abs=1e-3)
@@ -53,4 +62,5 @@ def test_counters_and_latency_histogram_are_exposed_exactly() -> None:
     metrics.serve(port)
     scraped = metrics.scrape(port)["metrics-test"]
     assert scraped["frames"] == 100 and scraped["rows"] == 200 and scraped["quarantined"] == 1
+    assert (scraped["resyncs"], scraped["resync_rows"], scraped["resync_running"]) == (3, 700, 1)
     assert scraped["commit_latency_p99_s"] == 0.025  # the bucket holding the 99th of 100

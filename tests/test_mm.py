@@ -40,6 +40,7 @@ SEED = [orjson.dumps(m) for m in (PARTIAL, FILL, BET, SCORE, EMERGENCY)]
 
 
 def toml(url: str, name: str = "mm", env: str = "MM_KEY", **tuning: object) -> str:
+    tuning = {"resync": "false", **tuning}  # the stream alone: healing gaps over REST is tests/test_resync.py's
     return (f'[[feeds]]\nname = "{name}"\nkind = "mm-ws"\nurl = "{url}"\napi_key_env = "{env}"\n'
             f"{fast(**tuning)}\n")
 

@@ -39,6 +39,8 @@ PLAYER_ATTRS = {"betslip": None, "bookmakerOutcomeId": "2535416646", "playerName
 
 
 def toml(url: str, **tuning: object) -> str:
+    # The stream alone: healing gaps over REST is tests/test_resync.py's.
+    tuning = {"resync": "false", **tuning}
     return (f'[[feeds]]\nname = "oddspapi"\nkind = "oddspapi-ws"\nurl = "{url}"\napi_key_env = "OP_KEY"\n'
             f"{fast(**tuning)}\n")
 

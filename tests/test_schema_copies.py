@@ -43,13 +43,15 @@ def test_the_raw_message_record_is_raw_messages_without_its_id() -> None:
 
 def test_migration_0001_declares_what_the_schema_does() -> None:
     core = migration("0001_core_schema")
+    rest = migration("0007_snapshots_and_relations_v2").REST_INDEXES
+    later = {name: [columns] for name, (_, columns) in rest.items()}  # partial indexes added by 0007
     assert set(core.FACT_TABLES) == set(schema.FACT_TABLES)
     for name, (_columns, lookups, segment_by, order_by) in core.FACT_TABLES.items():
         table = schema.metadata.tables[name]
         btree = {tuple(c.name for c in index.columns) for index in table.indexes
                  if not index.dialect_options["postgresql"]["using"]}
         brin = {index.columns[0].name for index in table.indexes if index.dialect_options["postgresql"]["using"]}
-        assert btree == set(lookups), name
+        assert btree == set(lookups) | set(later.get(name, ())), name
         assert brin == set(core.BRIN.get(name, ("received_at",))), name
         assert (segment_by, order_by) == (schema.SEGMENT_BY[name], schema.ORDER_BY[name]), name
 
@@ -60,3 +62,36 @@ def test_every_exported_column_has_a_lake_type_and_a_sort_order(table: str) -> N
     assert columns == list(schema.metadata.tables[table].columns.keys())
     for key in schema.SORT_KEYS[table].split(", "):
         assert key in columns, f"{table} is sorted by {key}, which it does not have"
+
+
+def test_migration_0007_adds_the_origin_column_the_schema_declares() -> None:
+    later = migration("0007_snapshots_and_relations_v2")
+    assert set(later.ORIGIN_TABLES) == set(schema.ORIGIN_TABLES)
+    for table, (name, columns) in later.REST_INDEXES.items():
+        (index,) = [i for i in schema.metadata.tables[table].indexes if i.name == name]
+        assert tuple(c.name for c in index.columns) == columns
+        assert str(index.dialect_options["postgresql"]["where"]) == "price_ticks.origin IS NOT NULL"
+    assert later.ORIGIN_COMMENT == schema.ORIGIN_COMMENT
+    assert schema.ORIGIN_TABLES, "the derived tables take rows from REST answers"
+
+
+@pytest.mark.parametrize("record", [r for r, t in TABLE_OF.items() if t in schema.ORIGIN_TABLES],
+                         ids=lambda r: r.__name__)
+def test_origin_is_the_last_field_and_defaults_to_pushed(record: type) -> None:
+    # Last, so that every positional construction written before it keeps working.
+    assert record._fields[-1] == "origin"  # type: ignore[attr-defined]
+    assert record._field_defaults["origin"] is None  # type: ignore[attr-defined]
+    assert list(schema.metadata.tables[TABLE_OF[record]].columns.keys())[-1] == "origin"
+
+
+def test_the_lake_views_of_migration_0008_are_the_lake() -> None:
+    views = migration("0008_lake_views")
+    assert set(views.COLUMNS) == set(lake.EXPORT_TABLES)
+    for table, specs in views.COLUMNS.items():
+        declared = schema.metadata.tables[table].columns
+        assert [spec.split(" ")[0] for spec in specs] == list(declared.keys()), table
+        for spec in specs:
+            name, _, kind = spec.partition(" ")
+            column_type = declared[name].type
+            assert (kind == "decimal") == lake.is_decimal(column_type), (table, name)
+            assert (kind == "text") == lake.as_text(column_type), (table, name)

@@ -431,6 +431,36 @@ def retain(
         say(f"nothing to drop: PostgreSQL holds no verified day before {first_kept}")
 
 
+# -- query ------------------------------------------------------------------------------------
+
+
+@command(app)
+def query(
+    obj: Context,
+    sql: str = typer.Argument(..., help="the SQL (DuckDB's dialect), over every table and analysis relation",
+                              metavar="SQL"),
+    output: str = typer.Option("table", "--format", help="table, csv or json", metavar="FORMAT"),
+    export_dir: Annotated[Path | None, typer.Option(
+        "--parquet", help="the Parquet export alone, no database (default: the warehouse: its days in"
+                          " PostgreSQL and those retention moved to Parquet)", metavar="DIR")] = None,
+) -> None:
+    """SQL over every day of the warehouse, each day read from one place (PostgreSQL or its Parquet export)."""
+    from warehouse.analysis.engine import Engine
+    from warehouse.console import query_result
+
+    if output not in ("table", "csv", "json"):
+        raise ValueError(f"--format must be table, csv or json, got {output!r}")
+    engine = Engine.export(export_dir) if export_dir is not None else Engine.warehouse(obj.url_with_schema())
+    import duckdb
+
+    try:
+        cursor = engine.con.execute(sql)
+    except duckdb.Error as exc:
+        raise ValueError(f"the query failed: {_first_line(exc)}") from None
+    names = [column[0] for column in cursor.description or ()]
+    query_result(names, cursor.fetchall(), output)
+
+
 # -- plot -------------------------------------------------------------------------------------
 
 
@@ -447,7 +477,7 @@ def plot(
         "--parquet", help="read this export directory instead of PostgreSQL", metavar="DIR")] = None,
 ) -> None:
     """Chart the line movement of every outcome of one fixture's market across bookmakers."""
-    from warehouse.analysis.engine import ParquetEngine, PostgresEngine
+    from warehouse.analysis.engine import Engine
     from warehouse.analysis.plot import chart_market
 
     if out_file is not None and not out_file.parent.is_dir():
@@ -455,7 +485,7 @@ def plot(
     if out_file is None:
         charts = data_dir() / "charts"
         charts.mkdir(parents=True, exist_ok=True)  # our own data directory: created as needed
-    engine = ParquetEngine(parquet_dir) if parquet_dir is not None else PostgresEngine(obj.url_with_schema())
+    engine = Engine.export(parquet_dir) if parquet_dir is not None else Engine.warehouse(obj.url_with_schema())
     say(f"wrote {chart_market(engine, fixture, market, out_file, default_dir=data_dir() / 'charts')}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -34,16 +35,24 @@ def status_table(rows: list[SourceStatus]) -> Table | str:
         return "no source has sent anything yet"
     table = Table(title="sources", title_justify="left")
     for column in ("source", "last frame", "frames/min", "rows/min", "reconnects 24h", "unplanned gaps 24h",
-                   "not listening 24h", "quarantined 24h", "spool backlog"):
+                   "not listening 24h", "resyncs 24h", "quarantined 24h", "spool backlog"):
         table.add_column(column, justify="left" if column == "source" else "right")
     for r in rows:
         age = "never" if r.last_frame_age_s is None else f"{duration(r.last_frame_age_s)} ago"
         unplanned = r.gaps_24h - r.planned_gaps_24h
         gaps = f"{unplanned} (+{r.planned_gaps_24h} planned)" if r.planned_gaps_24h else str(unplanned)
         table.add_row(escape(r.source), age, str(r.frames_last_minute), str(r.rows_last_minute),
-                      str(r.reconnects_24h), gaps, duration(r.gap_seconds_24h), str(r.quarantined_24h),
-                      str(r.spool_backlog_frames))
+                      str(r.reconnects_24h), gaps, duration(r.gap_seconds_24h), resyncs(r),
+                      str(r.quarantined_24h), str(r.spool_backlog_frames))
     return table
+
+
+def resyncs(r: SourceStatus) -> str:
+    """Resyncs of the last 24 hours: how many, the rows they healed, the calls that failed."""
+    if not r.resyncs_24h and not r.resync_failures_24h:
+        return "0"
+    text = f"{r.resyncs_24h} ({r.resync_rows_24h:,} rows)"
+    return text + (f" [yellow]{r.resync_failures_24h} calls failed[/yellow]" if r.resync_failures_24h else "")
 
 
 def live_table(live: dict[str, dict[str, float]]) -> Table:
@@ -51,7 +60,7 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
     table = Table(title="running collector (since it started)", title_justify="left")
     columns = [("frames", "frames"), ("rows", "rows"), ("received_bytes", "bytes"),
                ("reconnect_attempts", "reconnect attempts"), ("quarantined", "quarantined"),
-               ("commit_latency_p99_s", "p99 receive→commit"), ("database_up", "database")]
+               ("resyncs", "resyncs"), ("commit_latency_p99_s", "p99 receive→commit"), ("database_up", "database")]
     table.add_column("source")
     for _, title in columns:
         table.add_column(title, justify="right")
@@ -61,6 +70,8 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
             value = values.get(key)
             if value is None:
                 cells.append("–")
+            elif key == "resyncs":
+                cells.append(f"{value:,.0f}" + (" (running)" if values.get("resync_running") else ""))
             elif key == "commit_latency_p99_s":
                 cells.append(f"≤ {value * 1000:g} ms")
             elif key == "database_up":
@@ -78,3 +89,39 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.1f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str) -> None:
+    """Rows of `warehouse query`: a table for people, CSV or JSON (one object per row) for programs.
+    Decimals stay exact (as text in JSON), times are ISO 8601 in UTC."""
+    import csv
+    import json
+    import sys
+
+    if output == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([_plain(v) for v in row] for row in rows)
+    elif output == "json":
+        print(json.dumps([dict(zip(names, map(_plain, row), strict=True)) for row in rows], ensure_ascii=False,
+                         indent=1))
+    else:
+        table = Table(show_lines=False)
+        for name in names:
+            table.add_column(escape(name))
+        for row in rows:
+            table.add_row(*(escape("" if v is None else str(_plain(v))) for v in row))
+        out.print(table)
+        out.print(f"{len(rows):,} row{'' if len(rows) == 1 else 's'}", highlight=False)
+
+
+def _plain(value: Any) -> Any:
+    from datetime import date, datetime
+    from decimal import Decimal
+    from uuid import UUID
+
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    return value

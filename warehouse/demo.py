@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from warehouse.analysis.engine import PostgresEngine
+from warehouse.analysis.engine import Engine
 from warehouse.analysis.plot import chart_market
 from warehouse.collect.metrics import REGISTRY
 from warehouse.collect.service import collect
@@ -59,11 +59,12 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
         charts.mkdir(parents=True, exist_ok=True)
         path = charts / "demo-line-movement.png"
         match = f"{featured.home} v {featured.away} {featured.home_score}-{featured.away_score}"
+        engine = Engine.warehouse(url)
         try:
-            chart = chart_market(PostgresEngine(url), featured.fixture_id, MARKET_1X2, path, default_dir=charts)
+            chart = chart_market(engine, featured.fixture_id, MARKET_1X2, path, default_dir=charts)
             what = f"{match} (fixture {featured.fixture_id})"
         except ValueError:  # a run of a second or two may end before that match's first price came in
-            chart, what = chart_market(PostgresEngine(url), None, None, path, default_dir=charts), "the busiest market"
+            chart, what = chart_market(engine, None, None, path, default_dir=charts), "the busiest market"
     done(f"line-movement chart of {what}: {chart}")
 
     stored = Table(title="rows stored", title_justify="left")

@@ -10,6 +10,8 @@ Conventions:
 - timestamps are timezone-aware `datetime`s (UTC); `received_at` is always our clock,
   `source_ts` the vendor's (None when the vendor sends none);
 - vendor ids are `str`;
+- `origin` (last, so positional construction keeps working) is None for rows from pushed frames
+  and names the REST call for rows from a resync (`ORIGIN_SNAPSHOT`, `ORIGIN_BACKFILL`);
 - jsonb columns (`attrs`, `payload`, `old`, `changes`, `detail`) take plain Python values
   (dict/list/str/int/float/bool/None), except `RawMessage.payload` (a json column), which is the
   frame's JSON text as `bytes`: stored as it is, byte for byte.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 Json = Any
@@ -53,6 +55,7 @@ class PriceTick(NamedTuple):
     max_stake: Decimal | None = None
     source_ts: datetime | None = None
     attrs: Json = None
+    origin: str | None = None  # None: pushed; ORIGIN_SNAPSHOT / ORIGIN_BACKFILL: from a REST answer
 
 
 class MarketChange(NamedTuple):
@@ -65,6 +68,7 @@ class MarketChange(NamedTuple):
     status: str | None = None
     source_ts: datetime | None = None
     attrs: Json = None
+    origin: str | None = None  # None: pushed; ORIGIN_SNAPSHOT / ORIGIN_BACKFILL: from a REST answer
 
 
 class FixtureChange(NamedTuple):
@@ -77,6 +81,7 @@ class FixtureChange(NamedTuple):
     status: str | None = None
     source_ts: datetime | None = None
     changes: Json = None  # only the fields that changed, as the vendor sent them
+    origin: str | None = None  # None: pushed; ORIGIN_SNAPSHOT / ORIGIN_BACKFILL: from a REST answer
 
 
 class ScoreChange(NamedTuple):
@@ -91,6 +96,7 @@ class ScoreChange(NamedTuple):
     status: str | None = None
     source_ts: datetime | None = None
     attrs: Json = None
+    origin: str | None = None  # None: pushed; ORIGIN_SNAPSHOT / ORIGIN_BACKFILL: from a REST answer
 
 
 class OrderChange(NamedTuple):
@@ -110,6 +116,7 @@ class OrderChange(NamedTuple):
     source_ts: datetime | None = None
     payload: Json = None
     old: Json = None
+    origin: str | None = None  # None: pushed; ORIGIN_SNAPSHOT / ORIGIN_BACKFILL: from a REST answer
 
 
 class BetChange(NamedTuple):
@@ -125,6 +132,7 @@ class BetChange(NamedTuple):
     source_ts: datetime | None = None
     payload: Json = None
     old: Json = None
+    origin: str | None = None  # None: pushed; ORIGIN_SNAPSHOT / ORIGIN_BACKFILL: from a REST answer
 
 
 class AccountChange(NamedTuple):
@@ -135,6 +143,7 @@ class AccountChange(NamedTuple):
     source_ts: datetime | None = None
     payload: Json = None
     old: Json = None
+    origin: str | None = None  # None: pushed; ORIGIN_SNAPSHOT / ORIGIN_BACKFILL: from a REST answer
 
 
 class EmergencyEvent(NamedTuple):
@@ -144,6 +153,7 @@ class EmergencyEvent(NamedTuple):
     reason: str | None = None
     source_ts: datetime | None = None
     payload: Json = None
+    origin: str | None = None  # None: pushed; ORIGIN_SNAPSHOT / ORIGIN_BACKFILL: from a REST answer
 
 
 class CollectorEvent(NamedTuple):
@@ -191,6 +201,12 @@ EVENT_WATCHDOG_TIMEOUT = "watchdog_timeout"
 EVENT_ERROR = "error"
 EVENT_DROPPED = "dropped"  # frames received but not kept (e.g. spool disk full), with counts
 SHUTDOWN = "shutdown"  # the `reason` of a disconnect the collector made on purpose (a planned gap)
+EVENT_RESYNC_STARTED = "resync_started"  # REST calls to heal a gap begin (detail: what they cover)
+EVENT_RESYNC_FINISHED = "resync_finished"  # ... and ended (detail: calls, refused, failed, rows derived)
+
+# The `origin` of rows derived from a REST answer (None: from a pushed frame).
+ORIGIN_SNAPSHOT: Final = "snapshot"  # the vendor's current state, fetched after a gap
+ORIGIN_BACKFILL: Final = "backfill"  # the vendor's history of the gap itself
 
 Record = (
     PriceTick | MarketChange | FixtureChange | ScoreChange | OrderChange | BetChange | AccountChange

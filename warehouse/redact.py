@@ -11,8 +11,9 @@ MASK = "***"
 # A secret is replaced wherever it occurs: a short one would mask ordinary text too ("t" in every
 # word). Shorter secrets are refused when the config is read; real keys and tokens are far longer.
 MIN_SECRET_LENGTH = 8
-# Query parameters and headers that carry credentials, whatever their value.
-_PARAMS = re.compile(r"(?i)\b(api_?key|token|access_token|authorization|password|secret)=([^&\s\"']+)")
+# Query parameters and headers that carry credentials, whatever their value (up to the next
+# parameter, or the fragment: a stored REST request keeps our own parameters after '#').
+_PARAMS = re.compile(r"(?i)\b(api_?key|token|access_token|authorization|password|secret)=([^&#\s\"']+)")
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[A-Za-z0-9._~+/=-]+")
 
 

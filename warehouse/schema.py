@@ -39,19 +39,26 @@ RAW_ID_BLOCK = 1000
 raw_id_seq = Sequence("raw_messages_id_seq", increment=RAW_ID_BLOCK, metadata=metadata)
 
 
+ORIGIN_COMMENT = ("null: from a pushed frame; snapshot: the vendor's state fetched over REST after a gap;"
+                  " backfill: the vendor's history of the gap")
+
+
 def _fact(
     name: str, *columns: Column[Any], linked: bool = True, lookups: tuple[tuple[str, ...], ...] = (),
     brin: tuple[str, ...] = ("received_at",), sort: str = "source, received_at", segment_by: str = "source",
-    order_by: str = "received_at",
+    order_by: str = "received_at", origin: bool = False,
 ) -> Table:
     """A fact table: received_at + source first, raw_id when derived from a frame, then columns.
     BRIN for columns that grow with time (cheap to maintain), B-tree for the lookup keys.
     `sort`: the order of the rows in each exported Parquet file (what keeps an entity's history
     contiguous: small files, one row group per lookup); `segment_by`/`order_by`: TimescaleDB's
-    compression of old chunks, segmented by the entity analysts filter on."""
+    compression of old chunks, segmented by the entity analysts filter on. `origin`: the table takes
+    rows derived from REST answers, told apart by a last column `origin` (null: pushed)."""
     common: list[Column[Any]] = [Column("received_at", TZ, nullable=False), Column("source", Text, nullable=False)]
     if linked:
         common.append(Column("raw_id", BigInteger))
+    if origin:
+        columns = (*columns, Column("origin", Text, comment=ORIGIN_COMMENT))
     indexes = [Index(f"{name}_{col}_brin", col, postgresql_using="brin") for col in brin]
     indexes += [Index(f"{name}_{'_'.join(cols)}_idx", *cols) for cols in lookups]
     table = Table(name, metadata, *common, *columns, *indexes, postgresql_partition_by="RANGE (received_at)")
@@ -93,7 +100,13 @@ price_ticks = _fact(
     lookups=(("fixture_id", "market_id", "outcome_id", "received_at"),),
     sort="fixture_id, market_id, received_at",  # a market's whole line movement, in time order
     segment_by="source, fixture_id", order_by="market_id, outcome_id, received_at",
+    origin=True,
 )
+
+# Rows from REST answers are a small minority: the analysis relations find them by this partial
+# index and check only them against the stream (warehouse.analysis.relations, observed_ticks).
+Index("price_ticks_rest_idx", price_ticks.c.fixture_id, price_ticks.c.market_id, price_ticks.c.outcome_id,
+      price_ticks.c.received_at, postgresql_where=price_ticks.c.origin.isnot(None))
 
 market_changes = _fact(
     "market_changes",
@@ -106,6 +119,7 @@ market_changes = _fact(
     Column("attrs", JSONB),
     lookups=(("fixture_id", "market_id", "received_at"),),
     sort="fixture_id, market_id, received_at", segment_by="source, fixture_id", order_by="market_id, received_at",
+    origin=True,
 )
 
 fixture_changes = _fact(
@@ -119,6 +133,7 @@ fixture_changes = _fact(
     Column("changes", JSONB),
     lookups=(("fixture_id", "received_at"),),
     sort="fixture_id, received_at", segment_by="source, fixture_id",
+    origin=True,
 )
 
 score_changes = _fact(
@@ -134,6 +149,7 @@ score_changes = _fact(
     Column("attrs", JSONB),
     lookups=(("fixture_id", "received_at"),),
     sort="fixture_id, received_at", segment_by="source, fixture_id",
+    origin=True,
 )
 
 order_changes = _fact(
@@ -154,6 +170,7 @@ order_changes = _fact(
     Column("old", JSONB),
     lookups=(("order_id", "received_at"), ("fixture_id", "received_at")),
     sort="order_id, received_at", order_by="order_id, received_at",
+    origin=True,
 )
 
 bet_changes = _fact(
@@ -170,6 +187,7 @@ bet_changes = _fact(
     Column("old", JSONB),
     lookups=(("bet_id", "received_at"), ("order_id", "received_at")),
     sort="bet_id, received_at", order_by="bet_id, received_at",
+    origin=True,
 )
 
 account_changes = _fact(
@@ -181,6 +199,7 @@ account_changes = _fact(
     Column("old", JSONB),
     lookups=(("account_id", "received_at"),),
     sort="account_id, received_at", order_by="account_id, received_at",
+    origin=True,
 )
 
 emergency_events = _fact(
@@ -189,6 +208,7 @@ emergency_events = _fact(
     Column("emergency", Boolean),
     Column("reason", Text),
     Column("payload", JSONB),
+    origin=True,
 )
 
 collector_events = _fact(
@@ -257,6 +277,7 @@ FACT_TABLES: tuple[str, ...] = tuple(
     str(t.name) for t in metadata.sorted_tables if "received_at" in t.c
 )
 APPEND_ONLY_TABLES: tuple[str, ...] = (*FACT_TABLES, "export_runs", "retention_runs")
+ORIGIN_TABLES: tuple[str, ...] = tuple(name for name in FACT_TABLES if "origin" in metadata.tables[name].c)
 SORT_KEYS = {name: metadata.tables[name].info["sort"] for name in FACT_TABLES}
 SEGMENT_BY = {name: metadata.tables[name].info["segment_by"] for name in FACT_TABLES}
 ORDER_BY = {name: metadata.tables[name].info["order_by"] for name in FACT_TABLES}

@@ -1,1 +1,5 @@
-"""Line-movement queries used by notebooks and the CLI."""
+"""Line-movement analysis: one query surface over hot and cold days (`connect`), the relations, charts."""
+
+from warehouse.analysis.surface import connect
+
+__all__ = ["connect"]

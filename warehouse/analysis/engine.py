@@ -1,39 +1,34 @@
-"""One way to run the analysis queries, on PostgreSQL or on the Parquet export.
-
-`plot`, the notebook and the demo ask an engine for rows; the SQL (warehouse.analysis.relations)
-is the same on both, written with `%s` placeholders.
+"""The one query runner: the analysis SQL (warehouse.analysis.relations, `%s` placeholders) over the
+query surface — the warehouse (its hot days in PostgreSQL and the days retention moved to Parquet),
+or an export alone. `warehouse plot`, `warehouse query`, the demo and the notebook ask it for rows.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 
-class Engine(Protocol):
-    def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]: ...
+class Engine:
+    def __init__(self, con: Any) -> None:
+        self.con = con  # a DuckDB connection from warehouse.analysis.connect
 
+    @classmethod
+    def warehouse(cls, url: str) -> Engine:
+        """Every day of the warehouse at `url`, wherever it lives now."""
+        from warehouse.analysis.surface import connect
 
-class PostgresEngine:
-    def __init__(self, url: str) -> None:
-        self.url = url
+        return cls(connect(url))
 
-    def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        from warehouse.store.reads import select
-
-        return select(self.url, sql, *params)
-
-
-class ParquetEngine:
-    """DuckDB over the exported Parquet, with the same tables and relations as PostgreSQL."""
-
-    def __init__(self, export_dir: Path) -> None:
-        from warehouse.analysis.parquet import connect
+    @classmethod
+    def export(cls, export_dir: Path) -> Engine:
+        """The Parquet export in `export_dir` alone: no database needed."""
+        from warehouse.analysis.surface import connect
 
         if not export_dir.is_dir():
             raise ValueError(f"no export at {export_dir}: it is not a directory; run `warehouse export` first"
-                             " or give --parquet the export directory")
-        self.con = connect(export_dir)
+                             " or give the export directory")
+        return cls(connect(export_dir=export_dir))
 
     def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         return self.con.execute(sql.replace("%s", "?"), list(params)).fetchall()

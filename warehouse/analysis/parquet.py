@@ -6,7 +6,8 @@
 Every fact table is a view over `<dir>/<table>/day=YYYY-MM-DD/part-0.parquet` (the `day` partition column
 comes along, as a DATE); a table with nothing exported yet is an empty table with the lake's
 columns, so the analysis relations work on whatever has been exported. Column types are the
-lake's (warehouse.lake): numerics are exact decimals, JSON and UUIDs are text.
+lake's (warehouse.lake): numerics are exact decimals, JSON and UUIDs are text. Files exported before
+a column was added (e.g. `origin`, migration 0007) read as null in it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ def connect(export_dir: str | Path, con=None):
         day = "day=????-??-??"  # not an earlier export's day=D.old-<pid> folder, if a run left one
         if any(root.glob(f"{name}/{day}/{lake.PART_FILE}")):
             path = str(root / name / day / lake.PART_FILE).replace("'", "''")
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}',"
-                        " hive_partitioning = true, hive_types = {'day': DATE})")
+            read = (f"read_parquet('{path}', hive_partitioning = true, hive_types = {{'day': DATE}},"
+                    " union_by_name = true)")
+            present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {read}").fetchall()}
+            missing = "".join(f", CAST(NULL AS {kind}) AS {column}" for column, kind in lake.columns(name)
+                              if column not in present)
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *{missing} FROM {read}")
         else:
             columns = ", ".join(f"{column} {kind}" for column, kind in [*lake.columns(name), ("day", "DATE")])
             con.execute(f"CREATE OR REPLACE TABLE {name} ({columns})")

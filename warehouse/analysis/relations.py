@@ -7,8 +7,8 @@ DuckDB view or table macro, so a query written against one runs unchanged agains
 Time is `received_at`: one clock for every feed, so "who moved first" compares like with like
 (vendor clocks differ; `source_ts` is kept alongside for those who want it).
 
-A migration uses a frozen tuple (`V1`): to change a relation, add `V2` and a migration that
-replaces it; never edit a tuple a migration already uses.
+A migration uses a frozen tuple (`V1`: migration 0002, `V2`: 0007): to change a relation, add the
+next tuple and a migration that replaces it; never edit a tuple a migration already uses.
 """
 
 from __future__ import annotations
@@ -185,7 +185,162 @@ STEAM_MOVES = Relation(
 V1: tuple[Relation, ...] = (
     PRICE_HISTORY, PRICES_AS_OF, OPENING_CLOSING_LINES, PRICE_CANDLES, MARKET_OVERROUND, STEAM_MOVES,
 )
-CURRENT = V1
+
+
+# -- V2 (migration 0007): rows from REST answers, and steam movers named once ----------------------
+#
+# After a gap the collector fetches each selection's current state over REST (rows with origin
+# 'snapshot') while the stream keeps flowing. A snapshot row is dated when its request was sent (the
+# state it reports was current at some moment after that), so a pushed tick received meanwhile
+# already sorts after it. Where the REST answer is older than what the stream had already given (a
+# vendor's cached answer) or merely repeats it, its vendor time (`source_ts`, OddsPapi's changedAt)
+# tells: a snapshot row is left out when the row of its selection just before it carries a vendor
+# time at least as new — kept, it would roll the price back or add a move of nothing. Only
+# snapshot rows are checked, each with one probe backwards along the lookup index (a few rows: the
+# other bookmakers' of the outcome); pushed rows pass untouched, and price_ticks_rest_idx (a
+# partial index on the REST rows) finds the snapshot rows without reading the others. Backfill
+# rows (origin 'backfill', the vendor's history of a gap, received long after their time) are left
+# out of relations that order by our clock; price_ticks has them, by source_ts.
+
+TICK_COLUMNS = ("received_at", "source", "raw_id", "source_ts", "bookmaker", "fixture_id", "market_id", "outcome_id",
+                "player_id", "line", "side", "price", "active", "status", "max_stake", "attrs", "origin")
+
+
+def _same_selection(a: str, b: str) -> str:
+    return " AND ".join([f"{b}.{c} = {a}.{c}" for c in ("fixture_id", "market_id", "outcome_id", "source")]
+                        + [f"{b}.{c} IS NOT DISTINCT FROM {a}.{c}" for c in ("bookmaker", "player_id", "line", "side")])
+
+
+OBSERVED_TICKS = Relation(
+    "observed_ticks",
+    f"""
+    SELECT {", ".join(TICK_COLUMNS)} FROM price_ticks WHERE origin IS NULL
+    UNION ALL
+    SELECT {", ".join(f"s.{c}" for c in TICK_COLUMNS)} FROM price_ticks AS s
+    WHERE s.origin = 'snapshot' AND NOT EXISTS (
+        SELECT 1 FROM (SELECT e.source_ts FROM price_ticks AS e
+                       WHERE {_same_selection("s", "e")} AND (e.origin IS NULL OR e.origin = 'snapshot')
+                         AND e.received_at <= s.received_at AND (e.received_at < s.received_at OR e.raw_id < s.raw_id)
+                       ORDER BY e.received_at DESC, e.raw_id DESC LIMIT 1) AS before
+        WHERE before.source_ts >= s.source_ts)
+    """,
+    doc="price_ticks as the collector observed them, the base of every other relation: pushed ticks, and "
+    "snapshot ticks (fetched over REST after a gap, dated when the request was sent) unless the tick of the "
+    "selection just before already carried a vendor time (source_ts) at least as new. Backfill ticks (the "
+    "vendor's history of a gap) are left out.",
+)
+
+PRICE_HISTORY_V2 = Relation(
+    "price_history",
+    f"""
+    SELECT received_at, source_ts, {SELECTION}, price, prev_price,
+           price - prev_price AS move,
+           price / nullif(prev_price, 0) - 1 AS move_pct,
+           1 / nullif(price, 0) AS implied_prob,
+           active, status, max_stake, raw_id, origin
+    FROM (SELECT *, lag(price) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}) AS prev_price
+          FROM observed_ticks WHERE price IS NOT NULL) AS priced
+    """,
+    doc=PRICE_HISTORY.doc + " Built on observed_ticks; origin is 'snapshot' for a price fetched after a gap.",
+)
+
+PRICES_AS_OF_V2 = Relation(
+    "prices_as_of",
+    f"""
+    SELECT DISTINCT ON ({SELECTION}) received_at, source_ts, {SELECTION}, price, active, status, max_stake, raw_id,
+           origin
+    FROM observed_ticks WHERE received_at <= as_of
+    ORDER BY {SELECTION}, received_at DESC, raw_id DESC
+    """,
+    params=PRICES_AS_OF.params,
+    returns=PRICES_AS_OF.returns.removesuffix(")") + ", origin text)",
+    doc=PRICES_AS_OF.doc + " Built on observed_ticks: a snapshot never rolls back a newer pushed price.",
+)
+
+OPENING_CLOSING_LINES_V2 = Relation(
+    "opening_closing_lines",
+    OPENING_CLOSING_LINES.body.replace("FROM price_ticks AS p", "FROM observed_ticks AS p"),
+    doc=OPENING_CLOSING_LINES.doc + " Built on observed_ticks.",
+)
+
+PRICE_CANDLES_V2 = Relation(
+    "price_candles",
+    PRICE_CANDLES.body.replace("FROM price_ticks", "FROM observed_ticks"),
+    params=PRICE_CANDLES.params,
+    returns=PRICE_CANDLES.returns,
+    doc=PRICE_CANDLES.doc + " Built on observed_ticks.",
+)
+
+MARKET_OVERROUND_V2 = Relation(
+    "market_overround",
+    MARKET_OVERROUND.body.replace("FROM price_ticks", "FROM observed_ticks"),
+    doc=MARKET_OVERROUND.doc + " Built on observed_ticks.",
+)
+
+# One row per mover of an episode first (its first qualifying move: row_number 1), then the
+# episode: each bookmaker once in `movers`, in the order it first moved, with the time and the
+# prices of that move in the parallel arrays movers_at / movers_from / movers_to.
+_EPISODE = ("f.fixture_id, f.market_id, f.outcome_id, f.player_id, f.line, f.side, f.direction, f.received_at,"
+            " f.raw_id, f.bookmaker, f.source")
+_FIRST_MOVES = "ORDER BY moved_at, moved_raw_id, mover) FILTER (WHERE nth = 1)"  # one frame may move several
+STEAM_MOVES_V2 = Relation(
+    "steam_moves",
+    f"""
+    WITH moves AS (
+        SELECT received_at, raw_id, source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side,
+               prev_price, price, move_pct, sign(move_pct) AS direction
+        FROM price_history WHERE abs(move_pct) >= min_move
+    ), firsts AS (
+        SELECT m.* FROM moves AS m
+        WHERE NOT EXISTS (
+            SELECT 1 FROM moves AS e
+            WHERE e.fixture_id = m.fixture_id AND e.market_id = m.market_id AND e.outcome_id = m.outcome_id
+              AND e.player_id IS NOT DISTINCT FROM m.player_id AND e.line IS NOT DISTINCT FROM m.line
+              AND e.side IS NOT DISTINCT FROM m.side AND e.direction = m.direction
+              AND e.received_at >= m.received_at - span
+              AND (e.received_at < m.received_at OR (e.received_at = m.received_at AND e.raw_id < m.raw_id)))
+    ), episode_moves AS (
+        SELECT f.fixture_id, f.market_id, f.outcome_id, f.player_id, f.line, f.side, f.direction,
+               f.received_at AS started_at, f.raw_id AS first_raw_id, f.bookmaker AS first_bookmaker,
+               f.source AS first_source, f.prev_price AS first_from, f.price AS first_to,
+               o.bookmaker AS mover, o.received_at AS moved_at, o.raw_id AS moved_raw_id,
+               o.prev_price AS moved_from, o.price AS moved_to,
+               row_number() OVER (PARTITION BY {_EPISODE}, o.bookmaker ORDER BY o.received_at, o.raw_id) AS nth
+        FROM firsts AS f JOIN moves AS o
+          ON o.fixture_id = f.fixture_id AND o.market_id = f.market_id AND o.outcome_id = f.outcome_id
+         AND o.player_id IS NOT DISTINCT FROM f.player_id AND o.line IS NOT DISTINCT FROM f.line
+         AND o.side IS NOT DISTINCT FROM f.side AND o.direction = f.direction
+         AND o.received_at >= f.received_at AND o.received_at <= f.received_at + span
+    )
+    SELECT fixture_id, market_id, outcome_id, player_id, line, side,
+           CASE WHEN direction < 0 THEN 'shortened' ELSE 'drifted' END AS direction,
+           started_at, first_bookmaker, first_source, first_from, first_to,
+           count(DISTINCT mover) AS bookmakers,
+           array_agg(mover {_FIRST_MOVES} AS movers,
+           max(moved_at) AS ended_at,
+           array_agg(moved_at {_FIRST_MOVES} AS movers_at,
+           array_agg(moved_from {_FIRST_MOVES} AS movers_from,
+           array_agg(moved_to {_FIRST_MOVES} AS movers_to
+    FROM episode_moves
+    GROUP BY fixture_id, market_id, outcome_id, player_id, line, side, direction, started_at, first_raw_id,
+             first_bookmaker, first_source, first_from, first_to
+    HAVING count(DISTINCT mover) >= min_books
+    """,
+    params=STEAM_MOVES.params,
+    returns=STEAM_MOVES.returns.removesuffix(")") + ", movers_at timestamptz[], movers_from double precision[],"
+    " movers_to double precision[])",
+    doc="Steam: the same selection moving the same way by at least `min_move` (0.05 = 5 %) at `min_books` "
+    "or more bookmakers within `span` of the first mover. One row per episode, started by a move no "
+    "other qualifying move preceded within the window; `movers` names each bookmaker once, in the order it "
+    "first moved, and movers_at / movers_from / movers_to give the time and prices of that first move.",
+)
+
+# Used by migration 0007. Frozen. observed_ticks first: the others are built on it.
+V2: tuple[Relation, ...] = (
+    OBSERVED_TICKS, PRICE_HISTORY_V2, PRICES_AS_OF_V2, OPENING_CLOSING_LINES_V2, PRICE_CANDLES_V2,
+    MARKET_OVERROUND_V2, STEAM_MOVES_V2,
+)
+CURRENT = V2
 
 
 def postgres_ddl(relation: Relation) -> str:
@@ -203,6 +358,14 @@ def postgres_drop(relation: Relation) -> str:
     return f"DROP FUNCTION IF EXISTS {relation.name}({kinds})"
 
 
+def postgres_comment(relation: Relation) -> str | None:
+    if not relation.doc:
+        return None
+    kind = "FUNCTION" if relation.params else "VIEW"
+    target = relation.name + (f"({', '.join(k for _, k in relation.params)})" if relation.params else "")
+    return f"COMMENT ON {kind} {target} IS '{relation.doc.replace(chr(39), chr(39) * 2)}'"
+
+
 def duckdb_ddl(relation: Relation) -> str:
     if not relation.params:
         return f"CREATE OR REPLACE VIEW {relation.name} AS {relation.body}"
@@ -212,12 +375,14 @@ def duckdb_ddl(relation: Relation) -> str:
 
 # Queries built on the relations, for the CLI and notebooks (parameters as %s).
 # The chart's rows (warehouse.analysis.plot), all for one fixture's market:
-# every price and whether it was open for bets (price_history's rows, without the window function
-# neither the chart nor DuckDB's planner needs)…
+# every price and whether it was open for bets, as observed (observed_ticks: a resync's snapshot
+# never rolls a price back; price_history's rows, without the window function neither the chart nor
+# DuckDB's planner needs)…
 LINE_MOVEMENT = (
     "SELECT received_at, source, coalesce(bookmaker, source) AS bookmaker, outcome_id, player_id,"
     " CAST(line AS double precision) AS line, side, price, active"
-    " FROM price_ticks WHERE fixture_id = %s AND market_id = %s AND price IS NOT NULL ORDER BY received_at, raw_id"
+    " FROM observed_ticks WHERE fixture_id = %s AND market_id = %s AND price IS NOT NULL"
+    " ORDER BY received_at, raw_id"
 )
 # …the names a feed gives its outcomes (Saba's keyName: "Home", "Draw", "Away")…
 OUTCOME_NAMES = (
@@ -249,8 +414,9 @@ FROM (SELECT source, event, received_at,
 WHERE event = '{EVENT_DISCONNECT}' AND (before IS NULL OR before = '{EVENT_CONNECT}')
 ORDER BY started
 """
+# Busiest by pushed ticks (a resync's snapshot rows say nothing about how busy a market is).
 BUSIEST_MARKETS = (
     "SELECT fixture_id, market_id, count(DISTINCT coalesce(bookmaker, source)) AS bookmakers, count(*) AS ticks"
-    " FROM price_ticks WHERE price IS NOT NULL GROUP BY fixture_id, market_id"
+    " FROM price_ticks WHERE price IS NOT NULL AND origin IS NULL GROUP BY fixture_id, market_id"
     " ORDER BY bookmakers DESC, ticks DESC, fixture_id, market_id LIMIT %s"
 )

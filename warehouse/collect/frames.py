@@ -1,11 +1,14 @@
 """From one frame to what is stored: the raw row, and the records or a quarantine row.
 
 The only path from frame to records. Live collection hands it each frame as received (decoded and
-redacted); replay hands it each stored frame. So a frame gives the same rows either way, by the
-same quarantine rules: a frame over `max_frame_bytes`, one that is not JSON, and one that does
-not fit the feed's schema are stored raw with a `quarantine` row saying why. A control signal of
-the adapter (a reset, a snapshot, a subscription, a vendor error) is one of the frame's records
-too: a `collector_events` row dated at the frame and pointing at it, so replay derives it alike.
+redacted), and each REST answer of a resync; replay hands it each stored frame. So a frame gives
+the same rows either way, by the same quarantine rules: a frame over `max_frame_bytes`, one that is
+not JSON, and one that does not fit the feed's schema are stored raw with a `quarantine` row saying
+why. A control signal of the adapter (a reset, a snapshot, a subscription, a vendor error) is one
+of the frame's records too: a `collector_events` row dated at the frame and pointing at it, so
+replay derives it alike. A REST answer keeps its kind (`<origin>:<path>`) even when quarantined:
+replay routes it by that kind to the feed's REST adapter (`Feed.rest_adapter`, with
+`RestCall.stored(kind, event_id)`).
 """
 
 from __future__ import annotations
@@ -55,21 +58,23 @@ class Derived:
 
 
 def derive(adapter: Adapter, feed_kind: str, data: bytes, *, received_at: datetime, source: str,
-           connection_id: UUID, seq: int, event_id: str | None, max_frame_bytes: int) -> Derived:
-    """`data` is the frame's JSON text as it is stored (decoded, secrets redacted)."""
+           connection_id: UUID, seq: int, event_id: str | None, max_frame_bytes: int,
+           kind: str | None = None) -> Derived:
+    """`data` is the frame's JSON text as it is stored (decoded, secrets redacted). `kind`: the
+    frame's kind when the caller knows it (a REST answer's), kept even if the frame is quarantined."""
     if len(data) > max_frame_bytes:
         reason = f"frame of {len(data)} bytes exceeds max_frame_bytes ({max_frame_bytes})"
-        return _quarantined(received_at, source, connection_id, seq, event_id, None, reason, data[:1024])
+        return _quarantined(received_at, source, connection_id, seq, event_id, None, reason, data[:1024], kind)
     try:
         message = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return _quarantined(received_at, source, connection_id, seq, event_id, None, f"not JSON: {exc}", data)
+        return _quarantined(received_at, source, connection_id, seq, event_id, None, f"not JSON: {exc}", data, kind)
     try:
         output = handle(adapter, message, received_at)
     except FrameError as exc:
         return _quarantined(received_at, source, connection_id, seq, event_id, data,
-                            f"does not fit the {feed_kind} schema: {exc}", data)
-    raw = RawMessage(received_at, source, connection_id, seq, output.frame_kind, data, event_id)
+                            f"does not fit the {feed_kind} schema: {exc}", data, kind)
+    raw = RawMessage(received_at, source, connection_id, seq, kind or output.frame_kind, data, event_id)
     event = control_event(output, received_at, source, connection_id)
     return Derived(raw, output.records if event is None else [*output.records, event], output)
 
@@ -86,11 +91,12 @@ def undecodable(data: bytes, reason: str, *, received_at: datetime, source: str,
                 event_id: str | None) -> Derived:
     """A frame the feed could not decode (e.g. not valid gzip): no JSON text to store, so its bytes go
     to quarantine (as text, invalid UTF-8 replaced) with the reason."""
-    return _quarantined(received_at, source, connection_id, seq, event_id, None, f"cannot decode: {reason}", data)
+    return _quarantined(received_at, source, connection_id, seq, event_id, None, f"cannot decode: {reason}", data,
+                        None)
 
 
 def _quarantined(received_at: datetime, source: str, connection_id: UUID, seq: int, event_id: str | None,
-                 payload: bytes | None, reason: str, text: bytes) -> Derived:
-    raw = RawMessage(received_at, source, connection_id, seq, QUARANTINED, payload, event_id)
+                 payload: bytes | None, reason: str, text: bytes, kind: str | None) -> Derived:
+    raw = RawMessage(received_at, source, connection_id, seq, kind or QUARANTINED, payload, event_id)
     snippet = text[:QUARANTINE_TEXT].decode("utf-8", "replace").replace("\x00", "\\u0000")
     return Derived(raw, [Quarantine(received_at, source, connection_id, reason[:500], snippet)])

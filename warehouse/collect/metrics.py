@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 REGISTRY = CollectorRegistry()
 WRITER_QUEUE = Gauge("warehouse_writer_queue", "Frames waiting in the writer's memory queue", registry=REGISTRY)
@@ -35,6 +35,12 @@ class FeedMetrics:
     bytes: int = 0
     reconnect_attempts: int = 0
     quarantined: int = 0
+    resyncs: int = 0  # resync passes finished (every call done, or given up for a retry)
+    resync_calls: int = 0  # REST calls answered (any status)
+    resync_refused: int = 0  # ... of which 429 (rate limit, cooldown) and 401/403 (key)
+    resync_failed: int = 0  # calls that failed (5xx, timeout, no connection, an answer we cannot use)
+    resync_rows: int = 0  # rows derived from REST answers
+    resync_running: bool = False
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))  # last: > 60 s
     latency_sum: float = 0.0
 
@@ -78,6 +84,11 @@ class _FeedCollector:
         ("bytes", "warehouse_received_bytes", "Bytes of frames received"),
         ("reconnect_attempts", "warehouse_reconnect_attempts", "Reconnect attempts"),
         ("quarantined", "warehouse_quarantined", "Frames quarantined"),
+        ("resyncs", "warehouse_resyncs", "Resyncs (REST calls healing a gap) finished"),
+        ("resync_calls", "warehouse_resync_calls", "REST calls of resyncs answered"),
+        ("resync_refused", "warehouse_resync_refused", "REST calls of resyncs refused (429, 401, 403)"),
+        ("resync_failed", "warehouse_resync_failed", "REST calls of resyncs failed (5xx, timeout, unusable)"),
+        ("resync_rows", "warehouse_resync_rows", "Rows derived from REST answers"),
     )
 
     _BOUNDS = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]  # the `le` labels, as the client library has them
@@ -95,6 +106,11 @@ class _FeedCollector:
             cumulative = itertools.accumulate(feed.latency_buckets)
             histogram.add_metric([feed.source], list(zip(self._BOUNDS, cumulative, strict=True)), feed.latency_sum)
         yield histogram
+        running = GaugeMetricFamily("warehouse_resync_running", "1 while a resync of the source runs",
+                                    labels=["source"])
+        for feed in feeds:
+            running.add_metric([feed.source], int(feed.resync_running))
+        yield running
 
 
 REGISTRY.register(_FeedCollector())
@@ -122,6 +138,8 @@ def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> dict[str
             if sample.name.endswith("_total"):
                 name = sample.name.removeprefix("warehouse_").removesuffix("_total")
                 result.setdefault(source, {})[name] = sample.value
+            elif sample.name == "warehouse_resync_running":
+                result.setdefault(source, {})["resync_running"] = sample.value
             elif sample.name == "warehouse_commit_latency_seconds_bucket":
                 buckets.setdefault(source, []).append((float(sample.labels["le"]), sample.value))
     gauges = {sample.name: sample.value for family in text_string_to_metric_families(text)

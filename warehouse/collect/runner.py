@@ -8,7 +8,9 @@ a `collector_events` row: connect, resume, command, disconnect (with the reason)
 attempt, reset, snapshot, watchdog timeout, error. Those a frame signals (reset, snapshot,
 subscribe, vendor error) are derived with the frame itself (`warehouse.collect.frames`), so replay
 makes them too; the connect event records what replay needs to derive like this connection did:
-the feed kind, its adapter's version and the options it was made with.
+the feed kind, its adapter's version and the options it was made with. A feed with a REST side
+heals each gap: every connection hands its gap to the feed's `Resyncer` (collect/resync.py), which
+runs beside the receive loop, never in its way.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from warehouse.collect.auth import LoginFailed, TokenSource
 from warehouse.collect.backoff import Backoff
 from warehouse.collect.frames import derive, undecodable
 from warehouse.collect.metrics import FeedMetrics, for_source
+from warehouse.collect.resync import Resyncer
 from warehouse.collect.settings import FeedSettings
 from warehouse.collect.transports import (
     KEEPALIVE,
@@ -87,6 +90,7 @@ class FeedRunner:
         self._last_received = datetime.min.replace(tzinfo=UTC)
         self._watchdog_reason: str | None = None
         self._live: tuple[Any, UUID, list[asyncio.Task[None]]] | None = None  # session, connection, periodic
+        self.resyncer = Resyncer(settings, writer, self.metrics)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -133,6 +137,7 @@ class FeedRunner:
             await session.close()
 
     async def aclose(self) -> None:
+        await self.resyncer.aclose()
         if self._tokens is not None:
             await self._tokens.aclose()
 
@@ -167,6 +172,10 @@ class FeedRunner:
         for command in spec.send_on_connect:
             await session.send(command)
             await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(command)})
+        # The time nobody listened ends now: heal it over REST, beside the stream (the last frame
+        # before it, when this process saw one; else the resyncer looks it up).
+        seen = self._last_received if self._last_received > datetime.min.replace(tzinfo=UTC) else None
+        self.resyncer.gap(seen, datetime.now(UTC))
         adapter = feed.adapter(self.source, options)
         self._watchdog_reason = None
         periodic = self._start_periodic(session, connection_id, spec)
@@ -204,6 +213,7 @@ class FeedRunner:
         commands = settings.feed.reload_commands(self.settings.options, settings.options)
         self.settings = settings
         self.redact = Redactor(list(settings.secrets.values()))
+        self.resyncer.configure(settings)
         if self._live is None or not commands:
             return
         session, connection_id, periodic = self._live

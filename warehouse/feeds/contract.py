@@ -8,6 +8,12 @@ reads the clock. Hooks cover where vendors differ: `decode` (a frame as received
 stored and parsed), `refused` (what an HTTP refusal of the connection means), `reload_commands`
 (commands that apply new options to a live connection) and `validate` (rules across options).
 
+A feed with a REST side heals gaps (docs/resync.md): `rest_policy` says whether and how, `resync`
+describes the calls to make after a gap as data (`RestRequest`s, from a `ResyncContext` the runtime
+gathers from the warehouse), and `rest_adapter` turns each answer into records (with `origin`
+set), from nothing but the request as it is stored with the answer (`RestCall`): replay derives
+the same rows from the stored frame alone.
+
 docs/adding-a-feed.md walks through writing one.
 """
 
@@ -18,9 +24,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from warehouse.options import setting
-from warehouse.records import Record
+from warehouse.records import ORIGIN_BACKFILL, ORIGIN_SNAPSHOT, Record
 
 
 class FrameError(ValueError):
@@ -108,6 +115,115 @@ class Tuning:
     ca_file: str = setting("a PEM bundle of a private CA to trust besides the system's (wss:// and https://)", "")
 
 
+# -- REST: healing gaps ---------------------------------------------------------------------------
+
+Origin = Literal["snapshot", "backfill"]
+REST_ORIGINS: tuple[str, ...] = (ORIGIN_SNAPSHOT, ORIGIN_BACKFILL)
+
+
+@dataclass(frozen=True)
+class RestRequest:
+    """One REST call of a resync, as data: the runtime performs it (pacing, retries, redaction) and
+    stores the answer as a frame of kind `<origin>:<path>`. `params` and `headers` may hold secrets."""
+
+    origin: Origin  # what the rows derived from the answer are: the vendor's state, or its history of the gap
+    base: str  # e.g. https://api.oddspapi.io
+    path: str  # e.g. /v4/odds: also the endpoint its cooldown and Retry-After apply to
+    params: tuple[tuple[str, str], ...] = ()  # the query, in order
+    headers: tuple[tuple[str, str], ...] = ()
+    cooldown_s: float = 0.0  # the vendor's minimum interval between two calls to this endpoint
+    page_size: int | None = None  # paged: page=1, 2, … with pageSize until a page holds fewer items
+    covers: str = ""  # what it is about (a fixture id, "orders"), for the resync's collector_events rows
+    scope: tuple[tuple[str, str], ...] = ()  # our own parameters, never sent: kept with the answer for its adapter
+
+    def call(self, params: tuple[tuple[str, str], ...] | None = None) -> RestCall:
+        return RestCall(self.origin, self.path, dict(self.params if params is None else params), dict(self.scope))
+
+
+@dataclass(frozen=True)
+class RestCall:
+    """A REST answer's request as stored with it: `raw_messages.kind` is `<origin>:<path>`, and
+    `event_id` is `GET <path>?<query>[#<scope>]` with secrets masked. All a REST adapter may use."""
+
+    origin: str
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    scope: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return f"{self.origin}:{self.path}"
+
+    @property
+    def event_id(self) -> str:
+        query = f"?{urlencode(list(self.params.items()))}" if self.params else ""
+        return f"GET {self.path}{query}" + (f"#{urlencode(list(self.scope.items()))}" if self.scope else "")
+
+    @classmethod
+    def stored(cls, kind: str, event_id: str) -> RestCall:
+        """The call back from a stored frame (what replay does); ValueError if it is no REST answer."""
+        origin, _, path = kind.partition(":")
+        method, _, target = event_id.partition(" ")
+        if origin not in REST_ORIGINS or method != "GET" or not path:
+            raise ValueError(f"not a stored REST answer: kind {kind!r}, event_id {event_id!r}")
+        parts = urlsplit(target)
+        return cls(origin, path, dict(parse_qsl(parts.query, keep_blank_values=True)),
+                   dict(parse_qsl(parts.fragment, keep_blank_values=True)))
+
+
+def is_rest_kind(kind: str) -> bool:
+    """Whether a raw frame of this kind is a REST answer (see RestCall)."""
+    return kind.partition(":")[0] in REST_ORIGINS and ":" in kind
+
+
+@dataclass(frozen=True)
+class ResyncContext:
+    """What the runtime knows when a resync starts (feeds read no clock and no database)."""
+
+    now: datetime  # when the resync starts
+    gap_started: datetime | None  # the last frame before the gap (None: none stored: a first start)
+    fixtures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # seen lately → bookmakers seen (if asked)
+
+
+@dataclass(frozen=True)
+class RestPolicy:
+    """How a feed's resyncs run, from its options."""
+
+    enabled: bool
+    calls_per_s: float  # at most this many calls per second, besides each endpoint's cooldown
+    timeout_s: float  # an answer may take this long
+    fixtures_hours: float | None = None  # the context lists fixtures seen in this many hours (None: not needed)
+    bookmakers: bool = False  # ... each with the bookmakers seen for it
+
+
+def rest_base(stream_url: str, rest_url: str) -> str:
+    """`rest_url`, or by default the stream's host: wss://api.oddspapi.io/v4/ws → https://api.oddspapi.io
+    (a simulator's ws://127.0.0.1:8765/… → http://127.0.0.1:8765: the REST twin on its port)."""
+    if rest_url:
+        return rest_url.rstrip("/")
+    parts = urlsplit(stream_url)
+    scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}"
+
+
+# The REST keys of a feed with a REST side: one declaration each, used by each such feed's options.
+def rest_url_setting(example: str) -> Any:
+    return setting(f"REST base URL (default: the stream's host over https, e.g. {example})", "")
+
+
+def resync_setting() -> Any:
+    return setting("after every gap, fetch the vendor's state over REST while the stream is already stored", True)
+
+
+def rest_calls_setting(default: float) -> Any:
+    return setting("at most this many REST calls per second (besides the vendor's per-endpoint cooldowns)",
+                   default, positive=True)
+
+
+def rest_timeout_setting() -> Any:
+    return setting("a REST answer may take this long (seconds)", 30.0, positive=True)
+
+
 OptionsT = TypeVar("OptionsT")
 
 
@@ -148,6 +264,19 @@ class Feed(ABC, Generic[OptionsT]):
     def reload_commands(self, old: OptionsT, new: OptionsT) -> Sequence[str]:
         """Messages that apply `new` options to a live connection (none: the next connection applies them)."""
         return ()
+
+    def rest_policy(self, options: OptionsT) -> RestPolicy | None:
+        """Whether and how this feed heals gaps over REST (None: it has no REST side)."""
+        return None
+
+    def resync(self, options: OptionsT, secrets: Mapping[str, str], context: ResyncContext) -> Sequence[RestRequest]:
+        """The REST calls that bring the warehouse up to date after a gap."""
+        return ()
+
+    def rest_adapter(self, source: str, options: OptionsT, call: RestCall) -> Adapter:
+        """A pure adapter for one REST answer: its JSON → records with `origin` = call.origin. Output.detail
+        {"items": n} tells the runtime how many items a page held (paged requests stop at a short page)."""
+        raise NotImplementedError(f"{self.kind} has no REST side")
 
 
 def handle(adapter: Adapter, message: Any, received_at: datetime) -> Output:

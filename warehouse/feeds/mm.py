@@ -6,26 +6,65 @@ asked for; the `subscribed` reply says which were granted. Client `ping` every 3
 rows: `payload` (new values, full or partial) and, on UPDATE, `old`. Error strings about the key
 or the connection limit mean a long pause before trying again.
 Vendor documentation: https://docs.55-tech.com/mm-api/websocket
+
+The socket has no replay: after a gap the REST side heals it (docs/resync.md). Orders and bets
+changed since the last frame before the gap (less a safety margin) up to the resync's start, page
+by page, and the accounts; each object becomes one row with event SNAPSHOT (the object as the
+vendor holds it now, not a difference from what is stored: the adapter stays pure, and replay
+derives the same rows from the stored answer alone).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from warehouse.feeds.contract import ERROR, HEARTBEAT, RETRY_LONG, SUBSCRIBED, ConnectSpec, Feed, FrameError, Output
+from warehouse.feeds.contract import (
+    ERROR,
+    HEARTBEAT,
+    RETRY_LONG,
+    SUBSCRIBED,
+    ConnectSpec,
+    Feed,
+    FrameError,
+    Output,
+    RestCall,
+    RestPolicy,
+    RestRequest,
+    ResyncContext,
+    rest_base,
+    rest_calls_setting,
+    rest_timeout_setting,
+    rest_url_setting,
+    resync_setting,
+)
 from warehouse.feeds.values import obj, parse_time, to_bool, to_decimal, to_int, to_text
 from warehouse.options import setting
-from warehouse.records import AccountChange, BetChange, EmergencyEvent, OrderChange, Record, ScoreChange
+from warehouse.records import (
+    ORIGIN_SNAPSHOT,
+    AccountChange,
+    BetChange,
+    EmergencyEvent,
+    OrderChange,
+    Record,
+    ScoreChange,
+)
 
 CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
 # Errors after which retrying soon cannot help: a bad key, or too many sockets for the key.
 _LONG_PAUSE_ERRORS = ("apikey required", "api_key required", "invalid apikey format", "invalid api key",
                       "connection limit exceeded")
+SNAPSHOT = "SNAPSHOT"  # the event of a row fetched over REST
+# fromDate goes back this far before the last frame before a gap: a change committed at the vendor
+# just before the gap may reach the socket after it, and vendor and our clocks differ a little.
+SAFETY_MARGIN = timedelta(seconds=60)
+PAGE_SIZE = 500  # the vendor allows up to 2000
+# REST endpoint of each channel that has one
+ENDPOINTS = {"orders": "/api/v1/orders", "bets": "/api/v1/bets", "accounts": "/api/v1/accounts"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +73,12 @@ class Options:
     api_key_env: str = setting("environment variable holding the API key (a UUID)", secret=True)
     channels: tuple[str, ...] = setting(f"channels to subscribe to, of {', '.join(CHANNELS)}", CHANNELS)
     client_ping_s: float = setting("client `ping` interval (the vendor recommends 30 s)", 30.0, positive=True)
+    rest_url: str = rest_url_setting("https://mmapi.55-tech.com")
+    resync: bool = resync_setting()
+    resync_hours: float = setting("with nothing stored yet, a resync fetches orders and bets changed in this many"
+                                  " hours", 24.0, positive=True)
+    rest_calls_per_s: float = rest_calls_setting(1.5)  # the vendor's budget: 100 requests a minute
+    rest_timeout_s: float = rest_timeout_setting()
 
 
 class Mm(Feed[Options]):
@@ -60,11 +105,39 @@ class Mm(Feed[Options]):
     def adapter(self, source: str, options: Options) -> Adapter:
         return Adapter(source, options.channels)
 
+    def rest_policy(self, options: Options) -> RestPolicy:
+        return RestPolicy(enabled=options.resync, calls_per_s=options.rest_calls_per_s,
+                          timeout_s=options.rest_timeout_s)
+
+    def resync(self, options: Options, secrets: Mapping[str, str], context: ResyncContext) -> list[RestRequest]:
+        base = rest_base(options.url, options.rest_url)
+        headers = (("X-API-Key", secrets["api_key_env"]),)
+        since = (context.gap_started or context.now - timedelta(hours=options.resync_hours)) - SAFETY_MARGIN
+        window = (("fromDate", _iso(since)), ("toDate", _iso(context.now)))
+        requests = []
+        for channel, path in ENDPOINTS.items():
+            if channel not in options.channels:
+                continue
+            if channel == "accounts":  # the current balances; no date filter
+                requests.append(RestRequest(ORIGIN_SNAPSHOT, base, path, headers=headers, covers=channel))
+            else:
+                requests.append(RestRequest(ORIGIN_SNAPSHOT, base, path, window, headers, page_size=PAGE_SIZE,
+                                            covers=channel))
+        return requests
+
+    def rest_adapter(self, source: str, options: Options, call: RestCall) -> RestAdapter:
+        return RestAdapter(source, call)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 class Adapter:
-    def __init__(self, source: str, channels: Sequence[str] = CHANNELS) -> None:
+    def __init__(self, source: str, channels: Sequence[str] = CHANNELS, origin: str | None = None) -> None:
         self.source = source
         self.asked = list(channels)
+        self.origin = origin
 
     def handle(self, message: Any, received_at: datetime) -> Output:
         if isinstance(message, str):  # error strings may come bare
@@ -93,8 +166,10 @@ class Adapter:
             obj(old, "old")
         if not isinstance(channel, str):
             raise FrameError(f"channel must be a string, got {channel!r}")
-        mapper = {"orders": self._order, "bets": self._bet, "accounts": self._account, "scores": self._score,
-                  "emergency": self._emergency}.get(channel)
+        mappers: dict[str, Callable[[datetime, str, dict[str, Any], Any], Record]] = {
+            "orders": self._order, "bets": self._bet, "accounts": self._account, "scores": self._score,
+            "emergency": self._emergency}
+        mapper = mappers.get(channel)
         if mapper is None:
             raise FrameError(f"unknown channel {channel!r}")
         return Output(f"{channel}:{event}", [mapper(received_at, event, payload, old)])
@@ -103,7 +178,7 @@ class Adapter:
         long = any(phrase in text.lower() for phrase in _LONG_PAUSE_ERRORS)
         return Output("error", control=RETRY_LONG if long else ERROR, detail={"error": text})
 
-    def _order(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> Record:
+    def _order(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> OrderChange:
         return OrderChange(
             at, self.source, event, to_text(p.get("orderId", p.get("id"))),
             fixture_id=to_text(p.get("fixtureId")), outcome_id=to_text(p.get("outcomeId")),
@@ -111,21 +186,21 @@ class Adapter:
             order_status=to_text(p.get("orderStatus")), matched_status=to_text(p.get("matchedStatus")),
             price=to_decimal(p.get("orderCents")), stake=to_decimal(p.get("orderStake")),
             matched_stake=to_decimal(p.get("matchedStake")),
-            source_ts=parse_time(p.get("matchedAt") or p.get("createdAt")), payload=p, old=old,
+            source_ts=parse_time(p.get("matchedAt") or p.get("createdAt")), payload=p, old=old, origin=self.origin,
         )
 
-    def _bet(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> Record:
+    def _bet(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> BetChange:
         return BetChange(
             at, self.source, event, to_text(p.get("betId", p.get("id"))), order_id=to_text(p.get("orderId")),
             bookmaker=to_text(p.get("bookmaker")), bet_status=to_text(p.get("betStatus")),
             price=to_decimal(p.get("placedPrice")), stake=to_decimal(p.get("placedStake")),
-            source_ts=parse_time(p.get("placedAt")), payload=p, old=old,
+            source_ts=parse_time(p.get("placedAt")), payload=p, old=old, origin=self.origin,
         )
 
-    def _account(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> Record:
+    def _account(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> AccountChange:
         account = p.get("accountId", p.get("account_id", p.get("id")))
         return AccountChange(at, self.source, event, account_id=to_text(account),
-                             source_ts=parse_time(p.get("updatedAt")), payload=p, old=old)
+                             source_ts=parse_time(p.get("updatedAt")), payload=p, old=old, origin=self.origin)
 
     def _score(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> Record:
         scores = obj(p.get("scores") or {}, "scores")
@@ -141,6 +216,35 @@ class Adapter:
     def _emergency(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> Record:
         return EmergencyEvent(at, self.source, to_bool(p.get("emergency")), reason=to_text(p.get("reason")),
                               source_ts=parse_time(p.get("triggeredAt")), payload=p)
+
+
+class RestAdapter:
+    """Pure: one REST page (a JSON array of orders, bets or accounts; an object holding the array
+    under `data` or `items` is taken too) → one row per object, event SNAPSHOT. Its vendor time is the
+    object's `updatedAt` (its last change) where it has one."""
+
+    def __init__(self, source: str, call: RestCall) -> None:
+        self.source, self.call = source, call
+        self.stream = Adapter(source, origin=call.origin)
+
+    def handle(self, message: Any, received_at: datetime) -> Output:
+        mappers: dict[str, Callable[[datetime, str, dict[str, Any], Any], OrderChange | BetChange | AccountChange]] = {
+            "/api/v1/orders": self.stream._order, "/api/v1/bets": self.stream._bet,
+            "/api/v1/accounts": self.stream._account}
+        mapper = mappers.get(self.call.path)
+        if mapper is None:
+            raise FrameError(f"no REST adapter for {self.call.path}")
+        if isinstance(message, dict):
+            message = next((message[k] for k in ("data", "items") if isinstance(message.get(k), list)), message)
+        if not isinstance(message, list):
+            raise FrameError(f"a list of objects expected, got {type(message).__name__}")
+        records: list[Record] = []
+        for item in message:
+            item = obj(item, "item")
+            record = mapper(received_at, SNAPSHOT, item, None)
+            updated = parse_time(item.get("updatedAt"))
+            records.append(record._replace(source_ts=updated) if updated else record)
+        return Output(self.call.kind, records, detail={"items": len(message)})
 
 
 FEED = Mm()

@@ -3,32 +3,74 @@
 Each message is one fixture, one bookmaker at most, and only what changed (absent = unchanged,
 null = a value). A `players.<id>` object is always sent whole: one `price_ticks` row each.
 Vendor documentation: https://oddspapi.io/en/docs/websocket-api (v4).
+
+The socket has no replay: after a gap the REST side heals it (docs/resync.md). For every fixture
+seen lately (or configured), `/v4/odds` (the WebSocket's shape: the same code derives its rows) and
+`/v4/scores`; with `backfill`, `/v4/historical-odds` for the gap's window, at most 3 bookmakers a
+call. Cooldowns per endpoint are the vendor's: 500 ms, 1000 ms and 5000 ms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from warehouse.feeds.contract import ConnectSpec, Feed, FrameError, Output
+from warehouse.feeds.contract import (
+    ConnectSpec,
+    Feed,
+    FrameError,
+    Output,
+    RestCall,
+    RestPolicy,
+    RestRequest,
+    ResyncContext,
+    rest_base,
+    rest_calls_setting,
+    rest_timeout_setting,
+    rest_url_setting,
+    resync_setting,
+)
 from warehouse.feeds.values import obj, parse_time, to_bool, to_decimal, to_float, to_int, to_text
 from warehouse.options import setting
-from warehouse.records import FixtureChange, MarketChange, PriceTick, Record, ScoreChange
+from warehouse.records import (
+    ORIGIN_BACKFILL,
+    ORIGIN_SNAPSHOT,
+    FixtureChange,
+    MarketChange,
+    PriceTick,
+    Record,
+    ScoreChange,
+)
 
 _PRICE_FIELDS = frozenset(("price", "active", "limit", "changedAt"))  # columns; the rest go to attrs
 # OddsPapi's market and outcome ids mean the same for every fixture and bookmaker (its /v4/markets
 # list); the stream never names them. Those this package names: 101, the full-time 1X2.
 MARKET_1X2 = "101"
 OUTCOME_NAMES: dict[str, dict[str, str]] = {MARKET_1X2: {"101": "Home", "102": "Draw", "103": "Away"}}
+_HISTORY_FIELDS = frozenset(("price", "active", "limit", "createdAt"))
+# The vendor's minimum interval between two calls of one endpoint (seconds), and its limit of
+# bookmakers per historical-odds call.
+COOLDOWN_S = {"/v4/odds": 0.5, "/v4/scores": 1.0, "/v4/historical-odds": 5.0}
+HISTORY_BOOKMAKERS = 3
 
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
     url: str = setting("the stream endpoint, e.g. wss://api.oddspapi.io/v4/ws")
     api_key_env: str = setting("environment variable holding the API key (sent as `apiKey`)", secret=True)
+    rest_url: str = rest_url_setting("https://api.oddspapi.io")
+    resync: bool = resync_setting()
+    resync_hours: float = setting("a resync fetches every fixture seen in this many hours", 24.0, positive=True)
+    fixtures: tuple[str, ...] = setting("fixture ids a resync always fetches, besides those seen lately", ())
+    bookmakers: tuple[str, ...] = setting("bookmakers REST calls ask for (default: every one of the plan; backfill:"
+                                          " those seen for the fixture)", ())
+    backfill: bool = setting("after a gap, also fetch the prices that changed during it (/v4/historical-odds,"
+                             " 5 s per call of 3 bookmakers)", False)
+    rest_calls_per_s: float = rest_calls_setting(5.0)
+    rest_timeout_s: float = rest_timeout_setting()
 
 
 class OddsPapi(Feed[Options]):
@@ -45,12 +87,48 @@ class OddsPapi(Feed[Options]):
     def adapter(self, source: str, options: Options) -> Adapter:
         return Adapter(source)
 
+    def rest_policy(self, options: Options) -> RestPolicy:
+        return RestPolicy(enabled=options.resync, calls_per_s=options.rest_calls_per_s,
+                          timeout_s=options.rest_timeout_s, fixtures_hours=options.resync_hours,
+                          bookmakers=options.backfill and not options.bookmakers)
+
+    def resync(self, options: Options, secrets: Mapping[str, str], context: ResyncContext) -> list[RestRequest]:
+        base = rest_base(options.url, options.rest_url)
+        key = (("apiKey", secrets["api_key_env"]),)
+        books = (("bookmakers", ",".join(options.bookmakers)),) if options.bookmakers else ()
+        fixtures = list(dict.fromkeys((*options.fixtures, *context.fixtures)))
+        requests = []
+        for fixture in fixtures:
+            requests.append(RestRequest(ORIGIN_SNAPSHOT, base, "/v4/odds", (("fixtureId", fixture), *books, *key),
+                                        cooldown_s=COOLDOWN_S["/v4/odds"], covers=fixture))
+            requests.append(RestRequest(ORIGIN_SNAPSHOT, base, "/v4/scores", (("fixtureId", fixture), *key),
+                                        cooldown_s=COOLDOWN_S["/v4/scores"], covers=fixture))
+        if options.backfill and context.gap_started is not None:
+            window = (("from", context.gap_started.isoformat()), ("to", context.now.isoformat()))
+            for fixture in fixtures:
+                seen = options.bookmakers or context.fixtures.get(fixture, ())
+                for chunk in _chunks(seen, HISTORY_BOOKMAKERS):
+                    requests.append(RestRequest(
+                        ORIGIN_BACKFILL, base, "/v4/historical-odds",
+                        (("fixtureId", fixture), ("bookmakers", ",".join(chunk)), *key),
+                        cooldown_s=COOLDOWN_S["/v4/historical-odds"], covers=fixture, scope=window))
+        return requests
+
+    def rest_adapter(self, source: str, options: Options, call: RestCall) -> RestAdapter:
+        return RestAdapter(source, call)
+
+
+def _chunks(items: Sequence[str], size: int) -> list[tuple[str, ...]]:
+    return [tuple(items[i:i + size]) for i in range(0, len(items), size)]
+
 
 class Adapter:
-    """Pure: one OddsPapi message → records. No per-connection state is needed."""
+    """Pure: one OddsPapi message → records. No per-connection state is needed. `origin`: the rows
+    come from a REST answer (a /v4/odds snapshot has the WebSocket's shape)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, origin: str | None = None) -> None:
         self.source = source
+        self.origin = origin
 
     def handle(self, message: Any, received_at: datetime) -> Output:
         msg = obj(message, "message")
@@ -78,6 +156,7 @@ class Adapter:
             status=None if status is None else str(to_int(status)),
             source_ts=parse_time(changes.get("updatedAt")),
             changes=changes,
+            origin=self.origin,
         )
 
     def _bookmaker(self, out: list[Record], at: datetime, fixture: str, bookmaker: str,
@@ -86,13 +165,14 @@ class Adapter:
         info = {k: v for k, v in book.items() if k != "markets"}
         if info:  # bookmakerFixtureId, fixturePath, and anything else sent at this level
             parts.append("bookmaker")
-            out.append(FixtureChange(at, self.source, fixture, "change", bookmaker=bookmaker, changes=info))
+            out.append(FixtureChange(at, self.source, fixture, "change", bookmaker=bookmaker, changes=info,
+                                     origin=self.origin))
         for market_id, market in obj(book.get("markets") or {}, "markets").items():
             market = obj(market, "markets", market_id)
             market_info = {k: v for k, v in market.items() if k != "outcomes"}
             if market_info:  # bookmakerMarketId and other market-level fields
                 out.append(MarketChange(at, self.source, fixture, market_id, "change", bookmaker=bookmaker,
-                                        attrs=market_info))
+                                        attrs=market_info, origin=self.origin))
             for outcome_id, outcome in obj(market.get("outcomes") or {}, "markets", market_id, "outcomes").items():
                 players = obj(obj(outcome, "outcomes", outcome_id).get("players") or {},
                               "outcomes", outcome_id, "players")
@@ -114,11 +194,15 @@ class Adapter:
             max_stake=to_decimal(player.get("limit")),
             source_ts=parse_time(player.get("changedAt")),
             attrs=attrs or None,
+            origin=self.origin,
         )
 
     def _scores(self, at: datetime, fixture: str, scores: dict[str, Any]) -> list[ScoreChange]:
+        return self.periods(at, fixture, obj(scores.get("periods") or {}, "scores.periods"))
+
+    def periods(self, at: datetime, fixture: str, periods: dict[str, Any]) -> list[ScoreChange]:
         rows = []
-        for period, values in obj(scores.get("periods") or {}, "scores.periods").items():
+        for period, values in periods.items():
             values = obj(values, "scores.periods", period)
             rest = {k: v for k, v in values.items()
                     if k not in ("participant1Score", "participant2Score", "updatedAt")}
@@ -128,7 +212,71 @@ class Adapter:
                 away_score=to_int(values.get("participant2Score")),
                 source_ts=parse_time(values.get("updatedAt")),
                 attrs=rest or None,
+                origin=self.origin,
             ))
+        return rows
+
+
+class RestAdapter:
+    """Pure: one REST answer → records with `origin` set. /v4/odds has the WebSocket's shape (one
+    fixture object, or a list of them); /v4/scores nests periods under `scores` (or, like the
+    WebSocket, under `scores.periods`); /v4/historical-odds lists each player's prices, of which
+    those created within the call's window (`from` < createdAt <= `to`: the gap) become rows."""
+
+    def __init__(self, source: str, call: RestCall) -> None:
+        self.source, self.call = source, call
+        self.stream = Adapter(source, origin=call.origin)
+
+    def handle(self, message: Any, received_at: datetime) -> Output:
+        path = self.call.path
+        items = message if isinstance(message, list) else [message]
+        records: list[Record] = []
+        for item in items:
+            if path == "/v4/odds":
+                records += self.stream.handle(item, received_at).records
+            elif path == "/v4/scores":
+                records += self._scores(received_at, obj(item, "answer"))
+            elif path == "/v4/historical-odds":
+                records += self._history(received_at, obj(item, "answer"))
+            else:
+                raise FrameError(f"no REST adapter for {path}")
+        return Output(self.call.kind, records, detail={"items": len(items)})
+
+    def _fixture(self, answer: dict[str, Any]) -> str:
+        fixture = to_text(answer.get("fixtureId")) or self.call.params.get("fixtureId")
+        if not fixture:
+            raise FrameError("fixtureId missing")
+        return fixture
+
+    def _scores(self, at: datetime, answer: dict[str, Any]) -> list[ScoreChange]:
+        scores = obj(answer.get("scores") or {}, "scores")
+        periods = scores["periods"] if isinstance(scores.get("periods"), dict) else scores
+        return self.stream.periods(at, self._fixture(answer), periods)
+
+    def _history(self, at: datetime, answer: dict[str, Any]) -> list[PriceTick]:
+        fixture = self._fixture(answer)
+        since, until = parse_time(self.call.scope.get("from")), parse_time(self.call.scope.get("to"))
+        books = answer.get("bookmakers", answer.get("bookmakerOdds")) or {}
+        rows = []
+        for bookmaker, book in obj(books, "bookmakers").items():
+            for market_id, market in obj(obj(book, "bookmakers", bookmaker).get("markets") or {}, "markets").items():
+                outcomes = obj(obj(market, "markets", market_id).get("outcomes") or {}, "outcomes")
+                for outcome_id, outcome in outcomes.items():
+                    players = obj(obj(outcome, "outcomes", outcome_id).get("players") or {}, "players")
+                    for player_id, history in players.items():
+                        if not isinstance(history, list):
+                            raise FrameError(f"players.{player_id}: list of prices expected")
+                        for entry in history:
+                            entry = obj(entry, "players", player_id)
+                            created = parse_time(entry.get("createdAt"))
+                            if created is None or (since and created <= since) or (until and created > until):
+                                continue
+                            attrs = {k: v for k, v in entry.items() if k not in _HISTORY_FIELDS}
+                            rows.append(PriceTick(
+                                at, self.source, bookmaker, fixture, market_id, outcome_id,
+                                price=to_float(entry.get("price")), player_id=player_id,
+                                active=to_bool(entry.get("active")), max_stake=to_decimal(entry.get("limit")),
+                                source_ts=created, attrs=attrs or None, origin=self.call.origin))
         return rows
 
 

@@ -8,6 +8,11 @@ every `heartbeat_s`; `unsubscribe` stops the broadcasts. Orders go PENDING_PLACE
 FILLED at the market model's prices (fixture ids shared with the OddsPapi simulator), each fill
 followed by a hedge bet and an account update; goals give score broadcasts; the emergency flag
 flips now and then. `script` frames are sent verbatim after `subscribed` (seed examples in tests).
+
+The REST twin, on the same port (simulate/rest.py), serves the rows the broadcasts built:
+/api/v1/orders and /api/v1/bets (`fromDate`/`toDate` on each object's `updatedAt`, `page`/`pageSize`),
+/api/v1/accounts, with `X-API-Key`; a budget of calls per minute per key (429 with Retry-After);
+REST faults (5xx, slow answers, a refused key). Orders also trade while nobody listens (`trade`).
 """
 
 from __future__ import annotations
@@ -15,21 +20,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from warehouse.simulate.market import OUTCOMES, Market, PriceChange, ScoreUpdate
+from warehouse.simulate.rest import RestFaults, RestLog, answer, faulted, too_many
 from warehouse.simulate.vendors import FleetMember, Vendor
 from warehouse.simulate.wsserver import WebSocketSimulator
 
 PATH = "/ws/subscribe"
+REST = {"/api/v1/orders": ("orders", "orderId"), "/api/v1/bets": ("bets", "betId"),
+        "/api/v1/accounts": ("accounts", "accountId")}  # path → (channel, id field)
+MAX_PAGE_SIZE = 2000
 CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
@@ -39,7 +50,8 @@ class MmSimulator(WebSocketSimulator):
                  heartbeat_s: float = 60.0, auth_timeout_s: float = 30.0, max_per_key: int = 5,
                  script: Sequence[bytes | str] = (), drop_after: int | None = None,
                  silent_after: int | None = None, malformed_every: int | None = None,
-                 market: Market | None = None) -> None:
+                 market: Market | None = None, rest_faults: RestFaults | None = None,
+                 rest_per_minute: int | None = None) -> None:
         self.keys = {k: tuple(v) for k, v in keys.items()}  # key → channels it may subscribe to
         self.rate, self.heartbeat_s = rate, heartbeat_s
         self.auth_timeout_s, self.max_per_key = auth_timeout_s, max_per_key
@@ -54,18 +66,51 @@ class MmSimulator(WebSocketSimulator):
         self._next_order = 100
         self._scores: dict[str, tuple[int, int]] = {}  # fixture → score last broadcast
         self._subscription = 0
+        # The vendor's rows, as the broadcasts left them (REST twin): channel → id → object with updatedAt.
+        self.rows: dict[str, dict[str, dict[str, Any]]] = {"orders": {}, "bets": {}, "accounts": {}}
+        self.rest_faults = rest_faults or RestFaults()
+        self.rest = RestLog()
+        self.rest_per_minute = rest_per_minute  # the vendor's budget per key (None: no limit)
+        self._rest_times: dict[str, deque[float]] = {}
+        self._live: set[ServerConnection] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         return await self._listen(host, port, PATH)
 
-    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check(self, connection: ServerConnection, request: Request) -> Any:
+        parts = urlsplit(request.path)
+        if parts.path in REST:
+            return self._rest(connection, parts.path, dict(parse_qsl(parts.query)), request.headers)
         if request.path.split("?")[0] != PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return connection.respond(HTTPStatus.UPGRADE_REQUIRED, '{"detail":"Upgrade Required"}\n')
         return None
 
+    def drop_connections(self) -> int:
+        """Abort every open connection (a network blip); how many there were."""
+        live = list(self._live)
+        for ws in live:
+            ws.transport.abort()
+        return len(live)
+
+    def trade(self, fixture_id: str | None = None) -> int:
+        """An order placed, filled and hedged while nobody listens: the rows change, nothing is
+        broadcast. Returns the order id."""
+        fixture = next((f for f in self.market.fixtures if f.fixture_id == fixture_id), self.market.fixtures[0])
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        for message in self._order_lifecycle(fixture.fixture_id, self.market.quote(fixture, "pinnacle"), now):
+            self._remember(message)
+        return self._next_order
+
     async def _handle(self, ws: ServerConnection) -> None:
+        self._live.add(ws)
+        try:
+            await self._serve(ws)
+        finally:
+            self._live.discard(ws)
+
+    async def _serve(self, ws: ServerConnection) -> None:
         messages: list[dict[str, Any]] = []
         self.received.append(messages)
         key = None
@@ -170,7 +215,61 @@ class MmSimulator(WebSocketSimulator):
             flag = self.market.rng.random() < 0.5
             out.append(_cast("emergency", "UPDATE", {"emergency": flag, "reason": "手动触发" if flag else "恢复",
                                                      "triggeredAt": now}))
+        for message in out:
+            self._remember(message)
         return [m for m in out if m["channel"] in channels]
+
+    # -- the vendor's rows (REST twin) -------------------------------------------------------------
+
+    def _remember(self, message: dict[str, Any]) -> None:
+        """Apply one change to the rows: INSERT creates, UPDATE overlays the keys present."""
+        rows = self.rows.get(message["channel"])
+        if rows is None:
+            return
+        payload = message["payload"]
+        row_id = str(payload.get({"orders": "orderId", "bets": "betId", "accounts": "accountId"}[message["channel"]]))
+        row = rows[row_id] = {**rows.get(row_id, {}), **payload} if message["event"] == "UPDATE" else dict(payload)
+        row["updatedAt"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    async def _rest(self, connection: ServerConnection, path: str, params: dict[str, str], headers: Any) -> Response:
+        status, response = await self._rest_answer(connection, path, params, headers)
+        self.rest.calls.append((path, params, status))
+        return response
+
+    async def _rest_answer(self, connection: ServerConnection, path: str, params: dict[str, str],
+                           headers: Any) -> tuple[int, Response]:
+        key = headers.get("X-API-Key")
+        if not key:
+            return 401, answer(connection, 401, {"detail": "Not authenticated"})
+        if self.rest_faults.reject_key or key not in self.keys:
+            return 401, answer(connection, 401, {"detail": "Invalid API key"})
+        if self.rest_per_minute is not None:
+            times = self._rest_times.setdefault(key, deque())
+            now = time.monotonic()
+            while times and times[0] <= now - 60:
+                times.popleft()
+            if len(times) >= self.rest_per_minute:
+                return 429, too_many(connection, times[0] + 60 - now, {"detail": "Rate limit exceeded"})
+            times.append(now)
+        failed = await faulted(connection, self.rest_faults)
+        if failed is not None:
+            return failed.status_code, failed
+        channel, id_field = REST[path]
+        rows = sorted(self.rows[channel].values(), key=lambda r: (r["updatedAt"], str(r.get(id_field))))
+        if channel == "accounts":
+            return 200, answer(connection, 200, rows)
+        try:
+            since = _when(params.get("fromDate"))
+            until = _when(params.get("toDate"))
+            page, size = int(params.get("page", "1")), int(params.get("pageSize", "100"))
+            if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
+                raise ValueError("page >= 1 and 1 <= pageSize <= 2000")
+        except ValueError as exc:
+            invalid = [{"loc": ["query"], "msg": str(exc), "type": "value_error"}]
+            return 422, answer(connection, 422, {"detail": invalid})
+        chosen = [r for r in rows if (since is None or datetime.fromisoformat(r["updatedAt"]) >= since)
+                  and (until is None or datetime.fromisoformat(r["updatedAt"]) <= until)]
+        return 200, answer(connection, 200, chosen[(page - 1) * size: page * size])
 
     def _order_lifecycle(self, fixture_id: str, prices: dict[str, float], now: str) -> list[dict[str, Any]]:
         """An exchange order placed at the bookmaker's implied probability, filled, then hedged."""
@@ -199,6 +298,10 @@ class MmSimulator(WebSocketSimulator):
         ]
 
 
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
 def _cast(channel: str, event: str, payload: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
     message = {"type": "broadcast", "channel": channel, "event": event, "payload": payload}
     if old is not None:
@@ -212,7 +315,8 @@ _FLEET_KEY = "0d7e3c1a-5b6f-4c2d-9e8f-123456789abc"
 def _member(market: Market, rate: float, faults: bool) -> FleetMember:
     simulator = MmSimulator({_FLEET_KEY: CHANNELS}, rate=rate, heartbeat_s=5, market=market,
                             drop_after=60 if faults else None, malformed_every=19 if faults else None)
-    return FleetMember(simulator, lambda url: {"url": url, "api_key_env": "FLEET_MM_KEY"})
+    return FleetMember(simulator, lambda url: {"url": url, "api_key_env": "FLEET_MM_KEY",
+                                               "rest_url": url.removesuffix(PATH)})  # its REST twin
 
 
 VENDOR = Vendor(kind="mm-ws", name="mm", rate=20, env={"FLEET_MM_KEY": _FLEET_KEY}, member=_member,

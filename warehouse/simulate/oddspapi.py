@@ -7,12 +7,21 @@ snapshot and no replay on reconnect. `script` frames are sent verbatim first (th
 in tests); then generated traffic from the market model, at `rate` frames/s (None: as fast as
 the socket takes them). Faults: drop the TCP connection, close it, go silent, or send a malformed
 frame, after so many frames.
+
+The REST twin, on the same port (simulate/rest.py), serves the state the stream pushed: /v4/odds
+(the WebSocket's shape, `startTime` as ISO text as the REST pages have it), /v4/scores (periods
+directly under `scores`) and /v4/historical-odds (each player's recent prices, `createdAt` first),
+with the vendor's cooldowns per key and endpoint (429 with `error.retryMs` and Retry-After). The
+market also moves while nobody listens (`advance`), and REST faults: 5xx, slow answers, a refused
+key, a stale (cached) /v4/odds answer, and the snapshot/stream race (`race_odds`: a price of the
+fixture is pushed after the answer's state was taken and before the answer is sent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,10 +34,13 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from warehouse.simulate.market import MARKET_1X2, Fixture, Market, PriceChange, ScoreUpdate
+from warehouse.simulate.rest import Cooldowns, RestFaults, RestLog, answer, faulted, too_many
 from warehouse.simulate.vendors import FleetMember, Vendor
 from warehouse.simulate.wsserver import WebSocketSimulator
 
 PATH = "/v4/ws"
+COOLDOWN_S = {"/v4/odds": 0.5, "/v4/scores": 1.0, "/v4/historical-odds": 5.0}  # the vendor's, per key
+HISTORY_KEPT = 500  # prices kept per selection for /v4/historical-odds (a simulator runs for days)
 _FIREHOSE_BURST = 64  # frames per socket write at most
 _PACE_S = 0.001  # a paced simulator wakes at most this often
 
@@ -39,13 +51,16 @@ class OddsPapiFaults:
     close_after: int | None = None  # close cleanly (1001) after this many frames
     silent_after: int | None = None  # stop sending, keep the socket open, after this many frames
     malformed_every: int | None = None  # every n-th frame is cut short (not JSON)
-    reject_all_keys: bool = False  # HTTP 401 for every key
+    reject_all_keys: bool = False  # HTTP 401 for every key (the stream's handshake)
+    race_odds: int = 0  # the next n /v4/odds answers: a newer price of the fixture is pushed before each is sent
+    stale_odds: bool = False  # /v4/odds answers each selection's price before its last (a cached answer)
 
 
 class OddsPapiSimulator(WebSocketSimulator):
     def __init__(self, api_key: str, *, seed: int = 1, rate: float | None = 50.0, script: Sequence[bytes | str] = (),
                  generate: bool = True, faults: OddsPapiFaults | None = None, record: bool = True,
-                 outcomes_per_frame: int = 3, market: Market | None = None) -> None:
+                 outcomes_per_frame: int = 3, market: Market | None = None, rest_faults: RestFaults | None = None,
+                 cooldowns: dict[str, float] | None = None) -> None:
         self.api_key = api_key
         self.rate = rate
         self.script = [s.encode() if isinstance(s, str) else s for s in script]
@@ -60,6 +75,16 @@ class OddsPapiSimulator(WebSocketSimulator):
         self._announced: set[tuple[str, str | None]] = set()
         self._status: dict[str, int] = {}  # fixture → statusId last sent
         self._scores: dict[str, tuple[int, int]] = {}  # fixture → score last sent
+        # The vendor's state, as pushed (REST twin): fixture → its object in the WebSocket's shape.
+        self.state: dict[str, dict[str, Any]] = {}
+        self.history: dict[tuple[str, str, str, str, str], deque[dict[str, Any]]] = {}
+        self._previous: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}  # the player before the last
+        self.rest_faults = rest_faults or RestFaults()
+        self.rest = RestLog()
+        self.cooldowns = Cooldowns(dict(COOLDOWN_S if cooldowns is None else cooldowns), self.rest)
+        self.races: list[dict[str, Any]] = []  # each race staged: fixture, bookmaker, the prices answered and pushed
+        self.unsent = 0  # frames the market made while nobody listened (`advance`)
+        self._live: set[ServerConnection] = set()
 
     # -- server ----------------------------------------------------------------------------------
 
@@ -67,8 +92,10 @@ class OddsPapiSimulator(WebSocketSimulator):
         return await self._listen(host, port, PATH, compression="deflate", max_size=2**20)
 
 
-    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check(self, connection: ServerConnection, request: Request) -> Any:
         parts = urlsplit(request.path)
+        if parts.path in COOLDOWN_S:
+            return self._rest(connection, parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()})
         if parts.path != PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         key = parse_qs(parts.query).get("apiKey", [""])[0]
@@ -77,8 +104,27 @@ class OddsPapiSimulator(WebSocketSimulator):
             return connection.respond(HTTPStatus.UNAUTHORIZED, '{"error":401,"message":"invalid apiKey"}\n')
         return None
 
+    def drop_connections(self) -> int:
+        """Abort every open connection (a network blip); how many there were."""
+        live = list(self._live)
+        for ws in live:
+            ws.transport.abort()
+        return len(live)
+
+    def advance(self, changes: int) -> None:
+        """Move the market while nobody listens: the state (and REST) changes, nothing is pushed."""
+        for _ in range(changes):
+            self.unsent += len(self.render(self.market.step()))
+
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
+        self._live.add(ws)
+        try:
+            await self._serve(ws)
+        finally:
+            self._live.discard(ws)
+
+    async def _serve(self, ws: ServerConnection) -> None:
         sent_here = 0
         frames = self._frames()
         loop = asyncio.get_running_loop()
@@ -131,7 +177,10 @@ class OddsPapiSimulator(WebSocketSimulator):
     # -- traffic ---------------------------------------------------------------------------------
 
     def _frames(self):
-        yield from self.script
+        for frame in self.script:
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+                self._remember(orjson.loads(frame))  # scripted frames are the vendor's state too
+            yield frame
         while self.generate:
             yield from self.render(self.market.step())
 
@@ -164,14 +213,16 @@ class OddsPapiSimulator(WebSocketSimulator):
                 "participant1Score": fixture.home_score, "participant2Score": fixture.away_score, "updatedAt": now}}}})
         if news:  # kick-off, a goal, full time: every bookmaker stops taking bets at once
             for book in self.market.bookmakers:
-                out += self._prices(fixture, book, self.market.quote(fixture, book),
-                                    self.market.is_open(fixture, book), now)
+                out += self._book_prices(fixture, book, self.market.quote(fixture, book),
+                                         self.market.is_open(fixture, book), now)
         if isinstance(change, PriceChange):
-            out += self._prices(fixture, change.bookmaker, change.prices, change.active, now)
+            out += self._book_prices(fixture, change.bookmaker, change.prices, change.active, now)
+        for message in out:
+            self._remember(message)
         return [orjson.dumps(message) for message in out]
 
-    def _prices(self, fixture: Fixture, book: str, prices: dict[str, float], active: bool,
-                now: str) -> list[dict[str, Any]]:
+    def _book_prices(self, fixture: Fixture, book: str, prices: dict[str, float], active: bool,
+                     now: str) -> list[dict[str, Any]]:
         """A bookmaker's 1X2 prices, announcing the bookmaker on the fixture the first time."""
         out: list[dict[str, Any]] = []
         if (fixture.fixture_id, book) not in self._announced:
@@ -179,6 +230,9 @@ class OddsPapiSimulator(WebSocketSimulator):
             out.append({"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: {
                 "bookmakerFixtureId": str(fixture.event_id),
                 "fixturePath": f"https://{book}.example/line/football/{fixture.event_id}"}}})
+        return [*out, self._prices(fixture, book, prices, active, now)]
+
+    def _prices(self, fixture: Fixture, book: str, prices: dict[str, float], active: bool, now: str) -> dict[str, Any]:
         outcomes: dict[str, Any] = {
             outcome: {"players": {"0": {
                 "active": active, "betslip": None, "bookmakerOutcomeId": f"{fixture.event_id}{outcome}",
@@ -186,9 +240,8 @@ class OddsPapiSimulator(WebSocketSimulator):
                 "price": price, "exchangeMeta": {}, "playerId": 0}}}
             for outcome, price in list(prices.items())[: self.outcomes_per_frame]
         }
-        out.append({"fixtureId": fixture.fixture_id,
-                    "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}})
-        return out
+        return {"fixtureId": fixture.fixture_id,
+                "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}}
 
     def _forget_finished(self) -> None:
         """What was sent about fixtures the market has replaced: a simulator runs for days."""
@@ -196,6 +249,147 @@ class OddsPapiSimulator(WebSocketSimulator):
         self._announced = {key for key in self._announced if key[0] in current}
         self._status = {key: value for key, value in self._status.items() if key in current}
         self._scores = {key: value for key, value in self._scores.items() if key in current}
+        self.state = {key: value for key, value in self.state.items() if key in current}
+        self.history = {key: value for key, value in self.history.items() if key[0] in current}
+        self._previous = {key: value for key, value in self._previous.items() if key[0] in current}
+
+    # -- the vendor's state (REST twin) ------------------------------------------------------------
+
+    def _remember(self, message: dict[str, Any]) -> None:
+        """Apply one pushed message to the state, as the protocol's merge rules say: objects merge key by
+        key, a `players.<id>` object replaces the one before, score periods replace per period."""
+        fixture_id = message.get("fixtureId")
+        if not isinstance(fixture_id, str):
+            return
+        fixture = self.state.setdefault(fixture_id, {"fixtureId": fixture_id})
+        for key, value in message.items():
+            if key == "bookmakerOdds":
+                for book, block in value.items():
+                    self._remember_book(fixture_id, fixture.setdefault("bookmakerOdds", {}).setdefault(book, {}),
+                                        book, block)
+            elif key == "scores":
+                fixture.setdefault("scores", {}).update(value.get("periods") or {})
+            elif key != "fixtureId":
+                fixture[key] = value
+
+    def _remember_book(self, fixture_id: str, target: dict[str, Any], book: str, block: dict[str, Any]) -> None:
+        for key, value in block.items():
+            if key != "markets":
+                target[key] = value
+                continue
+            for market_id, market in value.items():
+                held = target.setdefault("markets", {}).setdefault(market_id, {})
+                for mkey, mvalue in market.items():
+                    if mkey != "outcomes":
+                        held[mkey] = mvalue
+                        continue
+                    for outcome_id, outcome in mvalue.items():
+                        players = held.setdefault("outcomes", {}).setdefault(outcome_id, {}).setdefault("players", {})
+                        for player_id, player in (outcome.get("players") or {}).items():
+                            selection = (fixture_id, book, market_id, outcome_id, player_id)
+                            if player_id in players:
+                                self._previous[selection] = players[player_id]
+                            players[player_id] = player
+                            self.history.setdefault(selection, deque(maxlen=HISTORY_KEPT)).append({
+                                "createdAt": player.get("changedAt"), "price": player.get("price"),
+                                "limit": player.get("limit"), "active": player.get("active"),
+                                "exchangeMeta": player.get("exchangeMeta")})
+
+    def quoted(self) -> dict[tuple[str, str, str, str, str], float | None]:
+        """Every selection's price in the state: (fixture, bookmaker, market, outcome, player) → price."""
+        return {(fixture_id, book, market_id, outcome_id, player_id): player.get("price")
+                for fixture_id, fixture in self.state.items()
+                for book, block in (fixture.get("bookmakerOdds") or {}).items()
+                for market_id, market in (block.get("markets") or {}).items()
+                for outcome_id, outcome in (market.get("outcomes") or {}).items()
+                for player_id, player in (outcome.get("players") or {}).items()}
+
+    async def _rest(self, connection: ServerConnection, path: str, params: dict[str, str]) -> Response:
+        status, response = await self._rest_answer(connection, path, params)
+        self.rest.calls.append((path, params, status))
+        return response
+
+    async def _rest_answer(self, connection: ServerConnection, path: str,
+                           params: dict[str, str]) -> tuple[int, Response]:
+        key = params.get("apiKey", "")
+        if self.rest_faults.reject_key or key != self.api_key:
+            return 401, answer(connection, 401, {"error": 401, "message": "invalid apiKey", "code": "invalid_api_key"})
+        wait = self.cooldowns.wait(key, path)
+        if wait:
+            return 429, too_many(connection, wait, {"error": {"message": f"cooldown of {path}",
+                                                              "retryMs": max(1, round(wait * 1000))}})
+        failed = await faulted(connection, self.rest_faults)
+        if failed is not None:
+            return failed.status_code, failed
+        fixture_id = params.get("fixtureId", "")
+        if not fixture_id:
+            return 400, answer(connection, 400, {"error": {"message": "fixtureId is required"}})
+        fixture = self.state.get(fixture_id)
+        if fixture is None:
+            return 404, answer(connection, 404, {"error": {"message": f"fixture {fixture_id} not found"}})
+        if path == "/v4/scores":
+            return 200, answer(connection, 200, {"fixtureId": fixture_id, "scores": fixture.get("scores") or {}})
+        books = [b for b in params.get("bookmakers", "").split(",") if b]
+        if path == "/v4/historical-odds":
+            if not 1 <= len(books) <= 3:
+                return 400, answer(connection, 400, {"error": {"message": "bookmakers: 1 to 3 are required"}})
+            return 200, answer(connection, 200, self._history(fixture_id, books))
+        body = self._odds(fixture, books)
+        if self.faults.race_odds > 0:
+            self.faults.race_odds -= 1
+            await self._race(fixture_id, body)
+        return 200, answer(connection, 200, body)
+
+    def _odds(self, fixture: dict[str, Any], books: list[str]) -> dict[str, Any]:
+        body = orjson.loads(orjson.dumps({k: v for k, v in fixture.items() if k != "scores"}))  # a copy
+        if isinstance(body.get("startTime"), int | float):  # REST v4 gives ISO text where the socket gives seconds
+            body["startTime"] = datetime.fromtimestamp(body["startTime"], UTC).isoformat()
+        odds = body.get("bookmakerOdds") or {}
+        body["bookmakerOdds"] = {b: v for b, v in odds.items() if not books or b in books}
+        if self.faults.stale_odds:
+            for book, block in body["bookmakerOdds"].items():
+                for market_id, market in (block.get("markets") or {}).items():
+                    for outcome_id, outcome in (market.get("outcomes") or {}).items():
+                        players = outcome.get("players") or {}
+                        for player_id in players:
+                            older = self._previous.get((body["fixtureId"], book, market_id, outcome_id, player_id))
+                            if older is not None:
+                                players[player_id] = older
+        return body
+
+    def _history(self, fixture_id: str, books: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for (fixture, book, market_id, outcome_id, player_id), prices in self.history.items():
+            if fixture == fixture_id and book in books:
+                outcomes = found.setdefault(book, {"markets": {}})["markets"].setdefault(
+                    market_id, {"outcomes": {}})["outcomes"]
+                outcomes.setdefault(outcome_id, {"players": {}})["players"][player_id] = list(prices)
+        return {"fixtureId": fixture_id, "bookmakers": found}
+
+    async def _race(self, fixture_id: str, body: dict[str, Any]) -> None:
+        """The snapshot/stream race: the answer's state is taken; before it is sent, the stream pushes a
+        newer price of one of its selections (on every open connection)."""
+        fixture = next((f for f in self.market.fixtures if f.fixture_id == fixture_id), None)
+        books = [b for b, block in (body.get("bookmakerOdds") or {}).items()
+                 if MARKET_1X2 in (block.get("markets") or {})]
+        if fixture is None or not books:
+            return
+        book = books[0]
+        answered = {o: v["players"]["0"]["price"] for o, v in
+                    body["bookmakerOdds"][book]["markets"][MARKET_1X2]["outcomes"].items() if "0" in v["players"]}
+        prices = self.market.quote(fixture, book)
+        prices = {o: (p if p != answered.get(o) else round(p + 0.01, 3)) for o, p in prices.items()}
+        message = self._prices(fixture, book, prices, True, datetime.now(UTC).isoformat())
+        self._remember(message)
+        frame = orjson.dumps(message)
+        for ws in list(self._live):
+            with contextlib.suppress(Exception):
+                await self._send(ws, frame)
+                if self.record:
+                    self.sent.append(frame)
+        outcomes = message["bookmakerOdds"][book]["markets"][MARKET_1X2]["outcomes"]
+        pushed = {o: v["players"]["0"]["price"] for o, v in outcomes.items()}
+        self.races.append({"fixture": fixture_id, "bookmaker": book, "answered": answered, "pushed": pushed})
 
 
 _FLEET_KEY = "fleet-oddspapi-key-5b9f0c3e"
@@ -204,7 +398,8 @@ _FLEET_KEY = "fleet-oddspapi-key-5b9f0c3e"
 def _member(market: Market, rate: float, faults: bool) -> FleetMember:
     simulator = OddsPapiSimulator(_FLEET_KEY, rate=rate, market=market, record=False,
                                   faults=OddsPapiFaults(drop_after=400, malformed_every=97) if faults else None)
-    return FleetMember(simulator, lambda url: {"url": url, "api_key_env": "FLEET_ODDSPAPI_KEY"})
+    return FleetMember(simulator, lambda url: {"url": url, "api_key_env": "FLEET_ODDSPAPI_KEY",
+                                               "rest_url": url.removesuffix(PATH)})  # its REST twin
 
 
 VENDOR = Vendor(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -10,13 +11,16 @@ from websockets.http11 import Request, Response
 
 
 class WebSocketSimulator:
-    """Subclasses implement `_handle(ws)` and `_check(connection, request)` (the handshake)."""
+    """Subclasses implement `_handle(ws)` and `_check(connection, request)` (the handshake, or a
+    plain HTTP request: a REST twin answers those, see simulate/rest.py)."""
 
     _server: Server | None = None
     sent_count = 0  # frames sent, over every connection (what a collector should have stored)
+    sent_by: dict[Any, int]  # frames sent per connection (its websockets id), in the order they opened
     tls: ssl.SSLContext | None = None  # set before start() to serve wss:// (the TLS tests)
 
     async def _listen(self, host: str, port: int, path: str, **options: Any) -> str:
+        self.sent_by = {}
         self._server = await serve(self._handle, host, port, process_request=self._check, ssl=self.tls, **options)
         bound = self._server.sockets[0].getsockname()
         return f"{'wss' if self.tls else 'ws'}://{bound[0]}:{bound[1]}{path}"
@@ -24,6 +28,7 @@ class WebSocketSimulator:
     async def _send(self, ws: ServerConnection, frame: str | bytes) -> None:
         await ws.send(frame)
         self.sent_count += 1
+        self.sent_by[ws.id] = self.sent_by.get(ws.id, 0) + 1
 
     async def _send_burst(self, ws: ServerConnection, frames: list[bytes]) -> None:
         """Send frames that are due together in one socket write (text frames; bytes that are not
@@ -39,6 +44,7 @@ class WebSocketSimulator:
                     ws.protocol.send_binary(frame)
             ws.transport.write(b"".join(ws.protocol.data_to_send()))
         self.sent_count += len(frames)
+        self.sent_by[ws.id] = self.sent_by.get(ws.id, 0) + len(frames)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -48,7 +54,9 @@ class WebSocketSimulator:
     async def _handle(self, ws: ServerConnection) -> None:
         raise NotImplementedError
 
-    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check(self, connection: ServerConnection,
+               request: Request) -> Response | Awaitable[Response | None] | None:
+        """The handshake: None accepts it; a Response (e.g. a REST twin's answer) is sent instead."""
         raise NotImplementedError
 
 

@@ -99,12 +99,15 @@ def drop(url: str, verdict: Verdict) -> int:
                           (verdict.day, orjson.dumps(expected).decode())))
 
 
-def retained_days(url: str) -> dict[str, list[date]]:
-    """Per table, the days dropped from PostgreSQL (their rows live in the export only)."""
-    found: dict[str, list[date]] = {}
+def retained_files(url: str) -> dict[str, list[tuple[date, str]]]:
+    """Per table, the days retention dropped from PostgreSQL and the Parquet file each lives in now
+    (a table with no rows that day has no file and is left out)."""
+    found: dict[str, list[tuple[date, str]]] = {}
     with psycopg.connect(url, autocommit=True) as conn:
-        for table, day in conn.execute("SELECT DISTINCT table_name, day FROM retention_runs ORDER BY 1, 2"):
-            found.setdefault(table, []).append(day)
+        for table, day, path in conn.execute("SELECT DISTINCT ON (table_name, day) table_name, day, path"
+                                             " FROM retention_runs WHERE path IS NOT NULL"
+                                             " ORDER BY table_name, day, dropped_at DESC"):
+            found.setdefault(table, []).append((day, path))
     return found
 
 

@@ -1,7 +1,8 @@
 """Per-source health read from the warehouse itself (what `warehouse status` shows).
 
 Gaps follow the collector_events convention: a `disconnect` opens a gap, the next `connect` of
-the same source closes it; a disconnect whose reason is a clean shutdown is a planned gap.
+the same source closes it; a disconnect whose reason is a clean shutdown is a planned gap. Resyncs
+(REST calls healing a gap) are `resync_finished` rows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT, SHUTDOWN
+from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT, EVENT_RESYNC_FINISHED, SHUTDOWN
 from warehouse.schema import FACT_TABLES
 from warehouse.store.reads import scalar
 from warehouse.store.spool import read_backlog
@@ -44,10 +45,16 @@ class SourceStatus:
     gap_seconds_24h: float
     quarantined_24h: int
     spool_backlog_frames: int
+    resyncs_24h: int = 0  # resync passes finished
+    resync_rows_24h: int = 0  # rows they derived
+    resync_failures_24h: int = 0  # REST calls refused or failed, and passes that could not start
+    last_resync_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["last_frame_at"] = self.last_frame_at.isoformat() if self.last_frame_at else None
+        for key in ("last_frame_at", "last_resync_at"):
+            value = getattr(self, key)
+            data[key] = value.isoformat() if value else None
         return data
 
 
@@ -58,12 +65,14 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
         sources = {row[0] for table in ("raw_messages", "collector_events") for row in
                    conn.execute(_SOURCES.format(table=table)).fetchall()} | set(backlog)
         gaps = _gaps(conn, now)
+        resyncs = _resyncs(conn, now)
         result = []
         for source in sorted(sources):
             last = scalar(conn, "SELECT max(received_at) FROM raw_messages WHERE source = %s", (source,))
             frames = _count(conn, "raw_messages", source, now - timedelta(minutes=1))
             rows = sum(_count(conn, table, source, now - timedelta(minutes=1)) for table in _DERIVED)
             gap = gaps.get(source, _Gaps())
+            passes, resync_rows, failures, last_resync = resyncs.get(source, (0, 0, 0, None))
             result.append(
                 SourceStatus(
                     source=source,
@@ -77,6 +86,10 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
                     gap_seconds_24h=round(gap.seconds, 3),
                     quarantined_24h=_count(conn, "quarantine", source, now - timedelta(hours=24)),
                     spool_backlog_frames=backlog.get(source, 0),
+                    resyncs_24h=passes,
+                    resync_rows_24h=resync_rows,
+                    resync_failures_24h=failures,
+                    last_resync_at=last_resync,
                 )
             )
         return result
@@ -84,6 +97,18 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
 
 def _count(conn: psycopg.Connection[Any], table: str, source: str, since: datetime) -> int:
     return int(scalar(conn, f"SELECT count(*) FROM {table} WHERE source = %s AND received_at > %s", (source, since)))
+
+
+def _resyncs(conn: psycopg.Connection[Any], now: datetime) -> dict[str, tuple[int, int, int, datetime | None]]:
+    """(passes, rows, calls refused or failed, when the last ended) per source over the last 24 hours."""
+    rows = conn.execute(
+        "SELECT source, count(*), coalesce(sum((detail->>'rows')::bigint), 0),"
+        " coalesce(sum(coalesce((detail->>'failed')::bigint, 0) + coalesce((detail->>'refused')::bigint, 0)"
+        " + (detail ? 'error')::int), 0), max(received_at)"
+        " FROM collector_events WHERE received_at > %s AND event = %s GROUP BY source",
+        (now - timedelta(hours=24), EVENT_RESYNC_FINISHED)).fetchall()
+    return {source: (int(passes), int(derived), int(failures), last)
+            for source, passes, derived, failures, last in rows}
 
 
 @dataclass

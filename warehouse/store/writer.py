@@ -297,8 +297,8 @@ class Writer:
 
     def _count_dropped(self, units: list[Unit]) -> None:
         self.stats.dropped += len(units)
-        for raw, _rows in units:
-            self.stats.dropped_by_source[raw.source if raw else "-"] += 1
+        for raw, rows in units:  # a unit without a frame (an event) counts for its records' source
+            self.stats.dropped_by_source[raw.source if raw else rows[0].source if rows else "-"] += 1
 
     async def _record_dropped(self) -> None:
         """Make frames that could not be kept visible as `dropped` collector events."""
