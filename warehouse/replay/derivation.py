@@ -24,10 +24,10 @@ from uuid import UUID
 
 import pyarrow as pa
 
-from warehouse.collect.frames import CONTROL_EVENTS, derive
+from warehouse.collect.frames import CONTROL_EVENTS, Derived, derive
 from warehouse.config import ConfigError, FeedConfig
 from warehouse.feeds import registry
-from warehouse.feeds.contract import Adapter, Feed
+from warehouse.feeds.contract import Adapter, Feed, RestCall, is_rest_kind
 from warehouse.options import parse
 from warehouse.records import EVENT_CONNECT, CollectorEvent, RawMessage, Record
 from warehouse.replay.stored import Stored
@@ -180,9 +180,19 @@ class Deriver:
                     raw = RawMessage(at, source, connection, seqs[i], kinds[i], None, event_ids[i])
                     yield Replayed(raw_id, kinds[i], raw, [], False)
                     continue
-                done = derive(adapter, kind, payload, received_at=at, source=source, connection_id=connection,
-                              seq=seqs[i], event_id=event_ids[i], max_frame_bytes=NO_LIMIT)
+                if is_rest_kind(kinds[i]):  # a REST answer of a resync: its own adapter, by the request stored
+                    done = self._rest(connections[i], at, kinds[i], event_ids[i], payload, connection, seqs[i])
+                else:
+                    done = derive(adapter, kind, payload, received_at=at, source=source, connection_id=connection,
+                                  seq=seqs[i], event_id=event_ids[i], max_frame_bytes=NO_LIMIT)
                 yield Replayed(raw_id, kinds[i], done.raw, done.records, True)
+
+    def _rest(self, connection_id: str, at: datetime, kind: str, event_id: str | None, payload: bytes,
+              connection: UUID, seq: int) -> Derived:
+        feed, options, _ = self.plan.resolve(connection_id, at)
+        adapter = feed.rest_adapter(self.source, options, RestCall.stored(kind, event_id or ""))
+        return derive(adapter, feed.kind, payload, received_at=at, source=self.source, connection_id=connection,
+                      seq=seq, event_id=event_id, max_frame_bytes=NO_LIMIT, kind=kind)
 
     def _connection(self, connection_id: str, seq: int, at: datetime) -> tuple[Feed[Any], Adapter, UUID]:
         opened = self._open.get(connection_id)
@@ -204,9 +214,9 @@ class Deriver:
 
     def _warm(self, feed: Feed[Any], adapter: Adapter, connection: UUID, batches: Iterable[pa.RecordBatch]) -> None:
         for batch in batches:
-            _, micros, _, seqs, event_ids, _, payloads = _columns(batch)
+            _, micros, _, seqs, event_ids, kinds, payloads = _columns(batch)
             for i, payload in enumerate(payloads):
-                if payload is not None:
+                if payload is not None and not is_rest_kind(kinds[i]):  # REST answers keep no adapter state
                     derive(adapter, feed.kind, payload, received_at=EPOCH + timedelta(microseconds=micros[i]),
                            source=self.source, connection_id=connection, seq=seqs[i], event_id=event_ids[i],
                            max_frame_bytes=NO_LIMIT)
