@@ -181,6 +181,6 @@ def test_parquet_exported_before_the_origin_column_reads_as_pushed(tmp_path: Pat
     values = {"received_at": f"TIMESTAMPTZ '{T.isoformat()}'", "source": "'oddspapi'", "raw_id": "1",
               "bookmaker": "'A'", "fixture_id": "'F1'", "market_id": "'101'", "outcome_id": "'101'", "price": "2.0"}
     select = ", ".join(f"CAST({values.get(name, 'NULL')} AS {kind}) AS {name}" for name, kind in columns)
-    duckdb.connect().execute(f"COPY (SELECT {select}) TO '{folder / 'old.parquet'}' (FORMAT parquet)")
+    duckdb.connect().execute(f"COPY (SELECT {select}) TO '{folder / lake.PART_FILE}' (FORMAT parquet)")
     con = parquet_analysis.connect(tmp_path)
     assert con.execute("SELECT bookmaker, price, origin FROM prices_as_of(now())").fetchall() == [("A", 2.0, None)]
