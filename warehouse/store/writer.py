@@ -478,7 +478,7 @@ class Writer:
         self._ids = []
         self._backoff = self.settings.retry_initial_s
         if self._down_since is not None:
-            back = "reachable for the first time" if not self.stats.database_reached else "back"
+            back = "reachable for the first time" if not self.stats.database_reached else "is back"
             log.warning("writer: database %s after %.1f s", back, time.monotonic() - self._down_since)
             self._down_since = None
         self.stats.database_up = self.stats.database_reached = True
