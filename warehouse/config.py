@@ -43,7 +43,7 @@ class WriterSettings:
     batch_rows: int = setting("commit once this many rows are waiting…", 10_000, positive=True)
     flush_interval_s: float = setting("…or this long (in ms) after the first reached an idle writer; frames that"
                                       " queued up during a commit go at once", 0.010, key="flush_interval_ms",
-                                      convert=lambda ms: ms / 1000, positive=True)
+                                      convert=lambda ms: ms / 1000, positive=True, shown="10")
     queue_units: int = setting("in-memory bound of frames (with their rows) and events waiting; producers wait"
                                " beyond it", 20_000, positive=True, aliases=("queue_frames",))
     spool_dir: Path | None = setting("where batches wait while the database is unreachable (default"

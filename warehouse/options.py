@@ -26,15 +26,15 @@ class ConfigError(ValueError):
 
 def setting(doc: str, default: Any = MISSING, *, key: str | None = None, convert: Callable[[Any], Any] | None = None,
             secret: bool = False, positive: bool = False, aliases: tuple[str, ...] = (),
-            internal: bool = False) -> Any:
+            internal: bool = False, shown: str | None = None) -> Any:
     """A field of a settings dataclass.
 
     `key`: its name in TOML when that differs from the field's (`flush_interval_ms` → `flush_interval_s`,
     with `convert`); `secret`: the value names an environment variable that holds a secret;
     `aliases`: older key names still accepted; `internal`: not settable from TOML (a tuning knob for
-    tests and benchmarks)."""
+    tests and benchmarks); `shown`: the default as a user writes it, where `convert` changes its unit."""
     metadata = {"doc": doc, "key": key, "convert": convert, "secret": secret, "positive": positive,
-                "aliases": aliases, "internal": internal}
+                "aliases": aliases, "internal": internal, "shown": shown}
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -53,6 +53,7 @@ class Key:
     positive: bool = False
     convert: Callable[[Any], Any] | None = None
     aliases: tuple[str, ...] = ()
+    shown: str | None = None  # the default as written in TOML, when it differs from the field's
 
     @property
     def required(self) -> bool:
@@ -75,7 +76,7 @@ def keys(cls: type[Any]) -> list[Key]:
         if field.default_factory is not MISSING:
             default = field.default_factory()
         found.append(Key(meta["key"] or field.name, field.name, hints[field.name], default, meta["doc"],
-                         meta["secret"], meta["positive"], meta["convert"], meta["aliases"]))
+                         meta["secret"], meta["positive"], meta["convert"], meta["aliases"], meta.get("shown")))
     return found
 
 
@@ -122,9 +123,25 @@ def describe(cls: type[Any]) -> list[tuple[str, str, str, str]]:
     """(key, type, default, doc) rows, for help texts and the README."""
     rows = []
     for key in keys(cls):
-        default = "required" if key.required else ("none" if key.default in (None, "") else repr(key.default))
-        rows.append((key.name, key.type_name, default, key.doc))
+        if key.required:
+            default = "required"
+        elif key.shown is not None:
+            default = key.shown
+        else:
+            default = "none" if key.default in (None, "", ()) else _toml(key.default)
+        rows.append((key.name, key.type_name + (" (secret)" if key.secret else ""), default, key.doc))
     return rows
+
+
+def _toml(value: Any) -> str:
+    """A default as a user writes it in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str | Path):
+        return f'"{value}"'
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _fits(value: Any, annotation: Any) -> bool:
