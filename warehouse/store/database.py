@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
 from warehouse.store.embedded import EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 ENV_URL = "WAREHOUSE_DATABASE_URL"
 ENV_DATA_DIR = "WAREHOUSE_DATA_DIR"
@@ -64,3 +68,14 @@ def sqlalchemy_url(url: str) -> str:
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for messages and logs."""
     return re.sub(r"(://[^:/@?]+):[^@/?]*@", r"\1:***@", url)
+
+
+def sqlalchemy_engine(url: str | None = None, config: str | Path | None = None) -> Engine:
+    """A SQLAlchemy engine on the database every `warehouse` command uses: `url`, else
+    $WAREHOUSE_DATABASE_URL, else `[database] url` of `config`, else the embedded server (started
+    if needed). The tables are warehouse.schema's SQLAlchemy Core metadata."""
+    from sqlalchemy import create_engine
+
+    from warehouse.config import load_config
+
+    return create_engine(sqlalchemy_url(resolve_database_url(url, load_config(config).database_url)))
