@@ -341,7 +341,8 @@ def test_a_slow_answer_times_out_and_is_fetched_again(db_url: str, tmp_path: Pat
     asyncio.run(asyncio.wait_for(main(), 120))
     (slow,) = resyncs(db_url, "reconnect")
     assert slow["failed"] == slow["retry"] == 8 and all("ReadTimeout" in e for e in slow["errors"])
-    assert resyncs(db_url)[-1]["ok"] == 8
+    # made again until answered: on a loaded machine a first retry may still meet the slow vendor
+    assert sum(again["ok"] for again in resyncs(db_url, "retry")) == 8
 
 
 def test_backfill_fetches_the_prices_of_the_gap_as_backfill_rows(db_url: str, tmp_path: Path) -> None:
