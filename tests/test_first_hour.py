@@ -152,7 +152,7 @@ def test_plot_writes_where_asked_or_into_the_data_dir_and_creates_nothing_unaske
 def test_a_secret_too_short_to_mask_is_refused_naming_the_variable() -> None:
     config = config_from_text('[[feeds]]\nname = "saba"\nkind = "saba-sse"\nurl = "http://127.0.0.1:1/x"\n'
                               'token_env = "SABA_TOKEN"\n', "test.toml")
-    with pytest.raises(ConfigError, match=r"environment variable SABA_TOKEN .* holds only 1 characters"):
+    with pytest.raises(ConfigError, match=r"environment variable SABA_TOKEN .* holds only 1 character;"):
         resolve_secrets(config.feeds[0], {"SABA_TOKEN": "t"})
     assert resolve_secrets(config.feeds[0], {"SABA_TOKEN": "a-real-token"}) == {"token_env": "a-real-token"}
 

@@ -153,7 +153,7 @@ def resolve_secrets(feed: FeedConfig, environ: Mapping[str, str], where: str = "
                               "export it before starting")
         if len(value) < MIN_SECRET_LENGTH:
             raise ConfigError(f"{prefix}: environment variable {variable} (named by '{option}') holds only "
-                              f"{len(value)} characters; a secret shorter than {MIN_SECRET_LENGTH} cannot be masked"
+                              f"{len(value)} character{'s' if len(value) > 1 else ''}; a secret shorter than {MIN_SECRET_LENGTH} cannot be masked"
                               " in logs and frames without destroying other text; use the real key")
         secrets[option] = value
     return secrets
