@@ -20,7 +20,9 @@
               (flat once N days are held), the lake's size (grows by a day each day) and the time per
               retained table-day.
   --surface   after the lifetime (N hot days in PostgreSQL, the rest only in Parquet), times a
-              fixture/market line movement over the whole span, the board `prices_as_of` a cold time,
+              fixture/market line movement over the whole span (relations.LINE_MOVEMENT, what
+              `warehouse plot` draws, and the same read straight from price_ticks), the board
+              `prices_as_of` a cold time,
               and a count per day over every day, each on the query surface
               (warehouse.analysis.connect(url, export_dir)), on PostgreSQL alone (the hot days) and on
               the Parquet of the cold days alone (warehouse.analysis.parquet.connect); medians of
@@ -284,6 +286,10 @@ def surface(url: str, root: Path, workdir: Path, nights: list[Night], repeat: in
     fixture, market = "id10000012361624412", "101"
     queries = {
         "line movement of one fixture/market, whole span": (LINE_MOVEMENT, (fixture, market)),
+        # the same straight from price_ticks, not through observed_ticks (whose snapshot branch DuckDB
+        # decorrelates into a scan of every hot row: see docs/performance.md)
+        "the same from price_ticks": (LINE_MOVEMENT.replace("FROM observed_ticks", "FROM price_ticks"),
+                                      (fixture, market)),
         f"prices_as_of({as_of:%Y-%m-%d %H:%M}), every selection": (
             f"SELECT * FROM prices_as_of(TIMESTAMPTZ '{as_of.isoformat()}')", ()),
         "count per day, every day": ("SELECT CAST(received_at AT TIME ZONE 'UTC' AS date) AS day, count(*) AS n"
