@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
@@ -12,12 +13,14 @@ import psycopg
 from warehouse.store.embedded import EmbeddedPostgres
 
 
-def scratch_server(name: str) -> tuple[Path, EmbeddedPostgres]:
-    """A fresh embedded PostgreSQL in a temporary folder that also holds the run's spools and exports.
-    Call `discard(workdir, server)` when done."""
+def scratch_server(name: str, binaries: Path | None = None,
+                   settings: Mapping[str, str] | None = None) -> tuple[Path, EmbeddedPostgres]:
+    """A fresh embedded PostgreSQL in a temporary folder that also holds the run's spools and exports
+    (`binaries`: another installation's bin directory, e.g. Debian's PostgreSQL 15 for TimescaleDB;
+    `settings`: postgresql.conf lines). Call `discard(workdir, server)` when done."""
     workdir = Path(tempfile.mkdtemp(prefix=f"owh-bench-{name}-"))
     os.environ["WAREHOUSE_DATA_DIR"] = str(workdir)
-    server = EmbeddedPostgres(workdir / "pg")
+    server = EmbeddedPostgres(workdir / "pg", binaries, settings)
     server.ensure_running()
     return workdir, server
 

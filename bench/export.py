@@ -74,9 +74,10 @@ FROM generate_series(0, %(rows)s / 2 - 1) AS f
 """
 
 
-def fill_price_day(url: str, rows: int) -> date:
-    """Yesterday's partition (made ahead, as a running writer does) filled with `rows` FILL rows."""
-    day = (datetime.now(UTC) - timedelta(days=1)).date()
+def fill_price_day(url: str, rows: int, day: date | None = None) -> date:
+    """`day`'s partition (default yesterday; made ahead, as a running writer does) filled with `rows`
+    FILL rows."""
+    day = day or (datetime.now(UTC) - timedelta(days=1)).date()
     print(f"filling {rows:,} price rows …", file=sys.stderr)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT warehouse_ensure_partitions(%s, 1)", (day,))
