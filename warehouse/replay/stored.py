@@ -98,8 +98,11 @@ class FromParquet:
         self._lock = threading.Lock()
 
     def reopened(self) -> FromParquet:
-        """The same export on a DuckDB connection of its own (for a forked process)."""
-        return FromParquet(self.root)
+        """The same export on a DuckDB connection of its own (for a forked process), on one thread:
+        its process is one of several sharing the cores."""
+        import duckdb
+
+        return FromParquet(self.root, duckdb.connect(config={"threads": 1}))
 
     def _cursor(self) -> Any:
         with self._lock:  # each query on a connection of its own: replay reads from several threads
