@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import sys
 import time
@@ -39,7 +40,7 @@ from warehouse.config import WriterSettings  # noqa: E402
 from warehouse.export.parquet import EXPORT_TABLES, export_all, pending  # noqa: E402
 from warehouse.feeds.oddspapi import FEED  # noqa: E402
 from warehouse.records import CollectorEvent, RawMessage, Record  # noqa: E402
-from warehouse.replay import compare, derivation, rebuild  # noqa: E402
+from warehouse.replay import compare, derivation, rebuild, shards  # noqa: E402
 from warehouse.replay.stored import FromParquet, FromPostgres, Stored  # noqa: E402
 from warehouse.simulate.oddspapi import OddsPapiSimulator  # noqa: E402
 from warehouse.store import migrate  # noqa: E402
@@ -126,14 +127,16 @@ class Phases:
             undo()
 
 
-def timed_check(server: EmbeddedPostgres, stored: Stored, frames: int) -> dict[str, float]:
+def timed_check(server: EmbeddedPostgres, stored: Stored, frames: int, processes: int | None = None
+                ) -> dict[str, float]:
     cpu = CpuClock(server, replay=[os.getpid()])
-    before = cpu.read()
+    before, workers = cpu.read(), _reaped()
     with Phases() as phases:
         started = time.perf_counter()
-        report = compare.check(stored, SOURCE)
+        report = compare.check(stored, SOURCE, processes=processes)
         elapsed = time.perf_counter() - started
     spent = cpu.read()
+    spent["replay"] += _reaped() - workers  # the deriving processes, reaped at the end of the check
     if not report.clean or report.frames != frames:
         raise SystemExit(f"the check is not clean or saw {report.frames} frames, not {frames}: {report.tables}")
     result = figures(frames, elapsed, before, spent)
@@ -141,6 +144,12 @@ def timed_check(server: EmbeddedPostgres, stored: Stored, frames: int) -> dict[s
     result["phase: frames read and derived (the rest)"] = elapsed - sum(
         seconds for label, seconds in phases.seconds.items() if "in a thread" not in label)
     return result
+
+
+def _reaped() -> float:
+    """CPU seconds of this process's children that have ended (replay's deriving processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def timed_into(server: EmbeddedPostgres, stored: Stored, frames: int, batch_rows: int | None = None
@@ -205,6 +214,7 @@ def main() -> None:
             runs["derive() alone (no reading, no comparing)"].append(
                 {"frames_per_s": derive_alone(raw_frames[:50_000])})
             runs["--check from Parquet"].append(timed_check(server, parquet, frames))
+            runs["--check from Parquet, one process"].append(timed_check(server, parquet, frames, 1))
             runs["--check from PostgreSQL"].append(timed_check(server, postgres, frames))
             runs["--into from PostgreSQL"].append(timed_into(server, postgres, frames))
             runs["--into from Parquet"].append(timed_into(server, parquet, frames))
@@ -227,11 +237,12 @@ def main() -> None:
     check = result["--check from Parquet"]["frames_per_s"]
     alone = result["derive() alone (no reading, no comparing)"]["frames_per_s"]
     print(f"\n--check from Parquet: {check:,.0f} frames/s (goal 50,000: {'met' if check >= 50_000 else 'not met'});"
-          f" {check / alone:.2f} × derive() alone, which is the ceiling of one process")
+          f" {check / alone:.2f} × derive() alone, which is the ceiling of one process deriving"
+          f" ({shards.processes_for(None)} derive here, the connections shared out)")
     for name in ("--into from PostgreSQL", "--into from Parquet"):
         ratio = result[name]["frames_per_s"] / writer
         print(f"{name}: {ratio:.2f} × the writer alone (goal 0.8: {'met' if ratio >= 0.8 else 'not met'})")
-    for name in ("--check from Parquet", "--check from PostgreSQL"):
+    for name in ("--check from Parquet", "--check from Parquet, one process", "--check from PostgreSQL"):
         print(f"\nwhere the time of {name} goes (seconds, median):")
         for key, value in result[name].items():
             if key.startswith("phase: "):

@@ -32,6 +32,7 @@ from warehouse.feeds import oddspapi, saba
 from warehouse.feeds.contract import FrameError
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import CollectorEvent, ScoreChange
+from warehouse.replay.shards import share
 from warehouse.simulate.fleet import ENV, Fleet, fleet_vendors
 from warehouse.simulate.oddspapi import OddsPapiSimulator
 from warehouse.store.database import data_dir
@@ -124,6 +125,8 @@ def test_check_from_the_command_line(collected: tuple[str, Path]) -> None:
     assert "result: every row matches" in result.stdout
     result = warehouse("replay", "--source", "ckex", "--check", "--from-parquet", str(export), url=url)
     assert result.returncode == 0 and "result: every row matches" in result.stdout, result.stdout + result.stderr
+    result = warehouse("replay", "--source", "oddspapi", "--check", "--processes", "3", url=url)
+    assert result.returncode == 0 and "result: every row matches" in result.stdout, result.stdout + result.stderr
     result = warehouse("replay", "--source", "nobody", "--check", url=url)
     assert result.returncode == 2
     assert "no frames of source 'nobody'" in result.stderr and "ckex, mm, oddspapi, saba" in result.stderr
@@ -185,6 +188,40 @@ def test_a_changed_adapter_is_reported_with_the_raw_ids_and_versions(collected: 
     assert "quarantine: raw_id " in result.output and "does not fit the oddspapi-ws schema: scores: a new shape" \
         in result.output
     assert "result: " in result.output and "rows do not match" in result.output
+
+
+def test_connections_shared_out_among_processes_report_as_one_process(collected: tuple[str, Path],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--check` derives in forked processes, each its share of the connections: same counts, same
+    differences found, as deriving in one (with a changed adapter, so that there are differences)."""
+    url, export = collected
+    tick = oddspapi.Adapter._tick
+
+    def changed_tick(self: oddspapi.Adapter, *args: Any) -> Any:
+        row = tick(self, *args)
+        return row._replace(price=(row.price or 0) + 1) if row.outcome_id == "102" else row
+
+    monkeypatch.setattr(oddspapi.Adapter, "_tick", changed_tick)  # seen by the forked processes too
+    frames = query(url, "SELECT count(*), count(DISTINCT connection_id) FROM raw_messages WHERE source = 'oddspapi'")
+    assert frames[0][1] >= 2  # something to share out
+    for export_dir in (None, export):
+        one, several = (replay.check("oddspapi", url=url, export_dir=export_dir, processes=n) for n in (1, 3))
+        assert several.frames == one.frames == frames[0][0] - one.carried
+        assert several.tables["price_ticks"].differ > 0
+        for table, tally in one.tables.items():
+            other = several.tables[table]
+            assert (other.stored, other.derived, other.matched, other.missing, other.extra, other.differ) == (
+                tally.stored, tally.derived, tally.matched, tally.missing, tally.extra, tally.differ), table
+            assert [line.split(":")[0] for line in other.examples] == [line.split(":")[0] for line in tally.examples]
+        assert (several.stored_versions, several.warmed, several.today) == (one.stored_versions, one.warmed, one.today)
+
+
+def test_shares_balance_frames_and_agree_in_every_process() -> None:
+    connections = [("a", 10), ("b", 40), ("c", 30), ("d", 20)]
+    assert share(connections, 2) == [["b", "a"], ["c", "d"]]  # 50 frames each
+    assert share(list(reversed(connections)), 2) == share(connections, 2)
+    assert share(connections, 1) == [["b", "c", "d", "a"]]
+    assert share([("a", 5)], 3) == [["a"], [], []]
 
 
 def test_into_a_second_database_gives_the_same_rows(collected: tuple[str, Path], pg_server: EmbeddedPostgres) -> None:
@@ -371,6 +408,9 @@ def test_replay_refuses_unclear_requests(db_url: str) -> None:
     runner = CliRunner()
     both = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--check", "--into", db_url])
     assert both.exit_code == 2 and "give either --check" in both.output
+    alone = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--into", "postgresql://h/d",
+                                "--processes", "2"])
+    assert alone.exit_code == 2 and "--processes applies to --check only" in alone.output
     same = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--into", db_url])
     assert same.exit_code == 2 and "--into names the database the frames are read from" in same.output
     when = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--check", "--since", "May 1"])

@@ -548,6 +548,10 @@ def replay(
                                                           " when every row matches, 1 when not"),
     into: str | None = typer.Option(None, "--into", help="write the frames, and what today's adapters derive from"
                                                          " them, into this other migrated database", metavar="URL"),
+    processes: int | None = typer.Option(None, "--processes", min=1, metavar="N",
+                                         help="with --check: processes that derive, the connections shared out"
+                                              " among them (default: one per core; 1 on a machine busy with"
+                                              " other work)"),
 ) -> None:
     """Run stored raw frames through today's adapters: compare with what is stored, or rebuild elsewhere."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -562,6 +566,8 @@ def replay(
 
     if check_rows == (into is not None):
         raise ValueError("give either --check (compare with what is stored) or --into URL (rebuild there)")
+    if processes is not None and not check_rows:
+        raise ValueError("--processes applies to --check only (--into derives in one process, in order)")
     start, end = parse_time("--since", since), parse_time("--until", until, end=True)
     entry = replaying.feed_entry(obj.config, source) if obj.config_path else None
     if from_parquet is not None:
@@ -576,7 +582,7 @@ def replay(
             progress.update(task, description=f"replaying {source}: {day:%Y-%m-%d}, {frames:,} frames")
 
         if check_rows:
-            report = check_source(stored, source, start, end, entry, step)
+            report = check_source(stored, source, start, end, entry, step, processes)
             progress.stop()
             for line in report_lines(report):
                 say(line)

@@ -36,6 +36,8 @@ def parse_time(value: Any) -> datetime | None:
 def to_decimal(value: Any) -> Decimal | None:
     """Exact decimal from a JSON number or a numeric string (CKEX sends strings), refused unless the
     Parquet lake's decimal holds it exactly: a value is stored as sent, or not at all."""
+    if value is None:  # the common case (most prices come without a stake limit): no calls
+        return None
     number = _number(value)
     if number is not None and not decimal_fits(number):
         raise FrameError(f"number with {DECIMAL_LIMIT} expected, got {value!r}")

@@ -88,10 +88,11 @@ def records(source: str, since: datetime | None = None, until: datetime | None =
 
 def check(source: str, since: datetime | None = None, until: datetime | None = None, *, url: str | None = None,
           export_dir: str | Path | None = None, config: Config | str | Path | None = None,
-          progress: Progress | None = None) -> CheckReport:
-    """Derive again and compare with what is stored (`warehouse replay --check`)."""
+          progress: Progress | None = None, processes: int | None = None) -> CheckReport:
+    """Derive again and compare with what is stored (`warehouse replay --check`); `processes`: how
+    many derive, the connections shared out among them (default: one per core)."""
     stored = open_stored(url, export_dir)
-    return _check(stored, source, since, until, feed_entry(config, source), progress)
+    return _check(stored, source, since, until, feed_entry(config, source), progress, processes)
 
 
 def into(target: str, source: str, since: datetime | None = None, until: datetime | None = None, *,

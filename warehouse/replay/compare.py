@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,17 +25,16 @@ import pyarrow as pa
 
 from warehouse.config import FeedConfig
 from warehouse.replay import rows
-from warehouse.replay.derivation import FRAME_EVENTS, Deriver, days, load_plan, quiet_gc, today_versions
+from warehouse.replay.derivation import FRAME_EVENTS, days, load_plan, quiet_gc, today_versions
 from warehouse.replay.rows import COLUMNS, RAW_KINDS, TABLES
-from warehouse.replay.stored import Stored, prefetch, resolve_range
+from warehouse.replay.shards import KEYS, Derivation, processes_for
+from warehouse.replay.stored import Stored, resolve_range
 
 EXAMPLES = 5  # per table
-FLUSH_ROWS = 200_000  # rows derived again are handed to DuckDB in chunks of about this many
 DEEP_LIMIT = 100_000  # unmatched rows beyond this are not re-examined for numbers spelled differently
 # A frame's control event, before it was linked to the frame, was written after it: this much later
 # at most (the writer's queue may have been full), so perhaps in the next window.
 LEGACY_SLACK = timedelta(seconds=60)
-KEYS = ["id", "received_at", "connection_id"]
 
 Progress = Callable[[datetime, int], None]  # (day, frames replayed so far)
 
@@ -77,48 +76,40 @@ class CheckReport:
 
 
 def check(stored: Stored, source: str, since: datetime | None = None, until: datetime | None = None,
-          entry: FeedConfig | None = None, progress: Progress | None = None) -> CheckReport:
+          entry: FeedConfig | None = None, progress: Progress | None = None, processes: int | None = None
+          ) -> CheckReport:
+    """`processes`: how many derive (their connections shared out); default one per core."""
     start, end = resolve_range(stored, source, since, until)
     plan = load_plan(stored, source, end, entry)
-    deriver = Deriver(stored, plan)
     report = CheckReport(source, stored.where, start, end)
-    with quiet_gc(), _Comparison() as comparison, ThreadPoolExecutor(1, "replay-stored") as background:
-        for low, high in days(start, end):
+    windows = list(days(start, end))
+    # Workers fork before this process starts a thread of its own.
+    with Derivation(stored, plan, windows, processes_for(processes)) as derivation, quiet_gc(), \
+            _Comparison() as comparison, ThreadPoolExecutor(1, "replay-stored") as background:
+        for low, high in windows:
             # The stored rows load while the frames are derived: reading them (DuckDB, a COPY's CSV)
             # releases the GIL, so on a second core it costs the derivation little.
             loading = background.submit(comparison.load_stored, stored, source, low, high)
             keys: list[pa.RecordBatch] = []
             carried: list[int] = []
-            derived = rows.Derived()
-            for replayed in deriver.run(prefetch(_tap(stored.frames(source, low, high), keys))):
-                if not replayed.derived:
-                    carried.append(replayed.raw_id)
-                    continue
-                derived.add(replayed.raw_id, replayed.raw.kind, replayed.stored_kind, replayed.records)
-                report.frames += 1
-                if derived.count >= FLUSH_ROWS:
-                    comparison.add_derived(derived)
-                    if progress:
-                        progress(low, report.frames)
-            comparison.add_derived(derived)
+            for chunk in derivation.window(low, high):
+                comparison.add_derived(chunk.tables, chunk.stored_kinds)
+                keys += chunk.keys
+                carried += chunk.carried
+                report.frames += chunk.frames
+                if progress:
+                    progress(low, report.frames)
             loading.result()
             comparison.settle_stored(stored, source, low, high, keys, carried)
             comparison.compare(report.tables)
             report.carried += len(carried)
             if progress:
                 progress(low, report.frames)
-    report.warmed = deriver.warmed
-    report.stored_versions = dict(plan.versions)
-    report.today = today_versions(kind for kind, _ in plan.versions)
+        derivation.finish()
+    report.warmed = derivation.warmed
+    report.stored_versions = dict(derivation.versions)
+    report.today = today_versions(kind for kind, _ in derivation.versions)
     return report
-
-
-def _tap(batches: Iterator[pa.RecordBatch], keys: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Pass frames on, keeping (id, received_at, connection_id) of each: old collector events name a
-    connection and a time, not a frame, and are matched to their frame with these."""
-    for batch in batches:
-        keys.append(batch.select(KEYS))
-        yield batch
 
 
 class _Comparison:
@@ -130,6 +121,10 @@ class _Comparison:
         self._spill = tempfile.mkdtemp(prefix="warehouse-replay-")
         self.con = duckdb.connect(config={"temp_directory": self._spill})
         self.con.execute("SET TimeZone = 'UTC'")
+        # Rows are compared as multisets: their order need not be kept. One thread: the cores are
+        # busy deriving, and DuckDB's own threads only compete with that for them.
+        self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute("SET threads = 1")
         for table in TABLES:
             columns = ", ".join(f"{c.name} {c.duckdb}" for c in COLUMNS[table])
             for side in ("derived", "stored"):
@@ -150,8 +145,7 @@ class _Comparison:
         finally:
             con.unregister("_rows")
 
-    def add_derived(self, derived: rows.Derived) -> None:
-        tables, stored_kinds = derived.tables()
+    def add_derived(self, tables: dict[str, list[pa.Table]], stored_kinds: pa.Table) -> None:
         for table, parts in tables.items():
             for part in parts:
                 self._insert(f"derived_{table}", part)

@@ -34,7 +34,9 @@ class Stored(Protocol):
     def span(self, source: str) -> tuple[datetime, datetime] | None: ...
     def sources(self) -> list[str]: ...
     def frames(self, source: str, start: datetime | None, end: datetime, *, connection_id: str | None = None,
-               before_seq: int | None = None) -> Iterator[pa.RecordBatch]: ...
+               before_seq: int | None = None, connections: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]: ...
+    def connections(self, source: str, start: datetime, end: datetime) -> list[tuple[str, int]]: ...
+    def reopened(self) -> Stored: ...
     def derived(self, table: str, source: str, start: datetime, end: datetime,
                 legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]: ...
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]: ...
@@ -55,8 +57,15 @@ class FromPostgres:
         return pg.sources(self.url)
 
     def frames(self, source: str, start: datetime | None, end: datetime, *, connection_id: str | None = None,
-               before_seq: int | None = None) -> Iterator[pa.RecordBatch]:
-        return pg.frames(self.url, source, start, end, connection_id=connection_id, before_seq=before_seq)
+               before_seq: int | None = None, connections: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        return pg.frames(self.url, source, start, end, connection_id=connection_id, before_seq=before_seq,
+                         connections=connections)
+
+    def connections(self, source: str, start: datetime, end: datetime) -> list[tuple[str, int]]:
+        return pg.connections(self.url, source, start, end)
+
+    def reopened(self) -> FromPostgres:
+        return self  # nothing open between calls
 
     def derived(self, table: str, source: str, start: datetime, end: datetime,
                 legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
@@ -87,6 +96,13 @@ class FromParquet:
         self._con = con or duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
+
+    def reopened(self) -> FromParquet:
+        """The same export on a DuckDB connection of its own (for a forked process), on one thread:
+        its process is one of several sharing the cores."""
+        import duckdb
+
+        return FromParquet(self.root, duckdb.connect(config={"threads": 1}))
 
     def _cursor(self) -> Any:
         with self._lock:  # each query on a connection of its own: replay reads from several threads
@@ -125,7 +141,7 @@ class FromParquet:
         return [s for (s,) in self._read(files, "DISTINCT source", "true", [], "ORDER BY 1").fetchall()]
 
     def frames(self, source: str, start: datetime | None, end: datetime, *, connection_id: str | None = None,
-               before_seq: int | None = None) -> Iterator[pa.RecordBatch]:
+               before_seq: int | None = None, connections: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         files = self._files("raw_messages", start, end)
         if not files:
             return iter(())
@@ -136,6 +152,9 @@ class FromParquet:
         if connection_id is not None:
             where += ["CAST(connection_id AS VARCHAR) = ?", "seq < ?"]
             params += [connection_id, before_seq]
+        if connections is not None:
+            where.append("list_contains(?, CAST(connection_id AS VARCHAR))")
+            params.append(list(connections))
         result = self._read(files, _select(FRAME_SCHEMA), " AND ".join(where), params,
                             "ORDER BY received_at, connection_id, seq")
         return _batches(result.to_arrow_reader(BATCH_ROWS), FRAME_SCHEMA)
@@ -153,6 +172,14 @@ class FromParquet:
         result = self._read(files, _select(arrow), f"source = ? AND received_at >= ? AND received_at < ? AND {linked}",
                             params)
         return _batches(result.to_arrow_reader(BATCH_ROWS), arrow)
+
+    def connections(self, source: str, start: datetime, end: datetime) -> list[tuple[str, int]]:
+        files = self._files("raw_messages", start, end)
+        if not files:
+            return []
+        return [(str(c), n) for c, n in self._read(
+            files, "CAST(connection_id AS VARCHAR), count(*)", "source = ? AND received_at >= ? AND received_at < ?",
+            [source, start, end], "GROUP BY 1 ORDER BY 1").fetchall()]
 
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]:
         files = self._files("collector_events", None, end)

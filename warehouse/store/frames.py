@@ -115,9 +115,10 @@ def _copy_batches(url: str, query: sql.Composable, params: Sequence[Any], arrow:
 
 
 def frames(url: str, source: str, start: datetime | None, end: datetime, *, connection_id: str | None = None,
-           before_seq: int | None = None) -> Iterator[pa.RecordBatch]:
+           before_seq: int | None = None, connections: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
     """The frames of `source` received in [start, end), in (received_at, connection_id, seq) order:
-    within a connection, seq order. With `connection_id`: only that connection's, below `before_seq`."""
+    within a connection, seq order. With `connection_id`: only that connection's, below `before_seq`.
+    With `connections`: only those connections' frames."""
     select, arrow = _select("raw_messages", FRAME_COLUMNS)
     where = [sql.SQL("source = %s"), sql.SQL("received_at < %s")]
     params: list[Any] = [source, end]
@@ -127,9 +128,21 @@ def frames(url: str, source: str, start: datetime | None, end: datetime, *, conn
     if connection_id is not None:
         where += [sql.SQL("connection_id = %s"), sql.SQL("seq < %s")]
         params += [connection_id, before_seq]
+    if connections is not None:
+        where.append(sql.SQL("connection_id = ANY(%s::uuid[])"))
+        params.append(list(connections))
     query = sql.SQL("SELECT {} FROM raw_messages WHERE {} ORDER BY received_at, connection_id, seq").format(
         select, sql.SQL(" AND ").join(where))
     return _copy_batches(url, query, params, arrow)
+
+
+def connections(url: str, source: str, start: datetime, end: datetime) -> list[tuple[str, int]]:
+    """The connections of `source` with frames received in [start, end), with how many each, by id."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT connection_id::text, count(*) FROM raw_messages WHERE source = %s"
+                            " AND received_at >= %s AND received_at < %s GROUP BY 1 ORDER BY 1",
+                            (source, start, end)).fetchall()
+    return [(str(c), int(n)) for c, n in rows]
 
 
 def derived(url: str, table: str, source: str, start: datetime, end: datetime,

@@ -1,0 +1,193 @@
+"""Deriving a source's frames again, a window at a time, in worker processes for `replay --check`.
+
+Deriving (the adapters, in Python) is most of a check's work and one interpreter does it on one
+core. A source's connections are independent (each gets a fresh adapter), so each window's are shared
+out among processes by how many frames they have: each process reads its connections' frames, derives them
+as `Deriver` does (the one path, `warehouse.collect.frames.derive`) and hands back Arrow tables,
+which the calling process compares. Processes are forked, so they run the adapters the caller
+has (patched ones too, as a test's) without importing anything again.
+
+One connection per window cannot be shared out: then one process derives it all, as before.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from warehouse.replay import rows
+from warehouse.replay.derivation import Deriver, Plan, quiet_gc
+from warehouse.replay.stored import Stored, prefetch
+
+FLUSH_ROWS = 200_000  # rows derived again are handed on in chunks of about this many
+KEYS = ["id", "received_at", "connection_id"]
+WAIT_S = 1.0  # how often a wait for a worker checks that it is still alive
+QUEUE_DEPTH = 2  # chunks a worker may have ready before it waits for the caller
+
+
+@dataclass
+class Chunk:
+    """Frames of one window derived again: their rows as Arrow (rows.Derived.tables), and, in the
+    window's last chunk of each process, the (id, received_at, connection_id) of every frame read
+    and the ids of frames carried (text not stored: not derived)."""
+
+    tables: dict[str, list[pa.Table]]
+    stored_kinds: pa.Table
+    frames: int
+    keys: list[pa.RecordBatch] = field(default_factory=list)
+    carried: list[int] = field(default_factory=list)
+
+
+def processes_for(requested: int | None) -> int:
+    """How many processes derive: as asked, else one per core (at most 4: the caller's own work,
+    reading and comparing, needs a core too)."""
+    if requested is not None:
+        return max(1, requested)
+    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork") or not hasattr(os, "fork"):
+        return 1
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def derive_window(deriver: Deriver, stored: Stored, source: str, low: datetime, high: datetime,
+                  shard: tuple[int, int] | None = None) -> Iterator[Chunk]:
+    """The frames of [low, high) (of this shard's connections) derived again, in chunks."""
+    keys: list[pa.RecordBatch] = []
+    carried: list[int] = []
+    derived = rows.Derived()
+    frames = 0
+    mine = None if shard is None else share(stored.connections(source, low, high), shard[1])[shard[0]]
+    if mine == []:
+        yield Chunk(*derived.tables(), 0)
+        return
+    for replayed in deriver.run(prefetch(_tap(stored.frames(source, low, high, connections=mine), keys))):
+        if not replayed.derived:
+            carried.append(replayed.raw_id)
+            continue
+        derived.add(replayed.raw_id, replayed.raw.kind, replayed.stored_kind, replayed.records)
+        frames += 1
+        if derived.count >= FLUSH_ROWS:
+            yield Chunk(*derived.tables(), frames)
+            frames = 0
+    yield Chunk(*derived.tables(), frames, keys, carried)
+
+
+def share(connections: list[tuple[str, int]], n: int) -> list[list[str]]:
+    """Connections (id, frames) shared out among n processes, each given the next largest while it
+    has the fewest frames: every process computes the same, from the same list."""
+    shares: list[list[str]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for connection, frames in sorted(connections, key=lambda c: (-c[1], c[0])):
+        k = loads.index(min(loads))
+        shares[k].append(connection)
+        loads[k] += frames
+    return shares
+
+
+def _tap(batches: Iterator[pa.RecordBatch], keys: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Pass frames on, keeping (id, received_at, connection_id) of each: old collector events name a
+    connection and a time, not a frame, and are matched to their frame with these."""
+    for batch in batches:
+        keys.append(batch.select(KEYS))
+        yield batch
+
+
+class Derivation:
+    """The windows' frames derived again, by `processes` processes (1: in this one)."""
+
+    def __init__(self, stored: Stored, plan: Plan, windows: list[tuple[datetime, datetime]], processes: int) -> None:
+        self.stored, self.plan, self.windows = stored, plan, windows
+        self.processes = processes
+        self.warmed = 0
+        self.versions: Counter[tuple[str, str | None]] = Counter()
+        self._workers: list[tuple[Any, Any]] = []  # (process, its queue)
+        self._deriver: Deriver | None = None
+
+    def __enter__(self) -> Derivation:
+        if self.processes == 1:
+            self._deriver = Deriver(self.stored, self.plan)
+            return self
+        context = multiprocessing.get_context("fork")
+        for k in range(self.processes):
+            results = context.Queue(QUEUE_DEPTH)
+            worker = context.Process(target=_work, name=f"replay-derive-{k}", daemon=True,
+                                     args=(self.stored, self.plan, self.windows, (k, self.processes), results))
+            worker.start()
+            self._workers.append((worker, results))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for worker, results in self._workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join(timeout=10)
+            results.close()
+        self._workers.clear()
+
+    def window(self, low: datetime, high: datetime) -> Iterator[Chunk]:
+        """The chunks of the next window (windows are taken in the order given)."""
+        if self._deriver is not None:
+            yield from derive_window(self._deriver, self.stored, self.plan.source, low, high)
+            return
+        for worker, results in self._workers:
+            while (chunk := _next(worker, results)) is not None:
+                yield chunk
+
+    def finish(self) -> None:
+        """Collect what each process counted (connections per adapter version, frames warmed)."""
+        if self._deriver is not None:
+            self.versions, self.warmed = self._deriver.plan.versions, self._deriver.warmed
+            return
+        for worker, results in self._workers:
+            versions, warmed = _next(worker, results, "done")
+            self.versions.update(versions)
+            self.warmed += warmed
+
+
+def _next(worker: Any, results: Any, expected: str = "chunk") -> Any:
+    """A worker's next message: a chunk (None at the end of a window), or its counts at the end.
+    A worker's exception is raised here; one that died without a word is reported as such."""
+    while True:
+        try:
+            what, value = results.get(timeout=WAIT_S)
+            break
+        except queue.Empty:
+            if not worker.is_alive():
+                raise RuntimeError(f"replay's worker process {worker.name} ended unexpectedly (exit code"
+                                   f" {worker.exitcode}); run again with processes=1 to see why") from None
+    if what == "error":
+        raise value
+    if what == "end" and expected == "chunk":
+        return None
+    if what != expected:
+        raise RuntimeError(f"replay's worker process {worker.name} sent {what!r}, not {expected!r}")
+    return value
+
+
+def _work(stored: Stored, plan: Plan, windows: list[tuple[datetime, datetime]], shard: tuple[int, int],
+          results: Any) -> None:
+    """A worker process: its connections' frames of every window, derived, onto `results`."""
+    try:
+        stored = stored.reopened()  # the caller's DuckDB connection is not to be used across a fork
+        deriver = Deriver(stored, plan)
+        with quiet_gc():
+            for low, high in windows:
+                for chunk in derive_window(deriver, stored, plan.source, low, high, shard):
+                    results.put(("chunk", chunk))
+                results.put(("end", None))
+        results.put(("done", (deriver.plan.versions, deriver.warmed)))
+    except BaseException as exc:  # handed to the caller, raised there
+        try:
+            results.put(("error", exc))
+        except Exception:  # not picklable: its text then
+            results.put(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+    finally:
+        results.close()
+        results.join_thread()
