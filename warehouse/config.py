@@ -152,8 +152,9 @@ def resolve_secrets(feed: FeedConfig, environ: Mapping[str, str], where: str = "
             raise ConfigError(f"{prefix}: environment variable {variable} (named by '{option}') is not set; "
                               "export it before starting")
         if len(value) < MIN_SECRET_LENGTH:
+            characters = f"{len(value)} character{'s' if len(value) > 1 else ''}"
             raise ConfigError(f"{prefix}: environment variable {variable} (named by '{option}') holds only "
-                              f"{len(value)} character{'s' if len(value) > 1 else ''}; a secret shorter than {MIN_SECRET_LENGTH} cannot be masked"
+                              f"{characters}; a secret shorter than {MIN_SECRET_LENGTH} cannot be masked"
                               " in logs and frames without destroying other text; use the real key")
         secrets[option] = value
     return secrets
