@@ -105,6 +105,14 @@ def test_warehouse_query_prints_a_table_csv_or_json(db_url: str, tmp_path: Path)
     table = warehouse("query", "SELECT count(*) AS n FROM steam_moves(0.05, 2, INTERVAL '1 minute')",
                       "--database-url", db_url)
     assert table.returncode == 0 and "1 row" in table.stdout
+    # SQL opening with a comment, as the README's do; lists (steam_moves' movers) as JSON, times ISO
+    listed = "-- a comment first\nSELECT [max(received_at)] AS at, ['A', 'B'] AS books FROM price_ticks"
+    for output, expected in (("csv", ["at,books", f'"[""{at(TODAY, 1).isoformat()}""]","[""A"", ""B""]"']),
+                             ("json", [{"at": [at(TODAY, 1).isoformat()], "books": ["A", "B"]}])):
+        result = warehouse("query", listed, "--format", output, "--database-url", db_url)
+        assert result.returncode == 0, result.stderr
+        got = result.stdout.splitlines() if output == "csv" else json.loads(result.stdout)
+        assert got == expected
     bad = warehouse("query", "SELECT nope FROM price_ticks", "--database-url", db_url)
     assert bad.returncode == 2 and bad.stderr.startswith("error: the query failed:") and "nope" in bad.stderr
     assert "\n" not in bad.stderr.strip()

@@ -94,7 +94,8 @@ def _once(option: str, before: Any, after: Any) -> Any:
     return after if after is not None else before
 
 
-def command(group: typer.Typer, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def command(group: typer.Typer, name: str | None = None,
+            context_settings: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a command that also takes --config and --database-url, and turns the errors a user can hit
     into one line on stderr (exit 2), Ctrl-C into exit 130."""
 
@@ -124,7 +125,7 @@ def command(group: typer.Typer, name: str | None = None) -> Callable[[Callable[.
                                          annotation=UrlOption)]
         wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
-        return group.command(name)(wrapper)
+        return group.command(name, context_settings=context_settings)(wrapper)
 
     return register
 
@@ -434,7 +435,8 @@ def retain(
 # -- query ------------------------------------------------------------------------------------
 
 
-@command(app)
+# SQL that starts with a `-- comment` (as the README's examples do) is the query, not an option.
+@command(app, context_settings={"ignore_unknown_options": True})
 def query(
     obj: Context,
     sql: str = typer.Argument(..., help="the SQL (DuckDB's dialect), over every table and analysis relation",

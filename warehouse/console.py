@@ -101,7 +101,7 @@ def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str) -> 
     if output == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
-        writer.writerows([_plain(v) for v in row] for row in rows)
+        writer.writerows([_cell(v) for v in row] for row in rows)
     elif output == "json":
         print(json.dumps([dict(zip(names, map(_plain, row), strict=True)) for row in rows], ensure_ascii=False,
                          indent=1))
@@ -110,9 +110,21 @@ def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str) -> 
         for name in names:
             table.add_column(escape(name))
         for row in rows:
-            table.add_row(*(escape("" if v is None else str(_plain(v))) for v in row))
+            table.add_row(*(escape(_cell(v)) for v in row))
         out.print(table)
         out.print(f"{len(rows):,} row{'' if len(rows) == 1 else 's'}", highlight=False)
+
+
+def _cell(value: Any) -> str:
+    """A value as one cell of text: lists and structs (steam_moves' movers…) as JSON."""
+    import json
+
+    plain = _plain(value)
+    if plain is None:
+        return ""
+    if isinstance(plain, list | dict):
+        return json.dumps(plain, ensure_ascii=False)
+    return str(plain)
 
 
 def _plain(value: Any) -> Any:
@@ -124,4 +136,8 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal | UUID):
         return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
     return value
