@@ -76,6 +76,7 @@ def test_verified_days_are_dropped_whole_and_recorded(storage_url: str, tmp_path
     dry = retain(db_url, "--keep-days", "3", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert f"would drop {OLD[0]}: 6 rows" in dry.stdout and f"would drop {OLD[1]}: 6 rows" in dry.stdout
+    assert "nothing" not in dry.stdout and "kept: " in dry.stdout and "3 UTC days, today included" in dry.stdout
     assert query(db_url, "SELECT count(*) FROM retention_runs") == [(0,)]
 
     result = retain(db_url, "--keep-days", "3")  # keeps today and the two days before: OLD[2] is kept anyway
@@ -95,6 +96,8 @@ def test_verified_days_are_dropped_whole_and_recorded(storage_url: str, tmp_path
 
     again = retain(db_url, "--keep-days", "3")  # cron: nothing more to drop, nothing said
     assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
+    asked = retain(db_url, "--keep-days", "3", "--dry-run")  # a person asked: an answer even under a pipe
+    assert asked.returncode == 0 and "nothing would be dropped" in asked.stdout and "kept: " in asked.stdout
 
 
 def test_a_day_not_verified_now_is_kept_with_the_reason(storage_url: str, tmp_path: Path) -> None:

@@ -416,6 +416,7 @@ def retain(
             continue
         if dry_run:
             say(f"would drop {day}: {verdict.rows:,} rows, {verdict.bytes / 2**20:,.1f} MiB in PostgreSQL")
+            dropped.append(verdict)
             continue
         try:
             retention.drop(url, verdict)
@@ -423,13 +424,16 @@ def retain(
             warning(f"kept {day}: {_first_line(exc).removeprefix('odds-warehouse: ')}")
             continue
         dropped.append(verdict)
-    if dropped:  # under cron: one line when something was dropped, nothing otherwise
+    if dropped and not dry_run:  # under cron: one line when something was dropped, nothing otherwise
         rows, size = sum(v.rows for v in dropped), sum(v.bytes for v in dropped)
         span = str(dropped[0].day) if len(dropped) == 1 else f"{dropped[0].day} … {dropped[-1].day}"
         say(f"dropped {len(dropped)} day{'s' if len(dropped) > 1 else ''} ({span}) from PostgreSQL: {rows:,} rows,"
             f" {size / 2**20:,.1f} MiB; their rows live in the Parquet export")
-    elif out.is_terminal and not dry_run:
-        say(f"nothing to drop: PostgreSQL holds no verified day before {first_kept}")
+    elif not dropped and (dry_run or out.is_terminal):  # a dry run is asked by a person: it always answers
+        say(f"nothing {'would be' if dry_run else 'was'} dropped: PostgreSQL holds no verified day before"
+            f" {first_kept}")
+    if dry_run:
+        say(f"kept: {first_kept} and later ({days} UTC day{'s' if days > 1 else ''}, today included)")
 
 
 # -- query ------------------------------------------------------------------------------------
