@@ -90,6 +90,10 @@ def test_export_says_what_it_skipped_on_a_terminal_and_takes_named_days(db_url: 
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("error: --day: expected a UTC day as YYYY-MM-DD, 'today' or 'yesterday'; got"
                                   " 'tomorrowish'")
+    backwards = warehouse("export", "--since", "2026-12-05", "--until", "2026-12-01", "--database-url", db_url)
+    assert backwards.returncode == 2
+    assert backwards.stderr.strip() == ("error: --since 2026-12-05 is after --until 2026-12-01: give the first day,"
+                                        " then the last")
 
 
 def test_version_short_help_and_flags_shown_as_flags() -> None:
@@ -147,6 +151,10 @@ def test_plot_writes_where_asked_or_into_the_data_dir_and_creates_nothing_unaske
     assert not list(tmp_path.glob("*.png")), "nothing is dropped in the current directory"
     nothing = warehouse("plot", "--parquet", str(tmp_path / "no-export"), env=env)
     assert nothing.returncode == 2 and "no export at" in nothing.stderr and "no prices stored" not in nothing.stderr
+    (tmp_path / "not-an-export").mkdir()  # a directory, but not one `warehouse export` wrote
+    for command in (("plot",), ("query", "SELECT count(*) FROM price_ticks")):
+        wrong = warehouse(*command, "--parquet", str(tmp_path / "not-an-export"), env=env)
+        assert wrong.returncode == 2 and "no export at" in wrong.stderr and "day=YYYY-MM-DD" in wrong.stderr
 
 
 def test_a_secret_too_short_to_mask_is_refused_naming_the_variable() -> None:

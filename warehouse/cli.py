@@ -366,6 +366,8 @@ def export(
         raise ValueError("--day cannot be combined with --since/--until; use one or the other")
     first = parse_day("--day" if day else "--since", day or since)
     last = parse_day("--day" if day else "--until", day or until)
+    if first is not None and last is not None and first > last:
+        raise ValueError(f"--since {first} is after --until {last}: give the first day, then the last")
     url = obj.url_with_schema()
     # A day named explicitly may be today: exported as it is so far, and again once it is complete.
     named = day is not None or since is not None or until is not None

@@ -28,6 +28,11 @@ class Engine:
         if not export_dir.is_dir():
             raise ValueError(f"no export at {export_dir}: it is not a directory; run `warehouse export` first"
                              " or give the export directory")
+        from warehouse import lake
+
+        if not any(export_dir.glob(f"*/day=????-??-??/{lake.PART_FILE}")):  # e.g. the data dir, or one table's
+            raise ValueError(f"no export at {export_dir}: no <table>/day=YYYY-MM-DD/{lake.PART_FILE} in it; give"
+                             " the directory `warehouse export` writes to (its --dir, default <data dir>/exports)")
         return cls(connect(export_dir=export_dir))
 
     def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
