@@ -77,7 +77,8 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
     jupyter = str(Path(me).with_name("jupyter")) if "/" in me else "jupyter"  # from the same virtualenv
     say(f"\nready in {time.monotonic() - started:.1f}s. Next:")
     for command, why in [
-        (f"psql \"$({me} db url)\" -c 'SELECT * FROM price_history LIMIT 5'", "SQL on the warehouse"),
+        (f"psql \"$({me} db url)\" -c 'SELECT received_at, bookmaker, outcome_id, price, prev_price"
+         " FROM price_history LIMIT 5'", "SQL on the warehouse"),
         (f"psql \"$({me} db url)\" -c \"SELECT * FROM steam_moves(0.03, 2, '1 minute')\"", "steam moves"),
         (f"{me} status", "per-source health"),
         (f"{me} plot --fixture {featured.fixture_id} --market {MARKET_1X2}", "chart a market (any fixture, market)"),
