@@ -186,15 +186,15 @@ class Night:
 
 
 def retain(url: str, keep_days: int, today: date) -> tuple[int, list[str]]:
-    """`warehouse retain --keep-days N`'s loop, as run on `today`: table-days dropped, days kept and why."""
+    """`warehouse retain --keep-days N` as run on `today`: table-days dropped, days kept and why."""
     dropped, kept = 0, []
-    for day in retention.candidate_days(url, retention.cutoff(keep_days, today)):
-        verdict = retention.verify(url, day)
-        if verdict.problem is not None:
-            kept.append(f"{day}: {verdict.problem}")
-            continue
-        retention.drop(url, verdict)
-        dropped += len(verdict.tables)
+    for outcome in retention.retain(url, keep_days, today=today):
+        if outcome.refused is not None:
+            raise outcome.refused
+        if outcome.dropped:
+            dropped += len(outcome.verdict.tables)
+        else:
+            kept.append(f"{outcome.verdict.day}: {outcome.verdict.problem}")
     return dropped, kept
 
 

@@ -411,21 +411,16 @@ def retain(
     url = obj.url_with_schema()
     first_kept = retention.cutoff(days)
     dropped: list[retention.Verdict] = []
-    for day in retention.candidate_days(url, first_kept):
-        verdict = retention.verify(url, day)
+    for outcome in retention.retain(url, days, dry_run=dry_run):
+        verdict, day = outcome.verdict, outcome.verdict.day
         if verdict.problem is not None:
             warning(f"kept {day}: {verdict.problem}; run `warehouse export --day {day}`, then retain again")
-            continue
-        if dry_run:
-            say(f"would drop {day}: {verdict.rows:,} rows, {verdict.bytes / 2**20:,.1f} MiB in PostgreSQL")
+        elif outcome.refused is not None:
+            warning(f"kept {day}: {_first_line(outcome.refused).removeprefix('odds-warehouse: ')}")
+        else:
+            if dry_run:
+                say(f"would drop {day}: {verdict.rows:,} rows, {verdict.bytes / 2**20:,.1f} MiB in PostgreSQL")
             dropped.append(verdict)
-            continue
-        try:
-            retention.drop(url, verdict)
-        except Exception as exc:  # counted again under the lock and refused: the day stays whole
-            warning(f"kept {day}: {_first_line(exc).removeprefix('odds-warehouse: ')}")
-            continue
-        dropped.append(verdict)
     if dropped and not dry_run:  # under cron: one line when something was dropped, nothing otherwise
         rows, size = sum(v.rows for v in dropped), sum(v.bytes for v in dropped)
         span = str(dropped[0].day) if len(dropped) == 1 else f"{dropped[0].day} … {dropped[-1].day}"

@@ -329,7 +329,7 @@ def versions_line(stored: dict[tuple[str, str | None], int], today: dict[str, st
 
 def report_lines(report: CheckReport) -> list[str]:
     """The report as `warehouse replay --check` prints it."""
-    lines = [f"replay --check of {report.source}, frames received {_when(report.start)} → {_when(report.end)},"
+    lines = [f"replay --check of {report.source}, frames received {when_text(report.start)} → {when_text(report.end)},"
              f" from {report.where}",
              versions_line(report.stored_versions, report.today),
              f"frames: {report.frames:,} derived again and compared"
@@ -359,5 +359,6 @@ def report_lines(report: CheckReport) -> list[str]:
     return lines
 
 
-def _when(at: datetime) -> str:
+def when_text(at: datetime) -> str:
+    """A time as the reports print it: `2026-11-30 12:00:00 UTC`."""
     return at.isoformat(sep=" ").replace("+00:00", " UTC")

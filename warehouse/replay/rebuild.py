@@ -202,10 +202,10 @@ class _Rebuild:
 
 
 def report_lines(report: IntoReport) -> list[str]:
-    from warehouse.replay.compare import _when, versions_line
+    from warehouse.replay.compare import versions_line, when_text
 
-    lines = [f"replay --into {report.target} of {report.source}, frames received {_when(report.start)} →"
-             f" {_when(report.end)}, from {report.where}",
+    lines = [f"replay --into {report.target} of {report.source}, frames received {when_text(report.start)} →"
+             f" {when_text(report.end)}, from {report.where}",
              versions_line(report.stored_versions, report.today),
              f"wrote {report.frames:,} frames with {report.rows:,} rows derived by today's adapters"
              + (f" ({report.carried:,} not re-derivable frames with their quarantine rows as stored)"

@@ -11,6 +11,7 @@ table-day in `retention_runs`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -97,6 +98,31 @@ def drop(url: str, verdict: Verdict) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         return int(scalar(conn, "SELECT warehouse_drop_day(%s, %s::jsonb)",
                           (verdict.day, orjson.dumps(expected).decode())))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one day older than the days kept."""
+
+    verdict: Verdict  # its `problem` says why a day that failed verification was kept
+    dropped: bool = False
+    refused: Exception | None = None  # verified, then refused by warehouse_drop_day (counted again under its lock)
+
+
+def retain(url: str, keep_days: int, *, today: date | None = None, dry_run: bool = False) -> Iterator[Outcome]:
+    """Each day PostgreSQL holds before the `keep_days` kept, oldest first: verified, then dropped
+    (unless `dry_run`). `today` defaults to the real UTC day."""
+    for day in candidate_days(url, cutoff(keep_days, today)):
+        verdict = verify(url, day)
+        if verdict.problem is not None or dry_run:
+            yield Outcome(verdict)
+            continue
+        try:
+            drop(url, verdict)
+        except Exception as exc:  # the day stays whole
+            yield Outcome(verdict, refused=exc)
+            continue
+        yield Outcome(verdict, dropped=True)
 
 
 def retained_files(url: str) -> dict[str, list[tuple[date, str]]]:
