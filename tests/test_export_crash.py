@@ -23,8 +23,8 @@ import pytest
 
 from tests.conftest import query
 from tests.test_export import DAYS, at, fill
-from warehouse.export import parquet
-from warehouse.store.exports import bounds
+from warehouse.lifecycle import export as parquet
+from warehouse.lifecycle.days import bounds
 
 TABLE = "price_ticks"
 COMMITTED = {"replaced", "recorded"}  # steps after the os.replace: the new file is the day's
