@@ -20,8 +20,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -43,9 +41,16 @@ if TYPE_CHECKING:
 WORK_DIR = ".export"  # the lock and the files being written: hidden, and no reader's glob takes them
 LOCK_FILE = "lock"
 PARTIAL = ".partial"
-# Tests only: stop at this step (they kill the process there and look at what readers see).
-PAUSE_ENV = "WAREHOUSE_EXPORT_PAUSE_AT"
 STEPS = ("start", "written", "checked", "replaced", "recorded")
+
+
+def _carry_on(step: str) -> None:
+    pass
+
+
+# Called as each table-day reaches each of STEPS. Nothing in the product sets it: the crash tests do,
+# to stop a real `warehouse export` process at a step and kill it there (tests/paused_export.py).
+reached: Callable[[str], None] = _carry_on
 
 
 class ExportError(RuntimeError):
@@ -191,13 +196,6 @@ def _exclusive(export_root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def reached(step: str) -> None:
-    """A fault-injection point for the crash tests: pause here when PAUSE_ENV names this step."""
-    if os.environ.get(PAUSE_ENV) == step:
-        print(f"export paused at {step}", file=sys.stderr, flush=True)
-        time.sleep(60)
 
 
 def _record(url: str, run: ExportRun) -> None:
