@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("records", "schema", "options", "redact", "lake", "feeds"),
     ("config",),  # the config file → typed settings (reads the feed registry)
     ("store",),  # everything that talks to PostgreSQL
-    ("collect", "export", "analysis", "replay"),  # what runs on the store
+    ("collect", "lifecycle", "analysis", "replay"),  # what runs on the store
     ("simulate",),  # the vendors' simulators (tests, demo, benchmarks)
     ("cli", "demo", "console", "__main__"),  # the command line
 ]

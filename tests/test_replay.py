@@ -27,10 +27,12 @@ from warehouse import replay
 from warehouse.cli import app
 from warehouse.collect.frames import derive
 from warehouse.config import WriterSettings
-from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
 from warehouse.feeds import oddspapi, saba
 from warehouse.feeds.contract import FrameError
 from warehouse.feeds.registry import FEEDS
+from warehouse.lake import EXPORT_TABLES
+from warehouse.lifecycle.export import export_all
+from warehouse.lifecycle.pending import pending
 from warehouse.records import CollectorEvent, ScoreChange
 from warehouse.replay.shards import share
 from warehouse.simulate.fleet import ENV, Fleet, fleet_vendors
