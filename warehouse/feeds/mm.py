@@ -94,7 +94,7 @@ class Options:
     client_ping_s: float = setting("client `ping` interval (the vendor recommends 30 s)", 30.0, positive=True)
     api_key_field: str = setting('the subscribe message\'s key field: "apiKey" (the vendor\'s WebSocket page) or'
                                  ' "api_key" (its API reference)', "apiKey")
-    rest_url: str = rest_url_setting("https://mmapi.55-tech.com")
+    rest_url: str = rest_url_setting("https://mmapi.55-tech.com", "/api/v1")
     resync: bool = resync_setting()
     resync_hours: float = setting("with nothing stored yet, a resync fetches orders and bets changed in this many"
                                   " hours", 24.0, positive=True)
