@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "warehouse"
 LAYERS: list[tuple[str, ...]] = [
     # the vocabulary: records and their schema, settings declarations, redaction, the Parquet contract, feeds
-    ("records", "schema", "options", "redact", "lake", "feeds"),
+    ("records", "schema", "options", "redact", "lake", "backoff", "feeds"),
     ("config",),  # the config file → typed settings (reads the feed registry)
     ("store",),  # everything that talks to PostgreSQL
     ("collect", "lifecycle", "analysis", "replay"),  # what runs on the store

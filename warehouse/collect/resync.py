@@ -29,7 +29,7 @@ from uuid import UUID, uuid4
 import httpx
 import orjson
 
-from warehouse.collect.backoff import Backoff, named_delay
+from warehouse.backoff import Backoff, named_delay
 from warehouse.collect.frames import derive
 from warehouse.collect.metrics import FeedMetrics
 from warehouse.collect.settings import FeedSettings
