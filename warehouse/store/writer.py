@@ -312,12 +312,21 @@ class Writer:
                 if maybe_committed and await self._is_committed(chunk_id):
                     continue
                 await self._commit(chunk_id, chunk)
+                continue
             except DATA_ERRORS as exc:
-                if len(chunk) == 1:
-                    await self._refuse(chunk_id, chunk[0], exc, maybe_committed)
-                else:
-                    half = len(chunk) // 2
-                    todo[:0] = [(uuid5(chunk_id, "a"), chunk[:half]), (uuid5(chunk_id, "b"), chunk[half:])]
+                refused: BaseException = exc
+            except Exception as exc:
+                await self._connection.went_down(exc)
+                return False
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                todo[:0] = [(uuid5(chunk_id, "a"), chunk[:half]), (uuid5(chunk_id, "b"), chunk[half:])]
+                continue
+            # Outside the handler: the database going away while a refusal is stored is an outage like
+            # any other (the batch is spooled under its id; the halves' and attempts' ids are derived
+            # from it, so what did commit is skipped on replay).
+            try:
+                await self._refuse(chunk_id, chunk[0], refused, maybe_committed)
             except Exception as exc:
                 await self._connection.went_down(exc)
                 return False
