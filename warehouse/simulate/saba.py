@@ -265,16 +265,13 @@ class SabaSimulator:
         last = headers.get("last-event-id")
         if self.script is not None:
             for scripted in self.script:
-                if faults.drop_after is not None and sent.count >= faults.drop_after:
-                    writer.transport.abort()
-                    return
                 if isinstance(scripted, bytes):
                     await self._write(writer, sent, scripted)
                 else:
                     await self._send(writer, sent, *scripted)
-            if faults.drop_after is not None and sent.count >= faults.drop_after:
-                writer.transport.abort()
-                return
+                if faults.drop_after is not None and sent.count >= faults.drop_after:
+                    writer.transport.abort()
+                    return
             while True:
                 await asyncio.sleep(self.keepalive_s)
                 writer.write(self.keepalive)
