@@ -59,11 +59,13 @@ class Derived:
 
 def derive(adapter: Adapter, feed_kind: str, data: bytes, *, received_at: datetime, source: str,
            connection_id: UUID, seq: int, event_id: str | None, max_frame_bytes: int,
-           kind: str | None = None) -> Derived:
+           kind: str | None = None, size: int | None = None) -> Derived:
     """`data` is the frame's JSON text as it is stored (decoded, secrets redacted). `kind`: the
-    frame's kind when the caller knows it (a REST answer's), kept even if the frame is quarantined."""
-    if len(data) > max_frame_bytes:
-        reason = f"frame of {len(data)} bytes exceeds max_frame_bytes ({max_frame_bytes})"
+    frame's kind when the caller knows it (a REST answer's), kept even if the frame is quarantined.
+    `size`: the frame's size when `data` is only its start (an SSE event cut off as it arrived)."""
+    size = len(data) if size is None else size
+    if size > max_frame_bytes:
+        reason = f"frame of {size} bytes exceeds max_frame_bytes ({max_frame_bytes})"
         return _quarantined(received_at, source, connection_id, seq, event_id, None, reason, data[:1024], kind)
     try:
         message = orjson.loads(data)

@@ -29,7 +29,7 @@ from warehouse.config import ConfigError, FeedConfig
 from warehouse.feeds import registry
 from warehouse.feeds.contract import Adapter, Feed, RestCall, is_rest_kind
 from warehouse.options import parse
-from warehouse.records import EVENT_CONNECT, CollectorEvent, RawMessage, Record
+from warehouse.records import EVENT_CONNECT, CollectorEvent, RawMessage, Record, event_type_of, with_event_type
 from warehouse.replay.stored import Stored
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -185,6 +185,8 @@ class Deriver:
                 else:
                     done = derive(adapter, kind, payload, received_at=at, source=source, connection_id=connection,
                                   seq=seqs[i], event_id=event_ids[i], max_frame_bytes=NO_LIMIT)
+                    if (event_type := event_type_of(kinds[i])) is not None:  # from the wire: carried over
+                        done.raw = done.raw._replace(kind=with_event_type(done.raw.kind, event_type))
                 yield Replayed(raw_id, kinds[i], done.raw, done.records, True)
 
     def _rest(self, connection_id: str, at: datetime, kind: str, event_id: str | None, payload: bytes,
