@@ -25,11 +25,11 @@ from tests.collecting import feeds_from_toml, run_collector
 from tests.conftest import TEMPLATE, new_database, query
 from warehouse import replay
 from warehouse.cli import app
-from warehouse.collect.frames import derive
 from warehouse.config import WriterSettings
 from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
 from warehouse.feeds import oddspapi, saba
 from warehouse.feeds.contract import FrameError
+from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import CollectorEvent, ScoreChange
 from warehouse.replay.shards import share

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from tests.feedkit import options
-from warehouse.collect.frames import derive
 from warehouse.collect.resync import Pacer, _named_retry
 from warehouse.feeds.contract import RestCall, ResyncContext, is_rest_kind, rest_base
+from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import AccountChange, BetChange, FixtureChange, OrderChange, PriceTick, ScoreChange
 

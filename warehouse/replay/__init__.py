@@ -1,7 +1,7 @@
 """Replay: the stored raw log as a source — check the adapters, rebuild a warehouse, analyse.
 
 Stored frames (from PostgreSQL or the Parquet export) run through today's adapters by the path
-live frames take (`warehouse.collect.frames.derive`), each connection with a fresh adapter made
+live frames take (`warehouse.feeds.derive`), each connection with a fresh adapter made
 as it was collected. In a notebook:
 
     from datetime import UTC, datetime

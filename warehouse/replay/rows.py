@@ -117,7 +117,7 @@ def _values(kind: str, values: Iterable[Any]) -> list[Any] | Iterable[Any]:
     return values
 
 
-class Derived:
+class RowsByTable:
     """Records derived again, gathered per table until turned into Arrow."""
 
     def __init__(self) -> None:
