@@ -29,6 +29,7 @@ from typing import Any
 from warehouse.config import FeedConfig, WriterSettings
 from warehouse.options import to_table
 from warehouse.records import EVENT_CONNECT, CollectorEvent, Quarantine, Record
+from warehouse.replay import postgres
 from warehouse.replay.compare import Progress
 from warehouse.replay.derivation import (
     FRAME_EVENTS,
@@ -41,7 +42,6 @@ from warehouse.replay.derivation import (
     today_versions,
 )
 from warehouse.replay.stored import Stored, prefetch, resolve_range
-from warehouse.store import frames as target_reads
 from warehouse.store.database import data_dir, redact_url
 from warehouse.store.writer import Writer
 
@@ -103,16 +103,16 @@ class _Rebuild:
         self.since, self.start, self.end = since, start, end
         # The lifecycle of the range asked for: without --since from the start, without --until to
         # the end (the disconnect after the last frame, a reconnect attempt that came to nothing).
-        self.events_end = until or target_reads.END_OF_TIME
+        self.events_end = until or postgres.END_OF_TIME
         self.deriver = Deriver(stored, plan)
         self.progress = progress
         self.report = IntoReport(source, stored.where, redact_url(target), start, end)
 
     async def write(self, settings: WriterSettings) -> None:
         target, source = self.target, self.source
-        await asyncio.to_thread(target_reads.ensure_partitions, target, self.start.astimezone(UTC).date(),
+        await asyncio.to_thread(postgres.ensure_partitions, target, self.start.astimezone(UTC).date(),
                                 (self.end - self.start).days + 2)
-        held, events_held = await asyncio.to_thread(target_reads.written, target, source, self.start, self.end,
+        held, events_held = await asyncio.to_thread(postgres.written, target, source, self.start, self.end,
                                                     self.events_end)
         lifecycle = await asyncio.to_thread(self.stored.lifecycle, source, self.since, self.events_end, FRAME_EVENTS)
         async with Writer(target, settings, name=f"replay-{source}") as writer:

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 
 from warehouse import schema
 from warehouse.records import TABLE_OF, Record
-from warehouse.store.frames import UTC_MICROS
+from warehouse.replay.postgres import UTC_MICROS
 
 RAW_KINDS = "raw_messages"  # the frame's kind is derived too: compared as a table of (raw_id, kind)
 TABLES: tuple[str, ...] = (RAW_KINDS, *dict.fromkeys(TABLE_OF.values()))
