@@ -251,8 +251,8 @@ def status(
 ) -> None:
     """Per source: last frame age, rows in the last minute, reconnects, gaps, quarantine, spool backlog."""
     from warehouse.collect.metrics import scrape
+    from warehouse.collect.status import source_status
     from warehouse.console import live_table, status_table
-    from warehouse.store.status import source_status
 
     rows = source_status(obj.url_with_schema(), obj.spool_root())
     live: dict[str, dict[str, float]] = {}

@@ -415,7 +415,7 @@ SCORES = (
     " WHERE fixture_id = %s AND home_score IS NOT NULL AND away_score IS NOT NULL ORDER BY received_at"
 )
 # …and when the feeds that priced it were not listening: a disconnect opens a gap, the next connect
-# of the same source closes it (as in warehouse.store.status); `ended` is null while still open.
+# of the same source closes it (as in warehouse.collect.status); `ended` is null while still open.
 GAPS = f"""
 SELECT source, received_at AS started,
        (SELECT min(c.received_at) FROM collector_events AS c

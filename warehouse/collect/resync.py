@@ -31,13 +31,13 @@ import orjson
 
 from warehouse.collect.backoff import Backoff, named_delay
 from warehouse.collect.metrics import FeedMetrics
+from warehouse.collect.reads import fixtures_seen, last_frame_before
 from warehouse.collect.settings import FeedSettings
 from warehouse.collect.transports import retry_after_seconds, tls_context
 from warehouse.feeds.contract import RestCall, RestPolicy, RestRequest, ResyncContext
 from warehouse.feeds.derive import derive
 from warehouse.records import EVENT_RESYNC_FINISHED, EVENT_RESYNC_STARTED, CollectorEvent
 from warehouse.redact import Redactor
-from warehouse.store.resync import fixtures_seen, last_frame_before
 from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")

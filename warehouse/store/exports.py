@@ -21,7 +21,7 @@ import psycopg
 
 from warehouse import lake, schema
 from warehouse.records import ExportRun
-from warehouse.store.reads import scalar
+from warehouse.store.database import scalar
 
 if TYPE_CHECKING:
     import duckdb

@@ -22,8 +22,8 @@ import psycopg
 
 from warehouse.lake import file_sha256
 from warehouse.schema import FACT_TABLES
+from warehouse.store.database import scalar
 from warehouse.store.exports import days_held
-from warehouse.store.reads import scalar
 
 
 @dataclass(frozen=True)
