@@ -30,7 +30,7 @@ from warehouse.config import FeedConfig, WriterSettings
 from warehouse.options import to_table
 from warehouse.records import EVENT_CONNECT, CollectorEvent, Quarantine, Record
 from warehouse.replay import postgres
-from warehouse.replay.compare import Progress
+from warehouse.replay.compare import Progress, versions_line, when_text
 from warehouse.replay.derivation import (
     FRAME_EVENTS,
     Deriver,
@@ -41,8 +41,9 @@ from warehouse.replay.derivation import (
     quiet_gc,
     today_versions,
 )
-from warehouse.replay.stored import Stored, prefetch, resolve_range
-from warehouse.store.database import data_dir, redact_url
+from warehouse.replay.stored import FromPostgres, Stored, prefetch, resolve_range
+from warehouse.store import migrate
+from warehouse.store.database import data_dir, normalise_url, redact_url
 from warehouse.store.writer import Writer
 
 YIELD_EVERY = 64  # frames put between chances for the writer to run (put() does not wait while there is room)
@@ -71,10 +72,28 @@ class IntoReport:
     stored_versions: dict[tuple[str, str | None], int] = field(default_factory=dict)
     today: dict[str, str] = field(default_factory=dict)
 
+    def lines(self) -> list[str]:
+        """The report as `warehouse replay --into` prints it."""
+        lines = [f"replay --into {self.target} of {self.source}, frames received {when_text(self.start)} →"
+                 f" {when_text(self.end)}, from {self.where}",
+                 versions_line(self.stored_versions, self.today),
+                 f"wrote {self.frames:,} frames with {self.rows:,} rows derived by today's adapters"
+                 + (f" ({self.carried:,} not re-derivable frames with their quarantine rows as stored)"
+                    if self.carried else "")
+                 + f", and {self.events:,} connection lifecycle events"]
+        if self.skipped or self.events_skipped:
+            lines.append(f"skipped what the target held already (an earlier run): {self.skipped:,} frames,"
+                         f" {self.events_skipped:,} lifecycle events")
+        return lines
+
 
 def into(stored: Stored, target: str, source: str, since: datetime | None = None, until: datetime | None = None,
          entry: FeedConfig | None = None, progress: Progress | None = None,
          writer_settings: WriterSettings | None = None) -> IntoReport:
+    target = normalise_url(target)
+    if isinstance(stored, FromPostgres) and target == normalise_url(stored.url):
+        raise ValueError("--into names the database the frames are read from; give another (new, migrated) one")
+    migrate.require_current(target)
     start, end = resolve_range(stored, source, since, until)
     plan = load_plan(stored, source, end, entry)
     run = _Rebuild(stored, target, source, since, until, start, end, plan, progress)
@@ -199,19 +218,3 @@ class _Rebuild:
             self.report.carried += 1
             self.report.rows += len(rows)
         carried.clear()
-
-
-def report_lines(report: IntoReport) -> list[str]:
-    from warehouse.replay.compare import versions_line, when_text
-
-    lines = [f"replay --into {report.target} of {report.source}, frames received {when_text(report.start)} →"
-             f" {when_text(report.end)}, from {report.where}",
-             versions_line(report.stored_versions, report.today),
-             f"wrote {report.frames:,} frames with {report.rows:,} rows derived by today's adapters"
-             + (f" ({report.carried:,} not re-derivable frames with their quarantine rows as stored)"
-                if report.carried else "")
-             + f", and {report.events:,} connection lifecycle events"]
-    if report.skipped or report.events_skipped:
-        lines.append(f"skipped what the target held already (an earlier run): {report.skipped:,} frames,"
-                     f" {report.events_skipped:,} lifecycle events")
-    return lines
