@@ -22,7 +22,7 @@ from typing import Any
 
 from warehouse.analysis.engine import Engine
 from warehouse.analysis.relations import BUSIEST_MARKETS, FIXTURE_FACTS, GAPS, LINE_MOVEMENT, OUTCOME_NAMES, SCORES
-from warehouse.feeds.oddspapi import OUTCOME_NAMES as ODDSPAPI_OUTCOMES
+from warehouse.feeds.registry import FEEDS
 
 MAX_PANELS = 8  # a chart with more selections is unreadable; the busiest ones are drawn
 Y_LABEL = "implied probability (100 / price)"
@@ -57,7 +57,7 @@ class Chart:
 
     @property
     def title(self) -> str:
-        named = ODDSPAPI_OUTCOMES.get(self.market) is not None or any(_name(s.label) in _ORDER for s in self.selections)
+        named = bool(_declared_names(self.market)) or any(_name(s.label) in _ORDER for s in self.selections)
         what = "1X2" if named else f"market {self.market}"
         if self.home and self.away:
             return f"{self.home} v {self.away} · {what}   (fixture {self.fixture}, market {self.market})"
@@ -92,7 +92,7 @@ def chart_data(engine: Engine, fixture: str, market: str) -> Chart:
     home = next((h for _, _, h, _ in reversed(facts) if h), None)
     away = next((a for _, _, _, a in reversed(facts) if a), None)
     names = {outcome: name for outcome, name in engine.rows(OUTCOME_NAMES, fixture, market)}
-    names |= ODDSPAPI_OUTCOMES.get(market, {})
+    names |= _declared_names(market)
     selections: dict[tuple[Any, ...], Selection] = {}
     for when, source, bookmaker, outcome, player, line, side, price, active in rows:
         key = (outcome, player, line, side)
@@ -132,6 +132,11 @@ def _label(name: str | None, outcome: str, player: str | None, line: float | Non
         label += f" {side}"
     team = {"Home": home, "Away": away}.get(label)
     return f"{label}\n{team}" if team else label
+
+
+def _declared_names(market: str) -> dict[str, str]:
+    """The outcome names feeds declare for `market` (`Feed.outcome_names`: ids their frames never name)."""
+    return {outcome: name for feed in FEEDS.values() for outcome, name in feed.outcome_names.get(market, {}).items()}
 
 
 def _name(label: str) -> str:

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -236,6 +237,8 @@ class Feed(ABC, Generic[OptionsT]):
     default_silence_s: float  # the watchdog's limit unless the config sets silence_timeout_s
     max_connections_per_key: int | None = None  # the vendor's limit across every feed of a config
     doc: str = ""  # one line for `warehouse --help` and the docs
+    # market id → outcome id → name, for ids the vendor's frames never name (charts label them)
+    outcome_names: Mapping[str, Mapping[str, str]] = MappingProxyType({})
 
     @abstractmethod
     def connect(self, options: OptionsT, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:

@@ -79,6 +79,7 @@ class OddsPapi(Feed[Options]):
     options = Options
     default_silence_s = 120.0  # no heartbeat in v4: a quiet market is legitimate, so be patient
     doc = "OddsPapi v4 WebSocket: fixtures, prices and scores of many bookmakers"
+    outcome_names = OUTCOME_NAMES
 
     def connect(self, options: Options, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:
         separator = "&" if "?" in options.url else "?"
