@@ -1,14 +1,6 @@
-"""Line-movement charts a trader reads: one panel per outcome, one line per bookmaker.
-
-The y axis is the implied probability, 100 / price, in percent. Prices run from 1.01 to 1001: on a
-price axis the longshots take all the height and the early moves traders watch (2.10 → 2.00) are
-flat; a log-odds axis is no better once a match is decided, as it spends its height telling 1 %
-from 0.1 %. Implied probability is bounded, reads as "what the money says", and gives a move the
-same height wherever in the match it happens; a market's outcomes add up to 100 % plus the margin.
-
-A tick that is not open for bets (a suspension) breaks its bookmaker's line; the time a feed that
-priced the market was not connected (`collector_events`) is shaded; kick-off and goals (the first
-report of each new score, from any feed) are marked; the time axis is UTC.
+"""Line-movement charts a trader reads: one panel per outcome, one line per bookmaker, on an implied
+probability axis; suspensions break a line, disconnections are shaded, kick-off and goals marked
+(why: docs/simulated-matches-and-charts.md).
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """What a feed kind is, written down: the contract between one vendor's module and the shared runtime.
 
-A feed kind is one `Feed` instance in `warehouse.feeds.registry`. It declares its options (a frozen
-dataclass: types, defaults and documentation in one place), says how to connect (`connect` →
-`ConnectSpec`, data the runtime acts on), and makes a pure `Adapter` per connection: one parsed
-frame plus `received_at` in, an `Output` out. It never opens a socket, touches the database or
-reads the clock. Hooks cover where vendors differ: `decode` (a frame as received → the JSON text
-stored and parsed), `refused` (what an HTTP refusal of the connection means), `reload_commands`
-(commands that apply new options to a live connection) and `validate` (rules across options).
-
-A feed with a REST side heals gaps (docs/resync.md): `rest_policy` says whether and how, `resync`
-describes the calls to make after a gap as data (`RestRequest`s, from a `ResyncContext` the runtime
-gathers from the warehouse), and `rest_adapter` turns each answer into records (with `origin`
-set), from nothing but the request as it is stored with the answer (`RestCall`): replay derives
-the same rows from the stored frame alone.
-
-docs/adding-a-feed.md walks through writing one.
+A feed kind declares its options, says how to connect (data the runtime acts on) and makes a pure
+`Adapter` per connection: a parsed frame in, an `Output` out, no I/O, no clock. Its REST side, if
+any, describes the calls that heal a gap and derives each answer from the stored request alone, so
+replay gets the same rows. docs/adding-a-feed.md walks through writing one; docs/resync.md the REST side.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """`replay --into URL`: a source's stored frames, derived by today's adapters, into another warehouse.
 
-Through the normal writer: each frame as stored (received_at, connection_id, seq, event_id and
-text; a new raw id there) with what today's adapter derives from it, in the same transaction.
-Frames whose text is not stored (not JSON, too large) keep their quarantine rows as stored. The
-source's connection lifecycle (connects, disconnects, reconnect attempts, commands, watchdog
-timeouts…) is copied for the range, so the rebuilt warehouse shows the same gaps; each connect
-event there records the adapter version that derived the rows (`adapter_version`) and the one
-that derived them at first (`replayed.adapter_version_collected`).
-
-Exactly once, however often it is interrupted and started again: the writer commits the frames
-of a connection in order, so the target holds, per connection, the frames up to some seq; a new
-run skips those (deriving them only to bring the adapter up to date) and the lifecycle events
-the target holds already.
+Through the normal writer, exactly once however often it is interrupted: a new run skips, per
+connection, the frames the target holds (docs/replay.md, "--into").
 """
 
 from __future__ import annotations
