@@ -62,11 +62,14 @@ def run(path: Path) -> list[Result]:
     """Every frame of the fixture through one fresh adapter (state carries from frame to frame)."""
     fixture = load(path)
     kind = kind_of(path)
-    adapter = FEEDS[kind].adapter(fixture["source"], options_of(kind, fixture))
+    feed = FEEDS[kind]
+    adapter = feed.adapter(fixture["source"], options_of(kind, fixture))
     received_at = datetime.fromisoformat(fixture.get("received_at", RECEIVED_AT))
     results = []
     for seq, step in enumerate(fixture["frames"], 1):
-        derived = derive(adapter, kind, orjson.dumps(step["frame"]), received_at=received_at, source=fixture["source"],
+        # `text`: the frame's bytes as sent (not JSON), decoded by the feed as the collector does
+        data = feed.decode(step["text"].encode(), MAX_FRAME_BYTES) if "text" in step else orjson.dumps(step["frame"])
+        derived = derive(adapter, kind, data, received_at=received_at, source=fixture["source"],
                          connection_id=CONNECTION, seq=seq, event_id=None, max_frame_bytes=MAX_FRAME_BYTES)
         output = derived.output
         results.append(Result(derived.raw.kind, output.control if output else None,

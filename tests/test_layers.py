@@ -16,10 +16,10 @@ from warehouse.feeds.registry import FEEDS
 PACKAGE = Path(__file__).resolve().parent.parent / "warehouse"
 LAYERS: list[tuple[str, ...]] = [
     # the vocabulary: records and their schema, settings declarations, redaction, the Parquet contract, feeds
-    ("records", "schema", "options", "redact", "lake", "feeds"),
+    ("records", "schema", "options", "redact", "lake", "backoff", "feeds"),
     ("config",),  # the config file → typed settings (reads the feed registry)
     ("store",),  # database machinery: URL and engines, migrations, the writer, the spool (no feature)
-    ("collect", "export", "analysis", "replay"),  # what runs on the store
+    ("collect", "lifecycle", "analysis", "replay"),  # what runs on the store
     ("simulate",),  # the vendors' simulators (tests, demo, benchmarks)
     ("cli", "demo", "console", "__main__"),  # the command line
 ]

@@ -26,11 +26,13 @@ from tests.conftest import TEMPLATE, new_database, query
 from warehouse import replay
 from warehouse.cli import app
 from warehouse.config import WriterSettings
-from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
 from warehouse.feeds import oddspapi, saba
 from warehouse.feeds.contract import FrameError
 from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
+from warehouse.lake import EXPORT_TABLES
+from warehouse.lifecycle.export import export_all
+from warehouse.lifecycle.pending import pending
 from warehouse.records import CollectorEvent, ScoreChange
 from warehouse.replay.shards import share
 from warehouse.simulate.fleet import ENV, Fleet, fleet_vendors

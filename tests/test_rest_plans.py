@@ -11,7 +11,7 @@ import pytest
 
 from tests.feedkit import options
 from warehouse.collect.resync import Pacer, _named_retry
-from warehouse.feeds.contract import RestCall, ResyncContext, is_rest_kind, rest_base
+from warehouse.feeds.contract import RestCall, ResyncContext, is_rest_kind, rest_base, rest_endpoint
 from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import AccountChange, BetChange, FixtureChange, OrderChange, PriceTick, ScoreChange
@@ -26,6 +26,32 @@ def test_the_rest_base_is_the_streams_host_unless_configured() -> None:
     assert rest_base("wss://mmapi.55-tech.com/ws/subscribe", "") == "https://mmapi.55-tech.com"
     assert rest_base("ws://127.0.0.1:8765/v4/ws", "") == "http://127.0.0.1:8765"
     assert rest_base("wss://x/v4/ws", "https://rest.example/") == "https://rest.example"
+
+
+@pytest.mark.parametrize(("kind", "stream", "forms", "expected"), [
+    ("oddspapi-ws", "wss://api.oddspapi.io/v4/ws",
+     ["", "https://api.oddspapi.io", "https://api.oddspapi.io/", "https://api.oddspapi.io/v4",
+      "https://api.oddspapi.io/v4/"],
+     ["https://api.oddspapi.io/v4/odds", "https://api.oddspapi.io/v4/scores"]),
+    ("mm-ws", "wss://mmapi.55-tech.com/ws/subscribe",
+     ["", "https://mmapi.55-tech.com", "https://mmapi.55-tech.com/api/v1", "https://mmapi.55-tech.com/api/v1/",
+      "https://mmapi.55-tech.com/api"],
+     ["https://mmapi.55-tech.com/api/v1/orders", "https://mmapi.55-tech.com/api/v1/bets",
+      "https://mmapi.55-tech.com/api/v1/accounts"]),
+])
+def test_rest_url_may_be_the_host_or_the_versioned_base_the_vendor_documents(
+        kind: str, stream: str, forms: list[str], expected: list[str]) -> None:
+    feed = FEEDS[kind]
+    context = ResyncContext(NOW, GAP, {"id1": ()})  # OddsPapi: one fixture seen
+    for form in forms:
+        plan = feed.resync(options(kind, url=stream, rest_url=form), {"api_key_env": "k"}, context)
+        assert [r.url for r in plan] == expected, form
+
+
+def test_a_prefix_of_the_base_that_is_no_version_of_the_path_is_kept() -> None:
+    assert rest_endpoint("https://proxy.example/oddspapi", "/v4/odds") == "https://proxy.example/oddspapi/v4/odds"
+    assert rest_endpoint("https://proxy.example/oddspapi/v4", "/v4/odds") == "https://proxy.example/oddspapi/v4/odds"
+    assert rest_endpoint("http://127.0.0.1:8765/v5", "/v4/odds") == "http://127.0.0.1:8765/v5/v4/odds"
 
 
 def test_a_stored_request_reads_back_as_the_call_it_was() -> None:

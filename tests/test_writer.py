@@ -195,6 +195,9 @@ def test_a_full_queue_makes_producers_wait_instead_of_growing(db_url: str, spool
     assert query(db_url, "SELECT count(*), count(DISTINCT seq) FROM raw_messages") == [(30, 30)]
 
 
+WAITING_FOR_THE_LOCK = "SELECT count(*) FROM pg_locks WHERE relation = 'raw_messages'::regclass AND NOT granted"
+
+
 def test_frames_that_queued_during_a_commit_go_at_once_not_after_the_flush_interval(
     db_url: str, spool_dir: Path
 ) -> None:
@@ -215,7 +218,8 @@ def test_frames_that_queued_during_a_commit_go_at_once_not_after_the_flush_inter
                 blocker.execute("LOCK TABLE raw_messages IN ACCESS EXCLUSIVE MODE")
                 await writer.put(raw(0), [])
                 await writer.put(raw(1), [])  # a full batch: its commit starts, and waits
-                await asyncio.sleep(0.2)
+                while not blocker.execute(WAITING_FOR_THE_LOCK).fetchone()[0]:
+                    await asyncio.sleep(0.01)
                 await writer.put(raw(2), [])  # queues up behind that commit
                 blocker.rollback()
             await asyncio.wait_for(committed[2].wait(), 10)

@@ -27,11 +27,12 @@ import typer
 
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
+from warehouse.lifecycle.export import ExportError
 from warehouse.store import migrate
 from warehouse.store.database import configured_database_url, data_dir, embedded_server, redact_url
 from warehouse.store.database import resolve_database_url as _resolve_url
+from warehouse.store.duckdb import ExtensionMissing
 from warehouse.store.embedded import EmbeddedError
-from warehouse.store.exports import ExportError
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -136,7 +137,7 @@ def _explain(exc: BaseException, verbose: bool) -> None:
     import sqlalchemy.exc
 
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None else exc
-    if isinstance(cause, ConfigError | EmbeddedError | migrate.SchemaError | ValueError):
+    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError):
         error(str(cause))
     elif isinstance(cause, ExportError):  # one line per table-day that could not be exported
         for line in str(cause).splitlines():
@@ -355,7 +356,9 @@ def export(
     """Export complete UTC days to Parquet: by default every day not exported yet, for every fact table."""
     from rich.progress import Progress
 
-    from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
+    from warehouse.lake import EXPORT_TABLES
+    from warehouse.lifecycle.export import export_all
+    from warehouse.lifecycle.pending import pending
 
     root = directory or obj.export_dir()
     names = tuple(table) if table else EXPORT_TABLES
@@ -401,7 +404,8 @@ def retain(
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would be dropped and kept; drop nothing"),
 ) -> None:
     """Drop from PostgreSQL whole UTC days older than the days kept, once their Parquet export is verified."""
-    from warehouse.store import retention
+    from warehouse.lifecycle import retention
+    from warehouse.lifecycle.verify import Verdict
 
     days = keep_days if keep_days is not None else obj.config.retention.keep_days
     if days is None:
@@ -410,7 +414,7 @@ def retain(
         raise ValueError(f"--keep-days must be 1 or more, got {days}")
     url = obj.url_with_schema()
     first_kept = retention.cutoff(days)
-    dropped: list[retention.Verdict] = []
+    dropped: list[Verdict] = []
     for outcome in retention.retain(url, days, dry_run=dry_run):
         verdict, day = outcome.verdict, outcome.verdict.day
         if verdict.problem is not None:

@@ -24,7 +24,9 @@ from warehouse.collect.settings import feed_settings
 from warehouse.collect.status import source_status
 from warehouse.config import WriterSettings, config_from_text
 from warehouse.console import out, say, status_table
-from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
+from warehouse.lake import EXPORT_TABLES
+from warehouse.lifecycle.export import export_all
+from warehouse.lifecycle.pending import pending
 from warehouse.simulate.fleet import ENV, Fleet
 from warehouse.simulate.market import MARKET_1X2, Fixture
 from warehouse.store import migrate

@@ -26,8 +26,8 @@ from uuid import UUID, uuid4
 
 import orjson
 
+from warehouse.backoff import Backoff
 from warehouse.collect.auth import LoginFailed, TokenSource
-from warehouse.collect.backoff import Backoff
 from warehouse.collect.metrics import FeedMetrics, for_source
 from warehouse.collect.resync import Resyncer
 from warehouse.collect.settings import FeedSettings

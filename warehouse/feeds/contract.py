@@ -117,7 +117,7 @@ class RestRequest:
     stores the answer as a frame of kind `<origin>:<path>`. `params` and `headers` may hold secrets."""
 
     origin: Origin  # what the rows derived from the answer are: the vendor's state, or its history of the gap
-    base: str  # e.g. https://api.oddspapi.io
+    base: str  # e.g. https://api.oddspapi.io, or the vendor's versioned base …/v4 (see rest_endpoint)
     path: str  # e.g. /v4/odds: also the endpoint its cooldown and Retry-After apply to
     params: tuple[tuple[str, str], ...] = ()  # the query, in order
     headers: tuple[tuple[str, str], ...] = ()
@@ -125,6 +125,11 @@ class RestRequest:
     page_size: int | None = None  # paged: page=1, 2, … with pageSize until a page holds fewer items
     covers: str = ""  # what it is about (a fixture id, "orders"), for the resync's collector_events rows
     scope: tuple[tuple[str, str], ...] = ()  # our own parameters, never sent: kept with the answer for its adapter
+
+    @property
+    def url(self) -> str:
+        """Where the call goes (without the query)."""
+        return rest_endpoint(self.base, self.path)
 
     def call(self, params: tuple[tuple[str, str], ...] | None = None) -> RestCall:
         return RestCall(self.origin, self.path, dict(self.params if params is None else params), dict(self.scope))
@@ -196,9 +201,23 @@ def rest_base(stream_url: str, rest_url: str) -> str:
     return f"{scheme}://{parts.netloc}"
 
 
+def rest_endpoint(base: str, path: str) -> str:
+    """`path` (/v4/odds) under `base`, given as the host (https://api.oddspapi.io) or as the base the
+    vendor documents (https://api.oddspapi.io/v4, https://mmapi.55-tech.com/api/v1): the segments the
+    base ends with and the path begins with are written once. Any other prefix (a proxy's /oddspapi)
+    is kept."""
+    parts = urlsplit(base)
+    have = [s for s in parts.path.split("/") if s]
+    want = [s for s in path.split("/") if s]
+    shared = next((n for n in range(min(len(have), len(want)), 0, -1) if have[-n:] == want[:n]), 0)
+    prefix = "".join(f"/{s}" for s in have[:len(have) - shared])
+    return f"{parts.scheme}://{parts.netloc}{prefix}{path}"
+
+
 # The REST keys of a feed with a REST side: one declaration each, used by each such feed's options.
-def rest_url_setting(example: str) -> Any:
-    return setting(f"REST base URL (default: the stream's host over https, e.g. {example})", "")
+def rest_url_setting(host: str, version: str) -> Any:
+    return setting(f"REST base URL: the host ({host}) or the vendor's versioned base ({host}{version}); default:"
+                   " the stream's host over https", "")
 
 
 def resync_setting() -> Any:

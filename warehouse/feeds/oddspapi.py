@@ -61,7 +61,7 @@ HISTORY_BOOKMAKERS = 3
 class Options:
     url: str = setting("the stream endpoint, e.g. wss://api.oddspapi.io/v4/ws")
     api_key_env: str = setting("environment variable holding the API key (sent as `apiKey`)", secret=True)
-    rest_url: str = rest_url_setting("https://api.oddspapi.io")
+    rest_url: str = rest_url_setting("https://api.oddspapi.io", "/v4")
     resync: bool = resync_setting()
     resync_hours: float = setting("a resync fetches every fixture seen in this many hours", 24.0, positive=True)
     fixtures: tuple[str, ...] = setting("fixture ids a resync always fetches, besides those seen lately", ())

@@ -16,6 +16,7 @@ import orjson
 import pyarrow as pa
 
 from warehouse import schema
+from warehouse.lifecycle import layout
 from warehouse.records import CollectorEvent, Quarantine
 from warehouse.replay import postgres
 from warehouse.store.database import redact_url
@@ -80,13 +81,13 @@ class FromPostgres:
 
 
 class FromParquet:
-    """The export's `<dir>/<table>/day=YYYY-MM-DD/*.parquet`, read with DuckDB."""
+    """The export's files (warehouse.lifecycle.layout), read with DuckDB."""
 
     def __init__(self, root: Path, con: Any = None) -> None:
         import duckdb
 
         self.root = Path(root).expanduser()
-        if not (self.root / "raw_messages").is_dir():
+        if not layout.folder(self.root, "raw_messages").is_dir():
             raise ValueError(f"no Parquet export at {self.root} (it has no raw_messages folder); give --from-parquet"
                              " the directory `warehouse export` writes to")
         self.where = f"the Parquet export in {self.root}"
@@ -109,15 +110,8 @@ class FromParquet:
         """The table's day files that may hold rows received in [start, end)."""
         first = start.astimezone(UTC).date() if start else date.min
         last = (end - timedelta(microseconds=1)).astimezone(UTC).date() if end else date.max
-        found = []
-        for folder in sorted((self.root / table).glob("day=*")):
-            try:
-                day = date.fromisoformat(folder.name.removeprefix("day="))
-            except ValueError:
-                continue  # an export's temporary folder, or something else
-            if first <= day <= last:
-                found += sorted(str(path) for path in folder.glob("*.parquet"))
-        return found
+        return [str(path) for path in layout.files(self.root, table)
+                if (day := layout.day_of(path)) is not None and first <= day <= last]
 
     def _read(self, files: list[str], select: str, where: str, params: list[Any], order: str = "") -> Any:
         listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
