@@ -6,7 +6,7 @@ together. A frame that is not JSON, too large, or does not fit the adapter's sch
 raw with a `quarantine` row and the stream goes on. Everything that happens to the connection is
 a `collector_events` row: connect, resume, command, disconnect (with the reason), reconnect
 attempt, reset, snapshot, watchdog timeout, error. Those a frame signals (reset, snapshot,
-subscribe, vendor error) are derived with the frame itself (`warehouse.collect.frames`), so replay
+subscribe, vendor error) are derived with the frame itself (`warehouse.feeds.derive`), so replay
 makes them too; the connect event records what replay needs to derive like this connection did:
 the feed kind, its adapter's version and the options it was made with. A feed with a REST side
 heals each gap: every connection hands its gap to the feed's `Resyncer` (collect/resync.py), which
@@ -28,7 +28,6 @@ import orjson
 
 from warehouse.backoff import Backoff
 from warehouse.collect.auth import LoginFailed, TokenSource
-from warehouse.collect.frames import derive, undecodable
 from warehouse.collect.metrics import FeedMetrics, for_source
 from warehouse.collect.resync import Resyncer
 from warehouse.collect.settings import FeedSettings
@@ -42,6 +41,7 @@ from warehouse.collect.transports import (
 )
 from warehouse.feeds import contract
 from warehouse.feeds.contract import Adapter, ConnectSpec, Output
+from warehouse.feeds.derive import derive, undecodable
 from warehouse.options import to_table
 from warehouse.records import (
     EVENT_COMMAND,

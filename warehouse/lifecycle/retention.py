@@ -17,7 +17,7 @@ import psycopg
 
 from warehouse.lifecycle.days import days_held
 from warehouse.lifecycle.verify import Verdict, verify
-from warehouse.store.reads import scalar
+from warehouse.store.database import scalar
 
 
 def cutoff(keep_days: int, today: date | None = None) -> date:
