@@ -191,7 +191,7 @@ class Quarantine(NamedTuple):
 
 
 class ExportRun(NamedTuple):
-    """One exported table-day (written by warehouse.store.exports, not by the collector's writer)."""
+    """One exported table-day (written by warehouse.lifecycle.export, not by the collector's writer)."""
 
     table_name: str
     day: date
