@@ -16,7 +16,8 @@ Every frame is distinct (its own time, order, id or prices), so "each frame stor
 can be checked in the database. `sink` reads the same frames and only counts them: the ceiling a
 Python client of this peer reaches on this machine, in the same run.
 
-It imports nothing from `warehouse`: it is the vendor, not the product.
+It is the vendor, not the product: of `warehouse` it takes only Saba's odds formats, from the
+simulator.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
+
+from warehouse.simulate.saba import _odds as saba_odds  # the vendor's six odds formats, in one place
 
 FEEDS = ("oddspapi", "saba", "ckex", "mm")
 BOOKMAKERS = ("pinnacle", "bet365", "stake", "22bet", "starcasino.be", "betfair-ex")
@@ -74,17 +77,8 @@ def oddspapi_frames(rng: random.Random, start: datetime) -> Iterator[bytes]:
         n += 1
 
 
-def _saba_odds(decimal: float) -> dict[str, float]:
-    hong_kong = round(decimal - 1, 3)
-    malay = hong_kong if hong_kong <= 1 else round(-1 / hong_kong, 3)
-    american = round(hong_kong * 100 if hong_kong >= 1 else -100 / hong_kong, 0)
-    indo = hong_kong if hong_kong >= 1 else round(-1 / hong_kong, 3)
-    return {"parlayPrice": decimal, "malayPrice": malay, "hongKongPrice": hong_kong, "decimalPrice": decimal,
-            "indoPrice": indo, "americanPrice": american}
-
-
 def _saba_market(event: int, rng: random.Random) -> dict[str, Any]:
-    selections = [{"key": key, "point": None, "oddsPrice": _saba_odds(round(rng.uniform(1.05, 9.0), 2))}
+    selections = [{"key": key, "point": None, "oddsPrice": saba_odds(round(rng.uniform(1.05, 9.0), 2))}
                   for key in ("1", "x", "2")]
     return {"marketId": event * 10 + 5, "eventId": event, "betType": 5, "isLive": True, "marketStatus": "running",
             "sort": 1, "selections": selections}
@@ -199,7 +193,7 @@ class Script:
     """A run's frames on the wire: `wire[offsets[i]:offsets[i + 1]]` is frame i; `opening` goes first on
     every connection (Saba's snapshot; MM's `subscribed` is made per connection)."""
 
-    wire: bytes
+    wire: bytearray
     offsets: array  # type: ignore[type-arg]
     opening: bytes = b""
 
@@ -214,21 +208,18 @@ def build(feed: str, count: int, seed: int = 1) -> Script:
     start = datetime.now(UTC).replace(microsecond=0)
     frames = PAYLOADS[feed](rng, start)
     seen: set[int] = set()
-    parts: list[bytes] = []
+    wire = bytearray()  # grown in place: a list of frames joined at the end would hold them twice
     offsets = array("Q", [0])
-    position = 0
-    while len(parts) < count:
+    while len(offsets) <= count:
         payload = next(frames)
         digest = hash(payload)
         if digest in seen:  # a repeat (same market, same prices by chance): every frame must be distinct
             continue
         seen.add(digest)
-        wire = sse_frame(SABA_FIRST_ID + 1 + len(parts), payload) if feed == "saba" else ws_frame(payload)
-        parts.append(wire)
-        position += len(wire)
-        offsets.append(position)
+        wire += sse_frame(SABA_FIRST_ID + len(offsets), payload) if feed == "saba" else ws_frame(payload)
+        offsets.append(len(wire))
     opening = sse_frame(SABA_FIRST_ID, saba_snapshot(rng, start)) if feed == "saba" else b""
-    return Script(b"".join(parts), offsets, opening)
+    return Script(wire, offsets, opening)
 
 
 # -- the peer -----------------------------------------------------------------------------------------

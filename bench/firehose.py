@@ -510,7 +510,7 @@ def print_report(setup: dict[str, Any], runs: list[dict[str, Any]], summary: dic
                   f" | {fmt(r['stored_once'])} |")
     print("\n| summary | min | median | max |\n|---|---:|---:|---:|")
     for name, s in summary.items():
-        digits = 2 if "/" in name.replace("frames/s", "") else 0
+        digits = 2 if " / " in name else 1 if "µs" in name else 0  # ratios; CPU a frame; frames/s and ms
         print(f"| {name} | {fmt(s['min'], digits)} | {fmt(s['median'], digits)} | {fmt(s['max'], digits)} |")
 
 
