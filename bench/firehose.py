@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +128,12 @@ def checkout(rev: str) -> Revision:
 
 
 def warehouse(revision: Revision, url: str, config: Path | None, *args: str,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+              env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A short command of the revision's CLI (`db upgrade`, `db url`)."""
     command = [revision.python, "-m", "warehouse", "--database-url", url]
     if config is not None:
         command += ["--config", str(config)]
-    return subprocess.run([*command, *args], capture_output=True, text=True, env=env or os.environ.copy(),
-                          timeout=300)
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def prepare(revision: Revision, number: int, admin_url: str, workdir: Path, feed: str) -> None:
@@ -141,11 +141,11 @@ def prepare(revision: Revision, number: int, admin_url: str, workdir: Path, feed
     whether its feeds take `resync` (asked of its own config loader)."""
     revision.template = f"fh_template_{number}"
     url = create_database(admin_url, revision.template)
-    upgraded = warehouse(revision, url, None, "db", "upgrade")
+    upgraded = warehouse(revision, url, None, "db", "upgrade", env=collector_env(workdir))
     if upgraded.returncode != 0:
         raise SystemExit(f"{revision.label}: `warehouse db upgrade` failed:\n{upgraded.stderr[-2000:]}")
     probe = workdir / f"probe-{revision.template}.toml"
-    probe.write_text(feed_config(feed, free_port(), resync=True))
+    probe.write_text(feed_config(feed, free_port(), rest_off=True))
     revision.takes_resync = warehouse(revision, url, probe, "db", "url", env=collector_env(workdir)).returncode == 0
 
 
@@ -163,11 +163,12 @@ FEED_SECTION = {
 HAS_REST = ("oddspapi", "mm")  # feeds whose `resync` (a REST side, in revisions that have one) exists
 
 
-def feed_config(feed: str, port: int, resync: bool) -> str:
+def feed_config(feed: str, port: int, rest_off: bool) -> str:
+    """The feed's [[feeds]] entry; `rest_off`: with `resync = false` (the revision has the key)."""
     section = FEED_SECTION[feed].format(port=port, subscriptions=json.dumps(_peer.CKEX_SUBSCRIPTIONS))
     # A quiet peer after the last frame is not a dead one; the REST side heals gaps, and a run has none.
     return (f'[[feeds]]\nname = "{feed}"\n{section}silence_timeout_s = 600\n'
-            + ("resync = false\n" if resync and feed in HAS_REST else ""))
+            + ("resync = false\n" if rest_off and feed in HAS_REST else ""))
 
 
 def collector_env(data_dir: Path) -> dict[str, str]:
@@ -314,11 +315,12 @@ def histogram_p99_bound(port: int, source: str) -> float:
 
 @dataclass
 class Machine:
+    """The run's PostgreSQL server and folder, and how many collector runs it has seen."""
+
     server: Any
     workdir: Path
     postmaster: int = 0
     runs: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def fresh_database(machine: Machine, template: str) -> str:
@@ -337,7 +339,7 @@ def collect_run(machine: Machine, revision: Revision, peer: Peer, count: int, ra
     run_dir.mkdir()
     url = fresh_database(machine, revision.template)
     config = run_dir / "firehose.toml"
-    config.write_text(feed_config(peer.feed, peer.port, resync=revision.takes_resync))
+    config.write_text(feed_config(peer.feed, peer.port, rest_off=revision.takes_resync))
     metrics_port = free_port()
     peer.arm(count, rate, seconds)
     log = run_dir / "collector.log"
@@ -369,7 +371,7 @@ def collect_run(machine: Machine, revision: Revision, peer: Peer, count: int, ra
                                           (source,)).fetchone()[0]
                     if stored >= sent:
                         break
-                    time.sleep(0.2)
+                    time.sleep(0.5)  # the lag comes from commit timestamps, not from how often this asks
                 else:
                     raise failed(f"only {stored:,} of {sent:,} frames stored {120 + sent / 2000:.0f} s after the"
                                  " peer's last")
