@@ -185,7 +185,7 @@ class Adapter:
                 attrs["betType"] = market["betType"]
             rows.append(PriceTick(
                 at, self.source, BOOKMAKER, fixture, market_id, _id(selection.get("key"), "selection key"),
-                price=to_float(odds.get("decimalPrice")),
+                price=to_float(odds.get("decimalPrice"), above=1),
                 line=to_decimal(selection.get("point")),
                 active=active, status=status, max_stake=max_stake, attrs=attrs or None,
             ))
