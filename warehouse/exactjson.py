@@ -44,14 +44,18 @@ def number(text: str) -> float | Decimal:
     if len(text) <= _PLAIN and "e" not in text and "E" not in text:  # the common case: no Decimal made
         return float(text)
     exact = Decimal(text)
-    exponent = exact.as_tuple().exponent
-    assert isinstance(exponent, int)  # JSON has no NaN or infinity
-    if exact and (exact.adjusted() >= DIGITS or exponent < -DIGITS):
+    if (len(text) > DIGITS or "e" in text or "E" in text) and _beyond(exact):  # else it has fewer digits
         raise ValueError(f"number {text[:40]} has more than {DIGITS} digits before or after the point")
     double = float(text)
     if double - double == 0 and Decimal(repr(double)) == exact:  # finite, and the same number
         return double
     return exact
+
+
+def _beyond(exact: Decimal) -> bool:
+    exponent = exact.as_tuple().exponent
+    assert isinstance(exponent, int)  # JSON has no NaN or infinity
+    return bool(exact) and (exact.adjusted() >= DIGITS or exponent < -DIGITS)
 
 
 _decode = msgspec.json.Decoder(float_hook=number).decode
