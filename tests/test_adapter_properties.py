@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any, get_type_hints
 from uuid import UUID
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -71,7 +70,7 @@ def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
 def replaced(document: Any, path: tuple, new: Any) -> Any:
     if not path:
         return new
-    copy = orjson.loads(orjson.dumps(document))
+    copy = exactjson.loads(exactjson.dumps(document))
     node = copy
     for step in path[:-1]:
         node = node[step]

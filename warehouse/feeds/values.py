@@ -25,7 +25,7 @@ def parse_time(value: Any) -> datetime | None:
         try:
             parsed = datetime.fromisoformat(value)  # 3.11 takes "Z" and "+00:00" alike
         except ValueError:
-            raise FrameError(f"timestamp expected, got {value!r}") from None
+            raise FrameError(f"timestamp expected, got {_shown(value)}") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if value is None:
         return None
@@ -33,7 +33,7 @@ def parse_time(value: Any) -> datetime | None:
         try:
             return datetime.fromtimestamp(value, UTC)
         except (ValueError, OverflowError, OSError):
-            raise FrameError(f"timestamp out of range: {value!r}") from None
+            raise FrameError(f"timestamp out of range: {_shown(value)}") from None
     if type(value) is float or isinstance(value, Decimal):
         # Rounded to the microsecond from the number sent, not from a double near it (half to even,
         # as datetime.fromtimestamp rounds).
@@ -41,8 +41,8 @@ def parse_time(value: Any) -> datetime | None:
             micros = _number(value).quantize(_MICROSECOND, ROUND_HALF_EVEN).scaleb(6)
             return _EPOCH + timedelta(microseconds=int(micros))
         except (ArithmeticError, ValueError, OverflowError):  # InvalidOperation: more digits than a time has
-            raise FrameError(f"timestamp out of range: {value!r}") from None
-    raise FrameError(f"timestamp expected, got {value!r}")
+            raise FrameError(f"timestamp out of range: {_shown(value)}") from None
+    raise FrameError(f"timestamp expected, got {_shown(value)}")
 
 
 def to_decimal(value: Any, *, above: int | None = None) -> Decimal | None:
@@ -53,7 +53,7 @@ def to_decimal(value: Any, *, above: int | None = None) -> Decimal | None:
         return None
     number = _number(value)
     if not decimal_fits(number):
-        raise FrameError(f"number with {DECIMAL_LIMIT} expected, got {value!r}")
+        raise FrameError(f"number with {DECIMAL_LIMIT} expected, got {_shown(value)}")
     if above is not None and not number > above:
         raise FrameError(_not_above(above, value))
     return number
@@ -73,11 +73,11 @@ def _number(value: Any) -> Decimal:
         try:
             result = Decimal(value)
         except InvalidOperation:
-            raise FrameError(f"number expected, got {value!r}") from None
+            raise FrameError(f"number expected, got {_shown(value)}") from None
     else:
-        raise FrameError(f"number expected, got {value!r}")
+        raise FrameError(f"number expected, got {_shown(value)}")
     if not result.is_finite():
-        raise FrameError(f"finite number expected, got {value!r}")
+        raise FrameError(f"finite number expected, got {_shown(value)}")
     return result  # type: ignore[no-any-return]  # a Decimal: checked above
 
 
@@ -88,7 +88,7 @@ def to_float(value: Any, *, above: int | None = None) -> float | None:
     kind = type(value)
     if kind is float:  # the common case first: the decoder's floats are finite, but this may come from anywhere
         if value - value != 0:
-            raise FrameError(f"finite number expected, got {value!r}")
+            raise FrameError(f"finite number expected, got {_shown(value)}")
         result: float = value
     elif value is None:
         return None
@@ -101,36 +101,41 @@ def to_float(value: Any, *, above: int | None = None) -> float | None:
         number = _number(value)
         result = float(number)
         if result - result != 0 or (not result and number):
-            raise FrameError(f"number {DOUBLE_LIMIT} expected, got {value!r}")
+            raise FrameError(f"number {DOUBLE_LIMIT} expected, got {_shown(value)}")
     if above is not None and not result > above:
         raise FrameError(_not_above(above, value))
     return result
 
 
 def _not_above(above: int, value: Any) -> str:
-    return f"{'decimal odds' if above == 1 else 'price'} above {above} expected, got {value!r}"
+    return f"{'decimal odds' if above == 1 else 'price'} above {above} expected, got {_shown(value)}"
+
+
+def _shown(value: Any) -> str:
+    """A value in a reason as the vendor wrote it: a number as its digits, text in quotes."""
+    return str(value) if type(value) is Decimal else repr(value)
 
 
 def to_int(value: Any) -> int | None:
     """An integer column's value: a whole number within what the lake's INTEGER holds."""
     if type(value) is int:  # the common case: no Decimal made
         if not INTEGER_MIN <= value <= INTEGER_MAX:
-            raise FrameError(f"integer {INTEGER_LIMIT} expected, got {value!r}")
+            raise FrameError(f"integer {INTEGER_LIMIT} expected, got {_shown(value)}")
         return value
     if value is None:
         return None
     number = _number(value)
     if not INTEGER_MIN <= number <= INTEGER_MAX:  # before int(): "1e999999" is a short text
-        raise FrameError(f"integer {INTEGER_LIMIT} expected, got {value!r}")
+        raise FrameError(f"integer {INTEGER_LIMIT} expected, got {_shown(value)}")
     if number != number.to_integral_value():
-        raise FrameError(f"integer expected, got {value!r}")
+        raise FrameError(f"integer expected, got {_shown(value)}")
     return int(number)
 
 
 def to_bool(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
-    raise FrameError(f"true/false expected, got {value!r}")
+    raise FrameError(f"true/false expected, got {_shown(value)}")
 
 
 def to_text(value: Any) -> str | None:
@@ -141,7 +146,7 @@ def to_text(value: Any) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise FrameError(f"id expected, got {value!r}")
+    raise FrameError(f"id expected, got {_shown(value)}")
 
 
 def obj(value: Any, *where: str) -> dict[str, Any]:
