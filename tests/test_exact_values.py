@@ -103,7 +103,7 @@ def test_a_payload_keeps_the_numbers_as_sent_too() -> None:
     identical(order.payload, {"orderId": 1, "orderCents": 0.45, "orderStake": Decimal(WIDE), "matchedStake": int(HUGE)})
     assert exactjson.dumps(order.payload) == (b'{"orderId":1,"orderCents":0.45,"orderStake":' + WIDE.encode()
                                               + b',"matchedStake":' + HUGE.encode() + b"}")
-    for text, value in [("1e-400", Decimal("1E-400")), ("1e400", Decimal("1E+400")), (HUGE, int(HUGE))]:
+    for text, value in [("1e-400", Decimal("1E-400")), ("1e400", 10**400), (HUGE, int(HUGE))]:
         identical(first(derived("oddspapi", other=text)).attrs, {"oddsId": value})
 
 
@@ -173,8 +173,9 @@ def test_an_integer_column_holds_what_postgresql_and_the_lake_hold() -> None:
 @pytest.mark.parametrize(("text", "value"), [
     ("2.59", 2.59), ("-0.0", -0.0), ("1e5", 100000.0), ("1.0000000000000000000", 1.0), ("0.1", 0.1),
     ("1.7976931348623157e308", 1.7976931348623157e308), ("5e-324", 5e-324),  # a double's extremes are doubles
-    (WIDE, Decimal(WIDE)), (FINE, Decimal(FINE)), ("1e400", Decimal("1E+400")), ("1e-400", Decimal("1E-400")),
-    ("2.5900000000000000001", Decimal("2.5900000000000000001")), ("1.8e308", Decimal("1.8E+308")),
+    (WIDE, Decimal(WIDE)), (FINE, Decimal(FINE)), ("1e-400", Decimal("1E-400")), ("-1.5e-400", Decimal("-1.5E-400")),
+    ("2.5900000000000000001", Decimal("2.5900000000000000001")),
+    ("1e400", 10**400), ("1.8e308", 18 * 10**307), ("12345678901234567890.0", 12345678901234567890),  # whole
     (HUGE, int(HUGE)), ("-" + "9" * 4299, -int("9" * 4299)), ("0e999999", 0.0),
 ])
 def test_a_number_decodes_as_a_float_only_where_the_float_is_that_number(text: str, value: Any) -> None:

@@ -2,11 +2,14 @@
 
 Decoding (`loads`): an integer becomes an int of any size the decoder reads (4,300 digits); a
 number with a fraction or an exponent becomes a float when that float IS the number — its shortest
-text (`repr`) has the same value, as for 2.59, 250.5 or 1e-5: nearly every number, decoded as fast
-as a float — and otherwise the Decimal of its text (1234567890.123456789012345678, 0.1234567890123456789,
-1e400, 1e-400). So any float in a decoded frame is the wire's number, `Decimal(repr(f))` its exact
-value, and no number ever becomes ±infinity or 0 on the way in. A number with a fraction or exponent
-beyond what the warehouse keeps (`DIGITS`) makes the text refused, like text that is no JSON.
+text (`repr`) has the same value, as for 2.59, 250.5, 1e5 or 1e-5: nearly every number, decoded as
+fast as a float — else an int if it is whole (1e400, 12345678901234567890.0) and otherwise the
+Decimal of its text (1234567890.123456789012345678, 0.1234567890123456789, 1e-400). So any float in
+a decoded frame is the wire's number, `Decimal(repr(f))` its exact value, no number ever becomes
+±infinity or 0 on the way in, and a number decodes alike however it is spelled, except a whole
+double (1e5 is 100000.0, 100000 is 100000) — so the text PostgreSQL writes back for a stored frame
+(1e400 as 401 digits) decodes as the frame did. A number with a fraction or exponent beyond what
+the warehouse keeps (`DIGITS`) makes the text refused, like text that is no JSON.
 
 Encoding (`dumps`): what orjson writes itself, plus Decimals and integers beyond 64 bits as JSON
 numbers (orjson writes neither), so a decoded value is stored as it came: a jsonb column holds the
@@ -38,9 +41,9 @@ class NotJSON(ValueError):
     """The text is no JSON, or holds a number beyond what the warehouse keeps; the message says which."""
 
 
-def number(text: str) -> float | Decimal:
-    """A JSON number with a fraction or exponent, from its text: the float if it is that number, else its
-    Decimal. ValueError if it is beyond DIGITS."""
+def number(text: str) -> float | int | Decimal:
+    """A JSON number with a fraction or exponent, from its text: the float if it is that number, else the
+    int or Decimal. ValueError if it is beyond DIGITS."""
     if len(text) <= _PLAIN and "e" not in text and "E" not in text:  # the common case: no Decimal made
         return float(text)
     exact = Decimal(text)
@@ -49,6 +52,8 @@ def number(text: str) -> float | Decimal:
     double = float(text)
     if double - double == 0 and Decimal(repr(double)) == exact:  # finite, and the same number
         return double
+    if exact == exact.to_integral_value():  # 1e400 is the integer PostgreSQL writes back: one type for both
+        return int(exact)
     return exact
 
 

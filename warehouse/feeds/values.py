@@ -96,7 +96,7 @@ def to_float(value: Any, *, above: int | None = None) -> float | None:
         try:
             result = float(value)
         except OverflowError:
-            raise FrameError(f"number {DOUBLE_LIMIT} expected, got {value}") from None
+            raise FrameError(f"number {DOUBLE_LIMIT} expected, got {_shown(value)}") from None
     else:
         number = _number(value)
         result = float(number)
@@ -111,9 +111,16 @@ def _not_above(above: int, value: Any) -> str:
     return f"{'decimal odds' if above == 1 else 'price'} above {above} expected, got {_shown(value)}"
 
 
+_SHOWN_DIGITS = 40
+
+
 def _shown(value: Any) -> str:
-    """A value in a reason as the vendor wrote it: a number as its digits, text in quotes."""
-    return str(value) if type(value) is Decimal else repr(value)
+    """A value in a reason as the frame had it: text in quotes, a number as its digits (the first of them
+    when there are many: 1e400 decodes as an integer of 401 digits)."""
+    text = str(value) if type(value) is Decimal else repr(value)
+    if len(text) > _SHOWN_DIGITS and type(value) in (int, Decimal):
+        return f"{text[:_SHOWN_DIGITS]}… ({len(text.lstrip('-'))} digits)"
+    return text
 
 
 def to_int(value: Any) -> int | None:

@@ -4,9 +4,9 @@ PostgreSQL or Parquet), as Arrow tables with the same columns and canonical valu
 Canonical: timestamps as UTC microseconds, doubles as doubles, uuids as their text, decimals as
 plain text without trailing zeros (1.50 = 1.5, so the export's fixed scale does not matter), and
 JSON as text with sorted keys and exact numbers (a value, not a spelling: PostgreSQL's jsonb orders
-keys its own way). Numbers inside JSON that PostgreSQL spells differently (1e16 as 10000000000000000,
-1.50 as 1.50 where the frame said 1.5e0) are matched by `deep_json`, applied only to the few rows the
-canonical text leaves unmatched.
+keys its own way). Numbers inside JSON that PostgreSQL spells differently (a float 1e16 as
+10000000000000000, -0.0 as 0.0) are matched by `deep_json`, applied only to the few rows the
+canonical text leaves unmatched. (Frames are stored as their text, so they decode as they came.)
 """
 
 from __future__ import annotations
