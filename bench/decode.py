@@ -14,8 +14,10 @@ machine's noise only ever adds). Both sides get the same frames, made here:
 - golden <kind>: every frame of the kind's golden fixtures (tests/fixtures/<kind>/), in order, through
   one adapter per fixture.
 Per frame, in µs of CPU: `decode`, the JSON text → Python values alone (before: orjson.loads; after:
-warehouse.exactjson.loads), and `derive`, the whole of warehouse.feeds.derive.derive (decode,
-adapter, records). Not a test: figures depend on the machine; compare the ratios.
+warehouse.exactjson.loads); `derive`, the whole of warehouse.feeds.derive.derive (decode, adapter,
+records); `jsonb`, the writer's encoding of the records' jsonb values (attrs, payload, ...); and
+`canonical`, replay --check's canonical text of them, from the values and from their stored text.
+Not a test: figures depend on the machine; compare the ratios.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def measure(path: Path, repeat: int) -> dict[str, dict[str, float]]:
     from tests.feedkit import options as make_options
     from warehouse.feeds.derive import derive
     from warehouse.feeds.registry import FEEDS
+    from warehouse.replay.rows import canonical_json, canonical_stored_json
+    from warehouse.store.connection import encode_jsonb
 
     try:
         from warehouse.exactjson import loads
@@ -108,9 +112,38 @@ def measure(path: Path, repeat: int) -> dict[str, dict[str, float]]:
                     derive(adapter, kind, data, received_at=received_at, source=SOURCE, connection_id=connection,
                            seq=seq, event_id=None, max_frame_bytes=1 << 20)
 
+        values = [value for _, options, texts in prepared for value in _jsonb_values(FEEDS, derive, options, texts)]
+        stored = [encode_jsonb(value)[1:].decode() for value in values]
+
+        def jsonb_pass(items: list[Any] = values) -> None:
+            for value in items:
+                encode_jsonb(value)
+
+        def canonical_pass(items: list[Any] = values, texts: list[str] = stored) -> None:
+            for value in items:
+                canonical_json(value)
+            for text in texts:
+                canonical_stored_json(text)
+
         results[name] = {"frames": count, "decode": best(decode_pass, repeat) / len(json) * 1e6,
-                         "derive": best(derive_pass, repeat) / count * 1e6}
+                         "derive": best(derive_pass, repeat) / count * 1e6,
+                         "jsonb": best(jsonb_pass, repeat) / count * 1e6,
+                         "canonical": best(canonical_pass, repeat) / count * 1e6}
     return results
+
+
+def _jsonb_values(feeds: Any, derive: Any, options: Any, texts: list[bytes]) -> list[Any]:
+    """The jsonb values of the records one adapter derives from `texts` (what the writer encodes)."""
+    found = []
+    kind = next(k for k, feed in feeds.items() if isinstance(options, feed.options))
+    adapter = feeds[kind].adapter(SOURCE, options)
+    for seq, data in enumerate(texts, 1):
+        done = derive(adapter, kind, data, received_at=datetime(2026, 11, 21, 12, tzinfo=UTC), source=SOURCE,
+                      connection_id=uuid4(), seq=seq, event_id=None, max_frame_bytes=1 << 20)
+        for record in done.records:
+            found += [getattr(record, field) for field in ("attrs", "payload", "old", "changes", "detail")
+                      if isinstance(getattr(record, field, None), dict | list)]
+    return found
 
 
 def _decodes(loads: Any, data: bytes) -> bool:
@@ -165,16 +198,17 @@ def main() -> None:
         for _ in range(args.rounds):
             runs["before"].append(run_side(before, frames, args.repeat))
             runs["after"].append(run_side(ROOT, frames, args.repeat))
-    old, new = ({name: {stage: min(run[name][stage] for run in side) for stage in ("frames", "decode", "derive")}
+    stages = ("frames", "decode", "derive", "jsonb", "canonical")
+    old, new = ({name: {stage: min(run[name][stage] for run in side) for stage in stages}
                  for name in side[0]} for side in (runs["before"], runs["after"]))
     print(f"µs per frame, best of {args.rounds} runs × {args.repeat} passes; before = {args.baseline}, after = this"
           " checkout")
-    print("| frames | n | decode before | decode after | derive before | derive after | derive after/before |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| frames | n | decode | derive | jsonb | canonical |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in old:
         a, b = old[name], new[name]
-        print(f"| {name} | {int(a['frames']):,} | {a['decode']:.2f} | {b['decode']:.2f} | {a['derive']:.2f}"
-              f" | {b['derive']:.2f} | {b['derive'] / a['derive']:.2f} |")
+        cells = " | ".join(f"{a[s]:.2f} → {b[s]:.2f} ({b[s] / a[s]:.2f}×)" for s in stages[1:])
+        print(f"| {name} | {int(a['frames']):,} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def unsubscribe(subscription: str) -> str:
 
 class Ckex(Feed[Options]):
     kind = "ckex-ws"
-    version = "1"
+    version = "2"  # 2: numbers exact from the wire; prices no double holds, and odds that are no price, refused
     options = Options
     default_silence_s = 60.0  # the server sends `alive`
     doc = "CKEX interact ws: order-slip quotes of subscribed markets"

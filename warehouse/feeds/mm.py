@@ -104,7 +104,8 @@ class Options:
 
 class Mm(Feed[Options]):
     kind = "mm-ws"
-    version = "2"  # 2: the documented errors in any spelling; a missing or malformed key stops the feed
+    version = "3"  # 2: the documented errors in any spelling; a missing or malformed key stops the feed. 3: numbers
+    # exact from the wire; odds that are no price refused
     options = Options
     default_silence_s = 90.0  # heartbeat every 60 s, pong every 30 s
     max_connections_per_key = 5  # the vendor's limit

@@ -53,7 +53,7 @@ class Options:
 
 class Saba(Feed[Options]):
     kind = "saba-sse"
-    version = "1"
+    version = "2"  # 2: numbers exact from the wire; prices no double holds, and odds that are no price, refused
     options = Options
     default_silence_s = 20.0  # the server sends a keep-alive every 5 s
     doc = "Saba OddsDirect GetEvents push (Server-Sent Events), resumable by Last-Event-ID"
