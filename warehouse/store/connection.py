@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
-import orjson
 
+from warehouse import exactjson
 from warehouse.backoff import Backoff
 from warehouse.config import WriterSettings
 from warehouse.schema import RAW_ID_BLOCK
@@ -159,21 +159,22 @@ async def install_codecs(conn: asyncpg.Connection) -> None:
 
 
 def encode_jsonb(value: Any) -> bytes:
-    # bytes are JSON text already; everything else is a Python value to serialise.
+    # bytes are JSON text already; everything else is a Python value to serialise, numbers exact (a
+    # frame's Decimal or 20-digit integer is a jsonb number, as sent).
     if isinstance(value, bytes):
         return b"\x01" + value
-    return b"\x01" + orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return b"\x01" + exactjson.dumps(value)
 
 
 def encode_json(value: Any) -> bytes:
     # Raw frames: the text as received, never re-encoded.
     if isinstance(value, bytes):
         return value
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return exactjson.dumps(value)
 
 
 def decode_jsonb(data: bytes) -> Any:
-    return orjson.loads(data[1:])
+    return exactjson.loads(data[1:])
 
 
 def one_line(text: str, limit: int = 500) -> str:
