@@ -164,7 +164,8 @@ def test_a_changed_adapter_is_reported_with_the_raw_ids_and_versions(collected: 
 
     monkeypatch.setattr(oddspapi.Adapter, "_tick", changed_tick)
     monkeypatch.setattr(oddspapi.Adapter, "_scores", no_scores)
-    monkeypatch.setattr(oddspapi.FEED, "version", "2")
+    collected_version, changed_version = oddspapi.FEED.version, "changed"
+    monkeypatch.setattr(oddspapi.FEED, "version", changed_version)
     with_scores = "raw_id IN (SELECT raw_id FROM score_changes WHERE source = 'oddspapi')"
     scored = query(url, "SELECT count(DISTINCT raw_id) FROM score_changes WHERE source = 'oddspapi'")[0][0]
     moved = query(url, "SELECT count(*) FROM price_ticks WHERE source = 'oddspapi' AND outcome_id = '101'"
@@ -186,11 +187,12 @@ def test_a_changed_adapter_is_reported_with_the_raw_ids_and_versions(collected: 
             stored_rows(url, "score_changes", "oddspapi") - rest_rows, 0, rest_rows)
         assert report.tables["quarantine"].extra == scored - rest_frames  # each such frame is quarantined now
         assert report.tables["raw_messages"].differ == scored - rest_frames  # and its kind is "quarantined"
-        assert report.today == {"oddspapi-ws": "2"}
-        assert set(report.stored_versions) == {("oddspapi-ws", "1")}
+        assert report.today == {"oddspapi-ws": changed_version}
+        assert set(report.stored_versions) == {("oddspapi-ws", collected_version)}
     result = CliRunner().invoke(app, ["--database-url", url, "replay", "--source", "oddspapi", "--check"])
     assert result.exit_code == 1, result.output
-    assert "stored rows derived by version 1" in result.output and "today's adapter is version 2" in result.output
+    assert f"stored rows derived by version {collected_version}" in result.output
+    assert f"today's adapter is version {changed_version}" in result.output
     assert f"price_ticks: raw_id {first_moved}: price: " in result.output
     assert "quarantine: raw_id " in result.output and "does not fit the oddspapi-ws schema: scores: a new shape" \
         in result.output

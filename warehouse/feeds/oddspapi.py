@@ -75,7 +75,7 @@ class Options:
 
 class OddsPapi(Feed[Options]):
     kind = "oddspapi-ws"
-    version = "1"
+    version = "2"  # 2: prices not above 1, and numbers beyond a double, are refused (exact values from the wire)
     options = Options
     default_silence_s = 120.0  # no heartbeat in v4: a quiet market is legitimate, so be patient
     doc = "OddsPapi v4 WebSocket: fixtures, prices and scores of many bookmakers"
