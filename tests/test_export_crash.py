@@ -43,8 +43,13 @@ def command(url: str, root: Path, day: date) -> list[str]:
 
 def paused(url: str, root: Path, day: date, step: str) -> subprocess.Popen[str]:
     """An export of TABLE's `day`, stopped at `step` (it says so on stderr)."""
-    process = subprocess.Popen([sys.executable, str(PAUSED), step, *arguments(url, root, day)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return paused_command(step, arguments(url, root, day), stdout=subprocess.DEVNULL)
+
+
+def paused_command(step: str, args: list[str], stdout: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """`warehouse ARGS` (an export), stopped at `step` of its first table-day written (it says so on stderr)."""
+    process = subprocess.Popen([sys.executable, str(PAUSED), step, *args], stdout=stdout, stderr=subprocess.PIPE,
+                               text=True)
     assert process.stderr is not None
     selector = selectors.DefaultSelector()
     selector.register(process.stderr, selectors.EVENT_READ)

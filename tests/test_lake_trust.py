@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TEMPLATE, new_database, query
+from tests.test_export_crash import paused_command
 from tests.test_retention import CONN, OLD, TODAY, at, fill
 from tests.test_roles import login
 from warehouse import analysis
@@ -35,7 +35,6 @@ from warehouse.store.embedded import EmbeddedPostgres
 from warehouse.store.homes import MARKER
 from warehouse.store.writer import Writer
 
-PAUSED = Path(__file__).with_name("paused_export.py")
 BUSY = re.compile(r"error: `warehouse (export|retain)` on \S+ \(pid \d+, role \w+\) is running on this warehouse;"
                   r" export and retention run one at a time: wait for it to finish, then run"
                   r" `warehouse (export|retain)` again\n")
@@ -58,20 +57,8 @@ def warehouse(url: str, config: Path, *args: str) -> subprocess.CompletedProcess
 
 
 def paused_export(url: str, config: Path, step: str, *args: str) -> subprocess.Popen[str]:
-    """`warehouse export ARGS` stopped at `step` of its first table-day exported (it says so on stderr)."""
-    process = subprocess.Popen([sys.executable, str(PAUSED), step, *argv(url, config, "export", *args)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stderr, selectors.EVENT_READ)
-    deadline = time.monotonic() + 120
-    said = ""
-    while f"export paused at {step}" not in said:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0 and process.poll() is None, f"never paused at {step}: {said}"
-        if selector.select(remaining):
-            said += process.stderr.readline()
-    return process
+    """`warehouse export ARGS` stopped at `step` of its first table-day written (SIGUSR1: it goes on)."""
+    return paused_command(step, argv(url, config, "export", *args))
 
 
 def everywhere(url: str) -> dict[str, int]:
@@ -255,7 +242,8 @@ def test_a_forged_export_record_never_lets_retention_drop_a_row(db_url: str, tmp
     assert query(db_url, "SELECT count(*) FROM retention_runs WHERE day = %s", OLD[0]) == [(0,)]
 
 
-def test_an_export_elsewhere_never_becomes_what_retention_trusts(db_url: str, tmp_path: Path) -> None:
+def test_an_export_elsewhere_never_becomes_what_retention_trusts(storage_url: str, tmp_path: Path) -> None:
+    db_url = storage_url
     fill(db_url, tmp_path, OLD[:1])
     root, scratch = tmp_path / "lake", tmp_path / "scratch"
     config = configured(tmp_path, root)
@@ -272,7 +260,8 @@ def test_an_export_elsewhere_never_becomes_what_retention_trusts(db_url: str, tm
     nightly = warehouse(maintainer, config, "export")  # the day is not in the lake yet: the nightly export does it
     assert nightly.returncode == 0 and f"to {root}" in nightly.stdout, nightly.stderr
     dropped = warehouse(maintainer, config, "retain", "--keep-days", "1")
-    assert dropped.returncode == 0 and dropped.stdout.startswith(f"dropped 4 days ({OLD[0]} …"), dropped.stderr
+    assert dropped.returncode == 0, dropped.stderr
+    assert re.match(rf"dropped \d+ days? \({OLD[0]}[ )]", dropped.stdout), dropped.stdout  # and the empty days after
     assert {Path(path).parent.parent.parent for (path,) in query(
         db_url, "SELECT path FROM retention_runs WHERE path IS NOT NULL")} == {root}
     assert everywhere(db_url) == {"raw_messages": 3, "price_ticks": 3}
