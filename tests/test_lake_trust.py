@@ -312,6 +312,9 @@ def test_late_rows_of_a_moved_day_are_merged_into_its_file_and_leave_postgresql(
         asked.stdout
     late_rows(storage_url, tmp_path, OLD[0], 2)  # a spool replayed after an outage
     assert everywhere(storage_url) == {"raw_messages": 11, "price_ticks": 11}
+    elsewhere = warehouse(storage_url, config, "export", "--day", str(OLD[0]), "--dir", str(tmp_path / "scratch"))
+    assert elsewhere.returncode == 2, elsewhere.stderr  # merged only into the lake that holds the day
+    assert f"price_ticks {OLD[0]} is in the lake at {layout.file(root, 'price_ticks', OLD[0])}" in elsewhere.stderr
     kept = warehouse(storage_url, config, "retain", "--keep-days", "4")
     assert kept.returncode == 0, kept.stderr  # not merged yet: the export does it
     assert f"kept {OLD[0]}: price_ticks has 2 rows that arrived after retention moved the day" in kept.stderr

@@ -159,8 +159,9 @@ def _one(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: str
     if moved is None:
         return _export(conn, con, url, export_root, table, day)
     rows, path, _ = moved
-    if path is not None and not lakes.is_lake_file(export_root, table, day, path):
-        raise ExportError(f"{table} {day} is in the lake at {path} (retention moved it out of PostgreSQL), not in"
+    where = path or _moved_to(conn, day)  # a table without rows that day has no file: the day's other files tell
+    if where is not None and not lakes.is_lake_file(export_root, *layout.table_day(where), where):
+        raise ExportError(f"{table} {day} is in the lake at {where} (retention moved it out of PostgreSQL), not in"
                           f" {export_root}: export it there (--dir, or [export] dir)")
     if not extract.check_day(url, table, day).rows:
         return Exported(table, day, rows, layout.file(export_root, table, day).parent, in_lake=True)
@@ -275,6 +276,12 @@ def _retained(conn: psycopg.Connection[Any], table: str, day: date) -> tuple[int
     row = conn.execute("SELECT rows, path, sha256 FROM retention_runs WHERE table_name = %s AND day = %s"
                        " ORDER BY dropped_at DESC, id DESC LIMIT 1", (table, day)).fetchone()
     return (int(row[0]), row[1], row[2]) if row else None
+
+
+def _moved_to(conn: psycopg.Connection[Any], day: date) -> str | None:
+    """A file of `day` retention recorded (any table's): where the day lives."""
+    row = conn.execute("SELECT path FROM retention_runs WHERE day = %s AND path IS NOT NULL LIMIT 1", (day,)).fetchone()
+    return str(row[0]) if row else None
 
 
 def recover(conn: psycopg.Connection[Any], export_root: Path) -> list[Path]:
