@@ -191,8 +191,11 @@ def _export(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: 
         os.replace(temporary, final)  # the commit
         _sync_directory(folder)
         reached("replaced")
-        conn.execute(RECORD, ExportRun(table, day, written, size, os.path.abspath(final), digest, started,
-                                       datetime.now(UTC)))
+        try:
+            conn.execute(RECORD, ExportRun(table, day, written, size, os.path.abspath(final), digest, started,
+                                           datetime.now(UTC)))
+        except psycopg.Error as exc:  # the file is not recorded: the next run exports the day again
+            raise ExportError(f"{table} {day}: its export was not recorded ({_first_line(exc)})") from None
         reached("recorded")
         return Exported(table, day, written, folder)
     finally:
