@@ -25,14 +25,22 @@ from __future__ import annotations
 from alembic import op
 from sqlalchemy import text
 
-from warehouse.analysis.relations import V2, V3, Relation, postgres_comment, postgres_ddl, postgres_drop
+from warehouse.analysis.relations import (
+    V2,
+    V3,
+    Relation,
+    postgres_comment,
+    postgres_ddl,
+    postgres_drop,
+    same_in_postgres,
+)
 
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-NEW = tuple(relation for relation in V3 if relation not in V2)
+NEW = tuple(relation for relation in V3 if not any(same_in_postgres(relation, old) for old in V2))
 REPLACED = tuple(relation for relation in V2 if relation.name in {r.name for r in NEW})
 
 

@@ -14,7 +14,7 @@ already uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT
 
@@ -486,11 +486,18 @@ _FAIR_PROB = """CASE WHEN {method} = 'shin' AND book_sum > 1
          ELSE implied_prob / book_sum END"""
 
 
+def _last(partition: str, order: str = "received_at DESC, raw_id DESC") -> str:
+    """The window that numbers each `partition`'s rows from the latest: keep `nth = 1`. Not DISTINCT ON,
+    which DuckDB turns into a grouping that a filter on the partition's columns does not pass through
+    (the fixture's rows would be read from every fixture's); PostgreSQL pushes it through either."""
+    return f"row_number() OVER (PARTITION BY {partition} ORDER BY {order}) AS nth"
+
+
 def _latest(as_of: str) -> str:
     """Each selection's last observed tick at or before `as_of`, with whether it was open."""
-    return f"""(SELECT DISTINCT ON ({SELECTION}) {SELECTION}, received_at, raw_id, price, is_open
-             FROM observed_quotes WHERE received_at <= {as_of}
-             ORDER BY {SELECTION}, received_at DESC, raw_id DESC)"""
+    return f"""(SELECT {SELECTION}, received_at, raw_id, price, is_open
+             FROM (SELECT *, {_last(SELECTION)} FROM observed_quotes WHERE received_at <= {as_of}) AS ranked
+             WHERE nth = 1)"""
 
 
 BEST_PRICES_AS_OF = Relation(
@@ -652,31 +659,31 @@ STEAM_MOVES_V3 = Relation(
     "after its own suspension: repricing, not information.",
 )
 
+# Each move is paired with every bookmaker that priced its outcome; the mover's own pairing marks its
+# move, so each follower's next move the same way is a window over those rows (no self-join: one
+# pass however many moves an outcome has). Within a frame, the leader's pairing comes before the
+# follower's own move: a move in the same frame is not a reply.
 LEAD_LAG = Relation(
     "lead_lag",
     f"""
-    WITH moves AS NOT MATERIALIZED ({_moves("since", "until", fixture="fixture")}),
-    quoted AS (
+    WITH quoted AS (
         SELECT DISTINCT {ACROSS}, coalesce(bookmaker, source) AS book
         FROM observed_quotes WHERE price IS NOT NULL AND received_at >= since AND received_at < until
                                AND (fixture IS NULL OR fixture_id = fixture)
-    ), chances AS (  -- each move of a leader, once for each other bookmaker that priced the outcome
-        SELECT m.received_at, m.raw_id, {", ".join(f"m.{c}" for c in ACROSS.split(", "))}, m.direction,
-               coalesce(m.bookmaker, m.source) AS leader, q.book AS follower
-        FROM moves AS m JOIN quoted AS q ON {_same("q", "m")} AND q.book <> coalesce(m.bookmaker, m.source)
-    ), answered AS (
-        SELECT c.leader, c.follower, min(f.received_at) - c.received_at AS delay
-        FROM chances AS c LEFT JOIN moves AS f
-          ON {_same("f", "c")} AND f.direction = c.direction AND coalesce(f.bookmaker, f.source) = c.follower
-         AND f.received_at >= c.received_at AND f.received_at <= c.received_at + span
-         AND (f.received_at > c.received_at OR f.raw_id > c.raw_id)
-        GROUP BY c.leader, c.follower, {", ".join(f"c.{c}" for c in ACROSS.split(", "))}, c.received_at, c.raw_id
+    ), replies AS (
+        SELECT *, min(CASE WHEN leader = follower THEN received_at END)
+                      OVER (PARTITION BY {ACROSS}, direction, follower
+                            ORDER BY received_at DESC, raw_id DESC, leader = follower ROWS UNBOUNDED PRECEDING)
+                      - received_at AS delay
+        FROM (SELECT m.received_at, m.raw_id, {", ".join(f"m.{c}" for c in ACROSS.split(", "))}, m.direction,
+                     coalesce(m.bookmaker, m.source) AS leader, q.book AS follower
+              FROM ({_moves("since", "until", fixture="fixture")}) AS m JOIN quoted AS q ON {_same("q", "m")}) AS paired
     )
-    SELECT leader, follower, count(*) AS moves, count(delay) AS follows,
-           CAST(count(delay) AS double precision) / count(*) AS follow_rate,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delay)) * INTERVAL '1 second'
-               AS median_delay
-    FROM answered
+    SELECT leader, follower, count(*) AS moves, count(*) FILTER (WHERE delay <= span) AS follows,
+           CAST(count(*) FILTER (WHERE delay <= span) AS double precision) / count(*) AS follow_rate,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN delay <= span THEN extract(epoch FROM delay) END)
+               * INTERVAL '1 second' AS median_delay
+    FROM replies WHERE leader <> follower
     GROUP BY leader, follower
     """,
     params=(("min_move", "double precision"), ("span", "interval"), *WINDOW_PARAMS, ("fixture", "text", "NULL")),
@@ -701,8 +708,11 @@ ARBITRAGE_WINDOWS = Relation(
                outcome_id || '|' || coalesce(player_id, '') || '|' || coalesce(CAST(line AS varchar), '')
                    AS outcome_key,
                coalesce(bookmaker, source) AS book, received_at, raw_id, CASE WHEN is_open THEN price END AS price
-        FROM observed_quotes WHERE received_at >= since AND received_at < until
-    ), books AS NOT MATERIALIZED (SELECT DISTINCT {_MK}, outcome_key, outcome_id, book FROM quotes),
+        FROM observed_quotes  -- the window is applied where it is read: see _CLOSING
+    ), books AS NOT MATERIALIZED (
+        SELECT DISTINCT {_MK}, outcome_key, outcome_id, book FROM quotes
+        WHERE received_at >= since AND received_at < until
+    ),
     standing AS (
         SELECT *, max(own_price) OVER (PARTITION BY {_MK}, outcome_key, book, run) AS held
         FROM (SELECT *, sum(CASE WHEN book = ticker THEN 1 ELSE 0 END)
@@ -710,13 +720,15 @@ ARBITRAGE_WINDOWS = Relation(
                                   ROWS UNBOUNDED PRECEDING) AS run
               FROM (SELECT q.source, q.fixture_id, q.market_id, q.side_key, q.outcome_key, q.outcome_id, q.received_at,
                            q.raw_id, q.book AS ticker, b.book, CASE WHEN b.book = q.book THEN q.price END AS own_price
-                    FROM quotes AS q JOIN books AS b USING ({_MK}, outcome_key, outcome_id)) AS paired) AS runs
+                    FROM quotes AS q JOIN books AS b USING ({_MK}, outcome_key, outcome_id)
+                    WHERE q.received_at >= since AND q.received_at < until) AS paired) AS runs
     ), outcome_best AS (  -- each outcome's best after each frame that ticked it
-        SELECT DISTINCT ON ({_MK}, outcome_key, received_at, raw_id) *
-        FROM (SELECT {_MK}, outcome_key, outcome_id, received_at, raw_id, ticker, max(held) AS best_price,
-                     (array_agg(book ORDER BY held DESC, book) FILTER (WHERE held IS NOT NULL))[1] AS best_book
-              FROM standing GROUP BY {_MK}, outcome_key, outcome_id, received_at, raw_id, ticker) AS ticks
-        ORDER BY {_MK}, outcome_key, received_at, raw_id, ticker DESC
+        SELECT * FROM (
+            SELECT *, {_last(f"{_MK}, outcome_key, received_at, raw_id", "ticker DESC")}
+            FROM (SELECT {_MK}, outcome_key, outcome_id, received_at, raw_id, ticker, max(held) AS best_price,
+                         (array_agg(book ORDER BY held DESC, book) FILTER (WHERE held IS NOT NULL))[1] AS best_book
+                  FROM standing GROUP BY {_MK}, outcome_key, outcome_id, received_at, raw_id, ticker) AS ticks
+        ) AS ranked WHERE nth = 1
     ), market AS (
         SELECT *, max(own_best) OVER (PARTITION BY {_MK}, outcome_key, run) AS best,
                max(own_book) OVER (PARTITION BY {_MK}, outcome_key, run) AS best_by
@@ -731,14 +743,15 @@ ARBITRAGE_WINDOWS = Relation(
                     JOIN (SELECT DISTINCT {_MK}, outcome_key, outcome_id FROM books) AS a USING ({_MK})) AS paired
              ) AS runs
     ), frames AS (  -- the market after each frame: its outcomes' best prices and their sum
-        SELECT DISTINCT ON ({_MK}, received_at, raw_id) *
-        FROM (SELECT {_MK}, received_at, raw_id, ticker, count(*) AS outcomes, count(best) AS priced,
-                     sum(1 / best) AS implied_sum,
-                     array_agg(outcome_id ORDER BY outcome_key) AS outcome_ids,
-                     array_agg(best ORDER BY outcome_key) AS prices,
-                     array_agg(best_by ORDER BY outcome_key) AS bookmakers
-              FROM market GROUP BY {_MK}, received_at, raw_id, ticker) AS after_ticks
-        ORDER BY {_MK}, received_at, raw_id, ticker DESC
+        SELECT * FROM (
+            SELECT *, {_last(f"{_MK}, received_at, raw_id", "ticker DESC")}
+            FROM (SELECT {_MK}, received_at, raw_id, ticker, count(*) AS outcomes, count(best) AS priced,
+                         sum(1 / best) AS implied_sum,
+                         array_agg(outcome_id ORDER BY outcome_key) AS outcome_ids,
+                         array_agg(best ORDER BY outcome_key) AS prices,
+                         array_agg(best_by ORDER BY outcome_key) AS bookmakers
+                  FROM market GROUP BY {_MK}, received_at, raw_id, ticker) AS after_ticks
+        ) AS ranked WHERE nth = 1
     ), flagged AS (
         SELECT *, lag(arb) OVER w AS was, lead(received_at) OVER w AS next_at
         FROM (SELECT *, outcomes >= 2 AND priced = outcomes AND implied_sum < 1 - min_edge AS arb FROM frames) AS f
@@ -775,6 +788,16 @@ ARBITRAGE_WINDOWS = Relation(
 _LATEST_OF = "(array_agg({column} ORDER BY received_at DESC, raw_id DESC) FILTER (WHERE {column} IS NOT NULL))[1]"
 _FIRST_OF = "(array_agg({column} ORDER BY received_at, raw_id) FILTER (WHERE {column} IS NOT NULL))[1]"
 _CLOSE_SELECTION = "q.source, q.bookmaker, q.fixture_id, q.market_id, q.outcome_id, q.player_id, q.line, q.side"
+# Each selection's last open price before its fixture's start, once the start has passed, for the
+# fixtures the desk traded. Written out where it is read (twice), not as a CTE: DuckDB materialises a
+# CTE read twice, and a fixture filter then stops above it.
+_CLOSING = f"""(
+        SELECT {SELECTION}, received_at, price, is_open
+        FROM (SELECT q.*, {_last(_CLOSE_SELECTION, "q.received_at DESC, q.raw_id DESC")}
+              FROM observed_quotes AS q JOIN starts AS s ON s.fixture_id = q.fixture_id
+              WHERE q.is_open AND q.received_at < s.start_time AND s.start_time <= now()
+                AND q.fixture_id IN (SELECT fixture_id FROM taken)) AS ranked
+        WHERE nth = 1)"""
 CLOSING_LINE_VALUE = Relation(
     "closing_line_value",
     f"""
@@ -800,25 +823,17 @@ CLOSING_LINE_VALUE = Relation(
     ), starts AS (
         SELECT fixture_id, (array_agg(start_time ORDER BY received_at DESC))[1] AS start_time
         FROM fixture_changes WHERE start_time IS NOT NULL GROUP BY fixture_id
-    ), closes AS NOT MATERIALIZED (  -- fixtures with a bet before their start, once the start has passed
-        SELECT DISTINCT t.fixture_id, s.start_time AS closing_at
-        FROM taken AS t JOIN starts AS s ON s.fixture_id = t.fixture_id
-        WHERE t.taken_at < s.start_time AND s.start_time <= now()
-    ), closing AS NOT MATERIALIZED (  -- each selection's last open price before its fixture's close
-        SELECT DISTINCT ON ({_CLOSE_SELECTION}) {_CLOSE_SELECTION}, q.received_at, q.price, q.is_open, c.closing_at
-        FROM observed_quotes AS q JOIN closes AS c ON c.fixture_id = q.fixture_id
-        WHERE q.is_open AND q.received_at < c.closing_at
-        ORDER BY {_CLOSE_SELECTION}, q.received_at DESC, q.raw_id DESC
     ), same_book AS (
-        SELECT DISTINCT ON (fixture_id, outcome_id, coalesce(bookmaker, source)) fixture_id, outcome_id,
-               coalesce(bookmaker, source) AS book, price, received_at
-        FROM closing WHERE coalesce(player_id, '0') = '0'
-        ORDER BY fixture_id, outcome_id, coalesce(bookmaker, source), received_at DESC
+        SELECT fixture_id, outcome_id, book, price, received_at
+        FROM (SELECT *, coalesce(bookmaker, source) AS book,
+                     {_last("fixture_id, outcome_id, coalesce(bookmaker, source)", "received_at DESC")}
+              FROM {_CLOSING} AS closing WHERE coalesce(player_id, '0') = '0') AS ranked
+        WHERE nth = 1
     ), consensus AS (
         SELECT fixture_id, outcome_id, percentile_cont(0.5) WITHIN GROUP (ORDER BY fair_prob) AS fair_prob,
                count(*) AS bookmakers
         FROM (SELECT *, {_FAIR_PROB.format(method="'multiplicative'")} AS fair_prob
-              FROM ({_fair("closing", "'multiplicative'")}) AS fair) AS fair
+              FROM ({_fair(f"{_CLOSING} AS closing", "'multiplicative'")}) AS fair) AS fair
         WHERE coalesce(player_id, '0') = '0'
         GROUP BY fixture_id, outcome_id
     )
@@ -828,15 +843,16 @@ CLOSING_LINE_VALUE = Relation(
            fair_closing_prob, 1 / fair_closing_prob AS fair_closing_price,
            taken_price * fair_closing_prob - 1 AS fair_clv_pct, fair_closing_prob - 1 / taken_price AS fair_clv_prob,
            consensus_bookmakers
-    FROM (SELECT t.*, t.taken_at >= s.start_time AS in_play, c.closing_at, b.price AS closing_price,
-                 n.fair_prob AS fair_closing_prob, n.bookmakers AS consensus_bookmakers
-          FROM taken AS t
-          LEFT JOIN starts AS s ON s.fixture_id = t.fixture_id
-          LEFT JOIN closes AS c ON c.fixture_id = t.fixture_id AND t.taken_at < c.closing_at
-          LEFT JOIN same_book AS b ON c.closing_at IS NOT NULL AND b.fixture_id = t.fixture_id
-                                  AND b.outcome_id = t.outcome_id AND b.book = t.bookmaker
-          LEFT JOIN consensus AS n ON c.closing_at IS NOT NULL AND n.fixture_id = t.fixture_id
-                                  AND n.outcome_id = t.outcome_id) AS valued
+    FROM (SELECT t.*, CASE WHEN t.closing_at IS NOT NULL THEN b.price END AS closing_price,
+                 CASE WHEN t.closing_at IS NOT NULL THEN n.fair_prob END AS fair_closing_prob,
+                 CASE WHEN t.closing_at IS NOT NULL THEN n.bookmakers END AS consensus_bookmakers
+          FROM (SELECT k.*, k.taken_at >= s.start_time AS in_play,
+                       CASE WHEN k.taken_at < s.start_time AND s.start_time <= now() THEN s.start_time END AS closing_at
+                FROM taken AS k LEFT JOIN starts AS s ON s.fixture_id = k.fixture_id) AS t
+          -- (only equalities in ON: anything else there stops DuckDB passing a fixture filter to the right side)
+          LEFT JOIN same_book AS b ON b.fixture_id = t.fixture_id AND b.outcome_id = t.outcome_id
+                                  AND b.book = t.bookmaker
+          LEFT JOIN consensus AS n ON n.fixture_id = t.fixture_id AND n.outcome_id = t.outcome_id) AS valued
     """,
     doc="Did the desk beat the close? Every MM hedge bet and every filled MM order (an order's price is orderCents, "
     "a probability: taken_price is its inverse), against the closing line of its fixture and outcome: the last open "
@@ -848,14 +864,34 @@ CLOSING_LINE_VALUE = Relation(
     "row).",
 )
 
+# observed_ticks for DuckDB in one pass: V2's pushed branch and snapshot branch each read the fixture's
+# rows (the postgres scan is most of the surface's time); the window's pushed rows pass unchanged.
+OBSERVED_TICKS_V3 = replace(OBSERVED_TICKS, duckdb_body=f"""
+    SELECT {", ".join(TICK_COLUMNS)}
+    FROM (SELECT *, lag(source_ts) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}) AS before_ts
+          FROM price_ticks WHERE origin IS NULL OR origin = 'snapshot') AS o
+    WHERE origin IS NULL OR NOT coalesce(before_ts >= source_ts, false)
+    """)
+
+# The same rows for DuckDB, whose DISTINCT ON does not let a fixture filter through (PostgreSQL's is unchanged).
+PRICES_AS_OF_V3 = replace(PRICES_AS_OF_V2, duckdb_body=f"""
+    SELECT received_at, source_ts, {SELECTION}, price, active, status, max_stake, raw_id, origin
+    FROM (SELECT *, {_last(SELECTION)} FROM observed_ticks WHERE received_at <= as_of) AS ranked WHERE nth = 1
+    """)
+
 # Used by migration 0009. Frozen. observed_quotes and margin_parameter before the relations that read them.
 V3: tuple[Relation, ...] = (
-    OBSERVED_TICKS, PRICE_HISTORY_V2, PRICES_AS_OF_V2, OPENING_CLOSING_LINES_V2, PRICE_CANDLES_V2,
+    OBSERVED_TICKS_V3, PRICE_HISTORY_V2, PRICES_AS_OF_V3, OPENING_CLOSING_LINES_V2, PRICE_CANDLES_V2,
     MARKET_OVERROUND_V2, OBSERVED_QUOTES, MARGIN_PARAMETER, STEAM_MOVES_V3, BEST_PRICES_AS_OF, FAIR_PRICES_AS_OF,
     CONSENSUS_AS_OF, LEAD_LAG, ARBITRAGE_WINDOWS, CLOSING_LINE_VALUE,
 )
 CURRENT = V3
 
+
+
+def same_in_postgres(a: Relation, b: Relation) -> bool:
+    """Whether PostgreSQL's object for `a` is the one for `b` (a migration need not replace it)."""
+    return replace(a, duckdb_body=None) == replace(b, duckdb_body=None)
 
 
 def _typed(param: tuple[str, ...]) -> str:
