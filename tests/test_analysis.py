@@ -188,7 +188,7 @@ def test_plot_command_draws_from_postgresql_or_parquet(db_url: str, tmp_path: Pa
     market = write_market(db_url, tmp_path / "spool")
     export_day(market, tmp_path / "export", "price_ticks", DAY)
     base = [sys.executable, "-m", "warehouse", "--database-url", market, "plot"]
-    for extra in ([], ["--parquet", str(tmp_path / "export")]):
+    for extra in ([], ["--parquet", str(tmp_path / "export"), "--consensus", "shin", "--arbitrage", "0"]):
         out = tmp_path / f"chart{len(extra)}.png"
         result = subprocess.run([*base, "--fixture", "F1", "--market", "101", "--out", str(out), *extra],
                                 capture_output=True, text=True, timeout=120)

@@ -34,11 +34,14 @@ from fractions import Fraction
 from pathlib import Path
 from uuid import UUID
 
+import matplotlib.dates as mdates
 import psycopg
 import pytest
 
 from tests.conftest import query
 from warehouse import analysis
+from warehouse.analysis import plot
+from warehouse.analysis.engine import Engine
 from warehouse.config import WriterSettings
 from warehouse.records import BetChange, FixtureChange, OrderChange, PriceTick, RawMessage, ScoreChange
 from warehouse.store.writer import Writer
@@ -355,6 +358,30 @@ def test_closing_line_value_of_bets_and_filled_orders(market: str) -> None:
         assert rows[key][8] is True and rows[key][9:] == (None,) * 8
     for key in (("bet", "13"), ("order", "O3")):  # no start time known: no closing line yet
         assert rows[key][4] == "F9" and rows[key][8] is None and rows[key][9:] == (None,) * 8
+
+
+# -- the chart -------------------------------------------------------------------------------------------
+
+def test_the_chart_draws_the_consensus_and_shades_the_arbitrage_windows(db_url: str, tmp_path: Path) -> None:
+    url = write_market(db_url, tmp_path / "spool")
+    chart = plot.chart_data(Engine.warehouse(url), "F1", "101", consensus="multiplicative", arbitrage=0.0)
+    assert [(began, ended) for began, ended, _ in chart.arbitrage] == [(G + 3 * S, G + 6 * S)]
+    assert close(chart.arbitrage[0][2], Fraction(43, 360))
+    home = chart.selections[0]
+    times, fair = home.consensus
+    assert len(times) == plot.CONSENSUS_SAMPLES and times[0] == chart.start and times[-1] == chart.end
+    settled = [value for at, value in zip(times, fair, strict=True) if T0 + 46 * S <= at < KO]
+    assert settled and all(close(value, 100 * Fraction(4534, 8305), 1e-9) for value in settled)
+    figure = plot.draw(chart)
+    for axis in figure.axes:
+        shaded = [patch for patch in axis.patches if patch.get_gid() == "arbitrage"]
+        assert [(mdates.num2date(p.get_x()), mdates.num2date(p.get_x() + p.get_width())) for p in shaded] == [
+            (G + 3 * S, G + 6 * S)]
+        assert len([line for line in axis.lines if line.get_gid() == "consensus"]) == 1
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert "consensus fair (multiplicative)" in legend and "arbitrage (edge > 0 %)" in legend
+    with pytest.raises(ValueError, match="use one of multiplicative, power, shin"):
+        plot.chart_data(Engine.warehouse(url), "F1", "101", consensus="fair")
 
 
 # -- the same rows on the query surface ------------------------------------------------------------------

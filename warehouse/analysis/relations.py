@@ -976,6 +976,17 @@ FROM (SELECT source, event, received_at,
 WHERE event = '{EVENT_DISCONNECT}' AND (before IS NULL OR before = '{EVENT_CONNECT}')
 ORDER BY started
 """
+# …and, asked for: the consensus fair probability of each outcome at sample times (a list of
+# timestamps: as of each, consensus_as_of with a method), and the market's arbitrage windows.
+CONSENSUS_LINE = (
+    "SELECT g.at, c.outcome_id, c.player_id, CAST(c.line AS double precision) AS line, c.side, c.consensus_prob"
+    " FROM (SELECT unnest(CAST(%s AS timestamptz[])) AS at) AS g, consensus_as_of(g.at, %s) AS c"
+    " WHERE c.fixture_id = %s AND c.market_id = %s ORDER BY g.at, c.outcome_id"
+)
+ARBITRAGE = (
+    "SELECT started_at, ended_at, edge FROM arbitrage_windows(%s)"
+    " WHERE fixture_id = %s AND market_id = %s ORDER BY started_at"
+)
 # Busiest by pushed ticks (a resync's snapshot rows say nothing about how busy a market is).
 BUSIEST_MARKETS = (
     "SELECT fixture_id, market_id, count(DISTINCT coalesce(bookmaker, source)) AS bookmakers, count(*) AS ticks"
