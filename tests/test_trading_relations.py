@@ -122,6 +122,11 @@ FRAMES: list[tuple[datetime, list]] = [
     (T0, quotes(T0, "P", {"104": 1.90, "105": 1.90}, fixture="F6", market="104")),
     (T0, quotes(T0, "Q", {"104": 1.80, "105": 1.90}, fixture="F6", market="104")),
     (T0, quotes(T0, "R", {"104": 1.70, "105": 1.90}, fixture="F6", market="104")),
+    # F7: one frame moves A and B at once (one steam episode, not one per bookmaker as in V2)
+    (T0, quotes(T0, "A", {HOME: 2.00, DRAW: 3.40, AWAY: 4.00}, fixture="F7")),
+    (T0, quotes(T0, "B", {HOME: 2.00, DRAW: 3.40, AWAY: 4.00}, fixture="F7")),
+    (T0 + 10 * S, [*quotes(T0 + 10 * S, "A", {HOME: 1.80}, fixture="F7"),
+                   *quotes(T0 + 10 * S, "B", {HOME: 1.80}, fixture="F7")]),
     # F4: a goal, and both bookmakers move 2 s and 3 s after it without suspending
     (T0, quotes(T0, "A", {HOME: 2.00, DRAW: 3.00, AWAY: 4.00}, fixture="F4")),
     (T0, quotes(T0, "B", {HOME: 2.00, DRAW: 3.00, AWAY: 4.00}, fixture="F4")),
@@ -208,7 +213,7 @@ def test_every_complete_market_sums_to_one(market: str, method: str) -> None:
                       " GROUP BY 1, 2 ORDER BY 1, 2", G + 10 * S, method)
     assert [(fixture, book, n) for fixture, book, _, n in sums] == [
         ("F1", "A", 3), ("F1", "B", 3), ("F2", "X", 3), ("F3", "X", 2), ("F4", "A", 3), ("F4", "B", 3), ("F5", "X", 3),
-        ("F6", "P", 2), ("F6", "Q", 2), ("F6", "R", 2)]
+        ("F6", "P", 2), ("F6", "Q", 2), ("F6", "R", 2), ("F7", "A", 3), ("F7", "B", 3)]
     assert all(abs(total - 1) < 1e-12 for _, _, total, _ in sums)
 
 
@@ -288,6 +293,12 @@ def test_steam_after_a_goal_or_a_suspension_is_flagged(market: str) -> None:
     assert pg(market, f4, timedelta(seconds=1)) == [("A", False)]
 
 
+def test_one_frame_moving_two_bookmakers_starts_one_episode(market: str) -> None:
+    rows = pg(market, "SELECT started_at, first_bookmaker, movers FROM steam_moves(0.05, 2, INTERVAL '30 seconds')"
+                      " WHERE fixture_id = 'F7'")
+    assert rows == [(T0 + 10 * S, "A", ["A", "B"])]  # V2 gave two: one first mover each, the same movers
+
+
 def test_steam_keeps_its_three_parameter_call_and_takes_a_window(market: str) -> None:
     before_kickoff = pg(market, "SELECT started_at FROM steam_moves(0.05, 2, INTERVAL '30 seconds', %s, %s)"
                                 " WHERE fixture_id = 'F1' ORDER BY started_at", T0 - 60 * S, KO)
@@ -307,9 +318,11 @@ LEAD = ("SELECT leader, follower, moves, follows, follow_rate, median_delay"
 
 def test_lead_lag_says_who_moves_first_and_who_copies(market: str) -> None:
     before_kickoff = pg(market, LEAD.format(extra=", %s, %s"), T0 - 60 * S, KO)
-    assert before_kickoff == [("A", "B", 2, 2, 1.0, 7.5 * S), ("B", "A", 2, 0, 0.0, None)]
-    # the whole day: after the goal B moved first (A copied 5 s later on all three outcomes); on F4 A led by 1 s
-    assert pg(market, LEAD.format(extra="")) == [("A", "B", 6, 3, 0.5, 5 * S), ("B", "A", 6, 3, 0.5, 5 * S)]
+    # F1: A moved first twice, B followed 10 s and 5 s later; F7: one frame moved both (no reply)
+    assert before_kickoff == [("A", "B", 3, 2, 2 / 3, 7.5 * S), ("B", "A", 3, 0, 0.0, None)]
+    # the whole day: after the goal B moved first (A copied 5 s later on all three outcomes); on F4 A led by
+    # 1 s; on F7 both moved in one frame, which is no reply
+    assert pg(market, LEAD.format(extra="")) == [("A", "B", 7, 3, 3 / 7, 5 * S), ("B", "A", 7, 3, 3 / 7, 5 * S)]
     assert pg(market, LEAD.format(extra=", fixture => 'F4'")) == [("A", "B", 1, 1, 1.0, S), ("B", "A", 1, 0, 0.0, None)]
 
 
