@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from uuid import UUID
 
 import psycopg
 import pytest
 
-from tests.conftest import query
+from tests.conftest import query, write_frames
 from warehouse.analysis import parquet as parquet_analysis
-from warehouse.config import WriterSettings
 from warehouse.export.parquet import export_day
-from warehouse.records import FixtureChange, PriceTick, RawMessage
-from warehouse.store.writer import Writer
+from warehouse.records import FixtureChange, PriceTick
 
-CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-333333333333")
 DAY = datetime.now(UTC).date() - timedelta(days=1)
 T = datetime(DAY.year, DAY.month, DAY.day, 10, tzinfo=UTC)
 START = T + timedelta(minutes=60)
@@ -48,13 +43,7 @@ FRAMES: list[tuple[datetime, list]] = [
 
 
 def write_market(url: str, spool: Path) -> str:
-    async def main() -> None:
-        async with Writer(url, WriterSettings(spool_dir=spool)) as writer:
-            for seq, (when, records) in enumerate(FRAMES, 1):
-                await writer.put(RawMessage(when, "oddspapi", CONN, seq, "odds", b"{}"), records)
-
-    asyncio.run(main())
-    return url
+    return write_frames(url, spool, FRAMES, "oddspapi")
 
 
 @pytest.fixture

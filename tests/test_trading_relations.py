@@ -27,26 +27,22 @@ Shin's and the power method; F4 has a goal and a move after it with no suspensio
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from uuid import UUID
 
 import matplotlib.dates as mdates
 import psycopg
 import pytest
 
-from tests.conftest import query
+from tests.conftest import query, write_frames
+from tests.exact import comparable
 from warehouse import analysis
 from warehouse.analysis import plot
 from warehouse.analysis.engine import Engine
-from warehouse.config import WriterSettings
-from warehouse.records import BetChange, FixtureChange, OrderChange, PriceTick, RawMessage, ScoreChange
-from warehouse.store.writer import Writer
+from warehouse.records import BetChange, FixtureChange, OrderChange, PriceTick, ScoreChange
 
-CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-777777777777")
 DAY = datetime.now(UTC).date() - timedelta(days=1)
 T0 = datetime(DAY.year, DAY.month, DAY.day, 10, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -137,13 +133,7 @@ FRAMES: list[tuple[datetime, list]] = [
 
 
 def write_market(url: str, spool: Path) -> str:
-    async def main() -> None:
-        async with Writer(url, WriterSettings(spool_dir=spool)) as writer:
-            for seq, (when, records) in enumerate(sorted(FRAMES, key=lambda frame: frame[0]), 1):
-                await writer.put(RawMessage(when, "test", CONN, seq, "frame", b"{}"), records)
-
-    asyncio.run(main())
-    return url
+    return write_frames(url, spool, sorted(FRAMES, key=lambda frame: frame[0]), "test")
 
 
 @pytest.fixture
@@ -152,8 +142,7 @@ def market(storage_url: str, tmp_path: Path) -> str:
     return write_market(storage_url, tmp_path / "spool")
 
 
-def pg(url: str, sql: str, *params: object) -> list[tuple]:
-    return query(url, sql, *params)
+pg = query
 
 
 def close(value: float, fraction: Fraction | float, within: float = 1e-12) -> bool:
@@ -399,17 +388,6 @@ def test_the_chart_draws_the_consensus_and_shades_the_arbitrage_windows(db_url: 
 
 # -- the same rows on the query surface ------------------------------------------------------------------
 
-def normal(value: object) -> object:
-    """A value in a form both engines agree on: UTC datetimes, floats to 12 digits, lists as tuples."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    if isinstance(value, float | Decimal):
-        return round(float(value), 12)
-    if isinstance(value, list | tuple):
-        return tuple(normal(v) for v in value)
-    return value
-
-
 SURFACE = [
     f"SELECT * FROM best_prices_as_of(TIMESTAMPTZ '{G + 4 * S}') ORDER BY fixture_id, outcome_id",
     *[f"SELECT * FROM fair_prices_as_of(TIMESTAMPTZ '{T0 + 60 * S}', '{m}') ORDER BY fixture_id, bookmaker, outcome_id"
@@ -428,9 +406,9 @@ SURFACE = [
 def test_the_query_surface_answers_row_for_row_like_postgresql(market: str) -> None:
     con = analysis.connect(market)
     for sql in SURFACE:
-        expected = [normal(row) for row in pg(market, sql)]
+        expected = [comparable(row) for row in pg(market, sql)]
         assert expected, f"the scripted market must give rows for {sql}"
-        assert [normal(row) for row in con.execute(sql).fetchall()] == expected, sql
+        assert [comparable(row) for row in con.execute(sql).fetchall()] == expected, sql
 
 
 def test_the_reader_role_can_use_every_new_relation(market: str) -> None:
