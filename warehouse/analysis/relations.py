@@ -454,10 +454,10 @@ def _method_checked(method: str, relation: str) -> str:
 
 def _fair(latest: str, method: str) -> str:
     """Each open selection of `latest` (one row per selection: SELECTION, received_at, price, is_open) in a
-    complete market, with the margin taken out by `method`: fair_prob, and implied_prob, book_sum,
-    method_parameter, outcomes. A market (MARKET) is complete when this bookmaker has an open price for
-    every outcome any bookmaker of the feed quotes in it; the solver runs once per complete market (on
-    its first row) and the others take its answer."""
+    complete market, with what taking the margin out by `method` needs (_FAIR_PROB of these): implied_prob,
+    book_sum, method_parameter, and the market's outcomes. A market (MARKET) is complete when this
+    bookmaker has an open price for every outcome any bookmaker of the feed quotes in it; the solver runs
+    once per complete market (on its first row) and the others take its answer."""
     return f"""
     SELECT {SELECTION}, received_at, price, implied_prob, book_sum, outcomes,
            max(first_parameter) OVER (PARTITION BY {MARKET}) AS method_parameter
