@@ -4,7 +4,7 @@
     python bench/export.py           # 5,000,000 price rows, 2,500,000 raw frames
     python bench/export.py --rows 1000000 --repeat 3
 
-  warehouse export     warehouse.export.parquet.export_day: PostgreSQL sends the day's rows in the
+  warehouse export     warehouse.lifecycle.export.export_day: PostgreSQL sends the day's rows in the
                        lake's types (numerics as exact decimals) → DuckDB sorts → zstd Parquet,
                        counted and checked, renamed into place, recorded in export_runs
   previous export      the export before the exact-decimal contract (DuckDB's postgres scan of the
@@ -35,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench._server import discard, scratch_server  # noqa: E402
 from warehouse import schema  # noqa: E402
-from warehouse.export.parquet import export_day  # noqa: E402
+from warehouse.lifecycle import layout  # noqa: E402
+from warehouse.lifecycle.export import export_day  # noqa: E402
 from warehouse.store import migrate  # noqa: E402
-from warehouse.store.exports import duckdb_connection  # noqa: E402
+from warehouse.store.duckdb import duckdb_connection  # noqa: E402
 
 # OddsPapi-like rows: 400 fixtures, 8 bookmakers, 4 markets (one of them a handicap with a line),
 # 3 outcomes, prices that walk, a limit on every 8th row; two rows per raw frame.
@@ -176,7 +177,7 @@ def main() -> None:
             for name, rows in ((table, args.rows), ("raw_messages", exported.rows)):
                 (pg_bytes,) = conn.execute("SELECT pg_total_relation_size(%s::regclass)",
                                            (f"{name}_p{day:%Y%m%d}",)).fetchone() or (0,)
-                parquet = workdir / "x" / name / f"day={day.isoformat()}" / "part-0.parquet"
+                parquet = layout.file(workdir / "x", name, day)
                 sizes[name] = (pg_bytes, parquet.stat().st_size, rows)
     finally:
         discard(workdir, server)

@@ -39,11 +39,12 @@ from bench._server import create_database, discard, scratch_server  # noqa: E402
 from warehouse import schema as tables  # noqa: E402
 from warehouse.records import PriceTick, RawMessage  # noqa: E402
 from warehouse.store import migrate  # noqa: E402
+from warehouse.store.connection import install_codecs  # noqa: E402
 from warehouse.store.database import sqlalchemy_url  # noqa: E402
-from warehouse.store.writer import RAW_COLUMNS, Writer, WriterSettings, _decode_jsonb, _encode_jsonb  # noqa: E402
+from warehouse.store.writer import COPY_COLUMNS, Writer, WriterSettings  # noqa: E402
 
 BOOKMAKERS = ["pinnacle", "bet365", "stake", "22bet", "starcasino.be", "betfair-ex", "1xbet", "sbobet"]
-TICK_COLUMNS = ("raw_id", *PriceTick._fields)
+RAW_COLUMNS, TICK_COLUMNS = COPY_COLUMNS[RawMessage], COPY_COLUMNS[PriceTick]
 
 
 def make_units(ticks: int, seed: int = 7) -> list[tuple[RawMessage, list[PriceTick]]]:
@@ -92,8 +93,7 @@ async def by_writer(url: str, units: list, settings: WriterSettings) -> None:
 
 async def by_raw_copy(url: str, units: list) -> None:
     conn = await asyncpg.connect(url)
-    await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary", encoder=_encode_jsonb,
-                              decoder=_decode_jsonb)
+    await install_codecs(conn)
     raws, ticks = rows_with_ids(units)
     async with conn.transaction():
         await conn.copy_records_to_table("raw_messages", records=raws, columns=RAW_COLUMNS)

@@ -14,8 +14,8 @@
               beside chunk_compression_stats' before/after; Parquet: the exported files.
   --lifetime  `--days` simulated UTC days of `--day-rows` price rows (and their raw frames) each, ending
               yesterday; after each day, what a nightly cron runs: `warehouse export` (every pending
-              table-day, warehouse.export.parquet.export_all) and `warehouse retain --keep-days N` as run
-              at the end of that day (warehouse.store.retention: candidate_days, verify, drop — the
+              table-day, warehouse.lifecycle.export.export_all) and `warehouse retain --keep-days N` as run
+              at the end of that day (warehouse.lifecycle.retention: candidate_days, verify, drop — the
               command's loop, with the simulated day as "today"). Prints PostgreSQL's database size
               (flat once N days are held), the lake's size (grows by a day each day) and the time per
               retained table-day.
@@ -25,7 +25,7 @@
               `prices_as_of` a cold time,
               and a count per day over every day, each on the query surface
               (warehouse.analysis.connect(url, export_dir)), on PostgreSQL alone (the hot days) and on
-              the Parquet of the cold days alone (warehouse.analysis.parquet.connect); medians of
+              the Parquet of the cold days alone (warehouse.analysis.connect(export_dir=…)); medians of
               `--repeat` runs after a warm-up, until the rows are in Python (psycopg binary rows; DuckDB
               Arrow tables). Checks that the surface's rows are the hot rows plus the cold rows.
               Implies --lifetime.
@@ -53,12 +53,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench._server import create_database, discard, scratch_server  # noqa: E402
 from bench.export import fill_price_day, fill_raw_frames  # noqa: E402
-from warehouse import analysis, lake  # noqa: E402
-from warehouse.analysis import parquet  # noqa: E402
+from warehouse import analysis  # noqa: E402
 from warehouse.analysis.relations import LINE_MOVEMENT  # noqa: E402
-from warehouse.export.parquet import EXPORT_TABLES, WORK_DIR, export_all, export_day, pending  # noqa: E402
-from warehouse.store import migrate, retention  # noqa: E402
-from warehouse.store.exports import days_held  # noqa: E402
+from warehouse.lake import EXPORT_TABLES  # noqa: E402
+from warehouse.lifecycle import layout, retention  # noqa: E402
+from warehouse.lifecycle.days import days_held  # noqa: E402
+from warehouse.lifecycle.export import export_all, export_day  # noqa: E402
+from warehouse.lifecycle.pending import pending  # noqa: E402
+from warehouse.store import migrate  # noqa: E402
 
 PG15_BINARIES = Path("/usr/lib/postgresql/15/bin")  # where Debian's postgresql-15 puts them (as tests/conftest.py)
 TIMESCALEDB_CONTROL = Path("/usr/share/postgresql/15/extension/timescaledb.control")
@@ -79,7 +81,7 @@ def scalar(url: str, sql: str, *params: Any) -> Any:
 
 def parquet_bytes(root: Path) -> int:
     """The lake's size: every exported file (not the export's own work folder)."""
-    return sum(f.stat().st_size for f in root.rglob(f"*/day=*/{lake.PART_FILE}") if WORK_DIR not in f.parts)
+    return sum(f.stat().st_size for table in EXPORT_TABLES for f in layout.files(root, table))
 
 
 def fill_day(url: str, day: date, rows: int) -> None:
@@ -104,7 +106,7 @@ def storage(admin_url: str, workdir: Path, rows: int) -> dict[str, dict[str, int
     export_root = workdir / "storage-export"
     for table in TABLES:
         export_day(url, export_root, table, day)
-    parquet_sizes = {table: (export_root / table / f"day={day}" / lake.PART_FILE).stat().st_size for table in TABLES}
+    parquet_sizes = {table: layout.file(export_root, table, day).stat().st_size for table in TABLES}
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("DROP DATABASE lifecycle_storage WITH (FORCE)")
     sizes.update(timescaledb(day, rows))
@@ -220,7 +222,7 @@ def lifetime(admin_url: str, workdir: Path, days: int, rows: int, keep_days: int
             hot = sum(1 for held in days_held(conn) if held <= day)  # not the partitions made ahead
         nights.append(Night(day, filled - started, len(work), exported - filled, dropped, retained - exported, kept,
                             database, hot, parquet_bytes(root),
-                            len({p.name for p in (root / "price_ticks").glob("day=*")})))
+                            len(layout.files(root, "price_ticks"))))
     return url, root, nights
 
 
@@ -255,13 +257,13 @@ def print_lifetime(nights: list[Night], rows: int, keep_days: int) -> None:
 
 def cold_only(url: str, root: Path, workdir: Path) -> Path:
     """A folder of the days retention moved to Parquet only (links to the lake's day folders), so that
-    `parquet.connect` reads the cold days alone."""
+    `analysis.connect(export_dir=…)` reads the cold days alone."""
     cold = workdir / "cold"
     for table, days in retention.retained_files(url).items():
         for day, _ in days:
-            link = cold / table / f"day={day}"
+            link = layout.file(cold, table, day).parent
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(root / table / f"day={day}", target_is_directory=True)
+            link.symlink_to(layout.file(root, table, day).parent, target_is_directory=True)
     return cold
 
 
@@ -278,11 +280,11 @@ def median_ms(run: Callable[[], object], repeat: int) -> float:
 def surface(url: str, root: Path, workdir: Path, nights: list[Night], repeat: int) -> None:
     cold_dir = cold_only(url, root, workdir)
     hot_from = min(retention.candidate_days(url, date.max))
-    cold_days = sorted(p.name for p in (cold_dir / "price_ticks").glob("day=*"))
+    cold_days = [day for path in layout.files(cold_dir, "price_ticks") if (day := layout.day_of(path))]
     if not cold_days:
         print("\nsurface skipped: no day was retained (give more --days than --keep-days)")
         return
-    as_of = datetime.combine(date.fromisoformat(cold_days[-1][4:]), datetime.min.time(), UTC) + timedelta(hours=12)
+    as_of = datetime.combine(cold_days[-1], datetime.min.time(), UTC) + timedelta(hours=12)
     fixture, market = "id10000012361624412", "101"
     queries = {
         "line movement of one fixture/market, whole span": (LINE_MOVEMENT, (fixture, market)),
@@ -297,7 +299,7 @@ def surface(url: str, root: Path, workdir: Path, nights: list[Night], repeat: in
     }
     print("surface: querying …", file=sys.stderr)
     both = analysis.connect(url, root)
-    cold = parquet.connect(cold_dir)
+    cold = analysis.connect(export_dir=cold_dir)
     results: list[tuple[str, float, float, float, int, int, int, str]] = []
     with psycopg.connect(url, autocommit=True) as conn:
         for name, (sql, params) in queries.items():

@@ -12,7 +12,7 @@ and markets picked at random:
   price_history    the same prices with the previous price, the move and the implied probability
   every column     SELECT * FROM price_ticks for the fixture/market: the table as stored (baseline)
 
-on PostgreSQL and on the Parquet (DuckDB, warehouse.analysis.parquet), each time until the rows are
+on PostgreSQL and on the Parquet (DuckDB, warehouse.analysis.connect(export_dir=…)), each time until the rows are
 in Python: psycopg with binary results, DuckDB as an Arrow table (what `.df()` builds on); plus the
 server's own execution time of the line movement (EXPLAIN ANALYZE), which leaves out the client.
 Prints median and p90 milliseconds.
@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT))
 from bench._server import discard, scratch_server  # noqa: E402
 from bench.export import fill_price_day  # noqa: E402
 from bench.trading import fill_desk, measure  # noqa: E402
-from warehouse.analysis import connect, parquet  # noqa: E402
+from warehouse import analysis  # noqa: E402
 from warehouse.analysis.relations import LINE_MOVEMENT  # noqa: E402
-from warehouse.export.parquet import export_day  # noqa: E402
+from warehouse.lifecycle.export import export_day  # noqa: E402
 from warehouse.store import migrate  # noqa: E402
 
 HISTORY = ("SELECT * FROM price_history WHERE fixture_id = %s AND market_id = %s ORDER BY received_at, raw_id")
@@ -93,7 +93,7 @@ def main() -> None:
         day = fill_price_day(url, args.rows)
         if args.relations:
             fill_desk(url, day)
-            surface = connect(url)
+            surface = analysis.connect(url)
             surface.execute("SET memory_limit = '6GB'")  # a shared machine: spill rather than take it all
             surface.execute(f"SET temp_directory = '{workdir / 'duckdb-spill'}'")
             fixtures = [f"id10000{rng.randrange(400):04d}61624412" for _ in range(args.fixtures)]
@@ -124,7 +124,7 @@ def main() -> None:
             results["PostgreSQL every column"] = timed(on_postgres(EVERY_COLUMN), targets)
 
         print("querying Parquet …", file=sys.stderr)
-        con = parquet.connect(workdir / "exports")
+        con = analysis.connect(export_dir=workdir / "exports")
 
         def on_parquet(sql: str) -> Callable[[str, str], int]:
             sql = sql.replace("%s", "?")

@@ -1,7 +1,7 @@
 """Golden adapter fixtures (tests/fixtures/<feed kind>/*.json): reading them, running their frames.
 
 The file format is described in tests/fixtures/README.md. Frames go through the one path from frame to
-records (warehouse.collect.frames.derive) with an adapter built from the registry, so a fixture also
+records (warehouse.feeds.derive) with an adapter built from the registry, so a fixture also
 pins how a frame that does not fit is quarantined.
 """
 
@@ -18,7 +18,7 @@ from uuid import UUID
 import orjson
 
 from tests.feedkit import options as make_options
-from warehouse.collect.frames import derive
+from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import TABLE_OF
 
@@ -62,11 +62,14 @@ def run(path: Path) -> list[Result]:
     """Every frame of the fixture through one fresh adapter (state carries from frame to frame)."""
     fixture = load(path)
     kind = kind_of(path)
-    adapter = FEEDS[kind].adapter(fixture["source"], options_of(kind, fixture))
+    feed = FEEDS[kind]
+    adapter = feed.adapter(fixture["source"], options_of(kind, fixture))
     received_at = datetime.fromisoformat(fixture.get("received_at", RECEIVED_AT))
     results = []
     for seq, step in enumerate(fixture["frames"], 1):
-        derived = derive(adapter, kind, orjson.dumps(step["frame"]), received_at=received_at, source=fixture["source"],
+        # `text`: the frame's bytes as sent (not JSON), decoded by the feed as the collector does
+        data = feed.decode(step["text"].encode(), MAX_FRAME_BYTES) if "text" in step else orjson.dumps(step["frame"])
+        derived = derive(adapter, kind, data, received_at=received_at, source=fixture["source"],
                          connection_id=CONNECTION, seq=seq, event_id=None, max_frame_bytes=MAX_FRAME_BYTES)
         output = derived.output
         results.append(Result(derived.raw.kind, output.control if output else None,

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from warehouse import lake, schema
-from warehouse.export.parquet import export_all
+from warehouse.lifecycle.export import export_all
 
 DAY = date(2026, 3, 1)
 EMPTY_DAY = DAY + timedelta(days=1)  # only raw_messages has a row: every other table's file has none

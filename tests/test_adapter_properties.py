@@ -35,7 +35,8 @@ def seeds(kind: str) -> list[Seed]:
     for path in golden.files(kind):
         fixture = golden.load(path)
         options = golden.options_of(kind, fixture)
-        found += [(options, step["frame"]) for step in fixture["frames"] if step.get("kind") != "quarantined"]
+        found += [(options, step["frame"]) for step in fixture["frames"]
+                  if "frame" in step and step.get("kind") != "quarantined"]
     return found
 
 

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from tests.conftest import query, write_frames
-from warehouse.analysis import parquet as parquet_analysis
-from warehouse.export.parquet import export_day
+from warehouse import analysis
+from warehouse.lifecycle.export import export_day
 from warehouse.records import FixtureChange, PriceTick
 
 DAY = datetime.now(UTC).date() - timedelta(days=1)
@@ -147,7 +147,7 @@ def test_parquet_answers_exactly_like_postgresql(market: str, tmp_path: Path) ->
     export_dir = tmp_path / "export"
     for table in ("price_ticks", "fixture_changes"):
         export_day(market, export_dir, table, DAY)
-    con = parquet_analysis.connect(export_dir)
+    con = analysis.connect(export_dir=export_dir)
     for sql, params in QUERIES:
         expected = same(pg(market, sql, *params))
         assert expected, f"the scripted market must give rows for {sql}"
@@ -155,7 +155,7 @@ def test_parquet_answers_exactly_like_postgresql(market: str, tmp_path: Path) ->
 
 
 def test_parquet_connection_works_before_anything_is_exported(tmp_path: Path) -> None:
-    con = parquet_analysis.connect(tmp_path)
+    con = analysis.connect(export_dir=tmp_path)
     assert con.execute("SELECT count(*) FROM price_history").fetchall() == [(0,)]
     assert con.execute("SELECT count(*) FROM steam_moves(0.05, 2, INTERVAL '1 minute')").fetchall() == [(0,)]
 

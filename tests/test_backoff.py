@@ -1,11 +1,11 @@
-"""Reconnect delays (warehouse/collect/backoff.py), with seeded random numbers: exponential steps with
+"""Reconnect delays (warehouse/backoff.py), with seeded random numbers: exponential steps with
 jitter; the server's Retry-After wins; the long pause is for when it names none."""
 
 from __future__ import annotations
 
 import random
 
-from warehouse.collect.backoff import NAMED_JITTER_MIN_S, Backoff, named_delay
+from warehouse.backoff import NAMED_JITTER_MIN_S, Backoff, named_delay
 
 
 def delays(seed: int, attempts: int, **kwargs: object) -> list[float]:
@@ -87,3 +87,10 @@ def test_exponential_steps_with_equal_jitter_up_to_the_cap() -> None:
 def test_named_delay_never_shortens() -> None:
     rng = random.Random(5)
     assert all(named_delay(s, rng) >= s for s in (0.0, 0.5, 2.0, 30.0))
+
+
+def test_without_a_long_pause_of_its_own_the_long_pause_is_the_cap() -> None:
+    """The writer's database connection has no refused keys or maintenance answers: its delays stay capped."""
+    backoff = Backoff(0.25, 5.0, rng=random.Random(3))
+    backoff.attempts = 20
+    assert all(2.5 <= backoff.next(long=True) <= 5.0 for _ in range(100))

@@ -16,7 +16,7 @@ from matplotlib.ticker import PercentFormatter
 from warehouse.analysis import plot
 from warehouse.analysis.engine import Engine
 from warehouse.config import WriterSettings
-from warehouse.export.parquet import export_day
+from warehouse.lifecycle.export import export_day
 from warehouse.records import CollectorEvent, FixtureChange, PriceTick, RawMessage, Record, ScoreChange
 from warehouse.store.writer import Writer
 

@@ -15,8 +15,9 @@ import pytest
 
 from tests.conftest import query
 from warehouse.config import WriterSettings
-from warehouse.export import parquet
-from warehouse.export.parquet import ExportError, export_all, export_day, pending
+from warehouse.lake import EXPORT_TABLES
+from warehouse.lifecycle.export import ExportError, export_all, export_day
+from warehouse.lifecycle.pending import pending
 from warehouse.records import OrderChange, PriceTick, RawMessage
 from warehouse.store.writer import Writer
 
@@ -67,13 +68,13 @@ def test_default_run_exports_every_complete_day_of_every_table_once_with_exact_v
     db_url = storage_url
     fill(db_url, tmp_path)
     root = tmp_path / "exports"
-    work = pending(db_url, parquet.EXPORT_TABLES)
+    work = pending(db_url, EXPORT_TABLES)
     # every table gets every day from the first with data, rows or not: a reader of any folder finds it
-    assert set(work) == {(table, day) for table in parquet.EXPORT_TABLES for day in DAYS[:2]}
+    assert set(work) == {(table, day) for table in EXPORT_TABLES for day in DAYS[:2]}
     assert export_all(db_url, root, work) == 2 * (3 + 6) + 1  # raw frames and ticks of two days, an order
-    assert pending(db_url, parquet.EXPORT_TABLES) == []  # a second run has nothing to do
+    assert pending(db_url, EXPORT_TABLES) == []  # a second run has nothing to do
     assert files(root) == sorted(f"{table}/day={day.isoformat()}/part-0.parquet"
-                                 for table in parquet.EXPORT_TABLES for day in DAYS[:2])
+                                 for table in EXPORT_TABLES for day in DAYS[:2])
 
     day_dir = root / "price_ticks" / f"day={DAYS[1].isoformat()}"
     rows = duckdb.sql(f"SELECT fixture_id, received_at, price, line, max_stake, attrs "
@@ -137,7 +138,8 @@ def test_a_failed_check_leaves_the_previous_export_and_no_half_partition(
     root = tmp_path / "exports"
     good = export_day(db_url, root, "price_ticks", DAYS[0])
     before = read(good.path / "part-0.parquet")
-    monkeypatch.setattr(parquet, "file_sha256", lambda path, sync: (_ for _ in ()).throw(OSError("disk failed")))
+    monkeypatch.setattr("warehouse.lifecycle.export.file_sha256",
+                        lambda path, sync: (_ for _ in ()).throw(OSError("disk failed")))
     with pytest.raises(OSError, match="disk failed"):
         export_day(db_url, root, "price_ticks", DAYS[0])
     assert files(root) == [f"price_ticks/day={DAYS[0].isoformat()}/part-0.parquet"]
@@ -220,4 +222,4 @@ def test_the_export_command_names_an_unfit_value_in_one_line_and_exports_the_res
     assert result.stderr.startswith(f"error: price_ticks {DAYS[1]}: line = NaN cannot be exported exactly")
     assert "database URL" not in result.stderr
     exported = {(table, day) for table, day, in query(db_url, "SELECT table_name, day FROM export_runs")}
-    assert len(exported) == 2 * len(parquet.EXPORT_TABLES) - 1 and ("price_ticks", DAYS[1]) not in exported
+    assert len(exported) == 2 * len(EXPORT_TABLES) - 1 and ("price_ticks", DAYS[1]) not in exported

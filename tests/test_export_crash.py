@@ -6,7 +6,6 @@ file per table-day. Leftovers of the earlier folder-swap layout are cleaned (or 
 
 from __future__ import annotations
 
-import os
 import selectors
 import shutil
 import signal
@@ -23,23 +22,27 @@ import pytest
 
 from tests.conftest import query
 from tests.test_export import DAYS, at, fill
-from warehouse.export import parquet
-from warehouse.store.exports import bounds
+from warehouse.lifecycle.days import bounds
+from warehouse.lifecycle.export import STEPS
 
 TABLE = "price_ticks"
+PAUSED = Path(__file__).with_name("paused_export.py")  # the command line, with a hook that stops at a step
 COMMITTED = {"replaced", "recorded"}  # steps after the os.replace: the new file is the day's
 Row = tuple[str, str, str, str]  # day, fixture, outcome, received_at: one price row, identified
 
 
+def arguments(url: str, root: Path, day: date) -> list[str]:
+    return ["--database-url", url, "export", "--dir", str(root), "--table", TABLE, "--day", day.isoformat()]
+
+
 def command(url: str, root: Path, day: date) -> list[str]:
-    return [sys.executable, "-m", "warehouse", "--database-url", url, "export", "--dir", str(root),
-            "--table", TABLE, "--day", day.isoformat()]
+    return [sys.executable, "-m", "warehouse", *arguments(url, root, day)]
 
 
 def paused(url: str, root: Path, day: date, step: str) -> subprocess.Popen[str]:
     """An export of TABLE's `day`, stopped at `step` (it says so on stderr)."""
-    process = subprocess.Popen(command(url, root, day), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, env=dict(os.environ, **{parquet.PAUSE_ENV: step}))
+    process = subprocess.Popen([sys.executable, str(PAUSED), step, *arguments(url, root, day)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     selector = selectors.DefaultSelector()
     selector.register(process.stderr, selectors.EVENT_READ)
@@ -99,7 +102,7 @@ def one_file_per_day(*days: date) -> list[str]:
                    *(f"{TABLE}/day={day}/part-0.parquet" for day in days)])
 
 
-@pytest.mark.parametrize("step", parquet.STEPS)
+@pytest.mark.parametrize("step", STEPS)
 def test_a_run_killed_at_any_step_never_shows_a_day_twice_or_half(db_url: str, tmp_path: Path, step: str) -> None:
     fill(db_url, tmp_path)
     root = tmp_path / "exports"

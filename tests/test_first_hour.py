@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import query
 from warehouse.config import ConfigError, WriterSettings, config_from_text, resolve_secrets
 from warehouse.records import CollectorEvent
-from warehouse.store import writer as writer_module
+from warehouse.store import connection
 from warehouse.store.embedded import EmbeddedPostgres
 from warehouse.store.writer import Writer
 
@@ -167,7 +167,7 @@ def test_a_secret_too_short_to_mask_is_refused_naming_the_variable() -> None:
 
 def test_a_database_never_reached_is_said_loudly_and_again(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer_module, "NEVER_REACHED_EVERY_S", 0.3)
+    monkeypatch.setattr(connection, "NEVER_REACHED_EVERY_S", 0.3)
     url = "postgresql://warehouse:s3cret-pass@127.0.0.1:1/odds"  # nothing listens on port 1
     settings = WriterSettings(spool_dir=tmp_path / "spool", retry_initial_s=0.05, retry_max_s=0.1,
                               connect_timeout_s=1)

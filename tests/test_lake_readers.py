@@ -18,8 +18,8 @@ import pytest
 
 from tests import lakekit
 from tests.lakekit import DAY, EMPTY_DAY, postgres_rows, rows_as_set
-from warehouse import lake
-from warehouse.analysis import parquet as lake_connection
+from warehouse import analysis, lake
+from warehouse.lifecycle import layout
 
 # The type each reader gives a lake column (by its DuckDB type in warehouse.lake).
 ARROW = {lake.PARQUET_DECIMAL: pa.decimal128(lake.DECIMAL_PRECISION, lake.DECIMAL_SCALE), "DOUBLE": pa.float64(),
@@ -65,7 +65,7 @@ def test_every_reader_reads_every_table_value_by_value_as_postgresql_holds_it(ex
     for table in lake.EXPORT_TABLES:
         expected = rows_as_set(postgres_rows(url, table))
         assert len(expected) == lakekit.rows(table) >= 6, table  # every edge of every column is in some row
-        path = root / table / f"day={DAY}" / lake.PART_FILE
+        path = layout.file(root, table, DAY)
         for reader, read in READERS.items():
             assert rows_as_set(read(path)) == expected, f"{reader} reads {table} differently from PostgreSQL"
 
@@ -74,7 +74,7 @@ def test_every_reader_sees_the_lake_types(exported: tuple[str, Path]) -> None:
     _, root = exported
     for table in lake.EXPORT_TABLES:
         for day in (DAY, EMPTY_DAY):
-            path = root / table / f"day={day}" / lake.PART_FILE
+            path = layout.file(root, table, day)
             names = [name for name, _ in lake.columns(table)]
             arrow = pq.read_schema(path)
             assert [(f.name, f.type) for f in arrow] == [(n, ARROW[kind]) for n, kind in lake.columns(table)], path
@@ -91,7 +91,7 @@ def test_every_reader_sees_the_lake_types(exported: tuple[str, Path]) -> None:
 def test_a_table_with_no_rows_that_day_is_a_file_every_reader_reads_as_empty(exported: tuple[str, Path]) -> None:
     url, root = exported
     for table in lake.EXPORT_TABLES:
-        path = root / table / f"day={EMPTY_DAY}" / lake.PART_FILE
+        path = layout.file(root, table, EMPTY_DAY)
         expected = rows_as_set(postgres_rows(url, table, EMPTY_DAY))
         assert len(expected) == (1 if table == "raw_messages" else 0)
         for reader, read in READERS.items():
@@ -112,7 +112,7 @@ def test_every_reader_takes_a_table_folder_with_its_day_partition(exported: tupl
         assert frame.schema["day"] == pl.Date
         assert {str(d): n for d, n in frame.group_by("day").len().rows()} == {d: n for d, n in per_day.items() if n}
     # and the analysis connection reads the same lake, day as a DATE, JSON usable as JSON
-    con = lake_connection.connect(root)
+    con = analysis.connect(export_dir=root)
     assert con.execute("SELECT count(*), min(day) FROM raw_messages").fetchone() == (
         len(postgres_rows(url, "raw_messages")) + 1, DAY)
     assert con.execute("SELECT payload->'bookmakerOdds'->>'pinnacle' FROM raw_messages"

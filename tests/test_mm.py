@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 
 from tests.collecting import after, assert_secret_nowhere, collect_live, fast, feeds_from_toml
 from tests.conftest import query
-from warehouse.config import ConfigError
+from warehouse.collect.service import collect
+from warehouse.config import ConfigError, WriterSettings
 from warehouse.simulate.mm import CHANNELS, MmSimulator
 
 KEY = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -178,3 +180,123 @@ def test_plain_http_on_the_websocket_path_gets_426(tmp_path: Path) -> None:
         return 200
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == 426
+
+
+# -- the vendor's two spellings, and its errors in every envelope (issue 23) ------------------------
+
+
+def collect_for(simulator: MmSimulator, db_url: str, tmp_path: Path, seconds: float, env: dict[str, str],
+                **tuning: object) -> None:
+    """Collect for `seconds` whatever happens (a feed that stops by itself ends the collector sooner)."""
+
+    async def main() -> None:
+        url = await simulator.start()
+        feeds = feeds_from_toml(tmp_path, toml(url, **tuning), env)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        try:
+            await collect(db_url, feeds, WriterSettings(spool_dir=tmp_path / "spool"), stop=stop)
+        finally:
+            await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def error_rows(db_url: str) -> list[dict[str, object]]:
+    return [d for (d,) in query(db_url, "SELECT detail FROM collector_events WHERE event = 'error'"
+                                        " ORDER BY received_at")]
+
+
+def test_the_simulator_speaks_both_spellings_of_the_vendors_pages(tmp_path: Path) -> None:
+    import websockets
+
+    async def exchange(simulator: MmSimulator, subscribe: dict[str, object]) -> object:
+        url = await simulator.start()
+        try:
+            async with websockets.connect(url) as ws:
+                await ws.send(orjson.dumps(subscribe).decode())
+                reply = await ws.recv()
+                try:
+                    return orjson.loads(reply)
+                except orjson.JSONDecodeError:
+                    return ("text", reply)
+        finally:
+            await simulator.stop()
+
+    async def main() -> list[object]:
+        replies = []
+        for spelling, strict, errors_as, subscribe in [
+            ("apiKey", False, "object", {"type": "subscribe", "api_key": KEY, "channels": ["orders"]}),
+            ("api_key", False, "object", {"type": "subscribe", "apiKey": KEY, "channels": ["orders"]}),
+            ("api_key", True, "object", {"type": "subscribe", "apiKey": KEY, "channels": ["orders"]}),
+            ("apiKey", True, "string", {"type": "subscribe", "api_key": KEY}),
+            ("api_key", False, "text", {"type": "subscribe", "api_key": "not-a-uuid-at-all"}),
+            ("apiKey", False, "text", {"type": "subscribe", "apiKey": "not-a-uuid-at-all"}),
+        ]:
+            simulator = MmSimulator({KEY: CHANNELS}, spelling=spelling, strict=strict, errors_as=errors_as,
+                                    script=[b'{"type":"heartbeat"}'])
+            replies.append(await exchange(simulator, subscribe))
+        return replies
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == [
+        {"type": "subscribed", "subscriptionId": 1, "channels": ["orders"]},  # either key name is taken
+        {"type": "subscribed", "subscription_id": 1, "channels": ["orders"]},  # the API reference's reply
+        {"type": "error", "message": "api_key required"},  # strict: only its own spelling
+        "apiKey required",  # an error as a JSON string
+        ("text", "Invalid api_key format"),  # ... and as plain text
+        ("text", "Invalid apiKey format")]
+
+
+def test_the_subscribe_key_goes_under_the_name_the_config_gives(db_url: str, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # A vendor that reads only `api_key` (the API reference) answers `api_key required` to the default
+    # `apiKey`: the same subscribe can only get the same answer, so the feed stops and says what to set.
+    simulator = MmSimulator({KEY: CHANNELS}, spelling="api_key", strict=True, script=[b'{"type":"heartbeat"}'])
+    with caplog.at_level(logging.ERROR):
+        collect_for(simulator, db_url, tmp_path, 1.5, {"MM_KEY": KEY})
+    assert simulator.errors == ["api_key required"], "a configuration error must not be retried"
+    fix = 'the vendor found no key under "apiKey": set api_key_field = "api_key" (its pages spell the field both ways)'
+    assert error_rows(db_url) == [{"error": "api_key required", "fix": fix}]
+    assert any("feed mm stopped" in r.getMessage() and "api_key_field" in r.getMessage() for r in caplog.records)
+
+    simulator = MmSimulator({KEY: CHANNELS}, spelling="api_key", strict=True, script=[b'{"type":"heartbeat"}'])
+    run(simulator, db_url, tmp_path, lambda: bool(query(db_url, "SELECT 1 FROM raw_messages WHERE kind = 'heartbeat'")),
+        api_key_field='"api_key"')
+    assert simulator.received[0][0] == {"type": "subscribe", "api_key": KEY, "channels": list(CHANNELS)}
+    (detail,), = query(db_url, "SELECT detail FROM collector_events WHERE event = 'subscribe'")
+    assert detail["subscription_id"] == 1 and detail["granted"] == list(CHANNELS)
+
+
+def test_an_api_key_field_the_vendor_does_not_know_is_a_config_error(tmp_path: Path) -> None:
+    text = toml("ws://127.0.0.1:1/ws/subscribe", api_key_field='"key"')
+    with pytest.raises(ConfigError, match='api_key_field must be "apiKey" or "api_key", got \'key\''):
+        feeds_from_toml(tmp_path, text, {"MM_KEY": KEY})
+
+
+def test_a_key_that_is_no_uuid_stops_the_feed_even_as_plain_text(db_url: str, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    simulator = MmSimulator({KEY: CHANNELS}, spelling="api_key", errors_as="text")
+    with caplog.at_level(logging.ERROR):
+        collect_for(simulator, db_url, tmp_path, 1.5, {"MM_KEY": "not-a-uuid-key"})
+    assert simulator.errors == ["Invalid api_key format"], "a configuration error must not be retried"
+    assert error_rows(db_url) == [{"error": "Invalid api_key format",
+                                   "fix": "the key in MM_KEY is not a UUID: set it to the MM API key (a UUID)"}]
+    # stored as the JSON string it would have been
+    assert query(db_url, "SELECT kind, payload FROM raw_messages") == [("error", "Invalid api_key format")]
+    assert query(db_url, "SELECT count(*) FROM quarantine") == [(0,)]
+    assert any("feed mm stopped" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("error", "errors_as"), [("Invalid API key", "text"), ("Connection limit exceeded", "text"),
+                                                  ("Connection limit exceeded", "string")])
+def test_an_unknown_key_or_too_many_sockets_pause_long_in_any_envelope(db_url: str, tmp_path: Path, error: str,
+                                                                        errors_as: str) -> None:
+    # An unknown key: the vendor may reactivate the client; too many sockets: stale ones time out.
+    # Neither needs a change on our side, so the feed waits backoff_long_s and tries again.
+    wrong = "11111111-2222-4333-8444-555555555555"
+    refuse_all = error.startswith("Connection")
+    simulator = MmSimulator({KEY: CHANNELS}, errors_as=errors_as, max_per_key=0 if refuse_all else 5)
+    collect_for(simulator, db_url, tmp_path, 2.5, {"MM_KEY": KEY if refuse_all else wrong}, backoff_long_s=1.0)
+    assert 2 <= len(simulator.errors) <= 4 and set(simulator.errors) == {error}
+    assert error_rows(db_url) and all(d == {"error": error} for d in error_rows(db_url))
+    assert query(db_url, "SELECT count(*) FROM quarantine") == [(0,)]

@@ -13,8 +13,8 @@ import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import query
-from warehouse.analysis import parquet
-from warehouse.export.parquet import EXPORT_TABLES
+from warehouse import analysis
+from warehouse.lake import EXPORT_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -42,7 +42,7 @@ def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: 
     stored = dict(query(db_url, "SELECT 'price_ticks', count(*) FROM price_ticks UNION ALL"
                                 " SELECT 'raw_messages', count(*) FROM raw_messages"))
     assert stored["price_ticks"] > 1000
-    con = parquet.connect(exports)
+    con = analysis.connect(export_dir=exports)
     for table, rows in stored.items():  # today so far, every row
         assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == rows
         assert re.search(rf"│ {table}\s+│\s+{rows:,} │", demo.stdout), demo.stdout

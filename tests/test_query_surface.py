@@ -17,7 +17,8 @@ from uuid import UUID
 from tests.conftest import query
 from warehouse import analysis, lake
 from warehouse.config import WriterSettings
-from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
+from warehouse.lifecycle.export import export_all
+from warehouse.lifecycle.pending import pending
 from warehouse.records import CollectorEvent, PriceTick, RawMessage
 from warehouse.store.writer import Writer
 
@@ -56,7 +57,7 @@ def test_hot_and_cold_days_read_as_one_warehouse_each_row_once(storage_url: str,
     query(url, "SELECT warehouse_ensure_partitions(%s, %s)", DAYS[0], len(DAYS))
     ticks = [(day, hour, 2.0 + n / 10 + hour / 100) for n, day in enumerate(DAYS) for hour in (1, 13)]
     write(url, tmp_path / "spool", ticks)
-    export_all(url, tmp_path / "exports", pending(url, EXPORT_TABLES))
+    export_all(url, tmp_path / "exports", pending(url, lake.EXPORT_TABLES))
     retained = warehouse("retain", "--keep-days", "3", "--database-url", url)
     assert retained.returncode == 0, retained.stderr
     assert query(url, "SELECT count(*) FROM price_ticks") == [(6,)]  # three days left in PostgreSQL

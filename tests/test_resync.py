@@ -432,3 +432,73 @@ def assert_replay_derives_the_same(db_url: str, source: str) -> None:
     rest = count(db_url, "SELECT count(*) FROM raw_messages WHERE source = %s AND kind ~ '^(snapshot|backfill):'",
                  source)
     assert rest and report.frames >= rest
+
+
+# -- rest_url as users write it (issue 23) -----------------------------------------------------------
+
+
+def http_host(stream_url: str) -> str:
+    """ws://127.0.0.1:port/… → http://127.0.0.1:port: the REST twin's host."""
+    return "http://" + stream_url.removeprefix("ws://").split("/")[0]
+
+
+def first_pass(simulator: OddsPapiSimulator | MmSimulator, db_url: str, tmp_path: Path,
+               toml_for: Callable[[str], str], env: dict[str, str]) -> dict[str, Any]:
+    """Collect until the start's resync is over; its resync_finished detail."""
+
+    async def main() -> None:
+        url = await simulator.start()
+        collector = Collector(db_url, tmp_path, toml_for(url), env)
+        await until(lambda: settled(db_url), "the start's resync")
+        await collector.stop()
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+    (finished,) = resyncs(db_url)
+    return finished
+
+
+@pytest.mark.parametrize("suffix", ["", "/v4"])
+def test_oddspapi_rest_url_may_be_the_host_or_the_versioned_base(db_url: str, tmp_path: Path, suffix: str) -> None:
+    simulator = OddsPapiSimulator(KEY, rate=100, market=Market(run=RUN))
+    finished = first_pass(simulator, db_url, tmp_path,
+                          lambda url: oddspapi_toml(url, rest_url=f'"{http_host(url)}{suffix}"'), {"OP_KEY": KEY})
+    assert (finished["ok"], finished["failed"], finished["covered"]) == (8, 0, 4)
+    assert {(path, status) for path, _, status in simulator.rest.calls} <= {("/v4/odds", 200), ("/v4/odds", 429),
+                                                                          ("/v4/scores", 200), ("/v4/scores", 429)}
+
+
+@pytest.mark.parametrize("suffix", ["", "/api/v1"])
+def test_mm_rest_url_may_be_the_host_or_the_versioned_base(db_url: str, tmp_path: Path, suffix: str) -> None:
+    simulator = MmSimulator({MM_KEY: CHANNELS}, rate=50)
+    order = simulator.trade()  # an order, its bet and an account for the first resync to fetch
+    finished = first_pass(simulator, db_url, tmp_path,
+                          lambda url: mm_toml(url, rest_url=f'"{http_host(url)}{suffix}"'), {"MM_KEY": MM_KEY})
+    assert (finished["ok"], finished["failed"], finished["covered"]) == (3, 0, 3)
+    assert sorted((path, status) for path, _, status in simulator.rest.calls) == [
+        ("/api/v1/accounts", 200), ("/api/v1/bets", 200), ("/api/v1/orders", 200)]
+    assert count(db_url, "SELECT count(*) FROM order_changes WHERE origin = 'snapshot' AND order_id = %s",
+                 str(order)) == 1
+
+
+def test_a_404_is_one_warning_per_endpoint_and_pass_naming_the_url(db_url: str, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # A version the vendor does not serve: every call of both endpoints answers 404.
+    simulator = OddsPapiSimulator(KEY, rate=100, market=Market(run=RUN))
+    host: list[str] = []
+
+    def toml_for(url: str) -> str:
+        host.append(http_host(url))
+        return oddspapi_toml(url, rest_url=f'"{host[0]}/v5"')
+
+    with caplog.at_level(logging.DEBUG):
+        finished = first_pass(simulator, db_url, tmp_path, toml_for, {"OP_KEY": KEY})
+    assert simulator.rest.calls == [], "no call reached an endpoint"
+    assert (finished["calls"], finished["failed"], finished["retry"]) == (8, 8, 0)  # a 404 is not made again
+    assert finished["not_found"] == {"/v4/odds": 4, "/v4/scores": 4}
+    lines = [r for r in caplog.records if "HTTP 404" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.WARNING] * 2  # of 8: one per endpoint
+    named = sorted(r.getMessage().split(" URL called: GET ")[1] for r in lines)
+    assert named == [f"{host[0]}/v5{path}?fixtureId={FIXTURES[0]}&apiKey=***" for path in ("/v4/odds", "/v4/scores")]
+    assert "rest_url is wrong" in lines[0].getMessage()
+    assert_secret_nowhere(db_url, KEY, caplog.text)

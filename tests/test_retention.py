@@ -15,10 +15,12 @@ import pytest
 
 from tests.conftest import query
 from warehouse.config import WriterSettings
-from warehouse.export.parquet import EXPORT_TABLES, export_day
+from warehouse.lake import EXPORT_TABLES
+from warehouse.lifecycle.export import export_day
+from warehouse.lifecycle.retention import drop
+from warehouse.lifecycle.verify import verify
 from warehouse.records import PriceTick, RawMessage
 from warehouse.schema import FACT_TABLES
-from warehouse.store import retention
 from warehouse.store.writer import Writer
 
 CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-333333333333")
@@ -135,10 +137,10 @@ def test_rows_in_the_default_partition_keep_their_day(db_url: str, tmp_path: Pat
         conn.execute("INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id, price)"
                      " VALUES (%s, 'op', 'f', 'm', 'o', 1.5)", (at(old, 1),))
     export(db_url, tmp_path / "exports", old)
-    verdict = retention.verify(db_url, old)
+    verdict = verify(db_url, old)
     assert verdict.problem is None
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="in its default partition"):
-        retention.drop(db_url, verdict)
+        drop(db_url, verdict)
     assert query(db_url, "SELECT count(*) FROM price_ticks WHERE received_at < %s", at(OLD[2], 0)) == [(1,)]
 
 
@@ -146,7 +148,7 @@ def test_dropping_is_only_through_the_function_and_only_for_its_owner(storage_ur
     db_url = storage_url
     fill(db_url, tmp_path, OLD[:1])
     export(db_url, tmp_path / "exports", OLD[0])
-    verdict = retention.verify(db_url, OLD[0])
+    verdict = verify(db_url, OLD[0])
     with psycopg.connect(db_url, autocommit=True) as conn:
         for role in ("warehouse_reader", "warehouse_writer"):
             conn.execute(f"SET ROLE {role}")
@@ -158,7 +160,7 @@ def test_dropping_is_only_through_the_function_and_only_for_its_owner(storage_ur
         wrong = '{' + ", ".join(f'"{t}": {{"rows": 99}}' for t in FACT_TABLES) + '}'
         with pytest.raises(psycopg.errors.DataException, match="but its verified export has 99"):
             conn.execute("SELECT warehouse_drop_day(%s, %s::jsonb)", (OLD[0], wrong))
-    assert retention.drop(db_url, verdict) == 6
+    assert drop(db_url, verdict) == 6
     with psycopg.connect(db_url, autocommit=True) as conn:
         for statement in ("UPDATE retention_runs SET rows = 0", "DELETE FROM retention_runs",
                           "TRUNCATE retention_runs"):

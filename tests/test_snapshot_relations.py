@@ -13,10 +13,10 @@ import pytest
 
 from tests.conftest import query
 from tests.exact import comparable
-from warehouse import lake
-from warehouse.analysis import parquet as parquet_analysis
+from warehouse import analysis, lake
 from warehouse.config import WriterSettings
-from warehouse.export.parquet import export_day
+from warehouse.lifecycle import layout
+from warehouse.lifecycle.export import export_day
 from warehouse.records import ORIGIN_BACKFILL, ORIGIN_SNAPSHOT, PriceTick, RawMessage
 from warehouse.store.writer import Writer
 
@@ -158,18 +158,18 @@ def test_parquet_answers_exactly_like_postgresql(market: str, tmp_path: Path, sq
     expected = [comparable(row) for row in pg(market, sql)]
     assert expected, "the scripted market must give rows for this query"
     export_day(market, tmp_path / "export", "price_ticks", DAY)
-    got = parquet_analysis.connect(tmp_path / "export").execute(sql).fetchall()
+    got = analysis.connect(export_dir=tmp_path / "export").execute(sql).fetchall()
     assert [comparable(row) for row in got] == expected
 
 
 def test_parquet_exported_before_the_origin_column_reads_as_pushed(tmp_path: Path) -> None:
     # A day exported by an earlier version has no `origin` column: its rows are pushed ones.
-    folder = tmp_path / "price_ticks" / f"day={DAY}"
-    folder.mkdir(parents=True)
+    file = layout.file(tmp_path, "price_ticks", DAY)
+    file.parent.mkdir(parents=True)
     columns = [(name, kind) for name, kind in lake.columns("price_ticks") if name != "origin"]
     values = {"received_at": f"TIMESTAMPTZ '{T.isoformat()}'", "source": "'oddspapi'", "raw_id": "1",
               "bookmaker": "'A'", "fixture_id": "'F1'", "market_id": "'101'", "outcome_id": "'101'", "price": "2.0"}
     select = ", ".join(f"CAST({values.get(name, 'NULL')} AS {kind}) AS {name}" for name, kind in columns)
-    duckdb.connect().execute(f"COPY (SELECT {select}) TO '{folder / lake.PART_FILE}' (FORMAT parquet)")
-    con = parquet_analysis.connect(tmp_path)
+    duckdb.connect().execute(f"COPY (SELECT {select}) TO '{file}' (FORMAT parquet)")
+    con = analysis.connect(export_dir=tmp_path)
     assert con.execute("SELECT bookmaker, price, origin FROM prices_as_of(now())").fetchall() == [("A", 2.0, None)]

@@ -20,6 +20,7 @@ import pytest
 from tests import lakekit
 from tests.lakekit import DAY, EMPTY_DAY, postgres_rows, rows_as_set
 from warehouse import lake
+from warehouse.lifecycle import layout
 
 pytest.importorskip("pyspark")
 
@@ -54,7 +55,7 @@ def test_spark_reads_every_table_as_postgresql_holds_it(spark: Any, db_url: str,
     root = lakekit.export(db_url, tmp_path / "lake")
     for table in lake.EXPORT_TABLES:
         for day in (DAY, EMPTY_DAY):
-            frame = spark.read.parquet(str(root / table / f"day={day}" / lake.PART_FILE))
+            frame = spark.read.parquet(str(layout.file(root, table, day)))
             assert [(f.name, f.dataType.simpleString()) for f in frame.schema] == [
                 (name, SPARK[kind]) for name, kind in lake.columns(table)]
             exact = frame.selectExpr(*(f"unix_micros({name}) AS {name}" if kind == "TIMESTAMPTZ" else name

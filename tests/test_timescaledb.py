@@ -22,10 +22,9 @@ import pytest
 from tests import test_analysis, test_roles
 from tests.conftest import query
 from tests.test_writer import raw, sample_records
-from warehouse import schema
-from warehouse.analysis import parquet as parquet_analysis
+from warehouse import analysis, schema
 from warehouse.config import WriterSettings
-from warehouse.export.parquet import export_day
+from warehouse.lifecycle.export import export_day
 from warehouse.records import TABLE_OF, PriceTick, RawMessage
 from warehouse.store import migrate
 from warehouse.store.writer import Writer
@@ -150,7 +149,7 @@ def test_a_compressed_day_reads_back_unchanged_everywhere_and_stays_append_only(
     root = tmp_path / "export"
     exported = {table: assert_export_equals_postgresql(url, root, table, DAY) for table in schema.FACT_TABLES}
     assert exported == {table: len(rows) for table, rows in before.items()}
-    lake = parquet_analysis.connect(root)
+    lake = analysis.connect(export_dir=root)
     for sql, params in test_analysis.QUERIES:
         on_parquet = lake.execute(sql.replace("%s", "?"), list(params)).fetchall()
         assert test_analysis.same(on_parquet) == test_analysis.same(answers[sql]), sql

@@ -1,6 +1,7 @@
-"""Relations V3, what a trader acts on: best prices, fair prices and consensus, steam after events, who
-leads, arbitrage windows, closing-line value. Exact answers on a scripted market that can be checked
-on paper, on every storage, and the same rows on the query surface (DuckDB over PostgreSQL).
+"""The relations of migration 0009, what a trader acts on: best prices, fair prices and consensus,
+steam after events, who leads, arbitrage windows, closing-line value. Exact answers on a scripted
+market that can be checked on paper, on every storage, and the same rows on the query surface
+(DuckDB over PostgreSQL).
 
 The market (fixture F1, OddsPapi's 1X2: outcomes 101 home, 102 draw, 103 away), two bookmakers:
 
@@ -118,7 +119,7 @@ FRAMES: list[tuple[datetime, list]] = [
     (T0, quotes(T0, "P", {"104": 1.90, "105": 1.90}, fixture="F6", market="104")),
     (T0, quotes(T0, "Q", {"104": 1.80, "105": 1.90}, fixture="F6", market="104")),
     (T0, quotes(T0, "R", {"104": 1.70, "105": 1.90}, fixture="F6", market="104")),
-    # F7: one frame moves A and B at once (one steam episode, not one per bookmaker as in V2)
+    # F7: one frame moves A and B at once (one steam episode, not one per bookmaker as in 0007)
     (T0, quotes(T0, "A", {HOME: 2.00, DRAW: 3.40, AWAY: 4.00}, fixture="F7")),
     (T0, quotes(T0, "B", {HOME: 2.00, DRAW: 3.40, AWAY: 4.00}, fixture="F7")),
     (T0 + 10 * S, [*quotes(T0 + 10 * S, "A", {HOME: 1.80}, fixture="F7"),
@@ -285,7 +286,7 @@ def test_steam_after_a_goal_or_a_suspension_is_flagged(market: str) -> None:
 def test_one_frame_moving_two_bookmakers_starts_one_episode(market: str) -> None:
     rows = pg(market, "SELECT started_at, first_bookmaker, movers FROM steam_moves(0.05, 2, INTERVAL '30 seconds')"
                       " WHERE fixture_id = 'F7'")
-    assert rows == [(T0 + 10 * S, "A", ["A", "B"])]  # V2 gave two: one first mover each, the same movers
+    assert rows == [(T0 + 10 * S, "A", ["A", "B"])]  # 0007's gave two: one first mover each, the same movers
 
 
 def test_steam_keeps_its_three_parameter_call_and_takes_a_window(market: str) -> None:

@@ -149,6 +149,42 @@ def test_a_record_of_the_wrong_type_is_refused_without_poisoning_its_batch(
     assert len(errors) == 1 and "PriceTick refused" in errors[0] and "saba" in errors[0]
 
 
+def test_the_database_going_away_while_a_refusal_is_stored_is_an_outage_not_a_loss(db_url: str,
+                                                                                      spool_dir: Path) -> None:
+    """The quarantine row of a refused record is the first write after the refusal: the server ends the
+    writer's session right there (once). The batch is spooled and replayed: every frame once, one
+    quarantine row, nothing stored twice (halves that committed before the outage are skipped)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:  # as the owner: a test-only trigger
+        conn.execute("CREATE SEQUENCE end_session_once")
+        conn.execute("CREATE FUNCTION end_session_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                     " IF nextval('end_session_once') = 1 THEN PERFORM pg_terminate_backend(pg_backend_pid());"
+                     " END IF; RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER end_session_once BEFORE INSERT ON quarantine"
+                     " FOR EACH ROW EXECUTE FUNCTION end_session_once()")
+    good = [PriceTick(T0, "saba", "b", "f", "m", str(i), 2.0) for i in range(8)]
+    bad = PriceTick(T0, "saba", "b", "f", "m", "x", "2.10")
+
+    async def main() -> Writer:
+        async with Writer(db_url, settings(spool_dir, flush_interval_s=0.5, retry_initial_s=0.05)) as writer:
+            for i, tick in enumerate(good[:4]):
+                await writer.put(raw(i, source="saba"), [tick])
+            await writer.put(raw(99, source="saba"), [bad])
+            for i, tick in enumerate(good[4:], 4):
+                await writer.put(raw(i, source="saba"), [tick])
+            await writer.flush()
+            await writer.wait_replayed(30)
+        return writer
+
+    writer = run(main())
+    assert writer.stats.outages >= 1 and writer.stats.dropped == 0
+    assert query(db_url, "SELECT seq, count(*) FROM raw_messages GROUP BY seq ORDER BY seq") == [
+        *((i, 1) for i in range(8)), (99, 1)]
+    assert query(db_url, "SELECT count(*), count(DISTINCT outcome_id) FROM price_ticks") == [(8, 8)]
+    (reason, raw_seq), = query(db_url, "SELECT q.reason, r.seq FROM quarantine q"
+                                       " JOIN raw_messages r ON r.id = q.raw_id")
+    assert raw_seq == 99 and reason.startswith("PriceTick refused: TypeError")
+
+
 def test_a_frame_postgres_cannot_store_is_kept_with_a_null_payload(db_url: str, spool_dir: Path) -> None:
     async def main() -> None:
         async with Writer(db_url, settings(spool_dir)) as writer:
@@ -195,6 +231,9 @@ def test_a_full_queue_makes_producers_wait_instead_of_growing(db_url: str, spool
     assert query(db_url, "SELECT count(*), count(DISTINCT seq) FROM raw_messages") == [(30, 30)]
 
 
+WAITING_FOR_THE_LOCK = "SELECT count(*) FROM pg_locks WHERE relation = 'raw_messages'::regclass AND NOT granted"
+
+
 def test_frames_that_queued_during_a_commit_go_at_once_not_after_the_flush_interval(
     db_url: str, spool_dir: Path
 ) -> None:
@@ -215,7 +254,8 @@ def test_frames_that_queued_during_a_commit_go_at_once_not_after_the_flush_inter
                 blocker.execute("LOCK TABLE raw_messages IN ACCESS EXCLUSIVE MODE")
                 await writer.put(raw(0), [])
                 await writer.put(raw(1), [])  # a full batch: its commit starts, and waits
-                await asyncio.sleep(0.2)
+                while not blocker.execute(WAITING_FOR_THE_LOCK).fetchone()[0]:
+                    await asyncio.sleep(0.01)
                 await writer.put(raw(2), [])  # queues up behind that commit
                 blocker.rollback()
             await asyncio.wait_for(committed[2].wait(), 10)

@@ -27,11 +27,12 @@ import typer
 
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
+from warehouse.lifecycle.export import ExportError
 from warehouse.store import migrate
 from warehouse.store.database import configured_database_url, data_dir, embedded_server, redact_url
 from warehouse.store.database import resolve_database_url as _resolve_url
+from warehouse.store.duckdb import ExtensionMissing
 from warehouse.store.embedded import EmbeddedError
-from warehouse.store.exports import ExportError
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -136,7 +137,7 @@ def _explain(exc: BaseException, verbose: bool) -> None:
     import sqlalchemy.exc
 
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None else exc
-    if isinstance(cause, ConfigError | EmbeddedError | migrate.SchemaError | ValueError):
+    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError):
         error(str(cause))
     elif isinstance(cause, ExportError):  # one line per table-day that could not be exported
         for line in str(cause).splitlines():
@@ -251,8 +252,8 @@ def status(
 ) -> None:
     """Per source: last frame age, rows in the last minute, reconnects, gaps, quarantine, spool backlog."""
     from warehouse.collect.metrics import scrape
+    from warehouse.collect.status import source_status
     from warehouse.console import live_table, status_table
-    from warehouse.store.status import source_status
 
     rows = source_status(obj.url_with_schema(), obj.spool_root())
     live: dict[str, dict[str, float]] = {}
@@ -355,7 +356,9 @@ def export(
     """Export complete UTC days to Parquet: by default every day not exported yet, for every fact table."""
     from rich.progress import Progress
 
-    from warehouse.export.parquet import EXPORT_TABLES, export_all, pending
+    from warehouse.lake import EXPORT_TABLES
+    from warehouse.lifecycle.export import export_all
+    from warehouse.lifecycle.pending import pending
 
     root = directory or obj.export_dir()
     names = tuple(table) if table else EXPORT_TABLES
@@ -401,7 +404,8 @@ def retain(
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would be dropped and kept; drop nothing"),
 ) -> None:
     """Drop from PostgreSQL whole UTC days older than the days kept, once their Parquet export is verified."""
-    from warehouse.store import retention
+    from warehouse.lifecycle import retention
+    from warehouse.lifecycle.verify import Verdict
 
     days = keep_days if keep_days is not None else obj.config.retention.keep_days
     if days is None:
@@ -410,7 +414,7 @@ def retain(
         raise ValueError(f"--keep-days must be 1 or more, got {days}")
     url = obj.url_with_schema()
     first_kept = retention.cutoff(days)
-    dropped: list[retention.Verdict] = []
+    dropped: list[Verdict] = []
     for outcome in retention.retain(url, days, dry_run=dry_run):
         verdict, day = outcome.verdict, outcome.verdict.day
         if verdict.problem is not None:
@@ -523,7 +527,7 @@ def demo(obj: Context,
 # -- replay -----------------------------------------------------------------------------------
 
 
-def parse_time(option: str, text: str | None, *, end: bool = False) -> datetime | None:
+def parse_user_time(option: str, text: str | None, *, end: bool = False) -> datetime | None:
     """A time as a user writes it: a UTC day (YYYY-MM-DD, today, yesterday: its start, or with `end` the
     end of it) or an ISO time (YYYY-MM-DDTHH:MM[:SS], UTC unless it names its offset)."""
     if text is None:
@@ -557,8 +561,8 @@ def replay(
         metavar="DIR")] = None,
     check_rows: bool = typer.Option(False, "--check", help="derive again and compare with what is stored; exit 0"
                                                           " when every row matches, 1 when not"),
-    into: str | None = typer.Option(None, "--into", help="write the frames, and what today's adapters derive from"
-                                                         " them, into this other migrated database", metavar="URL"),
+    target: str | None = typer.Option(None, "--into", help="write the frames, and what today's adapters derive from"
+                                                           " them, into this other migrated database", metavar="URL"),
     processes: int | None = typer.Option(None, "--processes", min=1, metavar="N",
                                          help="with --check: processes that derive, the connections shared out"
                                               " among them (default: one per core; 1 on a machine busy with"
@@ -567,24 +571,14 @@ def replay(
     """Run stored raw frames through today's adapters: compare with what is stored, or rebuild elsewhere."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from warehouse import replay as replaying
-    from warehouse.replay.compare import check as check_source
-    from warehouse.replay.compare import report_lines
-    from warehouse.replay.rebuild import ReplayIncomplete
-    from warehouse.replay.rebuild import into as rebuild
-    from warehouse.replay.rebuild import report_lines as into_lines
-    from warehouse.store.database import normalise_url
+    from warehouse.replay import ReplayIncomplete, check, into
 
-    if check_rows == (into is not None):
+    if check_rows == (target is not None):
         raise ValueError("give either --check (compare with what is stored) or --into URL (rebuild there)")
     if processes is not None and not check_rows:
         raise ValueError("--processes applies to --check only (--into derives in one process, in order)")
-    start, end = parse_time("--since", since), parse_time("--until", until, end=True)
-    entry = replaying.feed_entry(obj.config, source) if obj.config_path else None
-    if from_parquet is not None:
-        stored: replaying.Stored = replaying.FromParquet(from_parquet)
-    else:
-        stored = replaying.FromPostgres(obj.url_with_schema())
+    start, end = parse_user_time("--since", since), parse_user_time("--until", until, end=True)
+    url = None if from_parquet else obj.url_with_schema()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=out, transient=True,
                   disable=not out.is_terminal) as progress:
         task = progress.add_task("replaying…")
@@ -593,22 +587,20 @@ def replay(
             progress.update(task, description=f"replaying {source}: {day:%Y-%m-%d}, {frames:,} frames")
 
         if check_rows:
-            report = check_source(stored, source, start, end, entry, step, processes)
+            report = check(source, start, end, url=url, export_dir=from_parquet, config=obj.config, progress=step,
+                           processes=processes)
             progress.stop()
-            for line in report_lines(report):
+            for line in report.lines():
                 say(line)
             raise typer.Exit(0 if report.clean else 1)
-        assert into is not None
-        target = normalise_url(into)
-        if isinstance(stored, replaying.FromPostgres) and target == normalise_url(stored.url):
-            raise ValueError("--into names the database the frames are read from; give another (new, migrated) one")
-        migrate.require_current(target)
+        assert target is not None
         try:
-            done = rebuild(stored, target, source, start, end, entry, step)
+            done = into(target, source, start, end, url=url, export_dir=from_parquet, config=obj.config,
+                        progress=step)
         except ReplayIncomplete as exc:
             progress.stop()
             error(str(exc))
             raise typer.Exit(2) from None
         progress.stop()
-    for line in into_lines(done):
+    for line in done.lines():
         say(line)

@@ -49,7 +49,7 @@ class WriterSettings:
     spool_dir: Path | None = setting("where batches wait while the database is unreachable (default"
                                      " <data dir>/spool/collector; `collect --feed X`: …-X)", None)
     spool_fsync: bool = setting("fsync each spooled batch", True)
-    retry_initial_s: float = setting("database reconnect backoff, doubling…", 0.25, internal=True)
+    retry_initial_s: float = setting("database reconnect backoff, doubling (with jitter)…", 0.25, internal=True)
     retry_max_s: float = setting("…up to this", 5.0, internal=True)
     partition_days_ahead: int = setting("daily partitions created ahead", 3, internal=True)
     ingest_batches_retention_days: int = setting("batch ids kept for exactly-once replays", 30, internal=True)

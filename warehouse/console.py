@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from warehouse.store.status import SourceStatus
+from warehouse.collect.status import SourceStatus
 
 # Piped or under cron there is no terminal width to respect: never wrap a table row.
 out = Console(width=None if sys.stdout.isatty() else 200)

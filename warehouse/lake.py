@@ -1,20 +1,15 @@
-"""The Parquet lake's contract: where each table-day lives and the type each column has there.
+"""The Parquet lake's contract: the tables it holds, the type each column has there, and its limits.
 
-Written by warehouse.export, read by warehouse.analysis (and replay, and retention's checks).
-Declarations only, derived from warehouse.schema: nothing here reads or writes a file.
-
-Layout: `<export dir>/<table>/day=YYYY-MM-DD/part-0.parquet`, one file per table-day (hive
-partitions; the `day` column comes from the folder name, the file does not hold it). Every exported
-value equals PostgreSQL's, in a type every common reader (pyarrow, polars, pandas, DuckDB, Spark)
-reads as what it is: docs/parquet.md.
+Written by warehouse.lifecycle.export, read by warehouse.analysis and replay; the feed adapters refuse
+values outside its limits. Declarations only, derived from warehouse.schema: nothing here reads or
+writes a file (where files go: warehouse.lifecycle.layout). Every exported value equals PostgreSQL's,
+in a type every common reader (pyarrow, polars, pandas, DuckDB, Spark) reads as what it is:
+docs/parquet.md.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, Integer, Numeric, Text
@@ -23,7 +18,6 @@ from sqlalchemy.dialects.postgresql import TIMESTAMP, UUID
 from warehouse import schema
 
 EXPORT_TABLES: tuple[str, ...] = schema.FACT_TABLES
-PART_FILE = "part-0.parquet"
 
 # The one decimal type of the lake, for every unconstrained `numeric` column. 18 fractional digits
 # hold any amount a vendor can quote exactly (crypto-settled stakes go to 18 decimals, wei; odds and
@@ -92,14 +86,3 @@ def is_decimal(kind: Any) -> bool:
 def is_timestamp(kind: Any) -> bool:
     return isinstance(kind, TIMESTAMP)
 
-
-def file_sha256(path: Path, *, sync: bool = False) -> str:
-    """The sha256 `export_runs` records for an exported file, and retention checks again. `sync`:
-    flush the file to disk too (the export's rename must not land before the data does)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-        if sync:
-            os.fsync(handle.fileno())
-    return digest.hexdigest()

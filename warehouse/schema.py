@@ -34,7 +34,7 @@ metadata = MetaData()
 TZ = TIMESTAMP(timezone=True)
 
 # Raw ids come from a sequence that hands out blocks of this many ids per nextval(), so the
-# writer reserves ids for a whole batch in a handful of calls (see warehouse/store/writer.py).
+# writer reserves ids for a whole batch in a handful of calls (see warehouse/store/connection.py).
 RAW_ID_BLOCK = 1000
 raw_id_seq = Sequence("raw_messages_id_seq", increment=RAW_ID_BLOCK, metadata=metadata)
 

@@ -29,10 +29,11 @@ class Engine:
             raise ValueError(f"no export at {export_dir}: it is not a directory; run `warehouse export` first"
                              " or give the export directory")
         from warehouse import lake
+        from warehouse.lifecycle import layout
 
-        if not any(export_dir.glob(f"*/day=????-??-??/{lake.PART_FILE}")):  # e.g. the data dir, or one table's
-            raise ValueError(f"no export at {export_dir}: no <table>/day=YYYY-MM-DD/{lake.PART_FILE} in it; give"
-                             " the directory `warehouse export` writes to (its --dir, default <data dir>/exports)")
+        if not any(layout.files(export_dir, table) for table in lake.EXPORT_TABLES):  # e.g. the data dir
+            raise ValueError(f"no export at {export_dir}: no {layout.SHAPE} in it; give the directory"
+                             " `warehouse export` writes to (its --dir, default <data dir>/exports)")
         return cls(connect(export_dir=export_dir))
 
     def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:

@@ -7,7 +7,7 @@ and performs them: a worker per endpoint, so one endpoint's cooldown does not ho
 back, and one `Pacer` for the feed's calls per second, each endpoint's cooldown and the delay a 429
 named. Each answer is a frame: one raw_messages row of kind `<origin>:<path>`, with the request
 (secrets masked) as its event_id, dated when the request was sent, derived by the feed's REST
-adapter through `frames.derive` like any frame. Calls that failed (5xx, timeouts, a refused key) are
+adapter through `feeds.derive` like any frame. Calls that failed (5xx, timeouts, a refused key) are
 made again after the feed's backoff, until they succeed or the collector stops; a gap that comes
 meanwhile is healed by the next pass. Every pass is a `resync_started` and a `resync_finished`
 row in collector_events: what it covered, calls made, refused and failed, rows derived.
@@ -29,15 +29,15 @@ from uuid import UUID, uuid4
 import httpx
 import orjson
 
-from warehouse.collect.backoff import Backoff, named_delay
-from warehouse.collect.frames import derive
+from warehouse.backoff import Backoff, named_delay
 from warehouse.collect.metrics import FeedMetrics
+from warehouse.collect.reads import fixtures_seen, last_frame_before
 from warehouse.collect.settings import FeedSettings
 from warehouse.collect.transports import retry_after_seconds, tls_context
 from warehouse.feeds.contract import RestCall, RestPolicy, RestRequest, ResyncContext
+from warehouse.feeds.derive import derive
 from warehouse.records import EVENT_RESYNC_FINISHED, EVENT_RESYNC_STARTED, CollectorEvent
 from warehouse.redact import Redactor
-from warehouse.store.resync import fixtures_seen, last_frame_before
 from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")
@@ -99,6 +99,7 @@ class _Pass:
     frames: int = 0
     seq: int = 0
     key_refused: bool = False
+    not_found: Counter[str] = field(default_factory=Counter)  # 404s per endpoint: the first is logged
     covered: set[str] = field(default_factory=set)
     retry: list[RestRequest] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -248,6 +249,8 @@ class Resyncer:
             "reason": done.reason, "calls": done.calls, "ok": done.ok, "refused": done.refused,
             "failed": done.failed, "frames": done.frames, "rows": done.rows, "covered": len(done.covered),
             "seconds": round(time.monotonic() - done.started, 3), "retry": len(done.retry), "errors": done.errors}
+        if done.not_found:
+            detail["not_found"] = dict(done.not_found)
         if interrupted:
             detail["interrupted"] = interrupted
         elif done.retry:
@@ -291,7 +294,7 @@ class Resyncer:
             await self._pacer.wait(request.path)
             sent_at = datetime.now(UTC)
             try:
-                status, headers, body = await self._get(request, params)
+                url, status, headers, body = await self._get(request, params)
             except httpx.HTTPError as exc:
                 self._pacer.answered(request.path, request.cooldown_s)
                 self._failed(done, request, f"{shown}: {type(exc).__name__}: {exc}", retry=True)
@@ -316,12 +319,26 @@ class Resyncer:
             if status >= 300:  # 5xx and 408 may pass; another 4xx will not (the call is wrong): not again
                 retry = status >= 500 or status == 408
                 text = self.redact.text(body[:200].decode("utf-8", "replace"))
+                if status == 404:
+                    self._not_found(done, request, url, text)
                 self._failed(done, request, f"{shown}: HTTP {status} {text}".rstrip(), retry=retry)
                 return None
             return await self._store(done, request, call, shown, sent_at, body)
         done.note(f"{shown}: refused (429) {MAX_REFUSALS_PER_CALL} times in a row")
         done.retry.append(request)
         return None
+
+    def _not_found(self, done: _Pass, request: RestRequest, url: str, text: str) -> None:
+        """One line per endpoint and pass, naming the URL called: a wrong rest_url makes every call of
+        the endpoint a 404, and a vendor that knows no such fixture answers 404 for that one alone."""
+        done.not_found[request.path] += 1
+        if done.not_found[request.path] == 1:
+            answer = " ".join(text.split())[:120]
+            # the URL last: a masked query parameter runs to the end of its word
+            log.warning("feed %s: resync: HTTP 404 (%s) from %s; if every call of it answers so, rest_url is wrong"
+                        " (give the host, or the vendor's versioned base); later 404s of it in this pass are"
+                        " counted in resync_finished. URL called: GET %s", self.source, answer, request.path,
+                        self.redact.text(url))
 
     def _failed(self, done: _Pass, request: RestRequest, error: str, *, retry: bool) -> None:
         done.failed += 1
@@ -354,9 +371,10 @@ class Resyncer:
         self.metrics.resync_rows += len(derived.records)
         return int((derived.output.detail or {}).get("items", 0))
 
-    async def _get(self, request: RestRequest, params: tuple[tuple[str, str], ...]) -> tuple[int, httpx.Headers, bytes]:
-        """Status, headers and body (at most a little over max_frame_bytes: a larger answer is
-        quarantined by its size anyway, and memory stays bounded)."""
+    async def _get(self, request: RestRequest,
+                   params: tuple[tuple[str, str], ...]) -> tuple[str, int, httpx.Headers, bytes]:
+        """The URL called, status, headers and body (at most a little over max_frame_bytes: a larger
+        answer is quarantined by its size anyway, and memory stays bounded)."""
         if self._client is None:
             assert self.policy is not None
             tuning = self.settings.tuning
@@ -364,14 +382,14 @@ class Resyncer:
                 verify=tls_context(tuning.ca_file),
                 timeout=httpx.Timeout(self.policy.timeout_s, connect=tuning.connect_timeout_s))
         limit = self.settings.tuning.max_frame_bytes
-        async with self._client.stream("GET", request.base + request.path, params=list(params),
+        async with self._client.stream("GET", request.url, params=list(params),
                                        headers=dict(request.headers)) as response:
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > limit:
                     break
-            return response.status_code, response.headers, bytes(body)
+            return str(response.url), response.status_code, response.headers, bytes(body)
 
     async def _event(self, pass_id: UUID, event: str, detail: dict[str, Any]) -> None:
         await self.writer.put(None, [CollectorEvent(datetime.now(UTC), self.source, pass_id, event, detail)])

@@ -1,20 +1,9 @@
 """What a feed kind is, written down: the contract between one vendor's module and the shared runtime.
 
-A feed kind is one `Feed` instance in `warehouse.feeds.registry`. It declares its options (a frozen
-dataclass: types, defaults and documentation in one place), says how to connect (`connect` →
-`ConnectSpec`, data the runtime acts on), and makes a pure `Adapter` per connection: one parsed
-frame plus `received_at` in, an `Output` out. It never opens a socket, touches the database or
-reads the clock. Hooks cover where vendors differ: `decode` (a frame as received → the JSON text
-stored and parsed), `refused` (what an HTTP refusal of the connection means), `reload_commands`
-(commands that apply new options to a live connection) and `validate` (rules across options).
-
-A feed with a REST side heals gaps (docs/resync.md): `rest_policy` says whether and how, `resync`
-describes the calls to make after a gap as data (`RestRequest`s, from a `ResyncContext` the runtime
-gathers from the warehouse), and `rest_adapter` turns each answer into records (with `origin`
-set), from nothing but the request as it is stored with the answer (`RestCall`): replay derives
-the same rows from the stored frame alone.
-
-docs/adding-a-feed.md walks through writing one.
+A feed kind declares its options, says how to connect (data the runtime acts on) and makes a pure
+`Adapter` per connection: a parsed frame in, an `Output` out, no I/O, no clock. Its REST side, if
+any, describes the calls that heal a gap and derives each answer from the stored request alone, so
+replay gets the same rows. docs/adding-a-feed.md walks through writing one; docs/resync.md the REST side.
 """
 
 from __future__ import annotations
@@ -23,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -127,7 +117,7 @@ class RestRequest:
     stores the answer as a frame of kind `<origin>:<path>`. `params` and `headers` may hold secrets."""
 
     origin: Origin  # what the rows derived from the answer are: the vendor's state, or its history of the gap
-    base: str  # e.g. https://api.oddspapi.io
+    base: str  # e.g. https://api.oddspapi.io, or the vendor's versioned base …/v4 (see rest_endpoint)
     path: str  # e.g. /v4/odds: also the endpoint its cooldown and Retry-After apply to
     params: tuple[tuple[str, str], ...] = ()  # the query, in order
     headers: tuple[tuple[str, str], ...] = ()
@@ -135,6 +125,11 @@ class RestRequest:
     page_size: int | None = None  # paged: page=1, 2, … with pageSize until a page holds fewer items
     covers: str = ""  # what it is about (a fixture id, "orders"), for the resync's collector_events rows
     scope: tuple[tuple[str, str], ...] = ()  # our own parameters, never sent: kept with the answer for its adapter
+
+    @property
+    def url(self) -> str:
+        """Where the call goes (without the query)."""
+        return rest_endpoint(self.base, self.path)
 
     def call(self, params: tuple[tuple[str, str], ...] | None = None) -> RestCall:
         return RestCall(self.origin, self.path, dict(self.params if params is None else params), dict(self.scope))
@@ -206,9 +201,23 @@ def rest_base(stream_url: str, rest_url: str) -> str:
     return f"{scheme}://{parts.netloc}"
 
 
+def rest_endpoint(base: str, path: str) -> str:
+    """`path` (/v4/odds) under `base`, given as the host (https://api.oddspapi.io) or as the base the
+    vendor documents (https://api.oddspapi.io/v4, https://mmapi.55-tech.com/api/v1): the segments the
+    base ends with and the path begins with are written once. Any other prefix (a proxy's /oddspapi)
+    is kept."""
+    parts = urlsplit(base)
+    have = [s for s in parts.path.split("/") if s]
+    want = [s for s in path.split("/") if s]
+    shared = next((n for n in range(min(len(have), len(want)), 0, -1) if have[-n:] == want[:n]), 0)
+    prefix = "".join(f"/{s}" for s in have[:len(have) - shared])
+    return f"{parts.scheme}://{parts.netloc}{prefix}{path}"
+
+
 # The REST keys of a feed with a REST side: one declaration each, used by each such feed's options.
-def rest_url_setting(example: str) -> Any:
-    return setting(f"REST base URL (default: the stream's host over https, e.g. {example})", "")
+def rest_url_setting(host: str, version: str) -> Any:
+    return setting(f"REST base URL: the host ({host}) or the vendor's versioned base ({host}{version}); default:"
+                   " the stream's host over https", "")
 
 
 def resync_setting() -> Any:
@@ -236,6 +245,8 @@ class Feed(ABC, Generic[OptionsT]):
     default_silence_s: float  # the watchdog's limit unless the config sets silence_timeout_s
     max_connections_per_key: int | None = None  # the vendor's limit across every feed of a config
     doc: str = ""  # one line for `warehouse --help` and the docs
+    # market id → outcome id → name, for ids the vendor's frames never name (charts label them)
+    outcome_names: Mapping[str, Mapping[str, str]] = MappingProxyType({})
 
     @abstractmethod
     def connect(self, options: OptionsT, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:

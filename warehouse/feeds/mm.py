@@ -3,9 +3,20 @@
 The API key goes in the first `subscribe` message (within 30 s of connecting), with the channels
 asked for; the `subscribed` reply says which were granted. Client `ping` every 30 s; server
 `pong` and `heartbeat` (every 60 s) keep the watchdog fed. Broadcasts are change-data-capture
-rows: `payload` (new values, full or partial) and, on UPDATE, `old`. Error strings about the key
-or the connection limit mean a long pause before trying again.
+rows: `payload` (new values, full or partial) and, on UPDATE, `old`.
 Vendor documentation: https://docs.55-tech.com/mm-api/websocket
+
+The vendor's pages spell the key two ways: `apiKey` (the WebSocket page, the seed) and `api_key`
+(the API reference), in the subscribe message and in its error texts; `subscriptionId` and
+`subscription_id` likewise. `api_key_field` picks which the subscribe message sends; the replies
+are read in either spelling. The documented errors are matched whatever their spelling and case,
+as a JSON object, a JSON string or plain text (`decode` makes plain text a JSON string):
+- `apiKey required` and `Invalid apiKey format` stop the feed: we always send a key, so the vendor
+  found none under the field we used, or the key configured is no UUID. The same subscribe can only
+  get the same answer; the configuration must change (the error row says what to change).
+- `Invalid API key` (unknown key, or a client the vendor deactivated) and `Connection limit
+  exceeded` (5 sockets for the key, some perhaps our own half-dead ones) mean a long pause: the
+  vendor can reactivate the client, and stale sockets time out, with nothing changed on our side.
 
 The socket has no replay: after a gap the REST side heals it (docs/resync.md). Orders and bets
 changed since the last frame before the gap (less a safety margin) up to the resync's start, page
@@ -16,6 +27,7 @@ derives the same rows from the stored answer alone).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,10 +37,12 @@ import orjson
 
 from warehouse.feeds.contract import (
     ERROR,
+    FATAL,
     HEARTBEAT,
     RETRY_LONG,
     SUBSCRIBED,
     ConnectSpec,
+    Control,
     Feed,
     FrameError,
     Output,
@@ -55,9 +69,14 @@ from warehouse.records import (
 )
 
 CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
-# Errors after which retrying soon cannot help: a bad key, or too many sockets for the key.
-_LONG_PAUSE_ERRORS = ("apikey required", "api_key required", "invalid apikey format", "invalid api key",
-                      "connection limit exceeded")
+KEY_FIELDS = ("apiKey", "api_key")  # the subscribe message's key, as the WebSocket page and the API reference spell it
+# The documented errors, letters only, lower case (`Invalid api_key format` → invalidapikeyformat), most
+# specific first (invalidapikey is in invalidapikeyformat), with what each means for the feed.
+_KEY_MISSING, _KEY_FORMAT = "apikeyrequired", "invalidapikeyformat"
+_ERRORS: tuple[tuple[str, Control], ...] = ((_KEY_MISSING, FATAL), (_KEY_FORMAT, FATAL), ("invalidapikey", RETRY_LONG),
+                                            ("connectionlimitexceeded", RETRY_LONG))
+_LETTERS = re.compile(r"[^a-z]+")
+_MAX_PLAIN_ERROR = 200  # bytes: a longer frame is no error text
 SNAPSHOT = "SNAPSHOT"  # the event of a row fetched over REST
 # fromDate goes back this far before the last frame before a gap: a change committed at the vendor
 # just before the gap may reach the socket after it, and vendor and our clocks differ a little.
@@ -73,7 +92,9 @@ class Options:
     api_key_env: str = setting("environment variable holding the API key (a UUID)", secret=True)
     channels: tuple[str, ...] = setting(f"channels to subscribe to, of {', '.join(CHANNELS)}", CHANNELS)
     client_ping_s: float = setting("client `ping` interval (the vendor recommends 30 s)", 30.0, positive=True)
-    rest_url: str = rest_url_setting("https://mmapi.55-tech.com")
+    api_key_field: str = setting('the subscribe message\'s key field: "apiKey" (the vendor\'s WebSocket page) or'
+                                 ' "api_key" (its API reference)', "apiKey")
+    rest_url: str = rest_url_setting("https://mmapi.55-tech.com", "/api/v1")
     resync: bool = resync_setting()
     resync_hours: float = setting("with nothing stored yet, a resync fetches orders and bets changed in this many"
                                   " hours", 24.0, positive=True)
@@ -83,7 +104,7 @@ class Options:
 
 class Mm(Feed[Options]):
     kind = "mm-ws"
-    version = "1"
+    version = "2"  # 2: the documented errors in any spelling; a missing or malformed key stops the feed
     options = Options
     default_silence_s = 90.0  # heartbeat every 60 s, pong every 30 s
     max_connections_per_key = 5  # the vendor's limit
@@ -93,17 +114,27 @@ class Mm(Feed[Options]):
         unknown = [c for c in options.channels if c not in CHANNELS]
         if unknown:
             return f"unknown channel {unknown[0]!r}; channels are {', '.join(CHANNELS)}"
+        if options.api_key_field not in KEY_FIELDS:
+            return f"api_key_field must be \"apiKey\" or \"api_key\", got {options.api_key_field!r}"
         return None
 
     def connect(self, options: Options, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:
-        subscribe = orjson.dumps({"type": "subscribe", "apiKey": secrets["api_key_env"],
+        subscribe = orjson.dumps({"type": "subscribe", options.api_key_field: secrets["api_key_env"],
                                   "channels": list(options.channels)}).decode()
         return ConnectSpec(transport="ws", url=options.url, send_on_connect=(subscribe,),
                            periodic=((options.client_ping_s, '{"type":"ping"}'),),
                            send_on_close=('{"type":"unsubscribe"}',))
 
     def adapter(self, source: str, options: Options) -> Adapter:
-        return Adapter(source, options.channels)
+        return Adapter(source, options.channels, options=options)
+
+    def decode(self, data: bytes, limit: int) -> bytes:
+        """A documented error sent as plain text becomes the JSON string it would have been; any
+        other frame is left as it is (plain text that is no known error is quarantined: not JSON)."""
+        if data[:1] in (b"{", b"[", b'"') or len(data) > _MAX_PLAIN_ERROR:  # JSON: every frame but such errors
+            return data
+        text = data.decode("utf-8", "replace").strip()
+        return orjson.dumps(text) if _error_control(text) is not None else data
 
     def rest_policy(self, options: Options) -> RestPolicy:
         return RestPolicy(enabled=options.resync, calls_per_s=options.rest_calls_per_s,
@@ -133,11 +164,23 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _letters(text: str) -> str:
+    return _LETTERS.sub("", text.lower())
+
+
+def _error_control(text: str) -> Control | None:
+    """What a documented error text means (FATAL or RETRY_LONG), whatever its spelling; None if it is none."""
+    letters = _letters(text)
+    return next((control for phrase, control in _ERRORS if phrase in letters), None)
+
+
 class Adapter:
-    def __init__(self, source: str, channels: Sequence[str] = CHANNELS, origin: str | None = None) -> None:
+    def __init__(self, source: str, channels: Sequence[str] = CHANNELS, origin: str | None = None,
+                 options: Options | None = None) -> None:
         self.source = source
         self.asked = list(channels)
         self.origin = origin
+        self.options = options
 
     def handle(self, message: Any, received_at: datetime) -> Output:
         if isinstance(message, str):  # error strings may come bare
@@ -175,8 +218,15 @@ class Adapter:
         return Output(f"{channel}:{event}", [mapper(received_at, event, payload, old)])
 
     def _error(self, text: str) -> Output:
-        long = any(phrase in text.lower() for phrase in _LONG_PAUSE_ERRORS)
-        return Output("error", control=RETRY_LONG if long else ERROR, detail={"error": text})
+        detail: dict[str, Any] = {"error": text}
+        letters = _letters(text)
+        if _KEY_MISSING in letters and self.options is not None:
+            other = next(f for f in KEY_FIELDS if f != self.options.api_key_field)
+            detail["fix"] = (f"the vendor found no key under \"{self.options.api_key_field}\":"
+                             f" set api_key_field = \"{other}\" (its pages spell the field both ways)")
+        elif _KEY_FORMAT in letters and self.options is not None:
+            detail["fix"] = f"the key in {self.options.api_key_env} is not a UUID: set it to the MM API key (a UUID)"
+        return Output("error", control=_error_control(text) or ERROR, detail=detail)
 
     def _order(self, at: datetime, event: str, p: dict[str, Any], old: Any) -> OrderChange:
         return OrderChange(

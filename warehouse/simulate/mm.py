@@ -3,7 +3,12 @@
 Path /ws/subscribe (a plain HTTP request gets 426). No auth at connect; the client must send
 `subscribe` within `auth_timeout_s` or the server closes. Keys are UUIDs: a missing key, a
 malformed one, an unknown one and a sixth live socket for a key get the documented error strings
-(then a close). `subscribed` echoes the channels the key may have. `ping` → `pong`; `heartbeat`
+(then a close). The vendor's pages spell the key two ways, and so does the simulator: `spelling`
+"apiKey" (the WebSocket page: `apiKey required`, `Invalid apiKey format`, `subscriptionId`) or
+"api_key" (the API reference: `api_key required`, `Invalid api_key format`, `subscription_id`);
+it takes the key under either name unless `strict` (then only under its own). `errors_as` sends the
+errors as a JSON object (`{"type":"error","message":…}`), a JSON string, or plain text.
+`subscribed` echoes the channels the key may have. `ping` → `pong`; `heartbeat`
 every `heartbeat_s`; `unsubscribe` stops the broadcasts. Orders go PENDING_PLACEMENT → PLACED →
 FILLED at the market model's prices (fixture and outcome ids shared with the OddsPapi simulator),
 each fill followed by a hedge bet at the bookmaker whose price the order took, and an account
@@ -43,6 +48,8 @@ REST = {"/api/v1/orders": ("orders", "orderId"), "/api/v1/bets": ("bets", "betId
         "/api/v1/accounts": ("accounts", "accountId")}  # path → (channel, id field)
 MAX_PAGE_SIZE = 2000
 CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
+SPELLINGS = ("apiKey", "api_key")  # the WebSocket page's, the API reference's
+ERRORS_AS = ("object", "string", "text")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
@@ -52,7 +59,11 @@ class MmSimulator(WebSocketSimulator):
                  script: Sequence[bytes | str] = (), drop_after: int | None = None,
                  silent_after: int | None = None, malformed_every: int | None = None,
                  market: Market | None = None, rest_faults: RestFaults | None = None,
-                 rest_per_minute: int | None = None) -> None:
+                 rest_per_minute: int | None = None, spelling: str = "apiKey", strict: bool = False,
+                 errors_as: str = "object") -> None:
+        if spelling not in SPELLINGS or errors_as not in ERRORS_AS:
+            raise ValueError(f"spelling is one of {SPELLINGS}, errors_as one of {ERRORS_AS}")
+        self.spelling, self.strict, self.errors_as = spelling, strict, errors_as
         self.keys = {k: tuple(v) for k, v in keys.items()}  # key → channels it may subscribe to
         self.rate, self.heartbeat_s = rate, heartbeat_s
         self.auth_timeout_s, self.max_per_key = auth_timeout_s, max_per_key
@@ -124,8 +135,9 @@ class MmSimulator(WebSocketSimulator):
                 return
             granted = [c for c in subscribe.get("channels") or CHANNELS if c in self.keys[key]]
             self._subscription += 1
-            await self._send(ws, orjson.dumps({"type": "subscribed", "subscriptionId": self._subscription,
-                                        "channels": granted}).decode())
+            subscription = "subscriptionId" if self.spelling == "apiKey" else "subscription_id"
+            await self._send(ws, orjson.dumps({"type": "subscribed", subscription: self._subscription,
+                                               "channels": granted}).decode())
             state = {"on": True}
             broadcaster = asyncio.create_task(self._broadcast(ws, granted, state))
             try:
@@ -147,19 +159,22 @@ class MmSimulator(WebSocketSimulator):
                 self.live[key] -= 1
 
     async def _authorise(self, ws: ServerConnection, subscribe: dict[str, Any]) -> str | None:
-        key = subscribe.get("apiKey", subscribe.get("api_key"))
+        fields = (self.spelling,) if self.strict else SPELLINGS
+        key = next((subscribe[f] for f in fields if subscribe.get(f)), None)
         error = None
         if not key:
-            error = "apiKey required"
+            error = f"{self.spelling} required"
         elif not _UUID.match(str(key)):
-            error = "Invalid apiKey format"
+            error = f"Invalid {self.spelling} format"
         elif key not in self.keys:
             error = "Invalid API key"
         elif self.live[key] >= self.max_per_key:
             error = "Connection limit exceeded"
         if error:
             self.errors.append(error)
-            await self._send(ws, orjson.dumps({"type": "error", "message": error}).decode())
+            frame = {"object": orjson.dumps({"type": "error", "message": error}).decode(),
+                     "string": orjson.dumps(error).decode(), "text": error}[self.errors_as]
+            await self._send(ws, frame)
             await ws.close(1008, error)
             return None
         self.live[str(key)] += 1

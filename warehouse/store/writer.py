@@ -16,16 +16,18 @@ Failure handling, by kind:
   in order. Batch ids make the replay exactly-once: an id already in `ingest_batches` is skipped,
   and the halves of a bisected batch get ids derived from their parent, so a replay bisects the
   same way and skips the halves that had committed.
+
+The connection (connect, outages, partitions, raw ids) is `store/connection.py`; the way back from
+the spool, `store/spoolreplay.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +35,6 @@ from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 import asyncpg
-import orjson
 
 from warehouse.config import WriterSettings
 from warehouse.records import (
@@ -44,16 +45,15 @@ from warehouse.records import (
     RawMessage,
     Record,
 )
-from warehouse.schema import RAW_ID_BLOCK
-from warehouse.store.database import redact_url
+from warehouse.store.connection import WriterConnection, one_line
 from warehouse.store.spool import Spool, Unit, UnusableSpool
+from warehouse.store.spoolreplay import SpoolReplayer
 
 log = logging.getLogger("warehouse.writer")
-NEVER_REACHED_EVERY_S = 60.0  # how often to repeat that the database was never reachable since the start
-_ID_BLOCKS_AHEAD = 4  # blocks of raw ids reserved beyond a batch's need (ids of a restart are a gap)
 
-RAW_COLUMNS = ("id", *RawMessage._fields)
-_COLUMNS = {cls: ("raw_id", *cls._fields) for cls in TABLE_OF}
+# What each COPY names: the raw frames with the ids reserved for them, derived rows with their frame's id.
+COPY_COLUMNS: dict[type, tuple[str, ...]] = {
+    RawMessage: ("id", *RawMessage._fields), **{cls: ("raw_id", *cls._fields) for cls in TABLE_OF}}
 
 # Errors that mean "this data cannot be stored as it is", as opposed to "the database is not
 # available right now". Client-side encoding raises TypeError/ValueError/OverflowError.
@@ -78,12 +78,9 @@ class WriterStats:
     replayed_batches: int = 0
     database_up: bool = False
     database_reached: bool = False  # ever, since the writer started: if not, the URL may well be wrong
+    outages: int = 0  # times the database went away (or could not be reached at the start)
     last_error: str | None = None
     dropped_by_source: Counter[str] = field(default_factory=Counter)
-
-
-class _Interrupted(Exception):
-    """The database went away in the middle of a write."""
 
 
 class Writer:
@@ -97,19 +94,11 @@ class Writer:
         self.name = name
         self.stats = WriterStats()
         self._queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.queue_units)
-        self._conn: asyncpg.Connection | None = None
-        self._next_connect = 0.0
-        self._backoff = self.settings.retry_initial_s
-        self._down_since: float | None = None
-        self._started = time.monotonic()
-        self._told_never_reached = float("-inf")
-        self._partition_day = -1
+        self._connection = WriterConnection(url, self.settings, self.stats, self.spool_dir)
         self._spool: Spool | UnusableSpool | None = None
+        self._replayer: SpoolReplayer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._replay_task: asyncio.Task[None] | None = None
-        self._connect_lock = asyncio.Lock()
         self._closing = False
-        self._ids: list[int] = []  # raw ids reserved and not used yet, in order
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -127,7 +116,8 @@ class Writer:
                 "%d batches left in the spool %s by an earlier run: replaying them first",
                 self._spool.pending_batches, spool_dir,
             )
-        await self._ensure_connected()
+        self._replayer = SpoolReplayer(self._spool, self._connection, self._write_spooled, self.name)
+        await self._connection.ensure()
         self._task = asyncio.create_task(self._run(), name=f"writer-{self.name}")
         return self
 
@@ -156,12 +146,7 @@ class Writer:
         deadline = time.monotonic() + timeout
         if self._task is not None and not self._task.done():
             await self.flush()
-        while self._spool is not None and self._spool.pending:
-            if time.monotonic() > deadline:
-                return False
-            await self._maybe_replay()
-            await asyncio.sleep(0.05)
-        return True
+        return self._replayer is None or await self._replayer.drained(deadline - time.monotonic())
 
     @property
     def queued(self) -> int:
@@ -192,10 +177,8 @@ class Writer:
             await self._task
         if self._spool is not None and self._spool.pending and self.stats.database_up:
             await self.wait_replayed(timeout)
-        if self._replay_task is not None:
-            self._replay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replay_task
+        if self._replayer is not None:
+            await self._replayer.stop()
         if self._spool is not None:
             if self._spool.pending:
                 log.warning(
@@ -203,19 +186,19 @@ class Writer:
                     self._spool.pending_batches, self._spool.directory,
                 )
             self._spool.close()
-        await self._disconnect()
+        await self._connection.close()
 
     # -- main loop -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        assert self._spool is not None
+        assert self._spool is not None and self._replayer is not None
         stop = False
         while not stop:
             # Units that queued up during the last commit have waited long enough: they go at once.
             behind = not self._queue.empty()
             if self._spool.pending:
                 # Keep replaying even when producers are idle.
-                await self._maybe_replay()
+                await self._replayer.start()
                 try:
                     first = await asyncio.wait_for(self._queue.get(), self.settings.retry_initial_s)
                 except TimeoutError:
@@ -265,15 +248,15 @@ class Writer:
                     return units, waiters, False
 
     async def _handle(self, units: list[Unit]) -> None:
+        """Commit a batch, or spool it: while the database is away, and while older batches wait in
+        the spool (order is kept)."""
         batch_id = uuid4()
-        assert self._spool is not None
-        if self._spool.pending or not await self._ensure_connected():
+        assert self._spool is not None and self._replayer is not None
+        if self._spool.pending or not await self._connection.ensure():
             self._spool_batch(batch_id, units)
-            await self._maybe_replay()
+            await self._replayer.start()
             return
-        try:
-            await self._write(batch_id, units, maybe_committed=False)
-        except _Interrupted:
+        if not await self._write(batch_id, units, maybe_committed=False):
             self._spool_batch(batch_id, units)
             return
         if self.stats.dropped_by_source:
@@ -308,43 +291,20 @@ class Writer:
             CollectorEvent(now, src, None, EVENT_DROPPED, {"frames": n, "reason": "spool not writable"})
             for src, n in lost.items()
         ]
-        try:
-            await self._write(uuid4(), [(None, events)], maybe_committed=False)
-        except _Interrupted:
+        if not await self._write(uuid4(), [(None, events)], maybe_committed=False):
             self.stats.dropped_by_source.update(lost)
-
-    # -- replay --------------------------------------------------------------------------------
-
-    async def _maybe_replay(self) -> None:
-        """Start the replay task unless it runs already (checked again after the await: one task only)."""
-
-        def wanted() -> bool:
-            idle = self._replay_task is None or self._replay_task.done()
-            return idle and self._spool is not None and self._spool.pending
-
-        if wanted() and await self._ensure_connected() and wanted():
-            self._replay_task = asyncio.create_task(self._replay(), name=f"replay-{self.name}")
-
-    async def _replay(self) -> None:
-        """Commit spooled batches oldest first; stop quietly if the database goes away again."""
-        assert self._spool is not None
-        replayed = 0
-        while (entry := self._spool.peek()) is not None:
-            batch_id, units = entry
-            try:
-                await self._write(batch_id, units, maybe_committed=True)
-            except _Interrupted:
-                return
-            self._spool.commit_head()
-            replayed += 1
-            self.stats.replayed_batches += 1
-        if replayed:
-            log.info("writer: spool replayed (%d batches); writing directly again", replayed)
 
     # -- writing -------------------------------------------------------------------------------
 
-    async def _write(self, batch_id: UUID, units: list[Unit], *, maybe_committed: bool) -> None:
-        """Commit `units`, isolating bad ones by bisection. Raises _Interrupted on an outage."""
+    async def _write_spooled(self, batch_id: UUID, units: list[Unit]) -> bool:
+        """The replay's write: a spooled batch may have been committed before (its COMMIT's answer lost)."""
+        if await self._write(batch_id, units, maybe_committed=True):
+            self.stats.replayed_batches += 1
+            return True
+        return False
+
+    async def _write(self, batch_id: UUID, units: list[Unit], *, maybe_committed: bool) -> bool:
+        """Commit `units`, isolating bad ones by bisection; False if the database went away first."""
         todo: list[tuple[UUID, list[Unit]]] = [(batch_id, units)]
         while todo:
             chunk_id, chunk = todo.pop(0)
@@ -352,26 +312,33 @@ class Writer:
                 if maybe_committed and await self._is_committed(chunk_id):
                     continue
                 await self._commit(chunk_id, chunk)
+                continue
             except DATA_ERRORS as exc:
-                if len(chunk) == 1:
-                    await self._refuse(chunk_id, chunk[0], exc, maybe_committed)
-                else:
-                    half = len(chunk) // 2
-                    todo[:0] = [(uuid5(chunk_id, "a"), chunk[:half]), (uuid5(chunk_id, "b"), chunk[half:])]
+                refused: BaseException = exc
             except Exception as exc:
-                await self._went_down(exc)
-                raise _Interrupted from exc
+                await self._connection.went_down(exc)
+                return False
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                todo[:0] = [(uuid5(chunk_id, "a"), chunk[:half]), (uuid5(chunk_id, "b"), chunk[half:])]
+                continue
+            # Outside the handler: the database going away while a refusal is stored is an outage like
+            # any other (the batch is spooled under its id; the halves' and attempts' ids are derived
+            # from it, so what did commit is skipped on replay).
+            try:
+                await self._refuse(chunk_id, chunk[0], refused, maybe_committed)
+            except Exception as exc:
+                await self._connection.went_down(exc)
+                return False
+        return True
 
     async def _commit(self, batch_id: UUID, units: list[Unit]) -> None:
-        conn = self._conn
-        if conn is None or conn.is_closed():
-            raise ConnectionError("not connected")
-        if self._partition_day != _utc_day():
-            await self._maintain_partitions(conn)
+        """The one path by which rows reach the database: one transaction per batch, marked by its id."""
+        conn = await self._connection.ready()
         raw_rows: list[tuple[Any, ...]] = []
         derived: defaultdict[type[Record], list[tuple[Any, ...]]] = defaultdict(list)
         frames = sum(1 for raw, _ in units if raw is not None)
-        ids = await self._reserve_ids(conn, frames)
+        ids = await self._connection.reserve_ids(conn, frames)
         row_count = 0
         for raw, rows in units:
             raw_id = None
@@ -390,10 +357,11 @@ class Writer:
             await conn.execute("BEGIN")
             try:
                 if raw_rows:
-                    await conn.copy_records_to_table("raw_messages", records=raw_rows, columns=RAW_COLUMNS)
+                    await conn.copy_records_to_table("raw_messages", records=raw_rows,
+                                                     columns=COPY_COLUMNS[RawMessage])
                 for record_type, rows in derived.items():
                     await conn.copy_records_to_table(TABLE_OF[record_type], records=rows,
-                                                     columns=_COLUMNS[record_type])
+                                                     columns=COPY_COLUMNS[record_type])
                 # The batch marker and COMMIT in one round trip (the values are ours: a UUID, two ints).
                 await conn.execute(f"INSERT INTO ingest_batches (batch_id, frames, rows)"
                                    f" VALUES ('{batch_id}', {frames:d}, {row_count:d}); COMMIT")
@@ -413,7 +381,7 @@ class Writer:
         """Store what can be stored of a unit whose records were refused, plus a quarantine row."""
         raw, rows = unit
         source = raw.source if raw is not None else _source_of(rows)
-        reason = _one_line(f"{_record_names(rows)} refused: {type(exc).__name__}: {exc}")
+        reason = one_line(f"{_record_names(rows)} refused: {type(exc).__name__}: {exc}")
         log.error("writer: %s (source %s)", reason, source)
         self.stats.refused += 1
         for n, attempt in enumerate(_refusal_attempts(raw, rows, str(source), reason)):
@@ -430,99 +398,8 @@ class Writer:
                   _record_names(rows), source)
 
     async def _is_committed(self, batch_id: UUID) -> bool:
-        assert self._conn is not None
-        return bool(await self._conn.fetchval("SELECT 1 FROM ingest_batches WHERE batch_id = $1", batch_id))
-
-    async def _reserve_ids(self, conn: asyncpg.Connection, count: int) -> Iterator[int]:
-        """Ids for `count` raw frames. Each nextval() of the sequence owns a block of ids; blocks
-        are taken a few at a time ahead of need, so most batches cost no round trip for ids."""
-        if count > len(self._ids):
-            blocks = -(-(count - len(self._ids)) // RAW_ID_BLOCK) + _ID_BLOCKS_AHEAD
-            starts = await conn.fetch("SELECT nextval('raw_messages_id_seq') FROM generate_series(1, $1)", blocks)
-            for (start,) in starts:
-                self._ids.extend(range(start, start + RAW_ID_BLOCK))
-        ids, self._ids = self._ids[:count], self._ids[count:]
-        return iter(ids)
-
-    # -- connection ----------------------------------------------------------------------------
-
-    async def _ensure_connected(self) -> bool:
-        if self._conn is not None and not self._conn.is_closed():
-            return True
-        async with self._connect_lock:
-            return await self._connect()
-
-    async def _connect(self) -> bool:
-        if self._conn is not None and not self._conn.is_closed():
-            return True  # another task connected while this one waited for the lock
-        if time.monotonic() < self._next_connect:
-            return False
-        conn = None
-        try:
-            conn = await asyncpg.connect(self.url, timeout=self.settings.connect_timeout_s)
-            await conn.set_type_codec(
-                "jsonb", schema="pg_catalog", format="binary", encoder=_encode_jsonb, decoder=_decode_jsonb
-            )
-            # json's binary form is its text: a raw frame's bytes go as they are, and come back so.
-            await conn.set_type_codec("json", schema="pg_catalog", format="binary", encoder=_encode_json,
-                                      decoder=bytes)
-            await self._maintain_partitions(conn)
-        except Exception as exc:
-            if conn is not None:
-                conn.terminate()
-            await self._went_down(exc)
-            return False
-        self._conn = conn
-        # Ids reserved on an earlier connection are forgotten: if the server crashed, the sequence
-        # may not have kept their reservation, and would hand them out again.
-        self._ids = []
-        self._backoff = self.settings.retry_initial_s
-        if self._down_since is not None:
-            back = "reachable for the first time" if not self.stats.database_reached else "is back"
-            log.warning("writer: database %s after %.1f s", back, time.monotonic() - self._down_since)
-            self._down_since = None
-        self.stats.database_up = self.stats.database_reached = True
-        return True
-
-    async def _went_down(self, exc: BaseException) -> None:
-        message = _one_line(f"{type(exc).__name__}: {exc}")
-        now = time.monotonic()
-        spool = self._spool.directory if self._spool else "-"
-        if not self.stats.database_reached and now - self._told_never_reached >= NEVER_REACHED_EVERY_S:
-            # Not an outage but perhaps a wrong URL: say so until it is fixed, not once.
-            self._told_never_reached = now
-            log.error("writer: the database %s has not been reachable since the start %.0f s ago (%s); frames are"
-                      " spooled to %s. If the URL is wrong, stop (Ctrl-C), fix --database-url or [database] url"
-                      " and start again: the spool is kept", redact_url(self.url), now - self._started, message, spool)
-        elif self._down_since is None and self.stats.database_reached:
-            log.error("writer: database unavailable (%s); spooling to %s", message, spool)
-        if self._down_since is None:
-            self._down_since = now
-        self.stats.database_up = False
-        self.stats.last_error = message
-        self._next_connect = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.settings.retry_max_s)
-        await self._disconnect()
-
-    async def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), 2)
-            except Exception:
-                conn.terminate()
-
-    async def _maintain_partitions(self, conn: asyncpg.Connection) -> None:
-        """Create the coming days' partitions and prune old batch ids: once a day and at connect."""
-        today = _utc_day()
-        first = datetime.fromtimestamp(today * 86400, UTC).date()
-        days = self.settings.partition_days_ahead
-        await conn.execute("SELECT warehouse_ensure_partitions($1, $2)", first, days)
-        await conn.execute(
-            "DELETE FROM ingest_batches WHERE committed_at < now() - make_interval(days => $1)",
-            self.settings.ingest_batches_retention_days,
-        )
-        self._partition_day = today
+        conn = await self._connection.ready()
+        return bool(await conn.fetchval("SELECT 1 FROM ingest_batches WHERE batch_id = $1", batch_id))
 
 
 def _refusal_attempts(raw: RawMessage | None, rows: Sequence[Any], source: str, reason: str) -> list[Unit]:
@@ -541,33 +418,6 @@ def _refusal_attempts(raw: RawMessage | None, rows: Sequence[Any], source: str, 
         attempts.append((raw._replace(payload=None), quarantine(_escape_nul(text))))
     attempts.append((None, quarantine(_escape_nul(repr(list(rows))[:10_000]))))
     return attempts
-
-
-def _utc_day() -> int:
-    return int(time.time() // 86400)
-
-
-def _encode_jsonb(value: Any) -> bytes:
-    # bytes are JSON text already; everything else is a Python value to serialise.
-    if isinstance(value, bytes):
-        return b"\x01" + value
-    return b"\x01" + orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
-
-
-def _encode_json(value: Any) -> bytes:
-    # Raw frames: the text as received, never re-encoded.
-    if isinstance(value, bytes):
-        return value
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
-
-
-def _decode_jsonb(data: bytes) -> Any:
-    return orjson.loads(data[1:])
-
-
-def _one_line(text: str, limit: int = 500) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _escape_nul(text: str | None) -> str | None:

@@ -1,17 +1,17 @@
-"""PostgreSQL → Parquet, one table-day at a time: the files. (What is read from PostgreSQL, and the
-`export_runs` record, come from warehouse.store.exports.)
+"""PostgreSQL → Parquet, one table-day at a time: the file, checked, committed and recorded in
+`export_runs`. (The rows and their check come from warehouse.lifecycle.extract; which table-days,
+from warehouse.lifecycle.pending; where the file goes, from warehouse.lifecycle.layout.)
 
-Layout and types: warehouse.lake and docs/parquet.md. Each table-day is one zstd file,
-`<table>/day=YYYY-MM-DD/part-0.parquet`, rows sorted so that one fixture/market's history is
-contiguous, written even when the day has no rows (the full schema, zero rows).
+Each table-day is one zstd file, rows sorted so that one fixture/market's history is contiguous,
+written even when the day has no rows (the full schema, zero rows); types: warehouse.lake and
+docs/parquet.md.
 
 Crash safety: the file is written to `<export dir>/.export/<table>.<day>.<pid>.partial`, outside
 every table's folder (polars refuses a folder holding any other file, even a hidden one), checked
-(row count and values against PostgreSQL), flushed to disk, then renamed over
-`<table>/day=D/part-0.parquet` with one os.replace: the commit. Whatever moment a run is killed at,
-a reader sees the day's previous file or the new one, never both, never half of one. One run at a
-time writes to an export directory (`.export/lock`), and each run starts by removing what killed
-runs left, of this layout and of the earlier folder-swap one (`day=D.old-<pid>`, `.day=D.tmp-<pid>`).
+(row count and values against PostgreSQL), flushed to disk, then renamed over the day's file with one
+os.replace: the commit. Whatever moment a run is killed at, a reader sees the day's previous file or
+the new one, never both, never half of one. One run at a time writes to an export directory
+(`.export/lock`), and each run starts by removing what killed runs left.
 """
 
 from __future__ import annotations
@@ -20,31 +20,41 @@ import contextlib
 import fcntl
 import os
 import shutil
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
+
 from warehouse import schema
-from warehouse.lake import EXPORT_TABLES, PART_FILE, file_sha256
+from warehouse.lake import EXPORT_TABLES
+from warehouse.lifecycle import extract, layout
+from warehouse.lifecycle.verify import file_sha256
 from warehouse.records import ExportRun
-from warehouse.store import exports as store
-from warehouse.store.exports import ExportError, pending
+from warehouse.store.duckdb import duckdb_connection
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["EXPORT_TABLES", "ExportError", "Exported", "clean", "export_all", "export_day", "pending"]
-
 WORK_DIR = ".export"  # the lock and the files being written: hidden, and no reader's glob takes them
 LOCK_FILE = "lock"
 PARTIAL = ".partial"
-# Tests only: stop at this step (they kill the process there and look at what readers see).
-PAUSE_ENV = "WAREHOUSE_EXPORT_PAUSE_AT"
 STEPS = ("start", "written", "checked", "replaced", "recorded")
+
+
+def _carry_on(step: str) -> None:
+    pass
+
+
+# Called as each table-day reaches each of STEPS. Nothing in the product sets it: the crash tests do,
+# to stop a real `warehouse export` process at a step and kill it there (tests/paused_export.py).
+reached: Callable[[str], None] = _carry_on
+
+
+class ExportError(RuntimeError):
+    """A table-day cannot be exported as it is; the message (one line each) says which and what to do."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ def export_all(url: str, export_root: Path, work: list[tuple[str, date]],
             return 0
         rows = 0
         failed = []
-        con = store.duckdb_connection(url)
+        con = duckdb_connection(url)
         try:
             for table, day in work:
                 step(table, day)
@@ -87,7 +97,7 @@ def export_day(url: str, export_root: Path, table: str, day: date) -> Exported:
         raise ExportError(f"{table!r} is not an exported table; choose from {', '.join(EXPORT_TABLES)}")
     with _exclusive(export_root):
         clean(export_root, (table,))
-        con = store.duckdb_connection(url)
+        con = duckdb_connection(url)
         try:
             return _export(con, url, export_root, table, day)
         finally:
@@ -96,18 +106,18 @@ def export_day(url: str, export_root: Path, table: str, day: date) -> Exported:
 
 def _export(con: duckdb.DuckDBPyConnection, url: str, export_root: Path, table: str, day: date) -> Exported:
     started = datetime.now(UTC)
-    folder = export_root / table / f"day={day.isoformat()}"
-    final = folder / PART_FILE
+    final = layout.file(export_root, table, day)
+    folder = final.parent
     temporary = export_root / WORK_DIR / f"{table}.{day.isoformat()}.{os.getpid()}{PARTIAL}"
-    _reached("start")
+    reached("start")
     try:
         (threads,) = con.execute("SELECT current_setting('threads')").fetchone() or (1,)
-        rows = store.day_rows(table, day, slices=min(int(threads), 8))  # a slice of the day per thread
+        rows = extract.day_rows(table, day, slices=min(int(threads), 8))  # a slice of the day per thread
         (written,) = con.execute(
             f"COPY (SELECT * FROM {rows} ORDER BY {schema.SORT_KEYS[table]})"
             f" TO '{_literal(temporary)}' (FORMAT parquet, COMPRESSION zstd)").fetchone() or (None,)  # rows written
-        _reached("written")
-        check = store.check_day(url, table, day)
+        reached("written")
+        check = extract.check_day(url, table, day)
         if check.unfit is not None:
             column, value, limit = check.unfit
             raise ExportError(
@@ -118,23 +128,21 @@ def _export(con: duckdb.DuckDBPyConnection, url: str, export_root: Path, table: 
             raise ExportError(f"{table} {day}: wrote {written} rows but PostgreSQL has {check.rows}; "
                               "nothing was replaced — run the export again")
         digest = file_sha256(temporary, sync=True)
-        _reached("checked")
+        reached("checked")
         folder.mkdir(parents=True, exist_ok=True)
         os.replace(temporary, final)  # the commit
         _sync_directory(folder)
-        _reached("replaced")
-        store.record(url, ExportRun(table, day, written, str(final), digest, started, datetime.now(UTC)))
-        _reached("recorded")
+        reached("replaced")
+        _record(url, ExportRun(table, day, written, str(final), digest, started, datetime.now(UTC)))
+        reached("recorded")
         return Exported(table, day, written, folder)
     finally:
         temporary.unlink(missing_ok=True)
 
 
 def clean(export_root: Path, tables: tuple[str, ...] = EXPORT_TABLES) -> list[Path]:
-    """Remove what killed runs left (call with the export lock held): files being written, empty day
-    folders, and the earlier layout's `.day=D.tmp-<pid>` and `day=D.old-<pid>` folders (the latter put
-    back as `day=D` when that has no file: the run was killed between its two renames). Returns what
-    it removed or put back."""
+    """Remove what killed runs left (call with the export lock held): files being written, day folders
+    made but never filled, and the earlier layout's leftovers. Returns what it removed or put back."""
     touched = [entry for entry in (export_root / WORK_DIR).iterdir() if entry.name != LOCK_FILE]
     for entry in touched:  # files being written (and anything DuckDB wrote beside one)
         if entry.is_dir():
@@ -142,24 +150,35 @@ def clean(export_root: Path, tables: tuple[str, ...] = EXPORT_TABLES) -> list[Pa
         else:
             entry.unlink(missing_ok=True)
     for table in tables:
-        directory = export_root / table
-        if not directory.is_dir():
-            continue
-        for entry in sorted(directory.iterdir()):
-            name = entry.name
-            if name.startswith(".day=") and ".tmp-" in name:
-                shutil.rmtree(entry, ignore_errors=True)
-                touched.append(entry)
-            elif name.startswith("day=") and ".old-" in name:
-                current = directory / name.split(".old-")[0]
-                if not (current / PART_FILE).exists() and (entry / PART_FILE).exists():
-                    current.mkdir(exist_ok=True)
-                    os.replace(entry / PART_FILE, current / PART_FILE)
-                shutil.rmtree(entry, ignore_errors=True)
-                touched.append(entry)
-        for folder in directory.glob("day=*"):
+        touched += _clean_folder_swap_layout(export_root, table)
+        for folder in layout.day_folders(export_root, table):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty
+    return touched
+
+
+# Remove on or after 2027-03-01 (or at version 0.2.0, if sooner), with its test in test_export_crash.py:
+# the folder-swap layout was replaced on 2026-11-30, and the first run of this one cleans a directory.
+def _clean_folder_swap_layout(export_root: Path, table: str) -> list[Path]:
+    """The earlier layout's `.day=D.tmp-<pid>` folders (removed) and `day=D.old-<pid>` folders (put back
+    as the day's file when that is missing: the run was killed between its two renames)."""
+    directory = layout.folder(export_root, table)
+    if not directory.is_dir():
+        return []
+    touched = []
+    for entry in sorted(directory.iterdir()):
+        name = entry.name
+        if name.startswith(".day=") and ".tmp-" in name:
+            shutil.rmtree(entry, ignore_errors=True)
+            touched.append(entry)
+        elif name.startswith("day=") and ".old-" in name:
+            day = layout.day_of(entry.with_name(name.split(".old-")[0]))
+            current = layout.file(export_root, table, day) if day else None
+            if current and not current.exists() and (entry / layout.PART_FILE).exists():
+                current.parent.mkdir(exist_ok=True)
+                os.replace(entry / layout.PART_FILE, current)
+            shutil.rmtree(entry, ignore_errors=True)
+            touched.append(entry)
     return touched
 
 
@@ -179,11 +198,11 @@ def _exclusive(export_root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _reached(step: str) -> None:
-    """A fault-injection point for the crash tests: pause here when PAUSE_ENV names this step."""
-    if os.environ.get(PAUSE_ENV) == step:
-        print(f"export paused at {step}", file=sys.stderr, flush=True)
-        time.sleep(60)
+def _record(url: str, run: ExportRun) -> None:
+    """Record one exported table-day in `export_runs` (what retention verifies a day against)."""
+    columns = ", ".join(ExportRun._fields)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO export_runs ({columns}) VALUES ({', '.join(['%s'] * len(run))})", run)
 
 
 def _literal(path: Path) -> str:

@@ -1,4 +1,7 @@
-"""Reconnect delays: exponential with jitter, long for auth/maintenance, never a hot loop."""
+"""Reconnect delays: exponential with jitter, long for auth/maintenance, never a hot loop.
+
+The one backoff of the package: feed connections and resyncs (collect/) and the writer's database
+connection (store/) wait with it."""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ NAMED_JITTER_MIN_S = 0.25
 
 
 class Backoff:
-    def __init__(self, initial: float, cap: float, long: float, rng: random.Random | None = None) -> None:
-        self.initial, self.cap, self.long = initial, cap, long
+    def __init__(self, initial: float, cap: float, long: float | None = None, rng: random.Random | None = None) -> None:
+        self.initial, self.cap = initial, cap
+        self.long = cap if long is None else long  # without a long pause of its own: the cap
         self.attempts = 0
         self._rng = rng or random.Random()
 

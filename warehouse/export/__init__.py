@@ -1,1 +1,0 @@
-"""DuckDB → Parquet export jobs."""

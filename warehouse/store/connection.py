@@ -1,0 +1,185 @@
+"""The writer's connection to PostgreSQL: connecting (with the codecs its COPY needs), noticing that
+it went down (saying so, then waiting a jittered backoff before the next try), the coming days'
+partitions and the pruning of old batch ids, and raw ids reserved ahead of need."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncpg
+import orjson
+
+from warehouse.backoff import Backoff
+from warehouse.config import WriterSettings
+from warehouse.schema import RAW_ID_BLOCK
+from warehouse.store.database import redact_url
+
+log = logging.getLogger("warehouse.writer")
+NEVER_REACHED_EVERY_S = 60.0  # how often to repeat that the database was never reachable since the start
+ID_BLOCKS_AHEAD = 4  # blocks of raw ids reserved beyond a batch's need (ids of a restart are a gap)
+
+
+class Health(Protocol):
+    """Where the connection reports how the database is (the writer's stats, read by metrics and status)."""
+
+    database_up: bool
+    database_reached: bool  # ever, since the writer started: if not, the URL may well be wrong
+    last_error: str | None
+    outages: int
+
+
+class WriterConnection:
+    """One asyncpg connection, made again after an outage once the backoff has passed."""
+
+    def __init__(self, url: str, settings: WriterSettings, health: Health, spool_dir: Path) -> None:
+        self.url = url
+        self.settings = settings
+        self.health = health
+        self.spool_dir = spool_dir  # named in the messages: where frames go while the database is away
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
+        self._next_connect = 0.0
+        self._down_since: float | None = None
+        self._started = time.monotonic()
+        self._told_never_reached = float("-inf")
+        self._partition_day = -1
+        self._ids: list[int] = []  # raw ids reserved and not used yet, in order
+
+    async def ensure(self) -> bool:
+        """Connected, or connected now; False while the database is away (or the backoff runs)."""
+        if self._connected():
+            return True
+        async with self._lock:
+            return self._connected() or await self._connect()  # another task may have connected meanwhile
+
+    async def ready(self) -> asyncpg.Connection:
+        """The connection, with today's partitions made; ConnectionError if there is none."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise ConnectionError("not connected")
+        if self._partition_day != _utc_day():
+            await self._maintain_partitions(conn)
+        return conn
+
+    async def reserve_ids(self, conn: asyncpg.Connection, count: int) -> Iterator[int]:
+        """Ids for `count` raw frames. Each nextval() of the sequence owns a block of ids; blocks
+        are taken a few at a time ahead of need, so most batches cost no round trip for ids."""
+        if count > len(self._ids):
+            blocks = -(-(count - len(self._ids)) // RAW_ID_BLOCK) + ID_BLOCKS_AHEAD
+            starts = await conn.fetch("SELECT nextval('raw_messages_id_seq') FROM generate_series(1, $1)", blocks)
+            for (start,) in starts:
+                self._ids.extend(range(start, start + RAW_ID_BLOCK))
+        ids, self._ids = self._ids[:count], self._ids[count:]
+        return iter(ids)
+
+    async def went_down(self, exc: BaseException) -> None:
+        """Say what happened (loudly and again if the database was never reached), drop the connection."""
+        message = one_line(f"{type(exc).__name__}: {exc}")
+        now = time.monotonic()
+        health = self.health
+        if not health.database_reached and now - self._told_never_reached >= NEVER_REACHED_EVERY_S:
+            # Not an outage but perhaps a wrong URL: say so until it is fixed, not once.
+            self._told_never_reached = now
+            log.error("writer: the database %s has not been reachable since the start %.0f s ago (%s); frames are"
+                      " spooled to %s. If the URL is wrong, stop (Ctrl-C), fix --database-url or [database] url"
+                      " and start again: the spool is kept", redact_url(self.url), now - self._started, message,
+                      self.spool_dir)
+        elif self._down_since is None and health.database_reached:
+            log.error("writer: database unavailable (%s); spooling to %s", message, self.spool_dir)
+        if self._down_since is None:
+            self._down_since = now
+            health.outages += 1
+        health.database_up = False
+        health.last_error = message
+        self._next_connect = time.monotonic() + self._backoff.next()
+        await self.close()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 2)
+            except Exception:
+                conn.terminate()
+
+    def _connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def _connect(self) -> bool:
+        if time.monotonic() < self._next_connect:
+            return False
+        conn = None
+        try:
+            conn = await asyncpg.connect(self.url, timeout=self.settings.connect_timeout_s)
+            await install_codecs(conn)
+            await self._maintain_partitions(conn)
+        except Exception as exc:
+            if conn is not None:
+                conn.terminate()
+            await self.went_down(exc)
+            return False
+        self._conn = conn
+        # Ids reserved on an earlier connection are forgotten: if the server crashed, the sequence
+        # may not have kept their reservation, and would hand them out again.
+        self._ids = []
+        self._backoff.reset()
+        if self._down_since is not None:
+            back = "reachable for the first time" if not self.health.database_reached else "is back"
+            log.warning("writer: database %s after %.1f s", back, time.monotonic() - self._down_since)
+            self._down_since = None
+        self.health.database_up = self.health.database_reached = True
+        return True
+
+    async def _maintain_partitions(self, conn: asyncpg.Connection) -> None:
+        """Create the coming days' partitions and prune old batch ids: once a day and at connect."""
+        today = _utc_day()
+        first = datetime.fromtimestamp(today * 86400, UTC).date()
+        days = self.settings.partition_days_ahead
+        await conn.execute("SELECT warehouse_ensure_partitions($1, $2)", first, days)
+        await conn.execute(
+            "DELETE FROM ingest_batches WHERE committed_at < now() - make_interval(days => $1)",
+            self.settings.ingest_batches_retention_days,
+        )
+        self._partition_day = today
+
+
+async def install_codecs(conn: asyncpg.Connection) -> None:
+    """How the writer's values travel: jsonb from Python values (or JSON text as bytes), json as its text."""
+    await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary", encoder=encode_jsonb,
+                              decoder=decode_jsonb)
+    # json's binary form is its text: a raw frame's bytes go as they are, and come back so.
+    await conn.set_type_codec("json", schema="pg_catalog", format="binary", encoder=encode_json, decoder=bytes)
+
+
+def encode_jsonb(value: Any) -> bytes:
+    # bytes are JSON text already; everything else is a Python value to serialise.
+    if isinstance(value, bytes):
+        return b"\x01" + value
+    return b"\x01" + orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def encode_json(value: Any) -> bytes:
+    # Raw frames: the text as received, never re-encoded.
+    if isinstance(value, bytes):
+        return value
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _utc_day() -> int:
+    return int(time.time() // 86400)
