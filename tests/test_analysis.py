@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -14,6 +15,7 @@ from warehouse import analysis
 from warehouse.lifecycle.export import export_day
 from warehouse.records import FixtureChange, PriceTick
 
+CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-333333333333")  # tests/test_timescaledb.py writes FRAMES with it
 DAY = datetime.now(UTC).date() - timedelta(days=1)
 T = datetime(DAY.year, DAY.month, DAY.day, 10, tzinfo=UTC)
 START = T + timedelta(minutes=60)
