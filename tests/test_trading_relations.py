@@ -1,4 +1,4 @@
-"""The relations of migration 0009, what a trader acts on: best prices, fair prices and consensus,
+"""The relations of migration 0010, what a trader acts on: best prices, fair prices and consensus,
 steam after events, who leads, arbitrage windows, closing-line value. Exact answers on a scripted
 market that can be checked on paper, on every storage, and the same rows on the query surface
 (DuckDB over PostgreSQL).

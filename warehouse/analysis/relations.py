@@ -2,7 +2,7 @@
 
 Each relation is plain SQL that PostgreSQL and DuckDB both accept. On PostgreSQL a migration creates
 it as a view or a SQL function, holding its text as written then (0002: the first set; 0007: the
-second; 0009: the current one, with what a trader acts on: docs/trading-relations.md); over Parquet
+second; 0010: the current one, with what a trader acts on: docs/trading-relations.md); over Parquet
 and on the query surface the same text becomes a DuckDB view or table macro (`CURRENT`), so a query
 written against one runs unchanged against the other.
 
@@ -199,7 +199,7 @@ MARKET_OVERROUND = Relation(
     "Built on observed_ticks.",
 )
 
-# -- What a trader acts on (migration 0009) --------------------------------------------------------
+# -- What a trader acts on (migration 0010) --------------------------------------------------------
 #
 # The screen (best prices), the market without its margin (fair prices, consensus), who moves first
 # (lead_lag), free money (arbitrage_windows), whether our own bets beat the close (closing_line_value),
@@ -225,7 +225,7 @@ OBSERVED_QUOTES = Relation(
     "observed_quotes",
     f"SELECT *, {OPEN_PRICE} AS is_open FROM observed_ticks",
     doc="observed_ticks with is_open: whether a bet could be placed at that price when it was observed (not "
-    "marked inactive, and a price above 1). Every relation of migration 0009 reads open prices from here.",
+    "marked inactive, and a price above 1). Every relation of migration 0010 reads open prices from here.",
 )
 
 

@@ -16,8 +16,8 @@ received_at) and score_changes (fixture_id, received_at), a window by the day pa
 TimescaleDB's chunks) and the BRIN on received_at; the relations read each row once, in windows,
 rather than probing per move (docs/performance.md).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-06
 """
 
@@ -29,8 +29,8 @@ from types import ModuleType
 from alembic import context, op
 from sqlalchemy import text
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
@@ -154,7 +154,7 @@ CREATE: tuple[str, ...] = (  # each relation, then its comment
     FROM observed_ticks""",
     "COMMENT ON VIEW observed_quotes IS 'observed_ticks with is_open: whether a bet could be placed at "
     'that price when it was observed (not marked inactive, and a price above 1). Every relation of '
-    "migration 0009 reads open prices from here.'",
+    "migration 0010 reads open prices from here.'",
     """CREATE FUNCTION margin_parameter(implied double precision[], method text) RETURNS double precision LANGUAGE sql
     IMMUTABLE AS $body$
     WITH RECURSIVE bisect(lo, width, step) AS (
