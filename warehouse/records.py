@@ -182,6 +182,7 @@ class ExportRun(NamedTuple):
     table_name: str
     day: date
     rows: int
+    bytes: int
     path: str
     sha256: str
     started_at: datetime

@@ -238,6 +238,7 @@ export_runs = Table(
     Column("sha256", Text, nullable=False),
     Column("started_at", TZ, nullable=False),
     Column("finished_at", TZ, nullable=False),
+    Column("bytes", BigInteger),  # the file's size (migration 0009; null before)
     Index("export_runs_table_name_day_idx", "table_name", "day"),
 )
 
@@ -251,6 +252,7 @@ retention_runs = Table(
     Column("path", Text),
     Column("sha256", Text),
     Column("dropped_at", TZ, nullable=False, server_default=text("now()")),
+    Column("bytes", BigInteger),  # the file's size (migration 0009; null before)
     Index("retention_runs_table_name_day_idx", "table_name", "day"),
 )
 

@@ -133,7 +133,8 @@ def _export(con: duckdb.DuckDBPyConnection, url: str, export_root: Path, table: 
         os.replace(temporary, final)  # the commit
         _sync_directory(folder)
         reached("replaced")
-        _record(url, ExportRun(table, day, written, str(final), digest, started, datetime.now(UTC)))
+        _record(url, ExportRun(table, day, written, final.stat().st_size, str(final), digest, started,
+                               datetime.now(UTC)))
         reached("recorded")
         return Exported(table, day, written, folder)
     finally:
