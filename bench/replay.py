@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from bench._server import create_database, discard, scratch_server  # noqa: E402
 from bench.collect import KEY, CpuClock, fresh_database  # noqa: E402
 from warehouse.collect import gc_settle  # noqa: E402
-from warehouse.collect.frames import derive  # noqa: E402
 from warehouse.config import WriterSettings  # noqa: E402
+from warehouse.feeds.derive import derive  # noqa: E402
 from warehouse.feeds.oddspapi import FEED  # noqa: E402
 from warehouse.lake import EXPORT_TABLES  # noqa: E402
 from warehouse.lifecycle.export import export_all  # noqa: E402

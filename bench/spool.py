@@ -4,7 +4,7 @@
     python bench/spool.py --batches 50 --repeat 7
 
 The batch is what a collector spools during a database outage: OddsPapi frames through the real
-adapter and warehouse.collect.frames.derive (one raw frame and two price_ticks rows each, with
+adapter and warehouse.feeds.derive (one raw frame and two price_ticks rows each, with
 their attrs). Measured per format, best of --repeat, in one run:
   encode / decode   the entry codec alone (batch → bytes → batch)
   spool round trip  Spool.append of every batch, then peek/commit_head until empty (fsync off:
@@ -34,7 +34,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from warehouse.collect.frames import derive  # noqa: E402
+from warehouse.feeds.derive import derive  # noqa: E402
 from warehouse.feeds.registry import FEEDS  # noqa: E402
 from warehouse.store import spool as spool_module  # noqa: E402
 from warehouse.store import spoolcodec  # noqa: E402

@@ -1,7 +1,7 @@
 """Golden adapter fixtures (tests/fixtures/<feed kind>/*.json): reading them, running their frames.
 
 The file format is described in tests/fixtures/README.md. Frames go through the one path from frame to
-records (warehouse.collect.frames.derive) with an adapter built from the registry, so a fixture also
+records (warehouse.feeds.derive) with an adapter built from the registry, so a fixture also
 pins how a frame that does not fit is quarantined.
 """
 
@@ -18,7 +18,7 @@ from uuid import UUID
 import orjson
 
 from tests.feedkit import options as make_options
-from warehouse.collect.frames import derive
+from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import TABLE_OF
 

@@ -21,9 +21,9 @@ import pytest
 from tests.collecting import assert_secret_nowhere
 from tests.conftest import query
 from tests.harness import CollectorProcess
-from warehouse.collect.frames import derive
 from warehouse.config import config_from_text
 from warehouse.feeds.contract import RestCall, is_rest_kind
+from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import TABLE_OF
 from warehouse.simulate.fleet import ENV, FleetThread

@@ -12,8 +12,8 @@ import pytest
 from tests import test_oddspapi
 from tests.feedkit import adapter
 from warehouse import lake
-from warehouse.collect.frames import QUARANTINED, derive
 from warehouse.feeds.contract import FrameError
+from warehouse.feeds.derive import QUARANTINED, derive
 from warehouse.feeds.values import to_decimal, to_float, to_int
 
 FITS = ["99999999999999999999.999999999999999999", "-99999999999999999999.999999999999999999",

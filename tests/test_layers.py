@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from warehouse.feeds.registry import FEEDS
+
 PACKAGE = Path(__file__).resolve().parent.parent / "warehouse"
 LAYERS: list[tuple[str, ...]] = [
     # the vocabulary: records and their schema, settings declarations, redaction, the Parquet contract, feeds
     ("records", "schema", "options", "redact", "lake", "backoff", "feeds"),
     ("config",),  # the config file → typed settings (reads the feed registry)
-    ("store",),  # everything that talks to PostgreSQL
+    ("store",),  # database machinery: URL and engines, migrations, the writer, the spool (no feature)
     ("collect", "lifecycle", "analysis", "replay"),  # what runs on the store
     ("simulate",),  # the vendors' simulators (tests, demo, benchmarks)
     ("cli", "demo", "console", "__main__"),  # the command line
@@ -48,8 +50,8 @@ def imports(path: Path) -> list[tuple[int, str]]:
             names += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names += [(node.lineno, node.module)]
-            if node.module == "warehouse":  # from warehouse import schema
-                names += [(node.lineno, f"warehouse.{alias.name}") for alias in node.names]
+            if node.module.startswith("warehouse"):  # from warehouse import schema; from warehouse.feeds import saba
+                names += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
     return [(line, name) for line, name in names if name.startswith("warehouse.")]
 
 
@@ -58,3 +60,17 @@ def test_no_module_imports_a_layer_above_its_own(name: str, path: Path) -> None:
     own = layer_of(name)
     above = [f"line {line}: {target}" for line, target in imports(path) if layer_of(target) > own]
     assert not above, f"{name} (layer {own}) imports from a higher layer: {'; '.join(above)}"
+
+
+# The vendor modules: each feed kind's module, as the registry lists them.
+VENDORS = sorted({type(feed).__module__ for feed in FEEDS.values()})
+
+
+@pytest.mark.parametrize(("name", "path"), modules(), ids=[name for name, _ in modules()])
+def test_no_vendor_module_is_imported_outside_feeds_and_simulate(name: str, path: Path) -> None:
+    """A vendor's vocabulary reaches the rest through the Feed it registers, not through its module."""
+    if name.split(".")[1] in ("feeds", "simulate"):
+        return
+    found = [f"line {line}: {target}" for line, target in imports(path)
+             if any(target == vendor or target.startswith(vendor + ".") for vendor in VENDORS)]
+    assert not found, f"{name} imports a vendor module (use its Feed through warehouse.feeds.registry): {found}"

@@ -25,10 +25,10 @@ from tests.collecting import feeds_from_toml, run_collector
 from tests.conftest import TEMPLATE, new_database, query
 from warehouse import replay
 from warehouse.cli import app
-from warehouse.collect.frames import derive
 from warehouse.config import WriterSettings
 from warehouse.feeds import oddspapi, saba
 from warehouse.feeds.contract import FrameError
+from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.lake import EXPORT_TABLES
 from warehouse.lifecycle.export import export_all
@@ -420,5 +420,7 @@ def test_replay_refuses_unclear_requests(db_url: str) -> None:
     assert alone.exit_code == 2 and "--processes applies to --check only" in alone.output
     same = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--into", db_url])
     assert same.exit_code == 2 and "--into names the database the frames are read from" in same.output
+    with pytest.raises(ValueError, match="--into names the database the frames are read from"):
+        replay.into(db_url, "x", url=db_url)  # the Python API refuses it too
     when = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--check", "--since", "May 1"])
     assert when.exit_code == 2 and "--since: expected a UTC day" in when.output

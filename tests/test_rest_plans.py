@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from tests.feedkit import options
-from warehouse.collect.frames import derive
 from warehouse.collect.resync import Pacer, _named_retry
 from warehouse.feeds.contract import RestCall, ResyncContext, is_rest_kind, rest_base, rest_endpoint
+from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import AccountChange, BetChange, FixtureChange, OrderChange, PriceTick, ScoreChange
 
@@ -137,6 +137,44 @@ def test_historical_odds_keep_the_prices_created_within_the_gap() -> None:
     derived = rest("oddspapi-ws", call.kind, call.event_id, body)
     assert [(t.price, t.source_ts, t.origin, t.received_at) for t in derived.records] == [  # type: ignore[union-attr]
         (2.1, GAP + timedelta(seconds=60), "backfill", NOW), (2.2, NOW, "backfill", NOW)]
+
+
+def test_historical_odds_are_read_depth_first_and_say_which_level_does_not_fit() -> None:
+    call = RestCall("backfill", "/v4/historical-odds", {"fixtureId": "id1"}, {"from": GAP.isoformat(),
+                                                                              "to": NOW.isoformat()})
+    dumps = __import__("orjson").dumps
+
+    def answer(books: object) -> object:
+        return rest("oddspapi-ws", call.kind, call.event_id, dumps({"fixtureId": "id1", "bookmakers": books}))
+
+    def price(seconds: int, value: float) -> dict[str, object]:
+        return {"createdAt": (GAP + timedelta(seconds=seconds)).isoformat(), "price": value}
+
+    def book(*markets: str) -> dict[str, object]:
+        return {"markets": {m: {"outcomes": {o: {"players": {"0": [price(-1, 9.0), price(60, float(f"{m}.{o}"))]}}
+                                             for o in ("1", "2")}} for m in markets}}
+
+    derived = answer({"pin": book("3", "4"), "bet": book("5")})
+    assert [(t.bookmaker, t.market_id, t.outcome_id, t.player_id, t.price)  # type: ignore[union-attr]
+            for t in derived.records] == [("pin", "3", "1", "0", 3.1), ("pin", "3", "2", "0", 3.2),
+                                          ("pin", "4", "1", "0", 4.1), ("pin", "4", "2", "0", 4.2),
+                                          ("bet", "5", "1", "0", 5.1), ("bet", "5", "2", "0", 5.2)]
+    def players(value: object) -> dict[str, object]:
+        return {"pin": {"markets": {"3": {"outcomes": {"1": {"players": value}}}}}}
+
+    for books, reason in [
+        ("x", "bookmakers: object expected, got str"),
+        ({"pin": 1}, "bookmakers.pin: object expected, got int"),
+        ({"pin": {"markets": [1]}}, "markets: object expected, got list"),
+        ({"pin": {"markets": {"3": "x"}}}, "markets.3: object expected, got str"),
+        ({"pin": {"markets": {"3": {"outcomes": {"1": None}}}}}, "outcomes.1: object expected, got NoneType"),
+        (players(2), "players: object expected, got int"),
+        (players({"0": {}}), "players.0: list of prices expected"),
+        (players({"0": [1]}), "players.0: object expected, got int"),
+        ({"pin": book("3"), "bet": 0}, "bookmakers.bet: object expected, got int"),  # the first fault met, in order
+    ]:
+        (quarantine,) = answer(books).records
+        assert quarantine.reason == f"does not fit the oddspapi-ws schema: {reason}", books  # type: ignore[union-attr]
 
 
 def test_mm_pages_become_snapshot_rows_dated_by_updated_at() -> None:

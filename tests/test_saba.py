@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.collecting import assert_secret_nowhere, fast, feeds_from_toml, run_collector
+from tests.collecting import after, assert_secret_nowhere, fast, feeds_from_toml, run_collector
 from tests.conftest import query
+from warehouse import replay
 from warehouse.collect.service import collect
 from warehouse.config import WriterSettings
 from warehouse.simulate.saba import SabaFaults, SabaSimulator
@@ -207,20 +209,144 @@ def test_a_configuration_error_stops_the_feed_with_a_clear_message(
     assert any("feed saba stopped" in r.getMessage() and expected in r.getMessage() for r in caplog.records)
 
 
-def test_a_slow_loris_stream_trips_the_watchdog_and_resumes_without_loss(db_url: str, tmp_path: Path) -> None:
-    # Every connection sends 10 frames, then dribbles the 11th a byte a second: busy, yet silent.
-    simulator = SabaSimulator(static_token=TOKEN, rate=100, keepalive_s=30, faults=SabaFaults(slow_after=10))
+def watchdog_timeouts(db_url: str) -> int:
+    return query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'watchdog_timeout'")[0][0]
+
+
+def big_frame(size: int) -> bytes:
+    """A status-0 delta of about `size` bytes (the seed's market change, and a long field the adapter ignores)."""
+    frame = orjson.loads(SEED[1][1])
+    frame["note"] = ""
+    frame["note"] = "x" * (size - len(orjson.dumps(frame)))
+    return orjson.dumps(frame)
+
+
+def test_a_long_event_trickling_in_keeps_the_connection_alive(db_url: str, tmp_path: Path) -> None:
+    # After the snapshot, a 120 KB event arrives 4 KiB every 0.1 s (3 s in all) on a feed whose
+    # watchdog gives up after 0.6 s of silence: the bytes, not whole events, prove the connection alive.
+    long = big_frame(120_000)
+    script: list[tuple[str, bytes] | bytes] = [SEED[0], ("81724", long), ("81725", SEED[1][1])]
+    simulator = SabaSimulator(static_token=TOKEN, rate=None, keepalive_s=30, script=script,
+                              faults=SabaFaults(slow_after=1, slow_bytes=4096, slow_pause_s=0.1))
 
     async def main() -> None:
-        await collect_until(simulator, db_url, tmp_path, lambda: len(query(
-            db_url, "SELECT 1 FROM collector_events WHERE event = 'watchdog_timeout'")) >= 2, silence_timeout_s=1.5)
+        await collect_until(simulator, db_url, tmp_path, lambda: len(stored_ids(db_url)) >= 3,
+                            silence_timeout_s=0.6)
         await simulator.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))
-    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'connect'")[0][0] >= 2
-    stored = stored_ids(db_url)
-    assert len(stored) >= 20
-    assert_each_frame_once(stored, simulator)  # the half-sent frame came again, whole, after the resume
+    assert watchdog_timeouts(db_url) == 0
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'connect'") == [(1,)]
+    assert query(db_url, "SELECT event_id, length(payload::text) FROM raw_messages ORDER BY seq") == [
+        ("81723", len(SEED[0][1])), ("81724", len(long)), ("81725", len(SEED[1][1]))]
+
+
+def test_a_silent_stream_trips_the_watchdog_and_the_reconnect_resumes(db_url: str, tmp_path: Path) -> None:
+    simulator = SabaSimulator(static_token=TOKEN, rate=None, keepalive_s=30, script=SEED)
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: len(simulator.resume_requests) >= 2,
+                            silence_timeout_s=0.6)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert watchdog_timeouts(db_url) >= 1
+    assert simulator.resume_requests[:2] == [None, "81724"]
+
+
+@pytest.mark.parametrize(("after", "resumes_from"), [
+    pytest.param(b"id: 81730\r\n\r\n", "81730", id="an id-only block moves the last event id"),
+    pytest.param(b"id:\r\n\r\n", None, id="an empty id clears it: no header"),
+    pytest.param(b"id\r\n\r\n", None, id="so does a bare id line"),
+    pytest.param(b"data: KEEPALIVE\r\n\r\n", "81724", id="a KEEPALIVE event keeps it"),
+    pytest.param(b": KEEPALIVE\r\n\r\n", "81724", id="a comment block keeps it"),
+    pytest.param(b"id: 81730\x00\r\n\r\n", "81724", id="an id with NUL is ignored"),
+    pytest.param(b"id: 81730\r\ndata: {\"status\":0", "81724", id="an event cut off by the drop is not dispatched"),
+])
+def test_the_reconnect_sends_the_last_event_id_the_standard_says(db_url: str, tmp_path: Path, after: bytes,
+                                                                resumes_from: str | None) -> None:
+    # Each connection gets the seed frames, then `after`, then the server drops the connection.
+    simulator = SabaSimulator(static_token=TOKEN, rate=None, script=[*SEED, after],
+                              faults=SabaFaults(drop_after=3))
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: len(simulator.resume_requests) >= 2)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert simulator.resume_requests[:2] == [None, resumes_from]
+    resumes = query(db_url, "SELECT detail FROM collector_events WHERE event = 'resume' ORDER BY received_at LIMIT 1")
+    assert resumes == ([] if resumes_from is None else [({"Last-Event-ID": resumes_from},)])
+
+
+def test_a_server_retry_is_the_floor_of_the_reconnect_delay(db_url: str, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    # The backoff alone would wait 0.05-0.2 s (tests' tuning); the server asks for 1.5 s.
+    simulator = SabaSimulator(static_token=TOKEN, rate=None, script=[b"retry: 1500\r\n\r\n", *SEED],
+                              faults=SabaFaults(drop_after=3))
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: len(simulator.resume_requests) >= 3)
+        await simulator.stop()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(asyncio.wait_for(main(), 60))
+    delays = [float(m.group(1)) for r in caplog.records
+              if (m := re.search(r"reconnecting in ([0-9.]+) s", r.getMessage()))]
+    assert len(delays) >= 2 and all(delay >= 1.5 for delay in delays), delays
+
+
+def test_an_event_over_max_frame_bytes_is_quarantined_with_its_size_and_the_stream_goes_on(
+    db_url: str, tmp_path: Path
+) -> None:
+    huge = big_frame(300_000)
+    script: list[tuple[str, bytes] | bytes] = [SEED[0], ("81724", huge), ("81725", SEED[1][1])]
+    simulator = SabaSimulator(static_token=TOKEN, rate=None, script=script)
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: len(stored_ids(db_url)) >= 3,
+                            max_frame_bytes=100_000)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert query(db_url, "SELECT seq, event_id, kind, payload IS NULL FROM raw_messages ORDER BY seq") == [
+        (1, "81723", "status-1", False), (2, "81724", "quarantined", True), (3, "81725", "status-0", False)]
+    assert query(db_url, "SELECT reason, frame FROM quarantine") == [
+        (f"frame of {len(huge)} bytes exceeds max_frame_bytes (100000)", huge[:1024].decode())]
+    assert query(db_url, "SELECT count(*) FROM collector_events WHERE event = 'connect'") == [(1,)]
+
+
+@pytest.mark.parametrize("form", ["comment", "data"])
+def test_keepalives_in_either_form_are_not_frames_and_keep_the_connection(db_url: str, tmp_path: Path,
+                                                                          form: str) -> None:
+    simulator = SabaSimulator(static_token=TOKEN, rate=None, keepalive_s=0.1, script=SEED, keepalive_form=form)
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, after(2.0), silence_timeout_s=0.6)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert watchdog_timeouts(db_url) == 0
+    assert stored_ids(db_url) == ["81723", "81724"]
+    assert query(db_url, "SELECT count(*) FROM raw_messages") == [(2,)]
+
+
+def test_the_event_type_is_kept_and_an_event_with_empty_data_is_a_frame(db_url: str, tmp_path: Path) -> None:
+    script: list[tuple[str, bytes] | bytes] = [
+        SEED[0], b"event: update\r\nid: 81724\r\ndata: " + SEED[1][1] + b"\r\n\r\n", b"data:\r\n\r\n"]
+    simulator = SabaSimulator(static_token=TOKEN, rate=None, script=script)
+
+    async def main() -> None:
+        await collect_until(simulator, db_url, tmp_path, lambda: query(
+            db_url, "SELECT count(*) FROM raw_messages")[0][0] >= 3)
+        await simulator.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert query(db_url, "SELECT seq, event_id, kind, payload IS NULL FROM raw_messages ORDER BY seq") == [
+        (1, "81723", "status-1", False), (2, "81724", "status-0;event=update", False),
+        (3, "81724", "quarantined", True)]
+    assert query(db_url, "SELECT reason LIKE 'not JSON%%', frame FROM quarantine") == [(True, "")]
+    assert replay.check("saba", url=db_url).clean  # replay carries the type over
 
 
 def test_maintenance_waits_the_delay_the_server_names_not_the_long_pause(db_url: str, tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def test_downgrade_to_base_then_upgrade_again(empty_storage_url: str) -> None:
                       " WHERE n.nspname = 'public' AND relname NOT LIKE 'alembic_version%'")
     assert left == []
     functions = "SELECT count(*) FROM pg_proc WHERE proname LIKE 'warehouse_%%' OR proname = ANY(%s)"
-    assert query(url, functions, [r.name for r in relations.V1]) == [(0,)]
+    assert query(url, functions, [r.name for r in relations.CURRENT]) == [(0,)]
     migrate.upgrade(url)
     assert migrate.current_revision(url) == HEAD
 

@@ -2,11 +2,13 @@
 
 Migrations are frozen history and keep their own DDL: the migrated database is compared with the
 schema in test_schema.py, and the migration's own constants (lookup indexes, BRIN columns,
-TimescaleDB segments) with the schema's here. The records are the same columns as Python tuples.
+TimescaleDB segments, the analysis relations' SQL) with the package's here. The records are the
+same columns as Python tuples.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 from pathlib import Path
 from types import ModuleType
@@ -14,9 +16,13 @@ from types import ModuleType
 import pytest
 
 from warehouse import lake, schema
+from warehouse.analysis import relations
 from warehouse.records import TABLE_OF, RawMessage
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+# The migration that created today's analysis relations (relations.CURRENT): a new set of
+# relations comes with a new migration, named here.
+RELATIONS_MIGRATION = "0007_snapshots_and_relations_v2"
 
 
 def migration(name: str) -> ModuleType:
@@ -95,3 +101,34 @@ def test_the_lake_views_of_migration_0008_are_the_lake() -> None:
             column_type = declared[name].type
             assert (kind == "decimal") == lake.is_decimal(column_type), (table, name)
             assert (kind == "text") == lake.as_text(column_type), (table, name)
+
+
+
+def _words(sql: str) -> str:
+    return " ".join(sql.split())
+
+
+def test_the_relations_migration_creates_the_relations_duckdb_builds() -> None:
+    """PostgreSQL's relations (the migration's own text) and the query surface's (relations.CURRENT)
+    are the same SQL, up to line breaks."""
+    frozen = migration(RELATIONS_MIGRATION)
+    current = []
+    for relation in relations.CURRENT:
+        current.append(relations.postgres_ddl(relation))
+        comment = relations.postgres_comment(relation)
+        if comment:
+            current.append(comment)
+    assert [_words(s) for s in frozen.CREATE] == [_words(s) for s in current]
+    assert list(frozen.DROP) == [relations.postgres_drop(r) for r in reversed(relations.CURRENT)]
+    views = ", ".join(r.name for r in relations.CURRENT if not r.params)
+    assert views == frozen.VIEWS
+
+
+@pytest.mark.parametrize("path", sorted(MIGRATIONS.glob("*.py")), ids=lambda p: p.stem)
+def test_no_migration_imports_the_package(path: Path) -> None:
+    """A migration creates what it created the day it was written: the package's code changes since."""
+    nodes = list(ast.walk(ast.parse(path.read_text())))
+    imported = [node.module for node in nodes if isinstance(node, ast.ImportFrom) and node.module]
+    imported += [alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names]
+    imported = [name for name in imported if name.split(".")[0] == "warehouse"]
+    assert not imported, f"{path.name} imports {imported}: write what it needs into it"

@@ -51,7 +51,7 @@ def test_a_websocket_connect_failure_names_the_address(closed_port: int) -> None
 
 def test_an_sse_connect_failure_names_the_address(closed_port: int) -> None:
     """Saba's said only `ConnectError: All connection attempts failed` (issue 17 item 10)."""
-    session = SseSession(connect_timeout=5)
+    session = SseSession(connect_timeout=5, max_event_bytes=1 << 20)
 
     async def connect() -> None:
         try:

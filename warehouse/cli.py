@@ -320,8 +320,8 @@ def status(
 ) -> None:
     """Per source: last frame age, rows in the last minute, reconnects, gaps, quarantine, spool backlog."""
     from warehouse.collect.metrics import scrape
+    from warehouse.collect.status import source_status
     from warehouse.console import live_table, status_table
-    from warehouse.store.status import source_status
 
     rows = source_status(obj.url_with_schema(), obj.spool_root())
     live: dict[str, dict[str, float]] = {}
@@ -589,7 +589,7 @@ def demo(obj: Context,
 # -- replay -----------------------------------------------------------------------------------
 
 
-def parse_time(option: str, text: str | None, *, end: bool = False) -> datetime | None:
+def parse_user_time(option: str, text: str | None, *, end: bool = False) -> datetime | None:
     """A time as a user writes it: a UTC day (YYYY-MM-DD, today, yesterday: its start, or with `end` the
     end of it) or an ISO time (YYYY-MM-DDTHH:MM[:SS], UTC unless it names its offset)."""
     if text is None:
@@ -623,8 +623,8 @@ def replay(
         metavar="DIR")] = None,
     check_rows: bool = typer.Option(False, "--check", help="derive again and compare with what is stored; exit 0"
                                                           " when every row matches, 1 when not"),
-    into: str | None = typer.Option(None, "--into", help="write the frames, and what today's adapters derive from"
-                                                         " them, into this other migrated database", metavar="URL"),
+    target: str | None = typer.Option(None, "--into", help="write the frames, and what today's adapters derive from"
+                                                           " them, into this other migrated database", metavar="URL"),
     processes: int | None = typer.Option(None, "--processes", min=1, metavar="N",
                                          help="with --check: processes that derive, the connections shared out"
                                               " among them (default: one per core; 1 on a machine busy with"
@@ -633,24 +633,14 @@ def replay(
     """Run stored raw frames through today's adapters: compare with what is stored, or rebuild elsewhere."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from warehouse import replay as replaying
-    from warehouse.replay.compare import check as check_source
-    from warehouse.replay.compare import report_lines
-    from warehouse.replay.rebuild import ReplayIncomplete
-    from warehouse.replay.rebuild import into as rebuild
-    from warehouse.replay.rebuild import report_lines as into_lines
-    from warehouse.store.database import normalise_url
+    from warehouse.replay import ReplayIncomplete, check, into
 
-    if check_rows == (into is not None):
+    if check_rows == (target is not None):
         raise ValueError("give either --check (compare with what is stored) or --into URL (rebuild there)")
     if processes is not None and not check_rows:
         raise ValueError("--processes applies to --check only (--into derives in one process, in order)")
-    start, end = parse_time("--since", since), parse_time("--until", until, end=True)
-    entry = replaying.feed_entry(obj.config, source) if obj.config_path else None
-    if from_parquet is not None:
-        stored: replaying.Stored = replaying.FromParquet(from_parquet)
-    else:
-        stored = replaying.FromPostgres(obj.url_with_schema())
+    start, end = parse_user_time("--since", since), parse_user_time("--until", until, end=True)
+    url = None if from_parquet else obj.url_with_schema()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=out, transient=True,
                   disable=not out.is_terminal) as progress:
         task = progress.add_task("replaying…")
@@ -659,22 +649,20 @@ def replay(
             progress.update(task, description=f"replaying {source}: {day:%Y-%m-%d}, {frames:,} frames")
 
         if check_rows:
-            report = check_source(stored, source, start, end, entry, step, processes)
+            report = check(source, start, end, url=url, export_dir=from_parquet, config=obj.config, progress=step,
+                           processes=processes)
             progress.stop()
-            for line in report_lines(report):
+            for line in report.lines():
                 say(line)
             raise typer.Exit(0 if report.clean else 1)
-        assert into is not None
-        target = normalise_url(into)
-        if isinstance(stored, replaying.FromPostgres) and target == normalise_url(stored.url):
-            raise ValueError("--into names the database the frames are read from; give another (new, migrated) one")
-        migrate.require_current(target)
+        assert target is not None
         try:
-            done = rebuild(stored, target, source, start, end, entry, step)
+            done = into(target, source, start, end, url=url, export_dir=from_parquet, config=obj.config,
+                        progress=step)
         except ReplayIncomplete as exc:
             progress.stop()
             error(str(exc))
             raise typer.Exit(2) from None
         progress.stop()
-    for line in into_lines(done):
+    for line in done.lines():
         say(line)

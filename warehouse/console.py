@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from warehouse.store.status import SourceStatus
+from warehouse.collect.status import SourceStatus
 
 
 class _Output(Console):

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -20,6 +21,7 @@ from warehouse.analysis.plot import chart_market
 from warehouse.collect.metrics import REGISTRY
 from warehouse.collect.service import collect
 from warehouse.collect.settings import feed_settings
+from warehouse.collect.status import source_status
 from warehouse.config import WriterSettings, config_from_text
 from warehouse.console import out, say, status_table
 from warehouse.lake import EXPORT_TABLES
@@ -28,9 +30,7 @@ from warehouse.lifecycle.pending import pending
 from warehouse.simulate.fleet import ENV, Fleet
 from warehouse.simulate.market import MARKET_1X2, Fixture
 from warehouse.store import migrate
-from warehouse.store.database import data_dir, embedded_server
-from warehouse.store.reads import table_rows
-from warehouse.store.status import source_status
+from warehouse.store.database import data_dir, embedded_server, scalar
 
 
 def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path,
@@ -156,3 +156,9 @@ def invocation() -> str:
     if argv0.endswith("__main__.py"):
         return "python -m warehouse"
     return argv0 if "/" in argv0 and not Path(argv0).is_absolute() else Path(argv0).name
+
+
+def table_rows(url: str, names: tuple[str, ...]) -> dict[str, int]:
+    """Exact row counts (fine for a demo; on a big warehouse prefer pg_class.reltuples)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {name: scalar(conn, f"SELECT count(*) FROM {name}") for name in names}

@@ -39,6 +39,20 @@ class RawMessage(NamedTuple):
     event_id: str | None = None
 
 
+# An SSE event's `event:` type, when not the default "message", follows the frame's kind:
+# `status-0;event=update`. It comes from the wire, not the payload: replay carries it over.
+EVENT_TYPE_MARK: Final = ";event="
+
+
+def with_event_type(kind: str, event_type: str | None) -> str:
+    return f"{kind}{EVENT_TYPE_MARK}{event_type}" if event_type else kind
+
+
+def event_type_of(kind: str) -> str | None:
+    _, mark, event_type = kind.partition(EVENT_TYPE_MARK)
+    return event_type if mark else None
+
+
 class PriceTick(NamedTuple):
     received_at: datetime
     source: str
@@ -177,7 +191,7 @@ class Quarantine(NamedTuple):
 
 
 class ExportRun(NamedTuple):
-    """One exported table-day (written by warehouse.store.exports, not by the collector's writer)."""
+    """One exported table-day (written by warehouse.lifecycle.export, not by the collector's writer)."""
 
     table_name: str
     day: date

@@ -1,14 +1,6 @@
-"""Line-movement charts a trader reads: one panel per outcome, one line per bookmaker.
-
-The y axis is the implied probability, 100 / price, in percent. Prices run from 1.01 to 1001: on a
-price axis the longshots take all the height and the early moves traders watch (2.10 → 2.00) are
-flat; a log-odds axis is no better once a match is decided, as it spends its height telling 1 %
-from 0.1 %. Implied probability is bounded, reads as "what the money says", and gives a move the
-same height wherever in the match it happens; a market's outcomes add up to 100 % plus the margin.
-
-A tick that is not open for bets (a suspension) breaks its bookmaker's line; the time a feed that
-priced the market was not connected (`collector_events`) is shaded; kick-off and goals (the first
-report of each new score, from any feed) are marked; the time axis is UTC.
+"""Line-movement charts a trader reads: one panel per outcome, one line per bookmaker, on an implied
+probability axis; suspensions break a line, disconnections are shaded, kick-off and goals marked
+(why: docs/simulated-matches-and-charts.md).
 """
 
 from __future__ import annotations
@@ -22,7 +14,7 @@ from typing import Any
 
 from warehouse.analysis.engine import Engine
 from warehouse.analysis.relations import BUSIEST_MARKETS, FIXTURE_FACTS, GAPS, LINE_MOVEMENT, OUTCOME_NAMES, SCORES
-from warehouse.feeds.oddspapi import OUTCOME_NAMES as ODDSPAPI_OUTCOMES
+from warehouse.feeds.registry import FEEDS
 
 MAX_PANELS = 8  # a chart with more selections is unreadable; the busiest ones are drawn
 Y_LABEL = "implied probability (100 / price)"
@@ -57,7 +49,7 @@ class Chart:
 
     @property
     def title(self) -> str:
-        named = ODDSPAPI_OUTCOMES.get(self.market) is not None or any(_name(s.label) in _ORDER for s in self.selections)
+        named = bool(_declared_names(self.market)) or any(_name(s.label) in _ORDER for s in self.selections)
         what = "1X2" if named else f"market {self.market}"
         if self.home and self.away:
             return f"{self.home} v {self.away} · {what}   (fixture {self.fixture}, market {self.market})"
@@ -92,7 +84,7 @@ def chart_data(engine: Engine, fixture: str, market: str) -> Chart:
     home = next((h for _, _, h, _ in reversed(facts) if h), None)
     away = next((a for _, _, _, a in reversed(facts) if a), None)
     names = {outcome: name for outcome, name in engine.rows(OUTCOME_NAMES, fixture, market)}
-    names |= ODDSPAPI_OUTCOMES.get(market, {})
+    names |= _declared_names(market)
     selections: dict[tuple[Any, ...], Selection] = {}
     for when, source, bookmaker, outcome, player, line, side, price, active in rows:
         key = (outcome, player, line, side)
@@ -132,6 +124,11 @@ def _label(name: str | None, outcome: str, player: str | None, line: float | Non
         label += f" {side}"
     team = {"Home": home, "Away": away}.get(label)
     return f"{label}\n{team}" if team else label
+
+
+def _declared_names(market: str) -> dict[str, str]:
+    """The outcome names feeds declare for `market` (`Feed.outcome_names`: ids their frames never name)."""
+    return {outcome: name for feed in FEEDS.values() for outcome, name in feed.outcome_names.get(market, {}).items()}
 
 
 def _name(label: str) -> str:

@@ -1,14 +1,13 @@
 """Line-movement SQL, written once for both engines.
 
-Each relation is plain SQL that PostgreSQL and DuckDB both accept. On PostgreSQL a migration turns
-it into a view or a SQL function; over Parquet (`warehouse.analysis.parquet`) the same text becomes a
-DuckDB view or table macro, so a query written against one runs unchanged against the other.
+Each relation is plain SQL that PostgreSQL and DuckDB both accept. On PostgreSQL a migration creates
+it as a view or a SQL function, holding its text as written then (0002: the first set; 0007: the
+current one); over Parquet and on the query surface the same text becomes a DuckDB view or table
+macro (`CURRENT`), so a query written against one runs unchanged against the other.
 
-Time is `received_at`: one clock for every feed, so "who moved first" compares like with like
-(vendor clocks differ; `source_ts` is kept alongside for those who want it).
-
-A migration uses a frozen tuple (`V1`: migration 0002, `V2`: 0007): to change a relation, add the
-next tuple and a migration that replaces it; never edit a tuple a migration already uses.
+To change a relation: edit it here and add a migration holding the new text (`postgres_ddl`,
+`postgres_comment` and `postgres_drop` write it); tests/test_schema_copies.py holds the newest
+migration equal to `CURRENT`. Time is `received_at`: one clock for every feed (docs/resync.md).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT
 SELECTION = "source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side"
 # One market as one bookmaker quotes it (handicap lines are separate market ids on every feed).
 MARKET = "source, bookmaker, fixture_id, market_id, side"
-CANDLE_COLUMNS = f"bucket, {SELECTION}, open, high, low, close, ticks"
 # Ties in received_at (several selections in one frame) are ordered by the frame they came in.
 IN_ORDER = "received_at, raw_id"
 
@@ -38,171 +36,7 @@ class Relation:
     duckdb_body: str | None = None  # the same rows written for DuckDB's planner, where `body` suits it badly
 
 
-PRICE_HISTORY = Relation(
-    "price_history",
-    f"""
-    SELECT received_at, source_ts, {SELECTION}, price, prev_price,
-           price - prev_price AS move,
-           price / nullif(prev_price, 0) - 1 AS move_pct,
-           1 / nullif(price, 0) AS implied_prob,
-           active, status, max_stake, raw_id
-    FROM (SELECT *, lag(price) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}) AS prev_price
-          FROM price_ticks WHERE price IS NOT NULL) AS priced
-    """,
-    doc="Every price of a selection with the price before it, the move (absolute and relative) and the "
-    "implied probability 1/price. Ticks without a price (suspensions, locked odds) are left out.",
-)
-
-PRICES_AS_OF = Relation(
-    "prices_as_of",
-    f"""
-    SELECT DISTINCT ON ({SELECTION}) received_at, source_ts, {SELECTION}, price, active, status, max_stake, raw_id
-    FROM price_ticks WHERE received_at <= as_of
-    ORDER BY {SELECTION}, received_at DESC, raw_id DESC
-    """,
-    params=(("as_of", "timestamptz"),),
-    returns="TABLE (received_at timestamptz, source_ts timestamptz, source text, bookmaker text, fixture_id text,"
-    " market_id text, outcome_id text, player_id text, line numeric, side text, price double precision,"
-    " active boolean, status text, max_stake numeric, raw_id bigint)",
-    doc="The last tick of every selection at or before `as_of` (price null: suspended at that time).",
-)
-
-OPENING_CLOSING_LINES = Relation(
-    "opening_closing_lines",
-    """
-    WITH starts AS (
-        SELECT fixture_id, (array_agg(start_time ORDER BY received_at DESC))[1] AS start_time
-        FROM fixture_changes WHERE start_time IS NOT NULL GROUP BY fixture_id
-    )
-    SELECT p.source, p.bookmaker, p.fixture_id, p.market_id, p.outcome_id, p.player_id, p.line, p.side,
-           s.start_time,
-           min(p.received_at) AS opening_at,
-           (array_agg(p.price ORDER BY p.received_at, p.raw_id))[1] AS opening_price,
-           max(p.received_at) FILTER (WHERE p.received_at < s.start_time) AS closing_at,
-           (array_agg(p.price ORDER BY p.received_at DESC, p.raw_id DESC)
-                FILTER (WHERE p.received_at < s.start_time))[1] AS closing_price,
-           count(*) AS ticks
-    FROM price_ticks AS p LEFT JOIN starts AS s ON s.fixture_id = p.fixture_id
-    WHERE p.price IS NOT NULL
-    GROUP BY p.source, p.bookmaker, p.fixture_id, p.market_id, p.outcome_id, p.player_id, p.line, p.side,
-             s.start_time
-    """,
-    doc="First price of each selection and the last price before the fixture's start time (the latest "
-    "start_time any feed gave for that fixture id); closing is null while the start time is unknown or "
-    "no price came before it.",
-)
-
-PRICE_CANDLES = Relation(
-    "price_candles",
-    f"""
-    SELECT to_timestamp(floor(extract(epoch FROM received_at) / extract(epoch FROM width))
-                        * extract(epoch FROM width)) AS bucket,
-           {SELECTION},
-           (array_agg(price ORDER BY {IN_ORDER}))[1] AS open, max(price) AS high, min(price) AS low,
-           (array_agg(price ORDER BY received_at DESC, raw_id DESC))[1] AS close, count(*) AS ticks
-    FROM price_ticks WHERE price IS NOT NULL
-    GROUP BY 1, {SELECTION}
-    """,
-    params=(("width", "interval"),),
-    returns="TABLE (bucket timestamptz, source text, bookmaker text, fixture_id text, market_id text,"
-    " outcome_id text, player_id text, line numeric, side text, open double precision, high double precision,"
-    " low double precision, close double precision, ticks bigint)",
-    doc="Open/high/low/close per selection in buckets of any width, aligned on the Unix epoch.",
-)
-
-# Overround over time: a running sum of each selection's change in implied probability gives the
-# sum of the latest implied probabilities of the market's outcomes after every frame, in one pass.
-MARKET_OVERROUND = Relation(
-    "market_overround",
-    f"""
-    WITH latest AS (
-        SELECT received_at, raw_id, {SELECTION},
-               CASE WHEN price > 0 AND active IS NOT FALSE THEN 1 / price ELSE 0 END AS prob
-        FROM price_ticks
-    ), deltas AS (
-        SELECT *, prob - coalesce(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}), 0) AS d_prob,
-               sign(prob) - coalesce(sign(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER})), 0)
-                   AS d_priced
-        FROM latest
-    ), running AS (
-        SELECT received_at, raw_id, {MARKET},
-               sum(d_prob) OVER (PARTITION BY {MARKET} ORDER BY {IN_ORDER}) AS book,
-               sum(d_priced) OVER (PARTITION BY {MARKET} ORDER BY {IN_ORDER}) AS outcomes
-        FROM deltas
-    )
-    SELECT DISTINCT received_at, raw_id, {MARKET}, CAST(outcomes AS integer) AS outcomes_priced,
-           book AS book_sum, book - 1 AS overround
-    FROM running
-    """,
-    doc="After every frame that changed a market: how many of its outcomes are priced, the sum of their "
-    "implied probabilities, and the overround (sum - 1: the bookmaker's margin). Compare only rows "
-    "where outcomes_priced is the market's full outcome count (in player markets every player is an outcome).",
-)
-
-STEAM_MOVES = Relation(
-    "steam_moves",
-    """
-    WITH moves AS (
-        SELECT received_at, raw_id, source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side,
-               prev_price, price, move_pct, sign(move_pct) AS direction
-        FROM price_history WHERE abs(move_pct) >= min_move
-    ), firsts AS (
-        SELECT m.* FROM moves AS m
-        WHERE NOT EXISTS (
-            SELECT 1 FROM moves AS e
-            WHERE e.fixture_id = m.fixture_id AND e.market_id = m.market_id AND e.outcome_id = m.outcome_id
-              AND e.player_id IS NOT DISTINCT FROM m.player_id AND e.line IS NOT DISTINCT FROM m.line
-              AND e.side IS NOT DISTINCT FROM m.side AND e.direction = m.direction
-              AND e.received_at >= m.received_at - span
-              AND (e.received_at < m.received_at OR (e.received_at = m.received_at AND e.raw_id < m.raw_id)))
-    )
-    SELECT f.fixture_id, f.market_id, f.outcome_id, f.player_id, f.line, f.side,
-           CASE WHEN f.direction < 0 THEN 'shortened' ELSE 'drifted' END AS direction,
-           f.received_at AS started_at, f.bookmaker AS first_bookmaker, f.source AS first_source,
-           f.prev_price AS first_from, f.price AS first_to,
-           count(DISTINCT o.bookmaker) AS bookmakers,
-           array_agg(o.bookmaker ORDER BY o.received_at, o.raw_id) AS movers,
-           max(o.received_at) AS ended_at
-    FROM firsts AS f JOIN moves AS o
-      ON o.fixture_id = f.fixture_id AND o.market_id = f.market_id AND o.outcome_id = f.outcome_id
-     AND o.player_id IS NOT DISTINCT FROM f.player_id AND o.line IS NOT DISTINCT FROM f.line
-     AND o.side IS NOT DISTINCT FROM f.side AND o.direction = f.direction
-     AND o.received_at >= f.received_at AND o.received_at <= f.received_at + span
-    GROUP BY f.fixture_id, f.market_id, f.outcome_id, f.player_id, f.line, f.side, f.direction, f.received_at,
-             f.raw_id, f.bookmaker, f.source, f.prev_price, f.price
-    HAVING count(DISTINCT o.bookmaker) >= min_books
-    """,
-    params=(("min_move", "double precision"), ("min_books", "integer"), ("span", "interval")),
-    returns="TABLE (fixture_id text, market_id text, outcome_id text, player_id text, line numeric, side text,"
-    " direction text, started_at timestamptz, first_bookmaker text, first_source text,"
-    " first_from double precision, first_to double precision, bookmakers bigint, movers text[],"
-    " ended_at timestamptz)",
-    doc="Steam: the same selection moving the same way by at least `min_move` (0.05 = 5 %) at `min_books` "
-    "or more bookmakers within `span` of the first mover. One row per episode, started by a move no "
-    "other qualifying move preceded within the window; `movers` lists the bookmakers in order.",
-)
-
-# Used by migration 0002. Frozen: see the module docstring.
-V1: tuple[Relation, ...] = (
-    PRICE_HISTORY, PRICES_AS_OF, OPENING_CLOSING_LINES, PRICE_CANDLES, MARKET_OVERROUND, STEAM_MOVES,
-)
-
-
-# -- V2 (migration 0007): rows from REST answers, and steam movers named once ----------------------
-#
-# After a gap the collector fetches each selection's current state over REST (rows with origin
-# 'snapshot') while the stream keeps flowing. A snapshot row is dated when its request was sent (the
-# state it reports was current at some moment after that), so a pushed tick received meanwhile
-# already sorts after it. Where the REST answer is older than what the stream had already given (a
-# vendor's cached answer) or merely repeats it, its vendor time (`source_ts`, OddsPapi's changedAt)
-# tells: a snapshot row is left out when the row of its selection just before it carries a vendor
-# time at least as new — kept, it would roll the price back or add a move of nothing. Only
-# snapshot rows are checked, each with one probe backwards along the lookup index (a few rows: the
-# other bookmakers' of the outcome); pushed rows pass untouched, and price_ticks_rest_idx (a
-# partial index on the REST rows) finds the snapshot rows without reading the others. Backfill
-# rows (origin 'backfill', the vendor's history of a gap, received long after their time) are left
-# out of relations that order by our clock; price_ticks has them, by source_ts.
-
+# Every relation reads price_ticks as observed (snapshot and backfill rows: docs/resync.md).
 TICK_COLUMNS = ("received_at", "source", "raw_id", "source_ts", "bookmaker", "fixture_id", "market_id", "outcome_id",
                 "player_id", "line", "side", "price", "active", "status", "max_stake", "attrs", "origin")
 
@@ -243,7 +77,7 @@ OBSERVED_TICKS = Relation(
     "vendor's history of a gap) are left out.",
 )
 
-PRICE_HISTORY_V2 = Relation(
+PRICE_HISTORY = Relation(
     "price_history",
     f"""
     SELECT received_at, source_ts, {SELECTION}, price, prev_price,
@@ -254,10 +88,12 @@ PRICE_HISTORY_V2 = Relation(
     FROM (SELECT *, lag(price) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}) AS prev_price
           FROM observed_ticks WHERE price IS NOT NULL) AS priced
     """,
-    doc=PRICE_HISTORY.doc + " Built on observed_ticks; origin is 'snapshot' for a price fetched after a gap.",
+    doc="Every price of a selection with the price before it, the move (absolute and relative) and the "
+    "implied probability 1/price. Ticks without a price (suspensions, locked odds) are left out. "
+    "Built on observed_ticks; origin is 'snapshot' for a price fetched after a gap.",
 )
 
-PRICES_AS_OF_V2 = Relation(
+PRICES_AS_OF = Relation(
     "prices_as_of",
     f"""
     SELECT DISTINCT ON ({SELECTION}) received_at, source_ts, {SELECTION}, price, active, status, max_stake, raw_id,
@@ -265,29 +101,86 @@ PRICES_AS_OF_V2 = Relation(
     FROM observed_ticks WHERE received_at <= as_of
     ORDER BY {SELECTION}, received_at DESC, raw_id DESC
     """,
-    params=PRICES_AS_OF.params,
-    returns=PRICES_AS_OF.returns.removesuffix(")") + ", origin text)",
-    doc=PRICES_AS_OF.doc + " Built on observed_ticks: a snapshot never rolls back a newer pushed price.",
+    params=(("as_of", "timestamptz"),),
+    returns="TABLE (received_at timestamptz, source_ts timestamptz, source text, bookmaker text, fixture_id text,"
+    " market_id text, outcome_id text, player_id text, line numeric, side text, price double precision,"
+    " active boolean, status text, max_stake numeric, raw_id bigint, origin text)",
+    doc="The last tick of every selection at or before `as_of` (price null: suspended at that time). "
+    "Built on observed_ticks: a snapshot never rolls back a newer pushed price.",
 )
 
-OPENING_CLOSING_LINES_V2 = Relation(
+OPENING_CLOSING_LINES = Relation(
     "opening_closing_lines",
-    OPENING_CLOSING_LINES.body.replace("FROM price_ticks AS p", "FROM observed_ticks AS p"),
-    doc=OPENING_CLOSING_LINES.doc + " Built on observed_ticks.",
+    """
+    WITH starts AS (
+        SELECT fixture_id, (array_agg(start_time ORDER BY received_at DESC))[1] AS start_time
+        FROM fixture_changes WHERE start_time IS NOT NULL GROUP BY fixture_id
+    )
+    SELECT p.source, p.bookmaker, p.fixture_id, p.market_id, p.outcome_id, p.player_id, p.line, p.side,
+           s.start_time,
+           min(p.received_at) AS opening_at,
+           (array_agg(p.price ORDER BY p.received_at, p.raw_id))[1] AS opening_price,
+           max(p.received_at) FILTER (WHERE p.received_at < s.start_time) AS closing_at,
+           (array_agg(p.price ORDER BY p.received_at DESC, p.raw_id DESC)
+                FILTER (WHERE p.received_at < s.start_time))[1] AS closing_price,
+           count(*) AS ticks
+    FROM observed_ticks AS p LEFT JOIN starts AS s ON s.fixture_id = p.fixture_id
+    WHERE p.price IS NOT NULL
+    GROUP BY p.source, p.bookmaker, p.fixture_id, p.market_id, p.outcome_id, p.player_id, p.line, p.side,
+             s.start_time
+    """,
+    doc="First price of each selection and the last price before the fixture's start time (the latest "
+    "start_time any feed gave for that fixture id); closing is null while the start time is unknown or "
+    "no price came before it. Built on observed_ticks.",
 )
 
-PRICE_CANDLES_V2 = Relation(
+PRICE_CANDLES = Relation(
     "price_candles",
-    PRICE_CANDLES.body.replace("FROM price_ticks", "FROM observed_ticks"),
-    params=PRICE_CANDLES.params,
-    returns=PRICE_CANDLES.returns,
-    doc=PRICE_CANDLES.doc + " Built on observed_ticks.",
+    f"""
+    SELECT to_timestamp(floor(extract(epoch FROM received_at) / extract(epoch FROM width))
+                        * extract(epoch FROM width)) AS bucket,
+           {SELECTION},
+           (array_agg(price ORDER BY {IN_ORDER}))[1] AS open, max(price) AS high, min(price) AS low,
+           (array_agg(price ORDER BY received_at DESC, raw_id DESC))[1] AS close, count(*) AS ticks
+    FROM observed_ticks WHERE price IS NOT NULL
+    GROUP BY 1, {SELECTION}
+    """,
+    params=(("width", "interval"),),
+    returns="TABLE (bucket timestamptz, source text, bookmaker text, fixture_id text, market_id text,"
+    " outcome_id text, player_id text, line numeric, side text, open double precision, high double precision,"
+    " low double precision, close double precision, ticks bigint)",
+    doc="Open/high/low/close per selection in buckets of any width, aligned on the Unix epoch. Built on "
+    "observed_ticks.",
 )
 
-MARKET_OVERROUND_V2 = Relation(
+# Overround over time: a running sum of each selection's change in implied probability gives the
+# sum of the latest implied probabilities of the market's outcomes after every frame, in one pass.
+MARKET_OVERROUND = Relation(
     "market_overround",
-    MARKET_OVERROUND.body.replace("FROM price_ticks", "FROM observed_ticks"),
-    doc=MARKET_OVERROUND.doc + " Built on observed_ticks.",
+    f"""
+    WITH latest AS (
+        SELECT received_at, raw_id, {SELECTION},
+               CASE WHEN price > 0 AND active IS NOT FALSE THEN 1 / price ELSE 0 END AS prob
+        FROM observed_ticks
+    ), deltas AS (
+        SELECT *, prob - coalesce(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}), 0) AS d_prob,
+               sign(prob) - coalesce(sign(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER})), 0)
+                   AS d_priced
+        FROM latest
+    ), running AS (
+        SELECT received_at, raw_id, {MARKET},
+               sum(d_prob) OVER (PARTITION BY {MARKET} ORDER BY {IN_ORDER}) AS book,
+               sum(d_priced) OVER (PARTITION BY {MARKET} ORDER BY {IN_ORDER}) AS outcomes
+        FROM deltas
+    )
+    SELECT DISTINCT received_at, raw_id, {MARKET}, CAST(outcomes AS integer) AS outcomes_priced,
+           book AS book_sum, book - 1 AS overround
+    FROM running
+    """,
+    doc="After every frame that changed a market: how many of its outcomes are priced, the sum of their "
+    "implied probabilities, and the overround (sum - 1: the bookmaker's margin). Compare only rows "
+    "where outcomes_priced is the market's full outcome count (in player markets every player is an outcome). "
+    "Built on observed_ticks.",
 )
 
 # One row per mover of an episode first (its first qualifying move: row_number 1), then the
@@ -296,7 +189,7 @@ MARKET_OVERROUND_V2 = Relation(
 _EPISODE = ("f.fixture_id, f.market_id, f.outcome_id, f.player_id, f.line, f.side, f.direction, f.received_at,"
             " f.raw_id, f.bookmaker, f.source")
 _FIRST_MOVES = "ORDER BY moved_at, moved_raw_id, mover) FILTER (WHERE nth = 1)"  # one frame may move several
-STEAM_MOVES_V2 = Relation(
+STEAM_MOVES = Relation(
     "steam_moves",
     f"""
     WITH moves AS (
@@ -339,21 +232,21 @@ STEAM_MOVES_V2 = Relation(
              first_bookmaker, first_source, first_from, first_to
     HAVING count(DISTINCT mover) >= min_books
     """,
-    params=STEAM_MOVES.params,
-    returns=STEAM_MOVES.returns.removesuffix(")") + ", movers_at timestamptz[], movers_from double precision[],"
-    " movers_to double precision[])",
+    params=(("min_move", "double precision"), ("min_books", "integer"), ("span", "interval")),
+    returns="TABLE (fixture_id text, market_id text, outcome_id text, player_id text, line numeric, side text,"
+    " direction text, started_at timestamptz, first_bookmaker text, first_source text,"
+    " first_from double precision, first_to double precision, bookmakers bigint, movers text[],"
+    " ended_at timestamptz, movers_at timestamptz[], movers_from double precision[], movers_to double precision[])",
     doc="Steam: the same selection moving the same way by at least `min_move` (0.05 = 5 %) at `min_books` "
     "or more bookmakers within `span` of the first mover. One row per episode, started by a move no "
     "other qualifying move preceded within the window; `movers` names each bookmaker once, in the order it "
     "first moved, and movers_at / movers_from / movers_to give the time and prices of that first move.",
 )
 
-# Used by migration 0007. Frozen. observed_ticks first: the others are built on it.
-V2: tuple[Relation, ...] = (
-    OBSERVED_TICKS, PRICE_HISTORY_V2, PRICES_AS_OF_V2, OPENING_CLOSING_LINES_V2, PRICE_CANDLES_V2,
-    MARKET_OVERROUND_V2, STEAM_MOVES_V2,
+# The relations of today, in the order they are created: observed_ticks first, the others are built on it.
+CURRENT: tuple[Relation, ...] = (
+    OBSERVED_TICKS, PRICE_HISTORY, PRICES_AS_OF, OPENING_CLOSING_LINES, PRICE_CANDLES, MARKET_OVERROUND, STEAM_MOVES,
 )
-CURRENT = V2
 
 
 def postgres_ddl(relation: Relation) -> str:
@@ -415,7 +308,7 @@ SCORES = (
     " WHERE fixture_id = %s AND home_score IS NOT NULL AND away_score IS NOT NULL ORDER BY received_at"
 )
 # …and when the feeds that priced it were not listening: a disconnect opens a gap, the next connect
-# of the same source closes it (as in warehouse.store.status); `ended` is null while still open.
+# of the same source closes it (as in warehouse.collect.status); `ended` is null while still open.
 GAPS = f"""
 SELECT source, received_at AS started,
        (SELECT min(c.received_at) FROM collector_events AS c

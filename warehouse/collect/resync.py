@@ -7,7 +7,7 @@ and performs them: a worker per endpoint, so one endpoint's cooldown does not ho
 back, and one `Pacer` for the feed's calls per second, each endpoint's cooldown and the delay a 429
 named. Each answer is a frame: one raw_messages row of kind `<origin>:<path>`, with the request
 (secrets masked) as its event_id, dated when the request was sent, derived by the feed's REST
-adapter through `frames.derive` like any frame. Calls that failed (5xx, timeouts, a refused key) are
+adapter through `feeds.derive` like any frame. Calls that failed (5xx, timeouts, a refused key) are
 made again after the feed's backoff, until they succeed or the collector stops; a gap that comes
 meanwhile is healed by the next pass. Every pass is a `resync_started` and a `resync_finished`
 row in collector_events: what it covered, calls made, refused and failed, rows derived.
@@ -30,14 +30,14 @@ import httpx
 import orjson
 
 from warehouse.backoff import Backoff, named_delay
-from warehouse.collect.frames import derive
 from warehouse.collect.metrics import FeedMetrics
+from warehouse.collect.reads import fixtures_seen, last_frame_before
 from warehouse.collect.settings import FeedSettings
 from warehouse.collect.transports import retry_after_seconds, tls_context
 from warehouse.feeds.contract import RestCall, RestPolicy, RestRequest, ResyncContext
+from warehouse.feeds.derive import derive
 from warehouse.records import EVENT_RESYNC_FINISHED, EVENT_RESYNC_STARTED, CollectorEvent
 from warehouse.redact import Redactor
-from warehouse.store.resync import fixtures_seen, last_frame_before
 from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")

@@ -6,7 +6,7 @@ together. A frame that is not JSON, too large, or does not fit the adapter's sch
 raw with a `quarantine` row and the stream goes on. Everything that happens to the connection is
 a `collector_events` row: connect, resume, command, disconnect (with the reason), reconnect
 attempt, reset, snapshot, watchdog timeout, error. Those a frame signals (reset, snapshot,
-subscribe, vendor error) are derived with the frame itself (`warehouse.collect.frames`), so replay
+subscribe, vendor error) are derived with the frame itself (`warehouse.feeds.derive`), so replay
 makes them too; the connect event records what replay needs to derive like this connection did:
 the feed kind, its adapter's version and the options it was made with. A feed with a REST side
 heals each gap: every connection hands its gap to the feed's `Resyncer` (collect/resync.py), which
@@ -28,12 +28,10 @@ import orjson
 
 from warehouse.backoff import Backoff
 from warehouse.collect.auth import LoginFailed, TokenSource
-from warehouse.collect.frames import derive, undecodable
 from warehouse.collect.metrics import FeedMetrics, for_source
 from warehouse.collect.resync import Resyncer
 from warehouse.collect.settings import FeedSettings
 from warehouse.collect.transports import (
-    KEEPALIVE,
     Disconnected,
     Frame,
     Refused,
@@ -43,6 +41,7 @@ from warehouse.collect.transports import (
 )
 from warehouse.feeds import contract
 from warehouse.feeds.contract import Adapter, ConnectSpec, Output
+from warehouse.feeds.derive import derive, undecodable
 from warehouse.options import to_table
 from warehouse.records import (
     EVENT_COMMAND,
@@ -54,6 +53,7 @@ from warehouse.records import (
     EVENT_WATCHDOG_TIMEOUT,
     SHUTDOWN,
     CollectorEvent,
+    with_event_type,
 )
 from warehouse.redact import Redactor
 from warehouse.store.writer import Writer
@@ -79,6 +79,7 @@ class FeedRunner:
         self.source = settings.name
         self.writer = writer
         self.resume_id = resume_id  # last SSE event id stored or received
+        self.retry_floor_s = 0.0  # SSE: the reconnection time the server set with `retry:`
         self.metrics: FeedMetrics = for_source(settings.name)
         self.redact = Redactor(list(settings.secrets.values()))
         tuning = settings.tuning
@@ -106,7 +107,7 @@ class FeedRunner:
             if outcome.fatal:
                 log.error("feed %s stopped: %s; fix the configuration and restart", self.source, outcome.reason)
                 raise FeedStopped(outcome.reason)
-            delay = self.backoff.next(retry_after=outcome.retry_after, long=outcome.long)
+            delay = max(self.backoff.next(retry_after=outcome.retry_after, long=outcome.long), self.retry_floor_s)
             log.warning("feed %s: %s; reconnecting in %.1f s", self.source, outcome.reason, delay)
             await asyncio.sleep(delay)
 
@@ -135,6 +136,10 @@ class FeedRunner:
             return _Outcome(str(exc), long=exc.status is not None)
         finally:
             await session.close()
+            if isinstance(session, SseSession):  # where the stream left off: what the next connection sends
+                self.resume_id = session.last_event_id
+                if session.retry_s is not None:
+                    self.retry_floor_s = session.retry_s
 
     async def aclose(self) -> None:
         await self.resyncer.aclose()
@@ -146,7 +151,11 @@ class FeedRunner:
         if spec.transport == "ws":
             return WebSocketSession(ping_interval=s.ping_interval_s, connect_timeout=s.connect_timeout_s,
                                     max_frame_bytes=s.max_frame_bytes, tls=self._tls)
-        return SseSession(connect_timeout=s.connect_timeout_s, tls=self._tls)
+        return SseSession(connect_timeout=s.connect_timeout_s, max_event_bytes=s.max_frame_bytes,
+                          last_event_id=self.resume_id, heard=self._heard, tls=self._tls)
+
+    def _heard(self) -> None:
+        self._last_seen = time.monotonic()
 
     async def _refused(self, refused: Refused, spec: ConnectSpec) -> _Outcome:
         body = self.redact.text(refused.body[:500])
@@ -253,8 +262,6 @@ class FeedRunner:
         while True:
             item = await session.recv()
             self._last_seen = time.monotonic()
-            if item is KEEPALIVE:
-                continue
             seq += 1
             outcome = await self._frame(item, adapter, connection_id, seq)
             if outcome is not None:
@@ -271,17 +278,18 @@ class FeedRunner:
         limit = self.settings.tuning.max_frame_bytes
         metrics = self.metrics
         metrics.frames += 1
-        metrics.bytes += len(frame.data)
-        if frame.event_id is not None:
-            self.resume_id = frame.event_id
-        try:
-            data = self.redact.data(feed.decode(frame.data, limit))
+        metrics.bytes += frame.size or len(frame.data)
+        try:  # an event cut off as it arrived is quarantined by its size: nothing to decode
+            data = self.redact.data(frame.data if frame.size is not None else feed.decode(frame.data, limit))
         except contract.FrameError as exc:
             derived = undecodable(self.redact.data(frame.data), str(exc), received_at=received_at, source=self.source,
                                   connection_id=connection_id, seq=seq, event_id=frame.event_id)
         else:
             derived = derive(adapter, feed.kind, data, received_at=received_at, source=self.source,
-                             connection_id=connection_id, seq=seq, event_id=frame.event_id, max_frame_bytes=limit)
+                             connection_id=connection_id, seq=seq, event_id=frame.event_id, max_frame_bytes=limit,
+                             size=frame.size)
+        if frame.event_type is not None:
+            derived.raw = derived.raw._replace(kind=with_event_type(derived.raw.kind, frame.event_type))
         await self.writer.put(derived.raw, derived.records)
         output = derived.output
         if output is None:

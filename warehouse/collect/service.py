@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from warehouse.collect import gc_settle, metrics
+from warehouse.collect.reads import last_event_ids, unclosed_connections
 from warehouse.collect.runner import FeedRunner, run_feeds
 from warehouse.collect.settings import FeedSettings
 from warehouse.config import ConfigError, WriterSettings
 from warehouse.records import EVENT_DISCONNECT, CollectorEvent
 from warehouse.redact import redact_logs
-from warehouse.store.reads import last_event_ids, unclosed_connections
 from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")

@@ -1,95 +1,230 @@
-"""The text/event-stream format, decoded by the WHATWG rules (HTML Living Standard, "Server-sent
-events", "Interpreting an event stream"): pure, fed text as it arrives.
+"""The text/event-stream of an SSE feed: `httpx-sse` interprets it, a byte framing below it sees the bytes.
 
-Our own because the public API of httpx-sse (`aiter_sse`) drops comment lines, and a comment is
-how Saba's server says it is alive: the watchdog needs to see them. The rules:
-- lines end with CRLF, LF or CR (only those: not the other Unicode line breaks `str.splitlines`
-  knows, which may occur unescaped inside a JSON string); a leading byte-order mark is dropped;
-- a line starting with `:` is a comment;
-- `field: value` (one leading space of the value is stripped; a line without a colon is a field
-  with an empty value): `data` appends the value and a LF to the data buffer, `event` sets the
-  event type, `id` sets the last event id unless the value contains NUL, `retry` sets the
-  reconnection time when the value is ASCII digits only; other fields are ignored;
-- a blank line dispatches the event, unless no `data` line came (then the event type is reset
-  and nothing is dispatched); the last event id persists from one event to the next.
+`httpx-sse` (public API: `EventSource(response).aiter_sse()`) splits lines and applies the WHATWG
+field rules ("Interpreting an event stream"): `data` lines joined by LF, one space after the colon
+stripped, `event` for one event, `id` persisting (ignored when it holds NUL), comments skipped.
+What its public iterator cannot tell, `Blocks` works out from the bytes before handing them on,
+in time linear in their number:
+- liveness: every chunk is a sign of life, a comment or part of a long event alike;
+- where each block (the lines up to a blank line) ends, and whether it has a `data` line: only
+  such a block is an event, while httpx-sse yields one for any block once an id was set;
+- size: data past `limit` bytes is not handed on; the block is still dispatched (quarantined
+  by the runner with its full size) and the stream goes on;
+- what httpx-sse does not do by the standard: a leading byte-order mark is dropped, a `retry`
+  value other than ASCII digits is dropped (httpx-sse would read `+5` or ` 5` as 5), and every
+  line end (CR, LF, CRLF) becomes LF, so a block is dispatched as soon as its blank line arrives.
+A line that is not data and longer than `limit` is dropped, so memory stays bounded.
+
+`EventStream` joins the two: it hands httpx-sse the framed bytes a piece at a time, each piece
+ending at most one block, so each event httpx-sse yields belongs to the block the last piece ended.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-_LINE_END = re.compile("\r\n|\r|\n")
+import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+
+_BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One block as the byte framing saw it."""
+
+    data: bool  # it has a data line: the standard dispatches it as an event
+    data_bytes: int  # the size of its data: the values of its data lines, joined by LF
+    cut: bool  # its data passed the limit: only the start of it was handed on
+
+
+class Blocks:
+    """Feed it the stream's bytes as they arrive; it returns the pieces to hand to httpx-sse, each with
+    the Block it ends (None for a piece that ends none)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._start: bytes | None = b""  # the first bytes, until they show whether a BOM leads
+        self._cr = False  # the last chunk ended with CR: a LF first in the next one is part of that line end
+        self._out: list[bytes] = []
+        # the current line
+        self._head = b""  # its first bytes, up to 6: tells a data line, and the space its value may start with
+        self._length = 0
+        self._is_data: bool | None = None  # undecided until 5 bytes (`data:`) or the line's end (`data`)
+        self._held: list[bytes] | None = []  # a line that is not data, held until it ends (None: too long, dropped)
+        self._passed = False  # some of it was handed on
+        # the current block
+        self._data = False  # a data line ended
+        self._data_bytes = 0  # the data of the lines that ended
+        self._cut = False
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, Block | None]]:
+        if self._start is not None:
+            chunk = self._start + chunk
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                self._start = chunk
+                return []
+            self._start = None
+            chunk = chunk.removeprefix(_BOM)
+        if self._cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._cr = chunk.endswith(b"\r")
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        pieces: list[tuple[bytes, Block | None]] = []
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            self._part(chunk[start:end])
+            block = self._line_end()
+            if block is not None:
+                pieces.append((b"".join(self._out), block))
+                self._out = []
+            start = end + 1
+        self._part(chunk[start:])
+        if self._out:
+            pieces.append((b"".join(self._out), None))
+            self._out = []
+        return pieces
+
+    def _part(self, part: bytes) -> None:
+        """More of the current line (no line end in it)."""
+        if not part:
+            return
+        if len(self._head) < 6:
+            self._head += part[: 6 - len(self._head)]
+        self._length += len(part)
+        if self._is_data is None:
+            assert self._held is not None  # a line is dropped only once it is known not to be data
+            self._held.append(part)
+            if len(self._head) >= 5:
+                self._decide(self._head.startswith(b"data:"))
+        elif self._is_data:
+            self._stream(part)
+        else:
+            self._hold(part)
+
+    def _decide(self, is_data: bool) -> None:
+        self._is_data = is_data
+        held, self._held = b"".join(self._held or ()), []
+        if is_data:
+            self._stream(held)
+        else:
+            self._hold(held)
+
+    def _hold(self, part: bytes) -> None:
+        if self._held is None:
+            return
+        if self._length > self.limit:
+            self._held = None
+        else:
+            self._held.append(part)
+
+    def _data_now(self) -> int:
+        """The block's data size so far, with the data line being read."""
+        value = max(0, self._length - 5 - (self._head[5:6] == b" "))
+        return self._data_bytes + self._data + value
+
+    def _stream(self, part: bytes) -> None:
+        if self._cut:
+            return
+        over = self._data_now() - self.limit
+        if over > 0:
+            part = part[: max(0, len(part) - over)]
+            self._cut = True
+        if part:
+            self._out.append(part)
+            self._passed = True
+        if self._cut and self._passed:
+            self._out.append(b"\n")  # end the line here: the rest of the block's data is not handed on
+
+    def _line_end(self) -> Block | None:
+        if self._is_data is None:
+            self._decide(self._head == b"data")
+        block = None
+        if not self._length:  # a blank line: the block ends
+            block = Block(self._data, self._data_bytes, self._cut)
+            self._out.append(b"\n")
+            self._data, self._data_bytes, self._cut = False, 0, False
+        elif self._is_data:
+            if not self._cut:
+                self._out.append(b"\n")
+            self._data_bytes, self._data = self._data_now(), True
+        elif self._held is not None and _kept(b"".join(self._held)):
+            self._out += [*self._held, b"\n"]
+        self._head, self._length, self._is_data, self._held, self._passed = b"", 0, None, [], False
+        return block
+
+
+def _kept(line: bytes) -> bool:
+    """Whether httpx-sse may see this line (not data): a `retry` whose value is not ASCII digits is
+    ignored by the standard."""
+    name, _, value = line.partition(b":")
+    return name != b"retry" or value.removeprefix(b" ").isdigit()
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
+    """A block with data: what the standard dispatches."""
+
     data: str
-    event: str = "message"
-    id: str = ""  # the last event id at dispatch: set by this event or an earlier one
-    retry: int | None = None  # milliseconds, if a `retry` field came since the last event
+    type: str = "message"
+    id: str | None = None  # the last event id at its dispatch (set by this block or an earlier one)
+    cut_size: int | None = None  # set when its data passed the limit: the full size, and `data` is only its start
 
 
-@dataclass(frozen=True)
-class Comment:
-    text: str  # after the colon, as sent
+class EventStream:
+    """The events of one response body. `last_event_id` is what a reconnect sends (None: no header);
+    `retry_ms` the reconnection time the server set (None: it set none)."""
 
+    def __init__(self, body: AsyncIterator[bytes], *, max_data_bytes: int, last_event_id: str | None = None,
+                 heard: Callable[[], None] | None = None) -> None:
+        self.last_event_id = last_event_id
+        self.retry_ms: int | None = None
+        self._body = body
+        self._heard = heard
+        self._blocks = Blocks(max_data_bytes)
+        self._ended: Block | None = None  # the block the last piece ended, until httpx-sse yields its event
+        self._reading = False
+        # httpx-sse reads the response's text: UTF-8 whatever the server's headers said (the standard's rule)
+        framed = httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"},
+                                content=self._pieces())
+        self._events = EventSource(framed).aiter_sse()
 
-class EventStreamDecoder:
-    """Feed it text in chunks of any size; it returns the comments and events they complete."""
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        if self.last_event_id:
+            # A reconnect goes on from the id it sent, as a browser's EventSource does: an event
+            # without an id field carries it, a block with `id` empty clears it.
+            yield b"id: " + self.last_event_id.encode() + b"\n"
+        async for chunk in self._body:
+            if self._heard is not None:
+                self._heard()
+            for piece, block in self._blocks.feed(chunk):
+                self._ended = block
+                yield piece
+                if self._ended is not None:
+                    # httpx-sse yields no event for a blank line only when its buffers, the id
+                    # included, are all empty: this block left the last event id empty
+                    self._ended = None
+                    self.last_event_id = None
 
-    def __init__(self) -> None:
-        self._partial = ""  # the start of a line whose end has not arrived yet
-        self._skip_lf = False  # the last chunk ended with CR: a LF next completes that CRLF
-        self._started = False
-        self._data: list[str] = []
-        self._seen_data = False
-        self._event = ""
-        self._id = ""
-        self._retry: int | None = None
+    async def next(self) -> Event:
+        """The next event; StopAsyncIteration at the end of the body."""
+        while True:
+            self._reading = True
+            try:
+                sse: ServerSentEvent = await anext(self._events)
+            finally:
+                self._reading = False
+            block, self._ended = self._ended, None
+            if block is None:  # not while httpx-sse reads a piece only after yielding the last one's events
+                raise SSEError("httpx-sse yielded an event where no block ended")  # the session reconnects
+            self.last_event_id = sse.id or None
+            if sse.retry is not None:
+                self.retry_ms = sse.retry
+            if block.data:
+                return Event(sse.data, sse.event, self.last_event_id, block.data_bytes if block.cut else None)
 
-    def feed(self, text: str) -> list[Event | Comment]:
-        if not self._started and text:
-            self._started = True
-            text = text.removeprefix("\ufeff")
-        if self._skip_lf and text:
-            self._skip_lf = False
-            text = text.removeprefix("\n")
-        *lines, self._partial = _LINE_END.split(self._partial + text)
-        if lines and not self._partial and text.endswith("\r"):
-            self._skip_lf = True
-        out: list[Event | Comment] = []
-        for line in lines:
-            item = self.line(line)
-            if item is not None:
-                out.append(item)
-        return out
-
-    def line(self, line: str) -> Event | Comment | None:
-        """One complete line, without its line ending."""
-        if not line:
-            return self._dispatch()
-        if line[0] == ":":
-            return Comment(line[1:])
-        field, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if field == "data":
-            self._data.append(value)
-            self._seen_data = True
-        elif field == "event":
-            self._event = value
-        elif field == "id" and "\0" not in value:
-            self._id = value
-        elif field == "retry" and value.isascii() and value.isdigit():
-            self._retry = int(value)
-        return None
-
-    def _dispatch(self) -> Event | None:
-        seen, self._seen_data = self._seen_data, False
-        data, self._data = self._data, []
-        event, self._event = self._event, ""
-        if not seen:
-            return None
-        retry, self._retry = self._retry, None
-        return Event("\n".join(data), event or "message", self._id, retry)
+    async def aclose(self) -> None:
+        if not self._reading:  # a read in progress ends when the connection is closed under it
+            await self._events.aclose()

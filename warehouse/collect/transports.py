@@ -1,18 +1,18 @@
 """Connections to vendors: one WebSocket or SSE session at a time, as dumb as possible.
 
-`recv()` returns a Frame, or KEEPALIVE for liveness signals that are not frames (SSE comments,
-`data: KEEPALIVE`). Every failure becomes `Disconnected` (with a reason safe to store) or, during
-the opening handshake, `Refused` (with the HTTP status, Retry-After and the body). A failure to
-connect names the address as scheme://host:port: never the path's query or credentials.
+`recv()` returns the next Frame. What is not a frame (SSE comments, `data: KEEPALIVE`) is not
+returned; an SSE session tells its `heard` callback of every chunk of bytes instead, since any
+byte proves the connection alive. Every failure becomes `Disconnected` (with a reason safe to
+store) or, during the opening handshake, `Refused` (with the HTTP status, Retry-After and the
+body). A failure to connect names the address as scheme://host:port: never the path's query or
+credentials.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import ssl
-from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -24,16 +24,17 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from warehouse.collect.sse import Comment, Event, EventStreamDecoder
+from warehouse.collect.sse import EventStream
 
-KEEPALIVE = object()
 _MAX_ERROR_BODY = 64 * 1024
 
 
 @dataclass(frozen=True)
 class Frame:
     data: bytes
-    event_id: str | None = None
+    event_id: str | None = None  # SSE: the last event id at this event
+    event_type: str | None = None  # SSE: the `event:` type, when not the default ("message")
+    size: int | None = None  # SSE: set when the event passed max_frame_bytes; `data` is then only its start
 
 
 class Disconnected(Exception):
@@ -153,16 +154,29 @@ def _close_reason(exc: websockets.ConnectionClosed) -> str:
 
 
 class SseSession:
-    def __init__(self, *, connect_timeout: float, tls: ssl.SSLContext | None = None) -> None:
-        # read=None: silence is the watchdog's call, which knows the feed's keep-alive interval
+    """One GET of an event stream, read through `EventStream` (httpx-sse, with a byte framing below it)."""
+
+    def __init__(self, *, connect_timeout: float, max_event_bytes: int, last_event_id: str | None = None,
+                 heard: Callable[[], None] | None = None, tls: ssl.SSLContext | None = None) -> None:
+        # read=None: silence is the watchdog's call, which knows the feed's keep-alive interval and
+        # hears every byte (`heard`), a comment or part of a long event alike
         self._client = httpx.AsyncClient(verify=tls or tls_context(),
             timeout=httpx.Timeout(connect=connect_timeout, read=None, write=connect_timeout, pool=connect_timeout))
         self._response: httpx.Response | None = None
-        self._chunks: AsyncIterator[bytes] | None = None
-        # The event stream is UTF-8 whatever the headers say; bad bytes become U+FFFD (the standard's rule).
-        self._text = codecs.getincrementaldecoder("utf-8")("replace")
-        self._decoder = EventStreamDecoder()
-        self._ready: deque[Event | Comment] = deque()
+        self._max_event_bytes, self._heard = max_event_bytes, heard
+        self._last_event_id = last_event_id
+        self._stream: EventStream | None = None
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The id a reconnect sends as Last-Event-ID (None: send none)."""
+        return self._stream.last_event_id if self._stream is not None else self._last_event_id
+
+    @property
+    def retry_s(self) -> float | None:
+        """The reconnection time the server set with `retry:` (at most an hour), if it set one."""
+        retry_ms = self._stream.retry_ms if self._stream is not None else None
+        return None if retry_ms is None else min(MAX_RETRY_AFTER_S, retry_ms / 1000)
 
     async def open(self, url: str, headers: dict[str, str]) -> None:
         request = self._client.build_request("GET", url, headers=headers)
@@ -185,31 +199,31 @@ class SseSession:
         if "text/event-stream" not in content_type:
             await response.aclose()
             raise Disconnected(f"server answered {content_type or 'no content type'}, not text/event-stream")
-        self._chunks = response.aiter_bytes()  # decompressed (gzip, deflate, br)
+        self._stream = EventStream(response.aiter_bytes(),  # decompressed (gzip, deflate, br)
+                                   max_data_bytes=self._max_event_bytes, last_event_id=self._last_event_id,
+                                   heard=self._heard)
 
-    async def recv(self) -> Frame | object:
-        assert self._chunks is not None
+    async def recv(self) -> Frame:
+        assert self._stream is not None
         while True:
-            while not self._ready:
-                try:
-                    chunk = await anext(self._chunks)
-                except StopAsyncIteration:
-                    raise Disconnected("server ended the stream") from None
-                except httpx.HTTPError as exc:
-                    raise Disconnected(f"connection lost: {type(exc).__name__}: {exc}") from None
-                self._ready.extend(self._decoder.feed(self._text.decode(chunk)))
-            item = self._ready.popleft()
-            if isinstance(item, Comment):
-                return KEEPALIVE  # a comment: the server's keep-alive
-            data = item.data.strip()
-            if not data or data == "KEEPALIVE":
-                return KEEPALIVE
-            return Frame(item.data.encode(), item.id or None)
+            try:
+                event = await self._stream.next()
+            except StopAsyncIteration:
+                raise Disconnected("server ended the stream") from None
+            except (httpx.HTTPError, httpx.StreamError) as exc:
+                raise Disconnected(f"connection lost: {type(exc).__name__}: {exc}") from None
+            if event.cut_size is None and event.data.strip() == "KEEPALIVE":
+                continue  # Saba's keep-alive, if sent as data: not a frame
+            return Frame(event.data.encode(), event.id, None if event.type == "message" else event.type,
+                         event.cut_size)
 
     async def send(self, text: str) -> None:
         raise Disconnected("SSE is one-way: nothing can be sent")
 
     async def close(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await self._stream.aclose()
         if self._response is not None:
             with contextlib.suppress(Exception):
                 await self._response.aclose()

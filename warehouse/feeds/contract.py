@@ -1,20 +1,9 @@
 """What a feed kind is, written down: the contract between one vendor's module and the shared runtime.
 
-A feed kind is one `Feed` instance in `warehouse.feeds.registry`. It declares its options (a frozen
-dataclass: types, defaults and documentation in one place), says how to connect (`connect` →
-`ConnectSpec`, data the runtime acts on), and makes a pure `Adapter` per connection: one parsed
-frame plus `received_at` in, an `Output` out. It never opens a socket, touches the database or
-reads the clock. Hooks cover where vendors differ: `decode` (a frame as received → the JSON text
-stored and parsed), `refused` (what an HTTP refusal of the connection means), `reload_commands`
-(commands that apply new options to a live connection) and `validate` (rules across options).
-
-A feed with a REST side heals gaps (docs/resync.md): `rest_policy` says whether and how, `resync`
-describes the calls to make after a gap as data (`RestRequest`s, from a `ResyncContext` the runtime
-gathers from the warehouse), and `rest_adapter` turns each answer into records (with `origin`
-set), from nothing but the request as it is stored with the answer (`RestCall`): replay derives
-the same rows from the stored frame alone.
-
-docs/adding-a-feed.md walks through writing one.
+A feed kind declares its options, says how to connect (data the runtime acts on) and makes a pure
+`Adapter` per connection: a parsed frame in, an `Output` out, no I/O, no clock. Its REST side, if
+any, describes the calls that heal a gap and derives each answer from the stored request alone, so
+replay gets the same rows. docs/adding-a-feed.md walks through writing one; docs/resync.md the REST side.
 """
 
 from __future__ import annotations
@@ -23,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -255,6 +245,8 @@ class Feed(ABC, Generic[OptionsT]):
     default_silence_s: float  # the watchdog's limit unless the config sets silence_timeout_s
     max_connections_per_key: int | None = None  # the vendor's limit across every feed of a config
     doc: str = ""  # one line for `warehouse --help` and the docs
+    # market id → outcome id → name, for ids the vendor's frames never name (charts label them)
+    outcome_names: Mapping[str, Mapping[str, str]] = MappingProxyType({})
 
     @abstractmethod
     def connect(self, options: OptionsT, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:

@@ -12,7 +12,7 @@ call. Cooldowns per endpoint are the vendor's: 500 ms, 1000 ms and 5000 ms.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -79,6 +79,7 @@ class OddsPapi(Feed[Options]):
     options = Options
     default_silence_s = 120.0  # no heartbeat in v4: a quiet market is legitimate, so be patient
     doc = "OddsPapi v4 WebSocket: fixtures, prices and scores of many bookmakers"
+    outcome_names = OUTCOME_NAMES
 
     def connect(self, options: Options, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:
         separator = "&" if "?" in options.url else "?"
@@ -256,28 +257,38 @@ class RestAdapter:
     def _history(self, at: datetime, answer: dict[str, Any]) -> list[PriceTick]:
         fixture = self._fixture(answer)
         since, until = parse_time(self.call.scope.get("from")), parse_time(self.call.scope.get("to"))
-        books = answer.get("bookmakers", answer.get("bookmakerOdds")) or {}
+        books = answer.get("bookmakers", answer.get("bookmakerOdds"))
         rows = []
-        for bookmaker, book in obj(books, "bookmakers").items():
-            for market_id, market in obj(obj(book, "bookmakers", bookmaker).get("markets") or {}, "markets").items():
-                outcomes = obj(obj(market, "markets", market_id).get("outcomes") or {}, "outcomes")
-                for outcome_id, outcome in outcomes.items():
-                    players = obj(obj(outcome, "outcomes", outcome_id).get("players") or {}, "players")
-                    for player_id, history in players.items():
-                        if not isinstance(history, list):
-                            raise FrameError(f"players.{player_id}: list of prices expected")
-                        for entry in history:
-                            entry = obj(entry, "players", player_id)
-                            created = parse_time(entry.get("createdAt"))
-                            if created is None or (since and created <= since) or (until and created > until):
-                                continue
-                            attrs = {k: v for k, v in entry.items() if k not in _HISTORY_FIELDS}
-                            rows.append(PriceTick(
-                                at, self.source, bookmaker, fixture, market_id, outcome_id,
-                                price=to_float(entry.get("price")), player_id=player_id,
-                                active=to_bool(entry.get("active")), max_stake=to_decimal(entry.get("limit")),
-                                source_ts=created, attrs=attrs or None, origin=self.call.origin))
+        for (bookmaker, market_id, outcome_id, player_id), history in _nested({"bookmakers": books}, _HISTORY_PATH):
+            if not isinstance(history, list):
+                raise FrameError(f"players.{player_id}: list of prices expected")
+            for entry in history:
+                entry = obj(entry, "players", player_id)
+                created = parse_time(entry.get("createdAt"))
+                if created is None or (since and created <= since) or (until and created > until):
+                    continue
+                attrs = {k: v for k, v in entry.items() if k not in _HISTORY_FIELDS}
+                rows.append(PriceTick(
+                    at, self.source, bookmaker, fixture, market_id, outcome_id,
+                    price=to_float(entry.get("price")), player_id=player_id,
+                    active=to_bool(entry.get("active")), max_stake=to_decimal(entry.get("limit")),
+                    source_ts=created, attrs=attrs or None, origin=self.call.origin))
         return rows
+
+
+# A /v4/historical-odds answer nests each player's prices: bookmakers → markets → outcomes → players.
+_HISTORY_PATH = ("bookmakers", "markets", "outcomes", "players")
+
+
+def _nested(node: dict[str, Any], path: Sequence[str]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Depth first, every (ids along `path`, value at its end) under `node`; FrameError where a level is no object."""
+    name, rest = path[0], path[1:]
+    for key, child in obj(node.get(name) or {}, name).items():
+        if not rest:
+            yield (key,), child
+            continue
+        for ids, value in _nested(obj(child, name, key), rest):
+            yield (key, *ids), value
 
 
 FEED = OddsPapi()

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from warehouse.lake import EXPORT_TABLES
-from warehouse.store.reads import scalar
+from warehouse.store.database import scalar
 
 _PARTITION_DAY = re.compile(r"_p(\d{8})$")
 

@@ -24,8 +24,8 @@ import psycopg
 from warehouse.lifecycle.days import days_held
 from warehouse.lifecycle.verify import Verdict, verify
 from warehouse.schema import FACT_TABLES
+from warehouse.store.database import scalar
 from warehouse.store.locks import Holder, holders
-from warehouse.store.reads import scalar
 
 LOCK_TIMEOUT = timedelta(seconds=1)  # the longest the collector's inserts wait behind a drop asking for a lock
 LOCK_WAIT = 60.0  # seconds a drop waits for the tables' other holders before it gives the day up

@@ -17,7 +17,7 @@ import psycopg
 
 from warehouse.lifecycle.days import bounds
 from warehouse.schema import FACT_TABLES
-from warehouse.store.reads import scalar
+from warehouse.store.database import scalar
 
 
 @dataclass(frozen=True)

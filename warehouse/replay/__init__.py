@@ -1,18 +1,8 @@
 """Replay: the stored raw log as a source — check the adapters, rebuild a warehouse, analyse.
 
-Stored frames (from PostgreSQL or the Parquet export) run through today's adapters by the path
-live frames take (`warehouse.collect.frames.derive`), each connection with a fresh adapter made
-as it was collected. In a notebook:
-
-    from datetime import UTC, datetime
-    from warehouse import replay
-
-    for record in replay.records("oddspapi", since=datetime(2024, 5, 1, tzinfo=UTC), export_dir="~/odds-export"):
-        ...
-
-`check` compares what today's adapters derive with what is stored (`warehouse replay --check`);
-`into` writes a source's frames and today's rows into another warehouse (`warehouse replay --into`).
-docs/replay.md has the details and a worked repair of a parser bug.
+`records` / `frames` give what today's adapters derive from stored frames (PostgreSQL, or the
+Parquet export with `export_dir`), writing nothing; `check` compares it with what is stored
+(`warehouse replay --check`), `into` writes it into another warehouse (`--into`). docs/replay.md.
 """
 
 from __future__ import annotations

@@ -74,6 +74,37 @@ class CheckReport:
     def clean(self) -> bool:
         return all(t.clean for t in self.tables.values())
 
+    def lines(self) -> list[str]:
+        """The report as `warehouse replay --check` prints it."""
+        lines = [f"replay --check of {self.source}, frames received {when_text(self.start)} → {when_text(self.end)},"
+                 f" from {self.where}",
+                 versions_line(self.stored_versions, self.today),
+                 f"frames: {self.frames:,} derived again and compared"
+                 + (f"; {self.carried:,} not re-derivable (not JSON or too large when received: their text is not"
+                    " stored), left out" if self.carried else "")
+                 + (f"; {self.warmed:,} before the range derived first, to bring adapters up to date"
+                    if self.warmed else ""),
+                 ""]
+        header = ("table", "stored", "derived", "match", "missing", "extra", "differ")
+        table = [header] + [
+            (RAW_KINDS + " (kind)" if t.table == RAW_KINDS else t.table, *(f"{n:,}" for n in
+                                                                            (t.stored, t.derived, t.matched, t.missing,
+                                                                             t.extra, t.differ)))
+            for t in self.tables.values() if t.stored or t.derived]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        lines += ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                            for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in table]
+        lines.append("(missing: stored but not derived again; extra: derived again but not stored; differ: a stored and"
+                     " a derived row of the same frame with some value changed)")
+        examples = [(t.table, line) for t in self.tables.values() for line in t.examples]
+        if examples:
+            lines += ["", "first differences (stored → derived again):"]
+            lines += [f"  {table}: {line}" for table, line in examples]
+        bad = sum(t.missing + t.extra + t.differ for t in self.tables.values())
+        lines += ["", "result: every row matches" if self.clean else
+                  f"result: {bad:,} rows do not match: today's adapters do not derive what is stored"]
+        return lines
+
 
 def check(stored: Stored, source: str, since: datetime | None = None, until: datetime | None = None,
           entry: FeedConfig | None = None, progress: Progress | None = None, processes: int | None = None
@@ -325,38 +356,6 @@ def versions_line(stored: dict[tuple[str, str | None], int], today: dict[str, st
                               " versions were recorded)" for v, n in sorted(then.items(), key=lambda x: str(x[0])))
         parts.append(f"{kind}: stored rows derived by {described or 'no connection'}; today's adapter is version {now}")
     return "adapter versions: " + ("; ".join(parts) if parts else "none (no frame in the range)")
-
-
-def report_lines(report: CheckReport) -> list[str]:
-    """The report as `warehouse replay --check` prints it."""
-    lines = [f"replay --check of {report.source}, frames received {when_text(report.start)} → {when_text(report.end)},"
-             f" from {report.where}",
-             versions_line(report.stored_versions, report.today),
-             f"frames: {report.frames:,} derived again and compared"
-             + (f"; {report.carried:,} not re-derivable (not JSON or too large when received: their text is not"
-                " stored), left out" if report.carried else "")
-             + (f"; {report.warmed:,} before the range derived first, to bring adapters up to date"
-                if report.warmed else ""),
-             ""]
-    header = ("table", "stored", "derived", "match", "missing", "extra", "differ")
-    table = [header] + [
-        (RAW_KINDS + " (kind)" if t.table == RAW_KINDS else t.table, *(f"{n:,}" for n in
-                                                                        (t.stored, t.derived, t.matched, t.missing,
-                                                                         t.extra, t.differ)))
-        for t in report.tables.values() if t.stored or t.derived]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines += ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in table]
-    lines.append("(missing: stored but not derived again; extra: derived again but not stored; differ: a stored and"
-                 " a derived row of the same frame with some value changed)")
-    examples = [(t.table, line) for t in report.tables.values() for line in t.examples]
-    if examples:
-        lines += ["", "first differences (stored → derived again):"]
-        lines += [f"  {table}: {line}" for table, line in examples]
-    bad = sum(t.missing + t.extra + t.differ for t in report.tables.values())
-    lines += ["", "result: every row matches" if report.clean else
-              f"result: {bad:,} rows do not match: today's adapters do not derive what is stored"]
-    return lines
 
 
 def when_text(at: datetime) -> str:

@@ -1,13 +1,8 @@
-"""Stored frames → today's adapters → records, through the one path live frames take.
+"""Stored frames → today's adapters → records, through the one path live frames take (feeds/derive.py).
 
-Each connection gets a fresh adapter of its feed kind, made with the options it was collected
-with: its connect event records the kind, the adapter's version and the options; where it does
-not (collected before this was recorded), the `[[feeds]]` entry of the config with the source's
-name stands in. Frames go to `warehouse.collect.frames.derive`, as the live runner hands them.
-
-A range that starts inside a connection first runs that connection's earlier frames through its
-adapter without keeping what they derive, so stateful adapters (Saba remembers which event each
-market belongs to) derive the range as they did live.
+Each connection gets a fresh adapter, made with the kind and options its connect event recorded (or
+the config's entry of that name); a range starting mid-connection first warms the adapter up on the
+connection's earlier frames (docs/replay.md, "What replay needs to know").
 """
 
 from __future__ import annotations
@@ -24,12 +19,12 @@ from uuid import UUID
 
 import pyarrow as pa
 
-from warehouse.collect.frames import CONTROL_EVENTS, Derived, derive
 from warehouse.config import ConfigError, FeedConfig
 from warehouse.feeds import registry
 from warehouse.feeds.contract import Adapter, Feed, RestCall, is_rest_kind
+from warehouse.feeds.derive import CONTROL_EVENTS, Derived, derive
 from warehouse.options import parse
-from warehouse.records import EVENT_CONNECT, CollectorEvent, RawMessage, Record
+from warehouse.records import EVENT_CONNECT, CollectorEvent, RawMessage, Record, event_type_of, with_event_type
 from warehouse.replay.stored import Stored
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -185,6 +180,8 @@ class Deriver:
                 else:
                     done = derive(adapter, kind, payload, received_at=at, source=source, connection_id=connection,
                                   seq=seqs[i], event_id=event_ids[i], max_frame_bytes=NO_LIMIT)
+                    if (event_type := event_type_of(kinds[i])) is not None:  # from the wire: carried over
+                        done.raw = done.raw._replace(kind=with_event_type(done.raw.kind, event_type))
                 yield Replayed(raw_id, kinds[i], done.raw, done.records, True)
 
     def _rest(self, connection_id: str, at: datetime, kind: str, event_id: str | None, payload: bytes,

@@ -1,17 +1,7 @@
 """`replay --into URL`: a source's stored frames, derived by today's adapters, into another warehouse.
 
-Through the normal writer: each frame as stored (received_at, connection_id, seq, event_id and
-text; a new raw id there) with what today's adapter derives from it, in the same transaction.
-Frames whose text is not stored (not JSON, too large) keep their quarantine rows as stored. The
-source's connection lifecycle (connects, disconnects, reconnect attempts, commands, watchdog
-timeouts…) is copied for the range, so the rebuilt warehouse shows the same gaps; each connect
-event there records the adapter version that derived the rows (`adapter_version`) and the one
-that derived them at first (`replayed.adapter_version_collected`).
-
-Exactly once, however often it is interrupted and started again: the writer commits the frames
-of a connection in order, so the target holds, per connection, the frames up to some seq; a new
-run skips those (deriving them only to bring the adapter up to date) and the lifecycle events
-the target holds already.
+Through the normal writer, exactly once however often it is interrupted: a new run skips, per
+connection, the frames the target holds (docs/replay.md, "--into").
 """
 
 from __future__ import annotations
@@ -29,7 +19,8 @@ from typing import Any
 from warehouse.config import FeedConfig, WriterSettings
 from warehouse.options import to_table
 from warehouse.records import EVENT_CONNECT, CollectorEvent, Quarantine, Record
-from warehouse.replay.compare import Progress
+from warehouse.replay import postgres
+from warehouse.replay.compare import Progress, versions_line, when_text
 from warehouse.replay.derivation import (
     FRAME_EVENTS,
     Deriver,
@@ -40,9 +31,9 @@ from warehouse.replay.derivation import (
     quiet_gc,
     today_versions,
 )
-from warehouse.replay.stored import Stored, prefetch, resolve_range
-from warehouse.store import frames as target_reads
-from warehouse.store.database import data_dir, redact_url
+from warehouse.replay.stored import FromPostgres, Stored, prefetch, resolve_range
+from warehouse.store import migrate
+from warehouse.store.database import data_dir, normalise_url, redact_url
 from warehouse.store.writer import Writer
 
 YIELD_EVERY = 64  # frames put between chances for the writer to run (put() does not wait while there is room)
@@ -71,10 +62,28 @@ class IntoReport:
     stored_versions: dict[tuple[str, str | None], int] = field(default_factory=dict)
     today: dict[str, str] = field(default_factory=dict)
 
+    def lines(self) -> list[str]:
+        """The report as `warehouse replay --into` prints it."""
+        lines = [f"replay --into {self.target} of {self.source}, frames received {when_text(self.start)} →"
+                 f" {when_text(self.end)}, from {self.where}",
+                 versions_line(self.stored_versions, self.today),
+                 f"wrote {self.frames:,} frames with {self.rows:,} rows derived by today's adapters"
+                 + (f" ({self.carried:,} not re-derivable frames with their quarantine rows as stored)"
+                    if self.carried else "")
+                 + f", and {self.events:,} connection lifecycle events"]
+        if self.skipped or self.events_skipped:
+            lines.append(f"skipped what the target held already (an earlier run): {self.skipped:,} frames,"
+                         f" {self.events_skipped:,} lifecycle events")
+        return lines
+
 
 def into(stored: Stored, target: str, source: str, since: datetime | None = None, until: datetime | None = None,
          entry: FeedConfig | None = None, progress: Progress | None = None,
          writer_settings: WriterSettings | None = None) -> IntoReport:
+    target = normalise_url(target)
+    if isinstance(stored, FromPostgres) and target == normalise_url(stored.url):
+        raise ValueError("--into names the database the frames are read from; give another (new, migrated) one")
+    migrate.require_current(target)
     start, end = resolve_range(stored, source, since, until)
     plan = load_plan(stored, source, end, entry)
     run = _Rebuild(stored, target, source, since, until, start, end, plan, progress)
@@ -103,16 +112,16 @@ class _Rebuild:
         self.since, self.start, self.end = since, start, end
         # The lifecycle of the range asked for: without --since from the start, without --until to
         # the end (the disconnect after the last frame, a reconnect attempt that came to nothing).
-        self.events_end = until or target_reads.END_OF_TIME
+        self.events_end = until or postgres.END_OF_TIME
         self.deriver = Deriver(stored, plan)
         self.progress = progress
         self.report = IntoReport(source, stored.where, redact_url(target), start, end)
 
     async def write(self, settings: WriterSettings) -> None:
         target, source = self.target, self.source
-        await asyncio.to_thread(target_reads.ensure_partitions, target, self.start.astimezone(UTC).date(),
+        await asyncio.to_thread(postgres.ensure_partitions, target, self.start.astimezone(UTC).date(),
                                 (self.end - self.start).days + 2)
-        held, events_held = await asyncio.to_thread(target_reads.written, target, source, self.start, self.end,
+        held, events_held = await asyncio.to_thread(postgres.written, target, source, self.start, self.end,
                                                     self.events_end)
         lifecycle = await asyncio.to_thread(self.stored.lifecycle, source, self.since, self.events_end, FRAME_EVENTS)
         async with Writer(target, settings, name=f"replay-{source}") as writer:
@@ -199,19 +208,3 @@ class _Rebuild:
             self.report.carried += 1
             self.report.rows += len(rows)
         carried.clear()
-
-
-def report_lines(report: IntoReport) -> list[str]:
-    from warehouse.replay.compare import versions_line, when_text
-
-    lines = [f"replay --into {report.target} of {report.source}, frames received {when_text(report.start)} →"
-             f" {when_text(report.end)}, from {report.where}",
-             versions_line(report.stored_versions, report.today),
-             f"wrote {report.frames:,} frames with {report.rows:,} rows derived by today's adapters"
-             + (f" ({report.carried:,} not re-derivable frames with their quarantine rows as stored)"
-                if report.carried else "")
-             + f", and {report.events:,} connection lifecycle events"]
-    if report.skipped or report.events_skipped:
-        lines.append(f"skipped what the target held already (an earlier run): {report.skipped:,} frames,"
-                     f" {report.events_skipped:,} lifecycle events")
-    return lines

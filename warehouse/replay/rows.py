@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 
 from warehouse import schema
 from warehouse.records import TABLE_OF, Record
-from warehouse.store.frames import UTC_MICROS
+from warehouse.replay.postgres import UTC_MICROS
 
 RAW_KINDS = "raw_messages"  # the frame's kind is derived too: compared as a table of (raw_id, kind)
 TABLES: tuple[str, ...] = (RAW_KINDS, *dict.fromkeys(TABLE_OF.values()))
@@ -117,7 +117,7 @@ def _values(kind: str, values: Iterable[Any]) -> list[Any] | Iterable[Any]:
     return values
 
 
-class Derived:
+class RowsByTable:
     """Records derived again, gathered per table until turned into Arrow."""
 
     def __init__(self) -> None:

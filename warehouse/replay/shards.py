@@ -3,7 +3,7 @@
 Deriving (the adapters, in Python) is most of a check's work and one interpreter does it on one
 core. A source's connections are independent (each gets a fresh adapter), so each window's are shared
 out among processes by how many frames they have: each process reads its connections' frames, derives them
-as `Deriver` does (the one path, `warehouse.collect.frames.derive`) and hands back Arrow tables,
+as `Deriver` does (the one path, `warehouse.feeds.derive`) and hands back Arrow tables,
 which the calling process compares. Processes are forked, so they run the adapters the caller
 has (patched ones too, as a test's) without importing anything again.
 
@@ -35,7 +35,7 @@ QUEUE_DEPTH = 2  # chunks a worker may have ready before it waits for the caller
 
 @dataclass
 class Chunk:
-    """Frames of one window derived again: their rows as Arrow (rows.Derived.tables), and, in the
+    """Frames of one window derived again: their rows as Arrow (rows.RowsByTable.tables), and, in the
     window's last chunk of each process, the (id, received_at, connection_id) of every frame read
     and the ids of frames carried (text not stored: not derived)."""
 
@@ -61,7 +61,7 @@ def derive_window(deriver: Deriver, stored: Stored, source: str, low: datetime, 
     """The frames of [low, high) (of this shard's connections) derived again, in chunks."""
     keys: list[pa.RecordBatch] = []
     carried: list[int] = []
-    derived = rows.Derived()
+    derived = rows.RowsByTable()
     frames = 0
     mine = None if shard is None else share(stored.connections(source, low, high), shard[1])[shard[0]]
     if mine == []:

@@ -1,10 +1,7 @@
-"""Where replay reads stored frames and rows from: PostgreSQL, or the Parquet export.
+"""Where replay reads stored frames and rows from: PostgreSQL (replay/postgres.py), or the Parquet export.
 
-Both give the same shapes (Arrow, the columns of `warehouse.store.frames.arrow_type`): frames
-in (received_at, connection_id, seq) order — within a connection, seq order — and the derived
-rows of a time window, table by table. PostgreSQL is read through warehouse.store.frames (COPY);
-Parquet through DuckDB, with explicit casts so that the export's column types (UUID or text,
-JSON or text, decimal or text) do not matter.
+Both give the same Arrow shapes (`postgres.arrow_type`): frames in (received_at, connection_id,
+seq) order, and the derived rows of a time window, table by table (docs/replay.md, "Reading").
 """
 
 from __future__ import annotations
@@ -21,11 +18,11 @@ import pyarrow as pa
 from warehouse import schema
 from warehouse.lifecycle import layout
 from warehouse.records import CollectorEvent, Quarantine
-from warehouse.store import frames as pg
+from warehouse.replay import postgres
 from warehouse.store.database import redact_url
 
-FRAME_SCHEMA = pa.schema([(c.name, pg.arrow_type(c)) for c in
-                          (schema.raw_messages.c[name] for name in pg.FRAME_COLUMNS)])
+FRAME_SCHEMA = pa.schema([(c.name, postgres.arrow_type(c)) for c in
+                          (schema.raw_messages.c[name] for name in postgres.FRAME_COLUMNS)])
 BATCH_ROWS = 65_536
 
 
@@ -52,35 +49,35 @@ class FromPostgres:
         self.where = f"PostgreSQL {redact_url(url)}"
 
     def span(self, source: str) -> tuple[datetime, datetime] | None:
-        return pg.span(self.url, source)
+        return postgres.span(self.url, source)
 
     def sources(self) -> list[str]:
-        return pg.sources(self.url)
+        return postgres.sources(self.url)
 
     def frames(self, source: str, start: datetime | None, end: datetime, *, connection_id: str | None = None,
                before_seq: int | None = None, connections: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
-        return pg.frames(self.url, source, start, end, connection_id=connection_id, before_seq=before_seq,
+        return postgres.frames(self.url, source, start, end, connection_id=connection_id, before_seq=before_seq,
                          connections=connections)
 
     def connections(self, source: str, start: datetime, end: datetime) -> list[tuple[str, int]]:
-        return pg.connections(self.url, source, start, end)
+        return postgres.connections(self.url, source, start, end)
 
     def reopened(self) -> FromPostgres:
         return self  # nothing open between calls
 
     def derived(self, table: str, source: str, start: datetime, end: datetime,
                 legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
-        return pg.derived(self.url, table, source, start, end, legacy_events)
+        return postgres.derived(self.url, table, source, start, end, legacy_events)
 
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]:
-        return pg.connects(self.url, source, end)
+        return postgres.connects(self.url, source, end)
 
     def lifecycle(self, source: str, start: datetime | None, end: datetime,
                   legacy_events: Sequence[str]) -> list[CollectorEvent]:
-        return pg.lifecycle(self.url, source, start, end, legacy_events)
+        return postgres.lifecycle(self.url, source, start, end, legacy_events)
 
     def quarantined(self, raw_ids: Sequence[int]) -> list[tuple[int, Quarantine]]:
-        return pg.quarantined(self.url, raw_ids)
+        return postgres.quarantined(self.url, raw_ids)
 
 
 class FromParquet:
@@ -155,7 +152,7 @@ class FromParquet:
 
     def derived(self, table: str, source: str, start: datetime, end: datetime,
                 legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
-        arrow = pa.schema([(c.name, pg.arrow_type(c)) for c in schema.metadata.tables[table].columns])
+        arrow = pa.schema([(c.name, postgres.arrow_type(c)) for c in schema.metadata.tables[table].columns])
         files = self._files(table, start, end)
         if not files:
             return iter(())
@@ -195,7 +192,7 @@ class FromParquet:
             files, "received_at, source, CAST(connection_id AS VARCHAR), event, CAST(detail AS VARCHAR)",
             "source = ? AND received_at >= ? AND received_at < ? AND raw_id IS NULL"
             " AND NOT (connection_id IS NOT NULL AND list_contains(?, event))",
-            [source, start or pg.BEGINNING, end, list(legacy_events)], "ORDER BY received_at").fetchall()
+            [source, start or postgres.BEGINNING, end, list(legacy_events)], "ORDER BY received_at").fetchall()
         return [CollectorEvent(at, src, None if conn is None else UUID(conn), event,
                                None if detail is None else orjson.loads(detail))
                 for at, src, conn, event, detail in rows]
@@ -212,7 +209,7 @@ class FromParquet:
                 for raw_id, at, src, conn, reason, frame in rows]
 
 
-_DUCKDB = {pg.UTC_MICROS: "TIMESTAMPTZ", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN",
+_DUCKDB = {postgres.UTC_MICROS: "TIMESTAMPTZ", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN",
            pa.string(): "VARCHAR"}
 
 

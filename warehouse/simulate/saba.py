@@ -6,8 +6,10 @@ checks Accept and Accept-Encoding (97) and the OData query (98), and answers mai
 HTTP 503) and internal errors (100, HTTP 500) when told to. Frames are exactly
 `id: <id>\\r\\ndata: <json>\\r\\n\\r\\n`: status 1 with the full state first, then status 0 deltas
 with all three arrays present. A reconnect with a Last-Event-ID still in the bounded cache
-gets the missed deltas replayed; otherwise status 3 with the full state. Keep-alives are SSE
-comments. The deltas are produced continuously, connected or not, like the real server.
+gets the missed deltas replayed; otherwise status 3 with the full state. Keep-alives come every
+`keepalive_s`, as an SSE comment or (`keepalive_form="data"`) a `data: KEEPALIVE` event: the
+vendor documents the word, not its wire form. The deltas are produced continuously, connected or
+not, like the real server.
 """
 
 from __future__ import annotations
@@ -37,14 +39,18 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 
 @dataclass
 class SabaFaults:
-    drop_after: int | None = None  # abort the stream after this many frames (per connection)
+    drop_after: int | None = None  # abort the stream after this many frames (script entries) per connection
     maintenance: bool = False  # answer stream requests with 503 / status 99
     internal_error: bool = False  # answer stream requests with 500 / status 100
     malformed_every: int | None = None  # every n-th delta is cut short (not JSON)
     reject_tokens: bool = False  # every token is refused (HTTP 401)
     refuse_refresh: bool = False  # /refreshToken answers 401 (A001), as for an expired session; /login still works
     split_frames: bool = False  # write each frame in two pieces (events split across TCP reads)
-    slow_after: int | None = None  # slow loris: after this many frames, dribble the next one a byte a second
+    # a slow link: after this many frames, each next one is written `slow_bytes` at a time, `slow_pause_s`
+    # apart (by default a byte a second: a slow loris)
+    slow_after: int | None = None
+    slow_bytes: int = 1
+    slow_pause_s: float = 1.0
 
 
 class SabaSimulator:
@@ -52,12 +58,16 @@ class SabaSimulator:
     def __init__(self, *, vendor_id: str = "vendor", member_id: str = "member", static_token: str | None = None,
                  seed: int = 1, rate: float | None = 20.0, keepalive_s: float = 5.0, cache_size: int = 1000,
                  token_ttl_s: float = 600.0, faults: SabaFaults | None = None,
-                 script: list[tuple[str, bytes]] | None = None, market: Market | None = None,
-                 record: bool = True) -> None:
+                 script: list[tuple[str, bytes] | bytes] | None = None, market: Market | None = None,
+                 record: bool = True, keepalive_form: str = "comment") -> None:
         self.vendor_id, self.member_id, self.static_token = vendor_id, member_id, static_token
         self.rate, self.keepalive_s, self.token_ttl_s = rate, keepalive_s, token_ttl_s
+        self.keepalive = {"comment": b": KEEPALIVE\r\n", "data": b"data: KEEPALIVE\r\n\r\n"}[keepalive_form]
         self.faults = faults or SabaFaults()
-        self.script = script  # (id, data) frames to send verbatim instead of the market (tests)
+        # Instead of the market (tests), every connection gets these: (id, data) frames sent as the
+        # vendor frames them, or bytes written as they are (what else the standard allows: `retry:`,
+        # `event:`, a block with only an `id`, an empty `id`, comments, other line ends).
+        self.script = script
         self.market = market or Market(seed=seed)
         self.events: dict[int, dict[str, Any]] = {}  # the state a snapshot shows
         self.markets: dict[int, dict[str, Any]] = {}
@@ -168,7 +178,7 @@ class SabaSimulator:
             "sportType": 1, "eventId": fixture.event_id, "betType": 5, "betTypeName": "FT.1X2",
             "marketId": _market_id(fixture), "maxBet": 500.0, "isLive": fixture.status_id == 1,
             "marketStatus": "running" if active else "suspend", "category": 1, "sort": 1, "combo": 0,
-            "selections": [{"key": keys[o][0], "keyName": keys[o][1], "point": None, "oddsPrice": _odds(price)}
+            "selections": [{"key": keys[o][0], "keyName": keys[o][1], "point": None, "oddsPrice": odds_formats(price)}
                            for o, price in prices.items()],
         }
 
@@ -254,11 +264,17 @@ class SabaSimulator:
                      b"Connection: close\r\n\r\n")
         last = headers.get("last-event-id")
         if self.script is not None:
-            for scripted_id, scripted in self.script:
-                await self._send(writer, sent, scripted_id, scripted)
+            for scripted in self.script:
+                if isinstance(scripted, bytes):
+                    await self._write(writer, sent, scripted)
+                else:
+                    await self._send(writer, sent, *scripted)
+                if faults.drop_after is not None and sent.count >= faults.drop_after:
+                    writer.transport.abort()
+                    return
             while True:
                 await asyncio.sleep(self.keepalive_s)
-                writer.write(b": KEEPALIVE\r\n")
+                writer.write(self.keepalive)
                 await writer.drain()
         cached_ids = [i for i, _ in self.cache]
         if last and last.isdigit() and int(last) in cached_ids:
@@ -282,17 +298,23 @@ class SabaSimulator:
                 try:
                     await asyncio.wait_for(self._changed.wait(), self.keepalive_s)
                 except TimeoutError:
-                    writer.write(b": KEEPALIVE\r\n")
+                    writer.write(self.keepalive)
                     await writer.drain()
 
     async def _send(self, writer: asyncio.StreamWriter, sent: _Sent, frame_id: str, data: bytes) -> None:
-        wire = b"id: " + frame_id.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
-        if self.faults.slow_after is not None and sent.count >= self.faults.slow_after:
-            for byte in wire:  # the connection stays busy, yet no frame ever completes
-                writer.write(bytes([byte]))
+        await self._write(writer, sent, b"id: " + frame_id.encode() + b"\r\ndata: " + data + b"\r\n\r\n")
+        if sent.ids is not None:
+            sent.ids.append(frame_id)
+
+    async def _write(self, writer: asyncio.StreamWriter, sent: _Sent, wire: bytes) -> None:
+        faults = self.faults
+        if faults.slow_after is not None and sent.count >= faults.slow_after:
+            for start in range(0, len(wire) - 1, faults.slow_bytes):  # all but the last byte: busy, not complete
+                writer.write(wire[start:min(start + faults.slow_bytes, len(wire) - 1)])
                 await writer.drain()
-                await asyncio.sleep(1.0)
-        if self.faults.split_frames:
+                await asyncio.sleep(faults.slow_pause_s)
+            wire = wire[-1:]
+        if faults.split_frames:
             middle = len(wire) // 2
             writer.write(wire[:middle])
             await writer.drain()
@@ -302,8 +324,6 @@ class SabaSimulator:
         await writer.drain()
         sent.count += 1
         self.sent_count += 1
-        if sent.ids is not None:
-            sent.ids.append(frame_id)
 
 
 @dataclass
@@ -361,7 +381,7 @@ def _market_id(fixture: Fixture) -> int:
     return fixture.event_id * 10 + 5  # one FT.1X2 market (bet type 5) per event
 
 
-def _odds(decimal: float) -> dict[str, float]:
+def odds_formats(decimal: float) -> dict[str, float]:
     hong_kong = round(decimal - 1, 3)
     malay = hong_kong if hong_kong <= 1 else round(-1 / hong_kong, 3)
     american = round(hong_kong * 100 if hong_kong >= 1 else -100 / hong_kong, 0)

@@ -1,21 +1,24 @@
 """Which database to use, and how each driver wants its URL.
 
-Selection order (DESIGN.md): `--database-url`, else WAREHOUSE_DATABASE_URL, else the config file's
-`[database] url`, else the embedded PostgreSQL in the data directory (started on demand).
+Selection order (README, Configuration): `--database-url`, else WAREHOUSE_DATABASE_URL, else the
+config file's `[database] url`, else the embedded PostgreSQL in the data directory (started on demand).
+Also the one generic read helper, `scalar`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
 from warehouse.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
+    import psycopg
     from sqlalchemy import Engine
 
 ENV_URL = "WAREHOUSE_DATABASE_URL"
@@ -79,3 +82,10 @@ def sqlalchemy_engine(url: str | None = None, config: str | Path | None = None) 
     from warehouse.config import load_config
 
     return create_engine(sqlalchemy_url(resolve_database_url(url, load_config(config).database_url)))
+
+
+def scalar(conn: psycopg.Connection[Any], sql: str, params: Sequence[object] | None = None) -> Any:
+    """The first column of the one row `sql` returns."""
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None, sql
+    return row[0]

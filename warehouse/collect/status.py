@@ -1,4 +1,4 @@
-"""Per-source health read from the warehouse itself (what `warehouse status` shows).
+"""Per-source health read from the warehouse itself (`warehouse status`; the live counters are metrics.py's).
 
 Gaps follow the collector_events convention: a `disconnect` opens a gap, the next `connect` of
 the same source closes it; a disconnect whose reason is a clean shutdown is a planned gap. Resyncs
@@ -16,7 +16,7 @@ import psycopg
 
 from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT, EVENT_RESYNC_FINISHED, SHUTDOWN
 from warehouse.schema import FACT_TABLES
-from warehouse.store.reads import scalar
+from warehouse.store.database import scalar
 from warehouse.store.spool import read_backlog
 
 # Loose index scan: the distinct sources of a table without reading all its rows.

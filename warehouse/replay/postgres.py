@@ -1,10 +1,7 @@
-"""Reads for replay: stored frames and the rows derived from them, in bulk, as Arrow.
+"""Replay's PostgreSQL side: stored frames and rows read in bulk as Arrow, and what `--into` asks of its target.
 
-Everything goes through `COPY (SELECT …) TO STDOUT` as CSV, parsed by pyarrow while it streams in:
-one query per table and time window, never one per frame. Timestamps travel as epoch
-microseconds (exact) and come out as `timestamp[us, UTC]`; uuid, numeric and jsonb columns come
-out as their PostgreSQL text, booleans, integers and doubles as such. The Parquet export holds
-the same columns, so replay reads either source into the same shapes (warehouse.replay.stored).
+Reads stream through `COPY (SELECT …) TO STDOUT` as CSV into pyarrow: one query per table and
+window, never one per frame (docs/replay.md, "Reading").
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""What a resync needs to know from the warehouse: where the gap began, and what to fetch."""
+"""What the collector reads back from the warehouse: where to resume after a restart, where a gap
+began, and what a resync fetches."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 import asyncpg
 
@@ -47,6 +49,46 @@ async def fixtures_seen(url: str, source: str, since: datetime, *,
         for fixture in sorted(ids):
             books = await conn.fetch(_BOOKMAKERS, source, fixture, since) if bookmakers else []
             found[fixture] = tuple(row[0] for row in books)
+        return found
+    finally:
+        await conn.close()
+
+
+async def last_event_ids(url: str, sources: list[str]) -> dict[str, str]:
+    """Per source, the SSE event id of the newest frame stored (what to resume from after a restart)."""
+    if not sources:
+        return {}
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        found = {}
+        for source in sources:
+            event_id = await conn.fetchval(
+                "SELECT event_id FROM raw_messages WHERE source = $1 AND event_id IS NOT NULL"
+                " ORDER BY received_at DESC, id DESC LIMIT 1", source)
+            if event_id is not None:
+                found[source] = event_id
+        return found
+    finally:
+        await conn.close()
+
+
+async def unclosed_connections(url: str, sources: list[str]) -> list[tuple[str, UUID, datetime]]:
+    """Per source whose newest lifecycle event is a connect (its collector was killed or crashed, so no
+    disconnect was written): (source, connection_id, when its last frame came — the gap's start)."""
+    if not sources:
+        return []
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        found = []
+        for source in sources:
+            last = await conn.fetchrow(
+                "SELECT event, connection_id, received_at FROM collector_events WHERE source = $1"
+                " AND event IN ('connect', 'disconnect') ORDER BY received_at DESC LIMIT 1", source)
+            if last is None or last["event"] != "connect":
+                continue
+            seen = await conn.fetchval("SELECT max(received_at) FROM raw_messages WHERE source = $1"
+                                       " AND received_at >= $2", source, last["received_at"])
+            found.append((source, UUID(str(last["connection_id"])), seen or last["received_at"]))
         return found
     finally:
         await conn.close()

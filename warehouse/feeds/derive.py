@@ -1,14 +1,7 @@
-"""From one frame to what is stored: the raw row, and the records or a quarantine row.
+"""The one path from a frame to what is stored: its raw row, and its records or a quarantine row.
 
-The only path from frame to records. Live collection hands it each frame as received (decoded and
-redacted), and each REST answer of a resync; replay hands it each stored frame. So a frame gives
-the same rows either way, by the same quarantine rules: a frame over `max_frame_bytes`, one that is
-not JSON, and one that does not fit the feed's schema are stored raw with a `quarantine` row saying
-why. A control signal of the adapter (a reset, a snapshot, a subscription, a vendor error) is one
-of the frame's records too: a `collector_events` row dated at the frame and pointing at it, so
-replay derives it alike. A REST answer keeps its kind (`<origin>:<path>`) even when quarantined:
-replay routes it by that kind to the feed's REST adapter (`Feed.rest_adapter`, with
-`RestCall.stored(kind, event_id)`).
+Live collection, resync and replay all call `derive`, so a frame gives the same rows either way
+(the rules: docs/replay.md, "One path from frame to rows").
 """
 
 from __future__ import annotations
@@ -49,8 +42,7 @@ CONTROL_EVENTS: dict[str | None, str] = {
 
 @dataclass(slots=True)
 class Derived:
-    """One frame's rows: its raw row, the records its adapter derived (or the quarantine row), and
-    the adapter's Output (None when the frame was quarantined)."""
+    """One frame's rows; `output` is None when the frame was quarantined."""
 
     raw: RawMessage
     records: list[Record] = field(default_factory=list)
@@ -59,11 +51,13 @@ class Derived:
 
 def derive(adapter: Adapter, feed_kind: str, data: bytes, *, received_at: datetime, source: str,
            connection_id: UUID, seq: int, event_id: str | None, max_frame_bytes: int,
-           kind: str | None = None) -> Derived:
+           kind: str | None = None, size: int | None = None) -> Derived:
     """`data` is the frame's JSON text as it is stored (decoded, secrets redacted). `kind`: the
-    frame's kind when the caller knows it (a REST answer's), kept even if the frame is quarantined."""
-    if len(data) > max_frame_bytes:
-        reason = f"frame of {len(data)} bytes exceeds max_frame_bytes ({max_frame_bytes})"
+    frame's kind when the caller knows it (a REST answer's), kept even if the frame is quarantined.
+    `size`: the frame's size when `data` is only its start (an SSE event cut off as it arrived)."""
+    size = len(data) if size is None else size
+    if size > max_frame_bytes:
+        reason = f"frame of {size} bytes exceeds max_frame_bytes ({max_frame_bytes})"
         return _quarantined(received_at, source, connection_id, seq, event_id, None, reason, data[:1024], kind)
     try:
         message = orjson.loads(data)
