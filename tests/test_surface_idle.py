@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,6 +23,7 @@ from warehouse.analysis.surface import APPLICATION_NAME
 from warehouse.lifecycle import retention
 from warehouse.lifecycle.export import export_all
 from warehouse.lifecycle.pending import pending
+from warehouse.store.locks import Holder, holders
 
 
 def surface_sessions(url: str) -> list[tuple[int, str]]:
@@ -48,8 +50,8 @@ def test_a_surface_connection_holds_no_transaction_once_its_query_is_read(db_url
         assert {state for _, state in sessions} == {"idle"}, (name, sessions)
 
 
-def test_an_idle_surface_never_makes_the_collector_wait_and_retain_names_it(storage_url: str,
-                                                                            tmp_path: Path) -> None:
+def test_an_idle_surface_never_makes_the_collector_wait_and_retain_names_it(
+        storage_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = storage_url
     query(url, "SELECT warehouse_ensure_partitions(%s, %s)", DAYS[0], len(DAYS))
     write(url, tmp_path / "spool", TICKS)
@@ -71,9 +73,19 @@ def test_an_idle_surface_never_makes_the_collector_wait_and_retain_names_it(stor
         assert query(url, "SELECT count(*) FROM price_ticks") == [(len(TICKS),)]
 
         # Retain waiting on it, the collector's commits go through.
+        seen = threading.Event()
+
+        def looking(*args: Any, **kwargs: Any) -> list[Holder]:
+            found = holders(*args, **kwargs)
+            if any(holder.pid == pid for holder in found):
+                seen.set()  # retain is in its drop, and has seen the notebook hold the tables
+            return found
+
+        monkeypatch.setattr(retention, "holders", looking)
         waiting: list[retention.Outcome] = []
         retaining = threading.Thread(target=lambda: waiting.extend(retention.retain(url, 3, lock_wait=600)))
         retaining.start()
+        assert seen.wait(120)
         late = [(TODAY, 20 + n, 3.0 + n) for n in range(3)]
         writing = threading.Thread(target=write, args=(url, tmp_path / "spool2", late))
         writing.start()
