@@ -95,3 +95,17 @@ def test_a_surface_connection_reads_the_lake_and_nothing_else(db_url: str, tmp_p
         with pytest.raises(duckdb.Error, match="read-only"):
             con.execute("INSERT INTO pg.public.export_runs (table_name) VALUES ('x')")
     assert con.execute("SELECT count(*) FROM price_ticks").fetchone() == (ticks,)  # and it still reads
+
+
+def test_a_lake_reached_through_links_is_read(db_url: str, tmp_path: Path) -> None:
+    # DuckDB resolves a link before it checks a path against the directories the connection may read
+    root = retained_warehouse(db_url, tmp_path)
+    (tmp_path / "linked").symlink_to(root, target_is_directory=True)
+    assert analysis.connect(export_dir=tmp_path / "linked").execute("SELECT count(*) FROM price_ticks").fetchone() == (
+        8,)
+    cold = tmp_path / "cold"  # day folders linked one by one (bench/lifecycle.py's cold-only lake)
+    for day in COLD_DAYS:
+        link = layout.file(cold, "price_ticks", day).parent
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(layout.file(root, "price_ticks", day).parent, target_is_directory=True)
+    assert analysis.connect(export_dir=cold).execute("SELECT count(*) FROM price_ticks").fetchone() == (4,)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -65,9 +65,10 @@ def connect(url: str | None = None, export_dir: str | Path | None = None) -> Any
         root = Path(export_dir).expanduser()
         con = connection()
         con.execute("SET TimeZone = 'UTC'")
-        build(con, hot=None, cold=lambda table: [ColdDay(d, str(p)) for p in layout.files(root, table)
-                                                 if (d := layout.day_of(p)) is not None], day=True)
-        lock_down(con, [root])
+        lakes = Lakes([root])
+        build(con, hot=None, cold=lambda table: lakes.checked([ColdDay(d, str(p)) for p in layout.files(root, table)
+                                                               if (d := layout.day_of(p)) is not None]), day=True)
+        lock_down(con, lakes.directories)
         return con
     from warehouse.store.database import resolve_database_url
     from warehouse.store.duckdb import ATTACHED, duckdb_connection
@@ -75,9 +76,35 @@ def connect(url: str | None = None, export_dir: str | Path | None = None) -> Any
     url = url or resolve_database_url()
     con = duckdb_connection(url, APPLICATION_NAME)
     retained = Retained(con.cursor(), Path(export_dir).expanduser() if export_dir is not None else None)
-    build(con, hot=ATTACHED, cold=retained.days)
-    lock_down(con, retained.lakes())
+    lakes = Lakes(retained.lakes())
+    build(con, hot=ATTACHED, cold=lambda table: lakes.checked(retained.days(table)))
+    lock_down(con, lakes.directories)
     return con
+
+
+class Lakes:
+    """The directories a surface reads from, fixed when it opens (DuckDB's allowed_directories): each
+    lake root as given and as the filesystem resolves it, and wherever its linked table or day
+    folders lead — DuckDB resolves a link before it checks a path."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        found: set[str] = set()
+        for root in roots:
+            found |= {os.path.abspath(root), os.path.realpath(root)}
+            for table in lake.EXPORT_TABLES:
+                folders = [layout.folder(root, table), *layout.day_folders(root, table)]
+                found |= {os.path.realpath(folder) for folder in folders if folder.is_symlink()}
+        self.directories = sorted(Path(folder) for folder in found)
+
+    def checked(self, days: list[ColdDay]) -> list[ColdDay]:
+        """`days`, each file the connection cannot reach marked so (instead of DuckDB's permission error)."""
+        return [day if self._reaches(day.path) else replace(
+            day, unreadable=f"its file {day.path} is outside the lake directories this connection was opened on"
+            " (it was moved or linked there since): open a new connection") for day in days]
+
+    def _reaches(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(real.startswith(str(folder).rstrip(os.sep) + os.sep) for folder in self.directories)
 
 
 class Retained:
@@ -88,7 +115,6 @@ class Retained:
 
     def __init__(self, con: Any, moved: Path | None) -> None:
         self.con, self.moved = con, moved
-        self.readable: list[Path] | None = None  # the lakes the connection may read, once `lakes` said
         self._lock = threading.Lock()  # one query at a time on the cursor, whichever query's binding asks
 
     def days(self, table: str) -> list[ColdDay]:
@@ -99,32 +125,20 @@ class Retained:
                                     " WHERE table_name = ? AND path IS NOT NULL QUALIFY row_number() OVER"
                                     " (PARTITION BY day ORDER BY dropped_at DESC, id DESC) = 1 ORDER BY day",
                                     [table]).fetchall()
-        found = []
-        for day, path, recorded, size in rows:
-            file = layout.file(self.moved, table, day) if self.moved else Path(path)
-            found.append(ColdDay(day, str(file), recorded, size, None if self._readable(file) else
-                                 f"its file {file} is in a lake this connection was not opened on (retention"
-                                 " moved it there since): open a new connection"))
-        return found
+        return [ColdDay(day, str(layout.file(self.moved, table, day)) if self.moved else path, recorded, size)
+                for day, path, recorded, size in rows]
 
     def lakes(self) -> list[Path]:
-        """What the connection may read: `moved`, else every lake the warehouse exported to (retention
-        moves a day into its latest export's file)."""
+        """`moved`, else every lake the warehouse exported to (retention moves a day into its latest
+        export's file)."""
         from warehouse.store.duckdb import ATTACHED
 
         if self.moved is not None:
-            self.readable = [self.moved]
-        else:
-            with self._lock:
-                paths = self.con.execute(f"SELECT path FROM {ATTACHED}.public.export_runs UNION SELECT path FROM"
-                                         f" {ATTACHED}.public.retention_runs WHERE path IS NOT NULL").fetchall()
-            self.readable = sorted({layout.root_of(Path(path)) for (path,) in paths})
-        return self.readable
-
-    def _readable(self, file: Path) -> bool:
-        """Whether the connection may read `file`: anything, until `lakes` locked it to them."""
-        return self.readable is None or any(os.path.abspath(file).startswith(os.path.abspath(lake) + os.sep)
-                                            for lake in self.readable)
+            return [self.moved]
+        with self._lock:
+            paths = self.con.execute(f"SELECT path FROM {ATTACHED}.public.export_runs UNION SELECT path FROM"
+                                     f" {ATTACHED}.public.retention_runs WHERE path IS NOT NULL").fetchall()
+        return sorted({layout.root_of(Path(path)) for (path,) in paths})
 
 
 def build(con: Any, *, hot: str | None, cold: Callable[[str], list[ColdDay]] | None, day: bool = False) -> Any:

@@ -73,9 +73,9 @@ def interrupt_all() -> None:
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, readable: Iterable[Path]) -> None:
-    """From now on `con` reads files only under the `readable` directories, attaches, installs and
-    loads nothing, and no setting can change (not even these). What it attached stays attached."""
-    # abspath, not resolve: DuckDB compares the path it is given, and a lake under a symlink is read by it
+    """From now on `con` reads files only under the `readable` directories (DuckDB resolves links
+    before it compares: give where they lead), attaches, installs and loads nothing, and no setting
+    can change (not even these). What it attached stays attached."""
     folders = sorted({os.path.abspath(folder.expanduser()).rstrip("/") + "/" for folder in readable})
     listed = ", ".join("'" + folder.replace("'", "''") + "'" for folder in folders)
     con.execute(f"SET allowed_directories = [{listed}]::VARCHAR[]")  # SET takes no bound parameters
