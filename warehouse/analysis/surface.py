@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
@@ -75,7 +76,8 @@ def connect(url: str | None = None, export_dir: str | Path | None = None) -> Any
 
     url = url or resolve_database_url()
     con = duckdb_connection(url, APPLICATION_NAME)
-    retained = Retained(con.cursor(), Path(export_dir).expanduser() if export_dir is not None else None)
+    retained = Retained(url, Path(export_dir).expanduser() if export_dir is not None else None)
+    weakref.finalize(con, retained.close)  # its session ends with the connection
     lakes = Lakes(retained.lakes())
     build(con, hot=ATTACHED, cold=lambda table: lakes.checked(retained.days(table)))
     lock_down(con, lakes.directories)
@@ -108,37 +110,53 @@ class Lakes:
 
 
 class Retained:
-    """The days retention moved out of PostgreSQL, per table, read from `retention_runs` at each call
-    (through `con`, a cursor of the surface: its own transaction, ended before the call returns):
+    """The days retention moved out of PostgreSQL, per table, read from `retention_runs` at each call:
     their files (under `moved`, when the lake was moved or mounted elsewhere) and their recorded rows
-    and size."""
+    and size. One autocommit session of its own (never in a transaction between calls; a DuckDB read
+    of the attached database costs ~100× more per query), closed with `close`."""
 
-    def __init__(self, con: Any, moved: Path | None) -> None:
-        self.con, self.moved = con, moved
-        self._lock = threading.Lock()  # one query at a time on the cursor, whichever query's binding asks
+    def __init__(self, url: str, moved: Path | None) -> None:
+        self.url, self.moved = url, moved
+        self._conn: Any = None
+        self._lock = threading.Lock()  # one query at a time on the session, whichever query's binding asks
 
     def days(self, table: str) -> list[ColdDay]:
-        from warehouse.store.duckdb import ATTACHED
-
-        with self._lock:
-            rows = self.con.execute(f"SELECT day, path, rows, bytes FROM {ATTACHED}.public.retention_runs"
-                                    " WHERE table_name = ? AND path IS NOT NULL QUALIFY row_number() OVER"
-                                    " (PARTITION BY day ORDER BY dropped_at DESC, id DESC) = 1 ORDER BY day",
-                                    [table]).fetchall()
+        rows = self._query("SELECT DISTINCT ON (day) day, path, rows, bytes FROM retention_runs WHERE table_name = %s"
+                           " AND path IS NOT NULL ORDER BY day, dropped_at DESC, id DESC", (table,))
         return [ColdDay(day, str(layout.file(self.moved, table, day)) if self.moved else path, recorded, size)
                 for day, path, recorded, size in rows]
 
     def lakes(self) -> list[Path]:
         """`moved`, else every lake the warehouse exported to (retention moves a day into its latest
         export's file)."""
-        from warehouse.store.duckdb import ATTACHED
-
         if self.moved is not None:
             return [self.moved]
-        with self._lock:
-            paths = self.con.execute(f"SELECT path FROM {ATTACHED}.public.export_runs UNION SELECT path FROM"
-                                     f" {ATTACHED}.public.retention_runs WHERE path IS NOT NULL").fetchall()
+        paths = self._query("SELECT path FROM export_runs UNION SELECT path FROM retention_runs"
+                            " WHERE path IS NOT NULL", ())
         return sorted({layout.root_of(Path(path)) for (path,) in paths})
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        from warehouse.store.duckdb import libpq_dsn
+
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = psycopg.connect(libpq_dsn(self.url, APPLICATION_NAME), autocommit=True)
+                    return list(self._conn.execute(sql, params).fetchall())
+                except psycopg.OperationalError:
+                    self._conn = None  # the server restarted, or ended the session: once more, anew
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
 
 
 def build(con: Any, *, hot: str | None, cold: Callable[[str], list[ColdDay]] | None, day: bool = False) -> Any:
@@ -208,8 +226,9 @@ def check(cold: ColdDay) -> str | None:
         wrong = f"holds {facts.rows:,} rows, not the {cold.rows:,} recorded when it was exported"
     else:
         return None
-    return (f"its file {cold.path} {wrong}; it is the day's only copy: restore it from a backup of the lake"
-            " (queries on other tables run)")
+    remedy = ("it is the day's only copy: restore it from a backup of the lake" if cold.rows is not None else
+              f"export the day again (warehouse export --day {cold.day}) or restore it from a backup")
+    return f"its file {cold.path} {wrong}; {remedy} (queries on other tables run)"
 
 
 _seen: dict[str, tuple[tuple[int, ...], lakefile.Facts | None]] = {}
