@@ -24,10 +24,17 @@ def retained_warehouse(url: str, tmp_path: Path) -> Path:
     query(url, "SELECT warehouse_ensure_partitions(%s, %s)", DAYS[0], len(DAYS))
     write(url, tmp_path / "spool", TICKS)
     export_all(url, root, pending(url, lake.EXPORT_TABLES))
-    retained = warehouse("retain", "--keep-days", "3", "--database-url", url)
-    assert retained.returncode == 0, retained.stderr
+    retain(url, root, 3)
     assert query(url, "SELECT count(DISTINCT day) FROM retention_runs WHERE rows > 0") == [(len(COLD_DAYS),)]
     return root
+
+
+def retain(url: str, root: Path, keep_days: int) -> None:
+    """`warehouse retain --keep-days N`, its configured lake `root` (the only lake retention trusts)."""
+    config = root.parent / "warehouse.toml"
+    config.write_text(f"[export]\ndir = {str(root)!r}\n")
+    retained = warehouse("retain", "--keep-days", str(keep_days), "--database-url", url, "--config", str(config))
+    assert retained.returncode == 0, retained.stderr
 
 
 def warehouse(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:

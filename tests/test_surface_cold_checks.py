@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from tests.conftest import query
-from tests.surfacekit import COLD_DAYS, DAYS, TICKS, one_line, retained_warehouse, warehouse
+from tests.surfacekit import COLD_DAYS, DAYS, TICKS, one_line, retain, retained_warehouse, warehouse
 from warehouse import analysis
 from warehouse.analysis import surface
 from warehouse.analysis.surface import ColdDay
@@ -109,11 +109,11 @@ def test_retention_records_each_files_size_and_the_surface_holds_it_to_it(db_url
 
 def test_a_day_retention_drops_while_a_connection_is_open_is_read_by_its_next_query(db_url: str,
                                                                                     tmp_path: Path) -> None:
-    retained_warehouse(db_url, tmp_path)
+    root = retained_warehouse(db_url, tmp_path)
     con = analysis.connect(db_url)
     assert con.execute("SELECT count(*), sum(price) FROM price_ticks").fetchall() == [
         (len(TICKS), pytest.approx(sum(price for _, _, price in TICKS)))]
-    assert warehouse("retain", "--keep-days", "1", "--database-url", db_url).returncode == 0
+    retain(db_url, root, 1)
     assert query(db_url, "SELECT count(*) FROM price_ticks") == [(2,)]  # today's, the rest in the lake
     assert con.execute("SELECT count(*), sum(price) FROM price_ticks").fetchall() == [
         (len(TICKS), pytest.approx(sum(price for _, _, price in TICKS)))]

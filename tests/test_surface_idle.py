@@ -55,7 +55,8 @@ def test_an_idle_surface_never_makes_the_collector_wait_and_retain_names_it(
     url = storage_url
     query(url, "SELECT warehouse_ensure_partitions(%s, %s)", DAYS[0], len(DAYS))
     write(url, tmp_path / "spool", TICKS)
-    export_all(url, tmp_path / "lake", pending(url, lake.EXPORT_TABLES))
+    root = tmp_path / "lake"
+    export_all(url, root, pending(url, lake.EXPORT_TABLES))
     con = analysis.connect(url)
     held = con.execute("SELECT * FROM price_ticks")
     held.fetchone()  # a notebook's result read in part: its query, and its transaction, stay open
@@ -63,7 +64,7 @@ def test_an_idle_surface_never_makes_the_collector_wait_and_retain_names_it(
         ((pid, _),) = [(pid, state) for pid, state in surface_sessions(url) if state == "idle in transaction"]
 
         # Past its wait, retain gives the day up and says who held the tables; nothing is dropped.
-        outcomes = list(retention.retain(url, 3, lock_wait=1))
+        outcomes = list(retention.retain(url, 3, root, lock_wait=1))
         assert [o.verdict.day for o in outcomes] == COLD_DAYS and not any(o.dropped for o in outcomes)
         for outcome in outcomes:
             assert isinstance(outcome.refused, retention.Blocked)
@@ -83,7 +84,7 @@ def test_an_idle_surface_never_makes_the_collector_wait_and_retain_names_it(
 
         monkeypatch.setattr(retention, "holders", looking)
         waiting: list[retention.Outcome] = []
-        retaining = threading.Thread(target=lambda: waiting.extend(retention.retain(url, 3, lock_wait=600)))
+        retaining = threading.Thread(target=lambda: waiting.extend(retention.retain(url, 3, root, lock_wait=600)))
         retaining.start()
         assert seen.wait(120)
         late = [(TODAY, 20 + n, 3.0 + n) for n in range(3)]

@@ -1,11 +1,12 @@
 """What the lake's checks read of one file: its size and its Parquet footer's row count (cheap: the end
-of the file). The one place a check touches a lake file's bytes, so a lake in a bucket (later)
-implements this (a HEAD for the size, a ranged GET for the footer) and nothing else moves.
+of the file), and its sha256 (every byte). The one place a check touches a lake file's bytes, so a
+lake in a bucket (later) implements these and nothing else moves.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -38,7 +39,19 @@ def facts(path: str | Path) -> Facts | None:
     return Facts(size, int(row[0]) if row else None)
 
 
-_lock = threading.Lock()  # one DuckDB connection for every caller: queries on it one at a time
+def sha256(path: str | Path, *, sync: bool = False) -> str:
+    """The sha256 `export_runs` records for a file. `sync`: flush the file to disk too (the export's
+    rename must not land before the data does)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+        if sync:
+            os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+_lock = threading.Lock()  # one DuckDB connection for every caller (the surface's checks run in threads)
 
 
 @functools.cache

@@ -1,14 +1,20 @@
 """Dropping verified days from PostgreSQL: the cold end of the hot → cold lifecycle.
 
 A UTC day leaves PostgreSQL only whole (every fact table together), only when older than the days
-kept, and only when, at that moment, every table-day's latest export is verified
-(warehouse.lifecycle.verify). The drop itself is `warehouse_drop_day` (migration 0006), which counts
-again under a lock and records every table-day in `retention_runs`.
+kept, and only when, at that moment, every table-day's latest export is verified in the configured
+lake (warehouse.lifecycle.verify). A run holds the maintenance lock (warehouse.lifecycle.lock), so
+no export runs beside it on any host. The drop itself is `warehouse_drop_day` (migrations 0006,
+0009), which counts again under a lock and records every table-day in `retention_runs`.
 
 Its locks are exclusive: while the drop waits for one, every later request for the table waits behind
 it, the collector's inserts included. So it never queues behind a transaction already open (an
 analyst's, an export's): it waits for it outside the queue, and when it does ask, it waits at most
 LOCK_TIMEOUT; after LOCK_WAIT it gives the day up and names who held the tables (`Blocked`).
+
+A day that could not be dropped says why: not exported (again) yet — the nightly export does it —
+or anything else (a file failing its check, the function refusing, a role that may not drop, tables
+held too long), which is a failure of the run (`Outcome.failed`). A dry run checks the same and
+says the same, dropping nothing.
 """
 
 from __future__ import annotations
@@ -17,13 +23,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
 
+from warehouse.lifecycle import lakes
 from warehouse.lifecycle.days import days_held
+from warehouse.lifecycle.lock import maintenance
 from warehouse.lifecycle.verify import Verdict, verify
-from warehouse.schema import FACT_TABLES
 from warehouse.store.database import scalar
 from warehouse.store.locks import Holder, holders
 
@@ -41,38 +50,37 @@ def cutoff(keep_days: int, today: date | None = None) -> date:
     return (today or datetime.now(UTC).date()) - timedelta(days=keep_days - 1)
 
 
-def candidate_days(url: str, before: date) -> list[date]:
-    """Days before `before` that PostgreSQL holds partitions (or chunks) of, oldest first."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        return [day for day in days_held(conn) if day < before]
+def candidate_days(conn: psycopg.Connection[Any], before: date) -> list[date]:
+    """Days before `before` that PostgreSQL holds partitions (or chunks, or rows) of, oldest first."""
+    return [day for day in days_held(conn) if day < before]
 
 
-def drop(url: str, verdict: Verdict, *, wait: float = LOCK_WAIT) -> int:
-    """Drop a verified day (all tables together, counted again under a lock); the rows dropped. Waits
-    up to `wait` seconds for other sessions' transactions on the tables (Blocked, naming them)."""
-    expected = {t.table: {"rows": t.rows, "path": t.path, "sha256": t.sha256} for t in verdict.tables}
+def drop(conn: psycopg.Connection[Any], verdict: Verdict, *, wait: float = LOCK_WAIT) -> int:
+    """Drop a verified day (all tables together, counted again under a lock; on a session holding the
+    maintenance lock, autocommit, lock_timeout LOCK_TIMEOUT: retain sets both); the rows dropped.
+    Waits up to `wait` seconds for other sessions' transactions on the tables, then raises Blocked
+    naming them."""
+    expected = verdict.expected()
     deadline = time.monotonic() + wait
     while True:
-        with psycopg.connect(url, autocommit=True) as conn:
-            # A transaction open longer than a lock may be waited for is not a collector's batch:
-            # asking now would queue the collector behind it.
-            held = holders(conn, FACT_TABLES, older_than=LOCK_TIMEOUT)
-            if not held:
-                conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{LOCK_TIMEOUT.total_seconds()}s",))
-                try:
-                    return int(scalar(conn, "SELECT warehouse_drop_day(%s, %s::jsonb)",
-                                      (verdict.day, orjson.dumps(expected).decode())))
-                except psycopg.errors.LockNotAvailable:
-                    held = holders(conn, FACT_TABLES)
+        # A transaction open longer than a lock may be waited for is not a collector's batch: asking
+        # now would queue the collector behind it.
+        held = holders(conn, list(expected), older_than=LOCK_TIMEOUT)
+        if not held:
+            try:
+                return int(scalar(conn, "SELECT warehouse_drop_day(%s, %s::jsonb)",
+                                  (verdict.day, orjson.dumps(expected).decode())))
+            except psycopg.errors.LockNotAvailable:
+                held = holders(conn, list(expected))
         if time.monotonic() >= deadline:
-            raise Blocked(_blocked(verdict.day, held, wait))
+            raise Blocked(_blocked(held, wait))
         time.sleep(min(_RETRY, max(0.0, deadline - time.monotonic())))
 
 
-def _blocked(day: date, held: list[Holder], wait: float) -> str:
+def _blocked(held: list[Holder], wait: float) -> str:
     who = str(held[0]) + (f" and {len(held) - 1} other session(s)" if len(held) > 1 else "") if held else \
         "sessions that hold them only briefly, again and again"
-    return (f"not dropped: its tables were held for {wait:g} s by {who}; end that session (or its"
+    return (f"not dropped: its tables stayed locked for {wait:g} s by {who}; end that session (or its"
             " transaction: SELECT pg_terminate_backend(pid) as its owner or a superuser), then retain again")
 
 
@@ -82,27 +90,49 @@ class Outcome:
 
     verdict: Verdict  # its `problem` says why a day that failed verification was kept
     dropped: bool = False
-    refused: Exception | None = None  # verified, then refused by warehouse_drop_day (counted again under its lock)
+    refused: Exception | None = None  # verified, then refused (by warehouse_drop_day, or the role's rights)
+
+    @property
+    def failed(self) -> bool:
+        """Kept for another reason than not being exported (again) yet: the run did not do its job."""
+        return self.refused is not None or (self.verdict.problem is not None and not self.verdict.pending)
 
 
-def retain(url: str, keep_days: int, *, today: date | None = None, dry_run: bool = False,
-           lock_wait: float = LOCK_WAIT) -> Iterator[Outcome]:
-    """Each day PostgreSQL holds before the `keep_days` kept, oldest first: verified, then dropped
-    (unless `dry_run`). `today` defaults to the real UTC day. A day whose tables stay held for
-    `lock_wait` seconds is refused (Blocked); the days after it are tried once, without waiting."""
-    for day in candidate_days(url, cutoff(keep_days, today)):
-        verdict = verify(url, day)
-        if verdict.problem is not None or dry_run:
-            yield Outcome(verdict)
-            continue
-        try:
-            drop(url, verdict, wait=lock_wait)
-        except Exception as exc:  # the day stays whole
-            if isinstance(exc, Blocked):
-                lock_wait = 0.0  # the same holders: the next days say so at once
-            yield Outcome(verdict, refused=exc)
-            continue
-        yield Outcome(verdict, dropped=True)
+class NotAllowed(PermissionError):
+    """The role retention runs as may not drop days."""
+
+
+def retain(url: str, keep_days: int, lake: Path, *, today: date | None = None,
+           dry_run: bool = False, lock_wait: float = LOCK_WAIT) -> Iterator[Outcome]:
+    """Each day PostgreSQL holds before the `keep_days` kept, oldest first: verified against `lake`
+    (the configured one), then dropped (unless `dry_run`). `today` defaults to the real UTC day. A
+    day whose tables stay held for `lock_wait` seconds is refused (Blocked); the days after it are
+    tried once, without waiting."""
+    with maintenance(url, "retain") as conn:
+        conn.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT.total_seconds() * 1000)}")
+        if lake.is_dir():
+            lakes.tie(conn, lake)
+        allowed = scalar(conn, "SELECT has_function_privilege('warehouse_drop_day(date, jsonb)', 'EXECUTE')")
+        for day in candidate_days(conn, cutoff(keep_days, today)):
+            verdict = verify(conn, day, lake)
+            if verdict.problem is not None:
+                yield Outcome(verdict)
+            elif not allowed:
+                role = scalar(conn, "SELECT current_user")
+                yield Outcome(verdict, refused=NotAllowed(
+                    f"role {role} may not drop days: run `warehouse retain` as a login in warehouse_maintainer"
+                    " (README: Roles)"))
+            elif dry_run:
+                yield Outcome(verdict)
+            else:
+                try:
+                    drop(conn, verdict, wait=lock_wait)
+                except (psycopg.Error, Blocked) as exc:  # the day stays whole
+                    if isinstance(exc, Blocked):
+                        lock_wait = 0.0  # the same holders: the next days say so at once
+                    yield Outcome(verdict, refused=exc)
+                    continue
+                yield Outcome(verdict, dropped=True)
 
 
 def retained_files(url: str) -> dict[str, list[tuple[date, str]]]:
@@ -112,7 +142,6 @@ def retained_files(url: str) -> dict[str, list[tuple[date, str]]]:
     with psycopg.connect(url, autocommit=True) as conn:
         for table, day, path in conn.execute("SELECT DISTINCT ON (table_name, day) table_name, day, path"
                                              " FROM retention_runs WHERE path IS NOT NULL"
-                                             " ORDER BY table_name, day, dropped_at DESC"):
+                                             " ORDER BY table_name, day, dropped_at DESC, id DESC"):
             found.setdefault(table, []).append((day, path))
     return found
-
