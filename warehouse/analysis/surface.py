@@ -215,7 +215,7 @@ def check(cold: ColdDay) -> str | None:
     is not seen here: `warehouse verify-lake` hashes every byte.)"""
     if cold.unreadable is not None:
         return cold.unreadable
-    facts = _facts(cold.path)
+    facts = lakefile.current(cold.path)
     if facts is None:
         wrong = "is missing"
     elif cold.bytes is not None and facts.bytes != cold.bytes:
@@ -229,25 +229,6 @@ def check(cold: ColdDay) -> str | None:
     remedy = ("it is the day's only copy: restore it from a backup of the lake" if cold.rows is not None else
               f"export the day again (warehouse export --day {cold.day}) or restore it from a backup")
     return f"its file {cold.path} {wrong}; {remedy} (queries on other tables run)"
-
-
-_seen: dict[str, tuple[tuple[int, ...], lakefile.Facts | None]] = {}
-
-
-def _facts(path: str) -> lakefile.Facts | None:
-    """lakefile.facts, read again whenever the file's size, times or inode changed (a file replaced or
-    written to), else remembered: the stat is every query's, the footer read once per version."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    version = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
-    known = _seen.get(path)
-    if known is not None and known[0] == version:
-        return known[1]
-    facts = lakefile.facts(path)
-    _seen[path] = (version, facts)
-    return facts
 
 
 def _literal(text: str) -> str:
