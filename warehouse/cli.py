@@ -2,7 +2,8 @@
 
 `--config` and `--database-url` are accepted before or after the subcommand (`warehouse collect
 --config f.toml` and `warehouse --config f.toml collect` are the same). Errors a user can hit are
-one line on stderr and exit status 2; Ctrl-C is exit status 130.
+one line on stderr and exit status 2; Ctrl-C is exit status 130, within a second; a reader that
+closes the output early (`| head`) ends the command quietly, with status 141 (128 + SIGPIPE).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import inspect
 import json
 import logging
 import os
+import select
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,10 +108,12 @@ def _once(option: str, before: Any, after: Any) -> Any:
     return after if after is not None else before
 
 
-def command(group: typer.Typer, name: str | None = None,
-            context_settings: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def command(group: typer.Typer, name: str | None = None, context_settings: dict[str, Any] | None = None,
+            *, duckdb: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a command that also takes --config and --database-url, and turns the errors a user can hit
-    into one line on stderr (exit 2), Ctrl-C into exit 130."""
+    into one line on stderr (exit 2), Ctrl-C into exit 130 and a closed output into a quiet 141.
+    `duckdb`: the command runs DuckDB queries, which see a Ctrl-C only between their tasks (minutes,
+    on a big table): its work runs in a thread of its own, and Ctrl-C interrupts them."""
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
@@ -117,12 +122,19 @@ def command(group: typer.Typer, name: str | None = None,
             obj = ctx.find_object(Context) or ctx.ensure_object(Context)
             try:
                 obj.given(config, database_url)
+                if duckdb:
+                    return _interruptible(lambda: func(obj, *args, **kwargs))
                 return func(obj, *args, **kwargs)
             except (typer.Exit, typer.Abort, typer.TyperException):
                 raise
             except KeyboardInterrupt:
                 err.print("interrupted", highlight=False)
                 raise typer.Exit(130) from None
+            except BrokenPipeError:
+                if not _output_closed():
+                    raise
+                _discard_output()
+                raise typer.Exit(128 + signal.SIGPIPE) from None
             except Exception as exc:
                 _explain(exc, obj.verbose)
                 raise typer.Exit(2) from None
@@ -139,6 +151,62 @@ def command(group: typer.Typer, name: str | None = None,
         return group.command(name, context_settings=context_settings)(wrapper)
 
     return register
+
+
+STOPS_WITHIN = 0.5  # seconds: after a Ctrl-C, how long work may take to stop before the process just ends
+
+
+def _interruptible(work: Callable[[], Any]) -> Any:
+    """`work()`, run in a thread while this one waits for it, so that a Ctrl-C is seen at once: it
+    interrupts every DuckDB query of the process, and the command ends within a second — when `work`
+    has not stopped by then, without waiting for it (an export is safe to end at any moment: it
+    commits each file with a rename; a query writes nothing)."""
+    from warehouse.store.duckdb import interrupt_all
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="command", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.25)
+    except KeyboardInterrupt:
+        interrupt_all()
+        worker.join(STOPS_WITHIN)
+        err.print("interrupted", highlight=False)
+        out.show_cursor(True)  # a progress bar may have hidden it
+        if not worker.is_alive():  # else it may hold stdout's lock: what it printed is lost, not waited for
+            sys.stdout.flush()
+        sys.stderr.flush()
+        # Not an exception up to the interpreter's exit: DuckDB's threads, stopped mid-query, may abort it.
+        os._exit(130)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _output_closed() -> bool:
+    """Whether whoever read our standard output has closed it (`| head`): the pipe reports an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _discard_output() -> None:
+    """Nobody reads the output any more: what is still buffered goes nowhere, and Python's own flush at
+    exit does not complain about the broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _explain(exc: BaseException, verbose: bool) -> None:
@@ -351,7 +419,7 @@ def parse_day(option: str, text: str | None) -> date | None:
         raise ValueError(f"{option}: expected a UTC day as YYYY-MM-DD, 'today' or 'yesterday'; got {text!r}") from None
 
 
-@command(app)
+@command(app, duckdb=True)
 def export(
     obj: Context,
     day: str | None = typer.Option(None, help="export (again) this UTC day: YYYY-MM-DD, today (so far) or yesterday",
@@ -495,37 +563,39 @@ def verify_lake(
 
 
 # SQL that starts with a `-- comment` (as the README's examples do) is the query, not an option.
-@command(app, context_settings={"ignore_unknown_options": True})
+@command(app, context_settings={"ignore_unknown_options": True}, duckdb=True)
 def query(
     obj: Context,
-    sql: str = typer.Argument(..., help="the SQL (DuckDB's dialect), over every table and analysis relation",
-                              metavar="SQL"),
-    output: str = typer.Option("table", "--format", help="table, csv or json", metavar="FORMAT"),
+    sql: str = typer.Argument(..., help="one SQL statement that reads (DuckDB's dialect), over every table and"
+                                        " analysis relation", metavar="SQL"),
+    output: str = typer.Option("table", "--format", help="table (a record per row when too wide), csv or json",
+                               metavar="FORMAT"),
     export_dir: Annotated[Path | None, typer.Option(
         "--parquet", help="the Parquet export alone, no database (default: the warehouse: its days in"
                           " PostgreSQL and those retention moved to Parquet)", metavar="DIR")] = None,
 ) -> None:
     """SQL over every day of the warehouse, each day read from one place (PostgreSQL or its Parquet export)."""
+    import duckdb
+
+    from warehouse.analysis import statement
     from warehouse.analysis.engine import Engine
     from warehouse.console import query_result
 
     if output not in ("table", "csv", "json"):
         raise ValueError(f"--format must be table, csv or json, got {output!r}")
+    statement.readonly(duckdb.connect(), sql)  # empty, several statements, a write: said before connecting
     engine = Engine.export(export_dir) if export_dir is not None else Engine.warehouse(obj.url_with_schema())
-    import duckdb
-
     try:
-        cursor = engine.con.execute(sql)
+        names, rows = engine.read(sql)
     except duckdb.Error as exc:
         raise ValueError(f"the query failed: {_first_line(exc)}") from None
-    names = [column[0] for column in cursor.description or ()]
-    query_result(names, cursor.fetchall(), output)
+    query_result(names, rows, output)
 
 
 # -- plot -------------------------------------------------------------------------------------
 
 
-@command(app)
+@command(app, duckdb=True)
 def plot(
     obj: Context,
     fixture: str | None = typer.Option(None, help="fixture id (default: the market most bookmakers price, found by"

@@ -60,3 +60,8 @@ def day_of(path: Path) -> date | None:
         return date.fromisoformat(name.removeprefix(_DAY))
     except ValueError:
         return None
+
+
+def root_of(path: Path) -> Path:
+    """The lake a file of it is in: what `file` was given as `root`."""
+    return path.parent.parent.parent
