@@ -49,7 +49,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         result = subprocess.run([sys.executable, "-m", "warehouse", "demo", "--seconds", "20", "--seed", "9"],
                                 env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr
-        yield Demo(server.url(), data, data / "exports" / "warehouse")
+        yield Demo(server.url("demo"), data, data / "exports" / "demo")  # its own database, and lake
     finally:
         server.destroy()
 
