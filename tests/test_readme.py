@@ -114,3 +114,29 @@ def test_the_python_examples_of_the_docs_run_against_the_demo(block: Block, demo
     (tmp_path / "exports").symlink_to(demo_run.lake)
     monkeypatch.chdir(tmp_path)
     exec(compile(block.code, block.name, "exec"), {"__name__": "__docs__"})
+
+
+def test_the_quick_start_commands_find_the_demos_data(demo_run: Demo, tmp_path: Path) -> None:
+    """Typed after the demo, as the README's quick start has them: each finds the demo's rows (psql and
+    Jupyter are interactive: psql runs one statement, the notebook's default lake is checked)."""
+    section = README.read_text().split("## Quick start", 1)[1].split("\n#", 1)[0]
+    (block,) = [b for b in blocks(README, "bash") if b.code in section]
+    here = str(Path(sys.executable).parent)  # `.venv/bin` as the reader has it: this test's own virtualenv
+    lines = []
+    for line in block.code.replace(".venv/bin", here).splitlines():
+        if line.startswith("psql "):
+            line = line.split("#")[0] + " -Atc 'SELECT count(*) > 0 FROM price_ticks'"
+        elif "jupyter lab" in line:
+            line = f'{here}/python -c "from warehouse.lifecycle.lakes import default_root; print(default_root())"'
+        lines.append(line)
+    env = {**os.environ, "WAREHOUSE_DATA_DIR": str(demo_run.data)}
+    env.pop("WAREHOUSE_DATABASE_URL", None)
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(lines)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"│ oddspapi +│", out) and re.search(r"│ saba +│", out)  # status: the demo's feeds
+    assert re.search(r"\d+ rows?\n", out)  # the steam query
+    assert "\nt\n" in out  # psql: the demo's prices
+    assert re.search(r"wrote \S+/charts/line-id\d+-\d+\.png", out)
+    assert out.rstrip().endswith(str(demo_run.lake))  # the notebook's lake: the demo's
