@@ -69,9 +69,11 @@ def run(target: Target, seconds: float, seed: int | None = None, days: int = 0) 
         _history(target, days, seed)
     finished, frames, featured = asyncio.run(_collect(url, seconds, seed))
     if not finished:
+        me = invocation()
+        aimed = f"WAREHOUSE_DATABASE_URL=\"$({me} db url --demo)\" " if target.demo else ""
         say(f"stopped by Ctrl-C after {time.monotonic() - started:.1f} s: the {frames:,} frames collected are kept in"
-            f" the {where}; no export or chart was made (`{invocation()} export --day today` and"
-            f" `{invocation()} plot` make them)")
+            f" the {where}; no export or chart was made (`{aimed}{me} export --day today` and `{aimed}{me} plot`"
+            " make them)")
         return False
     out.print(status_table(source_status(url, spool_root)))
 
