@@ -38,6 +38,10 @@ def test_demo_starts_the_embedded_server_migrates_and_reuses_it(tmp_path: Path) 
         before = warehouse("db", "url", "--demo", env=env)  # no demo yet: says so, and starts no server for it
         assert before.returncode == 2 and before.stderr.startswith("error: no demo database yet")
         assert "run `warehouse demo` first" in before.stderr and not (tmp_path / "data" / "postgres").exists()
+        # a lake of before lakes were per database (the data directory's own exports/): the demo's is another
+        legacy = tmp_path / "data" / "exports" / "price_ticks" / "day=2026-01-01" / "part-0.parquet"
+        legacy.parent.mkdir(parents=True)
+        legacy.write_bytes(b"PAR1 a warehouse's day")
         first = warehouse("demo", "--seconds", "4", env=env)  # long enough for every feed on a busy machine
         assert first.returncode == 0, first.stderr
         assert f"schema at revision {migrate.head_revision()}" in first.stdout
@@ -68,6 +72,7 @@ def test_demo_starts_the_embedded_server_migrates_and_reuses_it(tmp_path: Path) 
         assert not set(query(url, "SELECT DISTINCT fixture_id FROM price_ticks")) & set(first_fixtures)
         # so no simulator is asked about the first run's fixtures (they answered 404 to the resync)
         assert "404" not in again.stderr and "failed" not in again.stderr, again.stderr
+        assert legacy.read_bytes() == b"PAR1 a warehouse's day"  # starting over never touched it
         refused = warehouse("demo", "--database-url", url, env=env)
         assert refused.returncode == 2 and refused.stderr.strip() == (
             "error: --database-url: the demo writes into a database of its own; add --into-warehouse to write into"

@@ -601,8 +601,7 @@ def demo(obj: Context,
     """The main job on local simulators, in a database of its own (`demo` on the embedded server, made
     again each run): migrations, simulators → collectors, Parquet, a chart."""
     from warehouse import demo as pipeline
-    from warehouse.lifecycle.lakes import default_root
-    from warehouse.store.homes import spool_root
+    from warehouse.store.homes import folder_name
 
     if seconds <= 0:
         raise ValueError(f"--seconds must be more than 0, got {seconds:g}")
@@ -619,9 +618,12 @@ def demo(obj: Context,
                              " to write into this one")
         with out.status("starting PostgreSQL…"):
             url = demo_database(fresh=True)
-        # The demo's own lake and spool, emptied with its database (never a configured [export] dir).
+        # The demo's own lake and spool, emptied with its database: named outright, never a configured
+        # [export] dir, nor the data directory's lake of before lakes were per database.
+        home = folder_name(DEMO_DATABASE)
         target = pipeline.Target(url, f"database {DEMO_DATABASE} of the embedded PostgreSQL in"
-                                      f" {embedded_server().data_dir}", default_root(url), spool_root(url), demo=True)
+                                      f" {embedded_server().data_dir}", data_dir() / "exports" / home,
+                                 data_dir() / "spool" / home, demo=True)
         target.start_over()
     if not pipeline.run(target, seconds, seed, days):
         raise typer.Exit(130)
