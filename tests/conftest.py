@@ -71,7 +71,8 @@ STORAGES = {
             # compresses or refreshes behind a test's back, and no scheduler holds the template database.
             ("timescaledb.max_background_workers", "0"),
         ),
-        needs=(_PG15, (PG15_EXTENSIONS / "timescaledb.control", "run ../shared/timescaledb/install.sh as root")),
+        needs=(_PG15, (PG15_EXTENSIONS / "timescaledb.control",
+                       "install Timescale's timescaledb-2-postgresql-15 (docs/timescaledb.md)")),
     ),
 }
 

@@ -33,12 +33,20 @@ from warehouse.console import err, error, out, say, warning
 from warehouse.lifecycle.export import ExportError
 from warehouse.lifecycle.lock import Busy
 from warehouse.store import migrate
-from warehouse.store.database import configured_database_url, data_dir, embedded_server, redact_url
+from warehouse.store.database import (
+    DEMO_DATABASE,
+    configured_database_url,
+    data_dir,
+    demo_database,
+    embedded_server,
+    redact_url,
+)
 from warehouse.store.database import resolve_database_url as _resolve_url
 from warehouse.store.duckdb import ExtensionMissing
 from warehouse.store.embedded import EmbeddedError
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
+DEMO_DAYS_MAX = 31  # `demo --days`: a month of history is plenty to try export and retention on
 app = typer.Typer(
     help="odds-warehouse: record live sports-odds feeds into an append-only PostgreSQL warehouse.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -81,7 +89,13 @@ class Context:
     def url_with_schema(self) -> str:
         """The database in use, after checking its schema is this version's (else one line saying what to do)."""
         url = self.url()
-        migrate.require_current(url)
+        try:
+            migrate.require_current(url)
+        except migrate.SchemaError as exc:
+            if self.configured_url() is None and migrate.current_revision(url) is None and _demo_ran():
+                raise migrate.SchemaError(f"{exc}; or, for the demo's rows (in a database of their own): export"
+                                          ' WAREHOUSE_DATABASE_URL="$(warehouse db url --demo)"') from None
+            raise
         return url
 
     def spool_root(self) -> Path:
@@ -99,6 +113,14 @@ class Context:
     def configured_url(self) -> str | None:
         """The external database asked for, or None for the embedded one (not started by this)."""
         return configured_database_url(self.database_url, self.config.database_url)
+
+
+def _demo_ran() -> bool:
+    try:
+        demo_database()
+    except ValueError:
+        return False
+    return True
 
 
 def _once(option: str, before: Any, after: Any) -> Any:
@@ -295,9 +317,12 @@ def db_downgrade(
 
 
 @command(db_app, "url")
-def db_url(obj: Context) -> None:
+def db_url(obj: Context,
+           demo: bool = typer.Option(False, "--demo", help="the demo's own database instead (what `warehouse demo`"
+                                                           " wrote): export WAREHOUSE_DATABASE_URL=\"$(warehouse db"
+                                                           " url --demo)\" points every command at it")) -> None:
     """Print the database in use (starts the embedded server if that is the one). Try `psql $(warehouse db url)`."""
-    print(obj.url())
+    print(demo_database() if demo else obj.url())
 
 
 @command(db_app, "start")
@@ -635,16 +660,42 @@ def plot(
 def demo(obj: Context,
          seconds: float = typer.Option(30.0, help="how long to collect, in seconds", metavar="SECONDS"),
          seed: int | None = typer.Option(None, help="seed of the simulated matches (default: new each run)",
-                                         metavar="N")) -> None:
-    """The main job on embedded defaults: PostgreSQL, migrations, simulators → collectors, Parquet, a chart."""
+                                         metavar="N"),
+         days: int = typer.Option(0, "--days", min=0, max=DEMO_DAYS_MAX,
+                                  help="first play N past days of simulated matches (a few seconds each), so"
+                                       " export, retention and queries over cold days have history to work on",
+                                  metavar="N"),
+         into_warehouse: bool = typer.Option(False, "--into-warehouse",
+                                             help="write into the database in use ($WAREHOUSE_DATABASE_URL, the"
+                                                  " config's, or the embedded one), not the demo's own")) -> None:
+    """The main job on local simulators, in a database of its own (`demo` on the embedded server, made
+    again each run): migrations, simulators → collectors, Parquet, a chart."""
     from warehouse import demo as pipeline
+    from warehouse.store.homes import folder_name
 
     if seconds <= 0:
         raise ValueError(f"--seconds must be more than 0, got {seconds:g}")
-    external = configured_database_url(obj.database_url, obj.config.database_url) is not None
-    with out.status("starting PostgreSQL…"):
-        url = obj.url()
-    if not pipeline.run(url, external, seconds, obj.export_dir(), obj.spool_root(), seed):
+    if into_warehouse:
+        external = configured_database_url(obj.database_url, obj.config.database_url) is not None
+        with out.status("starting PostgreSQL…"):
+            url = obj.url()
+        target = pipeline.Target(url, "external database" if external else
+                                 f"embedded PostgreSQL in {embedded_server().data_dir}", obj.export_dir(),
+                                 obj.spool_root(), demo=False)
+    else:
+        if obj.database_url is not None:
+            raise ValueError("--database-url: the demo writes into a database of its own; add --into-warehouse"
+                             " to write into this one")
+        with out.status("starting PostgreSQL…"):
+            url = demo_database(fresh=True)
+        # The demo's own lake and spool, emptied with its database: named outright, never a configured
+        # [export] dir, nor the data directory's lake of before lakes were per database.
+        home = folder_name(DEMO_DATABASE)
+        target = pipeline.Target(url, f"database {DEMO_DATABASE} of the embedded PostgreSQL in"
+                                      f" {embedded_server().data_dir}", data_dir() / "exports" / home,
+                                 data_dir() / "spool" / home, demo=True)
+        target.start_over()
+    if not pipeline.run(target, seconds, seed, days):
         raise typer.Exit(130)
 
 
