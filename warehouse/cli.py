@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
+from warehouse.lifecycle.bucket import BucketError, Settings
 from warehouse.lifecycle.export import ExportError
 from warehouse.lifecycle.lock import Busy
 from warehouse.store import migrate
@@ -34,6 +35,9 @@ from warehouse.store.database import configured_database_url, data_dir, embedded
 from warehouse.store.database import resolve_database_url as _resolve_url
 from warehouse.store.duckdb import ExtensionMissing
 from warehouse.store.embedded import EmbeddedError
+
+if TYPE_CHECKING:
+    from warehouse.lifecycle.storage import Lake
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -87,11 +91,24 @@ class Context:
         spool_dir = self.config.writer.spool_dir
         return spool_dir.parent if spool_dir else spool_root(self.configured_url())
 
-    def export_dir(self) -> Path:
+    def export_dir(self) -> Path | str:
         """The lake: `[export] dir`, else the database's own folder in the data directory."""
         from warehouse.lifecycle.lakes import default_root
 
         return self.config.export_dir or default_root(self.configured_url())
+
+    def lake(self, directory: str | None = None) -> Lake:
+        """The lake given (--dir, --parquet: a directory or s3:// URL), else the configured one; a bucket with
+        the AWS variables overridden by `[export] s3_*`."""
+        from warehouse.lifecycle.storage import open_lake, root_of
+
+        root = root_of(directory) if directory is not None else self.export_dir()
+        return open_lake(root) if isinstance(root, Path) else open_lake(root, self.bucket_settings())
+
+    def bucket_settings(self) -> Settings:
+        """How to reach a bucket lake: the AWS variables, overridden by `[export] s3_*`."""
+        export = self.config.export
+        return Settings.from_env(export.s3_endpoint, export.s3_region, export.s3_url_style)
 
     def configured_url(self) -> str | None:
         """The external database asked for, or None for the embedded one (not started by this)."""
@@ -147,7 +164,8 @@ def _explain(exc: BaseException, verbose: bool) -> None:
     import sqlalchemy.exc
 
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None else exc
-    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError | Busy):
+    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError | Busy
+                  | BucketError):
         error(str(cause))
     elif isinstance(cause, ExportError):  # one line per table-day that could not be exported
         for line in str(cause).splitlines():
@@ -360,9 +378,10 @@ def export(
     until: str | None = typer.Option(None, help="last UTC day to export (again)", metavar="DAY"),
     table: Annotated[list[str] | None, typer.Option("--table", help="only this table (repeatable)",
                                                     metavar="TABLE")] = None,
-    directory: Annotated[Path | None, typer.Option("--dir", help="export directory (default: [export] dir of the"
-                                                                  " config, else <data dir>/exports/<database>)",
-                                                   metavar="DIR")] = None,
+    directory: Annotated[str | None, typer.Option("--dir", help="export directory or s3://BUCKET/PREFIX (default:"
+                                                                 " [export] dir of the config, else"
+                                                                 " <data dir>/exports/<database>)",
+                                                  metavar="DIR")] = None,
 ) -> None:
     """Export complete UTC days to Parquet: by default every day not exported yet, for every fact table."""
     from rich.progress import Progress
@@ -372,7 +391,7 @@ def export(
     from warehouse.lifecycle.export import run
     from warehouse.lifecycle.pending import pending
 
-    root = directory or obj.export_dir()
+    root = obj.lake(directory)
     names = tuple(table) if table else EXPORT_TABLES
     unknown = [t for t in names if t not in EXPORT_TABLES]
     if unknown:
@@ -441,7 +460,7 @@ def retain(
     first_kept = retention.cutoff(days)
     dropped: list[Verdict] = []
     failed = False
-    for outcome in retention.retain(url, days, obj.export_dir(), dry_run=dry_run):
+    for outcome in retention.retain(url, days, obj.lake(), dry_run=dry_run):
         verdict, day = outcome.verdict, outcome.verdict.day
         failed |= outcome.failed
         if verdict.problem is not None and verdict.pending:
@@ -472,15 +491,16 @@ def retain(
 def verify_lake(
     obj: Context,
     day: str | None = typer.Option(None, help="only this UTC day: YYYY-MM-DD, today or yesterday", metavar="DAY"),
-    directory: Annotated[Path | None, typer.Option("--dir", help="the lake (default: [export] dir of the config,"
-                                                                  " else <data dir>/exports/<database>)",
+    directory: Annotated[str | None, typer.Option("--dir", help="the lake, a directory or s3://BUCKET/PREFIX"
+                                                                 " (default: [export] dir of the config, else"
+                                                                 " <data dir>/exports/<database>)",
                                                    metavar="DIR")] = None,
 ) -> None:
     """Read the lake again: every table-day against export_runs and retention_runs (size, footer rows, sha256).
     Exit 0 when all match, 1 with one line per problem."""
     from warehouse.lifecycle.audit import problems
 
-    root = directory or obj.export_dir()
+    root = obj.lake(directory)
     audit = problems(obj.url_with_schema(), root, parse_day("--day", day))
     for problem in audit.problems:
         say(str(problem), wrap=False)
@@ -501,9 +521,10 @@ def query(
     sql: str = typer.Argument(..., help="the SQL (DuckDB's dialect), over every table and analysis relation",
                               metavar="SQL"),
     output: str = typer.Option("table", "--format", help="table, csv or json", metavar="FORMAT"),
-    export_dir: Annotated[Path | None, typer.Option(
-        "--parquet", help="the Parquet export alone, no database (default: the warehouse: its days in"
-                          " PostgreSQL and those retention moved to Parquet)", metavar="DIR")] = None,
+    export_dir: Annotated[str | None, typer.Option(
+        "--parquet", help="the Parquet export alone (a directory or s3://BUCKET/PREFIX), no database (default: the"
+                          " warehouse: its days in PostgreSQL and those retention moved to Parquet)",
+        metavar="DIR")] = None,
 ) -> None:
     """SQL over every day of the warehouse, each day read from one place (PostgreSQL or its Parquet export)."""
     from warehouse.analysis.engine import Engine
@@ -511,7 +532,8 @@ def query(
 
     if output not in ("table", "csv", "json"):
         raise ValueError(f"--format must be table, csv or json, got {output!r}")
-    engine = Engine.export(export_dir) if export_dir is not None else Engine.warehouse(obj.url_with_schema())
+    engine = Engine.export(obj.lake(export_dir)) if export_dir is not None \
+        else Engine.warehouse(obj.url_with_schema(), obj.bucket_settings())
     import duckdb
 
     try:
@@ -574,7 +596,7 @@ def demo(obj: Context,
     external = configured_database_url(obj.database_url, obj.config.database_url) is not None
     with out.status("starting PostgreSQL…"):
         url = obj.url()
-    if not pipeline.run(url, external, seconds, obj.export_dir(), obj.spool_root(), seed):
+    if not pipeline.run(url, external, seconds, obj.lake(), obj.spool_root(), seed):
         raise typer.Exit(130)
 
 
@@ -610,8 +632,9 @@ def replay(
                                      metavar="T"),
     until: str | None = typer.Option(None, help="frames received before this time (a day: up to its end)",
                                      metavar="T"),
-    from_parquet: Annotated[Path | None, typer.Option(
-        "--from-parquet", help="read the frames (and rows) from the Parquet export in DIR, not from PostgreSQL",
+    from_parquet: Annotated[str | None, typer.Option(
+        "--from-parquet", help="read the frames (and rows) from the Parquet export in DIR (or s3://BUCKET/PREFIX),"
+                               " not from PostgreSQL",
         metavar="DIR")] = None,
     check_rows: bool = typer.Option(False, "--check", help="derive again and compare with what is stored; exit 0"
                                                           " when every row matches, 1 when not"),
@@ -633,6 +656,7 @@ def replay(
         raise ValueError("--processes applies to --check only (--into derives in one process, in order)")
     start, end = parse_user_time("--since", since), parse_user_time("--until", until, end=True)
     url = None if from_parquet else obj.url_with_schema()
+    lake = obj.lake(from_parquet) if from_parquet else None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=out, transient=True,
                   disable=not out.is_terminal) as progress:
         task = progress.add_task("replaying…")
@@ -641,7 +665,7 @@ def replay(
             progress.update(task, description=f"replaying {source}: {day:%Y-%m-%d}, {frames:,} frames")
 
         if check_rows:
-            report = check(source, start, end, url=url, export_dir=from_parquet, config=obj.config, progress=step,
+            report = check(source, start, end, url=url, export_dir=lake, config=obj.config, progress=step,
                            processes=processes)
             progress.stop()
             for line in report.lines():
@@ -649,7 +673,7 @@ def replay(
             raise typer.Exit(0 if report.clean else 1)
         assert target is not None
         try:
-            done = into(target, source, start, end, url=url, export_dir=from_parquet, config=obj.config,
+            done = into(target, source, start, end, url=url, export_dir=lake, config=obj.config,
                         progress=step)
         except ReplayIncomplete as exc:
             progress.stop()

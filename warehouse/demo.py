@@ -27,13 +27,14 @@ from warehouse.console import out, say, status_table
 from warehouse.lake import EXPORT_TABLES
 from warehouse.lifecycle.export import export_all
 from warehouse.lifecycle.pending import pending
+from warehouse.lifecycle.storage import Lake
 from warehouse.simulate.fleet import ENV, Fleet
 from warehouse.simulate.market import MARKET_1X2, Fixture
 from warehouse.store import migrate
 from warehouse.store.database import data_dir, embedded_server, scalar
 
 
-def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path,
+def run(url: str, external: bool, seconds: float, export_root: Path | Lake, spool_root: Path,
         seed: int | None = None) -> bool:
     """The whole demo; False when Ctrl-C stopped it (after saying what was kept). `seed`: of the
     simulated matches (default: a new one, printed, so a run can be replayed)."""

@@ -4,6 +4,7 @@
     con = analysis.connect()                        # the configured database, and the days retention moved out
     con.sql("SELECT * FROM price_history WHERE fixture_id = 'id1000' AND market_id = '101'").df()
     con = analysis.connect(export_dir="exports")    # the Parquet export alone (no database)
+    con = analysis.connect(export_dir="s3://bucket/odds")  # … in a bucket, read in place (the AWS variables)
 
 Each fact table is a view: the hot rows — every row still in PostgreSQL, read through the
 `warehouse_lake` views, which hand DuckDB the lake's exact types and take its filters (an index lookup
@@ -22,26 +23,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from warehouse import lake
 from warehouse.analysis import relations
 from warehouse.lifecycle import layout
 
+if TYPE_CHECKING:
+    from warehouse.lifecycle.bucket import Settings
+    from warehouse.lifecycle.storage import Lake
 
-def connect(url: str | None = None, export_dir: str | Path | None = None) -> Any:
+
+def connect(url: str | None = None, export_dir: str | Path | Lake | None = None,
+            settings: Settings | None = None) -> Any:
     """A DuckDB connection over the warehouse: `url` (default: the configured database, as every command
     finds it) and the Parquet files of the days retention dropped — under `export_dir` when given (an
     export moved or mounted elsewhere), else where retention recorded them. With only `export_dir`,
-    the Parquet export alone."""
+    the Parquet export alone. A lake in a bucket (`s3://BUCKET/PREFIX`) is read in place through
+    DuckDB's httpfs, reached with `settings` (default: the AWS variables)."""
+    from warehouse.lifecycle.bucket import SCHEME, Settings, attach
+    from warehouse.lifecycle.storage import open_lake
+
     if url is None and export_dir is not None:
         import duckdb
 
-        root = Path(export_dir).expanduser()
+        found = open_lake(export_dir, settings)
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
+        found.prepare(con)
         # a glob, not today's files: DuckDB expands it at each query, so later exports are seen
-        cold = {table: [layout.glob(root, table)] for table in lake.EXPORT_TABLES if layout.files(root, table)}
+        cold = {table: [layout.glob(found.root, table)] for table in lake.EXPORT_TABLES if found.locations(table)}
         return build(con, hot=None, cold=cold, day=True)
     from warehouse.lifecycle.retention import retained_files
     from warehouse.store.database import resolve_database_url
@@ -49,9 +60,13 @@ def connect(url: str | None = None, export_dir: str | Path | None = None) -> Any
 
     url = url or resolve_database_url()
     con = duckdb_connection(url)
-    moved = Path(export_dir).expanduser() if export_dir is not None else None
-    cold = {table: [str(layout.file(moved, table, day)) if moved else path for day, path in days]
+    moved = open_lake(export_dir, settings) if export_dir is not None else None
+    if moved is not None:
+        moved.prepare(con)
+    cold = {table: [moved.location(table, day) if moved else path for day, path in days]
             for table, days in retained_files(url).items()}
+    if moved is None and any(path.startswith(SCHEME) for paths in cold.values() for path in paths):
+        attach(con, settings or Settings.from_env())  # retention moved days to a bucket
     return build(con, hot=ATTACHED, cold=cold)
 
 

@@ -24,9 +24,9 @@ from typing import Any
 import orjson
 import psycopg
 
-from warehouse.lifecycle import lakes
 from warehouse.lifecycle.days import days_held
 from warehouse.lifecycle.lock import maintenance
+from warehouse.lifecycle.storage import BucketError, Directory, Lake, open_lake
 from warehouse.lifecycle.verify import Verdict, verify
 from warehouse.store.database import scalar
 
@@ -89,17 +89,21 @@ class NotAllowed(PermissionError):
     """The role retention runs as may not drop days."""
 
 
-def retain(url: str, keep_days: int, lake: Path, *, today: date | None = None,
+def retain(url: str, keep_days: int, lake: Path | Lake, *, today: date | None = None,
            dry_run: bool = False) -> Iterator[Outcome]:
     """Each day PostgreSQL holds before the `keep_days` kept, oldest first: verified against `lake`
     (the configured one), then dropped (unless `dry_run`). `today` defaults to the real UTC day."""
+    lake = open_lake(lake)
     with maintenance(url, "retain") as conn:
         conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-        if lake.is_dir():
-            lakes.tie(conn, lake)
+        if not isinstance(lake, Directory) or lake.path.is_dir():
+            lake.tie(conn)
         allowed = scalar(conn, "SELECT has_function_privilege('warehouse_drop_day(date, jsonb)', 'EXECUTE')")
         for day in candidate_days(conn, cutoff(keep_days, today)):
-            verdict = verify(conn, day, lake)
+            try:
+                verdict = verify(conn, day, lake)
+            except BucketError as exc:  # the bucket did not answer: the day is kept, and the run failed
+                verdict = Verdict(day, problem=str(exc))
             if verdict.problem is not None:
                 yield Outcome(verdict)
             elif not allowed:

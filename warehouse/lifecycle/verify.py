@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg
 
-from warehouse.lifecycle import lakefile, lakes
 from warehouse.lifecycle.days import bounds
+from warehouse.lifecycle.storage import Lake, open_lake
 from warehouse.schema import FACT_TABLES
 from warehouse.store.database import scalar
 
@@ -62,9 +62,12 @@ class Verdict:
                 for t in self.tables if t.rows or not self.moved}
 
 
-def verify(conn: psycopg.Connection[Any], day: date, lake: Path, *, hash_file: bool = True) -> Verdict:
-    """Whether `day` may be dropped now, and what it holds; the files are trusted only in `lake`."""
+def verify(conn: psycopg.Connection[Any], day: date, lake: Path | Lake, *, hash_file: bool = True) -> Verdict:
+    """Whether `day` may be dropped now, and what it holds; the files are trusted only in `lake`. In a
+    bucket the object is checked without downloading it: HEAD (size, the sha256 stored with it) and the
+    footer's row count (a ranged GET of its tail)."""
     verdict = Verdict(day)
+    lake = open_lake(lake)
     for table, exported_rows, path, digest, moved, was_moved in conn.execute(
             _RECORDS, (list(FACT_TABLES), day, day)).fetchall():
         rows = int(scalar(conn, f"SELECT count(*) FROM {table} WHERE received_at >= %s AND received_at < %s",
@@ -79,7 +82,7 @@ def verify(conn: psycopg.Connection[Any], day: date, lake: Path, *, hash_file: b
     return verdict
 
 
-def _problem(table: str, day: date, lake: Path, rows: int, moved: int, exported_rows: int | None,
+def _problem(table: str, day: date, lake: Lake, rows: int, moved: int, exported_rows: int | None,
              path: str | None, digest: str | None, hash_file: bool) -> tuple[str, bool] | None:
     """What keeps the table-day, and whether it is only not exported (again) yet; None when nothing does."""
     if rows == 0 and (moved or path is None):
@@ -91,15 +94,15 @@ def _problem(table: str, day: date, lake: Path, rows: int, moved: int, exported_
                 " into its file)"), True
     if exported_rows != moved + rows:
         return f"{table} was exported with {exported_rows:,} rows but PostgreSQL has {rows:,} now (late rows?)", True
-    if not lakes.is_lake_file(lake, table, day, path):
+    if not lake.is_own(table, day, path):
         return f"{table}'s latest export is {path}, not the lake's file (the lake is {lake})", True
-    found = lakefile.facts(path)
+    found = lake.facts(path)
     if found is None:
         return f"{table}'s export {path} is missing", False
     if found.rows != exported_rows:
         counted = "no Parquet footer" if found.rows is None else f"{found.rows:,} rows by its footer"
         return f"{table}'s export {path} has {counted}, not the {exported_rows:,} export_runs recorded", False
-    if hash_file and lakefile.sha256(path) != digest:
+    if hash_file and not lake.unchanged(path, digest):
         return f"{table}'s export {path} no longer matches the sha256 export_runs recorded", False
     return None
 
