@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -23,11 +23,13 @@ import pytest
 from tests import lakekit
 from tests.conftest import query
 from tests.lakekit import DAY, EMPTY_DAY, postgres_rows, rows_as_set
-from tests.s3server import BUCKET, REGION, Server, running
+from tests.s3server import BUCKET, REGION, Server, free_port, running
+from tests.test_retention import OLD, TODAY
+from tests.test_retention import fill as retention_fill
 from warehouse import analysis, lake
 from warehouse.lifecycle import layout
 from warehouse.lifecycle.bucket import attach
-from warehouse.lifecycle.storage import BucketLake, open_lake
+from warehouse.lifecycle.storage import BucketLake
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +105,88 @@ def test_export_to_a_bucket_every_reader_reads_it_back_value_by_value(db_url: st
     # and verify-lake finds every object as recorded, with HEADs and footers
     audit = warehouse(db_url, "verify-lake", "--dir", root, "--day", str(DAY))
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def configured(tmp_path: Path, root: str) -> Path:
+    config = tmp_path / "warehouse.toml"
+    config.write_text(f'[export]\ndir = "{root}"\n')
+    return config
+
+
+def test_retention_checks_objects_in_place_and_the_surface_reads_cold_days_from_the_bucket(
+        storage_url: str, aws: Server, prefix: str, tmp_path: Path) -> None:
+    root = aws.url(prefix)
+    yesterday = TODAY - timedelta(days=1)
+    retention_fill(storage_url, tmp_path, [*OLD, yesterday])
+    config = configured(tmp_path, root)
+    assert warehouse(storage_url, "--config", str(config), "export").returncode == 0
+    prices = "SELECT count(*), sum(price), min(received_at), max(received_at) FROM price_ticks"
+    before = query(storage_url, prices)
+    # behind the warehouse's back: one object deleted, one overwritten by another valid day of the same rows
+    client = aws.client()
+    key = {day: layout.location(root, "price_ticks", day).removeprefix(f"s3://{BUCKET}/") for day in OLD}
+    client.delete_object(Bucket=BUCKET, Key=key[OLD[0]])
+    client.put_object(Bucket=BUCKET, Key=key[OLD[1]], Body=client.get_object(Bucket=BUCKET, Key=key[OLD[2]])["Body"]
+                      .read())
+    kept = warehouse(storage_url, "--config", str(config), "retain", "--keep-days", "3")
+    assert kept.returncode == 1, kept.stdout + kept.stderr
+    lines = kept.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"warning: kept {OLD[0]}: price_ticks's export s3://{BUCKET}/{key[OLD[0]]} is missing")
+    assert lines[1].startswith(f"warning: kept {OLD[1]}: price_ticks's export s3://{BUCKET}/{key[OLD[1]]} no longer"
+                               " matches the sha256 export_runs recorded")
+    assert query(storage_url, prices) == before  # nothing dropped
+    # exported again, the objects are whole: retention drops both days, checking them without a download
+    again = warehouse(storage_url, "--config", str(config), "export", "--since", str(OLD[0]), "--until", str(OLD[1]))
+    assert again.returncode == 0, again.stderr
+    dropped = warehouse(storage_url, "--config", str(config), "retain", "--keep-days", "3")
+    assert dropped.returncode == 0 and dropped.stdout.startswith(f"dropped 2 days ({OLD[0]} … {OLD[1]})"), \
+        dropped.stdout + dropped.stderr
+    assert query(storage_url, "SELECT count(*) FROM price_ticks") == [(6,)]  # OLD[2] and yesterday: hot
+    moved = query(storage_url, "SELECT path FROM retention_runs WHERE table_name = 'price_ticks'")
+    assert {path for (path,) in moved} == {layout.location(root, "price_ticks", day) for day in OLD[:2]}
+    # every row once: cold days from the bucket, hot days from PostgreSQL (the library and the command)
+    con = analysis.connect(storage_url)
+    assert [tuple(con.execute(prices).fetchone())] == before
+    counted = warehouse(storage_url, "--config", str(config), "query", "--format", "csv",
+                        "SELECT count(*) AS n, count(DISTINCT received_at) AS distinct_times FROM price_ticks")
+    assert counted.returncode == 0 and counted.stdout.split() == ["n,distinct_times", "12,12"], counted.stderr
+
+
+@pytest.mark.parametrize("fault", ["unreachable", "wrong secret", "missing bucket"])
+def test_a_bucket_fault_fails_the_export_in_one_line_naming_the_endpoint_and_records_nothing(
+        db_url: str, aws: Server, prefix: str, tmp_path: Path, fault: str) -> None:
+    retention_fill(db_url, tmp_path, OLD[:1])
+    root, env = aws.url(prefix), aws.env()
+    if fault == "unreachable":
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    elif fault == "wrong secret":
+        env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret-" + aws.secret[::-1]
+    else:
+        root = f"s3://no-such-bucket/{prefix}"
+    result = warehouse(db_url, "export", "--dir", root, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in said, said
+    assert env["AWS_ENDPOINT_URL"] in result.stderr, said
+    cause = {"unreachable": "Could not connect to the endpoint URL", "wrong secret": "access refused",
+             "missing bucket": "there is no bucket 'no-such-bucket'"}[fault]
+    assert cause in result.stderr and "nothing was exported" in result.stderr, said
+    assert aws.secret not in said and env["AWS_SECRET_ACCESS_KEY"] not in said
+    assert query(db_url, "SELECT count(*) FROM export_runs") == [(0,)]
+    # the next run, with the fault gone, completes the work
+    assert warehouse(db_url, "export", "--dir", aws.url(prefix)).returncode == 0
+    assert query(db_url, "SELECT count(*) FROM export_runs WHERE path LIKE %s", f"s3://{BUCKET}/%")[0][0] >= 11
+
+
+def test_the_secret_is_in_no_table_and_no_output(db_url: str, aws: Server, prefix: str, tmp_path: Path) -> None:
+    retention_fill(db_url, tmp_path, OLD[:1])
+    config = configured(tmp_path, aws.url(prefix))
+    said = ""
+    for args in (["export"], ["verify-lake"], ["retain", "--keep-days", "1", "--dry-run"],
+                 ["query", "SELECT count(*) FROM price_ticks"], ["--verbose", "export", "--dir", "s3://no-such-b/x"]):
+        result = warehouse(db_url, "--config", str(config), *args)
+        said += result.stdout + result.stderr
+    assert aws.secret not in said and aws.key_id in aws.env()["AWS_ACCESS_KEY_ID"]
+    dumped = query(db_url, "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM export_runs) t")[0][0]
+    assert dumped and aws.secret not in dumped
