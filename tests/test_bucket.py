@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,34 +22,13 @@ import pytest
 from tests import lakekit
 from tests.conftest import query
 from tests.lakekit import DAY, EMPTY_DAY, postgres_rows, rows_as_set
-from tests.s3server import BUCKET, REGION, Server, free_port, running
+from tests.s3server import BUCKET, REGION, Server, free_port
 from tests.test_retention import OLD, TODAY
 from tests.test_retention import fill as retention_fill
 from warehouse import analysis, lake
 from warehouse.lifecycle import layout
 from warehouse.lifecycle.bucket import attach
 from warehouse.lifecycle.storage import BucketLake
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running(tmp_path_factory.mktemp("s3") / "moto.log") as server:
-        yield server
-
-
-@pytest.fixture
-def aws(s3: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
-    """The AWS variables of the server's key, for this process and the warehouse processes it starts."""
-    for name, value in s3.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
-    return s3
-
-
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest) -> str:
-    """A prefix of the bucket of the test's own."""
-    return "t/" + request.node.name.replace("[", "-").replace("]", "")
 
 
 def reader(server: Server) -> duckdb.DuckDBPyConnection:
@@ -190,3 +168,4 @@ def test_the_secret_is_in_no_table_and_no_output(db_url: str, aws: Server, prefi
     assert aws.secret not in said and aws.key_id in aws.env()["AWS_ACCESS_KEY_ID"]
     dumped = query(db_url, "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM export_runs) t")[0][0]
     assert dumped and aws.secret not in dumped
+
