@@ -94,13 +94,13 @@ class Report:
         return sum(e.rows for e in self.done if not e.in_lake)
 
 
-def export_all(url: str, export_root: Path | Lake, work: list[tuple[str, date]],
+def export_all(url: str, export_root: Path | str | Lake, work: list[tuple[str, date]],
                step: Callable[[str, date], None] = lambda table, day: None) -> int:
     """Export every (table, day) of `work`; the rows written. (`run` with its report.)"""
     return run(url, export_root, work, step).rows
 
 
-def run(url: str, export_root: Path | Lake, work: list[tuple[str, date]],
+def run(url: str, export_root: Path | str | Lake, work: list[tuple[str, date]],
         step: Callable[[str, date], None] = lambda table, day: None) -> Report:
     """Export every (table, day) of `work` on one DuckDB connection, holding the maintenance lock; `step`
     is called before each. A table-day whose values cannot be exported is reported (ExportError, one
@@ -128,7 +128,7 @@ def run(url: str, export_root: Path | Lake, work: list[tuple[str, date]],
     return report
 
 
-def export_day(url: str, export_root: Path | Lake, table: str, day: date) -> Exported:
+def export_day(url: str, export_root: Path | str | Lake, table: str, day: date) -> Exported:
     """Export one table-day (again), replacing an earlier export of it (or merging its late rows)."""
     if table not in EXPORT_TABLES:
         raise ExportError(f"{table!r} is not an exported table; choose from {', '.join(EXPORT_TABLES)}")
