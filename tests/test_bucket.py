@@ -8,6 +8,7 @@ faults named in one line; the secret nowhere."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -169,3 +170,35 @@ def test_the_secret_is_in_no_table_and_no_output(db_url: str, aws: Server, prefi
     dumped = query(db_url, "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM export_runs) t")[0][0]
     assert dumped and aws.secret not in dumped
 
+
+
+def test_a_local_lake_copied_to_a_bucket_is_verified_and_used_from_then_on(
+        db_url: str, aws: Server, prefix: str, tmp_path: Path) -> None:
+    local, root = tmp_path / "lake", aws.url(prefix)
+    retention_fill(db_url, tmp_path, [*OLD, TODAY - timedelta(days=1)])
+    on_disk = tmp_path / "disk.toml"
+    on_disk.write_text(f'[export]\ndir = "{local}"\n')
+    assert warehouse(db_url, "--config", str(on_disk), "export").returncode == 0
+    assert warehouse(db_url, "--config", str(on_disk), "retain", "--keep-days", "3").returncode == 0  # OLD[:2] cold
+    prices = "SELECT count(*), sum(price), min(received_at), max(received_at) FROM price_ticks"
+    before = [tuple(analysis.connect(db_url).execute(prices).fetchone())]
+    copied = warehouse(db_url, "--config", str(on_disk), "export", "--copy-to", root)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    assert "2 days retention moved live there now" in copied.stdout and f'dir = "{root}"' in copied.stdout
+    # the records say the bucket now: the latest export and retention rows name the objects
+    latest = query(db_url, "SELECT DISTINCT ON (day) day, path FROM retention_runs WHERE table_name = 'price_ticks'"
+                           " ORDER BY day, dropped_at DESC, id DESC")
+    assert latest == [(day, layout.location(root, "price_ticks", day)) for day in OLD[:2]]
+    # run again (a copy killed half-way is simply run again): nothing uploaded, nothing changes
+    again = warehouse(db_url, "--config", str(on_disk), "export", "--copy-to", root)
+    assert again.returncode == 0 and "0 uploaded now" in again.stdout, again.stdout + again.stderr
+    # the local lake gone, the bucket configured: verify-lake, the surface and retention use the bucket
+    shutil.rmtree(local)
+    in_bucket = configured(tmp_path, root)
+    audit = warehouse(db_url, "--config", str(in_bucket), "verify-lake")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert [tuple(analysis.connect(db_url).execute(prices).fetchone())] == before
+    dropped = warehouse(db_url, "--config", str(in_bucket), "retain", "--keep-days", "2")
+    assert dropped.returncode == 0 and dropped.stdout.startswith(f"dropped 1 day ({OLD[2]})"), \
+        dropped.stdout + dropped.stderr
+    assert [tuple(analysis.connect(db_url).execute(prices).fetchone())] == before

@@ -382,6 +382,10 @@ def export(
                                                                  " [export] dir of the config, else"
                                                                  " <data dir>/exports/<database>)",
                                                   metavar="DIR")] = None,
+    copy_to: Annotated[str | None, typer.Option("--copy-to", help="instead: copy the lake (--dir, default [export]"
+                                                                   " dir) to this s3://BUCKET/PREFIX, verify every"
+                                                                   " object, and record that the days live there",
+                                                metavar="URL")] = None,
 ) -> None:
     """Export complete UTC days to Parquet: by default every day not exported yet, for every fact table."""
     from rich.progress import Progress
@@ -392,6 +396,9 @@ def export(
     from warehouse.lifecycle.pending import pending
 
     root = obj.lake(directory)
+    if copy_to is not None:
+        _copy_lake(obj, root, copy_to)
+        return
     names = tuple(table) if table else EXPORT_TABLES
     unknown = [t for t in names if t not in EXPORT_TABLES]
     if unknown:
@@ -434,6 +441,26 @@ def export(
                                          "every complete day is exported already"))
         if not named or (last is None or last >= today):
             say(f"today ({today}) is exported once it is complete; `warehouse export --day today` exports it so far")
+
+
+def _copy_lake(obj: Context, source: Lake, copy_to: str) -> None:
+    from warehouse.lifecycle.move import copy_lake
+    from warehouse.lifecycle.storage import BucketLake, Directory
+
+    target = obj.lake(copy_to)
+    if not isinstance(target, BucketLake):
+        raise ValueError(f"--copy-to takes a bucket (s3://BUCKET/PREFIX), not {copy_to}")
+    if not isinstance(source, Directory):
+        raise ValueError(f"--copy-to copies a lake directory; {source} is a bucket already")
+    try:
+        target.bucket.check()
+    except BucketError as exc:
+        raise ValueError(f"{exc}; nothing was copied") from None
+    done = copy_lake(obj.url_with_schema(), source, target)
+    say(f"copied {done.table_days} table-days ({done.bytes / 2**20:,.1f} MiB, {done.uploaded} uploaded now) from"
+        f" {source} to {target}, each verified there (size, sha256, footer rows) and recorded;"
+        f" {len(done.moved_days)} days retention moved live there now. Set [export] dir = \"{target}\" so that"
+        " export, retain and verify-lake use it (the local lake is left as it was)")
 
 
 # -- retain -----------------------------------------------------------------------------------

@@ -5,6 +5,12 @@ object's URL, `s3://BUCKET/PREFIX/<table>/day=YYYY-MM-DD/part-0.parquet`: the fu
 checks otherwise) now accepts it — a bucket name as S3 spells them, no `.`/`..` segment, no empty one,
 the layout's ending. Replaced in place (CREATE OR REPLACE keeps its owner, SECURITY DEFINER and grants).
 
+`warehouse_record_move(table_name, day)`: a lake moved (`warehouse export --copy-to s3://…`) says where
+a day retention moved now lives. Once the copy is verified and recorded in `export_runs` (same rows,
+same sha256), a new `retention_runs` row repeats the latest one with the copy's path — append-only, as
+ever: the latest row is where the day lives, and every reader already takes the latest. Only the
+maintainer, holding the maintenance lock, may call it.
+
 Revision ID: 0015
 Revises: 0010
 Create Date: 2026-12-06
@@ -140,9 +146,49 @@ def _record_export_0009(tables: str) -> str:
         """
 
 
+MAINTAINER = "warehouse_maintainer"
+RECORD_MOVE = """
+    CREATE FUNCTION warehouse_record_move(table_name text, day date) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    DECLARE
+        moved record;
+        copied record;
+        recorded bigint;
+    BEGIN
+        IF NOT warehouse_holds_maintenance_lock() THEN
+            RAISE EXCEPTION 'odds-warehouse: a move is recorded only by a session holding the maintenance lock'
+                ' (warehouse export takes it)' USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        SELECT r.rows, r.path, r.sha256 INTO moved FROM retention_runs r WHERE r.table_name = $1 AND r.day = $2
+            ORDER BY r.dropped_at DESC, r.id DESC LIMIT 1;
+        IF NOT FOUND OR moved.path IS NULL THEN
+            RAISE EXCEPTION 'odds-warehouse: retention did not move % on % to a lake file', $1, $2
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        SELECT e.rows, e.bytes, e.path, e.sha256 INTO copied FROM export_runs e WHERE e.table_name = $1 AND e.day = $2
+            ORDER BY e.finished_at DESC, e.id DESC LIMIT 1;
+        IF copied.path = moved.path THEN
+            RETURN NULL;  -- there already
+        END IF;
+        IF copied.rows IS DISTINCT FROM moved.rows OR copied.sha256 IS DISTINCT FROM moved.sha256 THEN
+            RAISE EXCEPTION 'odds-warehouse: the latest export of % on % (%) is not a copy of the file retention'
+                ' moved it to (%)', $1, $2, copied.path, moved.path USING ERRCODE = 'data_exception';
+        END IF;
+        INSERT INTO retention_runs (table_name, day, rows, bytes, path, sha256)
+        VALUES ($1, $2, copied.rows, copied.bytes, copied.path, copied.sha256) RETURNING id INTO recorded;
+        RETURN recorded;
+    END $$
+"""
+
+
 def upgrade() -> None:
     op.execute(text(_record_export(", ".join(f"'{t}'" for t in FACT_TABLES))))
+    op.execute(text(RECORD_MOVE))
+    op.execute(text("REVOKE ALL ON FUNCTION warehouse_record_move(text, date) FROM PUBLIC"))
+    op.execute(text(f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{MAINTAINER}') THEN"
+                    f" GRANT EXECUTE ON FUNCTION warehouse_record_move(text, date) TO {MAINTAINER}; END IF; END $$"))
 
 
 def downgrade() -> None:
+    op.execute(text("DROP FUNCTION IF EXISTS warehouse_record_move(text, date)"))
     op.execute(text(_record_export_0009(", ".join(f"'{t}'" for t in FACT_TABLES))))
