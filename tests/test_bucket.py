@@ -7,6 +7,7 @@ faults named in one line; the secret nowhere."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -81,6 +82,10 @@ def test_export_to_a_bucket_every_reader_reads_it_back_value_by_value(db_url: st
     # the query surface over the bucket alone, with the hive day column
     assert analysis.connect(export_dir=root).execute("SELECT count(*), min(day) FROM raw_messages").fetchone() == (
         len(postgres_rows(db_url, "raw_messages")) + 1, DAY)
+    # the command line reads it in place too
+    counted = warehouse(db_url, "query", "--parquet", root, "--format", "csv", "SELECT count(*) AS n FROM raw_messages")
+    assert counted.returncode == 0 and counted.stdout.split() == ["n", str(len(postgres_rows(db_url, "raw_messages"))
+                                                                          + 1)], counted.stdout + counted.stderr
     # and verify-lake finds every object as recorded, with HEADs and footers
     audit = warehouse(db_url, "verify-lake", "--dir", root, "--day", str(DAY))
     assert audit.returncode == 0, audit.stdout + audit.stderr
@@ -202,3 +207,20 @@ def test_a_local_lake_copied_to_a_bucket_is_verified_and_used_from_then_on(
     assert dropped.returncode == 0 and dropped.stdout.startswith(f"dropped 1 day ({OLD[2]})"), \
         dropped.stdout + dropped.stderr
     assert [tuple(analysis.connect(db_url).execute(prices).fetchone())] == before
+
+
+def test_a_big_file_goes_up_in_a_multipart_upload_completed_whole_with_its_checksum(
+        aws: Server, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from warehouse.lifecycle import bucket as bucket_module
+
+    monkeypatch.setattr(bucket_module, "MULTIPART_THRESHOLD", 5 * 2**20)  # S3's smallest part
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(11 * 2**20))
+    lake_in_bucket = BucketLake(aws.url(prefix))
+    location = lake_in_bucket.location("raw_messages", DAY)
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    lake_in_bucket.commit(big, location, digest)
+    head = aws.client().head_object(Bucket=BUCKET, Key=location.removeprefix(f"s3://{BUCKET}/"))
+    assert "-" in head["ETag"]  # a multipart upload's ETag: md5 of the parts' md5s, then the part count
+    assert head["ContentLength"] == 11 * 2**20 and lake_in_bucket.unchanged(location, digest)
+    assert big.exists()  # an upload, not a move: the local file is the caller's

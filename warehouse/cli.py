@@ -583,8 +583,9 @@ def plot(
                                       metavar="ID"),
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="PNG to write (default: <data dir>/charts/line-<fixture>-<market>.png)", metavar="FILE")] = None,
-    parquet_dir: Annotated[Path | None, typer.Option(
-        "--parquet", help="read this export directory instead of PostgreSQL", metavar="DIR")] = None,
+    parquet_dir: Annotated[str | None, typer.Option(
+        "--parquet", help="read this export directory (or s3://BUCKET/PREFIX) instead of PostgreSQL",
+        metavar="DIR")] = None,
     consensus: str | None = typer.Option(None, help="also draw the consensus fair probability, the margin taken out"
                                                     " by this method: multiplicative, power or shin",
                                          metavar="METHOD"),
@@ -601,7 +602,8 @@ def plot(
     if out_file is None:
         charts = data_dir() / "charts"
         charts.mkdir(parents=True, exist_ok=True)  # our own data directory: created as needed
-    engine = Engine.export(parquet_dir) if parquet_dir is not None else Engine.warehouse(obj.url_with_schema())
+    engine = Engine.export(obj.lake(parquet_dir)) if parquet_dir is not None \
+        else Engine.warehouse(obj.url_with_schema(), obj.bucket_settings())
     chart = chart_market(engine, fixture, market, out_file, default_dir=data_dir() / "charts", consensus=consensus,
                          arbitrage=arbitrage)
     say(f"wrote {chart}")
