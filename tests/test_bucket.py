@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -106,29 +106,39 @@ def test_retention_checks_objects_in_place_and_the_surface_reads_cold_days_from_
     assert warehouse(storage_url, "--config", str(config), "export").returncode == 0
     prices = "SELECT count(*), sum(price), min(received_at), max(received_at) FROM price_ticks"
     before = query(storage_url, prices)
-    # behind the warehouse's back: one object deleted, one overwritten by another valid day of the same rows
+    # behind the warehouse's back: one object deleted; one put again with the same bytes by a tool that
+    # did not keep its stored sha256; one overwritten by another valid day's file
     client = aws.client()
-    key = {day: layout.location(root, "price_ticks", day).removeprefix(f"s3://{BUCKET}/") for day in OLD}
-    client.delete_object(Bucket=BUCKET, Key=key[OLD[0]])
-    client.put_object(Bucket=BUCKET, Key=key[OLD[1]], Body=client.get_object(Bucket=BUCKET, Key=key[OLD[2]])["Body"]
-                      .read())
-    kept = warehouse(storage_url, "--config", str(config), "retain", "--keep-days", "3")
+    key = {(table, day): layout.location(root, table, day).removeprefix(f"s3://{BUCKET}/")
+           for table in ("price_ticks", "raw_messages") for day in OLD}
+
+    def body(table: str, day: date) -> bytes:
+        return bytes(client.get_object(Bucket=BUCKET, Key=key[(table, day)])["Body"].read())
+
+    client.delete_object(Bucket=BUCKET, Key=key[("price_ticks", OLD[0])])
+    client.put_object(Bucket=BUCKET, Key=key[("raw_messages", OLD[1])], Body=body("raw_messages", OLD[1]))
+    client.put_object(Bucket=BUCKET, Key=key[("price_ticks", OLD[2])], Body=body("price_ticks", OLD[1]))
+    kept = warehouse(storage_url, "--config", str(config), "retain", "--keep-days", "2")
     assert kept.returncode == 1, kept.stdout + kept.stderr
     lines = kept.stderr.strip().splitlines()
-    assert len(lines) == 2, lines
-    assert lines[0].startswith(f"warning: kept {OLD[0]}: price_ticks's export s3://{BUCKET}/{key[OLD[0]]} is missing")
-    assert lines[1].startswith(f"warning: kept {OLD[1]}: price_ticks's export s3://{BUCKET}/{key[OLD[1]]} no longer"
-                               " matches the sha256 export_runs recorded")
+    assert len(lines) == 3, lines
+    url = {k: f"s3://{BUCKET}/{v}" for k, v in key.items()}
+    assert lines[0].startswith(f"warning: kept {OLD[0]}: price_ticks's export {url[('price_ticks', OLD[0])]} is"
+                               " missing")
+    assert lines[1].startswith(f"warning: kept {OLD[1]}: raw_messages's export {url[('raw_messages', OLD[1])]} no"
+                               " longer matches the sha256 export_runs recorded")
+    assert lines[2].startswith(f"warning: kept {OLD[2]}: price_ticks's export {url[('price_ticks', OLD[2])]} ")
+    assert "export_runs recorded" in lines[2], lines[2]  # its size, or its sha256
     assert query(storage_url, prices) == before  # nothing dropped
-    # exported again, the objects are whole: retention drops both days, checking them without a download
-    again = warehouse(storage_url, "--config", str(config), "export", "--since", str(OLD[0]), "--until", str(OLD[1]))
+    # exported again, the objects are whole: retention drops the days, checking them without a download
+    again = warehouse(storage_url, "--config", str(config), "export", "--since", str(OLD[0]), "--until", str(OLD[2]))
     assert again.returncode == 0, again.stderr
-    dropped = warehouse(storage_url, "--config", str(config), "retain", "--keep-days", "3")
-    assert dropped.returncode == 0 and dropped.stdout.startswith(f"dropped 2 days ({OLD[0]} … {OLD[1]})"), \
+    dropped = warehouse(storage_url, "--config", str(config), "retain", "--keep-days", "2")
+    assert dropped.returncode == 0 and dropped.stdout.startswith(f"dropped 3 days ({OLD[0]} … {OLD[2]})"), \
         dropped.stdout + dropped.stderr
-    assert query(storage_url, "SELECT count(*) FROM price_ticks") == [(6,)]  # OLD[2] and yesterday: hot
+    assert query(storage_url, "SELECT count(*) FROM price_ticks") == [(3,)]  # yesterday: hot
     moved = query(storage_url, "SELECT path FROM retention_runs WHERE table_name = 'price_ticks'")
-    assert {path for (path,) in moved} == {layout.location(root, "price_ticks", day) for day in OLD[:2]}
+    assert {path for (path,) in moved} == {layout.location(root, "price_ticks", day) for day in OLD}
     # every row once: cold days from the bucket, hot days from PostgreSQL (the library and the command)
     con = analysis.connect(storage_url)
     assert [tuple(con.execute(prices).fetchone())] == before

@@ -24,9 +24,10 @@ from warehouse.schema import FACT_TABLES
 from warehouse.store.database import scalar
 
 # The latest export and the latest retention of each table of a day (rows moved before: 0 if none).
-_RECORDS = ("SELECT t.name, e.rows, e.path, e.sha256, coalesce(r.rows, 0), r.table_name IS NOT NULL"
+_RECORDS = ("SELECT t.name, e.rows, e.path, e.sha256, coalesce(r.rows, 0), r.table_name IS NOT NULL, e.bytes"
             " FROM unnest(%s::text[]) AS t(name)"
-            " LEFT JOIN LATERAL (SELECT rows, path, sha256 FROM export_runs WHERE table_name = t.name AND day = %s"
+            " LEFT JOIN LATERAL (SELECT rows, path, sha256, bytes FROM export_runs"
+            "                    WHERE table_name = t.name AND day = %s"
             "                    ORDER BY finished_at DESC, id DESC LIMIT 1) e ON true"
             " LEFT JOIN LATERAL (SELECT table_name, rows FROM retention_runs WHERE table_name = t.name AND day = %s"
             "                    ORDER BY dropped_at DESC, id DESC LIMIT 1) r ON true")
@@ -68,14 +69,14 @@ def verify(conn: psycopg.Connection[Any], day: date, lake: Path | Lake, *, hash_
     footer's row count (a ranged GET of its tail)."""
     verdict = Verdict(day)
     lake = open_lake(lake)
-    for table, exported_rows, path, digest, moved, was_moved in conn.execute(
+    for table, exported_rows, path, digest, moved, was_moved, size in conn.execute(
             _RECORDS, (list(FACT_TABLES), day, day)).fetchall():
         rows = int(scalar(conn, f"SELECT count(*) FROM {table} WHERE received_at >= %s AND received_at < %s",
                           bounds(day)))
         verdict.moved |= was_moved
         verdict.tables.append(TableDay(table, rows, path, digest))
         if verdict.problem is None:
-            found = _problem(table, day, lake, rows, moved, exported_rows, path, digest, hash_file)
+            found = _problem(table, day, lake, rows, moved, exported_rows, path, digest, hash_file, size)
             if found is not None:
                 verdict.problem, verdict.pending = found
     verdict.bytes = _bytes(conn, day)
@@ -83,7 +84,8 @@ def verify(conn: psycopg.Connection[Any], day: date, lake: Path | Lake, *, hash_
 
 
 def _problem(table: str, day: date, lake: Lake, rows: int, moved: int, exported_rows: int | None,
-             path: str | None, digest: str | None, hash_file: bool) -> tuple[str, bool] | None:
+             path: str | None, digest: str | None, hash_file: bool,
+             size: int | None = None) -> tuple[str, bool] | None:
     """What keeps the table-day, and whether it is only not exported (again) yet; None when nothing does."""
     if rows == 0 and (moved or path is None):
         return None  # nothing to drop; or nothing to lose
@@ -99,6 +101,8 @@ def _problem(table: str, day: date, lake: Lake, rows: int, moved: int, exported_
     found = lake.facts(path)
     if found is None:
         return f"{table}'s export {path} is missing", False
+    if size is not None and found.bytes != size:  # null: recorded before migration 0009
+        return f"{table}'s export {path} has {found.bytes:,} bytes, not the {size:,} export_runs recorded", False
     if found.rows != exported_rows:
         counted = "no Parquet footer" if found.rows is None else f"{found.rows:,} rows by its footer"
         return f"{table}'s export {path} has {counted}, not the {exported_rows:,} export_runs recorded", False
