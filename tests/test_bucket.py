@@ -8,12 +8,16 @@ faults named in one line; the secret nowhere."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import duckdb
 import polars as pl
@@ -29,7 +33,7 @@ from tests.test_retention import OLD, TODAY
 from tests.test_retention import fill as retention_fill
 from warehouse import analysis, lake
 from warehouse.lifecycle import layout
-from warehouse.lifecycle.bucket import attach
+from warehouse.lifecycle.bucket import BucketError, Settings, attach
 from warehouse.lifecycle.storage import BucketLake
 
 
@@ -234,3 +238,51 @@ def test_a_big_file_goes_up_in_a_multipart_upload_completed_whole_with_its_check
     assert "-" in head["ETag"]  # a multipart upload's ETag: md5 of the parts' md5s, then the part count
     assert head["ContentLength"] == 11 * 2**20 and lake_in_bucket.unchanged(location, digest)
     assert big.exists()  # an upload, not a move: the local file is the caller's
+
+
+class _Faulty(http.server.BaseHTTPRequestHandler):
+    """A server that answers every request with the status it is given (0: never answers)."""
+
+    status = 503
+    seen: ClassVar[list[str]] = []
+
+    def _answer(self) -> None:
+        type(self).seen.append(self.command)
+        if not self.status:
+            time.sleep(5)  # longer than the client waits
+            return
+        code = b"SlowDown" if self.status >= 500 else b"AccessDenied"
+        body = b"<Error><Code>" + code + b"</Code></Error>"
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "attempts", "cause"), [(503, 4, "the server answered 503"),
+                                                           (403, 1, "access refused"),
+                                                           (0, 4, "Read timeout")])
+def test_transient_faults_are_retried_with_backoff_and_a_refusal_is_not(
+        monkeypatch: pytest.MonkeyPatch, status: int, attempts: int, cause: str) -> None:
+    from warehouse.lifecycle import bucket as bucket_module
+
+    monkeypatch.setattr(bucket_module, "READ_TIMEOUT_S", 0.5)  # a slow server, without waiting a minute
+    handler = type("Handler", (_Faulty,), {"status": status, "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        settings = Settings(endpoint=endpoint, region=REGION, key_id="AKIAEXAMPLE", secret="a-secret-never-shown")
+        with pytest.raises(BucketError) as raised:
+            BucketLake("s3://odds-lake/x", settings).bucket.check()
+    finally:
+        server.shutdown()
+    said = str(raised.value)
+    assert said.startswith(f"could not list s3://odds-lake/x/ at {endpoint}: ") and cause in said, said
+    assert "a-secret-never-shown" not in said and "\n" not in said
+    assert len(handler.seen) == attempts, handler.seen

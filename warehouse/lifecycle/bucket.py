@@ -200,7 +200,7 @@ class Bucket:
 
         s = self.settings
         config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
-                        retries={"max_attempts": 1, "mode": "standard"},  # ours: warehouse.backoff, in _call
+                        retries={"total_max_attempts": 1, "mode": "standard"},  # ours: warehouse.backoff, in _call
                         s3={"addressing_style": "path" if s.style == "path" else "virtual"},
                         request_checksum_calculation="when_required", response_checksum_validation="when_required")
         return boto3.session.Session().client(
