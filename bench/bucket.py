@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._server import create_database, discard, scratch_server  # noqa: E402
 from bench.export import fill_price_day, fill_raw_frames  # noqa: E402
+from bench.lifecycle import median_ms  # noqa: E402
 from tests.s3server import BUCKET, REGION, free_port, running  # noqa: E402
 from warehouse import analysis  # noqa: E402
 from warehouse.analysis.relations import LINE_MOVEMENT  # noqa: E402
@@ -97,16 +97,6 @@ def s3_lake(workdir: Path) -> Iterator[tuple[BucketLake, CountingProxy]]:
         settings = Settings(endpoint=f"http://127.0.0.1:{proxy.port}", region=REGION, key_id=server.key_id,
                             secret=server.secret)
         yield BucketLake(f"s3://{BUCKET}/bench", settings), proxy
-
-
-def median_ms(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def main() -> None:
