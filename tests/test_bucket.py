@@ -267,8 +267,9 @@ class _Faulty(http.server.BaseHTTPRequestHandler):
 @pytest.mark.parametrize(("status", "attempts", "cause"), [(503, 4, "the server answered 503"),
                                                            (403, 1, "access refused"),
                                                            (0, 4, "Read timeout")])
+@pytest.mark.parametrize("call", ["list", "upload"])
 def test_transient_faults_are_retried_with_backoff_and_a_refusal_is_not(
-        monkeypatch: pytest.MonkeyPatch, status: int, attempts: int, cause: str) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, status: int, attempts: int, cause: str, call: str) -> None:
     from warehouse.lifecycle import bucket as bucket_module
 
     monkeypatch.setattr(bucket_module, "READ_TIMEOUT_S", 0.5)  # a slow server, without waiting a minute
@@ -278,11 +279,17 @@ def test_transient_faults_are_retried_with_backoff_and_a_refusal_is_not(
     try:
         endpoint = f"http://127.0.0.1:{server.server_address[1]}"
         settings = Settings(endpoint=endpoint, region=REGION, key_id="AKIAEXAMPLE", secret="a-secret-never-shown")
+        lake_in_bucket = BucketLake("s3://odds-lake/x", settings)
+        (tmp_path / "file").write_bytes(b"PAR1")
         with pytest.raises(BucketError) as raised:
-            BucketLake("s3://odds-lake/x", settings).bucket.check()
+            if call == "list":
+                lake_in_bucket.bucket.check()
+            else:
+                lake_in_bucket.commit(tmp_path / "file", "s3://odds-lake/x/t/day=2026-03-01/part-0.parquet", "0" * 64)
     finally:
         server.shutdown()
     said = str(raised.value)
-    assert said.startswith(f"could not list s3://odds-lake/x/ at {endpoint}: ") and cause in said, said
+    what = "list s3://odds-lake/x/" if call == "list" else "upload s3://odds-lake/x/t/day=2026-03-01/part-0.parquet"
+    assert said.startswith(f"could not {what} at {endpoint}: ") and cause in said, said
     assert "a-secret-never-shown" not in said and "\n" not in said
     assert len(handler.seen) == attempts, handler.seen

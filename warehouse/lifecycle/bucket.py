@@ -129,13 +129,8 @@ class Bucket:
 
     def head(self, location: str) -> Head | None:
         """The object's size, ETag and stored sha256, or None when there is no such object."""
-        from botocore.exceptions import ClientError
-
-        try:
-            found = self._call(f"look at {location}", lambda: self._client.head_object(
-                Bucket=self.name, Key=self.key(location)), missing_ok=True)
-        except ClientError:  # pragma: no cover - _call raises BucketError for all but a missing key
-            return None
+        found = self._call(f"look at {location}", lambda: self._client.head_object(
+            Bucket=self.name, Key=self.key(location)), missing_ok=True)
         if found is None:
             return None
         return Head(int(found["ContentLength"]), str(found.get("ETag", "")).strip('"'),
@@ -215,7 +210,12 @@ class Bucket:
         backoff = Backoff(0.2, 4.0)
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return call()
+                try:
+                    return call()
+                except S3UploadFailedError as exc:  # the transfer's wrapper: the server's answer is its context
+                    if isinstance(exc.__context__, ClientError):
+                        raise exc.__context__ from None
+                    raise
             except ClientError as exc:
                 code = str(exc.response.get("Error", {}).get("Code", ""))
                 status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
@@ -227,8 +227,6 @@ class Bucket:
                 raise BucketError(self._cause(what, "no credentials: set AWS_ACCESS_KEY_ID and"
                                                     " AWS_SECRET_ACCESS_KEY")) from None
             except (BotoCoreError, S3UploadFailedError, OSError) as exc:
-                if isinstance(exc, S3UploadFailedError) and "(4" in str(exc):  # a 4xx said by the transfer
-                    raise BucketError(self._cause(what, _first_line(exc))) from None
                 if attempt == ATTEMPTS:
                     raise BucketError(self._cause(what, _first_line(exc))) from None
             time.sleep(backoff.next())
