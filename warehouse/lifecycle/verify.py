@@ -101,11 +101,11 @@ def _problem(table: str, day: date, lake: Lake, rows: int, moved: int, exported_
     found = lake.facts(path)
     if found is None:
         return f"{table}'s export {path} is missing", False
-    if size is not None and found.bytes != size:  # null: recorded before migration 0009
-        return f"{table}'s export {path} has {found.bytes:,} bytes, not the {size:,} export_runs recorded", False
     if found.rows != exported_rows:
         counted = "no Parquet footer" if found.rows is None else f"{found.rows:,} rows by its footer"
         return f"{table}'s export {path} has {counted}, not the {exported_rows:,} export_runs recorded", False
+    if size is not None and found.bytes != size:  # null: recorded before migration 0009
+        return f"{table}'s export {path} has {found.bytes:,} bytes, not the {size:,} export_runs recorded", False
     if hash_file and not lake.unchanged(path, digest):
         return f"{table}'s export {path} no longer matches the sha256 export_runs recorded", False
     return None
