@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
+from warehouse.lifecycle.bucket import BucketError, Settings
 from warehouse.lifecycle.export import ExportError
 from warehouse.lifecycle.lock import Busy
 from warehouse.store import migrate
@@ -44,6 +45,9 @@ from warehouse.store.database import (
 from warehouse.store.database import resolve_database_url as _resolve_url
 from warehouse.store.duckdb import ExtensionMissing
 from warehouse.store.embedded import EmbeddedError
+
+if TYPE_CHECKING:
+    from warehouse.lifecycle.storage import Lake
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
 DEMO_DAYS_MAX = 31  # `demo --days`: a month of history is plenty to try export and retention on
@@ -104,11 +108,24 @@ class Context:
         spool_dir = self.config.writer.spool_dir
         return spool_dir.parent if spool_dir else spool_root(self.configured_url())
 
-    def export_dir(self) -> Path:
+    def export_dir(self) -> Path | str:
         """The lake: `[export] dir`, else the database's own folder in the data directory."""
         from warehouse.lifecycle.lakes import default_root
 
         return self.config.export_dir or default_root(self.configured_url())
+
+    def lake(self, directory: str | None = None) -> Lake:
+        """The lake given (--dir, --parquet: a directory or s3:// URL), else the configured one; a bucket with
+        the AWS variables overridden by `[export] s3_*`."""
+        from warehouse.lifecycle.storage import open_lake, root_of
+
+        root = root_of(directory) if directory is not None else self.export_dir()
+        return open_lake(root) if isinstance(root, Path) else open_lake(root, self.bucket_settings())
+
+    def bucket_settings(self) -> Settings:
+        """How to reach a bucket lake: the AWS variables, overridden by `[export] s3_*`."""
+        export = self.config.export
+        return Settings.from_env(export.s3_endpoint, export.s3_region, export.s3_url_style)
 
     def configured_url(self) -> str | None:
         """The external database asked for, or None for the embedded one (not started by this)."""
@@ -237,7 +254,8 @@ def _explain(exc: BaseException, verbose: bool) -> None:
     import sqlalchemy.exc
 
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None else exc
-    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError | Busy):
+    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError | Busy
+                  | BucketError):
         error(str(cause))
     elif isinstance(cause, ExportError):  # one line per table-day that could not be exported
         for line in str(cause).splitlines():
@@ -453,9 +471,14 @@ def export(
     until: str | None = typer.Option(None, help="last UTC day to export (again)", metavar="DAY"),
     table: Annotated[list[str] | None, typer.Option("--table", help="only this table (repeatable)",
                                                     metavar="TABLE")] = None,
-    directory: Annotated[Path | None, typer.Option("--dir", help="export directory (default: [export] dir of the"
-                                                                  " config, else <data dir>/exports/<database>)",
-                                                   metavar="DIR")] = None,
+    directory: Annotated[str | None, typer.Option("--dir", help="export directory or s3://BUCKET/PREFIX (default:"
+                                                                 " [export] dir of the config, else"
+                                                                 " <data dir>/exports/<database>)",
+                                                  metavar="DIR")] = None,
+    copy_to: Annotated[str | None, typer.Option("--copy-to", help="instead: copy the lake (--dir, default [export]"
+                                                                   " dir) to this s3://BUCKET/PREFIX, verify every"
+                                                                   " object, and record that the days live there",
+                                                metavar="URL")] = None,
 ) -> None:
     """Export complete UTC days to Parquet: by default every day not exported yet, for every fact table."""
     from rich.progress import Progress
@@ -465,7 +488,10 @@ def export(
     from warehouse.lifecycle.export import run
     from warehouse.lifecycle.pending import pending
 
-    root = directory or obj.export_dir()
+    root = obj.lake(directory)
+    if copy_to is not None:
+        _copy_lake(obj, root, copy_to)
+        return
     names = tuple(table) if table else EXPORT_TABLES
     unknown = [t for t in names if t not in EXPORT_TABLES]
     if unknown:
@@ -510,6 +536,26 @@ def export(
             say(f"today ({today}) is exported once it is complete; `warehouse export --day today` exports it so far")
 
 
+def _copy_lake(obj: Context, source: Lake, copy_to: str) -> None:
+    from warehouse.lifecycle.move import copy_lake
+    from warehouse.lifecycle.storage import BucketLake, Directory
+
+    target = obj.lake(copy_to)
+    if not isinstance(target, BucketLake):
+        raise ValueError(f"--copy-to takes a bucket (s3://BUCKET/PREFIX), not {copy_to}")
+    if not isinstance(source, Directory):
+        raise ValueError(f"--copy-to copies a lake directory; {source} is a bucket already")
+    try:
+        target.bucket.check()
+    except BucketError as exc:
+        raise ValueError(f"{exc}; nothing was copied") from None
+    done = copy_lake(obj.url_with_schema(), source, target)
+    say(f"copied {done.table_days} table-days ({done.bytes / 2**20:,.1f} MiB, {done.uploaded} uploaded now) from"
+        f" {source} to {target}, each verified there (size, sha256, footer rows) and recorded;"
+        f" {len(done.moved_days)} days retention moved live there now. Set [export] dir = \"{target}\" so that"
+        " export, retain and verify-lake use it (the local lake is left as it was)")
+
+
 # -- retain -----------------------------------------------------------------------------------
 
 
@@ -534,7 +580,7 @@ def retain(
     first_kept = retention.cutoff(days)
     dropped: list[Verdict] = []
     failed = False
-    for outcome in retention.retain(url, days, obj.export_dir(), dry_run=dry_run):
+    for outcome in retention.retain(url, days, obj.lake(), dry_run=dry_run):
         verdict, day = outcome.verdict, outcome.verdict.day
         failed |= outcome.failed
         if verdict.problem is not None and verdict.pending:
@@ -565,15 +611,16 @@ def retain(
 def verify_lake(
     obj: Context,
     day: str | None = typer.Option(None, help="only this UTC day: YYYY-MM-DD, today or yesterday", metavar="DAY"),
-    directory: Annotated[Path | None, typer.Option("--dir", help="the lake (default: [export] dir of the config,"
-                                                                  " else <data dir>/exports/<database>)",
+    directory: Annotated[str | None, typer.Option("--dir", help="the lake, a directory or s3://BUCKET/PREFIX"
+                                                                 " (default: [export] dir of the config, else"
+                                                                 " <data dir>/exports/<database>)",
                                                    metavar="DIR")] = None,
 ) -> None:
     """Read the lake again: every table-day against export_runs and retention_runs (size, footer rows, sha256).
     Exit 0 when all match, 1 with one line per problem."""
     from warehouse.lifecycle.audit import problems
 
-    root = directory or obj.export_dir()
+    root = obj.lake(directory)
     audit = problems(obj.url_with_schema(), root, parse_day("--day", day))
     for problem in audit.problems:
         say(str(problem), wrap=False)
@@ -595,9 +642,10 @@ def query(
                                         " analysis relation", metavar="SQL"),
     output: str = typer.Option("table", "--format", help="table (a record per row when too wide), csv or json",
                                metavar="FORMAT"),
-    export_dir: Annotated[Path | None, typer.Option(
-        "--parquet", help="the Parquet export alone, no database (default: the warehouse: its days in"
-                          " PostgreSQL and those retention moved to Parquet)", metavar="DIR")] = None,
+    export_dir: Annotated[str | None, typer.Option(
+        "--parquet", help="the Parquet export alone (a directory or s3://BUCKET/PREFIX), no database (default: the"
+                          " warehouse: its days in PostgreSQL and those retention moved to Parquet)",
+        metavar="DIR")] = None,
 ) -> None:
     """SQL over every day of the warehouse, each day read from one place (PostgreSQL or its Parquet export)."""
     import duckdb
@@ -609,7 +657,8 @@ def query(
     if output not in ("table", "csv", "json"):
         raise ValueError(f"--format must be table, csv or json, got {output!r}")
     statement.readonly(duckdb.connect(), sql)  # empty, several statements, a write: said before connecting
-    engine = Engine.export(export_dir) if export_dir is not None else Engine.warehouse(obj.url_with_schema())
+    engine = Engine.export(obj.lake(export_dir)) if export_dir is not None \
+        else Engine.warehouse(obj.url_with_schema(), obj.bucket_settings())
     try:
         names, rows = engine.read(sql)
     except duckdb.Error as exc:
@@ -629,8 +678,9 @@ def plot(
                                       metavar="ID"),
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="PNG to write (default: <data dir>/charts/line-<fixture>-<market>.png)", metavar="FILE")] = None,
-    parquet_dir: Annotated[Path | None, typer.Option(
-        "--parquet", help="read this export directory instead of PostgreSQL", metavar="DIR")] = None,
+    parquet_dir: Annotated[str | None, typer.Option(
+        "--parquet", help="read this export directory (or s3://BUCKET/PREFIX) instead of PostgreSQL",
+        metavar="DIR")] = None,
     consensus: str | None = typer.Option(None, help="also draw the consensus fair probability, the margin taken out"
                                                     " by this method: multiplicative, power or shin",
                                          metavar="METHOD"),
@@ -647,7 +697,8 @@ def plot(
     if out_file is None:
         charts = data_dir() / "charts"
         charts.mkdir(parents=True, exist_ok=True)  # our own data directory: created as needed
-    engine = Engine.export(parquet_dir) if parquet_dir is not None else Engine.warehouse(obj.url_with_schema())
+    engine = Engine.export(obj.lake(parquet_dir)) if parquet_dir is not None \
+        else Engine.warehouse(obj.url_with_schema(), obj.bucket_settings())
     chart = chart_market(engine, fixture, market, out_file, default_dir=data_dir() / "charts", consensus=consensus,
                          arbitrage=arbitrage)
     say(f"wrote {chart}")
@@ -680,7 +731,7 @@ def demo(obj: Context,
         with out.status("starting PostgreSQL…"):
             url = obj.url()
         target = pipeline.Target(url, "external database" if external else
-                                 f"embedded PostgreSQL in {embedded_server().data_dir}", obj.export_dir(),
+                                 f"embedded PostgreSQL in {embedded_server().data_dir}", obj.lake(),
                                  obj.spool_root(), demo=False)
     else:
         if obj.database_url is not None:
@@ -731,8 +782,9 @@ def replay(
                                      metavar="T"),
     until: str | None = typer.Option(None, help="frames received before this time (a day: up to its end)",
                                      metavar="T"),
-    from_parquet: Annotated[Path | None, typer.Option(
-        "--from-parquet", help="read the frames (and rows) from the Parquet export in DIR, not from PostgreSQL",
+    from_parquet: Annotated[str | None, typer.Option(
+        "--from-parquet", help="read the frames (and rows) from the Parquet export in DIR (or s3://BUCKET/PREFIX),"
+                               " not from PostgreSQL",
         metavar="DIR")] = None,
     check_rows: bool = typer.Option(False, "--check", help="derive again and compare with what is stored; exit 0"
                                                           " when every row matches, 1 when not"),
@@ -754,6 +806,7 @@ def replay(
         raise ValueError("--processes applies to --check only (--into derives in one process, in order)")
     start, end = parse_user_time("--since", since), parse_user_time("--until", until, end=True)
     url = None if from_parquet else obj.url_with_schema()
+    lake = obj.lake(from_parquet) if from_parquet else None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=out, transient=True,
                   disable=not out.is_terminal) as progress:
         task = progress.add_task("replaying…")
@@ -762,7 +815,7 @@ def replay(
             progress.update(task, description=f"replaying {source}: {day:%Y-%m-%d}, {frames:,} frames")
 
         if check_rows:
-            report = check(source, start, end, url=url, export_dir=from_parquet, config=obj.config, progress=step,
+            report = check(source, start, end, url=url, export_dir=lake, config=obj.config, progress=step,
                            processes=processes)
             progress.stop()
             for line in report.lines():
@@ -770,7 +823,7 @@ def replay(
             raise typer.Exit(0 if report.clean else 1)
         assert target is not None
         try:
-            done = into(target, source, start, end, url=url, export_dir=from_parquet, config=obj.config,
+            done = into(target, source, start, end, url=url, export_dir=lake, config=obj.config,
                         progress=step)
         except ReplayIncomplete as exc:
             progress.stop()

@@ -31,6 +31,7 @@ from warehouse.console import out, say, status_table
 from warehouse.lake import EXPORT_TABLES
 from warehouse.lifecycle.export import export_all
 from warehouse.lifecycle.pending import pending
+from warehouse.lifecycle.storage import Lake
 from warehouse.simulate.fleet import ENV, Fleet
 from warehouse.simulate.market import MARKET_1X2, Fixture
 from warehouse.store import migrate
@@ -43,7 +44,7 @@ class Target:
 
     url: str
     where: str  # for the user
-    export_root: Path
+    export_root: Path | Lake
     spool_root: Path
     demo: bool
 
@@ -51,6 +52,7 @@ class Target:
         """The demo's own lake and spool go with its database (theirs only: nothing of a warehouse's)."""
         assert self.demo
         for folder in (self.export_root, self.spool_root):
+            assert isinstance(folder, Path)  # the demo's own lake is a directory
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -1,7 +1,7 @@
-"""What the lake's checks read of one file: its size and its Parquet footer's row count (cheap: the end
-of the file), and its sha256 (every byte). The one place a check touches a lake file's bytes, so a
-lake in a bucket (later) implements these and nothing else moves (for `current`: the version an
-object store keeps, its ETag, in place of the file's stat).
+"""What the lake's checks read of one local file: its size and its Parquet footer's row count (cheap: the
+end of the file), and its sha256 (every byte). The one place a check touches a local lake file's bytes;
+a lake in a bucket answers the same through warehouse.lifecycle.storage (HEAD, the stored sha256, the
+footer by ranged GET). `current` is what a check made at every query (the query surface's) reads.
 """
 
 from __future__ import annotations

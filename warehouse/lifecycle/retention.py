@@ -29,9 +29,9 @@ from typing import Any
 import orjson
 import psycopg
 
-from warehouse.lifecycle import lakes
 from warehouse.lifecycle.days import days_held
 from warehouse.lifecycle.lock import maintenance
+from warehouse.lifecycle.storage import BucketError, Directory, Lake, open_lake
 from warehouse.lifecycle.verify import Verdict, verify
 from warehouse.store.database import scalar
 from warehouse.store.locks import Holder, holders
@@ -102,19 +102,23 @@ class NotAllowed(PermissionError):
     """The role retention runs as may not drop days."""
 
 
-def retain(url: str, keep_days: int, lake: Path, *, today: date | None = None,
+def retain(url: str, keep_days: int, lake: Path | Lake, *, today: date | None = None,
            dry_run: bool = False, lock_wait: float = LOCK_WAIT) -> Iterator[Outcome]:
     """Each day PostgreSQL holds before the `keep_days` kept, oldest first: verified against `lake`
     (the configured one), then dropped (unless `dry_run`). `today` defaults to the real UTC day. A
     day whose tables stay held for `lock_wait` seconds is refused (Blocked); the days after it are
     tried once, without waiting."""
+    lake = open_lake(lake)
     with maintenance(url, "retain") as conn:
         conn.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT.total_seconds() * 1000)}")
-        if lake.is_dir():
-            lakes.tie(conn, lake)
+        if not isinstance(lake, Directory) or lake.path.is_dir():
+            lake.tie(conn)
         allowed = scalar(conn, "SELECT has_function_privilege('warehouse_drop_day(date, jsonb)', 'EXECUTE')")
         for day in candidate_days(conn, cutoff(keep_days, today)):
-            verdict = verify(conn, day, lake)
+            try:
+                verdict = verify(conn, day, lake)
+            except BucketError as exc:  # the bucket did not answer: the day is kept, and the run failed
+                verdict = Verdict(day, problem=str(exc))
             if verdict.problem is not None:
                 yield Outcome(verdict)
             elif not allowed:

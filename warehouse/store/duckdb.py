@@ -72,11 +72,12 @@ def interrupt_all() -> None:
         con.interrupt()
 
 
-def lock_down(con: duckdb.DuckDBPyConnection, readable: Iterable[Path]) -> None:
-    """From now on `con` reads files only under the `readable` directories (DuckDB resolves links
-    before it compares: give where they lead), attaches, installs and loads nothing, and no setting
-    can change (not even these). What it attached stays attached."""
-    folders = sorted({os.path.abspath(folder.expanduser()).rstrip("/") + "/" for folder in readable})
+def lock_down(con: duckdb.DuckDBPyConnection, readable: Iterable[Path | str]) -> None:
+    """From now on `con` reads files only under the `readable` directories or URL prefixes (DuckDB
+    resolves links before it compares: give where they lead), attaches, installs and loads nothing,
+    and no setting can change (not even these). What it attached stays attached."""
+    folders = sorted({(folder if isinstance(folder, str) else os.path.abspath(folder.expanduser())).rstrip("/") + "/"
+                      for folder in readable})
     listed = ", ".join("'" + folder.replace("'", "''") + "'" for folder in folders)
     con.execute(f"SET allowed_directories = [{listed}]::VARCHAR[]")  # SET takes no bound parameters
     con.execute("SET enable_external_access = false")
