@@ -298,7 +298,8 @@ def collect(
     except Exception:  # not reachable now: the writer spools, and says so until it is
         pass
     _log_at_least_info()
-    asyncio.run(run_collect(url, feeds, writer_settings, writer_name=writer_name, metrics_port=metrics_port,
+    asyncio.run(run_collect(url, feeds, writer_settings, collector=config.collector, writer_name=writer_name,
+                            metrics_port=metrics_port,
                             reload=lambda: only(feed_settings(load_config(config.path)), selected, config)))
 
 

@@ -20,6 +20,8 @@ DROPPED = Gauge("warehouse_dropped_frames", "Frames that could be neither stored
 DATABASE_UP = Gauge("warehouse_database_up", "1 while the writer is connected to the database", registry=REGISTRY)
 DATABASE_REACHED = Gauge("warehouse_database_reached", "1 once the database was reachable since the collector started"
                          " (0: check the URL)", registry=REGISTRY)
+HOLDER = Gauge("warehouse_claim_held", "1 while this process holds the source's claim (collects it), 0 while it"
+               " stands by", ["source"], registry=REGISTRY)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)  # seconds
 
 

@@ -17,7 +17,7 @@ from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from warehouse.options import setting
-from warehouse.records import ORIGIN_BACKFILL, ORIGIN_SNAPSHOT, Record
+from warehouse.records import ORIGIN_BACKFILL, ORIGIN_SNAPSHOT, RawMessage, Record
 
 
 class FrameError(ValueError):
@@ -275,6 +275,12 @@ class Feed(ABC, Generic[OptionsT]):
     def reload_commands(self, old: OptionsT, new: OptionsT) -> Sequence[str]:
         """Messages that apply `new` options to a live connection (none: the next connection applies them)."""
         return ()
+
+    def identity(self, raw: RawMessage, records: Sequence[Record]) -> str | None:
+        """The vendor's identity of the event a pushed frame carries (None: it has none), the same
+        whoever receives it: what keeps one event from being stored twice across a handover of the
+        feed (docs/claims.md). Never called for REST answers."""
+        return None
 
     def rest_policy(self, options: OptionsT) -> RestPolicy | None:
         """Whether and how this feed heals gaps over REST (None: it has no REST side)."""

@@ -27,6 +27,7 @@ derives the same rows from the stored answer alone).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,11 +65,13 @@ from warehouse.records import (
     BetChange,
     EmergencyEvent,
     OrderChange,
+    RawMessage,
     Record,
     ScoreChange,
 )
 
 CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
+_EVENTS = (OrderChange, BetChange, AccountChange, ScoreChange, EmergencyEvent)  # what a broadcast derives
 KEY_FIELDS = ("apiKey", "api_key")  # the subscribe message's key, as the WebSocket page and the API reference spell it
 # The documented errors, letters only, lower case (`Invalid api_key format` → invalidapikeyformat), most
 # specific first (invalidapikey is in invalidapikeyformat), with what each means for the feed.
@@ -127,6 +130,13 @@ class Mm(Feed[Options]):
 
     def adapter(self, source: str, options: Options) -> Adapter:
         return Adapter(source, options.channels, options=options)
+
+    def identity(self, raw: RawMessage, records: Sequence[Record]) -> str | None:
+        """A broadcast is one change of one object (its id, its fields, their times): delivered twice,
+        it is the same bytes. Heartbeats, pongs and errors are not events."""
+        if raw.payload is None or not any(isinstance(r, _EVENTS) for r in records):
+            return None
+        return f"{raw.kind}:{hashlib.sha256(raw.payload).hexdigest()[:32]}"
 
     def decode(self, data: bytes, limit: int) -> bytes:
         """A documented error sent as plain text becomes the JSON string it would have been; any

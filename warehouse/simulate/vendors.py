@@ -19,12 +19,32 @@ from warehouse.simulate.market import Market
 
 class Simulator(Protocol):
     sent_count: int  # frames sent over every connection: what a collector should have stored
+    streams: Streams  # stream connections open now, and the most at once
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on `host:port` (0: any free port); return the base URL."""
         ...
 
     async def stop(self) -> None: ...
+
+
+@dataclass
+class Streams:
+    """A simulator's open stream connections, as the vendor sees them (from the handshake until the
+    socket is closed): how many now, and the most ever open at once — two collectors streaming one
+    feed at the same time show as `most` 2."""
+
+    open: int = 0
+    most: int = 0
+    opened: int = 0
+
+    def up(self) -> None:
+        self.open += 1
+        self.opened += 1
+        self.most = max(self.most, self.open)
+
+    def down(self) -> None:
+        self.open -= 1
 
 
 @dataclass

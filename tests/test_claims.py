@@ -1,0 +1,178 @@
+"""Claims in PostgreSQL, in one process against a real database: one holder per feed, a clean release
+wakes a standby at once, and the writer's fence stores a batch whose feed passed on by the handover
+rules — late frames kept, copies of one vendor event left out whichever side commits second
+(docs/claims.md). The real processes are in test_failover.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import psycopg
+
+from tests.conftest import query
+from warehouse.collect.claims import Claims
+from warehouse.config import CollectorSettings, WriterSettings
+from warehouse.feeds.registry import FEEDS
+from warehouse.records import PriceTick, RawMessage
+from warehouse.store.writer import Writer
+
+SABA = FEEDS["saba-sse"]
+
+
+@contextlib.asynccontextmanager
+async def member(url: str, tmp_path: Path, name: str, feeds: list[str], **settings: float) -> AsyncIterator[Claims]:
+    """A collector process's claims and writer (no feeds run)."""
+    writer = await Writer(url, WriterSettings(spool_dir=tmp_path / name)).start()
+    claims = Claims(url, CollectorSettings(name=name, **settings), feeds, writer)
+    await claims.start()
+    try:
+        yield claims
+    finally:
+        await claims.aclose()
+        await writer.close()
+
+
+def test_one_holder_per_feed_and_a_release_wakes_the_standby_at_once(db_url: str, tmp_path: Path) -> None:
+    feeds = ["oddspapi", "saba"]
+
+    async def main() -> None:
+        # Standbys that poll every 60 s: only the release's NOTIFY can wake them within the bound below.
+        async with member(db_url, tmp_path, "a", feeds, poll_s=60) as a:
+            held = [await asyncio.wait_for(a.acquired(feed), 20) for feed in feeds]
+            assert [(c.took.why, c.epoch, c.took.previous_holder) for c in held] == [("first", 1, None)] * 2
+            async with member(db_url, tmp_path, "b", feeds, poll_s=60) as b:
+                waiting = [asyncio.ensure_future(b.acquired(feed)) for feed in feeds]
+                await asyncio.sleep(1)
+                assert not any(w.done() for w in waiting), "a standby took a feed that was held"
+                assert query(db_url, "SELECT name, feeds FROM collector_processes ORDER BY name") == [
+                    ("a", feeds), ("b", feeds)]
+                await a.release(feeds)
+                taken = await asyncio.wait_for(asyncio.gather(*waiting), 20)
+                assert [(c.took.why, c.epoch, c.took.previous_holder) for c in taken] == [("released", 2, "a")] * 2
+                assert b.writer.fencing.epochs == {"oddspapi": 2, "saba": 2}
+                assert query(db_url, "SELECT feed, holder, epoch, watch FROM collector_claims ORDER BY feed") == [
+                    ("oddspapi", "b", 2, []), ("saba", "b", 2, [])]
+        assert query(db_url, "SELECT count(*) FROM collector_processes") == [(0,)]  # each left on closing
+
+    asyncio.run(asyncio.wait_for(main(), 90))
+
+
+# -- the fence ------------------------------------------------------------------------------------
+
+CONNECTION = UUID("5aba0000-0000-4000-8000-000000000001")
+
+
+def frame(source: str, seq: int, event_id: str | None = None) -> tuple[RawMessage, list[PriceTick]]:
+    now = datetime.now(UTC)
+    return (RawMessage(now, source, CONNECTION, seq, "status-0", b'{"status": 0}', event_id),
+            [PriceTick(now, source, "b", f"f{seq}", "m", "o", 1.5)])
+
+
+def take(url: str, feed: str, holder: str) -> int:
+    """Another process's takeover of `feed`, through the database's own function (after the claim
+    is made to expire: as if its holder had stopped renewing it, and been watched doing so)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE collector_claims SET expires_at = now() - interval '1 second' WHERE feed = %s", (feed,))
+        row = conn.execute("SELECT taken_epoch FROM warehouse_claims_take(%s, %s, %s, NULL, 10, (SELECT renewed_at"
+                           " FROM collector_claims WHERE feed = %s))", (feed, holder, uuid4(), feed)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def fenced_writer(url: str, directory: Path, epochs: dict[str, int], watched: set[str] = frozenset()) -> Writer:
+    writer = await Writer(url, WriterSettings(spool_dir=directory)).start()
+    writer.fencing.epochs.update(epochs)
+    writer.fencing.watched.update(watched)
+    writer.fencing.identify = lambda raw, rows: SABA.identity(raw, rows) if raw.source == "saba" else None
+    return writer
+
+
+async def put(writer: Writer, source: str, ids: range) -> None:
+    for i in ids:
+        await writer.put(*frame(source, i, str(i) if source == "saba" else None))
+    await writer.flush()
+
+
+def test_a_batch_whose_feed_passed_on_is_stored_late_and_marked(db_url: str, tmp_path: Path) -> None:
+    """OddsPapi frames have no identity to check: received legitimately, they are stored, and an
+    overlap row says which frames of which epoch arrived after the feed had passed on."""
+    assert take(db_url, "oddspapi", "a") == 1
+
+    async def main() -> Writer:
+        old = await fenced_writer(db_url, tmp_path / "old", {"oddspapi": 1})
+        await put(old, "oddspapi", range(0, 3))
+        assert take(db_url, "oddspapi", "b") == 2
+        await put(old, "oddspapi", range(3, 8))  # the holder cut off: received before its deadline, stored after
+        await old.close()
+        return old
+
+    old = asyncio.run(asyncio.wait_for(main(), 60))
+    assert query(db_url, "SELECT seq FROM raw_messages ORDER BY seq") == [(i,) for i in range(8)]
+    assert query(db_url, "SELECT count(*) FROM price_ticks") == [(8,)]
+    (detail,), = query(db_url, "SELECT detail FROM collector_events WHERE event = 'overlap'")
+    assert {k: detail[k] for k in ("epoch", "holder_epoch", "late", "frames_stored", "copies_left_out",
+                                   "identities_checked")} == {
+        "epoch": 1, "holder_epoch": 2, "late": True, "frames_stored": 5, "copies_left_out": 0,
+        "identities_checked": True}
+    assert old.fencing.late_stored == {"oddspapi": 5}
+    assert old.pending("oddspapi", 1) == 0
+
+
+def test_an_event_received_by_both_holders_is_stored_once_whichever_commits_second(db_url: str,
+                                                                                     tmp_path: Path) -> None:
+    """Saba's event ids: the old holder's late frames leave out what the new holder stored already,
+    and the new holder (watching the feed) leaves out what the late frames stored first."""
+    assert take(db_url, "saba", "a") == 1
+
+    async def main() -> tuple[Writer, Writer]:
+        old = await fenced_writer(db_url, tmp_path / "old", {"saba": 1})
+        await put(old, "saba", range(1, 4))
+        assert take(db_url, "saba", "b") == 2
+        new = await fenced_writer(db_url, tmp_path / "new", {"saba": 2}, watched={"saba"})
+        await put(new, "saba", range(4, 7))  # the new holder resumed after 3: the vendor replays 4…
+        await put(old, "saba", range(4, 9))  # the old holder's spool: 4–8, received before its deadline
+        await put(new, "saba", range(7, 10))  # …and the replay goes on: 7 and 8 were stored late meanwhile
+        for writer in (old, new):
+            await writer.close()
+        return old, new
+
+    old, new = asyncio.run(asyncio.wait_for(main(), 60))
+    assert query(db_url, "SELECT event_id FROM raw_messages ORDER BY event_id::int") == [(str(i),) for i in
+                                                                                          range(1, 10)]
+    assert query(db_url, "SELECT count(*) FROM price_ticks") == [(9,)]  # a copy left out takes its rows along
+    assert old.fencing.copies_left_out == {"saba": 3} and old.fencing.late_stored == {"saba": 2}
+    assert new.fencing.copies_left_out == {"saba": 2}
+    overlaps = query(db_url, "SELECT detail->>'epoch', detail->>'late', detail->>'frames_stored',"
+                             " detail->>'copies_left_out' FROM collector_events WHERE event = 'overlap'"
+                             " ORDER BY received_at")
+    assert sorted(overlaps) == [("1", "true", "2", "3"), ("2", "false", "0", "2")]
+    assert query(db_url, "SELECT watch->0->>'epoch', watch->0->>'settled' FROM collector_claims"
+                         " WHERE feed = 'saba'") == [("1", "false")]
+
+
+def test_a_watch_ends_once_the_late_frames_are_all_in_and_the_holder_is_past_the_copies(db_url: str,
+                                                                                       tmp_path: Path) -> None:
+    assert take(db_url, "saba", "a") == 1
+    assert take(db_url, "saba", "b") == 2
+
+    async def main() -> Writer:
+        new = await fenced_writer(db_url, tmp_path / "new", {"saba": 2}, watched={"saba"})
+        await put(new, "saba", range(1, 3))
+        assert "saba" in new.fencing.watched  # epoch 1's late frames may still come
+        with psycopg.connect(db_url, autocommit=True) as conn:  # …and now they are all in (the claims settle it)
+            conn.execute("UPDATE collector_claims SET watch = jsonb_set(watch, '{0,settled}', 'true')"
+                         " WHERE feed = 'saba'")
+        await put(new, "saba", range(3, 5))
+        await new.close()
+        return new
+
+    new = asyncio.run(asyncio.wait_for(main(), 60))
+    assert "saba" not in new.fencing.watched
+    assert query(db_url, "SELECT watch FROM collector_claims WHERE feed = 'saba'") == [([],)]
+    assert query(db_url, "SELECT count(*) FROM collector_handover_keys") == [(0,)]
+    assert query(db_url, "SELECT count(*) FROM raw_messages") == [(4,)]

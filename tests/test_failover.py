@@ -1,0 +1,81 @@
+"""Two hosts, one feed, with real processes: `warehouse collect` processes (each with a data directory
+of its own) on one database and the four simulated vendors, handing the feeds over as they stop, die
+and lose the database. What the vendors sent and how many connections of a feed they saw at once are
+counted by the simulators; the long loops (≥ 20 handovers, timings) are bench/failover.py's."""
+
+from __future__ import annotations
+
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.conftest import query
+from tests.harness import CollectorProcess
+from tests.test_faults import RATES, stored, wait_for
+from warehouse.feeds.registry import FEEDS
+from warehouse.simulate.fleet import FleetThread
+from warehouse.store.embedded import EmbeddedPostgres
+
+SOURCES = ("oddspapi", "saba", "ckex", "mm")
+
+
+def collector(name: str, ttl: float = 10) -> str:
+    return f'\n[collector]\nname = "{name}"\nclaim_ttl_s = {ttl}\n'
+
+
+def holders(url: str) -> dict[str, str | None]:
+    return dict(query(url, "SELECT feed, holder FROM collector_claims WHERE holder_process IS NOT NULL"))
+
+
+def handovers(url: str, source: str) -> list[tuple[str | None, str, str]]:
+    return [tuple(row) for row in query(url, "SELECT detail->>'from', detail->>'to', detail->>'why'"
+                                             " FROM collector_events WHERE source = %s AND event = 'handover'"
+                                             " ORDER BY (detail->>'epoch')::int", source)]
+
+
+def saba_once_each(url: str, vendors: FleetThread) -> None:
+    """Every event id Saba sent is stored, and none twice."""
+    sent = {i for ids in vendors.fleet.simulators["saba"].sent.values() for i in ids}
+    ids = [row[0] for row in query(url, "SELECT event_id FROM raw_messages WHERE source = 'saba'")]
+    assert len(ids) == len(set(ids)), "a Saba event stored twice"
+    assert set(ids) == sent
+
+
+def one_stream_at_a_time(vendors: FleetThread) -> None:
+    most = {name: member.simulator.streams.most for name, member in vendors.fleet.members.items()}
+    assert most == dict.fromkeys(SOURCES, 1), f"a vendor saw two connections of one feed at once: {most}"
+
+
+def test_a_rolling_upgrade_hands_every_feed_over_with_only_the_clean_handover_as_a_gap(
+        private_server: EmbeddedPostgres, tmp_path: Path) -> None:
+    """The new version starts as a standby, the old one is stopped (SIGTERM): each feed is handed over
+    at once, Saba resumes where the old process stopped, and nothing is stored twice."""
+    url = private_server.url()
+    with FleetThread(RATES) as vendors:
+        old = CollectorProcess(url, tmp_path / "old", vendors.fleet, extra=collector("old"))
+        old.start()
+        wait_for(lambda: len(stored(url)) == len(FEEDS) and holders(url) == dict.fromkeys(SOURCES, "old"), 60,
+                 "the old version collecting every feed")
+        new = CollectorProcess(url, tmp_path / "new", vendors.fleet, extra=collector("new"))
+        new.start()
+        wait_for(lambda: query(url, "SELECT count(*) FROM collector_processes")[0][0] == 2, 60, "the standby")
+        stopped = datetime.now(UTC)
+        assert old.signal(signal.SIGTERM) == 0
+        wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "new") and all(
+            query(url, "SELECT count(*) FROM raw_messages WHERE source = %s AND received_at > %s", s, stopped)[0][0]
+            for s in SOURCES), 60, "the new version collecting every feed")
+        sent = vendors.stop_sending()
+        wait_for(lambda: stored(url).get("saba") == sent["saba"], 60, "saba stored")
+        assert new.signal(signal.SIGTERM) == 0
+        one_stream_at_a_time(vendors)
+    saba_once_each(url, vendors)
+    assert query(url, "SELECT count(*) FROM (SELECT connection_id, seq FROM raw_messages"
+                      " GROUP BY 1, 2 HAVING count(*) > 1) AS twice") == [(0,)]
+    for source in SOURCES:
+        assert handovers(url, source) == [(None, "old", "first"), ("old", "new", "released")]
+        # the only gap: the old process's clean disconnect, then the new one's connect
+        events = query(url, "SELECT event, detail->>'reason' FROM collector_events WHERE source = %s AND event IN"
+                            " ('connect', 'disconnect') AND received_at > %s ORDER BY received_at", source,
+                       stopped)
+        assert events[:2] == [("disconnect", "shutdown"), ("connect", None)], source
+    assert "standing by" in new.log.read_text()
