@@ -6,6 +6,7 @@ counted by the simulators; the long loops (≥ 20 handovers, timings) are bench/
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,9 +34,14 @@ def handovers(url: str, source: str) -> list[tuple[str | None, str, str]]:
                                              " ORDER BY (detail->>'epoch')::int", source)]
 
 
+def saba_sent(vendors: FleetThread) -> set[str]:
+    """The event ids Saba sent (some twice: what was on the wire when a collector died is sent again)."""
+    return {i for ids in vendors.fleet.simulators["saba"].sent.values() for i in ids}
+
+
 def saba_once_each(url: str, vendors: FleetThread) -> None:
     """Every event id Saba sent is stored, and none twice."""
-    sent = {i for ids in vendors.fleet.simulators["saba"].sent.values() for i in ids}
+    sent = saba_sent(vendors)
     ids = [row[0] for row in query(url, "SELECT event_id FROM raw_messages WHERE source = 'saba'")]
     assert len(ids) == len(set(ids)), "a Saba event stored twice"
     assert set(ids) == sent
@@ -44,6 +50,30 @@ def saba_once_each(url: str, vendors: FleetThread) -> None:
 def one_stream_at_a_time(vendors: FleetThread) -> None:
     most = {name: member.simulator.streams.most for name, member in vendors.fleet.members.items()}
     assert most == dict.fromkeys(SOURCES, 1), f"a vendor saw two connections of one feed at once: {most}"
+
+
+def collecting_since(url: str, when: datetime) -> Callable[[], bool]:
+    """Every feed has frames stored since `when`."""
+    return lambda: all(query(url, "SELECT count(*) FROM raw_messages WHERE source = %s AND received_at > %s",
+                             source, when)[0][0] for source in SOURCES)
+
+
+def kill_the_holder(url: str, processes: dict[str, CollectorProcess]) -> None:
+    """SIGKILL the process holding the feeds, wait for the other to take them all and collect, and start
+    the killed one again (it comes back as the standby)."""
+    holder = holders(url)["saba"]
+    standby = next(name for name in processes if name != holder)
+    # once the holder has seen its standby, the standby may take what it leaves behind
+    wait_for(lambda: query(url, "SELECT bool_and(NOT solo) FROM collector_claims")[0][0], 60,
+             "the holder to know its standby")
+    killed_at = datetime.now(UTC)
+    assert processes[holder].signal(signal.SIGKILL) == -signal.SIGKILL
+    wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, standby), 60, f"{standby} to take over")
+    wait_for(collecting_since(url, killed_at), 60, "every feed collected again")
+    processes[holder].start()
+    # (the killed one's row expired with its claims: two rows are the two live processes)
+    wait_for(lambda: query(url, "SELECT count(*) FROM collector_processes WHERE expires_at > now()")[0][0] == 2,
+             60, f"{holder} back as the standby")
 
 
 def test_a_rolling_upgrade_hands_every_feed_over_with_only_the_clean_handover_as_a_gap(
@@ -61,11 +91,10 @@ def test_a_rolling_upgrade_hands_every_feed_over_with_only_the_clean_handover_as
         wait_for(lambda: query(url, "SELECT count(*) FROM collector_processes")[0][0] == 2, 60, "the standby")
         stopped = datetime.now(UTC)
         assert old.signal(signal.SIGTERM) == 0
-        wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "new") and all(
-            query(url, "SELECT count(*) FROM raw_messages WHERE source = %s AND received_at > %s", s, stopped)[0][0]
-            for s in SOURCES), 60, "the new version collecting every feed")
-        sent = vendors.stop_sending()
-        wait_for(lambda: stored(url).get("saba") == sent["saba"], 60, "saba stored")
+        wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "new"), 60, "the new version holding every feed")
+        wait_for(collecting_since(url, stopped), 60, "the new version collecting every feed")
+        vendors.stop_sending()
+        wait_for(lambda: stored(url).get("saba") == len(saba_sent(vendors)), 60, "saba stored")
         assert new.signal(signal.SIGTERM) == 0
         one_stream_at_a_time(vendors)
     saba_once_each(url, vendors)
@@ -79,3 +108,33 @@ def test_a_rolling_upgrade_hands_every_feed_over_with_only_the_clean_handover_as
                        stopped)
         assert events[:2] == [("disconnect", "shutdown"), ("connect", None)], source
     assert "standing by" in new.log.read_text()
+
+
+def test_the_holder_killed_again_and_again_each_time_a_standby_takes_over_and_saba_loses_nothing(
+        private_server: EmbeddedPostgres, tmp_path: Path) -> None:
+    """SIGKILL, three times in a row, whichever process holds the feeds: the other takes them once the
+    claims expire (claim_ttl_s = 4), Saba resumes from the last stored id, and the vendors never see
+    two connections of a feed at once. The killed process comes back as the standby."""
+    url = private_server.url()
+    with FleetThread(RATES) as vendors:
+        processes = {name: CollectorProcess(url, tmp_path / name, vendors.fleet, extra=collector(name, ttl=4))
+                     for name in ("a", "b")}
+        processes["a"].start()
+        wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "a"), 60, "a holding every feed")
+        processes["b"].start()
+        for _ in range(3):
+            kill_the_holder(url, processes)
+        vendors.stop_sending()
+        wait_for(lambda: stored(url).get("saba") == len(saba_sent(vendors)), 60, "saba stored")
+        for process in processes.values():
+            assert process.signal(signal.SIGTERM) == 0
+        one_stream_at_a_time(vendors)
+    saba_once_each(url, vendors)
+    assert query(url, "SELECT count(*) FROM (SELECT connection_id, seq FROM raw_messages"
+                      " GROUP BY 1, 2 HAVING count(*) > 1) AS twice") == [(0,)]
+    for source in SOURCES:
+        whys = [why for _, _, why in handovers(url, source)]
+        assert whys[:4] == ["first", "expired", "expired", "expired"], source
+        # each kill left the holder's connection open: the taker recorded the gap, dated at its last frame
+        assert query(url, "SELECT count(*) FROM collector_events WHERE source = %s AND event = 'disconnect'"
+                          " AND detail->>'reason' LIKE 'collector process ended%%'", source) == [(3,)]
