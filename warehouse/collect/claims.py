@@ -56,7 +56,8 @@ UPDATE collector_claims AS c
        solo = NOT EXISTS (SELECT 1 FROM collector_processes AS p WHERE p.id <> $1 AND p.expires_at > now()
                           AND c.feed = ANY (p.feeds)),
        watch = (SELECT coalesce(jsonb_agg(w), '[]'::jsonb) FROM jsonb_array_elements(c.watch) AS w
-                WHERE (w->>'since')::timestamptz > now() - make_interval(secs => $11))
+                WHERE (w->>'since')::timestamptz > now() - make_interval(secs => $11)
+                  AND NOT (c.feed = ANY ($12::text[]) AND (w->>'settled')::boolean))
   FROM unnest($9::text[], $10::bigint[]) AS h(feed, epoch)
  WHERE c.feed = h.feed AND c.epoch = h.epoch AND c.holder_process = $1 AND EXISTS (SELECT 1 FROM me)
 RETURNING c.feed, c.solo, c.watch
@@ -137,12 +138,16 @@ def process_name(configured: str | None) -> str:
 class Claims:
     """The claims of one collector process, kept in a task of their own."""
 
-    def __init__(self, url: str, settings: CollectorSettings, feeds: Sequence[str], writer: Writer) -> None:
+    def __init__(self, url: str, settings: CollectorSettings, feeds: Sequence[str], writer: Writer, *,
+                 identified: Sequence[str] = ()) -> None:
         self.url = url
         self.settings = settings
         self.name = process_name(settings.name)
         self.process = uuid4()
         self.feeds = list(feeds)
+        # Feeds whose frames carry a vendor identity: their holder registers identities while watched,
+        # until past the copies. The others' watch ends once its late frames are all in.
+        self.identified = set(identified)
         self.writer = writer
         self.held: dict[str, Claim] = {}
         self._waiting: dict[str, asyncio.Future[Claim]] = {}
@@ -201,6 +206,7 @@ class Claims:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._mark()
         for claim in self.held.values():
             if claim.timer is not None:
                 claim.timer.cancel()
@@ -222,6 +228,7 @@ class Claims:
                 if time.monotonic() >= self._next_renew:
                     await self._renew(conn)
                     await self._settle(conn)
+                    await self._mark()
                 if self._waiting:
                     await self._take(conn)
                 if time.monotonic() >= self._next_prune:
@@ -279,6 +286,7 @@ class Claims:
         rows = await conn.fetch(_RENEW, self.process, self.name, socket.gethostname(), os.getpid(), _version(),
                                 self.feeds, self.writer.spool_id, self.settings.claim_ttl_s,
                                 [c.feed for c in claims], [c.epoch for c in claims], self.settings.watch_s,
+                                [f for f in self.feeds if f not in self.identified],
                                 timeout=self.settings.renew_every_s)
         self._next_renew = sent + self.settings.renew_every_s
         renewed = {row["feed"]: row for row in rows}
@@ -335,6 +343,15 @@ class Claims:
                 await conn.execute(_SETTLE, feed, epoch, timeout=self.settings.renew_every_s)
                 log.info("feed %s: the frames received under epoch %d are all stored", feed, epoch)
 
+    async def _mark(self) -> None:
+        """Overlap rows for the frames stored late and the copies left out since the last ones."""
+        for row in self.writer.fencing.overlap_rows():
+            detail = row.detail
+            log.warning("feed %s: %d frames received under epoch %d stored after the feed had passed on (epoch"
+                        " %d), %d copies of events stored already left out", row.source, detail["frames_stored"],
+                        detail["epoch"], detail["holder_epoch"], detail["copies_left_out"])
+            await self.writer.put(None, [row])
+
     # -- standing by -----------------------------------------------------------------------------
 
     async def _take(self, conn: asyncpg.Connection) -> None:
@@ -372,7 +389,7 @@ class Claims:
             self._schedule(claim, sent)
             fencing = self.writer.fencing
             fencing.epochs[feed] = took.epoch
-            if took.watch:
+            if took.watch and feed in self.identified:
                 fencing.watched.add(feed)
             else:
                 fencing.watched.discard(feed)

@@ -19,6 +19,7 @@ from warehouse.collect.reads import last_event_ids, unclosed_connections
 from warehouse.collect.runner import FeedRunner, FeedStopped
 from warehouse.collect.settings import FeedSettings
 from warehouse.config import CollectorSettings, ConfigError, WriterSettings
+from warehouse.feeds.contract import is_rest_kind
 from warehouse.records import CLAIM_LOST, EVENT_DISCONNECT, EVENT_HANDOVER, CollectorEvent
 from warehouse.redact import redact_logs
 from warehouse.store.spool import SpoolError
@@ -78,8 +79,9 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         metrics.DATABASE_REACHED.set_function(lambda: writer.stats.database_reached)
         kinds = {feed.name: feed.feed for feed in feeds}
         writer.fencing.identify = lambda raw, rows: (kinds[raw.source].identity(raw, rows)
-                                                     if raw.source in kinds else None)
-        claims = Claims(url, collector or CollectorSettings(), [f.name for f in feeds], writer)
+                                                     if raw.source in kinds and not is_rest_kind(raw.kind) else None)
+        claims = Claims(url, collector or CollectorSettings(), [f.name for f in feeds], writer,
+                        identified=[f.name for f in feeds if f.feed.identifies_events])
         held = [_Feed(feed, writer, claims, url) for feed in feeds]
         log.info("collecting %d feed%s (%s) through the spool %s; Ctrl-C or SIGTERM stops", len(feeds),
                  "" if len(feeds) == 1 else "s", ", ".join(f.name for f in feeds), writer.spool_dir)

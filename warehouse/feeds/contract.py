@@ -244,6 +244,7 @@ class Feed(ABC, Generic[OptionsT]):
     options: type[OptionsT]  # a frozen dataclass of `setting(...)` fields (secret=True: names an env variable)
     default_silence_s: float  # the watchdog's limit unless the config sets silence_timeout_s
     max_connections_per_key: int | None = None  # the vendor's limit across every feed of a config
+    identifies_events: bool = False  # its pushed frames carry the vendor's identity of an event (see identity)
     doc: str = ""  # one line for `warehouse --help` and the docs
     # market id → outcome id → name, for ids the vendor's frames never name (charts label them)
     outcome_names: Mapping[str, Mapping[str, str]] = MappingProxyType({})
@@ -279,7 +280,8 @@ class Feed(ABC, Generic[OptionsT]):
     def identity(self, raw: RawMessage, records: Sequence[Record]) -> str | None:
         """The vendor's identity of the event a pushed frame carries (None: it has none), the same
         whoever receives it: what keeps one event from being stored twice across a handover of the
-        feed (docs/claims.md). Never called for REST answers."""
+        feed (docs/claims.md). Never called for REST answers. A feed that gives one says so with
+        `identifies_events`."""
         return None
 
     def rest_policy(self, options: OptionsT) -> RestPolicy | None:

@@ -107,6 +107,7 @@ class Options:
 
 class Mm(Feed[Options]):
     kind = "mm-ws"
+    identifies_events = True
     version = "2"  # 2: the documented errors in any spelling; a missing or malformed key stops the feed
     options = Options
     default_silence_s = 90.0  # heartbeat every 60 s, pong every 30 s
@@ -132,9 +133,12 @@ class Mm(Feed[Options]):
         return Adapter(source, options.channels, options=options)
 
     def identity(self, raw: RawMessage, records: Sequence[Record]) -> str | None:
-        """A broadcast is one change of one object (its id, its fields, their times): delivered twice,
-        it is the same bytes. Heartbeats, pongs and errors are not events."""
-        if raw.payload is None or not any(isinstance(r, _EVENTS) for r in records):
+        """A broadcast that names its object and the time of the change: one change of one object,
+        delivered twice as the same bytes. A broadcast without a change time (an order's PLACED, an
+        account's balance, a score) has no identity: the same bytes may be two changes."""
+        record = next((r for r in records if isinstance(r, _EVENTS)), None)
+        payload = getattr(record, "payload", None)
+        if raw.payload is None or not isinstance(payload, dict) or not _change_time(raw.kind, payload):
             return None
         return f"{raw.kind}:{hashlib.sha256(raw.payload).hexdigest()[:32]}"
 
@@ -172,6 +176,16 @@ class Mm(Feed[Options]):
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _change_time(kind: str, payload: dict[str, Any]) -> Any:
+    """When the change a broadcast carries was made, as the vendor says (None: it does not say)."""
+    channel, _, event = kind.partition(":")
+    if payload.get("updatedAt"):
+        return payload["updatedAt"]
+    if event == "INSERT":  # the object's creation is the change
+        return payload.get("createdAt") or payload.get("placedAt")
+    return payload.get("matchedAt") if channel == "orders" else payload.get("triggeredAt")
 
 
 def _letters(text: str) -> str:

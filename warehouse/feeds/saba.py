@@ -53,6 +53,7 @@ class Options:
 
 class Saba(Feed[Options]):
     kind = "saba-sse"
+    identifies_events = True
     version = "1"
     options = Options
     default_silence_s = 20.0  # the server sends a keep-alive every 5 s

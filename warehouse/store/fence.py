@@ -48,20 +48,60 @@ def is_fenced(exc: BaseException) -> bool:
 
 
 @dataclass
+class Mark:
+    """Frames of one source received under one epoch and stored while another held the feed (late),
+    or left out as copies of events already stored: counted between two overlap rows."""
+
+    stored: int = 0
+    copies_left_out: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    checked: bool = True  # identities could be checked (the handover was still watched)
+
+    def add(self, times: Sequence[datetime], stored: int, copies: int, checked: bool) -> None:
+        self.stored += stored
+        self.copies_left_out += copies
+        if times:
+            self.first = min(times) if self.first is None else min(self.first, *times)
+            self.last = max(times) if self.last is None else max(self.last, *times)
+        self.checked = self.checked and checked
+
+
+@dataclass
 class Fencing:
     """What the writer fences with; the claims set it, the writer reads it."""
 
     epochs: dict[str, int] = field(default_factory=dict)  # source → the epoch this process holds now
     watched: set[str] = field(default_factory=set)  # sources whose frames register their identities
     identify: Identify | None = None
+    # (source, epoch received under, epoch of the holder then) → what was stored late or left out, not yet
+    # in an overlap row (the claims write them, a few seconds apart: see overlap_rows)
+    marks: dict[tuple[str, int, int], Mark] = field(default_factory=dict)
     late_stored: Counter[str] = field(default_factory=Counter)  # late frames stored, per source
     copies_left_out: Counter[str] = field(default_factory=Counter)  # frames whose event was stored already
 
     def committed(self, done: Plan) -> None:
-        self.late_stored.update(done.late_stored)
-        self.copies_left_out.update(done.copies_left_out)
+        for key, mark in done.marks.items():
+            source, epoch, holder_epoch = key
+            total = self.marks.setdefault(key, Mark())
+            total.add([t for t in (mark.first, mark.last) if t is not None], mark.stored, mark.copies_left_out,
+                      mark.checked)
+            if epoch != holder_epoch:
+                self.late_stored[source] += mark.stored
+            self.copies_left_out[source] += mark.copies_left_out
         for source, _epoch in done.unwatch:
             self.watched.discard(source)
+
+    def overlap_rows(self) -> list[CollectorEvent]:
+        """The overlap rows for what was marked since the last call: when, how many, whether checked."""
+        marks, self.marks = self.marks, {}
+        now = datetime.now(UTC)
+        return [CollectorEvent(mark.first or now, source, None, EVENT_OVERLAP, {
+            "epoch": epoch, "holder_epoch": holder_epoch, "late": epoch != holder_epoch,
+            "frames_stored": mark.stored, "copies_left_out": mark.copies_left_out,
+            "identities_checked": mark.checked, "from": (mark.first or now).isoformat(),
+            "to": (mark.last or now).isoformat(), "recorded_at": now.isoformat()})
+            for (source, epoch, holder_epoch), mark in sorted(marks.items())]
 
     def source_of(self, unit: Unit) -> str | None:
         raw, rows = unit
@@ -103,15 +143,13 @@ def unwatch_sql(source: str, epoch: int) -> str:
 
 @dataclass
 class Plan:
-    """What one commit stores: its units (copies left out), overlap rows, the epochs its message
-    fences with, and the watches it ends."""
+    """What one commit stores: its units (copies left out), the epochs its message fences with, the
+    watches it ends, and what it marks (counted in Fencing.marks once committed)."""
 
     units: list[Unit]
     epochs: Epochs
-    overlaps: list[CollectorEvent] = field(default_factory=list)
     unwatch: list[tuple[str, int]] = field(default_factory=list)
-    late_stored: Counter[str] = field(default_factory=Counter)
-    copies_left_out: Counter[str] = field(default_factory=Counter)
+    marks: dict[tuple[str, int, int], Mark] = field(default_factory=dict)
 
     def sql(self) -> str:
         """What opens the commit message: the fence, then the watches it ends."""
@@ -122,7 +160,7 @@ async def plan(conn: asyncpg.Connection, fencing: Fencing, units: list[Unit], ep
                current: dict[str, tuple[int, list[dict[str, Any]]]] | None) -> Plan:
     """Which units a commit stores. `current`: None for a batch assumed current (its sources' epochs are
     this process's; only watched ones register); else each source's epoch and watch as just read, for a
-    batch the fence refused (late sources register under their old epoch, and get an overlap row)."""
+    batch the fence refused (late sources register under their old epoch, and are marked)."""
     if current is not None:  # a feed whose claim is gone altogether (removed by hand) is not fenced any more
         epochs = {s: e for s, e in epochs.items() if s in current}
     late = {s: current[s][0] for s, e in epochs.items() if current[s][0] != e} if current else {}  # → epoch now
@@ -147,19 +185,24 @@ async def plan(conn: asyncpg.Connection, fencing: Fencing, units: list[Unit], ep
                 owner[key] = registered
         copies = [i for i, k in found if owner.get(k, epoch) != epoch]
         dropped.update(copies)
-        result.copies_left_out[source] += len(copies)
+        times = [raw.received_at for raw, _ in units if raw is not None and raw.source == source]
         if source in late:
             watch = current[source][1] if current else []
-            kept = [u for i, u in enumerate(units) if i not in dropped and fencing.source_of(u) == source]
-            result.overlaps.append(_overlap(source, epoch, late[source], watch, units, kept, len(copies)))
-            result.late_stored[source] += sum(raw is not None for raw, _ in kept)
+            stored = sum(raw is not None and raw.source == source for i, (raw, _) in enumerate(units)
+                         if i not in dropped)
+            checked = any(w.get("epoch") == epoch for w in watch)
+            if stored or copies:  # (a late batch of events only, such as an overlap row itself, marks nothing)
+                result.marks[source, epoch, late[source]] = Mark(stored, len(copies), min(times, default=None),
+                                                                 max(times, default=None), checked)
         elif found:
             held_epoch, watch = await _watch(conn, source)
             new = any(owner.get(k) == epoch for _, k in found)
             if held_epoch == epoch and (not watch or (new and all(w.get("settled") for w in watch))):
                 result.unwatch.append((source, epoch))
             if copies:
-                result.overlaps.append(_overlap(source, epoch, epoch, watch, units, [], len(copies)))
+                copied = [units[i][0].received_at for i in copies if units[i][0] is not None]
+                result.marks[source, epoch, epoch] = Mark(0, len(copies), min(copied, default=None),
+                                                          max(copied, default=None))
     result.units = [u for i, u in enumerate(units) if i not in dropped]
     return result
 
@@ -171,17 +214,3 @@ async def current_claims(conn: asyncpg.Connection, sources: Sequence[str]) -> di
 async def _watch(conn: asyncpg.Connection, source: str) -> tuple[int | None, list[dict[str, Any]]]:
     row = await conn.fetchrow(WATCH, source)
     return (None, []) if row is None else (row["epoch"], list(row["watch"] or []))
-
-
-def _overlap(source: str, epoch: int, now_epoch: int, watch: list[dict[str, Any]], units: list[Unit],
-             kept: list[Unit], copies: int) -> CollectorEvent:
-    """The row that marks late frames (or copies left out) of `source`: when they were received, how
-    many, and whether their identities could be checked."""
-    times = [raw.received_at for raw, _ in units if raw is not None and raw.source == source]
-    watched = any(w.get("epoch") == epoch for w in watch) or epoch == now_epoch
-    first = min(times) if times else datetime.now(UTC)
-    return CollectorEvent(first, source, None, EVENT_OVERLAP, {
-        "epoch": epoch, "holder_epoch": now_epoch, "late": epoch != now_epoch,
-        "frames_stored": sum(raw is not None for raw, _ in kept), "copies_left_out": copies,
-        "identities_checked": watched, "from": first.isoformat(),
-        "to": (max(times) if times else first).isoformat(), "stored_at": datetime.now(UTC).isoformat()})

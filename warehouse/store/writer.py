@@ -406,7 +406,7 @@ class Writer:
             await conn.execute("BEGIN")
             try:
                 plan = await fence.plan(conn, self.fencing, units, epochs, current)
-                frames, row_count = await self._copy(conn, plan.units, plan.overlaps)
+                frames, row_count = await self._copy(conn, plan.units)
                 # The fence, the batch marker and COMMIT in one round trip (no lock outlives the
                 # message; the values are ours: names quoted, a UUID, integers).
                 await conn.execute(f"{plan.sql()}INSERT INTO ingest_batches (batch_id, frames, rows)"
@@ -428,13 +428,13 @@ class Writer:
         if self.on_commit is not None:
             self.on_commit(plan.units)
 
-    async def _copy(self, conn: asyncpg.Connection, units: list[Unit], extra: Sequence[Record]) -> tuple[int, int]:
-        """COPY the units' raw frames (with ids reserved for them) and derived rows, and `extra` rows."""
+    async def _copy(self, conn: asyncpg.Connection, units: list[Unit]) -> tuple[int, int]:
+        """COPY the units' raw frames (with ids reserved for them) and derived rows."""
         raw_rows: list[tuple[Any, ...]] = []
         derived: defaultdict[type[Record], list[tuple[Any, ...]]] = defaultdict(list)
         frames = sum(1 for raw, _ in units if raw is not None)
         ids = await self._connection.reserve_ids(conn, frames)
-        row_count = len(extra)
+        row_count = 0
         for raw, rows in units:
             raw_id = None
             if raw is not None:
@@ -443,8 +443,6 @@ class Writer:
             for row in rows:
                 derived[type(row)].append((raw_id, *row))
             row_count += len(rows)
-        for row in extra:
-            derived[type(row)].append((None, *row))
         unknown = [record_type for record_type in derived if record_type not in TABLE_OF]
         if unknown:
             raise TypeError(f"not a record type: {unknown[0].__name__}")
