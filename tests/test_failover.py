@@ -5,15 +5,20 @@ counted by the simulators; the long loops (≥ 20 handovers, timings) are bench/
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import query
 from tests.harness import CollectorProcess
 from tests.tcpproxy import TcpProxy
-from tests.test_faults import RATES, stored, wait_for
+from tests.test_faults import RATES, free_port, stored, wait_for
 from warehouse.feeds.registry import FEEDS
 from warehouse.simulate.fleet import FleetThread
 from warehouse.store.embedded import EmbeddedPostgres
@@ -53,6 +58,14 @@ def one_stream_at_a_time(vendors: FleetThread) -> None:
     assert most == dict.fromkeys(SOURCES, 1), f"a vendor saw two connections of one feed at once: {most}"
 
 
+def status(url: str, *ports: int) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    """`warehouse status --json`: each source's claim, and the running collectors' counters."""
+    argv = [sys.executable, "-m", "warehouse", "--database-url", url, "status", "--json",
+            *(f"--metrics-port={port}" for port in ports)]
+    rows = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout)
+    return {r["source"]: r["claim"] for r in rows}, {r["source"]: r["collector"] for r in rows if "collector" in r}
+
+
 def collecting_since(url: str, when: datetime) -> Callable[[], bool]:
     """Every feed has frames stored since `when`."""
     return lambda: all(query(url, "SELECT count(*) FROM raw_messages WHERE source = %s AND received_at > %s",
@@ -87,13 +100,25 @@ def test_a_rolling_upgrade_hands_every_feed_over_with_only_the_clean_handover_as
         old.start()
         wait_for(lambda: len(stored(url)) == len(FEEDS) and holders(url) == dict.fromkeys(SOURCES, "old"), 60,
                  "the old version collecting every feed")
-        new = CollectorProcess(url, tmp_path / "new", vendors.fleet, extra=collector("new"))
+        ports = {"old": free_port(), "new": free_port()}
+        new = CollectorProcess(url, tmp_path / "new", vendors.fleet, extra=collector("new"), metrics_port=ports["new"])
         new.start()
         wait_for(lambda: query(url, "SELECT count(*) FROM collector_processes")[0][0] == 2, 60, "the standby")
+        claims, live = status(url, ports["new"])
+        assert {source: (c["holder"], c["standbys"]) for source, c in claims.items()} == dict.fromkeys(
+            SOURCES, ("old", ["new"]))
+        assert {source: values["claim_held"] for source, values in live.items()} == dict.fromkeys(SOURCES, 0)
+        table = subprocess.run([sys.executable, "-m", "warehouse", "--database-url", url, "status"],
+                               capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+        assert "collected by" in table.stdout and "standing by" in table.stdout
         stopped = datetime.now(UTC)
         assert old.signal(signal.SIGTERM) == 0
         wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "new"), 60, "the new version holding every feed")
         wait_for(collecting_since(url, stopped), 60, "the new version collecting every feed")
+        claims, live = status(url, ports["new"])
+        assert {source: (c["holder"], c["standbys"], c["epoch"]) for source, c in claims.items()} == dict.fromkeys(
+            SOURCES, ("new", [], 2))
+        assert {source: values["claim_held"] for source, values in live.items()} == dict.fromkeys(SOURCES, 1)
         vendors.stop_sending()
         wait_for(lambda: stored(url).get("saba") == len(saba_sent(vendors)), 60, "saba stored")
         assert new.signal(signal.SIGTERM) == 0

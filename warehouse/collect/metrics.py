@@ -140,8 +140,8 @@ def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> dict[str
             if sample.name.endswith("_total"):
                 name = sample.name.removeprefix("warehouse_").removesuffix("_total")
                 result.setdefault(source, {})[name] = sample.value
-            elif sample.name == "warehouse_resync_running":
-                result.setdefault(source, {})["resync_running"] = sample.value
+            elif sample.name in ("warehouse_resync_running", "warehouse_claim_held"):
+                result.setdefault(source, {})[sample.name.removeprefix("warehouse_")] = sample.value
             elif sample.name == "warehouse_commit_latency_seconds_bucket":
                 buckets.setdefault(source, []).append((float(sample.labels["le"]), sample.value))
     gauges = {sample.name: sample.value for family in text_string_to_metric_families(text)

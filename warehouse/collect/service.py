@@ -83,6 +83,8 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         claims = Claims(url, collector or CollectorSettings(), [f.name for f in feeds], writer,
                         identified=[f.name for f in feeds if f.feed.identifies_events])
         held = [_Feed(feed, writer, claims, url) for feed in feeds]
+        for feed in feeds:
+            metrics.HOLDER.labels(feed.name).set(0)  # standing by, until its claim is taken
         log.info("collecting %d feed%s (%s) through the spool %s; Ctrl-C or SIGTERM stops", len(feeds),
                  "" if len(feeds) == 1 else "s", ", ".join(f.name for f in feeds), writer.spool_dir)
         log.info("this process is %s: it collects each feed while it holds the feed's claim, and stands by"
