@@ -38,7 +38,7 @@ def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: 
     featured = re.search(r"line-movement chart of.+?\(fixture ?(id\d+)\): ?(\S+?\.png)", demo.stdout.replace("\n", ""))
     assert featured, demo.stdout
 
-    exports = data / "exports"
+    exports = data / "exports" / db_url.split("/")[3].split("?")[0]  # the database's own lake
     stored = dict(query(db_url, "SELECT 'price_ticks', count(*) FROM price_ticks UNION ALL"
                                 " SELECT 'raw_messages', count(*) FROM raw_messages"))
     assert stored["price_ticks"] > 1000

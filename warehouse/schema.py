@@ -239,6 +239,7 @@ export_runs = Table(
     Column("sha256", Text, nullable=False),
     Column("started_at", TZ, nullable=False),
     Column("finished_at", TZ, nullable=False),
+    Column("bytes", BigInteger),  # the file's size (migration 0009; null before)
     Index("export_runs_table_name_day_idx", "table_name", "day"),
 )
 
@@ -252,6 +253,7 @@ retention_runs = Table(
     Column("path", Text),
     Column("sha256", Text),
     Column("dropped_at", TZ, nullable=False, server_default=text("now()")),
+    Column("bytes", BigInteger),  # the file's size (migration 0009; null before)
     Index("retention_runs_table_name_day_idx", "table_name", "day"),
 )
 
@@ -266,7 +268,7 @@ ingest_batches = Table(
     Column("rows", Integer, nullable=False),
 )
 
-# Claims (migration 0009): which collector process holds each feed. Mutable bookkeeping, not facts:
+# Claims (migration 0010): which collector process holds each feed. Mutable bookkeeping, not facts:
 # the history of handovers is in collector_events. docs/claims.md is the argument they make.
 collector_claims = Table(
     "collector_claims",

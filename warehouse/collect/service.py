@@ -5,6 +5,7 @@ the gap an earlier holder left open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -12,6 +13,9 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
 
 from warehouse.collect import gc_settle, metrics
 from warehouse.collect.claims import Claim, Claims
@@ -22,6 +26,8 @@ from warehouse.config import CollectorSettings, ConfigError, WriterSettings
 from warehouse.feeds.contract import is_rest_kind
 from warehouse.records import CLAIM_LOST, EVENT_DISCONNECT, EVENT_HANDOVER, CollectorEvent
 from warehouse.redact import redact_logs
+from warehouse.store.homes import claim as claim_folder
+from warehouse.store.homes import identity_of
 from warehouse.store.spool import SpoolError
 from warehouse.store.writer import Writer
 
@@ -67,6 +73,7 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
     if metrics_port:
         metrics.serve(metrics_port)
     writer = Writer(url, writer_settings, name=writer_name, on_commit=metrics.CommitLatency())
+    await _spool_is_this_warehouses(url, writer.spool_dir)
     try:
         await writer.start()  # takes the spool's lock (one process per spool directory) before anything else
     except SpoolError as exc:
@@ -168,6 +175,23 @@ class _Feed:
             "epoch": took.epoch, "why": took.why})])
         if took.why != "released":
             await _close_gap_left_open(self.url, self.name, self.writer, took.previous_holder)
+
+
+async def _spool_is_this_warehouses(url: str, spool_dir: Path) -> None:
+    """Refuse to start (one line, WrongWarehouse) on a spool of another database; the writer claims a
+    new spool, or checks when it first reaches the database if it cannot now."""
+    if not spool_dir.is_dir():
+        return
+    try:
+        conn = await asyncpg.connect(url, timeout=5)
+    except Exception:  # not reachable now: the writer spools, and checks once it is
+        return
+    try:
+        owner = await identity_of(conn)
+    finally:
+        await conn.close()
+    with contextlib.suppress(OSError):  # an unusable spool directory: the writer says so
+        claim_folder(spool_dir, owner, "the spool")
 
 
 def _abort(runner: FeedRunner, claim: Claim) -> None:

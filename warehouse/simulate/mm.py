@@ -291,7 +291,7 @@ class MmSimulator(WebSocketSimulator):
         self._next_order += 1
         order = self._next_order
         outcome = self.market.rng.choice(OUTCOMES)
-        cents = round(1 / prices[outcome], 2)
+        cents = max(0.01, round(1 / prices[outcome], 2))  # an exchange's least price: a long shot is not free
         stake = float(self.market.rng.choice((50, 100, 250)))
         base = {"orderId": order, "fixtureId": fixture_id, "outcomeId": int(outcome), "exchange": "polymarket",
                 "exchangeOrderId": f"0x{order:08x}", "orderCents": cents, "orderStake": stake,
