@@ -15,10 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import query
+import pytest
+
+from tests.conftest import IN_CI, query
 from tests.harness import CollectorProcess
+from tests.replication import BINARIES as REPLICATION_BINARIES
+from tests.replication import Replicated
 from tests.tcpproxy import TcpProxy
-from tests.test_faults import RATES, free_port, stored, wait_for
+from tests.test_faults import RATES, all_stored, assert_once_each_and_derived_rows_match, free_port, stored, wait_for
 from warehouse.feeds.registry import FEEDS
 from warehouse.simulate.fleet import FleetThread
 from warehouse.store.embedded import EmbeddedPostgres
@@ -212,3 +216,41 @@ def test_a_holder_cut_off_from_the_database_closes_its_feeds_before_the_standby_
         assert lost and "could not be renewed" in lost[0][0], source
     log = a.log.read_text()
     assert "claims: cannot reach the database" in log and "standing by" in log
+
+
+@pytest.mark.skipif(not (REPLICATION_BINARIES / "pg_basebackup").exists() and not IN_CI,
+                    reason=f"{REPLICATION_BINARIES} not found (apt-get install -y postgresql-15)")
+def test_the_database_fails_over_to_its_standby_and_every_frame_is_stored_once_in_the_new_primary(
+        tmp_path: Path) -> None:
+    """Two PostgreSQL 15 clusters in synchronous streaming replication on 127.0.0.1; the collectors have
+    both hosts in their URL (target_session_attrs=read-write). The primary is crash-stopped and the
+    standby promoted while all four feeds stream: the collectors keep running, spool across the switch,
+    follow the new primary (the holder renews its claims there before they can pass: nobody takes over)
+    and every frame each vendor sent is stored exactly once in it."""
+    with Replicated() as pg, FleetThread(RATES) as vendors:
+        url = pg.url()
+        a = CollectorProcess(url, tmp_path / "a", vendors.fleet, extra=collector("a", ttl=20))
+        a.start()
+        wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "a") and len(stored(url)) == len(SOURCES), 60,
+                 "a collecting every feed")
+        b = CollectorProcess(url, tmp_path / "b", vendors.fleet, extra=collector("b", ttl=20))
+        b.start()
+        wait_for(lambda: query(url, "SELECT bool_and(NOT solo) FROM collector_claims")[0][0], 60,
+                 "a to know its standby")
+        pg.fail_over()
+        switched = datetime.now(UTC)
+        new_primary = pg.standby.url()
+        wait_for(collecting_since(new_primary, switched), 90, "frames stored in the new primary")
+        sent = vendors.stop_sending()
+        wait_for(all_stored(new_primary, sent), 90, f"every frame sent ({sent}) stored in the new primary")
+        claims, _ = status(url)  # the commands follow the new primary too (migrations' check included)
+        assert {source: claim["holder"] for source, claim in claims.items()} == dict.fromkeys(SOURCES, "a")
+        for process in (b, a):  # the standby first: nothing is handed over at the end
+            assert process.signal(signal.SIGTERM) == 0
+        one_stream_at_a_time(vendors)
+        assert stored(new_primary) == sent and min(sent.values()) > 20
+        assert_once_each_and_derived_rows_match(new_primary, vendors.fleet.toml())
+        for source in SOURCES:
+            assert [why for _, _, why in handovers(new_primary, source)] == ["first"], source  # never changed hands
+    log = a.log.read_text()
+    assert "database unavailable" in log and "spooling" in log
