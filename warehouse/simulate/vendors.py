@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,14 +38,17 @@ class Streams:
     open: int = 0
     most: int = 0
     opened: int = 0
+    changes: list[tuple[float, int]] = field(default_factory=list)  # (time.monotonic(), open after it)
 
     def up(self) -> None:
         self.open += 1
         self.opened += 1
         self.most = max(self.most, self.open)
+        self.changes.append((time.monotonic(), self.open))
 
     def down(self) -> None:
         self.open -= 1
+        self.changes.append((time.monotonic(), self.open))
 
 
 @dataclass
