@@ -542,6 +542,12 @@ def plot(
         "--out", help="PNG to write (default: <data dir>/charts/line-<fixture>-<market>.png)", metavar="FILE")] = None,
     parquet_dir: Annotated[Path | None, typer.Option(
         "--parquet", help="read this export directory instead of PostgreSQL", metavar="DIR")] = None,
+    consensus: str | None = typer.Option(None, help="also draw the consensus fair probability, the margin taken out"
+                                                    " by this method: multiplicative, power or shin",
+                                         metavar="METHOD"),
+    arbitrage: float | None = typer.Option(None, help="shade the arbitrage windows with at least this edge"
+                                                      " (0.01: the best prices sum below 99 %; 0: any)",
+                                           metavar="EDGE"),
 ) -> None:
     """Chart the line movement of every outcome of one fixture's market across bookmakers."""
     from warehouse.analysis.engine import Engine
@@ -553,7 +559,9 @@ def plot(
         charts = data_dir() / "charts"
         charts.mkdir(parents=True, exist_ok=True)  # our own data directory: created as needed
     engine = Engine.export(parquet_dir) if parquet_dir is not None else Engine.warehouse(obj.url_with_schema())
-    say(f"wrote {chart_market(engine, fixture, market, out_file, default_dir=data_dir() / 'charts')}")
+    chart = chart_market(engine, fixture, market, out_file, default_dir=data_dir() / "charts", consensus=consensus,
+                         arbitrage=arbitrage)
+    say(f"wrote {chart}")
 
 
 # -- demo -------------------------------------------------------------------------------------
