@@ -268,7 +268,7 @@ ingest_batches = Table(
     Column("rows", Integer, nullable=False),
 )
 
-# Claims (migration 0010): which collector process holds each feed. Mutable bookkeeping, not facts:
+# Claims (migration 0013): which collector process holds each feed. Mutable bookkeeping, not facts:
 # the history of handovers is in collector_events. docs/claims.md is the argument they make.
 collector_claims = Table(
     "collector_claims",

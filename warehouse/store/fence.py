@@ -2,7 +2,7 @@
 
 The collector's claims (collect/claims.py) tell the writer, per source, the epoch this process holds
 (`Fencing.epochs`); `Writer.put` stamps each unit with it. A batch's commit message checks the epochs
-in the same round trip as its COMMIT (`warehouse_claims_fence`, migration 0010): while they are
+in the same round trip as its COMMIT (`warehouse_claims_fence`, migration 0013): while they are
 current it commits as always; once a takeover has moved one on, the batch is *late* and is stored by
 `late_plan`'s rules instead — its frames still (they were received legitimately), except those whose
 vendor identity the newer holder stored already, plus an `overlap` row per source. While a feed is

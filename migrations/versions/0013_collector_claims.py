@@ -16,8 +16,8 @@ collector_events). docs/claims.md gives the argument these pieces make together.
 The takeover and the fence take an advisory lock on the feed (exclusive and shared): a commit
 that passed the fence is committed before any takeover of its feed, and none passes it after.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0013
+Revises: 0010
 Create Date: 2026-12-02
 """
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 from alembic import op
 from sqlalchemy import text
 
-revision = "0010"
-down_revision = "0009"
+revision = "0013"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
