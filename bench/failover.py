@@ -2,7 +2,7 @@
 
     python bench/failover.py                        # 20 SIGKILLs, then 20 clean stops (SIGTERM), claim_ttl_s = 10
     python bench/failover.py --kills 5 --stops 5 --ttl 4
-    python bench/failover.py --firehose 3b7223c     # … then the firehose with claims vs that commit, same run
+    python bench/failover.py --firehose main        # … then the firehose with claims vs that commit, same run
     python bench/failover.py --json                 # the figures as JSON
 
 Two `warehouse collect` processes, each with a data directory of its own, on one private PostgreSQL
@@ -19,8 +19,8 @@ feed, then starts the stopped one again as the standby. Per feed and handover:
   stored id: what was on the wire is sent again). A vendor never sends anything to nobody, so the
   market's changes while nobody listened are not "sent": OddsPapi and MM heal them over REST.
 
-`--firehose REV` then runs bench/firehose.py with `--baseline REV --repeat 3` (OddsPapi) and with
-`--feed saba`: frames/s committed by this revision's collector (claims: a fence in every commit's
+`--firehose REV` then runs bench/firehose.py with `--baseline REV --repeat 3 --frames 200000 --rate 0`,
+for OddsPapi and for Saba: frames/s committed by this revision's collector (claims: a fence in every commit's
 round trip) against REV's (before claims), alternated in the same run. Not a test: the figures depend
 on the machine.
 """
@@ -138,10 +138,11 @@ def losses(url: str, vendors: FleetThread, handovers: int) -> dict[str, dict[str
 def firehose(baseline: str) -> dict[str, Any]:
     """bench/firehose.py against `baseline`, for OddsPapi and Saba: this revision's frames/s over REV's."""
     results = {}
-    for feed, extra in (("oddspapi", []), ("saba", ["--frames", "200000", "--rate", "0"])):
+    for feed in ("oddspapi", "saba"):
         say(f"firehose: {feed}, against {baseline} …")
         out = subprocess.run([sys.executable, str(ROOT / "bench" / "firehose.py"), "--feed", feed, "--baseline",
-                              baseline, "--repeat", "3", *extra, "--json"], capture_output=True, text=True,
+                              baseline, "--repeat", "3", "--frames", "200000", "--rate", "0", "--json"],
+                             capture_output=True, text=True,
                              check=True)
         results[feed] = json.loads(out.stdout)
     return results
