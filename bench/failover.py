@@ -1,6 +1,7 @@
 """Failover: how long a feed goes uncollected when its holder dies or is stopped, and what it costs.
 
     python bench/failover.py                        # 20 SIGKILLs, then 20 clean stops (SIGTERM), claim_ttl_s = 10
+    python bench/failover.py --kills 20 --stops 0   # … the kills alone (losses are counted over the whole run)
     python bench/failover.py --kills 5 --stops 5 --ttl 4
     python bench/failover.py --firehose main        # … then the firehose with claims vs that commit, same run
     python bench/failover.py --json                 # the figures as JSON

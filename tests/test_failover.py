@@ -76,6 +76,20 @@ def collecting_since(url: str, when: datetime) -> Callable[[], bool]:
                              source, when)[0][0] for source in SOURCES)
 
 
+def holder_and_standby(url: str, holder_url: str, tmp_path: Path, vendors: FleetThread,
+                       ttl: float) -> tuple[CollectorProcess, CollectorProcess]:
+    """`a` collecting every feed (on `holder_url`), then `b` standing by, once `a` has seen it."""
+    a = CollectorProcess(holder_url, tmp_path / "a", vendors.fleet, extra=collector("a", ttl=ttl))
+    a.start()
+    wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "a") and len(stored(url)) == len(SOURCES), 60,
+             "a collecting every feed")
+    b = CollectorProcess(url, tmp_path / "b", vendors.fleet, extra=collector("b", ttl=ttl))
+    b.start()
+    wait_for(lambda: query(url, "SELECT bool_and(NOT solo) FROM collector_claims")[0][0], 60,
+             "a to know its standby")
+    return a, b
+
+
 def kill_the_holder(url: str, processes: dict[str, CollectorProcess]) -> None:
     """SIGKILL the process holding the feeds, wait for the other to take them all and collect, and start
     the killed one again (it comes back as the standby)."""
@@ -179,14 +193,7 @@ def test_a_holder_cut_off_from_the_database_closes_its_feeds_before_the_standby_
     overlap rows per feed, and the old holder stands by."""
     url = private_server.url()
     with TcpProxy(private_server.socket_dir / ".s.PGSQL.5432") as proxy, FleetThread(RATES) as vendors:
-        a = CollectorProcess(proxy.url("warehouse"), tmp_path / "a", vendors.fleet, extra=collector("a", ttl=4))
-        a.start()
-        wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "a") and len(stored(url)) == len(SOURCES), 60,
-                 "a collecting every feed")
-        b = CollectorProcess(url, tmp_path / "b", vendors.fleet, extra=collector("b", ttl=4))
-        b.start()
-        wait_for(lambda: query(url, "SELECT bool_and(NOT solo) FROM collector_claims")[0][0], 60,
-                 "a to know its standby")
+        a, b = holder_and_standby(url, proxy.url("warehouse"), tmp_path, vendors, ttl=4)
         cut = datetime.now(UTC)
         proxy.cut()
         wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "b"), 60, "b to take over")
@@ -229,14 +236,7 @@ def test_the_database_fails_over_to_its_standby_and_every_frame_is_stored_once_i
     and every frame each vendor sent is stored exactly once in it."""
     with Replicated() as pg, FleetThread(RATES) as vendors:
         url = pg.url()
-        a = CollectorProcess(url, tmp_path / "a", vendors.fleet, extra=collector("a", ttl=20))
-        a.start()
-        wait_for(lambda: holders(url) == dict.fromkeys(SOURCES, "a") and len(stored(url)) == len(SOURCES), 60,
-                 "a collecting every feed")
-        b = CollectorProcess(url, tmp_path / "b", vendors.fleet, extra=collector("b", ttl=20))
-        b.start()
-        wait_for(lambda: query(url, "SELECT bool_and(NOT solo) FROM collector_claims")[0][0], 60,
-                 "a to know its standby")
+        a, b = holder_and_standby(url, url, tmp_path, vendors, ttl=20)
         pg.fail_over()
         switched = datetime.now(UTC)
         new_primary = pg.standby.url()
