@@ -260,3 +260,26 @@ def test_a_watch_ends_once_the_late_frames_are_all_in_and_the_holder_is_past_the
     assert query(db_url, "SELECT watch FROM collector_claims WHERE feed = 'saba'") == [([],)]
     assert query(db_url, "SELECT count(*) FROM collector_handover_keys") == [(0,)]
     assert query(db_url, "SELECT count(*) FROM raw_messages") == [(4,)]
+
+
+def test_a_release_while_a_renewal_is_on_its_way_still_releases(db_url: str, tmp_path: Path) -> None:
+    """The claims' own loop and a clean stop's release share one connection: the release waits for the
+    renewal in flight instead of failing (which left the claim to expire, 10 s without a holder)."""
+
+    async def main() -> None:
+        async with member(db_url, tmp_path, "a", ["saba"], claim_ttl_s=30) as a:
+            await asyncio.wait_for(a.acquired("saba"), 20)
+            with psycopg.connect(db_url) as blocker:  # holds the claim's row: the next renewal waits for it
+                blocker.execute("SELECT 1 FROM collector_claims WHERE feed = 'saba' FOR UPDATE")
+                deadline = asyncio.get_running_loop().time() + 30
+                while not query(db_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                        " AND wait_event_type = 'Lock' AND query LIKE '%UPDATE collector_claims%'")[0][0]:
+                    assert asyncio.get_running_loop().time() < deadline, "no renewal came"
+                    await asyncio.sleep(0.1)
+                releasing = asyncio.ensure_future(a.release(["saba"]))
+                await asyncio.sleep(0.5)  # (the release is under way while the renewal waits)
+                blocker.commit()
+            await asyncio.wait_for(releasing, 20)
+            assert query(db_url, "SELECT holder, holder_process FROM collector_claims") == [("a", None)]
+
+    asyncio.run(asyncio.wait_for(main(), 90))

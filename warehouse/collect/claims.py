@@ -152,6 +152,7 @@ class Claims:
         self.held: dict[str, Claim] = {}
         self._waiting: dict[str, asyncio.Future[Claim]] = {}
         self._conn: asyncpg.Connection | None = None
+        self._using = asyncio.Lock()  # one statement at a time on _conn: the loop's, or a release's
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._backoff = Backoff(0.2, 1.0)
@@ -187,13 +188,16 @@ class Claims:
         for claim in claims:
             if claim.timer is not None:
                 claim.timer.cancel()
-        if not claims or self._conn is None:
+        if not claims:
             return
         pending = [self.writer.pending(c.feed, c.epoch) > 0 for c in claims]
         try:
-            released = await self._conn.fetch(_RELEASE, self.process, [c.feed for c in claims],
-                                              [c.epoch for c in claims], self.writer.spool_id, pending,
-                                              timeout=self.settings.renew_every_s)
+            async with self._using:  # (after the renewal in flight, if any)
+                if self._conn is None:
+                    raise ConnectionError("no connection to the database")
+                released = await self._conn.fetch(_RELEASE, self.process, [c.feed for c in claims],
+                                                  [c.epoch for c in claims], self.writer.spool_id, pending,
+                                                  timeout=self.settings.renew_every_s)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("claims: could not release %s (%s); a standby takes them when they expire",
                         ", ".join(c.feed for c in claims), one_line(str(exc)))
@@ -223,19 +227,20 @@ class Claims:
 
     async def _run(self) -> None:
         while True:
-            try:
-                conn = await self._connected()
-                if time.monotonic() >= self._next_renew:
-                    await self._renew(conn)
-                    await self._settle(conn)
-                    await self._mark()
-                if self._waiting:
-                    await self._take(conn)
-                if time.monotonic() >= self._next_prune:
-                    await conn.execute(_PRUNE, timeout=self.settings.renew_every_s)
-                    self._next_prune = time.monotonic() + 60
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                await self._down(exc)
+            async with self._using:
+                try:
+                    conn = await self._connected()
+                    if time.monotonic() >= self._next_renew:
+                        await self._renew(conn)
+                        await self._settle(conn)
+                        await self._mark()
+                    if self._waiting:
+                        await self._take(conn)
+                    if time.monotonic() >= self._next_prune:
+                        await conn.execute(_PRUNE, timeout=self.settings.renew_every_s)
+                        self._next_prune = time.monotonic() + 60
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                    await self._down(exc)
             pause = min(self.settings.poll_s, max(0.0, self._next_renew - time.monotonic()))
             if self._conn is None:
                 pause = self._backoff.next()

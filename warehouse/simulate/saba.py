@@ -274,11 +274,13 @@ class SabaSimulator:
         closed = asyncio.ensure_future(reader.read())
         closed.add_done_callback(gone)
         try:
-            await self._events(writer, headers, sent)
+            await self._events(writer, headers, sent, number)
         finally:
             closed.cancel()
 
-    async def _events(self, writer: asyncio.StreamWriter, headers: dict[str, str], sent: _Sent) -> None:
+    async def _events(self, writer: asyncio.StreamWriter, headers: dict[str, str], sent: _Sent,
+                      number: int) -> None:
+        """The stream of connection `number` (counted from 1)."""
         faults = self.faults
         last = headers.get("last-event-id")
         if self.script is not None:
