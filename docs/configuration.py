@@ -40,7 +40,8 @@ holds one (it must be set, and at least 8 characters: a shorter secret cannot be
 text too).
 """]
     for name, cls in (("[database]", config.DatabaseSettings), ("[export]", config.ExportSettings),
-                      ("[writer]", config.WriterSettings), ("[retention]", config.RetentionSettings)):
+                      ("[writer]", config.WriterSettings), ("[retention]", config.RetentionSettings),
+                      ("[collector]", config.CollectorSettings)):
         parts.append(f"## `{name}`\n\n{table(cls)}\n")
     kinds = ", ".join(f"`{k}`" for k in FEEDS)
     parts.append(f"## Every `[[feeds]]` entry\n\n`name` (it becomes `source` in every row) and `kind` ({kinds}),"

@@ -15,6 +15,7 @@ class CollectorProcess:
     """`warehouse collect` on the fleet as a separate process; its data dir (spool) under `workdir`."""
 
     def __init__(self, url: str, workdir: Path, fleet: Fleet, *, extra: str = "", metrics_port: int = 0) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "feeds.toml"
         self.config.write_text(fleet.toml(silence_timeout_s=10, backoff_initial_s=0.2, backoff_max_s=1.0) + extra)
         self.spool = workdir / "data" / "spool" / folder_name(database_name(url)) / "collector"

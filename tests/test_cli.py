@@ -126,8 +126,8 @@ def test_errors_are_one_line_with_what_to_do(tmp_path: Path) -> None:
     bad.write_text("[databse]\n")
     result = warehouse("--config", str(bad), "status")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {bad}: unknown key 'databse' in top level; allowed: database, " \
-                                    "export, feeds, retention, writer"
+    assert result.stderr.strip() == f"error: {bad}: unknown key 'databse' in top level; allowed: collector," \
+                                    " database, export, feeds, retention, writer"
     result = warehouse("--database-url", "postgresql://nobody@127.0.0.1:1/x", "status")
     assert result.returncode == 2 and "Connection refused" in result.stderr and "Traceback" not in result.stderr
 

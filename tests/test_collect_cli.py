@@ -121,10 +121,20 @@ def test_one_collector_process_per_feed(db_url: str, tmp_path: Path) -> None:
                                 env=env, capture_output=True, text=True, timeout=60)
         live = {row["source"]: row["collector"] for row in json.loads(status.stdout)}
         assert live["oddspapi"]["frames"] >= 20 and live["saba"]["frames"] >= 2  # each from its own process
-        # A third collector of the same feeds would store every frame twice: it is refused.
-        twice = subprocess.run([*command, "collect"], env=env, capture_output=True, text=True, timeout=60)
-        assert twice.returncode == 2
-        assert "feed oddspapi is already being collected by another process (it holds" in twice.stderr
+        # A third collector of the same feeds (a spool of its own) stands by for both: one holder per feed.
+        holders = query(db_url, "SELECT feed, holder, epoch FROM collector_claims ORDER BY feed")
+        third = subprocess.Popen([*command, "collect"], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: query(db_url, "SELECT count(*) FROM collector_processes")[0][0] == 3, 60,
+                     "the third collector to register")
+            time.sleep(1)  # a few of its polls (every second): it must take nothing
+        finally:
+            third.send_signal(signal.SIGINT)
+            _, third_log = third.communicate(timeout=60)
+        assert third.returncode == 0, third_log[-2000:]
+        assert query(db_url, "SELECT feed, holder, epoch FROM collector_claims ORDER BY feed") == holders
+        for name in ports:
+            assert f"feed {name} is collected by " in third_log and "; standing by" in third_log
         for name, collector in collectors.items():
             collector.send_signal(signal.SIGINT)
             _, logs[name] = collector.communicate(timeout=60)
@@ -141,7 +151,8 @@ def test_one_collector_process_per_feed(db_url: str, tmp_path: Path) -> None:
         ("oddspapi", 1), ("saba", 1)]
     assert_stored_without_holes(db_url)
     spools = tmp_path / "spool"
-    assert sorted(p.name for p in spools.iterdir() if p.is_dir()) == ["collector-oddspapi", "collector-saba"]
+    assert sorted(p.name for p in spools.iterdir() if p.is_dir()) == ["collector", "collector-oddspapi",
+                                                                      "collector-saba"]  # the third's too
     assert not list(spools.glob("*/*.spool")), "spools must be empty after a clean stop"
 
 

@@ -98,6 +98,25 @@ def test_database_selection_order(monkeypatch: pytest.MonkeyPatch) -> None:
     assert configured_database_url("postgresql+asyncpg://cli/db", "postgresql://c/db") == "postgresql://cli/db"
 
 
+def test_several_hosts_in_each_form_reach_every_driver_as_one_url() -> None:
+    """A primary and its standby, as libpq writes them (URL or keywords) and as SQLAlchemy does: one libpq
+    URL for asyncpg and psycopg, SQLAlchemy's form for migrations; the password masked in messages."""
+    libpq = "postgresql://w:pw@a:5432,b:5433/odds?target_session_attrs=read-write"
+    assert normalise_url(libpq) == libpq
+    split = "postgresql://w:pw@/odds?host=a,b&port=5432,5433&target_session_attrs=read-write"
+    assert normalise_url("postgresql+asyncpg://w:pw@/odds?host=a:5432&host=b:5433&target_session_attrs=read-write") \
+        == split
+    assert normalise_url("host=a,b port=5432,5433 dbname=odds user=w password=pw target_session_attrs=read-write") \
+        == split
+    assert sqlalchemy_url(libpq) == "postgresql+psycopg://w:pw@/odds?host=a:5432&host=b:5433" \
+                                    "&target_session_attrs=read-write"
+    assert sqlalchemy_url(split) == "postgresql+psycopg://" + split.removeprefix("postgresql://")
+    assert redact_url("host=a,b dbname=odds password='s3 cret' user=w") == "host=a,b dbname=odds password=*** user=w"
+    with pytest.raises(ValueError, match="not one libpq reads") as refused:
+        normalise_url("host=a dbname=odds password=s3cret nonsense=1")
+    assert "s3cret" not in str(refused.value)
+
+
 def test_url_forms() -> None:
     assert sqlalchemy_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert redact_url("postgresql://user:s3cret@host/db") == "postgresql://user:***@host/db"

@@ -141,6 +141,10 @@ def test_a_killed_collector_restarts_without_loss_or_duplicates_and_the_gap_is_r
                  >= len(set(saba_ids)), 60, "saba caught up")
         assert collector.signal(signal.SIGTERM) == 0
 
+    # The restarted process owns the killed one's spool directory, which proves that one gone: it took
+    # its feeds back at once, without waiting for their claims to expire.
+    assert query(url, "SELECT DISTINCT detail->>'why' FROM collector_events WHERE event = 'handover'"
+                      " AND received_at > %s", killed_at) == [("holder restarted",)]
     # Saba resumed from the last stored event id: every event once, none lost in the kill.
     stored_ids = [row[0] for row in query(url, "SELECT event_id FROM raw_messages WHERE source = 'saba'")]
     assert len(stored_ids) == len(set(stored_ids)) and set(stored_ids) == set(saba_ids)

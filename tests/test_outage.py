@@ -146,7 +146,7 @@ def test_unwritable_spool_counts_what_was_lost_and_records_it_when_the_database_
 ) -> None:
     url = server.url()
 
-    def disk_full(self, batch_id, units):
+    def disk_full(self, batch_id, units, epochs=None):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     async def main() -> Writer:

@@ -143,6 +143,28 @@ def test_a_driver_uuid_subclass_is_spooled_as_a_plain_uuid(tmp_path: Path) -> No
     assert type(event.connection_id) is UUID and event.connection_id == UUID(str(driver_uuid))
 
 
+def test_the_claim_epochs_of_a_batch_are_spooled_with_it(tmp_path: Path) -> None:
+    """What a collector received under a claim is fenced when it is replayed, perhaps by a restarted
+    process: the epochs travel with the batch, and the spool counts what is pending per epoch."""
+    spool = Spool(tmp_path, fsync=False)
+    saba = [(RawMessage(NOW, "saba", uuid4(), i, "status-0", b"{}", str(80 + i)), []) for i in range(3)]
+    spool.append(uuid4(), saba, {"saba": 4})
+    spool.append(uuid4(), units("mm", 2))
+    spool.close()
+    reopened = Spool(tmp_path, fsync=False)
+    assert reopened.pending_units == {("saba", 4): 3}
+    assert reopened.last_event_ids == {"saba": ("82", 4)}
+    assert reopened.id == spool.id  # the directory's identity is kept
+    assert reopened.peek() is not None and reopened.head_epochs == {"saba": 4}
+    reopened.commit_head()
+    assert reopened.peek() is not None and reopened.head_epochs == {}
+    reopened.commit_head()
+    assert reopened.pending_units == {}
+    reopened.close()
+    payload = spoolcodec.encode(uuid4(), saba, {"saba": 4})
+    assert spoolcodec.decode(spoolcodec.MAGIC, payload)[1] == saba  # a reader that ignores the epochs
+
+
 # -- the format ----------------------------------------------------------------------------------
 
 

@@ -371,16 +371,19 @@ def status(
         "--metrics-port", help="also read the counters of the collector running with this --metrics-port "
                                "(repeatable: one per collector process)", metavar="PORT")] = None,
 ) -> None:
-    """Per source: last frame age, rows in the last minute, reconnects, gaps, quarantine, spool backlog."""
+    """Per source: last frame age, rows in the last minute, reconnects, gaps, quarantine, spool backlog; who
+    collects it (its claim's holder), since when, and who stands by."""
     from warehouse.collect.metrics import scrape
     from warehouse.collect.status import source_status
-    from warehouse.console import live_table, status_table
+    from warehouse.console import claims_table, live_table, status_table
 
     rows = source_status(obj.url_with_schema(), obj.spool_root())
     live: dict[str, dict[str, float]] = {}
     for port in metrics_port or []:
         try:
-            live |= scrape(port)
+            for source, values in scrape(port).items():  # of several processes, the one holding the feed's claim
+                if source not in live or values.get("claim_held"):
+                    live[source] = values
         except OSError as exc:
             warning(f"no collector metrics on 127.0.0.1:{port} ({exc}); its feeds show from the database only")
     if as_json:
@@ -388,6 +391,8 @@ def status(
                           for r in rows], indent=2))
         return
     out.print(status_table(rows))
+    if any(row.claim for row in rows):
+        out.print(claims_table(rows))
     if live:
         out.print(live_table(live))
 
@@ -419,7 +424,8 @@ def collect(
     except Exception:  # not reachable now: the writer spools, and says so until it is
         pass
     _log_at_least_info()
-    asyncio.run(run_collect(url, feeds, writer_settings, writer_name=writer_name, metrics_port=metrics_port,
+    asyncio.run(run_collect(url, feeds, writer_settings, collector=config.collector, writer_name=writer_name,
+                            metrics_port=metrics_port,
                             reload=lambda: only(feed_settings(load_config(config.path)), selected, config)))
 
 

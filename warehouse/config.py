@@ -21,8 +21,8 @@ from warehouse.feeds.registry import FEEDS
 from warehouse.options import ConfigError, keys, parse, setting
 from warehouse.redact import MIN_SECRET_LENGTH
 
-__all__ = ["Config", "ConfigError", "FeedConfig", "WriterSettings", "config_from_text", "load_config",
-           "resolve_all_secrets", "resolve_secrets"]
+__all__ = ["CollectorSettings", "Config", "ConfigError", "FeedConfig", "WriterSettings", "config_from_text",
+           "load_config", "resolve_all_secrets", "resolve_secrets"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +65,29 @@ class WriterSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CollectorSettings:
+    """How collector processes share the feeds (the `[collector]` section): docs/claims.md."""
+
+    name: str | None = setting("names this process in claims, `warehouse status` and collector_events; default"
+                               " <hostname>:<pid>", None)
+    claim_ttl_s: float = setting("a holder that stops renewing its claims (killed, cut off from the database) keeps"
+                                 " its feeds at most this long; it renews every third of it", 10.0, positive=True)
+    poll_s: float = setting("how often a standby looks for a feed to take (a clean stop wakes it at once)", 1.0,
+                            internal=True)
+    watch_s: float = setting("how long a handover's late frames are deduplicated against the new holder's",
+                             3600.0, internal=True)
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.claim_ttl_s / 3
+
+    @property
+    def margin_s(self) -> float:
+        """How long before the database's expiry a holder that could not renew closes its connections."""
+        return max(1.0, self.claim_ttl_s / 5)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RetentionSettings:
     keep_days: int | None = setting("`warehouse retain` keeps this many UTC days (today included) in PostgreSQL and"
                                     " drops older ones once their export is verified; off by default", None,
@@ -101,6 +124,7 @@ class Config:
     export: ExportSettings = field(default_factory=ExportSettings)
     writer: WriterSettings = field(default_factory=WriterSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    collector: CollectorSettings = field(default_factory=CollectorSettings)
     feeds: tuple[FeedConfig, ...] = ()
 
     @property
@@ -126,7 +150,7 @@ class Config:
 
 
 _SECTIONS = {"database": DatabaseSettings, "export": ExportSettings, "writer": WriterSettings,
-             "retention": RetentionSettings}
+             "retention": RetentionSettings, "collector": CollectorSettings}
 
 
 def load_config(path: Path | str | None) -> Config:
@@ -200,6 +224,7 @@ def _parse(data: dict[str, Any], path: Path) -> Config:
                        else str(_relative_to(Path(export.dir), base))),
         writer=replace(writer, spool_dir=_relative_to(writer.spool_dir, base)),
         retention=sections["retention"],
+        collector=sections["collector"],
         feeds=_feeds(data.get("feeds", []), where),
     )
 

@@ -57,6 +57,28 @@ def status_table(rows: list[SourceStatus]) -> Table | str:
     return table
 
 
+def claims_table(rows: list[SourceStatus]) -> Table:
+    """Who collects each feed (its claim's holder), since when, and who stands by for it."""
+    table = Table(title="claims", title_justify="left")
+    for column in ("feed", "collected by", "since", "epoch", "standing by"):
+        table.add_column(column, justify="right" if column == "epoch" else "left")
+    for r in rows:
+        claim = r.claim
+        if claim is None:
+            continue
+        if claim.holder is None:
+            held = f"nobody (released by {escape(claim.last_holder)})" if claim.last_holder else "nobody yet"
+        elif claim.expires_in_s is not None and claim.expires_in_s < 0:
+            held = (f"[yellow]{escape(claim.holder)}: not renewed for {duration(-claim.expires_in_s)} past its expiry"
+                    " (killed, or cut off from the database)[/yellow]")
+        else:
+            held = escape(claim.holder)
+        since = claim.since.strftime("%Y-%m-%d %H:%M:%S UTC") if claim.since else "–"
+        standbys = ", ".join(escape(name) for name in claim.standbys) or "[yellow]none[/yellow]"
+        table.add_row(escape(r.source), held, since, str(claim.epoch), standbys)
+    return table
+
+
 def resyncs(r: SourceStatus) -> str:
     """Resyncs of the last 24 hours: how many, the rows they healed, the calls that failed."""
     if not r.resyncs_24h and not r.resync_failures_24h:
@@ -70,7 +92,8 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
     table = Table(title="running collector (since it started)", title_justify="left")
     columns = [("frames", "frames"), ("rows", "rows"), ("received_bytes", "bytes"),
                ("reconnect_attempts", "reconnect attempts"), ("quarantined", "quarantined"),
-               ("resyncs", "resyncs"), ("commit_latency_p99_s", "p99 receive→commit"), ("database_up", "database")]
+               ("resyncs", "resyncs"), ("commit_latency_p99_s", "p99 receive→commit"), ("database_up", "database"),
+               ("claim_held", "claim")]
     table.add_column("source")
     for _, title in columns:
         table.add_column(title, justify="right")
@@ -84,6 +107,8 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
                 cells.append(f"{value:,.0f}" + (" (running)" if values.get("resync_running") else ""))
             elif key == "commit_latency_p99_s":
                 cells.append(f"≤ {value * 1000:g} ms")
+            elif key == "claim_held":
+                cells.append("held" if value else "standing by")
             elif key == "database_up":
                 cells.append("up" if value else "down" if values.get("database_reached") else
                              "[red]never reached: check the URL[/red]")

@@ -218,6 +218,9 @@ EVENT_DROPPED = "dropped"  # frames received but not kept (e.g. spool disk full)
 SHUTDOWN = "shutdown"  # the `reason` of a disconnect the collector made on purpose (a planned gap)
 EVENT_RESYNC_STARTED = "resync_started"  # REST calls to heal a gap begin (detail: what they cover)
 EVENT_RESYNC_FINISHED = "resync_finished"  # ... and ended (detail: calls, refused, failed, rows derived)
+EVENT_HANDOVER = "handover"  # a process took the feed's claim (detail: from, to, epochs, why)
+EVENT_OVERLAP = "overlap"  # frames of an earlier holder stored late, after the feed had passed on (detail: counts)
+CLAIM_LOST = "claim lost"  # the start of a disconnect's `reason` when the claim ended the connection
 
 # The `origin` of rows derived from a REST answer (None: from a pushed frame).
 ORIGIN_SNAPSHOT: Final = "snapshot"  # the vendor's current state, fetched after a gap

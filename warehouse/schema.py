@@ -22,12 +22,13 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     Sequence,
     Table,
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSON, JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, TIMESTAMP, UUID
 
 metadata = MetaData()
 
@@ -265,6 +266,47 @@ ingest_batches = Table(
     Column("committed_at", TZ, nullable=False, server_default=text("now()")),
     Column("frames", Integer, nullable=False),
     Column("rows", Integer, nullable=False),
+)
+
+# Claims (migration 0013): which collector process holds each feed. Mutable bookkeeping, not facts:
+# the history of handovers is in collector_events. docs/claims.md is the argument they make.
+collector_claims = Table(
+    "collector_claims",
+    metadata,
+    Column("feed", Text, primary_key=True),  # the feed's name: `source` in every row
+    Column("epoch", BigInteger, nullable=False, server_default=text("0")),  # the fencing token, bumped by takeovers
+    Column("holder", Text),  # [collector] name of the holder (or of the last one)
+    Column("holder_process", UUID(as_uuid=True)),  # null: released, or never held
+    Column("since", TZ),
+    Column("renewed_at", TZ),
+    Column("expires_at", TZ),  # the database's clock
+    Column("solo", Boolean, nullable=False, server_default=text("false")),  # no standby at the last renewal
+    Column("watch", JSONB, nullable=False, server_default=text("'[]'::jsonb")),  # epochs whose late frames may come
+)
+
+collector_processes = Table(
+    "collector_processes",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", Text),
+    Column("feeds", ARRAY(Text), nullable=False),
+    Column("spool", UUID(as_uuid=True)),  # the id of the spool directory it owns
+    Column("started_at", TZ, nullable=False, server_default=text("now()")),
+    Column("seen_at", TZ, nullable=False, server_default=text("now()")),
+    Column("expires_at", TZ, nullable=False),
+)
+
+collector_handover_keys = Table(
+    "collector_handover_keys",
+    metadata,
+    Column("source", Text, nullable=False),
+    Column("key", Text, nullable=False),  # a frame's vendor identity (Feed.identity)
+    Column("epoch", BigInteger, nullable=False),  # the epoch it was first stored under
+    Column("registered_at", TZ, nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("source", "key"),
 )
 
 warehouse_meta = Table(

@@ -20,6 +20,8 @@ DROPPED = Gauge("warehouse_dropped_frames", "Frames that could be neither stored
 DATABASE_UP = Gauge("warehouse_database_up", "1 while the writer is connected to the database", registry=REGISTRY)
 DATABASE_REACHED = Gauge("warehouse_database_reached", "1 once the database was reachable since the collector started"
                          " (0: check the URL)", registry=REGISTRY)
+HOLDER = Gauge("warehouse_claim_held", "1 while this process holds the source's claim (collects it), 0 while it"
+               " stands by", ["source"], registry=REGISTRY)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)  # seconds
 
 
@@ -138,8 +140,8 @@ def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> dict[str
             if sample.name.endswith("_total"):
                 name = sample.name.removeprefix("warehouse_").removesuffix("_total")
                 result.setdefault(source, {})[name] = sample.value
-            elif sample.name == "warehouse_resync_running":
-                result.setdefault(source, {})["resync_running"] = sample.value
+            elif sample.name in ("warehouse_resync_running", "warehouse_claim_held"):
+                result.setdefault(source, {})[sample.name.removeprefix("warehouse_")] = sample.value
             elif sample.name == "warehouse_commit_latency_seconds_bucket":
                 buckets.setdefault(source, []).append((float(sample.labels["le"]), sample.value))
     gauges = {sample.name: sample.value for family in text_string_to_metric_families(text)

@@ -146,6 +146,12 @@ class Resyncer:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"resync-{self.source}")
 
+    def cancel(self) -> None:
+        """Stop the pass in progress now (the feed's claim is gone); aclose() tidies up."""
+        self._pending.clear()
+        if self._task is not None:
+            self._task.cancel()
+
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()

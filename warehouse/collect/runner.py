@@ -29,6 +29,7 @@ import orjson
 from warehouse import exactjson
 from warehouse.backoff import Backoff
 from warehouse.collect.auth import LoginFailed, TokenSource
+from warehouse.collect.claims import Claim
 from warehouse.collect.metrics import FeedMetrics, for_source
 from warehouse.collect.resync import Resyncer
 from warehouse.collect.settings import FeedSettings
@@ -45,6 +46,7 @@ from warehouse.feeds.contract import Adapter, ConnectSpec, Output
 from warehouse.feeds.derive import derive, undecodable
 from warehouse.options import to_table
 from warehouse.records import (
+    CLAIM_LOST,
     EVENT_COMMAND,
     EVENT_CONNECT,
     EVENT_DISCONNECT,
@@ -75,8 +77,12 @@ class _Outcome:
 
 
 class FeedRunner:
-    def __init__(self, settings: FeedSettings, writer: Writer, *, resume_id: str | None = None) -> None:
+    def __init__(self, settings: FeedSettings, writer: Writer, *, resume_id: str | None = None,
+                 claim: Claim | None = None) -> None:
         self.settings = settings
+        self.claim = claim  # while it holds (None: collect regardless, e.g. tests and benchmarks)
+        self._aborted: str | None = None  # why the connection was dropped for good (the claim is gone)
+        self._session: WebSocketSession | SseSession | None = None
         self.source = settings.name
         self.writer = writer
         self.resume_id = resume_id  # last SSE event id stored or received
@@ -99,12 +105,14 @@ class FeedRunner:
     async def run(self) -> None:
         """Collect until cancelled (shutdown) or until the vendor reports a configuration error."""
         attempt = 0
-        while True:
+        while self._aborted is None:
             if attempt:
                 await self._event(None, EVENT_RECONNECT_ATTEMPT, {"attempt": attempt})
                 self.metrics.reconnect_attempts += 1
             attempt += 1
             outcome = await self._one_connection()
+            if self._aborted is not None:
+                return
             if outcome.fatal:
                 log.error("feed %s stopped: %s; fix the configuration and restart", self.source, outcome.reason)
                 raise FeedStopped(outcome.reason)
@@ -115,7 +123,7 @@ class FeedRunner:
     async def _one_connection(self) -> _Outcome:
         settings = self.settings
         spec = settings.feed.connect(settings.options, settings.secrets, self.resume_id)
-        session = self._session(spec)
+        session = self._session = self._new_session(spec)
         connection_id = uuid4()
         try:
             headers = dict(spec.headers)
@@ -136,6 +144,7 @@ class FeedRunner:
             await self._event(None, EVENT_ERROR, {"error": str(exc), "status": exc.status})
             return _Outcome(str(exc), long=exc.status is not None)
         finally:
+            self._session = None
             await session.close()
             if isinstance(session, SseSession):  # where the stream left off: what the next connection sends
                 self.resume_id = session.last_event_id
@@ -147,7 +156,15 @@ class FeedRunner:
         if self._tokens is not None:
             await self._tokens.aclose()
 
-    def _session(self, spec: ConnectSpec) -> WebSocketSession | SseSession:
+    def abort(self, reason: str) -> None:
+        """Drop the connection now and make no other (the claim on the feed is gone): no goodbye to
+        the vendor, the socket is shut in this call."""
+        self._aborted = reason
+        if self._session is not None:
+            self._session.abort()
+        self.resyncer.cancel()
+
+    def _new_session(self, spec: ConnectSpec) -> WebSocketSession | SseSession:
         s = self.settings.tuning
         if spec.transport == "ws":
             return WebSocketSession(ping_interval=s.ping_interval_s, connect_timeout=s.connect_timeout_s,
@@ -194,15 +211,15 @@ class FeedRunner:
         try:
             outcome = await self._receive(session, adapter, connection_id)
         except Disconnected as exc:
-            outcome = _Outcome(self._watchdog_reason or self.redact.text(str(exc.args[0])))
+            outcome = _Outcome(self._aborted or self._watchdog_reason or self.redact.text(str(exc.args[0])))
         except asyncio.CancelledError:
             for helper in [*helpers, *self._live[2]]:
                 helper.cancel()
-            for message in spec.send_on_close:
+            for message in () if self._aborted else spec.send_on_close:
                 with contextlib.suppress(Disconnected, OSError):
                     await asyncio.wait_for(session.send(message), 2)
                     await self._event(connection_id, EVENT_COMMAND, {"command": self.redact.text(message)})
-            await self._event(connection_id, EVENT_DISCONNECT, {"reason": SHUTDOWN})
+            await self._event(connection_id, EVENT_DISCONNECT, {"reason": self._aborted or SHUTDOWN})
             raise
         finally:
             for helper in [*helpers, *self._live[2]]:
@@ -260,7 +277,10 @@ class FeedRunner:
 
     async def _receive(self, session: Any, adapter: Adapter, connection_id: UUID) -> _Outcome:
         seq = 0
+        claim = self.claim
         while True:
+            if claim is not None and not claim.valid():  # not one frame more once the claim is gone
+                raise Disconnected(claim.reason or CLAIM_LOST)
             item = await session.recv()
             self._last_seen = time.monotonic()
             seq += 1
@@ -310,17 +330,3 @@ def _control(output: Output) -> _Outcome | None:
         reason = f"vendor: {exactjson.dumps(output.detail or {}).decode()}"  # the frame's numbers: any size
         return _Outcome(reason, long=output.control == contract.RETRY_LONG, fatal=output.control == contract.FATAL)
     return None
-
-
-async def run_feeds(runners: list[FeedRunner]) -> None:
-    """Run every feed until cancelled; one feed stopping (or crashing) never stops another."""
-
-    async def guarded(runner: FeedRunner) -> None:
-        try:
-            await runner.run()
-        except FeedStopped:
-            pass  # already logged and recorded
-        except Exception:
-            log.exception("feed %s crashed; the other feeds go on", runner.source)
-
-    await asyncio.gather(*(guarded(r) for r in runners))

@@ -1,15 +1,16 @@
-"""A collector process: the writer, a runner per feed, signals, reloads, and the bookkeeping of a
-start — resume points, and the gaps an earlier process left open."""
+"""A collector process: the writer, the claims, a loop per feed (stand by, take its claim, collect
+until it is lost), signals, reloads, and the bookkeeping of a takeover — where the feed resumes, and
+the gap an earlier holder left open."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
+import functools
 import logging
 import re
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +18,17 @@ from pathlib import Path
 import asyncpg
 
 from warehouse.collect import gc_settle, metrics
+from warehouse.collect.claims import Claim, Claims
 from warehouse.collect.reads import last_event_ids, unclosed_connections
-from warehouse.collect.runner import FeedRunner, run_feeds
+from warehouse.collect.runner import FeedRunner, FeedStopped
 from warehouse.collect.settings import FeedSettings
-from warehouse.config import ConfigError, WriterSettings
-from warehouse.records import EVENT_DISCONNECT, CollectorEvent
+from warehouse.config import CollectorSettings, ConfigError, WriterSettings
+from warehouse.feeds.contract import is_rest_kind
+from warehouse.records import CLAIM_LOST, EVENT_DISCONNECT, EVENT_HANDOVER, CollectorEvent
 from warehouse.redact import redact_logs
-from warehouse.store.homes import claim, identity_of
+from warehouse.store.homes import claim as claim_folder
+from warehouse.store.homes import identity_of
+from warehouse.store.spool import SpoolError
 from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")
@@ -51,35 +56,14 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name)
 
 
-@contextlib.contextmanager
-def _feeds_claimed(feeds: list[FeedSettings], directory: Path) -> Iterator[None]:
-    """One collector per feed, or every frame would be stored twice: a lock file per feed beside the
-    spools (so shared by the collectors of one config), held while collecting (the OS releases it
-    if the process dies)."""
-    with contextlib.ExitStack() as held:
-        for feed in feeds:
-            path = directory / f".feed-{_file_safe(feed.name)}.lock"
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-                handle = held.enter_context(open(path, "w"))  # held until collecting ends
-            except OSError as exc:  # the spool cannot be there either: the writer will say so
-                log.warning("cannot claim feed %s (%s); make sure no other collector runs it", feed.name, exc)
-                continue
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(f"feed {feed.name} is already being collected by another process (it holds"
-                                  f" {path}); stop that one, or leave this feed out with --feed") from None
-        yield
-
-
 async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSettings, *,
-                  writer_name: str = WRITER_NAME, metrics_port: int | None = None,
-                  stop: asyncio.Event | None = None,
+                  collector: CollectorSettings | None = None, writer_name: str = WRITER_NAME,
+                  metrics_port: int | None = None, stop: asyncio.Event | None = None,
                   reload: Callable[[], list[FeedSettings]] | None = None) -> None:
-    """Run `feeds` until SIGINT/SIGTERM (or `stop`), then flush the writer and return.
+    """Run `feeds` until SIGINT/SIGTERM (or `stop`), then flush the writer, hand the feeds over and return.
 
-    With `reload`, SIGHUP re-reads the configuration and hands each running feed its new settings.
+    Each feed is collected while this process holds its claim (collect/claims.py), and stood by for
+    otherwise. With `reload`, SIGHUP re-reads the configuration and hands each feed its new settings.
     """
     redact_logs([secret for feed in feeds for secret in feed.secrets.values()])
     stop = stop or asyncio.Event()
@@ -90,32 +74,107 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         metrics.serve(metrics_port)
     writer = Writer(url, writer_settings, name=writer_name, on_commit=metrics.CommitLatency())
     await _spool_is_this_warehouses(url, writer.spool_dir)
-    with _feeds_claimed(feeds, writer.spool_dir.parent):  # before anything is spooled, read or connected
-        async with writer:
-            metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
-            metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog_batches)
-            metrics.DROPPED.set_function(lambda: writer.stats.dropped)
-            metrics.DATABASE_UP.set_function(lambda: writer.stats.database_up)
-            metrics.DATABASE_REACHED.set_function(lambda: writer.stats.database_reached)
-            resume = await _resume_points(url, feeds, writer)
-            await _close_gaps_left_open(url, feeds, writer)
-            runners = [FeedRunner(f, writer, resume_id=resume.get(f.name)) for f in feeds]
-            log.info("collecting %d feed%s (%s) through the spool %s; Ctrl-C or SIGTERM stops", len(feeds),
-                     "" if len(feeds) == 1 else "s", ", ".join(f.name for f in feeds), writer.spool_dir)
-            if reload is not None:
-                loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(reload, runners)))
-            gc_settle.settle()
-            running = asyncio.create_task(run_feeds(runners))
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
-            running.cancel()
-            stopping.cancel()
-            await asyncio.gather(running, stopping, return_exceptions=True)
-            for runner in runners:
-                await runner.aclose()
-            log.info("feeds stopped; flushing %d queued frames", writer.queued)
+    try:
+        await writer.start()  # takes the spool's lock (one process per spool directory) before anything else
+    except SpoolError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
+        metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog_batches)
+        metrics.DROPPED.set_function(lambda: writer.stats.dropped)
+        metrics.DATABASE_UP.set_function(lambda: writer.stats.database_up)
+        metrics.DATABASE_REACHED.set_function(lambda: writer.stats.database_reached)
+        kinds = {feed.name: feed.feed for feed in feeds}
+        writer.fencing.identify = lambda raw, rows: (kinds[raw.source].identity(raw, rows)
+                                                     if raw.source in kinds and not is_rest_kind(raw.kind) else None)
+        claims = Claims(url, collector or CollectorSettings(), [f.name for f in feeds], writer,
+                        identified=[f.name for f in feeds if f.feed.identifies_events])
+        held = [_Feed(feed, writer, claims, url) for feed in feeds]
+        for feed in feeds:
+            metrics.HOLDER.labels(feed.name).set(0)  # standing by, until its claim is taken
+        log.info("collecting %d feed%s (%s) through the spool %s; Ctrl-C or SIGTERM stops", len(feeds),
+                 "" if len(feeds) == 1 else "s", ", ".join(f.name for f in feeds), writer.spool_dir)
+        log.info("this process is %s: it collects each feed while it holds the feed's claim, and stands by"
+                 " for the others", claims.name)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(reload, held)))
+        await claims.start()
+        gc_settle.settle()
+        running = [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in held]
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([*running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        for task in [*running, stopping]:
+            task.cancel()
+        await asyncio.gather(*running, stopping, return_exceptions=True)
+        log.info("feeds stopped; flushing %d queued frames", writer.queued)
+        await writer.flush()  # what they received is stored (or spooled) before the feeds are handed over
+        await claims.release(list(claims.held))
+        await claims.aclose()
+    finally:
+        await writer.close()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.remove_signal_handler(sig)
+
+
+class _Feed:
+    """One feed in this process: standing by, or collecting while its claim holds."""
+
+    def __init__(self, settings: FeedSettings, writer: Writer, claims: Claims, url: str) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.writer = writer
+        self.claims = claims
+        self.url = url
+        self.runner: FeedRunner | None = None
+        self._last: tuple[int, str | None] | None = None  # (epoch, last SSE id) of this process's last hold
+
+    async def run(self) -> None:
+        while True:
+            claim = await self.claims.acquired(self.name)
+            metrics.HOLDER.labels(self.name).set(1)
+            runner = FeedRunner(self.settings, self.writer, resume_id=await self._resume_point(claim), claim=claim)
+            claim.on_lost.append(functools.partial(_abort, runner, claim))
+            self.runner = runner
+            try:
+                await self._took(claim)
+                if claim.valid():
+                    await runner.run()  # returns once the claim is lost
+            except FeedStopped:
+                await claim.lost.wait()  # a configuration error: held (nobody would do better) until restarted
+            except Exception:
+                log.exception("feed %s crashed; the other feeds go on", self.name)
+                await claim.lost.wait()
+            finally:
+                metrics.HOLDER.labels(self.name).set(0)
+                self._last = (claim.epoch, runner.resume_id)
+                self.runner = None
+                await runner.aclose()
+
+    async def _resume_point(self, claim: Claim) -> str | None:
+        """Where a resumable feed goes on from: the newest event id received under the epoch before this
+        one — this process's own (in memory, or in its spool) when that epoch was its own, else the
+        database's (what every earlier holder stored)."""
+        previous = claim.took.previous_epoch
+        if self._last is not None and self._last[0] == previous:
+            return self._last[1]
+        spooled = self.writer.spooled_event_ids().get(self.name)
+        if spooled is not None and spooled[1] == previous:
+            return spooled[0]
+        try:
+            return (await last_event_ids(self.url, [self.name])).get(self.name)
+        except Exception as exc:  # the database may be gone again: the feed starts from a snapshot
+            log.warning("feed %s: cannot read where it left off (%s); it starts from a snapshot", self.name,
+                        type(exc).__name__)
+            return None
+
+    async def _took(self, claim: Claim) -> None:
+        """A row for the handover, and the gap an earlier holder that did not stop cleanly left open."""
+        took = claim.took
+        await self.writer.put(None, [CollectorEvent(datetime.now(UTC), self.name, None, EVENT_HANDOVER, {
+            "from": took.previous_holder, "from_epoch": took.previous_epoch, "to": self.claims.name,
+            "epoch": took.epoch, "why": took.why})])
+        if took.why != "released":
+            await _close_gap_left_open(self.url, self.name, self.writer, took.previous_holder)
 
 
 async def _spool_is_this_warehouses(url: str, spool_dir: Path) -> None:
@@ -132,49 +191,44 @@ async def _spool_is_this_warehouses(url: str, spool_dir: Path) -> None:
     finally:
         await conn.close()
     with contextlib.suppress(OSError):  # an unusable spool directory: the writer says so
-        claim(spool_dir, owner, "the spool")
+        claim_folder(spool_dir, owner, "the spool")
 
 
-async def _reload(read: Callable[[], list[FeedSettings]], runners: list[FeedRunner]) -> None:
+def _abort(runner: FeedRunner, claim: Claim) -> None:
+    runner.abort(claim.reason or CLAIM_LOST)
+
+
+async def _reload(read: Callable[[], list[FeedSettings]], feeds: list[_Feed]) -> None:
     try:
         new = {feed.name: feed for feed in read()}
     except ConfigError as exc:
         log.error("reload refused, the running configuration stays: %s", exc)
         return
-    running = {runner.source for runner in runners}
-    for runner in runners:
-        feed = new.get(runner.source)
-        if feed is None or feed.feed is not runner.settings.feed:
-            log.warning("feed %s was removed or changed kind: restart the collector to apply", runner.source)
+    for held in feeds:
+        feed = new.get(held.name)
+        if feed is None or feed.feed is not held.settings.feed:
+            log.warning("feed %s was removed or changed kind: restart the collector to apply", held.name)
             continue
-        await runner.reconfigure(feed)
-    for name in sorted(set(new) - running):
+        held.settings = feed  # the next hold's runner starts with them
+        if held.runner is not None:
+            await held.runner.reconfigure(feed)
+    for name in sorted(set(new) - {held.name for held in feeds}):
         log.warning("feed %s is new: restart the collector to start it", name)
     log.warning("configuration reloaded")
 
 
-async def _close_gaps_left_open(url: str, feeds: list[FeedSettings], writer: Writer) -> None:
-    """A collector that was killed wrote no disconnect: write it now, dated at its last frame, so the
-    time nobody listened shows as a gap like any other."""
+async def _close_gap_left_open(url: str, source: str, writer: Writer, holder: str | None) -> None:
+    """A holder that was killed (or cut off from the database) wrote no disconnect: write it now, dated
+    at its last frame stored, so the time nobody listened shows as a gap like any other."""
     try:
-        unclosed = await unclosed_connections(url, [f.name for f in feeds])
-    except Exception as exc:  # the database may be down at start; the gap then shows from the connect
-        log.warning("cannot check for connections left open by an earlier run (%s)", type(exc).__name__)
-        return
-    for source, connection_id, last_frame_at in unclosed:
-        log.warning("feed %s: the previous collector stopped without a clean shutdown; recording the gap"
-                    " from %s", source, last_frame_at.isoformat())
-        await writer.put(None, [CollectorEvent(last_frame_at, source, connection_id, EVENT_DISCONNECT, {
-            "reason": "collector process ended without a clean shutdown (killed or crashed)",
-            "recorded_at": datetime.now(UTC).isoformat()})])
-
-
-async def _resume_points(url: str, feeds: list[FeedSettings], writer: Writer) -> dict[str, str]:
-    """Where each resumable feed left off: the spool first (newest), else the database."""
-    stored: dict[str, str] = {}
-    try:
-        stored = await last_event_ids(url, [f.name for f in feeds])
-    except Exception as exc:  # the database may be down at start: the spool still tells something
-        log.warning("cannot read resume points from the database (%s); feeds start from a snapshot",
+        unclosed = await unclosed_connections(url, [source])
+    except Exception as exc:  # the database may be gone again; the gap then shows from the connect
+        log.warning("feed %s: cannot check for a connection left open by an earlier holder (%s)", source,
                     type(exc).__name__)
-    return {**stored, **writer.spooled_event_ids()}
+        return
+    for _source, connection_id, last_frame_at in unclosed:
+        log.warning("feed %s: the previous holder stopped without a clean shutdown; recording the gap from %s",
+                    source, last_frame_at.isoformat())
+        await writer.put(None, [CollectorEvent(last_frame_at, source, connection_id, EVENT_DISCONNECT, {
+            "reason": "collector process ended without a clean shutdown (killed or crashed, or cut off from"
+                      " the database)", "holder": holder, "recorded_at": datetime.now(UTC).isoformat()})])

@@ -2,7 +2,8 @@
 
 Gaps follow the collector_events convention: a `disconnect` opens a gap, the next `connect` of
 the same source closes it; a disconnect whose reason is a clean shutdown is a planned gap. Resyncs
-(REST calls healing a gap) are `resync_finished` rows.
+(REST calls healing a gap) are `resync_finished` rows. Who collects each feed, since when, and who
+stands by: the claims (collector_claims, collector_processes).
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ _DERIVED = [t for t in FACT_TABLES if t not in ("raw_messages", "collector_event
 
 
 @dataclass
+class ClaimStatus:
+    """Who collects a feed: its holder (None: released, or never held), since when, and who stands by."""
+
+    holder: str | None
+    since: datetime | None
+    epoch: int
+    expires_in_s: float | None  # below zero: the holder stopped renewing (killed, or cut off from the database)
+    standbys: list[str]
+    last_holder: str | None = None  # who held it last, once released
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["since"] = self.since.isoformat() if self.since else None
+        return data
+
+
+@dataclass
 class SourceStatus:
     source: str
     last_frame_at: datetime | None
@@ -49,12 +67,14 @@ class SourceStatus:
     resync_rows_24h: int = 0  # rows they derived
     resync_failures_24h: int = 0  # REST calls refused or failed, and passes that could not start
     last_resync_at: datetime | None = None
+    claim: ClaimStatus | None = None  # None: no collector has claimed it (collected before claims existed)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("last_frame_at", "last_resync_at"):
             value = getattr(self, key)
             data[key] = value.isoformat() if value else None
+        data["claim"] = self.claim.as_json() if self.claim else None
         return data
 
 
@@ -66,6 +86,8 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
                    conn.execute(_SOURCES.format(table=table)).fetchall()} | set(backlog)
         gaps = _gaps(conn, now)
         resyncs = _resyncs(conn, now)
+        claims = claim_status(conn)
+        sources |= set(claims)
         result = []
         for source in sorted(sources):
             last = scalar(conn, "SELECT max(received_at) FROM raw_messages WHERE source = %s", (source,))
@@ -90,9 +112,23 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
                     resync_rows_24h=resync_rows,
                     resync_failures_24h=failures,
                     last_resync_at=last_resync,
+                    claim=claims.get(source),
                 )
             )
         return result
+
+
+def claim_status(conn: psycopg.Connection[Any]) -> dict[str, ClaimStatus]:
+    """Each claimed feed's holder, since when, and the live processes standing by for it."""
+    rows = conn.execute(
+        "SELECT c.feed, c.holder, c.holder_process IS NOT NULL, c.since, c.epoch,"
+        " extract(epoch FROM c.expires_at - now())::float8,"
+        " coalesce((SELECT array_agg(p.name ORDER BY p.name) FROM collector_processes AS p WHERE c.feed = ANY (p.feeds)"
+        "  AND p.expires_at > now() AND p.id IS DISTINCT FROM c.holder_process), '{}')"
+        " FROM collector_claims AS c").fetchall()
+    return {feed: ClaimStatus(holder if held else None, since if held else None, epoch,
+                              left if held else None, list(standbys), None if held else holder)
+            for feed, holder, held, since, epoch, left, standbys in rows}
 
 
 def _count(conn: psycopg.Connection[Any], table: str, source: str, since: datetime) -> int:

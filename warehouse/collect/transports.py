@@ -11,6 +11,7 @@ credentials.
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +145,11 @@ class WebSocketSession:
             with contextlib.suppress(Exception):
                 await self._ws.close()
 
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake (the claim on its feed is gone)."""
+        if self._ws is not None:
+            self._ws.transport.abort()
+
 
 def _close_reason(exc: websockets.ConnectionClosed) -> str:
     if exc.rcvd is not None:
@@ -219,6 +225,14 @@ class SseSession:
 
     async def send(self, text: str) -> None:
         raise Disconnected("SSE is one-way: nothing can be sent")
+
+    def abort(self) -> None:
+        """Shut the connection's socket down now (the claim on its feed is gone); close() tidies up."""
+        stream = self._response.extensions.get("network_stream") if self._response is not None else None
+        raw = stream.get_extra_info("socket") if stream is not None else None
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
 
     async def close(self) -> None:
         if self._stream is not None:

@@ -17,7 +17,7 @@ from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from warehouse.options import setting
-from warehouse.records import ORIGIN_BACKFILL, ORIGIN_SNAPSHOT, Record
+from warehouse.records import ORIGIN_BACKFILL, ORIGIN_SNAPSHOT, RawMessage, Record
 
 
 class FrameError(ValueError):
@@ -244,6 +244,7 @@ class Feed(ABC, Generic[OptionsT]):
     options: type[OptionsT]  # a frozen dataclass of `setting(...)` fields (secret=True: names an env variable)
     default_silence_s: float  # the watchdog's limit unless the config sets silence_timeout_s
     max_connections_per_key: int | None = None  # the vendor's limit across every feed of a config
+    identifies_events: bool = False  # its pushed frames carry the vendor's identity of an event (see identity)
     doc: str = ""  # one line for `warehouse --help` and the docs
     # market id → outcome id → name, for ids the vendor's frames never name (charts label them)
     outcome_names: Mapping[str, Mapping[str, str]] = MappingProxyType({})
@@ -275,6 +276,13 @@ class Feed(ABC, Generic[OptionsT]):
     def reload_commands(self, old: OptionsT, new: OptionsT) -> Sequence[str]:
         """Messages that apply `new` options to a live connection (none: the next connection applies them)."""
         return ()
+
+    def identity(self, raw: RawMessage, records: Sequence[Record]) -> str | None:
+        """The vendor's identity of the event a pushed frame carries (None: it has none), the same
+        whoever receives it: what keeps one event from being stored twice across a handover of the
+        feed (docs/claims.md). Never called for REST answers. A feed that gives one says so with
+        `identifies_events`."""
+        return None
 
     def rest_policy(self, options: OptionsT) -> RestPolicy | None:
         """Whether and how this feed heals gaps over REST (None: it has no REST side)."""

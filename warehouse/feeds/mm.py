@@ -27,6 +27,7 @@ derives the same rows from the stored answer alone).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,11 +65,13 @@ from warehouse.records import (
     BetChange,
     EmergencyEvent,
     OrderChange,
+    RawMessage,
     Record,
     ScoreChange,
 )
 
 CHANNELS = ("orders", "bets", "accounts", "scores", "emergency")
+_EVENTS = (OrderChange, BetChange, AccountChange, ScoreChange, EmergencyEvent)  # what a broadcast derives
 KEY_FIELDS = ("apiKey", "api_key")  # the subscribe message's key, as the WebSocket page and the API reference spell it
 # The documented errors, letters only, lower case (`Invalid api_key format` → invalidapikeyformat), most
 # specific first (invalidapikey is in invalidapikeyformat), with what each means for the feed.
@@ -104,6 +107,7 @@ class Options:
 
 class Mm(Feed[Options]):
     kind = "mm-ws"
+    identifies_events = True
     version = "3"  # 2: the documented errors in any spelling; a missing or malformed key stops the feed. 3: numbers
     # exact from the wire; odds that are no price refused
     options = Options
@@ -128,6 +132,16 @@ class Mm(Feed[Options]):
 
     def adapter(self, source: str, options: Options) -> Adapter:
         return Adapter(source, options.channels, options=options)
+
+    def identity(self, raw: RawMessage, records: Sequence[Record]) -> str | None:
+        """A broadcast that names its object and the time of the change: one change of one object,
+        delivered twice as the same bytes. A broadcast without a change time (an order's PLACED, an
+        account's balance, a score) has no identity: the same bytes may be two changes."""
+        record = next((r for r in records if isinstance(r, _EVENTS)), None)
+        payload = getattr(record, "payload", None)
+        if raw.payload is None or not isinstance(payload, dict) or not _change_time(raw.kind, payload):
+            return None
+        return f"{raw.kind}:{hashlib.sha256(raw.payload).hexdigest()[:32]}"
 
     def decode(self, data: bytes, limit: int) -> bytes:
         """A documented error sent as plain text becomes the JSON string it would have been; any
@@ -163,6 +177,16 @@ class Mm(Feed[Options]):
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _change_time(kind: str, payload: dict[str, Any]) -> Any:
+    """When the change a broadcast carries was made, as the vendor says (None: it does not say)."""
+    channel, _, event = kind.partition(":")
+    if payload.get("updatedAt"):
+        return payload["updatedAt"]
+    if event == "INSERT":  # the object's creation is the change
+        return payload.get("createdAt") or payload.get("placedAt")
+    return payload.get("matchedAt") if channel == "orders" else payload.get("triggeredAt")
 
 
 def _letters(text: str) -> str:

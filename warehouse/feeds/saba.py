@@ -8,7 +8,7 @@ selection. Vendor documentation: Saba OddsDirect "GetEvents (Push)" API.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,7 @@ from warehouse.feeds.contract import (
 )
 from warehouse.feeds.values import obj, parse_time, to_bool, to_decimal, to_float, to_int, to_text
 from warehouse.options import setting
-from warehouse.records import FixtureChange, MarketChange, PriceTick, Record, ScoreChange
+from warehouse.records import FixtureChange, MarketChange, PriceTick, RawMessage, Record, ScoreChange
 
 BOOKMAKER = "saba"
 _SPORT_BLOCKS = ("soccerInfo", "tennisInfo", "beachVolleyBallInfo", "eSportInfo", "basketballInfo",
@@ -53,6 +53,7 @@ class Options:
 
 class Saba(Feed[Options]):
     kind = "saba-sse"
+    identifies_events = True
     version = "2"  # 2: numbers exact from the wire; prices no double holds, and odds that are no price, refused
     options = Options
     default_silence_s = 20.0  # the server sends a keep-alive every 5 s
@@ -62,6 +63,11 @@ class Saba(Feed[Options]):
         if options.token_env or (options.vendor_id and options.vendor_member_id_env):
             return None
         return "needs token_env, or vendor_id with vendor_member_id_env to log in"
+
+    def identity(self, raw: RawMessage, records: Sequence[Record]) -> str | None:
+        """The SSE id, with the frame's kind: a snapshot (status 1 or 3) carries the id of the delta it
+        follows, and is another frame than that delta."""
+        return f"{raw.kind}#{raw.event_id}" if raw.event_id is not None else None
 
     def connect(self, options: Options, secrets: Mapping[str, str], resume_id: str | None) -> ConnectSpec:
         params = {name: value for name, value in (("query", options.query), ("includeMarkets", options.include_markets),

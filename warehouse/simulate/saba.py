@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from warehouse.simulate.market import Fixture, Market, PriceChange, ScoreUpdate
-from warehouse.simulate.vendors import FleetMember, Vendor
+from warehouse.simulate.vendors import FleetMember, Streams, Vendor
 
 STREAM_PATHS = ("/sports/stream/v1/GetEvents", "/sports/stream/beta/GetEvents")
 _ENCODINGS = {"gzip", "deflate", "br", "identity", "*", ""}
@@ -86,6 +86,7 @@ class SabaSimulator:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._connections = 0
+        self.streams = Streams()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -203,7 +204,7 @@ class SabaSimulator:
             if method == "POST" and parts.path in ("/login", "/refreshToken"):
                 await self._login(writer, body, refresh=parts.path == "/refreshToken")
             elif method == "GET" and parts.path in STREAM_PATHS:
-                await self._stream(writer, headers, params)
+                await self._stream(reader, writer, headers, params)
             else:
                 await _respond(writer, 404, {"message": "not found"})
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
@@ -235,7 +236,8 @@ class SabaSimulator:
             return True
         return self._tokens.get(token, 0) > time.monotonic()
 
-    async def _stream(self, writer: asyncio.StreamWriter, headers: dict[str, str], params: dict[str, str]) -> None:
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str],
+                      params: dict[str, str]) -> None:
         faults = self.faults
         self.resume_requests.append(headers.get("last-event-id"))
         if not self._token_ok(headers, params):
@@ -263,6 +265,23 @@ class SabaSimulator:
         sent = _Sent(self.sent.setdefault(number, []) if self.record else None)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                      b"Connection: close\r\n\r\n")
+        # Open from now until the client's side closes (it sends nothing more: EOF is its close).
+        self.streams.up()
+        def gone(_: object) -> None:
+            self.streams.down()
+            writer.transport.abort()  # the stream ends at its next write
+
+        closed = asyncio.ensure_future(reader.read())
+        closed.add_done_callback(gone)
+        try:
+            await self._events(writer, headers, sent, number)
+        finally:
+            closed.cancel()
+
+    async def _events(self, writer: asyncio.StreamWriter, headers: dict[str, str], sent: _Sent,
+                      number: int) -> None:
+        """The stream of connection `number` (counted from 1)."""
+        faults = self.faults
         last = headers.get("last-event-id")
         if self.script is not None:
             for scripted in self.script:

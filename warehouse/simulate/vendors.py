@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,12 +20,35 @@ from warehouse.simulate.market import Market
 
 class Simulator(Protocol):
     sent_count: int  # frames sent over every connection: what a collector should have stored
+    streams: Streams  # stream connections open now, and the most at once
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on `host:port` (0: any free port); return the base URL."""
         ...
 
     async def stop(self) -> None: ...
+
+
+@dataclass
+class Streams:
+    """A simulator's open stream connections, as the vendor sees them (from the handshake until the
+    socket is closed): how many now, and the most ever open at once — two collectors streaming one
+    feed at the same time show as `most` 2."""
+
+    open: int = 0
+    most: int = 0
+    opened: int = 0
+    changes: list[tuple[float, int]] = field(default_factory=list)  # (time.monotonic(), open after it)
+
+    def up(self) -> None:
+        self.open += 1
+        self.opened += 1
+        self.most = max(self.most, self.open)
+        self.changes.append((time.monotonic(), self.open))
+
+    def down(self) -> None:
+        self.open -= 1
+        self.changes.append((time.monotonic(), self.open))
 
 
 @dataclass

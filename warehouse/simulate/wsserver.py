@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+
+from warehouse.simulate.vendors import Streams
 
 
 class WebSocketSimulator:
@@ -21,7 +24,8 @@ class WebSocketSimulator:
 
     async def _listen(self, host: str, port: int, path: str, **options: Any) -> str:
         self.sent_by = {}
-        self._server = await serve(self._handle, host, port, process_request=self._check, ssl=self.tls, **options)
+        self.streams = Streams()
+        self._server = await serve(self._counted, host, port, process_request=self._check, ssl=self.tls, **options)
         bound = self._server.sockets[0].getsockname()
         return f"{'wss' if self.tls else 'ws'}://{bound[0]}:{bound[1]}{path}"
 
@@ -50,6 +54,14 @@ class WebSocketSimulator:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    async def _counted(self, ws: ServerConnection) -> None:
+        """A connection counts as open from its handshake until its socket is closed (not until the
+        handler notices)."""
+        self.streams.up()
+        closed = asyncio.ensure_future(ws.wait_closed())
+        closed.add_done_callback(lambda _: self.streams.down())
+        await self._handle(ws)
 
     async def _handle(self, ws: ServerConnection) -> None:
         raise NotImplementedError

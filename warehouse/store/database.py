@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import platformdirs
 
@@ -76,24 +77,74 @@ def resolve_database_url(cli_url: str | None = None, config_url: str | None = No
 
 
 def normalise_url(url: str) -> str:
-    """Accept libpq URLs and SQLAlchemy-style `postgresql+driver://` ones; return a libpq URL."""
+    """Accept libpq URLs, libpq keyword strings (`host=a,b dbname=odds target_session_attrs=read-write`)
+    and SQLAlchemy-style `postgresql+driver://` ones; return a libpq URL, which every driver here takes.
+
+    Several hosts (a primary and its standbys; with `target_session_attrs=read-write` every connection
+    goes to whichever is the primary now) may be given as libpq does — `postgresql://a:5432,b:5432/odds`
+    or `?host=a,b&port=5432,5432` — or as SQLAlchemy does, `?host=a:5432&host=b:5432`."""
+    if not _SCHEME.match(url) and "=" in url and "://" not in url:
+        return _from_keywords(url)
     match = _SCHEME.match(url)
     if not match:
         raise ValueError(
             f"database URL must start with postgresql:// (got {redact_url(url)!r}); "
-            "example: postgresql://user@host:5432/odds"
+            "example: postgresql://user@host:5432/odds, or several hosts: "
+            "postgresql://user@a:5432,b:5432/odds?target_session_attrs=read-write"
         )
-    return "postgresql://" + url[match.end():]
+    return _hosts_once(urlsplit("postgresql://" + url[match.end():]))
 
 
 def sqlalchemy_url(url: str) -> str:
-    """SQLAlchemy URL using the psycopg (v3) driver, for migrations and reporting queries."""
-    return "postgresql+psycopg://" + normalise_url(url).removeprefix("postgresql://")
+    """SQLAlchemy URL using the psycopg (v3) driver, for migrations and reporting queries. Several hosts in
+    the URL's netloc go to its query (`?host=a:5432&host=b:5432`), the form SQLAlchemy reads."""
+    parts = urlsplit(normalise_url(url))
+    user, at, hosts = parts.netloc.rpartition("@")
+    if "," in hosts:
+        query = [("host", host) for host in hosts.split(",")] + parse_qsl(parts.query, keep_blank_values=True)
+        parts = parts._replace(netloc=user + at, query=urlencode(query, safe=":,/"))
+    return "postgresql+psycopg://" + urlunsplit(parts).removeprefix("postgresql://")
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@?]+):[^@/?]*@", r"\1:***@", url)
+    """The URL (or libpq keyword string) with any password replaced, for messages and logs."""
+    url = re.sub(r"(://[^:/@?]+):[^@/?]*@", r"\1:***@", url)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+
+
+def _hosts_once(parts: SplitResult) -> str:
+    """SQLAlchemy's `host=a:5432&host=b:5432` as libpq's `host=a,b&port=5432,5432` (libpq keeps only the last)."""
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    hosts = [value for key, value in query if key == "host"]
+    if len(hosts) < 2:
+        return urlunsplit(parts)
+    names, ports = zip(*(_host_port(host) for host in hosts), strict=True)
+    rest = [(key, value) for key, value in query if key not in ("host", "port")]
+    merged = [("host", ",".join(names))] + ([("port", ",".join(p or "5432" for p in ports))] if any(ports) else [])
+    return urlunsplit(parts._replace(query=urlencode(merged + rest, safe=":,/")))
+
+
+def _host_port(host: str) -> tuple[str, str]:
+    name, colon, port = host.rpartition(":")
+    return (name, port) if colon and port.isdigit() and not host.startswith("/") else (host, "")
+
+
+def _from_keywords(conninfo: str) -> str:
+    """A libpq keyword/value string as a libpq URL."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = {key: str(value) for key, value in conninfo_to_dict(conninfo).items()}
+    except ProgrammingError as exc:
+        raise ValueError(f"database connection string {redact_url(conninfo)!r} is not one libpq reads ({exc});"
+                         " example: host=a,b dbname=odds target_session_attrs=read-write") from None
+    user = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", None)
+    credentials = user + (":" + quote(password, safe="") if password is not None else "")
+    database = quote(params.pop("dbname", ""), safe="")
+    query = urlencode(sorted(params.items()), safe=":,/")
+    return f"postgresql://{credentials + '@' if credentials else ''}/{database}" + (f"?{query}" if query else "")
 
 
 def sqlalchemy_engine(url: str | None = None, config: str | Path | None = None) -> Engine:

@@ -11,7 +11,8 @@ An intact entry this version cannot read (a newer format, a table or column it d
 never dropped: it is skipped with an error in the log, and its segment file, once the rest of it
 is replayed, is moved to `refused/` for a human instead of deleted.
 
-One process owns a spool directory at a time (an exclusive `flock`).
+One process owns a spool directory at a time (an exclusive `flock`). A file `id` names the directory
+(made once): a collector's claims record the spool it owns (docs/claims.md).
 """
 
 from __future__ import annotations
@@ -26,16 +27,19 @@ import zlib
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import orjson
 
-from warehouse.store.spoolcodec import MAGIC, Entry, Unreadable, decode, encode
+from warehouse.store.spoolcodec import MAGIC, Entry, Epochs, Unreadable, decode_stamped, encode
 from warehouse.store.spoolcodec import Unit as Unit
+
+Stamped = tuple[UUID, list[Unit], Epochs]  # an entry with the claim epochs its frames were received under
 
 log = logging.getLogger("warehouse.spool")
 
 HEADER = struct.Struct("<4sII")  # magic, payload length, crc32 of payload
+ID_FILE = "id"
 SEGMENT_BYTES = 64 * 1024 * 1024
 BACKLOG_FILE = "backlog.json"
 REFUSED_DIR = "refused"
@@ -61,15 +65,19 @@ class Spool:
                 f"spool directory {self.directory} is in use by another writer; "
                 "give each collector process its own spool directory"
             ) from None
+        self.id = _spool_id(self.directory / ID_FILE)
         self._write_handle: io.BufferedWriter | None = None
         self._write_segment: int | None = None
         self._read_segment: int | None = None
         self._read_offset = 0
-        self._head: tuple[Entry, int] | None = None
+        self._head: tuple[Stamped, int] | None = None
+        self.head_epochs: Epochs = {}  # the epochs of the entry peek() returned
         self._refused: dict[int, set[int]] = {}  # segment → offsets of entries this version cannot read
         self.pending_batches = 0
         self.pending_frames: Counter[str] = Counter()
-        self.last_event_ids: dict[str, str] = {}  # per source, the newest SSE id in the spool
+        self.pending_units: Counter[tuple[str, int]] = Counter()  # per (source, epoch): units of claimed frames
+        # per source, the newest SSE id in the spool and the epoch it was received under (0: before claims)
+        self.last_event_ids: dict[str, tuple[str, int]] = {}
         self._recover()
 
     # -- state ---------------------------------------------------------------------------------
@@ -98,15 +106,15 @@ class Spool:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def append(self, batch_id: UUID, units: list[Unit]) -> None:
+    def append(self, batch_id: UUID, units: list[Unit], epochs: Epochs | None = None) -> None:
         """Append one entry durably. Raises OSError when the disk refuses (full, read-only)."""
-        payload = encode(batch_id, units)
+        payload = encode(batch_id, units, epochs)
         handle = self._writer(len(payload))
         handle.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload)
         handle.flush()
         if self.fsync:
             os.fsync(handle.fileno())
-        self._count((batch_id, units), +1)
+        self._count((batch_id, units, epochs or {}), +1)
         if self._read_segment is None:
             self._read_segment = self._write_segment
         self._write_backlog()
@@ -134,7 +142,8 @@ class Spool:
                     self._read_offset = end
                     continue
                 self._head = entry, end
-                return entry
+                self.head_epochs = entry[2]
+                return entry[0], entry[1]
             if not self._advance_segment():
                 return None
         return None
@@ -169,7 +178,7 @@ class Spool:
         self._write_segment = self._read_segment = None
         self._read_offset = 0
 
-    def _read_at(self, segment: int, offset: int) -> tuple[Entry | Unreadable, int] | None:
+    def _read_at(self, segment: int, offset: int) -> tuple[Stamped | Unreadable, int] | None:
         """The entry at `offset` (or why this version cannot read it) and where the next one
         starts; None at the end of the segment or at a torn entry."""
         try:
@@ -186,12 +195,13 @@ class Spool:
             return None
         end = offset + HEADER.size + length
         try:
-            return decode(magic, payload), end
+            (batch_id, units), epochs = decode_stamped(magic, payload)
         except Unreadable as exc:
             return exc, end
+        return (batch_id, units, epochs), end
 
-    def _scan(self, segment: int, *, truncate_torn: bool) -> list[Entry]:
-        entries: list[Entry] = []
+    def _scan(self, segment: int, *, truncate_torn: bool) -> list[Stamped]:
+        entries: list[Stamped] = []
         offset = 0
         size = self._path(segment).stat().st_size
         while offset < size:
@@ -238,14 +248,19 @@ class Spool:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def _count(self, entry: Entry, sign: int) -> None:
+    def _count(self, entry: Stamped, sign: int) -> None:
         self.pending_batches += sign
-        for raw, _rows in entry[1]:
+        _batch_id, units, epochs = entry
+        for raw, rows in units:
+            source = raw.source if raw is not None else rows[0].source if rows else None
+            if source in epochs:
+                self.pending_units[source, epochs[source]] += sign
             if raw is not None:
                 self.pending_frames[raw.source] += sign
                 if sign > 0 and raw.event_id is not None:
-                    self.last_event_ids[raw.source] = raw.event_id
+                    self.last_event_ids[raw.source] = raw.event_id, epochs.get(raw.source, 0)
         self.pending_frames = +self.pending_frames  # drop zero counts
+        self.pending_units = +self.pending_units
 
     def _write_backlog(self) -> None:
         """A small JSON file `warehouse status` reads to show the backlog of a running collector."""
@@ -260,6 +275,19 @@ class Spool:
             self._write_handle.close()
             self._write_handle = None
         self._lock_handle.close()
+
+
+def _spool_id(path: Path) -> UUID:
+    """This directory's identity (made once, kept): a claim held by a process whose spool was this one
+    is free as soon as this one is opened, since its lock proves that process is gone."""
+    try:
+        return UUID(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        made = uuid4()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(f"{made}\n")
+        tmp.replace(path)
+        return made
 
 
 def read_backlog(spool_root: Path) -> dict[str, int]:
@@ -277,12 +305,15 @@ class UnusableSpool:
 
     pending = False
     pending_batches = 0
+    id = None
 
     def __init__(self, directory: Path, error: OSError) -> None:
         self.directory, self.error = Path(directory), error
-        self.last_event_ids: dict[str, str] = {}
+        self.head_epochs: Epochs = {}
+        self.last_event_ids: dict[str, tuple[str, int]] = {}
+        self.pending_units: Counter[tuple[str, int]] = Counter()
 
-    def append(self, batch_id: UUID, units: list[Unit]) -> None:
+    def append(self, batch_id: UUID, units: list[Unit], epochs: Epochs | None = None) -> None:
         raise self.error
 
     def peek(self) -> Entry | None:

@@ -8,6 +8,10 @@ Format 2 (magic `OWS2`) describes itself. An entry is JSON, column by column:
                 {"table": "price_ticks", ...}],
      "units": [[0, 1, 1], [0, 1, 1], [-1, 2], ...]}
 
+An entry of frames received under claims adds `"epochs": {"<source>": <epoch>, ...}`: the epoch
+each source's frames were received under (a batch never mixes two of one source), checked where
+the batch is committed (docs/claims.md). A reader that does not know the key ignores it.
+
 Each unit lists the tables of its rows by index into `tables`: first its raw frame's (-1: none),
 then its derived records' in order; each table's rows are taken in turn. Records are written by
 TABLE NAME (`records.TABLE_OF`; raw frames as `raw_messages`) and read back by column name, so a
@@ -76,6 +80,7 @@ NO_FRAME = -1  # a unit without a raw frame (e.g. collector events)
 
 Unit = tuple[Any, Sequence[Any]]  # (RawMessage | None, derived records)
 Entry = tuple[UUID, list[Unit]]
+Epochs = dict[str, int]  # source → the claim epoch its frames in a batch were received under
 
 
 class Unreadable(ValueError):
@@ -157,7 +162,7 @@ def _default_python(value: Any) -> Any:
         return str(value)
 
 
-def encode(batch_id: UUID, units: Sequence[Unit]) -> bytes:
+def encode(batch_id: UUID, units: Sequence[Unit], epochs: Epochs | None = None) -> bytes:
     """The payload of one entry (without the frame header)."""
     rows: dict[type[Any], list[Any]] = {}  # record type → its records, in order (first seen first)
     index: dict[type[Any], int] = {}
@@ -183,7 +188,9 @@ def encode(batch_id: UUID, units: Sequence[Unit]) -> bytes:
         exact = exact or not all(_finite(columns[i]) for i in shape.floats)
         decimals += sum(len(columns[i]) - columns[i].count(None) for i in shape.decimals)
         tables.append({"table": shape.table, "columns": shape.columns, "codecs": shape.codecs, "values": columns})
-    document = {"batch": str(batch_id), "tables": tables, "units": layout}
+    document: dict[str, Any] = {"batch": str(batch_id), "tables": tables, "units": layout}
+    if epochs:
+        document["epochs"] = epochs
     if not exact:
         met = [0]
         try:
@@ -215,8 +222,13 @@ def _decimals_as_text(document: dict[str, Any]) -> dict[str, Any]:
 
 def decode(magic: bytes, payload: bytes) -> Entry:
     """The entry of a frame whose CRC matched; Unreadable when this version cannot read it."""
+    return decode_stamped(magic, payload)[0]
+
+
+def decode_stamped(magic: bytes, payload: bytes) -> tuple[Entry, Epochs]:
+    """The entry and the claim epochs its frames were received under (none before claims)."""
     if magic == MAGIC_PICKLE:
-        return _decode_pickle(payload)
+        return _decode_pickle(payload), {}
     if magic != MAGIC:
         raise Unreadable(f"format {magic!r} is newer than this version reads")
     dialect, text = payload[:1], payload[1:]
@@ -241,7 +253,10 @@ def decode(magic: bytes, payload: bytes) -> Entry:
             units.append((None if frame == NO_FRAME else take[frame](), [take[t]() for t in refs[1:]]))
         if any(next(rest, None) is not None for rest in made):
             raise Unreadable("rows that belong to no unit")
-        return UUID(document["batch"]), units
+        epochs = document.get("epochs") or {}
+        if not all(isinstance(k, str) and type(v) is int for k, v in epochs.items()):
+            raise Unreadable(f"epochs must map sources to integers, not {epochs!r}")
+        return (UUID(document["batch"]), units), epochs
     except Unreadable:
         raise
     except StopIteration:

@@ -13,12 +13,13 @@ from uuid import UUID
 
 from warehouse.store.connection import WriterConnection
 from warehouse.store.spool import Spool, Unit, UnusableSpool
+from warehouse.store.spoolcodec import Epochs
 
 log = logging.getLogger("warehouse.writer")
 DRAIN_POLL_S = 0.05  # how often a wait for the spool to drain looks again (it may need a reconnection first)
 
-# Commit a spooled batch; False if the database went away before it was committed.
-Write = Callable[[UUID, list[Unit]], Awaitable[bool]]
+# Commit a spooled batch (received under these claim epochs); False if the database went away first.
+Write = Callable[[UUID, list[Unit], Epochs], Awaitable[bool]]
 
 
 class SpoolReplayer:
@@ -57,7 +58,7 @@ class SpoolReplayer:
     async def _replay(self) -> None:
         replayed = 0
         while (entry := self.spool.peek()) is not None:
-            if not await self.write(*entry):
+            if not await self.write(*entry, self.spool.head_epochs):
                 return
             self.spool.commit_head()
             replayed += 1

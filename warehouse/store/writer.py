@@ -17,6 +17,10 @@ Failure handling, by kind:
   and the halves of a bisected batch get ids derived from their parent, so a replay bisects the
   same way and skips the halves that had committed.
 
+Frames received under a claim carry its epoch (`Fencing`, set by the collector's claims); a batch's
+commit checks them in the same round trip as its COMMIT, and a batch whose feed has passed on to
+another process is stored by the late rules of `store/fence.py` (docs/claims.md).
+
 The connection (connect, outages, partitions, raw ids) is `store/connection.py`; the way back from
 the spool, `store/spoolreplay.py`.
 """
@@ -45,9 +49,12 @@ from warehouse.records import (
     RawMessage,
     Record,
 )
+from warehouse.store import fence
 from warehouse.store.connection import WriterConnection, one_line
+from warehouse.store.fence import Fenced, Fencing
 from warehouse.store.homes import adopt_legacy_spool, spool_root
 from warehouse.store.spool import Spool, Unit, UnusableSpool
+from warehouse.store.spoolcodec import Epochs
 from warehouse.store.spoolreplay import SpoolReplayer
 
 log = logging.getLogger("warehouse.writer")
@@ -62,6 +69,7 @@ DATA_ERRORS = (
     TypeError, ValueError, OverflowError,
     asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError,
 )
+LATE_ATTEMPTS = 5  # a late batch is planned again when yet another takeover moved an epoch meanwhile
 
 
 class WriterClosedError(RuntimeError):
@@ -100,6 +108,11 @@ class Writer:
         self._replayer: SpoolReplayer | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.fencing = Fencing()
+        # Units of claimed frames not stored yet (queued, batched or spooled), per (source, epoch):
+        # what tells the claims that a lost epoch's late frames are all in.
+        self.unstored: Counter[tuple[str, int]] = Counter()
+        self._carry: Any = None  # a unit that did not fit the last batch (another epoch of its source)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -114,6 +127,7 @@ class Writer:
                       " arrive while the database is unreachable will be lost and counted; fix the directory"
                       " and restart", spool_dir, exc.strerror or exc)
             self._spool = UnusableSpool(spool_dir, exc)
+        self.unstored.update(self._spool.pending_units)
         if self._spool.pending:
             log.warning(
                 "%d batches left in the spool %s by an earlier run: replaying them first",
@@ -136,7 +150,16 @@ class Writer:
             raise WriterClosedError("writer is closed")
         if self._task is not None and self._task.done():
             raise WriterClosedError(f"writer stopped: {self.stats.last_error}")
-        await self._queue.put((raw, rows))
+        # The epoch the frame was received under: read now, before any wait for room in the queue.
+        source = raw.source if raw is not None else rows[0].source if rows else None
+        epoch = self.fencing.epochs.get(source) if source is not None else None
+        if source is not None and epoch is not None:
+            self.unstored[source, epoch] += 1
+        await self._queue.put((raw, rows, source, epoch))
+
+    def pending(self, source: str, epoch: int) -> int:
+        """Units of `source` received under `epoch` that are not stored yet (queued, batched or spooled)."""
+        return self.unstored[source, epoch]
 
     async def flush(self) -> None:
         """Return once everything put so far is committed or safely spooled."""
@@ -155,9 +178,15 @@ class Writer:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    def spooled_event_ids(self) -> dict[str, str]:
-        """Per source, the newest SSE event id waiting in the spool (newer than any in the database)."""
+    def spooled_event_ids(self) -> dict[str, tuple[str, int]]:
+        """Per source, the newest SSE event id waiting in the spool (newer than any in the database)
+        and the claim epoch it was received under (0: before claims)."""
         return dict(self._spool.last_event_ids) if self._spool else {}
+
+    @property
+    def spool_id(self) -> UUID | None:
+        """The identity of the spool directory this writer owns (None without a usable spool)."""
+        return self._spool.id if self._spool else None
 
     @property
     def spool_backlog_batches(self) -> int:
@@ -196,8 +225,12 @@ class Writer:
         stop = False
         while not stop:
             # Units that queued up during the last commit have waited long enough: they go at once.
-            behind = not self._queue.empty()
-            if self._spool.pending:
+            behind = not self._queue.empty() or self._carry is not None
+            if self._carry is not None:  # the unit that began another epoch goes first
+                first, self._carry = self._carry, None
+                if self._spool.pending:
+                    await self._replayer.start()
+            elif self._spool.pending:
                 # Keep replaying even when producers are idle.
                 await self._replayer.start()
                 try:
@@ -206,83 +239,101 @@ class Writer:
                     continue
             else:
                 first = await self._queue.get()
-            units, waiters, stop = await self._next_batch(first, wait=not behind)
+            units, epochs, waiters, stop = await self._next_batch(first, wait=not behind)
             if units:
                 try:
-                    await self._handle(units)
+                    await self._handle(units, epochs)
                 except Exception as exc:  # a bug must not lose data or stop the collector
                     log.exception("writer: unexpected error; spooling the batch")
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                    self._spool_batch(uuid4(), units)
+                    self._spool_batch(uuid4(), units, epochs)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def _next_batch(self, item: Any, *, wait: bool) -> tuple[list[Unit], list[asyncio.Future[None]], bool]:
-        """Gather units until the batch is full, a flush/stop arrives, or the queue is empty and
+    async def _next_batch(self, item: Any, *,
+                          wait: bool) -> tuple[list[Unit], Epochs, list[asyncio.Future[None]], bool]:
+        """Gather units until the batch is full, a flush/stop arrives, a unit was received under another
+        epoch of its source than the batch's (it starts the next batch), or the queue is empty and
         either `wait` is False or the flush interval has passed."""
         queue = self._queue
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.flush_interval_s
         units: list[Unit] = []
+        epochs: Epochs = {}
         waiters: list[asyncio.Future[None]] = []
         rows = 0
         while True:
             if item is None:
-                return units, waiters, True
+                return units, epochs, waiters, True
             if isinstance(item, asyncio.Future):
                 waiters.append(item)
-                return units, waiters, False
-            units.append(item)
-            rows += 1 + len(item[1])
+                return units, epochs, waiters, False
+            raw, derived, source, epoch = item
+            if epoch is not None and epochs.setdefault(source, epoch) != epoch:
+                self._carry = item
+                return units, epochs, waiters, False
+            units.append((raw, derived))
+            rows += 1 + len(derived)
             if rows >= self.settings.batch_rows:
-                return units, waiters, False
+                return units, epochs, waiters, False
             try:
                 item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not wait:
-                    return units, waiters, False
+                    return units, epochs, waiters, False
                 try:
                     item = await asyncio.wait_for(queue.get(), remaining)
                 except TimeoutError:
-                    return units, waiters, False
+                    return units, epochs, waiters, False
 
-    async def _handle(self, units: list[Unit]) -> None:
+    async def _handle(self, units: list[Unit], epochs: Epochs) -> None:
         """Commit a batch, or spool it: while the database is away, and while older batches wait in
         the spool (order is kept)."""
         batch_id = uuid4()
         assert self._spool is not None and self._replayer is not None
         if self._spool.pending or not await self._connection.ensure():
-            self._spool_batch(batch_id, units)
+            self._spool_batch(batch_id, units, epochs)
             await self._replayer.start()
             return
-        if not await self._write(batch_id, units, maybe_committed=False):
-            self._spool_batch(batch_id, units)
+        if not await self._write(batch_id, units, epochs, maybe_committed=False):
+            self._spool_batch(batch_id, units, epochs)
             return
         if self.stats.dropped_by_source:
             await self._record_dropped()
 
-    def _spool_batch(self, batch_id: UUID, units: list[Unit]) -> None:
+    def _spool_batch(self, batch_id: UUID, units: list[Unit], epochs: Epochs) -> None:
         assert self._spool is not None
         try:
-            self._spool.append(batch_id, units)
+            self._spool.append(batch_id, units, epochs)
             self.stats.spooled_batches += 1
         except OSError as exc:
             # Nothing left to keep the data in: count it per source, say so once per batch, go on.
-            self._count_dropped(units)
+            self._count_dropped(units, epochs)
             log.error(
                 "writer: cannot spool to %s (%s): %d frames lost; free disk space or fix permissions",
                 self._spool.directory, exc.strerror or exc, len(units),
             )
         except (TypeError, ValueError) as exc:  # a value no spool format can hold: a bug, counted, never a crash
-            self._count_dropped(units)
+            self._count_dropped(units, epochs)
             log.error("writer: a batch of %d frames cannot be spooled (%s); they are lost", len(units), exc)
 
-    def _count_dropped(self, units: list[Unit]) -> None:
+    def _count_dropped(self, units: list[Unit], epochs: Epochs) -> None:
         self.stats.dropped += len(units)
         for raw, rows in units:  # a unit without a frame (an event) counts for its records' source
             self.stats.dropped_by_source[raw.source if raw else rows[0].source if rows else "-"] += 1
+        self._done(units, epochs)
+
+    def _done(self, units: list[Unit], epochs: Epochs) -> None:
+        """These units are stored, or given up: none of them is pending any more."""
+        if not epochs:
+            return
+        for unit in units:
+            source = self.fencing.source_of(unit)
+            if source in epochs:
+                self.unstored[source, epochs[source]] -= 1
+        self.unstored = +self.unstored
 
     async def _record_dropped(self) -> None:
         """Make frames that could not be kept visible as `dropped` collector events."""
@@ -292,19 +343,19 @@ class Writer:
             CollectorEvent(now, src, None, EVENT_DROPPED, {"frames": n, "reason": "spool not writable"})
             for src, n in lost.items()
         ]
-        if not await self._write(uuid4(), [(None, events)], maybe_committed=False):
+        if not await self._write(uuid4(), [(None, events)], {}, maybe_committed=False):
             self.stats.dropped_by_source.update(lost)
 
     # -- writing -------------------------------------------------------------------------------
 
-    async def _write_spooled(self, batch_id: UUID, units: list[Unit]) -> bool:
+    async def _write_spooled(self, batch_id: UUID, units: list[Unit], epochs: Epochs) -> bool:
         """The replay's write: a spooled batch may have been committed before (its COMMIT's answer lost)."""
-        if await self._write(batch_id, units, maybe_committed=True):
+        if await self._write(batch_id, units, epochs, maybe_committed=True):
             self.stats.replayed_batches += 1
             return True
         return False
 
-    async def _write(self, batch_id: UUID, units: list[Unit], *, maybe_committed: bool) -> bool:
+    async def _write(self, batch_id: UUID, units: list[Unit], epochs: Epochs, *, maybe_committed: bool) -> bool:
         """Commit `units`, isolating bad ones by bisection; False if the database went away first."""
         todo: list[tuple[UUID, list[Unit]]] = [(batch_id, units)]
         while todo:
@@ -312,7 +363,7 @@ class Writer:
             try:
                 if maybe_committed and await self._is_committed(chunk_id):
                     continue
-                await self._commit(chunk_id, chunk)
+                await self._commit(chunk_id, chunk, epochs)
                 continue
             except DATA_ERRORS as exc:
                 refused: BaseException = exc
@@ -327,15 +378,59 @@ class Writer:
             # any other (the batch is spooled under its id; the halves' and attempts' ids are derived
             # from it, so what did commit is skipped on replay).
             try:
-                await self._refuse(chunk_id, chunk[0], refused, maybe_committed)
+                await self._refuse(chunk_id, chunk[0], refused, epochs, maybe_committed)
             except Exception as exc:
                 await self._connection.went_down(exc)
                 return False
+        self._done(units, epochs)
         return True
 
-    async def _commit(self, batch_id: UUID, units: list[Unit]) -> None:
-        """The one path by which rows reach the database: one transaction per batch, marked by its id."""
+    async def _commit(self, batch_id: UUID, units: list[Unit], epochs: Epochs) -> None:
+        """The one path by which rows reach the database: one transaction per batch, marked by its id.
+        A batch the fence refuses (its feed passed on meanwhile) is planned again as late."""
+        epochs = {s: e for s, e in epochs.items() if any(self.fencing.source_of(u) == s for u in units)}
+        current = None
+        for _attempt in range(LATE_ATTEMPTS):
+            try:
+                await self._commit_planned(batch_id, units, epochs, current)
+                return
+            except Fenced:
+                current = await fence.current_claims(await self._connection.ready(), list(epochs))
+        raise ConnectionError(f"the claims of {', '.join(epochs)} kept moving on while a batch was committed")
+
+    async def _commit_planned(self, batch_id: UUID, units: list[Unit], epochs: Epochs,
+                              current: dict[str, tuple[int, list[Any]]] | None) -> None:
         conn = await self._connection.ready()
+        # A TimeoutError (hung server, dead TCP peer) takes the outage path: the connection is
+        # dropped and the batch spooled; its id makes the replay safe if the COMMIT did land.
+        async with asyncio.timeout(self.settings.statement_timeout_s):
+            await conn.execute("BEGIN")
+            try:
+                plan = await fence.plan(conn, self.fencing, units, epochs, current)
+                frames, row_count = await self._copy(conn, plan.units)
+                # The fence, the batch marker and COMMIT in one round trip (no lock outlives the
+                # message; the values are ours: names quoted, a UUID, integers).
+                await conn.execute(f"{plan.sql()}INSERT INTO ingest_batches (batch_id, frames, rows)"
+                                   f" VALUES ('{batch_id}', {frames:d}, {row_count:d}); COMMIT")
+            except (*DATA_ERRORS, asyncpg.PostgresError) as exc:
+                # The connection stays for the bisection or the late plan: end the failed transaction.
+                # (Any other error drops the connection, and the server ends the transaction with it.)
+                if not isinstance(exc, DATA_ERRORS) and not fence.is_fenced(exc):
+                    raise
+                if conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
+                if fence.is_fenced(exc):
+                    raise Fenced(str(exc)) from None
+                raise
+        self.fencing.committed(plan)
+        self.stats.frames += frames
+        self.stats.rows += row_count
+        self.stats.batches += 1
+        if self.on_commit is not None:
+            self.on_commit(plan.units)
+
+    async def _copy(self, conn: asyncpg.Connection, units: list[Unit]) -> tuple[int, int]:
+        """COPY the units' raw frames (with ids reserved for them) and derived rows."""
         raw_rows: list[tuple[Any, ...]] = []
         derived: defaultdict[type[Record], list[tuple[Any, ...]]] = defaultdict(list)
         frames = sum(1 for raw, _ in units if raw is not None)
@@ -352,33 +447,14 @@ class Writer:
         unknown = [record_type for record_type in derived if record_type not in TABLE_OF]
         if unknown:
             raise TypeError(f"not a record type: {unknown[0].__name__}")
-        # A TimeoutError (hung server, dead TCP peer) takes the outage path: the connection is
-        # dropped and the batch spooled; its id makes the replay safe if the COMMIT did land.
-        async with asyncio.timeout(self.settings.statement_timeout_s):
-            await conn.execute("BEGIN")
-            try:
-                if raw_rows:
-                    await conn.copy_records_to_table("raw_messages", records=raw_rows,
-                                                     columns=COPY_COLUMNS[RawMessage])
-                for record_type, rows in derived.items():
-                    await conn.copy_records_to_table(TABLE_OF[record_type], records=rows,
-                                                     columns=COPY_COLUMNS[record_type])
-                # The batch marker and COMMIT in one round trip (the values are ours: a UUID, two ints).
-                await conn.execute(f"INSERT INTO ingest_batches (batch_id, frames, rows)"
-                                   f" VALUES ('{batch_id}', {frames:d}, {row_count:d}); COMMIT")
-            except DATA_ERRORS:
-                # The connection stays for the bisection: end the failed transaction. (Any other
-                # error drops the connection, and the server ends the transaction with it.)
-                if conn.is_in_transaction():
-                    await conn.execute("ROLLBACK")
-                raise
-        self.stats.frames += frames
-        self.stats.rows += row_count
-        self.stats.batches += 1
-        if self.on_commit is not None:
-            self.on_commit(units)
+        if raw_rows:
+            await conn.copy_records_to_table("raw_messages", records=raw_rows, columns=COPY_COLUMNS[RawMessage])
+        for record_type, rows in derived.items():
+            await conn.copy_records_to_table(TABLE_OF[record_type], records=rows, columns=COPY_COLUMNS[record_type])
+        return frames, row_count
 
-    async def _refuse(self, chunk_id: UUID, unit: Unit, exc: BaseException, maybe_committed: bool) -> None:
+    async def _refuse(self, chunk_id: UUID, unit: Unit, exc: BaseException, epochs: Epochs,
+                      maybe_committed: bool) -> None:
         """Store what can be stored of a unit whose records were refused, plus a quarantine row."""
         raw, rows = unit
         source = raw.source if raw is not None else _source_of(rows)
@@ -390,7 +466,7 @@ class Writer:
             try:
                 if maybe_committed and await self._is_committed(attempt_id):
                     return
-                await self._commit(attempt_id, [attempt])
+                await self._commit(attempt_id, [attempt], epochs)
                 return
             except DATA_ERRORS:
                 continue
