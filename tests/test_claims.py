@@ -272,8 +272,9 @@ def test_a_release_while_a_renewal_is_on_its_way_still_releases(db_url: str, tmp
             with psycopg.connect(db_url) as blocker:  # holds the claim's row: the next renewal waits for it
                 blocker.execute("SELECT 1 FROM collector_claims WHERE feed = 'saba' FOR UPDATE")
                 deadline = asyncio.get_running_loop().time() + 30
-                while not query(db_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                                        " AND wait_event_type = 'Lock' AND query LIKE '%UPDATE collector_claims%'")[0][0]:
+                waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND wait_event_type = 'Lock' AND query LIKE '%UPDATE collector_claims%'")
+                while not query(db_url, waiting)[0][0]:
                     assert asyncio.get_running_loop().time() < deadline, "no renewal came"
                     await asyncio.sleep(0.1)
                 releasing = asyncio.ensure_future(a.release(["saba"]))
