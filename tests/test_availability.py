@@ -25,6 +25,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.conftest import query, write_frames
@@ -33,7 +34,10 @@ from tests.golden import FIXTURES, run
 from warehouse import analysis
 from warehouse.analysis import plot
 from warehouse.analysis.engine import Engine
+from warehouse.feeds.oddspapi import Adapter
 from warehouse.records import FixtureChange, MarketChange, PriceTick
+from warehouse.simulate.market import Market
+from warehouse.simulate.oddspapi import OddsPapiSimulator
 
 DAY = datetime.now(UTC).date() - timedelta(days=1)
 T = datetime(DAY.year, DAY.month, DAY.day, 10, tzinfo=UTC)
@@ -169,3 +173,69 @@ def test_a_whole_odds_answer_with_a_suspended_bookmaker_and_an_inactive_market(d
         ("pinnacle", "101", "101", 2.05, True), ("pinnacle", "101", "102", 3.75, True),
         ("pinnacle", "101", "103", 4.0, True),
         ("pinnacle", "10121", "10121", 1.9, True), ("pinnacle", "10121", "10122", 1.95, True)]
+
+
+# -- the simulator speaks the real shapes ---------------------------------------------------------
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulated_match(steps: int) -> tuple[Market, list[tuple[float, dict]]]:
+    """One simulated match through kick-off and its first goals, as OddsPapi frames with the market's time."""
+    clock = Clock(1_790_000_000.0)
+    market = Market(seed=3, fixtures_count=1, match_s=90, kickoff_in_s=10, run=11, clock=clock)
+    simulator = OddsPapiSimulator("key", market=market, record=False)
+    frames = []
+    for _ in range(steps):
+        clock.now += 0.05
+        frames += [(clock.now, orjson.loads(frame)) for frame in simulator.render(market.step())]
+    return market, frames
+
+
+def test_the_simulator_sends_the_fields_and_suspensions_of_the_real_api() -> None:
+    market, frames = simulated_match(1200)
+    books = [(at, book, block) for at, frame in frames for book, block in (frame.get("bookmakerOdds") or {}).items()]
+    players = [p for _, _, block in books for m in (block.get("markets") or {}).values()
+               for o in (m.get("outcomes") or {}).values() for p in o["players"].values()]
+    assert {"bookmakerIsActive", "suspended"} <= {k for _, _, block in books for k in block}
+    assert all({"priceAmerican", "priceFractional", "mainLine", "bookmakerChangedAt"} <= set(p) for p in players)
+    assert all(p["bookmakerChangedAt"].endswith("Z") and len(p["bookmakerChangedAt"]) == 24 for p in players)
+    assert all(p["changedAt"].endswith("+00:00") and len(p["changedAt"]) == 32 for p in players)
+    assert any(type(p["price"]) is int for p in players) and any(type(p["price"]) is float for p in players)
+    # Suspensions at the bookmaker and at the market level, at kick-off and at a goal, each lifted later.
+    (fixture,) = market.fixtures
+    goal = fixture.script.goal_times[0]
+    for moment in (fixture.start_ts, goal):
+        book_level = {b for at, b, block in books if moment <= at < moment + 1 and block == {"suspended": True}}
+        market_level = {b for at, b, block in books if moment <= at < moment + 1
+                        and block == {"markets": {"101": {"marketActive": False}}}}
+        assert book_level and market_level and not book_level & market_level, moment
+        assert book_level | market_level == set(market.bookmakers)
+        lifted = {b for at, b, block in books if at > moment
+                  and block in ({"suspended": False}, {"markets": {"101": {"marketActive": True}}})}
+        assert lifted == set(market.bookmakers)
+
+
+def test_a_simulated_match_is_suspended_in_the_relations_at_kick_off(db_url: str, tmp_path: Path) -> None:
+    market, frames = simulated_match(400)
+    (fixture,) = market.fixtures
+    adapter = Adapter("oddspapi")
+    stored = []
+    for at, frame in frames:
+        when = datetime.fromtimestamp(at, UTC)
+        stored.append((when, adapter.handle(frame, when).records))
+    url = write_frames(db_url, tmp_path / "spool", stored, "oddspapi")
+    kickoff = datetime.fromtimestamp(fixture.start_ts, UTC)
+    sql = "SELECT bookmaker, bool_or(active) FROM prices_as_of(%s) GROUP BY bookmaker ORDER BY bookmaker"
+    assert query(url, sql, kickoff - 2 * S) == [(b, True) for b in sorted(market.bookmakers)]
+    assert query(url, sql, kickoff + S / 2) == [(b, False) for b in sorted(market.bookmakers)]
+    reopened = [(at, b) for at, b, block in
+                ((at, b, block) for at, f in frames for b, block in (f.get("bookmakerOdds") or {}).items())
+                if block in ({"suspended": False}, {"markets": {"101": {"marketActive": True}}})]
+    last = datetime.fromtimestamp(max(at for at, _ in reopened), UTC)
+    assert query(url, sql, last) == [(b, True) for b in sorted(market.bookmakers)]
