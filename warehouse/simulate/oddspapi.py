@@ -2,8 +2,13 @@
 
 Path /v4/ws with the key in `apiKey`; a wrong key is refused with HTTP 401 on the upgrade.
 Server → client only: one fixture and at most one bookmaker per message, only changed fields,
-player objects whole, string map keys, `bookmakerOutcomeId` present and `oddsId` absent. No
-snapshot and no replay on reconnect. `script` frames are sent verbatim first (the seed examples
+player objects whole, string map keys, `bookmakerOutcomeId` present and `oddsId` absent; the fields
+real `/v4/odds` answers carry: `bookmakerIsActive` and `suspended` per bookmaker, `marketActive` per
+market, `priceAmerican`, `priceFractional`, `mainLine` and `bookmakerChangedAt` per price (that time
+in `Z` milliseconds, `changedAt` in `+00:00` microseconds), whole prices as integers (`2`). At
+kick-off and at a goal each bookmaker's suspension is sent as the flag alone — half of them
+`suspended: true`, half `marketActive: false` on the 1X2 — and lifted just before its next open
+prices. No snapshot and no replay on reconnect. `script` frames are sent verbatim first (the seed examples
 in tests); then generated traffic from the market model, at `rate` frames/s (None: as fast as
 the socket takes them). Faults: drop the TCP connection, close it, go silent, or send a malformed
 frame, after so many frames.
