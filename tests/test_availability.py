@@ -35,6 +35,7 @@ from warehouse import analysis
 from warehouse.analysis import plot
 from warehouse.analysis.engine import Engine
 from warehouse.feeds.oddspapi import Adapter
+from warehouse.lifecycle.export import export_day
 from warehouse.records import FixtureChange, MarketChange, PriceTick
 from warehouse.simulate.market import Market
 from warehouse.simulate.oddspapi import OddsPapiSimulator
@@ -148,6 +149,19 @@ def test_the_query_surface_agrees_row_for_row(market: str) -> None:
                 "SELECT * FROM market_overround ORDER BY received_at, bookmaker, market_id",
                 "SELECT * FROM arbitrage_windows(0.0) ORDER BY started_at"):
         assert [comparable(r) for r in con.execute(sql).fetchall()] == [comparable(r) for r in query(market, sql)], sql
+
+
+def test_the_parquet_lake_alone_agrees(db_url: str, tmp_path: Path) -> None:
+    """The flags are exported with their tables: a lake without PostgreSQL gives the same states."""
+    url = write_frames(db_url, tmp_path / "spool", FRAMES, "oddspapi")
+    for table in ("price_ticks", "fixture_changes", "market_changes"):
+        export_day(url, tmp_path / "export", table, DAY)
+    con = analysis.connect(None, tmp_path / "export")
+    sql = (f"SELECT bookmaker, market_id, outcome_id, price, active, received_at FROM prices_as_of(TIMESTAMPTZ"
+           f" '{(T + 37 * S).isoformat()}') ORDER BY bookmaker, market_id, outcome_id")
+    expected = [comparable(r) for r in query(url, sql)]
+    assert [r[4] for r in expected] == [False] * 5 + [False, False, False, True, True]
+    assert [comparable(r) for r in con.execute(sql).fetchall()] == expected
 
 
 def test_a_whole_odds_answer_with_a_suspended_bookmaker_and_an_inactive_market(db_url: str, tmp_path: Path) -> None:
