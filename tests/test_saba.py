@@ -144,11 +144,10 @@ def test_resume_after_a_collector_restart_reads_the_last_id_from_the_database(db
 
 
 def test_a_lost_resume_cache_is_a_recorded_reset_with_the_full_state(db_url: str, tmp_path: Path) -> None:
-    simulator = SabaSimulator(static_token=TOKEN, rate=200, keepalive_s=0.2, faults=SabaFaults(drop_after=15))
+    faults = SabaFaults(drop_after=15, lose_cache_at_drop=True)  # at the drop itself: no race with a poll
+    simulator = SabaSimulator(static_token=TOKEN, rate=200, keepalive_s=0.2, faults=faults)
 
     def lost_cache_then_two_connections() -> bool:
-        if len(simulator.sent) == 1 and len(simulator.sent[1]) >= 15:
-            simulator.lose_cache()
         return len(simulator.sent) >= 2 and len(stored_ids(db_url)) >= 17
 
     async def main() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ _HOLDER = ("SELECT l.pid, a.application_name, a.usename FROM pg_locks l LEFT JOI
            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid AND l.objid = %s::oid"
            " AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
            " AND l.pid <> pg_backend_pid() LIMIT 1")
+_LEAVING_S = 2.0
 
 
 class Busy(RuntimeError):
@@ -33,13 +35,31 @@ def maintenance(url: str, job: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection holding the warehouse's maintenance lock for `job` (`export`, `retain`), or Busy."""
     conn = psycopg.connect(url, autocommit=True, application_name=application_name(job))
     try:
-        (taken,) = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", KEY).fetchone() or (False,)
-        if not taken:
+        if not _take(conn):
             raise Busy(f"{holder(conn)} is running on this warehouse; export and retention run one at a time:"
                        f" wait for it to finish, then run `warehouse {job}` again")
         yield conn
+        _release(conn, "SELECT pg_advisory_unlock(%s, %s)")
     finally:
-        conn.close()  # the session ends: the lock goes with it
+        conn.close()  # the session ends: the lock goes with it, even when the release above did not run
+
+
+def _take(conn: psycopg.Connection[Any]) -> bool:
+    """Try the lock for up to _LEAVING_S. A session that has just closed (a job killed, or one whose
+    release did not run) holds it until its backend has exited, which its client does not wait for:
+    `export` then `retain` in one script must not find the warehouse busy."""
+    deadline = time.monotonic() + _LEAVING_S
+    while True:
+        (taken,) = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", KEY).fetchone() or (False,)
+        if taken or time.monotonic() >= deadline:
+            return bool(taken)
+        time.sleep(0.05)
+
+
+def _release(conn: psycopg.Connection[Any], sql: str) -> None:
+    """Release before closing, so the next job (often started right after this one) finds the lock free."""
+    with contextlib.suppress(psycopg.Error):
+        conn.execute(sql, KEY)
 
 
 @contextlib.contextmanager
@@ -55,6 +75,7 @@ def shared(url: str, wait_s: float) -> Iterator[bool]:
             yield False
             return
         yield True
+        _release(conn, "SELECT pg_advisory_unlock_shared(%s, %s)")
     finally:
         conn.close()
 

@@ -40,6 +40,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 @dataclass
 class SabaFaults:
     drop_after: int | None = None  # abort the stream after this many frames (script entries) per connection
+    lose_cache_at_drop: bool = False  # the first connection's drop also forgets the resume cache (a vendor restart)
     maintenance: bool = False  # answer stream requests with 503 / status 99
     internal_error: bool = False  # answer stream requests with 500 / status 100
     malformed_every: int | None = None  # every n-th delta is cut short (not JSON)
@@ -288,6 +289,8 @@ class SabaSimulator:
                 return  # the client fell out of the cache: close; its resume gets status 3
             for frame_id, frame in pending:
                 if faults.drop_after is not None and sent.count >= faults.drop_after:
+                    if faults.lose_cache_at_drop and number == 1:
+                        self.lose_cache()
                     writer.transport.abort()
                     return
                 if faults.malformed_every and frame_id % faults.malformed_every == 0:
