@@ -84,9 +84,11 @@ CREATE: tuple[str, ...] = (  # each relation, then its comment
             raw_id, max(origin) AS origin, bool_or(book_suspended) AS book_suspended,
                bool_or(book_inactive) AS book_inactive, bool_or(market_inactive) AS market_inactive
         FROM (SELECT s.source, s.bookmaker, s.fixture_id, s.market_id, s.outcome_id, s.player_id, s.line,
-            s.side, f.received_at, f.raw_id, f.origin, f.book_suspended, f.book_inactive,
-                     CAST(NULL AS boolean) AS market_inactive
+            s.side, f.received_at, f.raw_id, f.origin, f.book_suspended, f.book_inactive, f.market_inactive
               FROM (
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, CAST(NULL AS text) AS market_id,
+               book_suspended, book_inactive, CAST(NULL AS boolean) AS market_inactive
+        FROM (
         SELECT received_at, raw_id, origin, source, fixture_id, bookmaker,
                CASE (changes->>'suspended') WHEN 'true' THEN true WHEN 'false' THEN NOT true END AS
                    book_suspended,
@@ -94,24 +96,21 @@ CREATE: tuple[str, ...] = (  # each relation, then its comment
                    book_inactive
         FROM fixture_changes
         WHERE bookmaker IS NOT NULL AND (origin IS NULL OR origin = 'snapshot')
-          AND ((changes->>'suspended') IS NOT NULL OR (changes->>'bookmakerIsActive') IS NOT NULL)) AS f
-              JOIN (SELECT DISTINCT source, bookmaker, fixture_id, market_id, outcome_id, player_id, line,
-                  side FROM price_ticks WHERE bookmaker IS NOT NULL) AS s
-                ON s.source = f.source AND s.fixture_id = f.fixture_id AND s.bookmaker = f.bookmaker
-              UNION ALL
-              SELECT s.source, s.bookmaker, s.fixture_id, s.market_id, s.outcome_id, s.player_id, s.line,
-                  s.side, f.received_at, f.raw_id, f.origin, NULL, NULL, f.market_inactive
-              FROM (
+          AND ((changes->>'suspended') IS NOT NULL OR (changes->>'bookmakerIsActive') IS NOT NULL)) AS book
+        UNION ALL
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, market_id, NULL, NULL,
+            market_inactive
+        FROM (
         SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, market_id,
                CASE (attrs->>'marketActive') WHEN 'true' THEN false WHEN 'false' THEN NOT false END AS
                    market_inactive
         FROM market_changes
         WHERE bookmaker IS NOT NULL AND (origin IS NULL OR origin = 'snapshot')
-          AND (attrs->>'marketActive') IS NOT NULL) AS f
+          AND (attrs->>'marketActive') IS NOT NULL) AS market) AS f
               JOIN (SELECT DISTINCT source, bookmaker, fixture_id, market_id, outcome_id, player_id, line,
                   side FROM price_ticks WHERE bookmaker IS NOT NULL) AS s
                 ON s.source = f.source AND s.fixture_id = f.fixture_id AND s.bookmaker = f.bookmaker
-                   AND s.market_id = f.market_id) AS covered
+              WHERE f.market_id IS NULL OR f.market_id = s.market_id) AS covered
         GROUP BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side, received_at,
             raw_id) AS flagged) AS timeline
         WINDOW w AS (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side

@@ -97,20 +97,22 @@ def _observed(seen: str) -> str:
     # `seen` leaves out gets no row: it has no price before the flag). Reading `seen` twice, DuckDB 1.5
     # fails under arbitrage_windows (an internal binder error, or a crash).
     selections = f"(SELECT DISTINCT {SELECTION} FROM price_ticks WHERE bookmaker IS NOT NULL)"
+    flags = f"""(
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, CAST(NULL AS text) AS market_id,
+               book_suspended, book_inactive, CAST(NULL AS boolean) AS market_inactive
+        FROM {_BOOK_FLAGS} AS book
+        UNION ALL
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, market_id, NULL, NULL, market_inactive
+        FROM {_MARKET_FLAGS} AS market)"""
+    # One join (the selections read once): a bookmaker's flag covers its every market, a market's its own.
     flagged = f"""(  -- one row per covered selection and frame
         SELECT {SELECTION}, received_at, raw_id, max(origin) AS origin, bool_or(book_suspended) AS book_suspended,
                bool_or(book_inactive) AS book_inactive, bool_or(market_inactive) AS market_inactive
-        FROM (SELECT {s}, f.received_at, f.raw_id, f.origin, f.book_suspended, f.book_inactive,
-                     CAST(NULL AS boolean) AS market_inactive
-              FROM {_BOOK_FLAGS} AS f
+        FROM (SELECT {s}, f.received_at, f.raw_id, f.origin, f.book_suspended, f.book_inactive, f.market_inactive
+              FROM {flags} AS f
               JOIN {selections} AS s
                 ON s.source = f.source AND s.fixture_id = f.fixture_id AND s.bookmaker = f.bookmaker
-              UNION ALL
-              SELECT {s}, f.received_at, f.raw_id, f.origin, NULL, NULL, f.market_inactive
-              FROM {_MARKET_FLAGS} AS f
-              JOIN {selections} AS s
-                ON s.source = f.source AND s.fixture_id = f.fixture_id AND s.bookmaker = f.bookmaker
-                   AND s.market_id = f.market_id) AS covered
+              WHERE f.market_id IS NULL OR f.market_id = s.market_id) AS covered
         GROUP BY {SELECTION}, received_at, raw_id)"""
     numbered = f"""(
         SELECT *, row_number() OVER w AS n, sum(kind) OVER w AS tick_no
