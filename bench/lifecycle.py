@@ -117,7 +117,7 @@ def storage(admin_url: str, workdir: Path, rows: int) -> dict[str, dict[str, int
 def timescaledb(day: date, rows: int) -> dict[str, dict[str, int]]:
     """The same rows in TimescaleDB's 1-day chunks: before and after compress_chunk."""
     for needed, remedy in ((PG15_BINARIES / "postgres", "apt-get install -y postgresql-15"),
-                           (TIMESCALEDB_CONTROL, "../shared/timescaledb/install.sh as root")):
+                           (TIMESCALEDB_CONTROL, "Timescale's timescaledb-2-postgresql-15 (docs/timescaledb.md)")):
         if not needed.exists():
             print(f"TimescaleDB column skipped: {needed} not found ({remedy})")
             return {}

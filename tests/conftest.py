@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import psycopg
@@ -22,6 +23,9 @@ os.environ.pop("WAREHOUSE_DATABASE_URL", None)
 
 from warehouse.store import migrate  # noqa: E402
 from warehouse.store.embedded import EmbeddedPostgres  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.s3server import Server
 
 TEMPLATE = "warehouse_template"
 _SCRIPT_CONNECTION = UUID("0b7e7d3c-5f7c-4a8e-9d2f-777777777777")  # the connection of scripted frames
@@ -71,7 +75,8 @@ STORAGES = {
             # compresses or refreshes behind a test's back, and no scheduler holds the template database.
             ("timescaledb.max_background_workers", "0"),
         ),
-        needs=(_PG15, (PG15_EXTENSIONS / "timescaledb.control", "run ../shared/timescaledb/install.sh as root")),
+        needs=(_PG15, (PG15_EXTENSIONS / "timescaledb.control",
+                       "install Timescale's timescaledb-2-postgresql-15 (docs/timescaledb.md)")),
     ),
 }
 
@@ -245,3 +250,30 @@ def write_frames(url: str, spool: Path, frames: list[tuple[datetime, list]], sou
 
     asyncio.run(main())
     return url
+
+
+# -- a lake in a bucket (tests/test_bucket*.py) --
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real S3 server on 127.0.0.1 (tests/s3server.py), started once per worker when a test asks."""
+    from tests.s3server import running
+
+    with running(tmp_path_factory.mktemp("s3") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture
+def aws(s3: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The AWS variables of the server's key, for this process and the warehouse processes it starts."""
+    for name, value in s3.env().items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    return s3
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A prefix of the bucket of the test's own."""
+    return "t/" + request.node.name.replace("[", "-").replace("]", "")

@@ -35,19 +35,48 @@ def test_db_url_prints_the_configured_database(db_url: str) -> None:
 def test_demo_starts_the_embedded_server_migrates_and_reuses_it(tmp_path: Path) -> None:
     env = {"WAREHOUSE_DATA_DIR": str(tmp_path / "data")}
     try:
+        before = warehouse("db", "url", "--demo", env=env)  # no demo yet: says so, and starts no server for it
+        assert before.returncode == 2 and before.stderr.startswith("error: no demo database yet")
+        assert "run `warehouse demo` first" in before.stderr and not (tmp_path / "data" / "postgres").exists()
+        # a lake of before lakes were per database (the data directory's own exports/): the demo's is another
+        legacy = tmp_path / "data" / "exports" / "price_ticks" / "day=2026-01-01" / "part-0.parquet"
+        legacy.parent.mkdir(parents=True)
+        legacy.write_bytes(b"PAR1 a warehouse's day")
         first = warehouse("demo", "--seconds", "4", env=env)  # long enough for every feed on a busy machine
         assert first.returncode == 0, first.stderr
         assert f"schema at revision {migrate.head_revision()}" in first.stdout
-        url = warehouse("db", "url", env=env).stdout.strip()
+        assert 'export WAREHOUSE_DATABASE_URL="$(' in first.stdout and 'db url --demo)"' in first.stdout
         # the socket is in the data directory, or in a short one of its own when that path is too long for one
         socket_dir = EmbeddedPostgres(tmp_path / "data" / "postgres").socket_dir
-        assert url == f"postgresql://postgres@/warehouse?host={socket_dir}"
+        url = warehouse("db", "url", "--demo", env=env).stdout.strip()
+        assert url == f"postgresql://postgres@/demo?host={socket_dir}"  # the demo's own database...
+        assert warehouse("db", "url", env=env).stdout.strip() == f"postgresql://postgres@/warehouse?host={socket_dir}"
+        assert query(warehouse("db", "url", env=env).stdout.strip(), "SELECT to_regclass('price_ticks')") == [(None,)]
         counts = dict(query(url, "SELECT source, count(*) FROM price_ticks GROUP BY 1"))
         assert set(counts) == {"oddspapi", "saba", "ckex"} and min(counts.values()) > 0
         assert query(url, "SELECT count(*) FROM raw_messages WHERE source = 'mm' AND kind = 'subscribed'") == [(1,)]
-        again = warehouse("demo", "--seconds", "3", env=env)  # the second run reuses the same cluster
+        assert (tmp_path / "data" / "exports" / "demo" / "price_ticks").is_dir()  # ...and its own lake
+        # ...which every command reads once WAREHOUSE_DATABASE_URL names it; without, they say where it is
+        status = warehouse("status", "--json", env={**env, "WAREHOUSE_DATABASE_URL": url})
+        assert status.returncode == 0 and {s["source"] for s in json.loads(status.stdout)} == {"oddspapi", "saba",
+                                                                                              "ckex", "mm"}
+        mine = warehouse("status", env=env)
+        assert mine.returncode == 2 and mine.stderr.count("\n") == 1
+        assert mine.stderr.strip().endswith('for the demo\'s rows (in a database of their own): export'
+                                            ' WAREHOUSE_DATABASE_URL="$(warehouse db url --demo)"')
+        first_fixtures = query(url, "SELECT DISTINCT fixture_id FROM price_ticks")
+
+        again = warehouse("demo", "--seconds", "3", env=env)  # the second run reuses the cluster, starts over
         assert again.returncode == 0 and f"schema at revision {migrate.head_revision()}" in again.stdout
-        assert query(url, "SELECT count(*) FROM collector_events WHERE event = 'connect'") == [(8,)]
+        assert query(url, "SELECT count(*) FROM collector_events WHERE event = 'connect'") == [(4,)]
+        assert not set(query(url, "SELECT DISTINCT fixture_id FROM price_ticks")) & set(first_fixtures)
+        # so no simulator is asked about the first run's fixtures (they answered 404 to the resync)
+        assert "404" not in again.stderr and "not found" not in again.stderr, again.stderr
+        assert legacy.read_bytes() == b"PAR1 a warehouse's day"  # starting over never touched it
+        refused = warehouse("demo", "--database-url", url, env=env)
+        assert refused.returncode == 2 and refused.stderr.strip() == (
+            "error: --database-url: the demo writes into a database of its own; add --into-warehouse to write into"
+            " this one")
     finally:
         EmbeddedPostgres(tmp_path / "data" / "postgres").destroy()
 

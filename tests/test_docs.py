@@ -21,3 +21,13 @@ def test_the_configuration_page_lists_every_key_as_declared() -> None:
 def test_the_readme_names_every_feed_kind_of_the_registry() -> None:
     listed = re.findall(r'^kind = "[^"]+" +# (.+)$', (ROOT / "README.md").read_text(), re.M)
     assert listed == [" | ".join(FEEDS)], "the README's `kind = …  # a | b` comment lists the registry's kinds"
+
+
+def test_the_docs_give_users_timescaledbs_own_installation_and_leave_the_ci_bundle_to_ci() -> None:
+    pages = {page.name: page.read_text() for page in (ROOT / "README.md", *(ROOT / "docs").glob("*.md"))}
+    assert not [name for name, text in pages.items() if "../shared/" in text], "a user's clone has no ../shared"
+    setup = pages["timescaledb.md"].split("## Setting up TimescaleDB", 1)[1].split("\n## ", 1)[0]
+    for needed in ("packagecloud.io/timescale/timescaledb", "timescaledb-2-postgresql-", "timescaledb-tune",
+                   "timescale/timescaledb:", "shared_preload_libraries = 'timescaledb'"):
+        assert needed in setup, needed
+    assert "timescaledb/install.sh" in (ROOT / ".ci" / "run").read_text()

@@ -114,7 +114,7 @@ def test_demo_refuses_a_negative_time_and_ctrl_c_stops_it_saying_what_was_kept(t
         demo = subprocess.Popen([sys.executable, "-m", "warehouse", "demo", "--seconds", "120"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 90
-        url = EmbeddedPostgres(tmp_path / "data" / "postgres").url()
+        url = EmbeddedPostgres(tmp_path / "data" / "postgres").url("demo")
         while time.monotonic() < deadline:  # collecting: frames are arriving
             time.sleep(0.5)
             try:

@@ -117,3 +117,23 @@ def test_every_reader_takes_a_table_folder_with_its_day_partition(exported: tupl
         len(postgres_rows(url, "raw_messages")) + 1, DAY)
     assert con.execute("SELECT payload->'bookmakerOdds'->>'pinnacle' FROM raw_messages"
                        " WHERE payload LIKE '%bookmakerOdds%'").fetchall() == [("{}",)]
+
+
+def test_every_reader_gets_the_day_as_a_date_as_the_parquet_page_says(exported: tuple[str, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 26 item 15: the hive `day` is a string in pyarrow and a dictionary in pandas unless told
+    _, root = exported
+    page = (Path(__file__).resolve().parent.parent / "docs" / "parquet.md").read_text()
+    section = page[page.index("## Reading it"):]
+    start = section.index("```python\n") + len("```python\n")
+    block = section[start:section.index("```\n", start)]
+    monkeypatch.chdir(root.parent)
+    (root.parent / "exports").symlink_to(root)
+    names: dict[str, Any] = {}
+    exec(compile(block, "docs/parquet.md", "exec"), names)  # the documentation's own example
+    assert names["table"].schema.field("day").type == pa.date32()
+    assert sorted(set(names["table"]["day"].to_pylist())) == [DAY]  # price_ticks has no row on EMPTY_DAY
+    assert names["frame"].schema["day"] == pl.Date and names["frame"]["day"].unique().to_list() == [DAY]
+    assert str(names["df"].dtypes["day"]) == "date32[day][pyarrow]" and set(names["df"]["day"]) == {DAY}
+    assert names["rel"].types[names["rel"].columns.index("day")] == "DATE"
+    assert {row[0] for row in names["rel"].select("day").fetchall()} == {DAY}

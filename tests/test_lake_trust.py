@@ -130,7 +130,8 @@ def test_an_export_beside_retention_waits_its_turn_and_no_row_vanishes(storage_u
     config = configured(tmp_path, root)
     assert warehouse(storage_url, config, "export").returncode == 0
     rows = everywhere(storage_url)
-    # A session writing to price_ticks (an open transaction) keeps retention waiting for its table lock.
+    # A session writing to price_ticks (an open transaction) keeps retention waiting for its tables
+    # (outside the lock queue: warehouse.lifecycle.retention), the maintenance lock held.
     blocker = psycopg.connect(storage_url, application_name="a slow writer")
     blocker.execute("INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id)"
                     " VALUES (now(), 'x', 'f', 'm', 'o')")
@@ -139,8 +140,9 @@ def test_an_export_beside_retention_waits_its_turn_and_no_row_vanishes(storage_u
                                                                             "--keep-days", "1")],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while not query(storage_url, "SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                                     " AND application_name LIKE '`warehouse retain`%%'"):
+        while not query(storage_url, "SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                                     " WHERE l.locktype = 'advisory' AND l.granted"
+                                     " AND a.application_name LIKE '`warehouse retain`%%'"):
             assert time.monotonic() < deadline and retain.poll() is None, retain.communicate()
             time.sleep(0.05)
         beside = warehouse(storage_url, config, "export", "--day", str(OLD[0]))

@@ -25,12 +25,13 @@ def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: 
     data = tmp_path / "data"
     env = dict(os.environ, WAREHOUSE_DATA_DIR=str(data), WAREHOUSE_DATABASE_URL=db_url)
     # A short run first: the second must not write to its fixtures (runs used to share fixture ids).
-    earlier = subprocess.run([sys.executable, "-m", "warehouse", "demo", "--seconds", "8"], env=env,
-                             capture_output=True, text=True, timeout=240)
+    # --into-warehouse: the database of the test (the demo's own would be a database of the embedded server)
+    earlier = subprocess.run([sys.executable, "-m", "warehouse", "demo", "--seconds", "8", "--into-warehouse"],
+                             env=env, capture_output=True, text=True, timeout=240)
     assert earlier.returncode == 0, earlier.stderr
     (between,), = query(db_url, "SELECT now()")
-    demo = subprocess.run([sys.executable, "-m", "warehouse", "demo", "--seconds", "24", "--seed", "9"], env=env,
-                          capture_output=True, text=True, timeout=240)
+    demo = subprocess.run([sys.executable, "-m", "warehouse", "demo", "--seconds", "24", "--seed", "9",
+                           "--into-warehouse"], env=env, capture_output=True, text=True, timeout=240)
     assert demo.returncode == 0, demo.stderr
     assert query(db_url, "SELECT fixture_id FROM price_ticks GROUP BY 1"
                          " HAVING min(received_at) < %s AND max(received_at) > %s", between, between) == []

@@ -479,3 +479,14 @@ def test_exact_numbers_check_clean_from_postgresql_and_parquet(db_url: str, tmp_
             report = replay.check(kind, url=db_url, export_dir=where)
             assert report.clean, (kind, where, {t.table: t.examples for t in report.tables.values() if not t.clean})
             assert report.frames == len(frames) and report.carried == 0  # every frame derived again
+
+
+def test_check_from_the_export_in_a_bucket(collected: tuple[str, Path], aws: Any, prefix: str) -> None:
+    """Replay reads a lake in an S3 bucket in place (issue 25), as it reads a directory."""
+    url, _ = collected
+    root = aws.url(prefix)
+    export_all(url, root, pending(url, EXPORT_TABLES, redo=True, today_too=True))
+    result = warehouse("replay", "--source", "ckex", "--check", "--from-parquet", root, url=url)
+    assert result.returncode == 0 and "result: every row matches" in result.stdout, result.stdout + result.stderr
+    report = replay.check("mm", url=url, export_dir=root)
+    assert report.clean and report.frames > 0

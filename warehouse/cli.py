@@ -2,7 +2,8 @@
 
 `--config` and `--database-url` are accepted before or after the subcommand (`warehouse collect
 --config f.toml` and `warehouse --config f.toml collect` are the same). Errors a user can hit are
-one line on stderr and exit status 2; Ctrl-C is exit status 130.
+one line on stderr and exit status 2; Ctrl-C is exit status 130, within a second; a reader that
+closes the output early (`| head`) ends the command quietly, with status 141 (128 + SIGPIPE).
 """
 
 from __future__ import annotations
@@ -13,29 +14,43 @@ import inspect
 import json
 import logging
 import os
+import select
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
+from warehouse.lifecycle.bucket import BucketError, Settings
 from warehouse.lifecycle.export import ExportError
 from warehouse.lifecycle.lock import Busy
 from warehouse.store import migrate
-from warehouse.store.database import configured_database_url, data_dir, embedded_server, redact_url
+from warehouse.store.database import (
+    DEMO_DATABASE,
+    configured_database_url,
+    data_dir,
+    demo_database,
+    embedded_server,
+    redact_url,
+)
 from warehouse.store.database import resolve_database_url as _resolve_url
 from warehouse.store.duckdb import ExtensionMissing
 from warehouse.store.embedded import EmbeddedError
 
+if TYPE_CHECKING:
+    from warehouse.lifecycle.storage import Lake
+
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
+DEMO_DAYS_MAX = 31  # `demo --days`: a month of history is plenty to try export and retention on
 app = typer.Typer(
     help="odds-warehouse: record live sports-odds feeds into an append-only PostgreSQL warehouse.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -78,7 +93,13 @@ class Context:
     def url_with_schema(self) -> str:
         """The database in use, after checking its schema is this version's (else one line saying what to do)."""
         url = self.url()
-        migrate.require_current(url)
+        try:
+            migrate.require_current(url)
+        except migrate.SchemaError as exc:
+            if self.configured_url() is None and migrate.current_revision(url) is None and _demo_ran():
+                raise migrate.SchemaError(f"{exc}; or, for the demo's rows (in a database of their own): export"
+                                          ' WAREHOUSE_DATABASE_URL="$(warehouse db url --demo)"') from None
+            raise
         return url
 
     def spool_root(self) -> Path:
@@ -87,15 +108,36 @@ class Context:
         spool_dir = self.config.writer.spool_dir
         return spool_dir.parent if spool_dir else spool_root(self.configured_url())
 
-    def export_dir(self) -> Path:
+    def export_dir(self) -> Path | str:
         """The lake: `[export] dir`, else the database's own folder in the data directory."""
         from warehouse.lifecycle.lakes import default_root
 
         return self.config.export_dir or default_root(self.configured_url())
 
+    def lake(self, directory: str | None = None) -> Lake:
+        """The lake given (--dir, --parquet: a directory or s3:// URL), else the configured one; a bucket with
+        the AWS variables overridden by `[export] s3_*`."""
+        from warehouse.lifecycle.storage import open_lake, root_of
+
+        root = root_of(directory) if directory is not None else self.export_dir()
+        return open_lake(root) if isinstance(root, Path) else open_lake(root, self.bucket_settings())
+
+    def bucket_settings(self) -> Settings:
+        """How to reach a bucket lake: the AWS variables, overridden by `[export] s3_*`."""
+        export = self.config.export
+        return Settings.from_env(export.s3_endpoint, export.s3_region, export.s3_url_style)
+
     def configured_url(self) -> str | None:
         """The external database asked for, or None for the embedded one (not started by this)."""
         return configured_database_url(self.database_url, self.config.database_url)
+
+
+def _demo_ran() -> bool:
+    try:
+        demo_database()
+    except ValueError:
+        return False
+    return True
 
 
 def _once(option: str, before: Any, after: Any) -> Any:
@@ -105,10 +147,12 @@ def _once(option: str, before: Any, after: Any) -> Any:
     return after if after is not None else before
 
 
-def command(group: typer.Typer, name: str | None = None,
-            context_settings: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def command(group: typer.Typer, name: str | None = None, context_settings: dict[str, Any] | None = None,
+            *, duckdb: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a command that also takes --config and --database-url, and turns the errors a user can hit
-    into one line on stderr (exit 2), Ctrl-C into exit 130."""
+    into one line on stderr (exit 2), Ctrl-C into exit 130 and a closed output into a quiet 141.
+    `duckdb`: the command runs DuckDB queries, which see a Ctrl-C only between their tasks (minutes,
+    on a big table): its work runs in a thread of its own, and Ctrl-C interrupts them."""
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
@@ -117,12 +161,19 @@ def command(group: typer.Typer, name: str | None = None,
             obj = ctx.find_object(Context) or ctx.ensure_object(Context)
             try:
                 obj.given(config, database_url)
+                if duckdb:
+                    return _interruptible(lambda: func(obj, *args, **kwargs))
                 return func(obj, *args, **kwargs)
             except (typer.Exit, typer.Abort, typer.TyperException):
                 raise
             except KeyboardInterrupt:
                 err.print("interrupted", highlight=False)
                 raise typer.Exit(130) from None
+            except BrokenPipeError:
+                if not _output_closed():
+                    raise
+                _discard_output()
+                raise typer.Exit(128 + signal.SIGPIPE) from None
             except Exception as exc:
                 _explain(exc, obj.verbose)
                 raise typer.Exit(2) from None
@@ -141,13 +192,70 @@ def command(group: typer.Typer, name: str | None = None,
     return register
 
 
+STOPS_WITHIN = 0.5  # seconds: after a Ctrl-C, how long work may take to stop before the process just ends
+
+
+def _interruptible(work: Callable[[], Any]) -> Any:
+    """`work()`, run in a thread while this one waits for it, so that a Ctrl-C is seen at once: it
+    interrupts every DuckDB query of the process, and the command ends within a second — when `work`
+    has not stopped by then, without waiting for it (an export is safe to end at any moment: it
+    commits each file with a rename; a query writes nothing)."""
+    from warehouse.store.duckdb import interrupt_all
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="command", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.25)
+    except KeyboardInterrupt:
+        interrupt_all()
+        worker.join(STOPS_WITHIN)
+        err.print("interrupted", highlight=False)
+        out.show_cursor(True)  # a progress bar may have hidden it
+        if not worker.is_alive():  # else it may hold stdout's lock: what it printed is lost, not waited for
+            sys.stdout.flush()
+        sys.stderr.flush()
+        # Not an exception up to the interpreter's exit: DuckDB's threads, stopped mid-query, may abort it.
+        os._exit(130)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _output_closed() -> bool:
+    """Whether whoever read our standard output has closed it (`| head`): the pipe reports an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _discard_output() -> None:
+    """Nobody reads the output any more: what is still buffered goes nowhere, and Python's own flush at
+    exit does not complain about the broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _explain(exc: BaseException, verbose: bool) -> None:
     """One line saying what went wrong; the database hint only where it fits."""
     import psycopg
     import sqlalchemy.exc
 
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None else exc
-    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError | Busy):
+    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError | Busy
+                  | BucketError):
         error(str(cause))
     elif isinstance(cause, ExportError):  # one line per table-day that could not be exported
         for line in str(cause).splitlines():
@@ -227,9 +335,12 @@ def db_downgrade(
 
 
 @command(db_app, "url")
-def db_url(obj: Context) -> None:
+def db_url(obj: Context,
+           demo: bool = typer.Option(False, "--demo", help="the demo's own database instead (what `warehouse demo`"
+                                                           " wrote): export WAREHOUSE_DATABASE_URL=\"$(warehouse db"
+                                                           " url --demo)\" points every command at it")) -> None:
     """Print the database in use (starts the embedded server if that is the one). Try `psql $(warehouse db url)`."""
-    print(obj.url())
+    print(demo_database() if demo else obj.url())
 
 
 @command(db_app, "start")
@@ -351,7 +462,7 @@ def parse_day(option: str, text: str | None) -> date | None:
         raise ValueError(f"{option}: expected a UTC day as YYYY-MM-DD, 'today' or 'yesterday'; got {text!r}") from None
 
 
-@command(app)
+@command(app, duckdb=True)
 def export(
     obj: Context,
     day: str | None = typer.Option(None, help="export (again) this UTC day: YYYY-MM-DD, today (so far) or yesterday",
@@ -360,9 +471,14 @@ def export(
     until: str | None = typer.Option(None, help="last UTC day to export (again)", metavar="DAY"),
     table: Annotated[list[str] | None, typer.Option("--table", help="only this table (repeatable)",
                                                     metavar="TABLE")] = None,
-    directory: Annotated[Path | None, typer.Option("--dir", help="export directory (default: [export] dir of the"
-                                                                  " config, else <data dir>/exports/<database>)",
-                                                   metavar="DIR")] = None,
+    directory: Annotated[str | None, typer.Option("--dir", help="export directory or s3://BUCKET/PREFIX (default:"
+                                                                 " [export] dir of the config, else"
+                                                                 " <data dir>/exports/<database>)",
+                                                  metavar="DIR")] = None,
+    copy_to: Annotated[str | None, typer.Option("--copy-to", help="instead: copy the lake (--dir, default [export]"
+                                                                   " dir) to this s3://BUCKET/PREFIX, verify every"
+                                                                   " object, and record that the days live there",
+                                                metavar="URL")] = None,
 ) -> None:
     """Export complete UTC days to Parquet: by default every day not exported yet, for every fact table."""
     from rich.progress import Progress
@@ -372,7 +488,10 @@ def export(
     from warehouse.lifecycle.export import run
     from warehouse.lifecycle.pending import pending
 
-    root = directory or obj.export_dir()
+    root = obj.lake(directory)
+    if copy_to is not None:
+        _copy_lake(obj, root, copy_to)
+        return
     names = tuple(table) if table else EXPORT_TABLES
     unknown = [t for t in names if t not in EXPORT_TABLES]
     if unknown:
@@ -417,6 +536,26 @@ def export(
             say(f"today ({today}) is exported once it is complete; `warehouse export --day today` exports it so far")
 
 
+def _copy_lake(obj: Context, source: Lake, copy_to: str) -> None:
+    from warehouse.lifecycle.move import copy_lake
+    from warehouse.lifecycle.storage import BucketLake, Directory
+
+    target = obj.lake(copy_to)
+    if not isinstance(target, BucketLake):
+        raise ValueError(f"--copy-to takes a bucket (s3://BUCKET/PREFIX), not {copy_to}")
+    if not isinstance(source, Directory):
+        raise ValueError(f"--copy-to copies a lake directory; {source} is a bucket already")
+    try:
+        target.bucket.check()
+    except BucketError as exc:
+        raise ValueError(f"{exc}; nothing was copied") from None
+    done = copy_lake(obj.url_with_schema(), source, target)
+    say(f"copied {done.table_days} table-days ({done.bytes / 2**20:,.1f} MiB, {done.uploaded} uploaded now) from"
+        f" {source} to {target}, each verified there (size, sha256, footer rows) and recorded;"
+        f" {len(done.moved_days)} days retention moved live there now. Set [export] dir = \"{target}\" so that"
+        " export, retain and verify-lake use it (the local lake is left as it was)")
+
+
 # -- retain -----------------------------------------------------------------------------------
 
 
@@ -441,7 +580,7 @@ def retain(
     first_kept = retention.cutoff(days)
     dropped: list[Verdict] = []
     failed = False
-    for outcome in retention.retain(url, days, obj.export_dir(), dry_run=dry_run):
+    for outcome in retention.retain(url, days, obj.lake(), dry_run=dry_run):
         verdict, day = outcome.verdict, outcome.verdict.day
         failed |= outcome.failed
         if verdict.problem is not None and verdict.pending:
@@ -472,15 +611,16 @@ def retain(
 def verify_lake(
     obj: Context,
     day: str | None = typer.Option(None, help="only this UTC day: YYYY-MM-DD, today or yesterday", metavar="DAY"),
-    directory: Annotated[Path | None, typer.Option("--dir", help="the lake (default: [export] dir of the config,"
-                                                                  " else <data dir>/exports/<database>)",
+    directory: Annotated[str | None, typer.Option("--dir", help="the lake, a directory or s3://BUCKET/PREFIX"
+                                                                 " (default: [export] dir of the config, else"
+                                                                 " <data dir>/exports/<database>)",
                                                    metavar="DIR")] = None,
 ) -> None:
     """Read the lake again: every table-day against export_runs and retention_runs (size, footer rows, sha256).
     Exit 0 when all match, 1 with one line per problem."""
     from warehouse.lifecycle.audit import problems
 
-    root = directory or obj.export_dir()
+    root = obj.lake(directory)
     audit = problems(obj.url_with_schema(), root, parse_day("--day", day))
     for problem in audit.problems:
         say(str(problem), wrap=False)
@@ -495,37 +635,41 @@ def verify_lake(
 
 
 # SQL that starts with a `-- comment` (as the README's examples do) is the query, not an option.
-@command(app, context_settings={"ignore_unknown_options": True})
+@command(app, context_settings={"ignore_unknown_options": True}, duckdb=True)
 def query(
     obj: Context,
-    sql: str = typer.Argument(..., help="the SQL (DuckDB's dialect), over every table and analysis relation",
-                              metavar="SQL"),
-    output: str = typer.Option("table", "--format", help="table, csv or json", metavar="FORMAT"),
-    export_dir: Annotated[Path | None, typer.Option(
-        "--parquet", help="the Parquet export alone, no database (default: the warehouse: its days in"
-                          " PostgreSQL and those retention moved to Parquet)", metavar="DIR")] = None,
+    sql: str = typer.Argument(..., help="one SQL statement that reads (DuckDB's dialect), over every table and"
+                                        " analysis relation", metavar="SQL"),
+    output: str = typer.Option("table", "--format", help="table (a record per row when too wide), csv or json",
+                               metavar="FORMAT"),
+    export_dir: Annotated[str | None, typer.Option(
+        "--parquet", help="the Parquet export alone (a directory or s3://BUCKET/PREFIX), no database (default: the"
+                          " warehouse: its days in PostgreSQL and those retention moved to Parquet)",
+        metavar="DIR")] = None,
 ) -> None:
     """SQL over every day of the warehouse, each day read from one place (PostgreSQL or its Parquet export)."""
+    import duckdb
+
+    from warehouse.analysis import statement
     from warehouse.analysis.engine import Engine
     from warehouse.console import query_result
 
     if output not in ("table", "csv", "json"):
         raise ValueError(f"--format must be table, csv or json, got {output!r}")
-    engine = Engine.export(export_dir) if export_dir is not None else Engine.warehouse(obj.url_with_schema())
-    import duckdb
-
+    statement.readonly(duckdb.connect(), sql)  # empty, several statements, a write: said before connecting
+    engine = Engine.export(obj.lake(export_dir)) if export_dir is not None \
+        else Engine.warehouse(obj.url_with_schema(), obj.bucket_settings())
     try:
-        cursor = engine.con.execute(sql)
+        names, rows = engine.read(sql)
     except duckdb.Error as exc:
         raise ValueError(f"the query failed: {_first_line(exc)}") from None
-    names = [column[0] for column in cursor.description or ()]
-    query_result(names, cursor.fetchall(), output)
+    query_result(names, rows, output)
 
 
 # -- plot -------------------------------------------------------------------------------------
 
 
-@command(app)
+@command(app, duckdb=True)
 def plot(
     obj: Context,
     fixture: str | None = typer.Option(None, help="fixture id (default: the market most bookmakers price, found by"
@@ -534,8 +678,9 @@ def plot(
                                       metavar="ID"),
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="PNG to write (default: <data dir>/charts/line-<fixture>-<market>.png)", metavar="FILE")] = None,
-    parquet_dir: Annotated[Path | None, typer.Option(
-        "--parquet", help="read this export directory instead of PostgreSQL", metavar="DIR")] = None,
+    parquet_dir: Annotated[str | None, typer.Option(
+        "--parquet", help="read this export directory (or s3://BUCKET/PREFIX) instead of PostgreSQL",
+        metavar="DIR")] = None,
     consensus: str | None = typer.Option(None, help="also draw the consensus fair probability, the margin taken out"
                                                     " by this method: multiplicative, power or shin",
                                          metavar="METHOD"),
@@ -552,7 +697,8 @@ def plot(
     if out_file is None:
         charts = data_dir() / "charts"
         charts.mkdir(parents=True, exist_ok=True)  # our own data directory: created as needed
-    engine = Engine.export(parquet_dir) if parquet_dir is not None else Engine.warehouse(obj.url_with_schema())
+    engine = Engine.export(obj.lake(parquet_dir)) if parquet_dir is not None \
+        else Engine.warehouse(obj.url_with_schema(), obj.bucket_settings())
     chart = chart_market(engine, fixture, market, out_file, default_dir=data_dir() / "charts", consensus=consensus,
                          arbitrage=arbitrage)
     say(f"wrote {chart}")
@@ -565,16 +711,42 @@ def plot(
 def demo(obj: Context,
          seconds: float = typer.Option(30.0, help="how long to collect, in seconds", metavar="SECONDS"),
          seed: int | None = typer.Option(None, help="seed of the simulated matches (default: new each run)",
-                                         metavar="N")) -> None:
-    """The main job on embedded defaults: PostgreSQL, migrations, simulators → collectors, Parquet, a chart."""
+                                         metavar="N"),
+         days: int = typer.Option(0, "--days", min=0, max=DEMO_DAYS_MAX,
+                                  help="first play N past days of simulated matches (a few seconds each), so"
+                                       " export, retention and queries over cold days have history to work on",
+                                  metavar="N"),
+         into_warehouse: bool = typer.Option(False, "--into-warehouse",
+                                             help="write into the database in use ($WAREHOUSE_DATABASE_URL, the"
+                                                  " config's, or the embedded one), not the demo's own")) -> None:
+    """The main job on local simulators, in a database of its own (`demo` on the embedded server, made
+    again each run): migrations, simulators → collectors, Parquet, a chart."""
     from warehouse import demo as pipeline
+    from warehouse.store.homes import folder_name
 
     if seconds <= 0:
         raise ValueError(f"--seconds must be more than 0, got {seconds:g}")
-    external = configured_database_url(obj.database_url, obj.config.database_url) is not None
-    with out.status("starting PostgreSQL…"):
-        url = obj.url()
-    if not pipeline.run(url, external, seconds, obj.export_dir(), obj.spool_root(), seed):
+    if into_warehouse:
+        external = configured_database_url(obj.database_url, obj.config.database_url) is not None
+        with out.status("starting PostgreSQL…"):
+            url = obj.url()
+        target = pipeline.Target(url, "external database" if external else
+                                 f"embedded PostgreSQL in {embedded_server().data_dir}", obj.lake(),
+                                 obj.spool_root(), demo=False)
+    else:
+        if obj.database_url is not None:
+            raise ValueError("--database-url: the demo writes into a database of its own; add --into-warehouse"
+                             " to write into this one")
+        with out.status("starting PostgreSQL…"):
+            url = demo_database(fresh=True)
+        # The demo's own lake and spool, emptied with its database: named outright, never a configured
+        # [export] dir, nor the data directory's lake of before lakes were per database.
+        home = folder_name(DEMO_DATABASE)
+        target = pipeline.Target(url, f"database {DEMO_DATABASE} of the embedded PostgreSQL in"
+                                      f" {embedded_server().data_dir}", data_dir() / "exports" / home,
+                                 data_dir() / "spool" / home, demo=True)
+        target.start_over()
+    if not pipeline.run(target, seconds, seed, days):
         raise typer.Exit(130)
 
 
@@ -610,8 +782,9 @@ def replay(
                                      metavar="T"),
     until: str | None = typer.Option(None, help="frames received before this time (a day: up to its end)",
                                      metavar="T"),
-    from_parquet: Annotated[Path | None, typer.Option(
-        "--from-parquet", help="read the frames (and rows) from the Parquet export in DIR, not from PostgreSQL",
+    from_parquet: Annotated[str | None, typer.Option(
+        "--from-parquet", help="read the frames (and rows) from the Parquet export in DIR (or s3://BUCKET/PREFIX),"
+                               " not from PostgreSQL",
         metavar="DIR")] = None,
     check_rows: bool = typer.Option(False, "--check", help="derive again and compare with what is stored; exit 0"
                                                           " when every row matches, 1 when not"),
@@ -633,6 +806,7 @@ def replay(
         raise ValueError("--processes applies to --check only (--into derives in one process, in order)")
     start, end = parse_user_time("--since", since), parse_user_time("--until", until, end=True)
     url = None if from_parquet else obj.url_with_schema()
+    lake = obj.lake(from_parquet) if from_parquet else None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=out, transient=True,
                   disable=not out.is_terminal) as progress:
         task = progress.add_task("replaying…")
@@ -641,7 +815,7 @@ def replay(
             progress.update(task, description=f"replaying {source}: {day:%Y-%m-%d}, {frames:,} frames")
 
         if check_rows:
-            report = check(source, start, end, url=url, export_dir=from_parquet, config=obj.config, progress=step,
+            report = check(source, start, end, url=url, export_dir=lake, config=obj.config, progress=step,
                            processes=processes)
             progress.stop()
             for line in report.lines():
@@ -649,7 +823,7 @@ def replay(
             raise typer.Exit(0 if report.clean else 1)
         assert target is not None
         try:
-            done = into(target, source, start, end, url=url, export_dir=from_parquet, config=obj.config,
+            done = into(target, source, start, end, url=url, export_dir=lake, config=obj.config,
                         progress=step)
         except ReplayIncomplete as exc:
             progress.stop()

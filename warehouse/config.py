@@ -32,8 +32,15 @@ class DatabaseSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class ExportSettings:
-    dir: Path | None = setting("the lake: where the Parquet export goes and the only place retention trusts"
-                               " (relative: to this file); default <data dir>/exports/<database>", None)
+    dir: str | None = setting("the lake: where the Parquet export goes and the only place retention trusts: a"
+                              " directory (relative: to this file) or s3://BUCKET/PREFIX; default"
+                              " <data dir>/exports/<database>", None)
+    s3_endpoint: str | None = setting("a bucket lake's S3-compatible server, e.g. http://127.0.0.1:9000 (http:// means"
+                                      " no TLS); default $AWS_ENDPOINT_URL, else AWS S3", None)
+    s3_region: str | None = setting("a bucket lake's region; default $AWS_REGION, else $AWS_DEFAULT_REGION, else"
+                                    " us-east-1", None)
+    s3_url_style: str | None = setting("path or vhost (bucket in the host name); default path with s3_endpoint,"
+                                       " else vhost", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,8 +108,10 @@ class Config:
         return self.database.url
 
     @property
-    def export_dir(self) -> Path | None:
-        return self.export.dir
+    def export_dir(self) -> Path | str | None:
+        """The lake: a directory, or a bucket's s3:// URL (a string: a path would fold its `//`)."""
+        found = self.export.dir
+        return None if found is None else found if found.startswith("s3://") else Path(found)
 
     @property
     def where(self) -> str:
@@ -187,7 +196,8 @@ def _parse(data: dict[str, Any], path: Path) -> Config:
     return Config(
         path=path,
         database=sections["database"],
-        export=replace(export, dir=_relative_to(export.dir, base)),
+        export=replace(export, dir=export.dir if export.dir is None or export.dir.startswith("s3://")
+                       else str(_relative_to(Path(export.dir), base))),
         writer=replace(writer, spool_dir=_relative_to(writer.spool_dir, base)),
         retention=sections["retention"],
         feeds=_feeds(data.get("feeds", []), where),

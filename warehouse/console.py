@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any
 
@@ -11,8 +12,16 @@ from rich.table import Table
 
 from warehouse.collect.status import SourceStatus
 
+
+class _Output(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader closed our output (`| head`): the command line ends quietly with 141, as it does
+        for every command (rich's own answer is to exit 1)."""
+        raise BrokenPipeError(errno.EPIPE, "the reader of standard output closed it")
+
+
 # Piped or under cron there is no terminal width to respect: never wrap a table row.
-out = Console(width=None if sys.stdout.isatty() else 200)
+out = _Output(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -93,8 +102,10 @@ def duration(seconds: float) -> str:
 
 
 def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str) -> None:
-    """Rows of `warehouse query`: a table for people, CSV or JSON (one object per row) for programs.
-    Decimals stay exact (as text in JSON), times are ISO 8601 in UTC."""
+    """Rows of `warehouse query`: a table for people (a record per row when a table would not fit),
+    CSV or JSON (one object per row) for programs. Numbers are written as PostgreSQL writes them
+    (`500`, not the lake decimal's `500.000000000000000000`; exact, as text in JSON), booleans
+    true/false, times ISO 8601 in UTC."""
     import csv
     import json
     import sys
@@ -107,13 +118,37 @@ def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str) -> 
         print(json.dumps([dict(zip(names, map(_plain, row), strict=True)) for row in rows], ensure_ascii=False,
                          indent=1))
     else:
-        table = Table(show_lines=False)
-        for name in names:
-            table.add_column(escape(name))
-        for row in rows:
-            table.add_row(*(escape(_cell(v)) for v in row))
-        out.print(table)
+        cells = [[_cell(v) for v in row] for row in rows]
+        if _table_width(names, cells) <= out.width:
+            table = Table(show_lines=False)
+            for name in names:
+                table.add_column(escape(name), no_wrap=True)
+            for row in cells:
+                table.add_row(*map(escape, row))
+            out.print(table)
+        else:  # cut to fit, a table hides what it was asked for (18 columns of `id152398…`): one record per row
+            _records(names, cells)
         out.print(f"{len(rows):,} row{'' if len(rows) == 1 else 's'}", highlight=False)
+
+
+def _table_width(names: list[str], cells: list[list[str]]) -> int:
+    """The width of the table with every cell whole: each column as wide as its widest line, plus the
+    borders and padding (3 characters a column, 1 at the end)."""
+    widths = [max([len(name), *(max(map(len, row[i].split("\n"))) for row in cells)]) for i, name in enumerate(names)]
+    return sum(widths) + 3 * len(names) + 1
+
+
+def _records(names: list[str], cells: list[list[str]]) -> None:
+    """psql's expanded display: each row a block of `column | value` lines."""
+    width = max(map(len, names), default=0)
+    for number, row in enumerate(cells, 1):
+        out.print(f"-[ row {number} ]" + "-" * max(0, width - len(str(number)) - 6), highlight=False, markup=False,
+                  soft_wrap=True)
+        for name, value in zip(names, row, strict=True):
+            first, *more = value.split("\n")
+            out.print(f"{name.ljust(width)} | {first}", highlight=False, markup=False, soft_wrap=True)
+            for line in more:
+                out.print(f"{' ' * width} | {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _cell(value: Any) -> str:
@@ -123,6 +158,8 @@ def _cell(value: Any) -> str:
     plain = _plain(value)
     if plain is None:
         return ""
+    if isinstance(plain, bool):
+        return "true" if plain else "false"
     if isinstance(plain, list | dict):
         return json.dumps(plain, ensure_ascii=False)
     return str(plain)
@@ -135,7 +172,10 @@ def _plain(value: Any) -> Any:
 
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if isinstance(value, Decimal | UUID):
+    if isinstance(value, Decimal):  # the lake's DECIMAL(38, 18) pads every number to 18 decimals
+        text = format(value, "f")  # not normalize(): it rounds to 28 digits
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    if isinstance(value, UUID):
         return str(value)
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]

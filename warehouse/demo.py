@@ -1,14 +1,18 @@
 """`warehouse demo`: the main job on embedded defaults, end to end, with a live view.
 
-A private PostgreSQL, the migrations, every simulated vendor on one market collected for a while,
-the Parquet export, a line-movement chart, and what to try next.
+A private PostgreSQL (the demo's own database on it, unless asked to write into the warehouse), the
+migrations, past days of simulated matches if asked (`--days`), every simulated vendor on one market
+collected for a while, the Parquet export, a line-movement chart, and what to try next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -27,28 +31,51 @@ from warehouse.console import out, say, status_table
 from warehouse.lake import EXPORT_TABLES
 from warehouse.lifecycle.export import export_all
 from warehouse.lifecycle.pending import pending
+from warehouse.lifecycle.storage import Lake
 from warehouse.simulate.fleet import ENV, Fleet
 from warehouse.simulate.market import MARKET_1X2, Fixture
 from warehouse.store import migrate
-from warehouse.store.database import data_dir, embedded_server, scalar
+from warehouse.store.database import data_dir, scalar
 
 
-def run(url: str, external: bool, seconds: float, export_root: Path, spool_root: Path,
-        seed: int | None = None) -> bool:
+@dataclass(frozen=True)
+class Target:
+    """Where the demo writes: a database, its lake and spools; `demo`: the demo's own (made again each run)."""
+
+    url: str
+    where: str  # for the user
+    export_root: Path | Lake
+    spool_root: Path
+    demo: bool
+
+    def start_over(self) -> None:
+        """The demo's own lake and spool go with its database (theirs only: nothing of a warehouse's)."""
+        assert self.demo
+        for folder in (self.export_root, self.spool_root):
+            assert isinstance(folder, Path)  # the demo's own lake is a directory
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(target: Target, seconds: float, seed: int | None = None, days: int = 0) -> bool:
     """The whole demo; False when Ctrl-C stopped it (after saying what was kept). `seed`: of the
-    simulated matches (default: a new one, printed, so a run can be replayed)."""
+    simulated matches (default: a new one, printed, so a run can be replayed); `days`: past days of
+    history played first."""
     started = time.monotonic()
     seed = int(time.time() * 1000) % 100_000 if seed is None else seed
-    where = "external database" if external else f"embedded PostgreSQL in {embedded_server().data_dir}"
+    url, where, export_root, spool_root = target.url, target.where, target.export_root, target.spool_root
     done(where)
     with out.status("applying migrations…"):
         migrate.upgrade(url)
     done(f"schema at revision {migrate.current_revision(url)}")
+    if days:
+        _history(target, days, seed)
     finished, frames, featured = asyncio.run(_collect(url, seconds, seed))
     if not finished:
+        me = invocation()
+        aimed = f"WAREHOUSE_DATABASE_URL=\"$({me} db url --demo)\" " if target.demo else ""
         say(f"stopped by Ctrl-C after {time.monotonic() - started:.1f} s: the {frames:,} frames collected are kept in"
-            f" the {where}; no export or chart was made (`{invocation()} export --day today` and"
-            f" `{invocation()} plot` make them)")
+            f" the {where}; no export or chart was made (`{aimed}{me} export --day today` and `{aimed}{me} plot`"
+            " make them)")
         return False
     out.print(status_table(source_status(url, spool_root)))
 
@@ -78,6 +105,9 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
     me = invocation()
     jupyter = str(Path(me).with_name("jupyter")) if "/" in me else "jupyter"  # from the same virtualenv
     say(f"\nready in {time.monotonic() - started:.1f}s. Next:")
+    if target.demo:
+        say(f"  export WAREHOUSE_DATABASE_URL=\"$({me} db url --demo)\"  # the commands below read the demo's"
+            " database (unset it for your own warehouse)")
     for command, why in [
         (f"psql \"$({me} db url)\" -c 'SELECT received_at, bookmaker, outcome_id, price, prev_price"
          " FROM price_history LIMIT 5'", "SQL on the warehouse"),
@@ -89,6 +119,23 @@ def run(url: str, external: bool, seconds: float, export_root: Path, spool_root:
     ]:
         say(f"  {command:<72} # {why}")
     return True
+
+
+def _history(target: Target, days: int, seed: int) -> None:
+    """`days` past afternoons of simulated matches, oldest first, through the writer."""
+    from warehouse.simulate import history
+
+    played: list[history.DayPlayed] = []
+    with out.status(f"playing {days} past day{'s' if days != 1 else ''} of simulated matches…") as status:
+        def progress(day: history.DayPlayed) -> None:
+            played.append(day)
+            status.update(f"played {day.day}: {day.frames:,} frames ({len(played)} of {days})…")
+
+        asyncio.run(history.play(target.url, history.days_before(datetime.now(UTC).date(), days), seed,
+                                 target.spool_root / "demo-history", progress))
+    done(f"history: {days} past day{'s' if days != 1 else ''} ({played[0].day} to {played[-1].day}), an afternoon"
+         f" of {history.SOURCE} frames each: {sum(d.frames for d in played):,} frames,"
+         f" {sum(d.fixtures for d in played)} fixtures")
 
 
 def done(what: str) -> None:

@@ -6,7 +6,11 @@ or an export alone. `warehouse plot`, `warehouse query`, the demo and the notebo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from warehouse.lifecycle.bucket import Settings
+    from warehouse.lifecycle.storage import Lake
 
 
 class Engine:
@@ -14,27 +18,41 @@ class Engine:
         self.con = con  # a DuckDB connection from warehouse.analysis.connect
 
     @classmethod
-    def warehouse(cls, url: str) -> Engine:
-        """Every day of the warehouse at `url`, wherever it lives now."""
+    def warehouse(cls, url: str, settings: Settings | None = None) -> Engine:
+        """Every day of the warehouse at `url`, wherever it lives now (a bucket reached with `settings`)."""
         from warehouse.analysis.surface import connect
 
-        return cls(connect(url))
+        return cls(connect(url, settings=settings))
 
     @classmethod
-    def export(cls, export_dir: Path) -> Engine:
-        """The Parquet export in `export_dir` alone: no database needed."""
+    def export(cls, export_dir: Path | Lake) -> Engine:
+        """The Parquet export in `export_dir` (a directory, or a lake in a bucket) alone: no database needed."""
         from warehouse.analysis.surface import connect
+        from warehouse.lifecycle.storage import Directory, open_lake
 
-        if not export_dir.is_dir():
+        found = open_lake(export_dir)
+        if isinstance(found, Directory) and not found.path.is_dir():
             raise ValueError(f"no export at {export_dir}: it is not a directory; run `warehouse export` first"
                              " or give the export directory")
         from warehouse import lake
         from warehouse.lifecycle import layout
 
-        if not any(layout.files(export_dir, table) for table in lake.EXPORT_TABLES):  # e.g. the data dir
+        if not any(found.locations(table) for table in lake.EXPORT_TABLES):  # e.g. the data dir
             raise ValueError(f"no export at {export_dir}: no {layout.SHAPE} in it; give the directory"
                              " `warehouse export` writes to (its --dir, default <data dir>/exports)")
-        return cls(connect(export_dir=export_dir))
+        return cls(connect(export_dir=found))
 
     def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         return self.con.execute(sql.replace("%s", "?"), list(params)).fetchall()
+
+    def read(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Someone else's SQL (`warehouse query`): one statement that only reads (else ValueError, one
+        line), read to its end — nothing of it stays open in PostgreSQL. Its column names, as
+        PostgreSQL names them, and its rows."""
+        from warehouse.analysis import statement
+
+        checked = statement.readonly(self.con, sql)
+        cursor = self.con.execute(checked)
+        names = [column[0] for column in cursor.description or ()]
+        rows = cursor.fetchall()
+        return statement.column_names(self.con, checked, names), rows

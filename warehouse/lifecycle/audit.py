@@ -19,8 +19,9 @@ from typing import Any
 import psycopg
 
 from warehouse.lake import EXPORT_TABLES
-from warehouse.lifecycle import lakefile, lakes, layout
+from warehouse.lifecycle import layout
 from warehouse.lifecycle.lock import shared
+from warehouse.lifecycle.storage import Directory, Lake, open_lake
 
 SECOND_LOOK_WAIT_S = 60.0
 _LATEST = ("SELECT DISTINCT ON (table_name, day) table_name, day, rows, bytes, path, sha256 FROM {table}"
@@ -56,12 +57,13 @@ class Audit:
     bytes: int  # their size
 
 
-def problems(url: str, lake: Path, day: date | None = None) -> Audit:
+def problems(url: str, lake: Path | Lake, day: date | None = None) -> Audit:
     """Every table-day recorded in `lake` (or only `day`'s) compared with its file, and the lake's files
     with the records. Problems seen while an export or retention runs are looked at once more after."""
+    lake = open_lake(lake)
     with psycopg.connect(url, autocommit=True) as conn:
-        if lake.is_dir():
-            lakes.tie(conn, lake)
+        if not isinstance(lake, Directory) or lake.path.is_dir():
+            lake.tie(conn)
         records = _records(conn, lake, day)
     found = _compare(records, lake, day)
     if found.problems:
@@ -70,14 +72,14 @@ def problems(url: str, lake: Path, day: date | None = None) -> Audit:
     return found
 
 
-def _records(conn: psycopg.Connection[Any], lake: Path, day: date | None) -> dict[tuple[str, date], Record]:
+def _records(conn: psycopg.Connection[Any], lake: Lake, day: date | None) -> dict[tuple[str, date], Record]:
     """Per table-day, what its file in `lake` must be: the latest retention row (the day lives in the lake
     only), else the latest export into this lake."""
     where, params = ("WHERE day = %s", (day,)) if day else ("", ())
     chosen: dict[tuple[str, date], Record] = {}
     for table, one_day, rows, size, path, digest in conn.execute(
             _LATEST.format(table="export_runs", where=where, at="finished_at"), params).fetchall():
-        if lakes.is_lake_file(lake, table, one_day, path):
+        if lake.is_own(table, one_day, path):
             chosen[(table, one_day)] = Record(table, one_day, rows, size, path, digest, False)
     for table, one_day, rows, size, path, digest in conn.execute(
             _LATEST.format(table="retention_runs", where=where, at="dropped_at"), params).fetchall():
@@ -85,7 +87,7 @@ def _records(conn: psycopg.Connection[Any], lake: Path, day: date | None) -> dic
     return chosen
 
 
-def _compare(records: dict[tuple[str, date], Record], lake: Path, day: date | None) -> Audit:
+def _compare(records: dict[tuple[str, date], Record], lake: Lake, day: date | None) -> Audit:
     found: list[Problem] = []
     rows = size = 0
     for (table, one_day), record in sorted(records.items()):
@@ -98,19 +100,19 @@ def _compare(records: dict[tuple[str, date], Record], lake: Path, day: date | No
         else:
             found.append(Problem(table, one_day, problem))
     for table in EXPORT_TABLES:  # files no record names: not this warehouse's, or never committed
-        for path in layout.files(lake, table):
-            held = layout.day_of(path)
+        for path in lake.locations(table):
+            held = layout.day_of(Path(path))
             if (day is None or held == day) and (held is None or (table, held) not in records):
                 found.append(Problem(table, held, f"{path} is in the lake but no export of this warehouse"
                                                   " recorded it"))
     return Audit(found, len(records), rows, size)
 
 
-def _check(record: Record, lake: Path) -> str | None:
+def _check(record: Record, lake: Lake) -> str | None:
     assert record.path is not None
-    if not lakes.is_lake_file(lake, record.table, record.day, record.path):
+    if not lake.is_own(record.table, record.day, record.path):
         return f"retention moved the day to {record.path}, outside the lake {lake}"
-    facts = lakefile.facts(record.path)
+    facts = lake.facts(record.path)
     if facts is None:
         return f"{record.path} is missing" + (" (the day lives in the lake only)" if record.moved else "")
     if record.bytes is not None and facts.bytes != record.bytes:
@@ -118,6 +120,6 @@ def _check(record: Record, lake: Path) -> str | None:
     if facts.rows != record.rows:
         counted = "no Parquet footer" if facts.rows is None else f"{facts.rows:,} rows by its footer"
         return f"{record.path} has {counted}, not the {record.rows:,} recorded"
-    if lakefile.sha256(record.path) != record.sha256:
+    if record.sha256 is None or not lake.unchanged(record.path, record.sha256):
         return f"{record.path} does not hash to the sha256 recorded"
     return None

@@ -10,7 +10,9 @@ Crash safety: the file is written to `<export dir>/.export/<table>.<day>.<pid>.p
 every table's folder (polars refuses a folder holding any other file, even a hidden one), checked
 (row count and values against PostgreSQL), flushed to disk, then renamed over the day's file with one
 os.replace: the commit. Whatever moment a run is killed at, a reader sees the day's previous file or
-the new one, never both, never half of one. Each run starts by removing what killed runs left.
+the new one, never both, never half of one. Each run starts by removing what killed runs left. A lake
+in a bucket (warehouse.lifecycle.storage, .bucket) is the same with a local work folder, and an upload
+in one step (a PUT, or a multipart upload completed last) as the commit.
 
 Trust (issue 21): a run holds the warehouse's maintenance lock (warehouse.lifecycle.lock) from start to
 end, so retention never runs beside it, on any host; it writes only to a lake tied to its database
@@ -39,15 +41,16 @@ import psycopg
 
 from warehouse import lake, schema
 from warehouse.lake import EXPORT_TABLES
-from warehouse.lifecycle import extract, lakefile, lakes, layout
+from warehouse.lifecycle import extract, lakefile, layout
 from warehouse.lifecycle.lock import maintenance
+from warehouse.lifecycle.storage import WORK_DIR as WORK_DIR
+from warehouse.lifecycle.storage import BucketError, Directory, Lake, check_reachable, open_lake
 from warehouse.records import ExportRun
 from warehouse.store.duckdb import duckdb_connection
 
 if TYPE_CHECKING:
     import duckdb
 
-WORK_DIR = ".export"  # the lock and the files being written: hidden, and no reader's glob takes them
 LOCK_FILE = "lock"
 PARTIAL = ".partial"
 # A first export or a re-export: start, written, checked, replaced, recorded. A merge of late rows
@@ -75,7 +78,7 @@ class Exported:
     table: str
     day: date
     rows: int  # written to the file (for a merge: the file's rows before, plus the late ones)
-    path: Path  # the day's folder
+    path: Path | str  # the day's folder (a directory lake), or the day's object (a bucket)
     late: int = 0  # a merge: the rows that arrived after retention moved the day, now in its file
     in_lake: bool = False  # retention moved the day, and nothing arrived since: nothing was written
 
@@ -91,29 +94,31 @@ class Report:
         return sum(e.rows for e in self.done if not e.in_lake)
 
 
-def export_all(url: str, export_root: Path, work: list[tuple[str, date]],
+def export_all(url: str, export_root: Path | str | Lake, work: list[tuple[str, date]],
                step: Callable[[str, date], None] = lambda table, day: None) -> int:
     """Export every (table, day) of `work`; the rows written. (`run` with its report.)"""
     return run(url, export_root, work, step).rows
 
 
-def run(url: str, export_root: Path, work: list[tuple[str, date]],
+def run(url: str, export_root: Path | str | Lake, work: list[tuple[str, date]],
         step: Callable[[str, date], None] = lambda table, day: None) -> Report:
     """Export every (table, day) of `work` on one DuckDB connection, holding the maintenance lock; `step`
     is called before each. A table-day whose values cannot be exported is reported (ExportError, one
     line per table-day) after every other table-day of `work` has been exported."""
     report = Report()
     failed = []
-    with _session(url, export_root) as conn:
-        clean(export_root)
+    lake = open_lake(export_root)
+    with _session(url, lake) as conn:
+        clean(lake)
         if not work:
             return report
         con = duckdb_connection(url)
         try:
+            lake.prepare(con)
             for table, day in work:
                 step(table, day)
                 try:
-                    report.done.append(_one(conn, con, url, export_root, table, day))
+                    report.done.append(_one(conn, con, url, lake, table, day))
                 except ExportError as exc:
                     failed.append(str(exc))
         finally:
@@ -123,57 +128,71 @@ def run(url: str, export_root: Path, work: list[tuple[str, date]],
     return report
 
 
-def export_day(url: str, export_root: Path, table: str, day: date) -> Exported:
+def export_day(url: str, export_root: Path | str | Lake, table: str, day: date) -> Exported:
     """Export one table-day (again), replacing an earlier export of it (or merging its late rows)."""
     if table not in EXPORT_TABLES:
         raise ExportError(f"{table!r} is not an exported table; choose from {', '.join(EXPORT_TABLES)}")
-    with _session(url, export_root) as conn:
-        clean(export_root, (table,))
+    lake = open_lake(export_root)
+    with _session(url, lake) as conn:
+        clean(lake, (table,))
         con = duckdb_connection(url)
         try:
-            return _one(conn, con, url, export_root, table, day)
+            lake.prepare(con)
+            return _one(conn, con, url, lake, table, day)
         finally:
             con.close()
 
 
 @contextlib.contextmanager
-def _session(url: str, export_root: Path) -> Iterator[psycopg.Connection[Any]]:
+def _session(url: str, lake: Lake) -> Iterator[psycopg.Connection[Any]]:
     """The maintenance lock's session, the lake tied to this warehouse, the export directory's own lock,
-    and whatever a killed run committed but did not rename, put in place."""
+    and whatever a killed run committed but did not rename, put in place. A bucket that cannot be
+    reached (or listed with these credentials) stops the run before any work: ExportError, one line."""
+    try:
+        check_reachable(lake)
+    except BucketError as exc:
+        raise ExportError(f"{exc}; nothing was exported") from None
     with maintenance(url, "export") as conn:
         if not conn.execute("SELECT has_function_privilege('warehouse_record_export(text, date, bigint, bigint,"
                             " text, text, timestamptz, timestamptz)', 'EXECUTE')").fetchone()[0]:  # type: ignore[index]
             raise ExportError(f"{_role(conn)} may not record exports: run `warehouse export` as a login in"
                               " warehouse_maintainer (README: Roles)")
         conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-        lakes.tie(conn, export_root)
-        with _exclusive(export_root):
-            recover(conn, export_root)
+        lake.tie(conn)
+        with _exclusive(lake.work):
+            recover(conn, lake)
             yield conn
 
 
-def _one(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: str, export_root: Path, table: str,
+def _one(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: str, lake: Lake, table: str,
          day: date) -> Exported:
     """One table-day, as it is now (checked again under the lock): exported, merged, or in the lake."""
     moved = _retained(conn, table, day)
-    if moved is None:
-        return _export(conn, con, url, export_root, table, day)
-    rows, path, _ = moved
-    where = path or _moved_to(conn, day)  # a table without rows that day has no file: the day's other files tell
-    if where is not None and not lakes.is_lake_file(export_root, *layout.table_day(where), where):
-        raise ExportError(f"{table} {day} is in the lake at {where} (retention moved it out of PostgreSQL), not in"
-                          f" {export_root}: export it there (--dir, or [export] dir)")
-    if not extract.check_day(url, table, day).rows:
-        return Exported(table, day, rows, layout.file(export_root, table, day).parent, in_lake=True)
-    return _merge(conn, con, url, export_root, table, day, moved)
+    try:
+        if moved is None:
+            return _export(conn, con, url, lake, table, day)
+        rows, path, _ = moved
+        where = path or _moved_to(conn, day)  # a table without rows that day has no file: the day's others tell
+        if where is not None and not lake.is_own(*layout.table_day(where), where):
+            raise ExportError(f"{table} {day} is in the lake at {where} (retention moved it out of PostgreSQL), not"
+                              f" in {lake}: export it there (--dir, or [export] dir)")
+        if not extract.check_day(url, table, day).rows:
+            return Exported(table, day, rows, _shown(lake, table, day), in_lake=True)
+        return _merge(conn, con, url, lake, table, day, moved)
+    except BucketError as exc:  # the day is not committed (or not recorded): the next run does it
+        raise ExportError(f"{table} {day}: {exc}; nothing was recorded for it — run the export again") from None
 
 
-def _export(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: str, export_root: Path, table: str,
+def _shown(lake: Lake, table: str, day: date) -> Path | str:
+    """Exported.path: the day's folder of a directory lake, the object's URL in a bucket."""
+    return Path(lake.location(table, day)).parent if isinstance(lake, Directory) else lake.location(table, day)
+
+
+def _export(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: str, lake: Lake, table: str,
             day: date) -> Exported:
     started = datetime.now(UTC)
-    final = layout.file(export_root, table, day)
-    folder = final.parent
-    temporary = _partial(export_root, table, day)
+    final = lake.location(table, day)
+    temporary = _partial(lake, table, day)
     reached("start")
     try:
         written = _write(con, temporary, table, day)
@@ -186,34 +205,31 @@ def _export(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: 
         reached("checked")
         if _retained(conn, table, day) is not None:  # cannot happen under the lock: the rule, kept in one place
             raise ExportError(f"{table} {day} was moved to the lake while it was exported; nothing was replaced")
-        folder.mkdir(parents=True, exist_ok=True)
         size = temporary.stat().st_size
-        os.replace(temporary, final)  # the commit
-        _sync_directory(folder)
+        lake.commit(temporary, final, digest)  # a rename, or an upload in one step
         reached("replaced")
         try:
-            conn.execute(RECORD, ExportRun(table, day, written, size, os.path.abspath(final), digest, started,
-                                           datetime.now(UTC)))
+            conn.execute(RECORD, ExportRun(table, day, written, size, final, digest, started, datetime.now(UTC)))
         except psycopg.Error as exc:  # the file is not recorded: the next run exports the day again
             raise ExportError(f"{table} {day}: its export was not recorded ({_first_line(exc)})") from None
         reached("recorded")
-        return Exported(table, day, written, folder)
+        return Exported(table, day, written, _shown(lake, table, day))
     finally:
         temporary.unlink(missing_ok=True)
 
 
-def _merge(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: str, export_root: Path, table: str,
+def _merge(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: str, lake: Lake, table: str,
            day: date, moved: tuple[int, str | None, str | None]) -> Exported:
     """The rows that arrived for a day retention moved, merged into its file: the file's rows (checked
     against what retention recorded; none when the table had none that day) and the late ones,
     recorded and moved out of PostgreSQL in one transaction, then renamed into place."""
     started = datetime.now(UTC)
-    final = layout.file(export_root, table, day)
-    temporary = _partial(export_root, table, day)
+    final = lake.location(table, day)
+    temporary = _partial(lake, table, day)
     kept, path, digest = moved
     if path is not None:
-        found = lakefile.facts(final)
-        if found is None or found.rows != kept or lakefile.sha256(final) != digest:
+        found = lake.facts(final)
+        if found is None or found.rows != kept or digest is None or not lake.unchanged(final, digest):
             raise ExportError(f"{table} {day}: the lake's file {final} is not the one retention recorded"
                               f" ({kept:,} rows), so its late rows were not merged; run"
                               f" `warehouse verify-lake --day {day}`")
@@ -227,7 +243,7 @@ def _merge(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: s
                               " that arrived since; nothing was replaced — run the export again")
         digest = lakefile.sha256(temporary, sync=True)
         reached("checked")
-        final_path = os.path.abspath(final)
+        final_path = final
         try:
             with conn.transaction():  # the commit: recorded and out of PostgreSQL together, or neither
                 conn.execute(RECORD, ExportRun(table, day, written, temporary.stat().st_size, final_path, digest,
@@ -238,16 +254,15 @@ def _merge(conn: psycopg.Connection[Any], con: duckdb.DuckDBPyConnection, url: s
             raise ExportError(f"{table} {day}: its {late:,} late rows were not merged ({_first_line(exc)});"
                               " nothing was replaced — run the export again") from None
         reached("recorded")
-        os.replace(temporary, final)
-        _sync_directory(final.parent)
+        lake.commit(temporary, final, digest)
         reached("replaced")
-        return Exported(table, day, written, final.parent, late=late)
+        return Exported(table, day, written, _shown(lake, table, day), late=late)
     finally:
         temporary.unlink(missing_ok=True)
 
 
 def _write(con: duckdb.DuckDBPyConnection, temporary: Path, table: str, day: date,
-           merge_with: Path | None = None) -> int:
+           merge_with: str | None = None) -> int:
     """The table-day's rows from PostgreSQL (and those of `merge_with`, a file of the lake), sorted, to
     `temporary`; the rows written."""
     (threads,) = con.execute("SELECT current_setting('threads')").fetchone() or (1,)
@@ -287,11 +302,12 @@ def _moved_to(conn: psycopg.Connection[Any], day: date) -> str | None:
     return str(row[0]) if row else None
 
 
-def recover(conn: psycopg.Connection[Any], export_root: Path) -> list[Path]:
+def recover(conn: psycopg.Connection[Any], export_root: Path | Lake) -> list[str]:
     """Put in place what a killed merge committed but did not rename: a file being written whose sha256
     is the one retention recorded last for its table-day (call with both locks held). Returns them."""
+    lake = open_lake(export_root)
     done = []
-    for entry in sorted((export_root / WORK_DIR).glob(f"*{PARTIAL}")):
+    for entry in sorted(lake.work.glob(f"*{PARTIAL}")):
         table, _, rest = entry.name.partition(".")
         try:
             day = date.fromisoformat(rest.split(".")[0])
@@ -300,27 +316,29 @@ def recover(conn: psycopg.Connection[Any], export_root: Path) -> list[Path]:
         if table not in EXPORT_TABLES:
             continue
         moved = _retained(conn, table, day)
-        if moved is None or moved[1] is None or not lakes.is_lake_file(export_root, table, day, moved[1]):
+        if moved is None or moved[1] is None or moved[2] is None or not lake.is_own(table, day, moved[1]):
             continue
-        final, digest = layout.file(export_root, table, day), moved[2]
-        if lakefile.sha256(entry) == digest and (not final.exists() or lakefile.sha256(final) != digest):
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(entry, final)
-            _sync_directory(final.parent)
+        final, digest = lake.location(table, day), moved[2]
+        if lakefile.sha256(entry) == digest and not lake.unchanged(final, digest):
+            lake.commit(entry, final, digest)
             done.append(final)
     return done
 
 
-def clean(export_root: Path, tables: tuple[str, ...] = EXPORT_TABLES) -> list[Path]:
+def clean(export_root: Path | Lake, tables: tuple[str, ...] = EXPORT_TABLES) -> list[Path]:
     """Remove what killed runs left (call with the export lock held, after `recover`): files being
     written, day folders made but never filled, and the earlier layout's leftovers. Returns what it
-    removed or put back."""
-    touched = [entry for entry in (export_root / WORK_DIR).iterdir() if entry.name != LOCK_FILE]
+    removed or put back. (A bucket holds nothing half-written: only its local work folder is cleaned.)"""
+    lake = open_lake(export_root)
+    touched = [entry for entry in lake.work.iterdir() if entry.name != LOCK_FILE]
     for entry in touched:  # files being written (and anything DuckDB wrote beside one)
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+    if not isinstance(lake, Directory):
+        return touched
+    export_root = lake.path
     for table in tables:
         touched += _clean_folder_swap_layout(export_root, table)
         for folder in layout.day_folders(export_root, table):
@@ -355,15 +373,15 @@ def _clean_folder_swap_layout(export_root: Path, table: str) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _exclusive(export_root: Path) -> Iterator[None]:
+def _exclusive(work: Path) -> Iterator[None]:
     """One export at a time per export directory (whatever database it exports): what a run finds
     half-written is then a killed run's."""
-    (export_root / WORK_DIR).mkdir(parents=True, exist_ok=True)
-    with open(export_root / WORK_DIR / LOCK_FILE, "a+") as handle:
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / LOCK_FILE, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ExportError(f"another `warehouse export` is writing to {export_root}; "
+            raise ExportError(f"another `warehouse export` is writing to {work.parent}; "
                               "wait for it to finish, then run this one again") from None
         try:
             yield
@@ -371,8 +389,8 @@ def _exclusive(export_root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _partial(export_root: Path, table: str, day: date) -> Path:
-    return export_root / WORK_DIR / f"{table}.{day.isoformat()}.{os.getpid()}{PARTIAL}"
+def _partial(lake: Lake, table: str, day: date) -> Path:
+    return lake.work / f"{table}.{day.isoformat()}.{os.getpid()}{PARTIAL}"
 
 
 def _role(conn: psycopg.Connection[Any]) -> str:
@@ -384,13 +402,5 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()).removeprefix("odds-warehouse: ")[:300]
 
 
-def _literal(path: Path) -> str:
+def _literal(path: Path | str) -> str:
     return str(path).replace("'", "''")
-
-
-def _sync_directory(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -1,6 +1,7 @@
-"""What the lake's checks read of one file: its size and its Parquet footer's row count (cheap: the end
-of the file), and its sha256 (every byte). The one place a check touches a lake file's bytes, so a
-lake in a bucket (later) implements these and nothing else moves.
+"""What the lake's checks read of one local file: its size and its Parquet footer's row count (cheap: the
+end of the file), and its sha256 (every byte). The one place a check touches a local lake file's bytes;
+a lake in a bucket answers the same through warehouse.lifecycle.storage (HEAD, the stored sha256, the
+footer by ranged GET). `current` is what a check made at every query (the query surface's) reads.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,10 +33,30 @@ def facts(path: str | Path) -> Facts | None:
     import duckdb
 
     try:
-        row = _duckdb().execute("SELECT num_rows FROM parquet_file_metadata(?)", [str(path)]).fetchone()
+        with _lock:
+            row = _duckdb().execute("SELECT num_rows FROM parquet_file_metadata(?)", [str(path)]).fetchone()
     except duckdb.Error:  # too small, no magic bytes, a footer that does not parse
         return Facts(size, None)
     return Facts(size, int(row[0]) if row else None)
+
+
+def current(path: str | Path) -> Facts | None:
+    """`facts`, its footer read again only when the file changed (size, times or inode: a file replaced
+    or written to): what a check made at every query (the query surface's) costs a stat."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    version = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+    known = _seen.get(str(path))
+    if known is not None and known[0] == version:
+        return known[1]
+    found = facts(path)
+    _seen[str(path)] = (version, found)
+    return found
+
+
+_seen: dict[str, tuple[tuple[int, ...], Facts | None]] = {}
 
 
 def sha256(path: str | Path, *, sync: bool = False) -> str:
@@ -47,6 +69,9 @@ def sha256(path: str | Path, *, sync: bool = False) -> str:
         if sync:
             os.fsync(handle.fileno())
     return digest.hexdigest()
+
+
+_lock = threading.Lock()  # one DuckDB connection for every caller (the surface's checks run in threads)
 
 
 @functools.cache

@@ -4,7 +4,9 @@ The one place that layout is spelled: the export writes through `file`, and ever
 surface, replay, benchmarks and tests) finds files through `files`, `glob` and `day_of`. One file per
 table-day, named exactly `part-0.parquet`, in a hive folder (readers take the `day` column from the
 folder name); nothing else in a day folder, and no folder but `day=YYYY-MM-DD`, is part of the lake.
-`root` is the export directory: every path is built from it here, and nowhere else.
+`root` is the export directory, or a bucket's `s3://BUCKET/PREFIX` (warehouse.lifecycle.bucket): every
+path and object key is built from it here, and nowhere else. A bucket's locations are URLs (strings:
+pathlib would fold the `//`); `location` and `glob` spell both kinds.
 """
 
 from __future__ import annotations
@@ -27,9 +29,29 @@ def file(root: Path, table: str, day: date) -> Path:
     return folder(root, table) / f"{_DAY}{day.isoformat()}" / PART_FILE
 
 
-def glob(root: Path, table: str) -> str:
-    """A pattern of every file of the table, for DuckDB's read_parquet (expanded at each read)."""
-    return str(folder(root, table) / _ANY_DAY / PART_FILE)
+def glob(root: Path | str, table: str) -> str:
+    """A pattern of every file of the table, for DuckDB's read_parquet (expanded at each read). In a
+    bucket `day=*`: DuckDB takes `?` in an s3:// URL for a query string (and a bucket never held the
+    earlier layout's day=D.old-<pid> folders that the narrower pattern leaves out)."""
+    days = _ANY_DAY if isinstance(root, Path) else f"{_DAY}*"
+    return f"{folder_location(root, table)}/{days}/{PART_FILE}"
+
+
+def location(root: Path | str, table: str, day: date) -> str:
+    """The table-day's file as export_runs records it: an absolute path, or the object's URL."""
+    return f"{folder_location(root, table)}/{_DAY}{day.isoformat()}/{PART_FILE}"
+
+
+def folder_location(root: Path | str, table: str) -> str:
+    if isinstance(root, Path):
+        return str(folder(root.expanduser().absolute(), table))
+    return f"{root.rstrip('/')}/{table}"
+
+
+def is_file_location(root: Path | str, table: str, found: str) -> bool:
+    """Whether `found` (a path or URL) is a table-day file of the lake at `root`, by the layout's names."""
+    day = day_of(Path(found))
+    return day is not None and found == location(root, table, day)
 
 
 def day_folders(root: Path, table: str) -> list[Path]:
@@ -60,3 +82,13 @@ def day_of(path: Path) -> date | None:
         return date.fromisoformat(name.removeprefix(_DAY))
     except ValueError:
         return None
+
+
+def root_of(path: Path) -> Path:
+    """The lake a file of it is in: what `file` was given as `root`."""
+    return path.parent.parent.parent
+
+
+def root_of_location(found: str) -> Path | str:
+    """`root_of` for a recorded location: a path, or an object's URL (the bucket's root, a string)."""
+    return found.rsplit("/", 3)[0] if "://" in found else root_of(Path(found))

@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 
-from warehouse.lifecycle import lakes
 from warehouse.lifecycle.days import bounds, days_held
+from warehouse.lifecycle.storage import Lake, open_lake
 
 # Rows can still arrive for a past day: a spool replayed after an outage carries the received_at
 # of when the frames came in. An exported day this recent is exported again if its count changed.
@@ -19,7 +19,7 @@ LATE_ROWS_DAYS = 7
 
 
 def pending(url: str, table_names: tuple[str, ...], since: date | None = None, until: date | None = None,
-            redo: bool = False, today_too: bool = False, lake: Path | None = None) -> list[tuple[str, date]]:
+            redo: bool = False, today_too: bool = False, lake: Path | Lake | None = None) -> list[tuple[str, date]]:
     """Complete UTC days (before today; today as well with `today_too`) from the first day PostgreSQL
     holds (a partition or chunk: found in the catalog, no table is scanned), for each of
     `table_names`, not exported to `lake` yet (any lake when None), or exported with another row count
@@ -32,12 +32,13 @@ def pending(url: str, table_names: tuple[str, ...], since: date | None = None, u
     last = min(until or newest, newest)
     recent = today - timedelta(days=LATE_ROWS_DAYS)
     work = []
+    own = None if lake is None else open_lake(lake)
     with psycopg.connect(url, autocommit=True) as conn:
         latest = [] if redo else conn.execute("SELECT DISTINCT ON (table_name, day) table_name, day, rows, path"
                                               " FROM export_runs ORDER BY table_name, day, finished_at DESC, id DESC"
                                               ).fetchall()
         exported = {(table, day): rows for table, day, rows, path in latest
-                    if lake is None or lakes.is_lake_file(lake, table, day, path)}
+                    if own is None or own.is_own(table, day, path)}
         held = days_held(conn)
         if not held:
             return []  # nothing in PostgreSQL: nothing to export, and no late rows to merge

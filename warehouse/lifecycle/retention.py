@@ -6,9 +6,14 @@ lake (warehouse.lifecycle.verify). A run holds the maintenance lock (warehouse.l
 no export runs beside it on any host. The drop itself is `warehouse_drop_day` (migrations 0006,
 0009), which counts again under a lock and records every table-day in `retention_runs`.
 
+Its locks are exclusive: while the drop waits for one, every later request for the table waits behind
+it, the collector's inserts included. So it never queues behind a transaction already open (an
+analyst's, an export's): it waits for it outside the queue, and when it does ask, it waits at most
+LOCK_TIMEOUT; after LOCK_WAIT it gives the day up and names who held the tables (`Blocked`).
+
 A day that could not be dropped says why: not exported (again) yet — the nightly export does it —
-or anything else (a file failing its check, the function refusing, a role that may not drop, a lock
-not had in time), which is a failure of the run (`Outcome.failed`). A dry run checks the same and
+or anything else (a file failing its check, the function refusing, a role that may not drop, tables
+held too long), which is a failure of the run (`Outcome.failed`). A dry run checks the same and
 says the same, dropping nothing.
 """
 
@@ -24,18 +29,20 @@ from typing import Any
 import orjson
 import psycopg
 
-from warehouse.lifecycle import lakes
 from warehouse.lifecycle.days import days_held
 from warehouse.lifecycle.lock import maintenance
+from warehouse.lifecycle.storage import BucketError, Directory, Lake, open_lake
 from warehouse.lifecycle.verify import Verdict, verify
 from warehouse.store.database import scalar
+from warehouse.store.locks import Holder, holders
 
-LOCK_TIMEOUT_MS = 2000  # what the collector may wait behind a drop; a day whose tables are busy longer is retried
-ATTEMPTS = 3
-RETRY_S = 1.0
-_BLOCKERS = ("SELECT DISTINCT a.pid, a.application_name, a.usename FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-             " WHERE l.granted AND l.pid <> pg_backend_pid() AND l.relation IN (SELECT oid FROM pg_class"
-             " WHERE relname = ANY(%s) AND relnamespace = 'public'::regnamespace) ORDER BY 1 LIMIT 3")
+LOCK_TIMEOUT = timedelta(seconds=1)  # the longest the collector's inserts wait behind a drop asking for a lock
+LOCK_WAIT = 60.0  # seconds a drop waits for the tables' other holders before it gives the day up
+_RETRY = 2.0  # seconds between looks
+
+
+class Blocked(RuntimeError):
+    """A day was not dropped: other sessions held its tables for LOCK_WAIT; the message names them."""
 
 
 def cutoff(keep_days: int, today: date | None = None) -> date:
@@ -48,27 +55,33 @@ def candidate_days(conn: psycopg.Connection[Any], before: date) -> list[date]:
     return [day for day in days_held(conn) if day < before]
 
 
-def drop(conn: psycopg.Connection[Any], verdict: Verdict) -> int:
+def drop(conn: psycopg.Connection[Any], verdict: Verdict, *, wait: float = LOCK_WAIT) -> int:
     """Drop a verified day (all tables together, counted again under a lock; on a session holding the
-    maintenance lock); the rows dropped. A lock not had in LOCK_TIMEOUT_MS is tried again, ATTEMPTS
-    times, then reported with who holds the tables (psycopg.errors.LockNotAvailable)."""
-    expected = orjson.dumps(verdict.expected()).decode()
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            return int(scalar(conn, "SELECT warehouse_drop_day(%s, %s::jsonb)", (verdict.day, expected)))
-        except psycopg.errors.LockNotAvailable:
-            if attempt == ATTEMPTS:
-                raise psycopg.errors.LockNotAvailable(
-                    f"the day's tables stayed locked ({ATTEMPTS} tries of {LOCK_TIMEOUT_MS / 1000:g} s) by"
-                    f" {blockers(conn, list(verdict.expected()))}; run retain again later") from None
-            time.sleep(RETRY_S)
-    raise AssertionError("unreachable")
+    maintenance lock, autocommit, lock_timeout LOCK_TIMEOUT: retain sets both); the rows dropped.
+    Waits up to `wait` seconds for other sessions' transactions on the tables, then raises Blocked
+    naming them."""
+    expected = verdict.expected()
+    deadline = time.monotonic() + wait
+    while True:
+        # A transaction open longer than a lock may be waited for is not a collector's batch: asking
+        # now would queue the collector behind it.
+        held = holders(conn, list(expected), older_than=LOCK_TIMEOUT)
+        if not held:
+            try:
+                return int(scalar(conn, "SELECT warehouse_drop_day(%s, %s::jsonb)",
+                                  (verdict.day, orjson.dumps(expected).decode())))
+            except psycopg.errors.LockNotAvailable:
+                held = holders(conn, list(expected))
+        if time.monotonic() >= deadline:
+            raise Blocked(_blocked(held, wait))
+        time.sleep(min(_RETRY, max(0.0, deadline - time.monotonic())))
 
 
-def blockers(conn: psycopg.Connection[Any], tables: list[str]) -> str:
-    found = conn.execute(_BLOCKERS, (tables,)).fetchall()
-    return ", ".join(f"pid {pid} ({name or 'no application name'}, role {role})" for pid, name, role in found) \
-        or "sessions gone since"
+def _blocked(held: list[Holder], wait: float) -> str:
+    who = str(held[0]) + (f" and {len(held) - 1} other session(s)" if len(held) > 1 else "") if held else \
+        "sessions that hold them only briefly, again and again"
+    return (f"not dropped: its tables stayed locked for {wait:g} s by {who}; end that session (or its"
+            " transaction: SELECT pg_terminate_backend(pid) as its owner or a superuser), then retain again")
 
 
 @dataclass(frozen=True)
@@ -89,17 +102,23 @@ class NotAllowed(PermissionError):
     """The role retention runs as may not drop days."""
 
 
-def retain(url: str, keep_days: int, lake: Path, *, today: date | None = None,
-           dry_run: bool = False) -> Iterator[Outcome]:
+def retain(url: str, keep_days: int, lake: Path | Lake, *, today: date | None = None,
+           dry_run: bool = False, lock_wait: float = LOCK_WAIT) -> Iterator[Outcome]:
     """Each day PostgreSQL holds before the `keep_days` kept, oldest first: verified against `lake`
-    (the configured one), then dropped (unless `dry_run`). `today` defaults to the real UTC day."""
+    (the configured one), then dropped (unless `dry_run`). `today` defaults to the real UTC day. A
+    day whose tables stay held for `lock_wait` seconds is refused (Blocked); the days after it are
+    tried once, without waiting."""
+    lake = open_lake(lake)
     with maintenance(url, "retain") as conn:
-        conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-        if lake.is_dir():
-            lakes.tie(conn, lake)
+        conn.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT.total_seconds() * 1000)}")
+        if not isinstance(lake, Directory) or lake.path.is_dir():
+            lake.tie(conn)
         allowed = scalar(conn, "SELECT has_function_privilege('warehouse_drop_day(date, jsonb)', 'EXECUTE')")
         for day in candidate_days(conn, cutoff(keep_days, today)):
-            verdict = verify(conn, day, lake)
+            try:
+                verdict = verify(conn, day, lake)
+            except BucketError as exc:  # the bucket did not answer: the day is kept, and the run failed
+                verdict = Verdict(day, problem=str(exc))
             if verdict.problem is not None:
                 yield Outcome(verdict)
             elif not allowed:
@@ -111,8 +130,10 @@ def retain(url: str, keep_days: int, lake: Path, *, today: date | None = None,
                 yield Outcome(verdict)
             else:
                 try:
-                    drop(conn, verdict)
-                except psycopg.Error as exc:  # the day stays whole
+                    drop(conn, verdict, wait=lock_wait)
+                except (psycopg.Error, Blocked) as exc:  # the day stays whole
+                    if isinstance(exc, Blocked):
+                        lock_wait = 0.0  # the same holders: the next days say so at once
                     yield Outcome(verdict, refused=exc)
                     continue
                 yield Outcome(verdict, dropped=True)

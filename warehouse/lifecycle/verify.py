@@ -18,15 +18,16 @@ from typing import Any
 
 import psycopg
 
-from warehouse.lifecycle import lakefile, lakes
 from warehouse.lifecycle.days import bounds
+from warehouse.lifecycle.storage import Lake, open_lake
 from warehouse.schema import FACT_TABLES
 from warehouse.store.database import scalar
 
 # The latest export and the latest retention of each table of a day (rows moved before: 0 if none).
-_RECORDS = ("SELECT t.name, e.rows, e.path, e.sha256, coalesce(r.rows, 0), r.table_name IS NOT NULL"
+_RECORDS = ("SELECT t.name, e.rows, e.path, e.sha256, coalesce(r.rows, 0), r.table_name IS NOT NULL, e.bytes"
             " FROM unnest(%s::text[]) AS t(name)"
-            " LEFT JOIN LATERAL (SELECT rows, path, sha256 FROM export_runs WHERE table_name = t.name AND day = %s"
+            " LEFT JOIN LATERAL (SELECT rows, path, sha256, bytes FROM export_runs"
+            "                    WHERE table_name = t.name AND day = %s"
             "                    ORDER BY finished_at DESC, id DESC LIMIT 1) e ON true"
             " LEFT JOIN LATERAL (SELECT table_name, rows FROM retention_runs WHERE table_name = t.name AND day = %s"
             "                    ORDER BY dropped_at DESC, id DESC LIMIT 1) r ON true")
@@ -62,25 +63,29 @@ class Verdict:
                 for t in self.tables if t.rows or not self.moved}
 
 
-def verify(conn: psycopg.Connection[Any], day: date, lake: Path, *, hash_file: bool = True) -> Verdict:
-    """Whether `day` may be dropped now, and what it holds; the files are trusted only in `lake`."""
+def verify(conn: psycopg.Connection[Any], day: date, lake: Path | Lake, *, hash_file: bool = True) -> Verdict:
+    """Whether `day` may be dropped now, and what it holds; the files are trusted only in `lake`. In a
+    bucket the object is checked without downloading it: HEAD (size, the sha256 stored with it) and the
+    footer's row count (a ranged GET of its tail)."""
     verdict = Verdict(day)
-    for table, exported_rows, path, digest, moved, was_moved in conn.execute(
+    lake = open_lake(lake)
+    for table, exported_rows, path, digest, moved, was_moved, size in conn.execute(
             _RECORDS, (list(FACT_TABLES), day, day)).fetchall():
         rows = int(scalar(conn, f"SELECT count(*) FROM {table} WHERE received_at >= %s AND received_at < %s",
                           bounds(day)))
         verdict.moved |= was_moved
         verdict.tables.append(TableDay(table, rows, path, digest))
         if verdict.problem is None:
-            found = _problem(table, day, lake, rows, moved, exported_rows, path, digest, hash_file)
+            found = _problem(table, day, lake, rows, moved, exported_rows, path, digest, hash_file, size)
             if found is not None:
                 verdict.problem, verdict.pending = found
     verdict.bytes = _bytes(conn, day)
     return verdict
 
 
-def _problem(table: str, day: date, lake: Path, rows: int, moved: int, exported_rows: int | None,
-             path: str | None, digest: str | None, hash_file: bool) -> tuple[str, bool] | None:
+def _problem(table: str, day: date, lake: Lake, rows: int, moved: int, exported_rows: int | None,
+             path: str | None, digest: str | None, hash_file: bool,
+             size: int | None = None) -> tuple[str, bool] | None:
     """What keeps the table-day, and whether it is only not exported (again) yet; None when nothing does."""
     if rows == 0 and (moved or path is None):
         return None  # nothing to drop; or nothing to lose
@@ -91,15 +96,17 @@ def _problem(table: str, day: date, lake: Path, rows: int, moved: int, exported_
                 " into its file)"), True
     if exported_rows != moved + rows:
         return f"{table} was exported with {exported_rows:,} rows but PostgreSQL has {rows:,} now (late rows?)", True
-    if not lakes.is_lake_file(lake, table, day, path):
+    if not lake.is_own(table, day, path):
         return f"{table}'s latest export is {path}, not the lake's file (the lake is {lake})", True
-    found = lakefile.facts(path)
+    found = lake.facts(path)
     if found is None:
         return f"{table}'s export {path} is missing", False
     if found.rows != exported_rows:
         counted = "no Parquet footer" if found.rows is None else f"{found.rows:,} rows by its footer"
         return f"{table}'s export {path} has {counted}, not the {exported_rows:,} export_runs recorded", False
-    if hash_file and lakefile.sha256(path) != digest:
+    if size is not None and found.bytes != size:  # null: recorded before migration 0009
+        return f"{table}'s export {path} has {found.bytes:,} bytes, not the {size:,} export_runs recorded", False
+    if hash_file and not lake.unchanged(path, digest):
         return f"{table}'s export {path} no longer matches the sha256 export_runs recorded", False
     return None
 

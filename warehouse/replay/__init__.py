@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from warehouse.config import Config, FeedConfig, load_config
+from warehouse.lifecycle.storage import Lake, root_of
 from warehouse.records import Record
 from warehouse.replay.compare import CheckReport, Progress, Tally
 from warehouse.replay.compare import check as _check
@@ -38,11 +39,11 @@ __all__ = [
 ]
 
 
-def open_stored(url: str | None = None, export_dir: str | Path | None = None) -> Stored:
+def open_stored(url: str | None = None, export_dir: str | Path | Lake | None = None) -> Stored:
     """Where to read: the Parquet export in `export_dir`, else the database at `url` (default: the
     one `warehouse` uses: $WAREHOUSE_DATABASE_URL, else the embedded server)."""
     if export_dir is not None:
-        return FromParquet(Path(export_dir))
+        return FromParquet(root_of(export_dir) if isinstance(export_dir, str | Path) else export_dir)
     from warehouse.store.database import resolve_database_url
 
     return FromPostgres(resolve_database_url(url))
@@ -58,7 +59,8 @@ def feed_entry(config: Config | str | Path | None, source: str) -> FeedConfig | 
 
 
 def frames(source: str, since: datetime | None = None, until: datetime | None = None, *, url: str | None = None,
-           export_dir: str | Path | None = None, config: Config | str | Path | None = None) -> Iterator[Replayed]:
+           export_dir: str | Path | Lake | None = None,
+           config: Config | str | Path | None = None) -> Iterator[Replayed]:
     """Every stored frame of `source` received in [since, until), replayed, in order: its stored id
     and kind, its raw row and what today's adapter derives from it. Writes nothing anywhere."""
     stored = open_stored(url, export_dir)
@@ -69,7 +71,7 @@ def frames(source: str, since: datetime | None = None, until: datetime | None = 
 
 
 def records(source: str, since: datetime | None = None, until: datetime | None = None, *, url: str | None = None,
-            export_dir: str | Path | None = None, config: Config | str | Path | None = None) -> Iterator[Record]:
+            export_dir: str | Path | Lake | None = None, config: Config | str | Path | None = None) -> Iterator[Record]:
     """The records today's adapters derive from the stored frames of `source` in [since, until):
     `PriceTick`, `FixtureChange`, … (`warehouse.records`; `type(record)` says which table)."""
     for frame in frames(source, since, until, url=url, export_dir=export_dir, config=config):
@@ -77,7 +79,7 @@ def records(source: str, since: datetime | None = None, until: datetime | None =
 
 
 def check(source: str, since: datetime | None = None, until: datetime | None = None, *, url: str | None = None,
-          export_dir: str | Path | None = None, config: Config | str | Path | None = None,
+          export_dir: str | Path | Lake | None = None, config: Config | str | Path | None = None,
           progress: Progress | None = None, processes: int | None = None) -> CheckReport:
     """Derive again and compare with what is stored (`warehouse replay --check`); `processes`: how
     many derive, the connections shared out among them (default: one per core)."""
@@ -86,7 +88,7 @@ def check(source: str, since: datetime | None = None, until: datetime | None = N
 
 
 def into(target: str, source: str, since: datetime | None = None, until: datetime | None = None, *,
-         url: str | None = None, export_dir: str | Path | None = None, config: Config | str | Path | None = None,
+         url: str | None = None, export_dir: str | Path | Lake | None = None, config: Config | str | Path | None = None,
          progress: Progress | None = None) -> IntoReport:
     """Write the frames of `source` and what today's adapters derive into the warehouse at `target`
     (`warehouse replay --into`)."""

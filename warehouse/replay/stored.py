@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from warehouse import schema
 from warehouse.lifecycle import layout
+from warehouse.lifecycle.storage import Directory, Lake, open_lake
 from warehouse.records import CollectorEvent, Quarantine
 from warehouse.replay import postgres
 from warehouse.store.database import redact_url
@@ -83,16 +84,22 @@ class FromPostgres:
 class FromParquet:
     """The export's files (warehouse.lifecycle.layout), read with DuckDB."""
 
-    def __init__(self, root: Path, con: Any = None) -> None:
+    def __init__(self, root: Path | str | Lake, con: Any = None) -> None:
         import duckdb
 
-        self.root = Path(root).expanduser()
-        if not layout.folder(self.root, "raw_messages").is_dir():
+        self.lake = open_lake(root)  # a directory, or a bucket read in place
+        self.root = self.lake.root
+        if isinstance(self.lake, Directory):
+            there = layout.folder(self.lake.path, "raw_messages").is_dir()
+        else:
+            there = bool(self.lake.locations("raw_messages"))
+        if not there:
             raise ValueError(f"no Parquet export at {self.root} (it has no raw_messages folder); give --from-parquet"
-                             " the directory `warehouse export` writes to")
+                             " the directory (or s3:// URL) `warehouse export` writes to")
         self.where = f"the Parquet export in {self.root}"
         self._con = con or duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
+        self.lake.prepare(self._con)
         self._lock = threading.Lock()
 
     def reopened(self) -> FromParquet:
@@ -100,7 +107,7 @@ class FromParquet:
         its process is one of several sharing the cores."""
         import duckdb
 
-        return FromParquet(self.root, duckdb.connect(config={"threads": 1}))
+        return FromParquet(self.lake, duckdb.connect(config={"threads": 1}))
 
     def _cursor(self) -> Any:
         with self._lock:  # each query on a connection of its own: replay reads from several threads
@@ -110,8 +117,8 @@ class FromParquet:
         """The table's day files that may hold rows received in [start, end)."""
         first = start.astimezone(UTC).date() if start else date.min
         last = (end - timedelta(microseconds=1)).astimezone(UTC).date() if end else date.max
-        return [str(path) for path in layout.files(self.root, table)
-                if (day := layout.day_of(path)) is not None and first <= day <= last]
+        return [found for found in self.lake.locations(table)
+                if (day := layout.day_of(Path(found))) is not None and first <= day <= last]
 
     def _read(self, files: list[str], select: str, where: str, params: list[Any], order: str = "") -> Any:
         listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"

@@ -197,7 +197,7 @@ class OddsPapiSimulator(WebSocketSimulator):
         feed's step found first is reported with this fixture's next change) with every bookmaker's
         market suspended (or closed), then the change itself."""
         fixture = change.fixture
-        now = datetime.now(UTC).isoformat()
+        now = datetime.fromtimestamp(self.market.clock(), UTC).isoformat()  # the market's time: virtual in history
         out: list[dict[str, Any]] = []
         news = False
         if (fixture.fixture_id, None) not in self._announced:

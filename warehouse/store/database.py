@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 ENV_URL = "WAREHOUSE_DATABASE_URL"
 ENV_DATA_DIR = "WAREHOUSE_DATA_DIR"
+DEMO_DATABASE = "demo"  # `warehouse demo` writes here, on the embedded server: never into a warehouse
 
 _SCHEME = re.compile(r"^(postgres|postgresql)(\+[a-z0-9_]+)?://", re.IGNORECASE)
 
@@ -37,6 +38,28 @@ def data_dir() -> Path:
 
 def embedded_server() -> EmbeddedPostgres:
     return EmbeddedPostgres(data_dir() / "postgres")
+
+
+def demo_database(fresh: bool = False) -> str:
+    """The URL of the demo's own database on the embedded server (started if needed). `fresh`: made
+    again, empty (each demo starts over: a previous demo's fixtures would be resynced into 404s by
+    the new run's simulators); else it must exist."""
+    import psycopg
+
+    server = embedded_server()
+    if not fresh and not server.is_initialised():  # nothing to find: no server started for nothing
+        raise ValueError(f"no demo database yet (no embedded PostgreSQL in {server.data_dir}): run `warehouse demo`"
+                         " first")
+    server.ensure_running()
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,)).fetchone()
+        if not fresh and not exists:
+            raise ValueError(f"no demo database yet in the embedded PostgreSQL in {server.data_dir}:"
+                             " run `warehouse demo` first")
+        if fresh:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')  # its sessions too
+            conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+    return server.url(DEMO_DATABASE)
 
 
 def configured_database_url(cli_url: str | None = None, config_url: str | None = None) -> str | None:

@@ -1,0 +1,121 @@
+"""What the query surface runs for someone else's SQL (`warehouse query`, Engine.read): one statement,
+and one that only reads; and the names its columns get.
+
+DuckDB runs every statement of a string and hands back the last result, and its statements can write
+files (COPY, EXPORT), attach databases, change settings and load extensions; the postgres extension's
+functions reach PostgreSQL past the read-only attachment (`postgres_execute('pg', 'COMMIT; …')`
+writes). The connection itself is locked to reading the lake (store.duckdb.lock_down); here the
+statement is refused before it runs unless it is a single SELECT (or EXPLAIN of one) that calls none
+of those functions, nor one that runs SQL given as text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# Functions that run SQL given as text: what they run is not in the statement to check.
+RUNS_TEXT = frozenset({"query", "query_table", "json_execute_serialized_sql"})
+_EXPLAIN = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*EXPLAIN\b(?:\s*\([^)]*\))?(?:\s+ANALY[SZ]E\b)?",
+                      re.IGNORECASE | re.DOTALL)
+
+
+def readonly(con: Any, sql: str) -> str:
+    """`sql` if it is one statement that only reads, else ValueError saying (in one line) why not."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ValueError(f"the query failed: {_first_line(exc)}") from None
+    if not statements:
+        raise ValueError("no SQL statement given; e.g. warehouse query \"SELECT count(*) FROM price_ticks\"")
+    if len(statements) > 1:
+        raise ValueError(f"{len(statements)} statements given; the query surface runs one statement per call:"
+                         " run them one at a time")
+    statement = statements[0]
+    kind = statement.type.name
+    reads = statement.query
+    if kind == "EXPLAIN":
+        reads = _EXPLAIN.sub("", reads, count=1)
+        inner = con.extract_statements(reads) if reads != statement.query else []
+        kind = inner[0].type.name if len(inner) == 1 else "EXPLAIN"
+    if kind != "SELECT":
+        kind = "INSTALL and LOAD" if kind == "LOAD" else kind
+        raise ValueError(f"{kind} statements are refused: the query surface only reads (SELECT, or EXPLAIN of one)")
+    called = functions(con, reads)
+    for name in sorted(called & RUNS_TEXT):
+        raise ValueError(f"{name}() is refused: it runs SQL given as text, which the query surface cannot check")
+    from warehouse.store.duckdb import POSTGRES_FUNCTIONS
+
+    for name in sorted(called & POSTGRES_FUNCTIONS):
+        raise ValueError(f"{name}() is refused: the query surface reads PostgreSQL only through the warehouse's"
+                         " tables and relations")
+    return str(statement.query)
+
+
+def column_names(con: Any, sql: str, names: list[str]) -> list[str]:
+    """The result's column names as PostgreSQL gives them, made unique: a column without an alias is
+    named after its function (`count`, not DuckDB's `count_star()`; `max`, not `max(price)`), a cast
+    after what it casts. Names DuckDB gives anything else (a column, an alias, an operator) are kept."""
+    renamed = list(names)
+    node = _first_select(con, sql)
+    select_list = node.get("select_list", []) if node else []
+    if len(select_list) == len(names) and not any(item.get("class") == "STAR" for item in select_list):
+        for position, item in enumerate(select_list):
+            if not item.get("alias"):
+                renamed[position] = _named(item) or names[position]
+    unique: list[str] = []
+    for name in renamed:
+        candidate, suffix = name, 2
+        while candidate in unique:  # two `count` columns: `count`, `count_2` (a JSON object holds one of each)
+            candidate, suffix = f"{name}_{suffix}", suffix + 1
+        unique.append(candidate)
+    return unique
+
+
+def functions(con: Any, sql: str) -> set[str]:
+    """Every function a SELECT calls, in any subquery, CTE, FROM or expression."""
+    (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    parsed = json.loads(serialized)
+    if parsed.get("error"):
+        raise ValueError(f"the query failed: {parsed.get('error_message', 'it cannot be parsed')}")
+    found: set[str] = set()
+    pending: list[Any] = [parsed]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("function_name"), str):
+                found.add(item["function_name"].lower())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return found
+
+
+def _first_select(con: Any, sql: str) -> dict[str, Any] | None:
+    """The SELECT node whose select list names the result's columns (the leftmost of a UNION)."""
+    try:
+        (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        node = json.loads(serialized)["statements"][0]["node"]
+    except Exception:  # EXPLAIN, DESCRIBE…: DuckDB's names
+        return None
+    while node.get("type") == "SET_OPERATION_NODE":
+        node = node["left"]
+    return node if node.get("type") == "SELECT_NODE" else None
+
+
+def _named(item: dict[str, Any]) -> str | None:
+    if item.get("class") == "CAST":
+        return _named(item["child"])
+    if item.get("class") == "COLUMN_REF":
+        return str(item["column_names"][-1])
+    if item.get("class") in ("FUNCTION", "AGGREGATE", "WINDOW") and re.fullmatch(r"[a-z_][a-z0-9_]*",
+                                                                                 name := item.get("function_name", "")):
+        return "count" if name == "count_star" else name
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
