@@ -11,7 +11,7 @@ left as they are: observed_ticks is replaced in place (CREATE OR REPLACE, the sa
 the views, functions and grants on it — and, on plain PostgreSQL, price_candles_1m — read the new one.
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0015
 Create Date: 2026-12-06
 """
 
@@ -24,7 +24,7 @@ from alembic import context, op
 from sqlalchemy import text
 
 revision = "0014"
-down_revision = "0010"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 # The migration whose relations this one replaces, and restores on downgrade.
