@@ -6,7 +6,9 @@ Used by bench/query.py (`--relations`, the default). The day's ticks are bench/e
 prices are a function of the row number, not a walk: nearly every tick moves its selection by 3 % or
 more, so steam and lead/lag find ~24,000 moves a fixture — a stress case (real markets move that much a
 handful of times an hour). To it this adds what the relations also read: a start time for every
-fixture (18:00) and the desk's day, 2,000 MM orders filled before the start and hedged by a bet each.
+fixture (18:00), the desk's day, 2,000 MM orders filled before the start and hedged by a bet each, and
+availability flags (docs/availability.md): every bookmaker of every fixture suspended for 4 h three
+times (open at noon), and its market 104 made inactive for 4 h as often (38,400 flag rows).
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ INSERT INTO fixture_changes (received_at, source, fixture_id, action, start_time
 SELECT %(day)s::timestamptz + f * interval '1 second', 'oddspapi', {FIXTURE.format(n="f")}, 'add',
        %(day)s::timestamptz + interval '18 hours'
 FROM generate_series(0, 399) AS f;
+INSERT INTO fixture_changes (received_at, source, fixture_id, bookmaker, action, changes)
+SELECT %(day)s::timestamptz + (f * 60 + k * 14400 + 1800) * interval '1 second', 'oddspapi', {FIXTURE.format(n="f")},
+       ({BOOKMAKERS})[1 + b], 'change', jsonb_build_object('suspended', k %% 2 = 1)
+FROM generate_series(0, 399) AS f, generate_series(0, 7) AS b, generate_series(0, 5) AS k;
+INSERT INTO market_changes (received_at, source, fixture_id, market_id, bookmaker, action, attrs)
+SELECT %(day)s::timestamptz + (f * 60 + k * 14400 + 9000) * interval '1 second', 'oddspapi', {FIXTURE.format(n="f")},
+       '104', ({BOOKMAKERS})[1 + b], 'change', jsonb_build_object('marketActive', k %% 2 = 0)
+FROM generate_series(0, 399) AS f, generate_series(0, 7) AS b, generate_series(0, 5) AS k;
 INSERT INTO order_changes (received_at, source, event, order_id, fixture_id, outcome_id, exchange, order_status,
                            price, stake, matched_stake)
 SELECT %(day)s::timestamptz + (o * 30 + step) * interval '1 second', 'mm', event, o::text,
@@ -40,7 +50,7 @@ SELECT %(day)s::timestamptz + (o * 30 + 2) * interval '1 second', 'mm', 'INSERT'
        ({BOOKMAKERS})[1 + o %% 8], 'placed', 2.0, 100
 FROM generate_series(0, 1999) AS o;
 """
-DESK_TABLES = ("fixture_changes", "order_changes", "bet_changes")
+DESK_TABLES = ("fixture_changes", "market_changes", "order_changes", "bet_changes")
 
 
 def fill_desk(url: str, day: date) -> None:
@@ -57,6 +67,8 @@ def relations(day: date) -> list[tuple[str, str, str | None]]:
     noon = f"TIMESTAMPTZ '{datetime(day.year, day.month, day.day, 12):%Y-%m-%d %H:%M:%S}+00'"
     since, until = f"TIMESTAMPTZ '{day}'", f"TIMESTAMPTZ '{day + timedelta(days=1)}'"
     return [
+        ("prices_as_of(noon)", f"SELECT * FROM prices_as_of({noon}) WHERE fixture_id = %s", None),
+        ("market_overround", "SELECT * FROM market_overround WHERE fixture_id = %s", None),
         ("best_prices_as_of(noon)", f"SELECT * FROM best_prices_as_of({noon}) WHERE fixture_id = %s",
          f"SELECT * FROM best_prices_as_of({noon})"),
         ("fair_prices_as_of(noon, 'shin')", f"SELECT * FROM fair_prices_as_of({noon}, 'shin') WHERE fixture_id = %s",

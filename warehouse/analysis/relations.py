@@ -2,7 +2,8 @@
 
 Each relation is plain SQL that PostgreSQL and DuckDB both accept. On PostgreSQL a migration creates
 it as a view or a SQL function, holding its text as written then (0002: the first set; 0007: the
-second; 0010: the current one, with what a trader acts on: docs/trading-relations.md); over Parquet
+second; 0010: what a trader acts on, docs/trading-relations.md; 0014: the current one, where `active`
+is whether a bet could be placed, docs/availability.md); over Parquet
 and on the query surface the same text becomes a DuckDB view or table macro (`CURRENT`), so a query
 written against one runs unchanged against the other.
 
@@ -58,34 +59,121 @@ def _last(partition: str, order: str = "received_at DESC, raw_id DESC") -> str:
     return f"row_number() OVER (PARTITION BY {partition} ORDER BY {order}) AS nth"
 
 
+# Whether a bet can be placed at a price is decided at three levels (DESIGN rule 9, docs/availability.md):
+# the price's own `active`, and the vendor's flags above it — a bookmaker on a fixture (OddsPapi's
+# `suspended` and `bookmakerIsActive`: that bookmaker's fixture_changes rows) and a bookmaker's market
+# (`marketActive`: market_changes). A flag holds what the latest row that carried it said (a partial
+# update sends only the flag that changed). Derived here, from stored rows, not in the adapter: the
+# state survives a restart and a replay from the middle of a connection, a lifted suspension reopens
+# each selection at the last price it was sent, and rows stored before this was written count too.
+_FLAG = "CASE ({json}->>'{key}') WHEN 'true' THEN {closed_if_true} WHEN 'false' THEN NOT {closed_if_true} END"
+_BOOK_FLAGS = f"""(
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker,
+               {_FLAG.format(json="changes", key="suspended", closed_if_true="true")} AS book_suspended,
+               {_FLAG.format(json="changes", key="bookmakerIsActive", closed_if_true="false")} AS book_inactive
+        FROM fixture_changes
+        WHERE bookmaker IS NOT NULL AND (origin IS NULL OR origin = 'snapshot')
+          AND ((changes->>'suspended') IS NOT NULL OR (changes->>'bookmakerIsActive') IS NOT NULL))"""
+_MARKET_FLAGS = f"""(
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, market_id,
+               {_FLAG.format(json="attrs", key="marketActive", closed_if_true="false")} AS market_inactive
+        FROM market_changes
+        WHERE bookmaker IS NOT NULL AND (origin IS NULL OR origin = 'snapshot')
+          AND (attrs->>'marketActive') IS NOT NULL)"""
+# The last non-null value of a flag up to this row, in one pass: the row number doubled, plus the flag.
+_LATEST_FLAG = ("coalesce(max(CASE WHEN {flag} IS NOT NULL THEN 2 * n + CASE WHEN {flag} THEN 1 ELSE 0 END END)"
+                " OVER w % 2 = 1, false)")
+_IN_FRAME_ORDER = "received_at, raw_id, kind"  # a frame's flags before its prices: they apply to them
+
+
+def _observed(seen: str) -> str:
+    """observed_ticks from `seen` (the rows the collector observed: pushed, and snapshot rows the
+    stream had not overtaken) and the flags above them. Every flag row becomes, for each selection it
+    covers that had a price before it, a row at the flag's frame with the selection's last price —
+    kept where it changes whether the selection is open (and no price of it came in the same frame) —
+    and every row's `active` is false while a flag above it is closed."""
+    s = ", ".join(f"s.{c}" for c in SELECTION.split(", "))
+    # The selections a flag may cover are read from price_ticks, not from `seen` (one that has only rows
+    # `seen` leaves out gets no row: it has no price before the flag). Reading `seen` twice, DuckDB 1.5
+    # fails under arbitrage_windows (an internal binder error, or a crash).
+    selections = f"(SELECT DISTINCT {SELECTION} FROM price_ticks WHERE bookmaker IS NOT NULL)"
+    flags = f"""(
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, CAST(NULL AS text) AS market_id,
+               book_suspended, book_inactive, CAST(NULL AS boolean) AS market_inactive
+        FROM {_BOOK_FLAGS} AS book
+        UNION ALL
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, market_id, NULL, NULL, market_inactive
+        FROM {_MARKET_FLAGS} AS market)"""
+    # One join (the selections read once): a bookmaker's flag covers its every market, a market's its own.
+    flagged = f"""(  -- one row per covered selection and frame
+        SELECT {SELECTION}, received_at, raw_id, max(origin) AS origin, bool_or(book_suspended) AS book_suspended,
+               bool_or(book_inactive) AS book_inactive, bool_or(market_inactive) AS market_inactive
+        FROM (SELECT {s}, f.received_at, f.raw_id, f.origin, f.book_suspended, f.book_inactive, f.market_inactive
+              FROM {flags} AS f
+              JOIN {selections} AS s
+                ON s.source = f.source AND s.fixture_id = f.fixture_id AND s.bookmaker = f.bookmaker
+              WHERE f.market_id IS NULL OR f.market_id = s.market_id) AS covered
+        GROUP BY {SELECTION}, received_at, raw_id)"""
+    numbered = f"""(
+        SELECT *, row_number() OVER w AS n, sum(kind) OVER w AS tick_no
+        FROM (SELECT {", ".join(TICK_COLUMNS)}, 1 AS kind, CAST(NULL AS boolean) AS book_suspended,
+                     CAST(NULL AS boolean) AS book_inactive, CAST(NULL AS boolean) AS market_inactive
+              FROM ({seen}) AS seen
+              UNION ALL
+              SELECT received_at, source, raw_id, NULL, bookmaker, fixture_id, market_id, outcome_id, player_id, line,
+                     side, NULL, NULL, NULL, NULL, NULL, origin, 0, book_suspended, book_inactive, market_inactive
+              FROM {flagged} AS flagged) AS timeline
+        WINDOW w AS (PARTITION BY {SELECTION} ORDER BY {_IN_FRAME_ORDER} ROWS UNBOUNDED PRECEDING))"""
+    carried = f"""(  -- each row with the flags in force and its selection's last tick (group tick_no)
+        SELECT *, CASE WHEN {_LATEST_FLAG.format(flag="book_suspended")} OR {_LATEST_FLAG.format(flag="book_inactive")}
+                            OR {_LATEST_FLAG.format(flag="market_inactive")} THEN false
+                       ELSE bool_or(active) OVER last END AS open,
+               max(price) OVER last AS last_price, max(status) OVER last AS last_status,
+               max(max_stake) OVER last AS last_stake
+        FROM {numbered} AS numbered
+        WINDOW w AS (PARTITION BY {SELECTION} ORDER BY {_IN_FRAME_ORDER} ROWS UNBOUNDED PRECEDING),
+               last AS (PARTITION BY {SELECTION}, tick_no))"""
+    return f"""
+    SELECT received_at, source, raw_id, source_ts, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side,
+           last_price AS price, open AS active, last_status AS status, last_stake AS max_stake, attrs, origin
+    FROM (SELECT *, lag(open) OVER w AS was, lead(received_at) OVER w AS next_at, lead(raw_id) OVER w AS next_raw_id
+          FROM {carried} AS carried
+          WINDOW w AS (PARTITION BY {SELECTION} ORDER BY {_IN_FRAME_ORDER})) AS changed
+    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was
+                       AND NOT coalesce(next_at = received_at AND next_raw_id = raw_id, false))
+    """
+
+
 OBSERVED_TICKS = Relation(
     "observed_ticks",
-    f"""
-    SELECT {", ".join(TICK_COLUMNS)} FROM price_ticks WHERE origin IS NULL
-    UNION ALL
-    SELECT {", ".join(f"s.{c}" for c in TICK_COLUMNS)} FROM price_ticks AS s
-    WHERE s.origin = 'snapshot' AND NOT EXISTS (
-        SELECT 1 FROM (SELECT e.source_ts FROM price_ticks AS e
-                       WHERE {_same_selection("s", "e")} AND (e.origin IS NULL OR e.origin = 'snapshot')
-                         AND e.received_at <= s.received_at AND (e.received_at < s.received_at OR e.raw_id < s.raw_id)
-                       ORDER BY e.received_at DESC, e.raw_id DESC LIMIT 1) AS before
-        WHERE before.source_ts >= s.source_ts)
-    """,
+    _observed(f"""
+        SELECT {", ".join(TICK_COLUMNS)} FROM price_ticks WHERE origin IS NULL
+        UNION ALL
+        SELECT {", ".join(f"s.{c}" for c in TICK_COLUMNS)} FROM price_ticks AS s
+        WHERE s.origin = 'snapshot' AND NOT EXISTS (
+            SELECT 1 FROM (SELECT e.source_ts FROM price_ticks AS e
+                           WHERE {_same_selection("s", "e")} AND (e.origin IS NULL OR e.origin = 'snapshot')
+                             AND e.received_at <= s.received_at
+                             AND (e.received_at < s.received_at OR e.raw_id < s.raw_id)
+                           ORDER BY e.received_at DESC, e.raw_id DESC LIMIT 1) AS before
+            WHERE before.source_ts >= s.source_ts)"""),
     # DuckDB turns the correlated NOT EXISTS into a join that reads every hot price row through the
     # postgres scanner before a fixture filter applies (~1 s for a line movement over 600,000 rows,
     # bench/lifecycle.py). The same rule as a window, in one pass: the row just before a snapshot row,
     # among pushed and snapshot rows, is its lag; pushed rows pass unchanged, and a filter on the
     # selection passes through the window to the scan (a pushed branch beside it read a fixture twice).
-    duckdb_body=f"""
-    SELECT {", ".join(TICK_COLUMNS)}
-    FROM (SELECT *, lag(source_ts) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}) AS before_ts
-          FROM price_ticks WHERE origin IS NULL OR origin = 'snapshot') AS o
-    WHERE origin IS NULL OR NOT coalesce(before_ts >= source_ts, false)
-    """,
+    duckdb_body=_observed(f"""
+        SELECT {", ".join(TICK_COLUMNS)}
+        FROM (SELECT *, lag(source_ts) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}) AS before_ts
+              FROM price_ticks WHERE origin IS NULL OR origin = 'snapshot') AS o
+        WHERE origin IS NULL OR NOT coalesce(before_ts >= source_ts, false)"""),
     doc="price_ticks as the collector observed them, the base of every other relation: pushed ticks, and "
     "snapshot ticks (fetched over REST after a gap, dated when the request was sent) unless the tick of the "
     "selection just before already carried a vendor time (source_ts) at least as new. Backfill ticks (the "
-    "vendor's history of a gap) are left out.",
+    "vendor's history of a gap) are left out. active: a bet could be placed at the price — false while the "
+    "vendor marks the price, its market (marketActive) or its bookmaker (suspended, bookmakerIsActive) closed; "
+    "when such a flag changes, each selection it covers gets a row at that frame with its last price "
+    "(raw_id: the frame of the flag).",
 )
 
 PRICE_HISTORY = Relation(
@@ -210,8 +298,8 @@ MARKET_OVERROUND = Relation(
 # for every fixture).
 
 # An open price: a bet could be placed at it when it was observed. The one definition, read by
-# every relation below through observed_quotes.is_open: what makes a price unavailable (the
-# vendor's bookmaker or market suspensions, issue 23) changes here, in one place.
+# every relation below through observed_quotes.is_open; `active` there is observed_ticks', false
+# while the vendor's bookmaker or market flags are closed too (_observed, migration 0014).
 OPEN_PRICE = "active IS NOT FALSE AND price IS NOT NULL AND price > 1"
 # One outcome as every bookmaker of a feed quotes it (a selection without the bookmaker).
 OUTCOME = "source, fixture_id, market_id, outcome_id, player_id, line, side"

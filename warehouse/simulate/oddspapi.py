@@ -2,8 +2,13 @@
 
 Path /v4/ws with the key in `apiKey`; a wrong key is refused with HTTP 401 on the upgrade.
 Server → client only: one fixture and at most one bookmaker per message, only changed fields,
-player objects whole, string map keys, `bookmakerOutcomeId` present and `oddsId` absent. No
-snapshot and no replay on reconnect. `script` frames are sent verbatim first (the seed examples
+player objects whole, string map keys, `bookmakerOutcomeId` present and `oddsId` absent; the fields
+real `/v4/odds` answers carry: `bookmakerIsActive` and `suspended` per bookmaker, `marketActive` per
+market, `priceAmerican`, `priceFractional`, `mainLine` and `bookmakerChangedAt` per price (that time
+in `Z` milliseconds, `changedAt` in `+00:00` microseconds), whole prices as integers (`2`). At
+kick-off and at a goal each bookmaker's suspension is sent as the flag alone — half of them
+`suspended: true`, half `marketActive: false` on the 1X2 — and lifted just before its next open
+prices. No snapshot and no replay on reconnect. `script` frames are sent verbatim first (the seed examples
 in tests); then generated traffic from the market model, at `rate` frames/s (None: as fast as
 the socket takes them). Faults: drop the TCP connection, close it, go silent, or send a malformed
 frame, after so many frames.
@@ -25,6 +30,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -75,6 +81,7 @@ class OddsPapiSimulator(WebSocketSimulator):
         self._announced: set[tuple[str, str | None]] = set()
         self._status: dict[str, int] = {}  # fixture → statusId last sent
         self._scores: dict[str, tuple[int, int]] = {}  # fixture → score last sent
+        self._suspended: set[tuple[str, str]] = set()  # (fixture, bookmaker) sent as suspended, not yet lifted
         # The vendor's state, as pushed (REST twin): fixture → its object in the WebSocket's shape.
         self.state: dict[str, dict[str, Any]] = {}
         self.history: dict[tuple[str, str, str, str, str], deque[dict[str, Any]]] = {}
@@ -213,9 +220,13 @@ class OddsPapiSimulator(WebSocketSimulator):
                 "participant1Score": fixture.home_score, "participant2Score": fixture.away_score, "updatedAt": now}}}})
         if news:  # kick-off, a goal, full time: every bookmaker stops taking bets at once
             for book in self.market.bookmakers:
-                out += self._book_prices(fixture, book, self.market.quote(fixture, book),
-                                         self.market.is_open(fixture, book), now)
+                is_open = self.market.is_open(fixture, book)
+                if not is_open:
+                    out += self._suspend(fixture, book, True)
+                out += self._book_prices(fixture, book, self.market.quote(fixture, book), is_open, now)
         if isinstance(change, PriceChange):
+            if change.active:
+                out += self._suspend(fixture, change.bookmaker, False)
             out += self._book_prices(fixture, change.bookmaker, change.prices, change.active, now)
         for message in out:
             self._remember(message)
@@ -228,7 +239,7 @@ class OddsPapiSimulator(WebSocketSimulator):
         if (fixture.fixture_id, book) not in self._announced:
             self._announced.add((fixture.fixture_id, book))
             out.append({"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: {
-                "bookmakerFixtureId": str(fixture.event_id),
+                "bookmakerFixtureId": str(fixture.event_id), "bookmakerIsActive": True, "suspended": False,
                 "fixturePath": f"https://{book}.example/line/football/{fixture.event_id}"}}})
         return [*out, self._prices(fixture, book, prices, active, now)]
 
@@ -236,12 +247,33 @@ class OddsPapiSimulator(WebSocketSimulator):
         outcomes: dict[str, Any] = {
             outcome: {"players": {"0": {
                 "active": active, "betslip": None, "bookmakerOutcomeId": f"{fixture.event_id}{outcome}",
-                "changedAt": now, "limit": 1000 if book == "pinnacle" else None, "playerName": None,
-                "price": price, "exchangeMeta": {}, "playerId": 0}}}
+                "changedAt": now, "bookmakerChangedAt": _vendor_time(now),
+                "limit": 1000 if book == "pinnacle" else None,
+                "playerName": None, "price": int(price) if price == int(price) else price,  # 2, as the vendor sends it
+                "priceAmerican": _american(price), "priceFractional": _fractional(price), "mainLine": True,
+                "exchangeMeta": {}, "playerId": 0}}}
             for outcome, price in list(prices.items())[: self.outcomes_per_frame]
         }
         return {"fixtureId": fixture.fixture_id,
                 "bookmakerOdds": {book: {"markets": {MARKET_1X2: {"outcomes": outcomes}}}}}
+
+    def _suspend(self, fixture: Fixture, book: str, suspended: bool) -> list[dict[str, Any]]:
+        """A bookmaker-level or market-level suspension, or its lifting, as the vendor sends it: the flag
+        alone (a partial update). Bookmakers take turns: half suspend the bookmaker (`suspended`), half
+        the 1X2 market (`marketActive`). Nothing when the flag already says so."""
+        key = (fixture.fixture_id, book)
+        if (key in self._suspended) == suspended:
+            return []
+        if suspended:
+            self._suspended.add(key)
+        else:
+            self._suspended.discard(key)
+        books = self.market.bookmakers
+        if book not in books or books.index(book) % 2 == 0:
+            block: dict[str, Any] = {"suspended": suspended}
+        else:
+            block = {"markets": {MARKET_1X2: {"marketActive": not suspended}}}
+        return [{"fixtureId": fixture.fixture_id, "bookmakerOdds": {book: block}}]
 
     def _forget_finished(self) -> None:
         """What was sent about fixtures the market has replaced: a simulator runs for days."""
@@ -249,6 +281,7 @@ class OddsPapiSimulator(WebSocketSimulator):
         self._announced = {key for key in self._announced if key[0] in current}
         self._status = {key: value for key, value in self._status.items() if key in current}
         self._scores = {key: value for key, value in self._scores.items() if key in current}
+        self._suspended = {key for key in self._suspended if key[0] in current}
         self.state = {key: value for key, value in self.state.items() if key in current}
         self.history = {key: value for key, value in self.history.items() if key[0] in current}
         self._previous = {key: value for key, value in self._previous.items() if key[0] in current}
@@ -392,6 +425,23 @@ class OddsPapiSimulator(WebSocketSimulator):
         outcomes = message["bookmakerOdds"][book]["markets"][MARKET_1X2]["outcomes"]
         pushed = {o: v["players"]["0"]["price"] for o, v in outcomes.items()}
         self.races.append({"fixture": fixture_id, "bookmaker": book, "answered": answered, "pushed": pushed})
+
+
+def _vendor_time(iso: str) -> str:
+    """The same time as the vendor also writes it: milliseconds and `Z` (`2026-10-01T07:37:34.568Z`)."""
+    at = datetime.fromisoformat(iso)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def _american(price: float) -> str:
+    """The American (moneyline) form of a decimal price, as `/v4/odds` gives it: "+150", "-200"."""
+    return f"+{round((price - 1) * 100)}" if price >= 2 else f"-{round(100 / (price - 1))}"
+
+
+def _fractional(price: float) -> str:
+    """The fractional (UK) form of a decimal price: "3/2" for 2.5, "1/1" for 2."""
+    fraction = Fraction(price - 1).limit_denominator(100)
+    return f"{fraction.numerator}/{fraction.denominator}"
 
 
 _FLEET_KEY = "fleet-oddspapi-key-5b9f0c3e"
