@@ -2,7 +2,7 @@
 
 Each relation is plain SQL that PostgreSQL and DuckDB both accept. On PostgreSQL a migration creates
 it as a view or a SQL function, holding its text as written then (0002: the first set; 0007: the
-second; 0010: what a trader acts on, docs/trading-relations.md; 0014: the current one, where `active`
+second; 0010: what a trader acts on, docs/trading-relations.md; 0016: the current one, where `active`
 is whether a bet could be placed, docs/availability.md); over Parquet
 and on the query surface the same text becomes a DuckDB view or table macro (`CURRENT`), so a query
 written against one runs unchanged against the other.
@@ -299,7 +299,7 @@ MARKET_OVERROUND = Relation(
 
 # An open price: a bet could be placed at it when it was observed. The one definition, read by
 # every relation below through observed_quotes.is_open; `active` there is observed_ticks', false
-# while the vendor's bookmaker or market flags are closed too (_observed, migration 0014).
+# while the vendor's bookmaker or market flags are closed too (_observed, migration 0016).
 OPEN_PRICE = "active IS NOT FALSE AND price IS NOT NULL AND price > 1"
 # One outcome as every bookmaker of a feed quotes it (a selection without the bookmaker).
 OUTCOME = "source, fixture_id, market_id, outcome_id, player_id, line, side"

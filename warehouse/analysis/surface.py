@@ -197,7 +197,7 @@ def build(con: Any, *, hot: str | None, cold: Callable[[str], list[ColdDay]] | N
     `day`: with the hive `day` column of the files (for a surface without hot rows). Then the
     analysis relations over them. Returns `con`."""
     # DuckDB 1.5's common-subplan optimizer breaks arbitrage_windows over observed_ticks (migration
-    # 0014: a window under windows, read twice): an internal binder error on a surface of Parquet alone.
+    # 0016: a window under windows, read twice): an internal binder error on a surface of Parquet alone.
     con.execute("SET disabled_optimizers = 'common_subplan'")
     if cold is not None:
         con.create_function(COLD, lambda table: cold_sql(table, cold(table), day, facts), ["VARCHAR"], "VARCHAR",

@@ -10,7 +10,7 @@ reopening at the same moment. Only observed_ticks' text changes; the relations o
 left as they are: observed_ticks is replaced in place (CREATE OR REPLACE, the same columns), so
 the views, functions and grants on it — and, on plain PostgreSQL, price_candles_1m — read the new one.
 
-Revision ID: 0014
+Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-06
 """
@@ -23,7 +23,7 @@ from types import ModuleType
 from alembic import context, op
 from sqlalchemy import text
 
-revision = "0014"
+revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
