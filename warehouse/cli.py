@@ -8,6 +8,7 @@ one line on stderr and exit status 2; Ctrl-C is exit status 130.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import json
@@ -27,7 +28,9 @@ import typer
 
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
+from warehouse.lifecycle import jobs
 from warehouse.lifecycle.export import ExportError
+from warehouse.lifecycle.jobs import Run
 from warehouse.lifecycle.lock import Busy
 from warehouse.store import migrate
 from warehouse.store.database import configured_database_url, data_dir, embedded_server, redact_url
@@ -59,6 +62,7 @@ class Context:
     verbose: bool = False
     config_path: Path | None = None
     database_url: str | None = None
+    job: Run | None = None  # a job's run (export, retain, verify-lake), recorded in job_runs when it ends
     _config: Config | None = field(default=None, repr=False)
 
     def given(self, config_path: Path | None, database_url: str | None) -> None:
@@ -79,7 +83,14 @@ class Context:
         """The database in use, after checking its schema is this version's (else one line saying what to do)."""
         url = self.url()
         migrate.require_current(url)
+        if self.job is not None:
+            self.job.url = url  # where its run is recorded
         return url
+
+    def job_result(self, detail: str, *, ok: bool = True) -> None:
+        """What the job's run did (or why it failed), for job_runs."""
+        if self.job is not None:
+            (self.job.done if ok else self.job.failed)(detail)
 
     def spool_root(self) -> Path:
         from warehouse.store.homes import spool_root
@@ -105,10 +116,11 @@ def _once(option: str, before: Any, after: Any) -> Any:
     return after if after is not None else before
 
 
-def command(group: typer.Typer, name: str | None = None,
-            context_settings: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def command(group: typer.Typer, name: str | None = None, context_settings: dict[str, Any] | None = None,
+            job: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a command that also takes --config and --database-url, and turns the errors a user can hit
-    into one line on stderr (exit 2), Ctrl-C into exit 130."""
+    into one line on stderr (exit 2), Ctrl-C into exit 130. A `job` (export, retain, verify-lake) records
+    each run and its result in job_runs, however it ends."""
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
@@ -117,7 +129,8 @@ def command(group: typer.Typer, name: str | None = None,
             obj = ctx.find_object(Context) or ctx.ensure_object(Context)
             try:
                 obj.given(config, database_url)
-                return func(obj, *args, **kwargs)
+                with jobs.run(job) if job else contextlib.nullcontext() as obj.job:
+                    return func(obj, *args, **kwargs)
             except (typer.Exit, typer.Abort, typer.TyperException):
                 raise
             except KeyboardInterrupt:
@@ -351,7 +364,7 @@ def parse_day(option: str, text: str | None) -> date | None:
         raise ValueError(f"{option}: expected a UTC day as YYYY-MM-DD, 'today' or 'yesterday'; got {text!r}") from None
 
 
-@command(app)
+@command(app, job="export")
 def export(
     obj: Context,
     day: str | None = typer.Option(None, help="export (again) this UTC day: YYYY-MM-DD, today (so far) or yesterday",
@@ -396,6 +409,8 @@ def export(
         report = run(url, root, work, step)
     written = [e for e in report.done if not e.in_lake and not e.late]
     merged = [e for e in report.done if e.late]
+    obj.job_result(f"exported {len(written)} table-days ({sum(e.rows for e in written)} rows), merged late rows into"
+                   f" {len(merged)}")
     if written:  # under cron: one line when something was exported, nothing otherwise
         say(f"exported {len(written)} table-days ({sum(e.rows for e in written):,} rows) to {root}")
     for one_day in sorted({e.day for e in merged}):
@@ -420,7 +435,7 @@ def export(
 # -- retain -----------------------------------------------------------------------------------
 
 
-@command(app)
+@command(app, job="retain")
 def retain(
     obj: Context,
     keep_days: int | None = typer.Option(None, "--keep-days", help="keep this many UTC days (today included) in"
@@ -432,6 +447,8 @@ def retain(
     from warehouse.lifecycle import retention
     from warehouse.lifecycle.verify import Verdict
 
+    if dry_run:
+        obj.job = None  # a question, not a run
     days = keep_days if keep_days is not None else obj.config.retention.keep_days
     if days is None:
         raise ValueError("no retention configured: give --keep-days N or set [retention] keep_days in the config")
@@ -443,6 +460,8 @@ def retain(
     failed = False
     for outcome in retention.retain(url, days, obj.export_dir(), dry_run=dry_run):
         verdict, day = outcome.verdict, outcome.verdict.day
+        if outcome.failed and not failed:
+            obj.job_result(f"kept {day}: {verdict.problem or _first_line(outcome.refused or Exception())}", ok=False)
         failed |= outcome.failed
         if verdict.problem is not None and verdict.pending:
             warning(f"kept {day}: {verdict.problem}; run `warehouse export --day {day}`, then retain again")
@@ -464,11 +483,13 @@ def retain(
             f" {first_kept}")
     if dry_run:
         say(f"kept: {first_kept} and later ({days} UTC day{'s' if days > 1 else ''}, today included)")
+    if not failed:
+        obj.job_result(f"dropped {len(dropped)} days")
     if failed:
         raise typer.Exit(1)
 
 
-@command(app, "verify-lake")
+@command(app, "verify-lake", job="verify-lake")
 def verify_lake(
     obj: Context,
     day: str | None = typer.Option(None, help="only this UTC day: YYYY-MM-DD, today or yesterday", metavar="DAY"),
@@ -485,10 +506,53 @@ def verify_lake(
     for problem in audit.problems:
         say(str(problem), wrap=False)
     if audit.problems:
+        obj.job_result(f"{len(audit.problems)} problems, the first: {audit.problems[0]}", ok=False)
         raise typer.Exit(1)
+    obj.job_result(f"{audit.table_days} table-days match their records")
     if out.is_terminal:  # under cron: quiet when all is well
         say(f"the lake {root} matches its records: {audit.table_days:,} table-days, {audit.rows:,} rows,"
             f" {audit.bytes / 2**20:,.1f} MiB")
+
+
+@command(app)
+def check(
+    obj: Context,
+    silent_after: float = typer.Option(600, "--silent-after", help="a feed with no frame for this many seconds is"
+                                       " silent", metavar="SECONDS"),
+    gap_after: float = typer.Option(120, "--gap-after", help="a feed disconnected (not by a clean stop) this many"
+                                    " seconds without a new connection is a problem", metavar="SECONDS"),
+    job_age: float = typer.Option(26, "--job-age", help="export (and retain, when configured) must have succeeded"
+                                  " within this many hours", metavar="HOURS"),
+    day: str | None = typer.Option(None, help="the lake's day to read again (default: yesterday, what the nightly"
+                                              " export wrote)", metavar="DAY"),
+    lake: bool = typer.Option(True, "--lake/--no-lake", help="read the lake's day again (--no-lake: a frequent"
+                                                              " check leaves that to the nightly one)"),
+) -> None:
+    """Health check for cron and systemd: one line per problem (a feed silent or disconnected, a spool backlog,
+    export or retention failed or overdue, the lake not matching its records). Exit 0 when all is well, 1 with
+    problems, 2 when the check itself could not run (e.g. the database is unreachable)."""
+    from warehouse.health import Limits
+    from warehouse.health import check as run_check
+
+    for option, value in (("--silent-after", silent_after), ("--gap-after", gap_after), ("--job-age", job_age)):
+        if value <= 0:
+            raise ValueError(f"{option} must be more than 0, got {value:g}")
+    config = obj.config
+    feeds = [feed.name for feed in config.feeds]
+    if not feeds:
+        raise ValueError("no [[feeds]] in the config: give --config with the feeds the warehouse collects, so the"
+                         " check knows which must be streaming")
+    found = run_check(obj.url_with_schema(), feeds=feeds, spool_root=obj.spool_root(), lake=obj.export_dir(),
+                      retention=config.retention.keep_days is not None,
+                      limits=Limits(silent_after, gap_after, job_age * 3600), lake_day=parse_day("--day", day),
+                      read_lake=lake)
+    for problem in found:
+        say(str(problem), wrap=False)
+    if found:
+        raise typer.Exit(1)
+    if out.is_terminal:  # under cron: quiet when all is well
+        say(f"all well: {len(feeds)} feeds streaming, export{' and retention' if config.retention.keep_days else ''}"
+            f" on time{', the lake matches its records' if lake else ''}")
 
 
 # -- query ------------------------------------------------------------------------------------
