@@ -302,14 +302,21 @@ def collect(
     obj: Context,
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="serve Prometheus /metrics on "
                                             "127.0.0.1:PORT", metavar="PORT"),
+    metrics_bind: str | None = typer.Option(None, "--metrics-bind", help="serve Prometheus /metrics on HOST:PORT"
+                                            " (0.0.0.0:9108 for every interface, [::]:9108 for IPv6 too)",
+                                            metavar="HOST:PORT"),
     feed: Annotated[list[str] | None, typer.Option("--feed", help="only this feed of the config (repeatable): "
                                                    "run busy feeds in processes of their own", metavar="NAME")] = None,
 ) -> None:
     """Run the config's feeds until stopped (SIGINT/SIGTERM: flush, record the disconnect, exit 0; SIGHUP: reload)."""
+    from warehouse.collect.metrics import parse_bind
     from warehouse.collect.service import collect as run_collect
     from warehouse.collect.service import writer_identity
     from warehouse.collect.settings import feed_settings, only
 
+    if metrics_port is not None and metrics_bind is not None:
+        raise ValueError("give --metrics-bind HOST:PORT or --metrics-port PORT (127.0.0.1), not both")
+    metrics_host, metrics_port = parse_bind(metrics_bind) if metrics_bind else ("127.0.0.1", metrics_port)
     config, selected = obj.config, feed or []
     feeds = only(feed_settings(config), selected, config)
     writer_name, writer_settings = writer_identity(selected, config.writer)
@@ -322,6 +329,7 @@ def collect(
         pass
     _log_at_least_info()
     asyncio.run(run_collect(url, feeds, writer_settings, writer_name=writer_name, metrics_port=metrics_port,
+                            metrics_host=metrics_host,
                             reload=lambda: only(feed_settings(load_config(config.path)), selected, config)))
 
 

@@ -74,7 +74,7 @@ def _feeds_claimed(feeds: list[FeedSettings], directory: Path) -> Iterator[None]
 
 
 async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSettings, *,
-                  writer_name: str = WRITER_NAME, metrics_port: int | None = None,
+                  writer_name: str = WRITER_NAME, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
                   stop: asyncio.Event | None = None,
                   reload: Callable[[], list[FeedSettings]] | None = None) -> None:
     """Run `feeds` until SIGINT/SIGTERM (or `stop`), then flush the writer and return.
@@ -87,13 +87,16 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if metrics_port:
-        metrics.serve(metrics_port)
+        metrics.serve(metrics_port, metrics_host)
+        metrics.JOBS.url = url  # export's and retention's newest runs, read from job_runs
     writer = Writer(url, writer_settings, name=writer_name, on_commit=metrics.CommitLatency())
     await _spool_is_this_warehouses(url, writer.spool_dir)
     with _feeds_claimed(feeds, writer.spool_dir.parent):  # before anything is spooled, read or connected
         async with writer:
             metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
             metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog_batches)
+            metrics.SPOOL_BYTES.set_function(lambda: writer.spool_bytes)
+            metrics.spool_frames = lambda: writer.spool_backlog_frames
             metrics.DROPPED.set_function(lambda: writer.stats.dropped)
             metrics.DATABASE_UP.set_function(lambda: writer.stats.database_up)
             metrics.DATABASE_REACHED.set_function(lambda: writer.stats.database_reached)

@@ -96,6 +96,14 @@ class Spool:
     def pending(self) -> bool:
         return self.pending_batches > 0
 
+    def size_bytes(self) -> int:
+        """What the spool's segment files take on disk (/metrics: a spool growing means an outage)."""
+        total = 0
+        for segment in self._segments():
+            with contextlib.suppress(FileNotFoundError):  # replayed and removed meanwhile
+                total += self._path(segment).stat().st_size
+        return total
+
     # -- writing -------------------------------------------------------------------------------
 
     def append(self, batch_id: UUID, units: list[Unit]) -> None:
@@ -281,6 +289,10 @@ class UnusableSpool:
     def __init__(self, directory: Path, error: OSError) -> None:
         self.directory, self.error = Path(directory), error
         self.last_event_ids: dict[str, str] = {}
+        self.pending_frames: Counter[str] = Counter()
+
+    def size_bytes(self) -> int:
+        return 0
 
     def append(self, batch_id: UUID, units: list[Unit]) -> None:
         raise self.error
