@@ -195,3 +195,9 @@ def test_a_real_prometheus_scraping_a_collector_finds_a_series_for_every_rule_an
         simulators.wait(timeout=60)
     assert collector.returncode == 0, collector_log[-2000:]
     assert prometheus.returncode == 0, prometheus_log[-2000:]
+
+
+def test_the_monitoring_page_names_every_metric_the_collector_exposes() -> None:
+    page = (ROOT / "docs" / "monitoring.md").read_text()
+    named = {family.name + ("_total" if family.type == "counter" else "") for family in metrics.REGISTRY.collect()}
+    assert not {name for name in named if f"`{name}`" not in page}
