@@ -22,13 +22,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 REGISTRY = CollectorRegistry()
 WRITER_QUEUE = Gauge("warehouse_writer_queue", "Frames waiting in the writer's memory queue", registry=REGISTRY)
 SPOOL_BATCHES = Gauge("warehouse_spool_batches", "Batches waiting in the on-disk spool", registry=REGISTRY)
+SPOOL_BYTES = Gauge("warehouse_spool_bytes", "Bytes of the on-disk spool's files (0 when nothing waits)",
+                    registry=REGISTRY)
 DROPPED = Gauge("warehouse_dropped_frames", "Frames that could be neither stored nor spooled (disk full)",
                 registry=REGISTRY)
 DATABASE_UP = Gauge("warehouse_database_up", "1 while the writer is connected to the database", registry=REGISTRY)
 DATABASE_REACHED = Gauge("warehouse_database_reached", "1 once the database was reachable since the collector started"
                          " (0: check the URL)", registry=REGISTRY)
-SPOOL_BYTES = Gauge("warehouse_spool_bytes", "Bytes of the on-disk spool's files (0 when nothing waits)",
-                    registry=REGISTRY)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)  # seconds
 
 
