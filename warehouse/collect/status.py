@@ -95,15 +95,6 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
         return result
 
 
-def duration(seconds: float) -> str:
-    """An age or a span as a person reads it: 42.0s, 7.5m, 26.0h."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def _count(conn: psycopg.Connection[Any], table: str, source: str, since: datetime) -> int:
     return int(scalar(conn, f"SELECT count(*) FROM {table} WHERE source = %s AND received_at > %s", (source, since)))
 
@@ -152,3 +143,12 @@ def _gaps(conn: psycopg.Connection[Any], now: datetime) -> dict[str, _Gaps]:
     for source, started in open_since.items():
         result[source].seconds += (now - started).total_seconds()
     return result
+
+
+def duration(seconds: float) -> str:
+    """An age or a span as a person reads it: 42.0s, 7.5m, 26.0h."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"

@@ -289,10 +289,6 @@ class UnusableSpool:
     def __init__(self, directory: Path, error: OSError) -> None:
         self.directory, self.error = Path(directory), error
         self.last_event_ids: dict[str, str] = {}
-        self.pending_frames: Counter[str] = Counter()
-
-    def size_bytes(self) -> int:
-        return 0
 
     def append(self, batch_id: UUID, units: list[Unit]) -> None:
         raise self.error

@@ -166,11 +166,11 @@ class Writer:
     @property
     def spool_backlog_frames(self) -> dict[str, int]:
         """Per source, the frames waiting in the spool."""
-        return dict(self._spool.pending_frames) if self._spool else {}
+        return dict(self._spool.pending_frames) if isinstance(self._spool, Spool) else {}
 
     @property
     def spool_bytes(self) -> int:
-        return self._spool.size_bytes() if self._spool else 0
+        return self._spool.size_bytes() if isinstance(self._spool, Spool) else 0
 
     @property
     def spool_dir(self) -> Path:
