@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import query
 from warehouse.collect import metrics
 from warehouse.lifecycle import jobs
+from warehouse.lifecycle.lock import Busy
 from warehouse.records import CollectorEvent, RawMessage
 
 
@@ -102,6 +103,9 @@ def test_job_metrics_are_the_newest_runs_in_job_runs(db_url: str) -> None:
     with pytest.raises(ValueError), jobs.run("retain") as run:
         run.url = db_url
         raise ValueError("no retention configured")
+    with pytest.raises(Busy), jobs.run("export") as run:  # another host's export runs: this one did not
+        run.url = db_url
+        raise Busy("`warehouse export` on host-b (pid 42) is running on this warehouse")
     recorded = dict(query(db_url, "SELECT job, finished_at FROM job_runs"))
     assert query(db_url, "SELECT job, ok, detail FROM job_runs ORDER BY id") == [
         ("export", True, "exported 11 table-days"), ("retain", False, "ValueError: no retention configured")]
@@ -121,10 +125,10 @@ def test_job_metrics_are_the_newest_runs_in_job_runs(db_url: str) -> None:
 
 
 def test_metrics_bind_takes_host_and_port_and_a_busy_port_is_named() -> None:
-    assert metrics.parse_bind("0.0.0.0:9108") == ("0.0.0.0", 9108)
-    assert metrics.parse_bind("[::]:9108") == ("::", 9108)
-    for wrong in ("9108", ":9108", "host:", "host:http", "host:70000"):
-        with pytest.raises(ValueError, match=r"--metrics-bind: expected HOST:PORT \(127.0.0.1:9108"):
+    assert metrics.parse_bind("0.0.0.0:9101") == ("0.0.0.0", 9101)
+    assert metrics.parse_bind("[::]:9101") == ("::", 9101)
+    for wrong in ("9101", ":9101", "host:", "host:http", "host:70000"):
+        with pytest.raises(ValueError, match=r"--metrics-bind: expected HOST:PORT \(127.0.0.1:9101"):
             metrics.parse_bind(wrong)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -103,7 +103,7 @@ def warehouse_invocations() -> list[tuple[str, list[str]]]:
     for path in [*sorted((OPS / "systemd").glob("*.service")), OPS / "cron" / "odds-warehouse"]:
         for line in path.read_text().splitlines():
             for command in re.findall(r"\.venv/bin/warehouse ([^;}&\n]+)", line):
-                found.append((path.name, shlex.split(command.replace("${METRICS_BIND}", "127.0.0.1:9108"))))
+                found.append((path.name, shlex.split(command.replace("${METRICS_BIND}", "127.0.0.1:9101"))))
     return found
 
 

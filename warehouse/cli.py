@@ -303,7 +303,7 @@ def collect(
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="serve Prometheus /metrics on "
                                             "127.0.0.1:PORT", metavar="PORT"),
     metrics_bind: str | None = typer.Option(None, "--metrics-bind", help="serve Prometheus /metrics on HOST:PORT"
-                                            " (0.0.0.0:9108 for every interface, [::]:9108 for IPv6 too)",
+                                            " (0.0.0.0:9101 for every interface, [::]:9101 for IPv6 too)",
                                             metavar="HOST:PORT"),
     feed: Annotated[list[str] | None, typer.Option("--feed", help="only this feed of the config (repeatable): "
                                                    "run busy feeds in processes of their own", metavar="NAME")] = None,

@@ -201,11 +201,11 @@ REGISTRY.register(JOBS)
 
 
 def parse_bind(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (`0.0.0.0:9108`, `[::]:9108`, `127.0.0.1:9108`) → (host, port), or one line saying why not."""
+    """`HOST:PORT` (`0.0.0.0:9101`, `[::]:9101`, `127.0.0.1:9101`) → (host, port), or one line saying why not."""
     host, sep, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--metrics-bind: expected HOST:PORT (127.0.0.1:9108, 0.0.0.0:9108, [::]:9108), got {text!r}")
+        raise ValueError(f"--metrics-bind: expected HOST:PORT (127.0.0.1:9101, 0.0.0.0:9101, [::]:9101), got {text!r}")
     return host, int(port)
 
 

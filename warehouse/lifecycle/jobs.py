@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from warehouse.lifecycle.lock import Busy
 from warehouse.schema import JOBS
 
 log = logging.getLogger("warehouse.lifecycle")
@@ -65,6 +66,9 @@ def run(job: str) -> Iterator[Run]:
         yield current
     except KeyboardInterrupt:
         current.failed("interrupted")
+        raise
+    except Busy:  # it did not run: the job holding the maintenance lock is the run that counts
+        current.url = None
         raise
     except BaseException as exc:
         code = getattr(exc, "exit_code", None)  # typer.Exit: the command chose its exit status
