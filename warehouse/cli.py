@@ -417,8 +417,8 @@ def export(
         report = run(url, root, work, step)
     written = [e for e in report.done if not e.in_lake and not e.late]
     merged = [e for e in report.done if e.late]
-    obj.job_result(f"exported {len(written)} table-days ({sum(e.rows for e in written)} rows), merged late rows into"
-                   f" {len(merged)}")
+    obj.job_result(f"exported {len(written)} table-days ({sum(e.rows for e in written)} rows)"
+                   + (f"; merged late rows into {len(merged)}" if merged else ""))
     if written:  # under cron: one line when something was exported, nothing otherwise
         say(f"exported {len(written)} table-days ({sum(e.rows for e in written):,} rows) to {root}")
     for one_day in sorted({e.day for e in merged}):
