@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("records", "schema", "options", "redact", "lake", "exactjson", "backoff", "feeds"),
     ("config",),  # the config file → typed settings (reads the feed registry)
     ("store",),  # database machinery: URL and engines, migrations, the writer, the spool (no feature)
-    ("collect", "lifecycle", "analysis", "replay"),  # what runs on the store
+    ("collect", "lifecycle", "analysis", "replay", "health"),  # what runs on the store
     ("simulate",),  # the vendors' simulators (tests, demo, benchmarks)
     ("cli", "demo", "console", "__main__"),  # the command line
 ]

@@ -25,7 +25,7 @@ HEAD = migrate.head_revision()
 DESIGN_TABLES = {
     "raw_messages", "price_ticks", "market_changes", "fixture_changes", "score_changes", "order_changes",
     "bet_changes", "account_changes", "emergency_events", "collector_events", "quarantine", "export_runs",
-    "retention_runs",
+    "retention_runs", "job_runs",
 }
 
 
@@ -74,8 +74,8 @@ def test_migrated_schema_matches_the_sqlalchemy_tables(storage_url: str) -> None
 def test_update_delete_truncate_are_rejected(storage_url: str, table: str) -> None:
     with psycopg.connect(storage_url, autocommit=True) as conn:
         # DELETE that matches no row, UPDATE of nothing, TRUNCATE: all refused, even on an empty table.
-        for statement in (f"UPDATE {table} SET source = source" if table not in ("export_runs", "retention_runs")
-                          else f"UPDATE {table} SET rows = rows",
+        update = {"export_runs": "rows = rows", "retention_runs": "rows = rows", "job_runs": "ok = ok"}
+        for statement in (f"UPDATE {table} SET {update.get(table, 'source = source')}",
                           f"DELETE FROM {table}", f"TRUNCATE {table}"):
             with pytest.raises(psycopg.errors.RestrictViolation, match=f"{table}.* is append-only"):
                 conn.execute(statement)

@@ -9,6 +9,7 @@ closes the output early (`| head`) ends the command quietly, with status 141 (12
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import json
@@ -30,8 +31,10 @@ import typer
 
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
+from warehouse.lifecycle import jobs
 from warehouse.lifecycle.bucket import BucketError, Settings
 from warehouse.lifecycle.export import ExportError
+from warehouse.lifecycle.jobs import Run
 from warehouse.lifecycle.lock import Busy
 from warehouse.store import migrate
 from warehouse.store.database import (
@@ -74,6 +77,7 @@ class Context:
     verbose: bool = False
     config_path: Path | None = None
     database_url: str | None = None
+    job: Run | None = None  # a job's run (export, retain, verify-lake), recorded in job_runs when it ends
     _config: Config | None = field(default=None, repr=False)
 
     def given(self, config_path: Path | None, database_url: str | None) -> None:
@@ -100,7 +104,14 @@ class Context:
                 raise migrate.SchemaError(f"{exc}; or, for the demo's rows (in a database of their own): export"
                                           ' WAREHOUSE_DATABASE_URL="$(warehouse db url --demo)"') from None
             raise
+        if self.job is not None:
+            self.job.url = url  # where its run is recorded
         return url
+
+    def job_result(self, detail: str, *, ok: bool = True) -> None:
+        """What the job's run did (or why it failed), for job_runs."""
+        if self.job is not None:
+            (self.job.done if ok else self.job.failed)(detail)
 
     def spool_root(self) -> Path:
         from warehouse.store.homes import spool_root
@@ -148,11 +159,12 @@ def _once(option: str, before: Any, after: Any) -> Any:
 
 
 def command(group: typer.Typer, name: str | None = None, context_settings: dict[str, Any] | None = None,
-            *, duckdb: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+            *, duckdb: bool = False, job: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a command that also takes --config and --database-url, and turns the errors a user can hit
     into one line on stderr (exit 2), Ctrl-C into exit 130 and a closed output into a quiet 141.
     `duckdb`: the command runs DuckDB queries, which see a Ctrl-C only between their tasks (minutes,
-    on a big table): its work runs in a thread of its own, and Ctrl-C interrupts them."""
+    on a big table): its work runs in a thread of its own, and Ctrl-C interrupts them. A `job` (export,
+    retain, verify-lake) records each run and its result in job_runs, however it ends."""
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
@@ -161,9 +173,10 @@ def command(group: typer.Typer, name: str | None = None, context_settings: dict[
             obj = ctx.find_object(Context) or ctx.ensure_object(Context)
             try:
                 obj.given(config, database_url)
-                if duckdb:
-                    return _interruptible(lambda: func(obj, *args, **kwargs))
-                return func(obj, *args, **kwargs)
+                with jobs.run(job) if job else contextlib.nullcontext() as obj.job:
+                    if duckdb:
+                        return _interruptible(lambda: func(obj, *args, **kwargs))
+                    return func(obj, *args, **kwargs)
             except (typer.Exit, typer.Abort, typer.TyperException):
                 raise
             except KeyboardInterrupt:
@@ -405,14 +418,21 @@ def collect(
     obj: Context,
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="serve Prometheus /metrics on "
                                             "127.0.0.1:PORT", metavar="PORT"),
+    metrics_bind: str | None = typer.Option(None, "--metrics-bind", help="serve Prometheus /metrics on HOST:PORT"
+                                            " (0.0.0.0:9101 for every interface, [::]:9101 for IPv6 too)",
+                                            metavar="HOST:PORT"),
     feed: Annotated[list[str] | None, typer.Option("--feed", help="only this feed of the config (repeatable): "
                                                    "run busy feeds in processes of their own", metavar="NAME")] = None,
 ) -> None:
     """Run the config's feeds until stopped (SIGINT/SIGTERM: flush, record the disconnect, exit 0; SIGHUP: reload)."""
+    from warehouse.collect.metrics import parse_bind
     from warehouse.collect.service import collect as run_collect
     from warehouse.collect.service import writer_identity
     from warehouse.collect.settings import feed_settings, only
 
+    if metrics_port is not None and metrics_bind is not None:
+        raise ValueError("give --metrics-bind HOST:PORT or --metrics-port PORT (127.0.0.1), not both")
+    metrics_host, metrics_port = parse_bind(metrics_bind) if metrics_bind else ("127.0.0.1", metrics_port)
     config, selected = obj.config, feed or []
     feeds = only(feed_settings(config), selected, config)
     writer_name, writer_settings = writer_identity(selected, config.writer)
@@ -425,7 +445,7 @@ def collect(
         pass
     _log_at_least_info()
     asyncio.run(run_collect(url, feeds, writer_settings, collector=config.collector, writer_name=writer_name,
-                            metrics_port=metrics_port,
+                            metrics_port=metrics_port, metrics_host=metrics_host,
                             reload=lambda: only(feed_settings(load_config(config.path)), selected, config)))
 
 
@@ -468,7 +488,7 @@ def parse_day(option: str, text: str | None) -> date | None:
         raise ValueError(f"{option}: expected a UTC day as YYYY-MM-DD, 'today' or 'yesterday'; got {text!r}") from None
 
 
-@command(app, duckdb=True)
+@command(app, duckdb=True, job="export")
 def export(
     obj: Context,
     day: str | None = typer.Option(None, help="export (again) this UTC day: YYYY-MM-DD, today (so far) or yesterday",
@@ -521,6 +541,8 @@ def export(
         report = run(url, root, work, step)
     written = [e for e in report.done if not e.in_lake and not e.late]
     merged = [e for e in report.done if e.late]
+    obj.job_result(f"exported {len(written)} table-days ({sum(e.rows for e in written)} rows)"
+                   + (f"; merged late rows into {len(merged)}" if merged else ""))
     if written:  # under cron: one line when something was exported, nothing otherwise
         say(f"exported {len(written)} table-days ({sum(e.rows for e in written):,} rows) to {root}")
     for one_day in sorted({e.day for e in merged}):
@@ -565,7 +587,7 @@ def _copy_lake(obj: Context, source: Lake, copy_to: str) -> None:
 # -- retain -----------------------------------------------------------------------------------
 
 
-@command(app)
+@command(app, job="retain")
 def retain(
     obj: Context,
     keep_days: int | None = typer.Option(None, "--keep-days", help="keep this many UTC days (today included) in"
@@ -577,6 +599,8 @@ def retain(
     from warehouse.lifecycle import retention
     from warehouse.lifecycle.verify import Verdict
 
+    if dry_run:
+        obj.job = None  # a question, not a run
     days = keep_days if keep_days is not None else obj.config.retention.keep_days
     if days is None:
         raise ValueError("no retention configured: give --keep-days N or set [retention] keep_days in the config")
@@ -588,6 +612,8 @@ def retain(
     failed = False
     for outcome in retention.retain(url, days, obj.lake(), dry_run=dry_run):
         verdict, day = outcome.verdict, outcome.verdict.day
+        if outcome.failed and not failed:
+            obj.job_result(f"kept {day}: {verdict.problem or _first_line(outcome.refused or Exception())}", ok=False)
         failed |= outcome.failed
         if verdict.problem is not None and verdict.pending:
             warning(f"kept {day}: {verdict.problem}; run `warehouse export --day {day}`, then retain again")
@@ -609,11 +635,13 @@ def retain(
             f" {first_kept}")
     if dry_run:
         say(f"kept: {first_kept} and later ({days} UTC day{'s' if days > 1 else ''}, today included)")
+    if not failed:
+        obj.job_result(f"dropped {len(dropped)} days")
     if failed:
         raise typer.Exit(1)
 
 
-@command(app, "verify-lake")
+@command(app, "verify-lake", job="verify-lake")
 def verify_lake(
     obj: Context,
     day: str | None = typer.Option(None, help="only this UTC day: YYYY-MM-DD, today or yesterday", metavar="DAY"),
@@ -631,10 +659,53 @@ def verify_lake(
     for problem in audit.problems:
         say(str(problem), wrap=False)
     if audit.problems:
+        obj.job_result(f"{len(audit.problems)} problems, the first: {audit.problems[0]}", ok=False)
         raise typer.Exit(1)
+    obj.job_result(f"{audit.table_days} table-days match their records")
     if out.is_terminal:  # under cron: quiet when all is well
         say(f"the lake {root} matches its records: {audit.table_days:,} table-days, {audit.rows:,} rows,"
             f" {audit.bytes / 2**20:,.1f} MiB")
+
+
+@command(app)
+def check(
+    obj: Context,
+    silent_after: float = typer.Option(600, "--silent-after", help="a feed with no frame for this many seconds is"
+                                       " silent", metavar="SECONDS"),
+    gap_after: float = typer.Option(120, "--gap-after", help="a feed disconnected (not by a clean stop) this many"
+                                    " seconds without a new connection is a problem", metavar="SECONDS"),
+    job_age: float = typer.Option(26, "--job-age", help="export (and retain, when configured) must have succeeded"
+                                  " within this many hours", metavar="HOURS"),
+    day: str | None = typer.Option(None, help="the lake's day to read again (default: yesterday, what the nightly"
+                                              " export wrote)", metavar="DAY"),
+    lake: bool = typer.Option(True, "--lake/--no-lake", help="read the lake's day again (--no-lake: a frequent"
+                                                              " check leaves that to the nightly one)"),
+) -> None:
+    """Health check for cron and systemd: one line per problem (a feed silent or disconnected, a spool backlog,
+    export or retention failed or overdue, the lake not matching its records). Exit 0 when all is well, 1 with
+    problems, 2 when the check itself could not run (e.g. the database is unreachable)."""
+    from warehouse.health import Limits
+    from warehouse.health import check as run_check
+
+    for option, value in (("--silent-after", silent_after), ("--gap-after", gap_after), ("--job-age", job_age)):
+        if value <= 0:
+            raise ValueError(f"{option} must be more than 0, got {value:g}")
+    config = obj.config
+    feeds = [feed.name for feed in config.feeds]
+    if not feeds:
+        raise ValueError("no [[feeds]] in the config: give --config with the feeds the warehouse collects, so the"
+                         " check knows which must be streaming")
+    found = run_check(obj.url_with_schema(), feeds=feeds, spool_root=obj.spool_root(), lake=obj.export_dir(),
+                      retention=config.retention.keep_days is not None,
+                      limits=Limits(silent_after, gap_after, job_age * 3600), lake_day=parse_day("--day", day),
+                      read_lake=lake)
+    for problem in found:
+        say(str(problem), wrap=False)
+    if found:
+        raise typer.Exit(1)
+    if out.is_terminal:  # under cron: quiet when all is well
+        say(f"all well: {len(feeds)} feeds streaming, export{' and retention' if config.retention.keep_days else ''}"
+            f" on time{', the lake matches its records' if lake else ''}")
 
 
 # -- query ------------------------------------------------------------------------------------

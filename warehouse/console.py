@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from warehouse.collect.status import SourceStatus
+from warehouse.collect.status import SourceStatus, duration
 
 
 class _Output(Console):
@@ -116,14 +116,6 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
                 cells.append(f"{value:,.0f}")
         table.add_row(escape(source), *cells)
     return table
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str) -> None:

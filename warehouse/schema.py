@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     Float,
@@ -257,6 +258,23 @@ retention_runs = Table(
     Index("retention_runs_table_name_day_idx", "table_name", "day"),
 )
 
+# One row per finished run of a maintenance job (migration 0017): the last success and result of each,
+# for /metrics and `warehouse check` (export_runs and retention_runs record what a run did, not that it ran).
+JOBS: tuple[str, ...] = ("export", "retain", "verify-lake")
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("job", Text, CheckConstraint(f"job IN ({', '.join(repr(j) for j in JOBS)})", name="job_runs_job_check"),
+           nullable=False),
+    Column("started_at", TZ, nullable=False),
+    Column("finished_at", TZ, nullable=False, server_default=text("now()")),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text),  # one line: what the run did, or its first problem
+    Column("host", Text),  # where it ran
+    Index("job_runs_job_finished_at_idx", "job", "finished_at"),
+)
+
 # Bookkeeping, not facts: one row per committed writer transaction, so that a batch whose
 # COMMIT was cut off by an outage can be replayed from the spool without being stored twice.
 ingest_batches = Table(
@@ -320,7 +338,7 @@ warehouse_meta = Table(
 FACT_TABLES: tuple[str, ...] = tuple(
     str(t.name) for t in metadata.sorted_tables if "received_at" in t.c
 )
-APPEND_ONLY_TABLES: tuple[str, ...] = (*FACT_TABLES, "export_runs", "retention_runs")
+APPEND_ONLY_TABLES: tuple[str, ...] = (*FACT_TABLES, "export_runs", "retention_runs", "job_runs")
 ORIGIN_TABLES: tuple[str, ...] = tuple(name for name in FACT_TABLES if "origin" in metadata.tables[name].c)
 SORT_KEYS = {name: metadata.tables[name].info["sort"] for name in FACT_TABLES}
 SEGMENT_BY = {name: metadata.tables[name].info["segment_by"] for name in FACT_TABLES}

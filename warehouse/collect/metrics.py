@@ -1,12 +1,19 @@
-"""Per-source counters, exposed in Prometheus format on /metrics when --metrics-port is given."""
+"""Per-source counters and gauges, exposed in Prometheus format on /metrics when --metrics-bind (or
+--metrics-port) is given; with the newest run of each maintenance job read from job_runs.
+
+What each metric means, and the alert rules and dashboard built on them: docs/monitoring.md.
+"""
 
 from __future__ import annotations
 
 import itertools
+import logging
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -15,6 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 REGISTRY = CollectorRegistry()
 WRITER_QUEUE = Gauge("warehouse_writer_queue", "Frames waiting in the writer's memory queue", registry=REGISTRY)
 SPOOL_BATCHES = Gauge("warehouse_spool_batches", "Batches waiting in the on-disk spool", registry=REGISTRY)
+SPOOL_BYTES = Gauge("warehouse_spool_bytes", "Bytes of the on-disk spool's files (0 when nothing waits)",
+                    registry=REGISTRY)
 DROPPED = Gauge("warehouse_dropped_frames", "Frames that could be neither stored nor spooled (disk full)",
                 registry=REGISTRY)
 DATABASE_UP = Gauge("warehouse_database_up", "1 while the writer is connected to the database", registry=REGISTRY)
@@ -45,6 +54,10 @@ class FeedMetrics:
     resync_running: bool = False
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))  # last: > 60 s
     latency_sum: float = 0.0
+    connected: bool = False  # a connection to the vendor is open and streaming
+    last_frame_at: datetime | None = None  # received_at of the newest frame
+    last_commit_at: float | None = None  # time.time() when a frame of the source was last committed
+    watched_since: float = field(default_factory=time.time)  # the ages count from here before the first frame
 
 
 _FEEDS: dict[str, FeedMetrics] = {}
@@ -72,6 +85,7 @@ class CommitLatency:
                 continue
             if metrics is None or metrics.source != raw.source:
                 metrics = for_source(raw.source)
+                metrics.last_commit_at = now
             latency = now - raw.received_at.timestamp()
             metrics.latency_buckets[bisect_left(LATENCY_BUCKETS, latency)] += 1
             metrics.latency_sum += latency
@@ -113,14 +127,97 @@ class _FeedCollector:
         for feed in feeds:
             running.add_metric([feed.source], int(feed.resync_running))
         yield running
+        connected = GaugeMetricFamily("warehouse_connected", "1 while a connection to the vendor is open",
+                                      labels=["source"])
+        frame_age = GaugeMetricFamily("warehouse_last_frame_age_seconds", "Seconds since the newest frame was"
+                                      " received (before the first: since the collector started)", labels=["source"])
+        commit_age = GaugeMetricFamily("warehouse_last_commit_age_seconds", "Seconds since a frame of the source was"
+                                       " last committed (before the first: since the collector started)",
+                                       labels=["source"])
+        now = time.time()
+        for feed in feeds:
+            connected.add_metric([feed.source], int(feed.connected))
+            last_frame = feed.last_frame_at.timestamp() if feed.last_frame_at else feed.watched_since
+            frame_age.add_metric([feed.source], max(0.0, now - last_frame))
+            commit_age.add_metric([feed.source], max(0.0, now - (feed.last_commit_at or feed.watched_since)))
+        yield from (connected, frame_age, commit_age)
+        spooled = GaugeMetricFamily("warehouse_spool_frames", "Frames waiting in the on-disk spool", labels=["source"])
+        waiting = spool_frames()
+        for source in sorted({feed.source for feed in feeds} | set(waiting)):  # 0 too: a series to alert on
+            spooled.add_metric([source], waiting.get(source, 0))
+        yield spooled
+
+
+spool_frames: Callable[[], dict[str, int]] = dict  # per source; the collector points it at its writer's spool
 
 
 REGISTRY.register(_FeedCollector())
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on 127.0.0.1:`port` (put a proxy in front to publish it further)."""
-    start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+class _JobsCollector:
+    """The newest run of each maintenance job (export, retain, verify-lake), read from job_runs: those
+    jobs are other processes, often on another host, and the database is what every host shares.
+    Read at most every READ_EVERY_S seconds; while the database cannot be read, the last values read."""
+
+    READ_EVERY_S = 30.0
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self._lock = threading.Lock()
+        self._read_at = float("-inf")
+        self._states: dict[str, Any] = {}
+
+    def _states_now(self) -> dict[str, Any]:
+        from warehouse.lifecycle.jobs import states  # the jobs' own module reads its table
+
+        with self._lock:
+            if self.url is not None and time.monotonic() - self._read_at >= self.READ_EVERY_S:
+                self._read_at = time.monotonic()
+                import psycopg
+
+                try:
+                    with psycopg.connect(self.url, autocommit=True, connect_timeout=3) as conn:
+                        self._states = states(conn)
+                except psycopg.Error as exc:
+                    logging.getLogger("warehouse.collect").info("metrics: cannot read job_runs (%s)",
+                                                                type(exc).__name__)
+            return self._states
+
+    def collect(self) -> Iterator[Metric]:
+        success = GaugeMetricFamily("warehouse_job_last_success_timestamp_seconds", "When the job last succeeded"
+                                    " (Unix time; 0: never)", labels=["command"])
+        finished = GaugeMetricFamily("warehouse_job_last_run_timestamp_seconds", "When the job's newest run ended"
+                                     " (Unix time; 0: never)", labels=["command"])
+        result = GaugeMetricFamily("warehouse_job_last_run_ok", "1 if the job's newest run succeeded, 0 if it"
+                                   " failed (no sample: never ran)", labels=["command"])
+        for job, state in sorted(self._states_now().items()):
+            success.add_metric([job], state.last_success_at.timestamp() if state.last_success_at else 0)
+            finished.add_metric([job], state.last_run_at.timestamp() if state.last_run_at else 0)
+            if state.last_ok is not None:
+                result.add_metric([job], int(state.last_ok))
+        yield from (success, finished, result)
+
+
+JOBS = _JobsCollector()
+REGISTRY.register(JOBS)
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`0.0.0.0:9101`, `[::]:9101`, `127.0.0.1:9101`) → (host, port), or one line saying why not."""
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--metrics-bind: expected HOST:PORT (127.0.0.1:9101, 0.0.0.0:9101, [::]:9101), got {text!r}")
+    return host, int(port)
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on `host`:`port` (127.0.0.1 unless the operator binds it wider), or say which is busy."""
+    try:
+        start_http_server(port, addr=host, registry=REGISTRY)
+    except OSError as exc:
+        raise ValueError(f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc}; choose another"
+                         " --metrics-bind (or --metrics-port), or stop what listens there") from None
 
 
 def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> dict[str, dict[str, float]]:

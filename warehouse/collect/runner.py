@@ -208,6 +208,7 @@ class FeedRunner:
         periodic = self._start_periodic(session, connection_id, spec)
         helpers = [asyncio.create_task(self._watchdog(session, connection_id))]
         self._live = (session, connection_id, periodic)
+        self.metrics.connected = True
         try:
             outcome = await self._receive(session, adapter, connection_id)
         except Disconnected as exc:
@@ -225,6 +226,7 @@ class FeedRunner:
             for helper in [*helpers, *self._live[2]]:
                 helper.cancel()
             self._live = None
+            self.metrics.connected = False
         if time.monotonic() - opened >= self.settings.tuning.stable_after_s:
             self.backoff.reset()
         await self._event(connection_id, EVENT_DISCONNECT, {"reason": outcome.reason})
@@ -298,6 +300,7 @@ class FeedRunner:
         feed = self.settings.feed
         limit = self.settings.tuning.max_frame_bytes
         metrics = self.metrics
+        metrics.last_frame_at = received_at
         metrics.frames += 1
         metrics.bytes += frame.size or len(frame.data)
         try:  # an event cut off as it arrived is quarantined by its size: nothing to decode

@@ -58,7 +58,7 @@ def _file_safe(name: str) -> str:
 
 async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSettings, *,
                   collector: CollectorSettings | None = None, writer_name: str = WRITER_NAME,
-                  metrics_port: int | None = None, stop: asyncio.Event | None = None,
+                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1", stop: asyncio.Event | None = None,
                   reload: Callable[[], list[FeedSettings]] | None = None) -> None:
     """Run `feeds` until SIGINT/SIGTERM (or `stop`), then flush the writer, hand the feeds over and return.
 
@@ -71,7 +71,8 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if metrics_port:
-        metrics.serve(metrics_port)
+        metrics.serve(metrics_port, metrics_host)
+        metrics.JOBS.url = url  # export's and retention's newest runs, read from job_runs
     writer = Writer(url, writer_settings, name=writer_name, on_commit=metrics.CommitLatency())
     await _spool_is_this_warehouses(url, writer.spool_dir)
     try:
@@ -81,6 +82,8 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
     try:
         metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
         metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog_batches)
+        metrics.SPOOL_BYTES.set_function(lambda: writer.spool_bytes)
+        metrics.spool_frames = lambda: writer.spool_backlog_frames
         metrics.DROPPED.set_function(lambda: writer.stats.dropped)
         metrics.DATABASE_UP.set_function(lambda: writer.stats.database_up)
         metrics.DATABASE_REACHED.set_function(lambda: writer.stats.database_reached)

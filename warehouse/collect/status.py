@@ -179,3 +179,12 @@ def _gaps(conn: psycopg.Connection[Any], now: datetime) -> dict[str, _Gaps]:
     for source, started in open_since.items():
         result[source].seconds += (now - started).total_seconds()
     return result
+
+
+def duration(seconds: float) -> str:
+    """An age or a span as a person reads it: 42.0s, 7.5m, 26.0h."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"

@@ -104,6 +104,14 @@ class Spool:
     def pending(self) -> bool:
         return self.pending_batches > 0
 
+    def size_bytes(self) -> int:
+        """What the spool's segment files take on disk (/metrics: a spool growing means an outage)."""
+        total = 0
+        for segment in self._segments():
+            with contextlib.suppress(FileNotFoundError):  # replayed and removed meanwhile
+                total += self._path(segment).stat().st_size
+        return total
+
     # -- writing -------------------------------------------------------------------------------
 
     def append(self, batch_id: UUID, units: list[Unit], epochs: Epochs | None = None) -> None:

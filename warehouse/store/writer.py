@@ -193,6 +193,15 @@ class Writer:
         return self._spool.pending_batches if self._spool else 0
 
     @property
+    def spool_backlog_frames(self) -> dict[str, int]:
+        """Per source, the frames waiting in the spool."""
+        return dict(self._spool.pending_frames) if isinstance(self._spool, Spool) else {}
+
+    @property
+    def spool_bytes(self) -> int:
+        return self._spool.size_bytes() if isinstance(self._spool, Spool) else 0
+
+    @property
     def spool_dir(self) -> Path:
         """Where this writer spools: the settings' directory, else <data dir>/spool/<database>/<writer name>."""
         return self.settings.spool_dir or spool_root(self.url) / self.name
