@@ -695,7 +695,7 @@ def check(
     if not feeds:
         raise ValueError("no [[feeds]] in the config: give --config with the feeds the warehouse collects, so the"
                          " check knows which must be streaming")
-    found = run_check(obj.url_with_schema(), feeds=feeds, spool_root=obj.spool_root(), lake=obj.export_dir(),
+    found = run_check(obj.url_with_schema(), feeds=feeds, spool_root=obj.spool_root(), lake=obj.lake(),
                       retention=config.retention.keep_days is not None,
                       limits=Limits(silent_after, gap_after, job_age * 3600), lake_day=parse_day("--day", day),
                       read_lake=lake)

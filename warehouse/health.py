@@ -20,6 +20,7 @@ import psycopg
 from warehouse.collect.status import duration
 from warehouse.lifecycle.audit import problems as lake_problems
 from warehouse.lifecycle.jobs import JobState, states
+from warehouse.lifecycle.storage import Lake
 from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT, SHUTDOWN
 from warehouse.store.spool import read_backlog
 
@@ -51,7 +52,7 @@ _NEWEST_FRAME = "SELECT max(received_at) FROM raw_messages WHERE source = %s"
 _HELD_SINCE = "SELECT EXISTS (SELECT 1 FROM raw_messages WHERE received_at < %s)"
 
 
-def check(url: str, *, feeds: list[str], spool_root: Path | None, lake: Path, retention: bool,
+def check(url: str, *, feeds: list[str], spool_root: Path | None, lake: Path | Lake, retention: bool,
           limits: Limits = Limits(), lake_day: date | None = None, read_lake: bool = True) -> list[Problem]:
     """Every problem found, in a stable order: feeds, spool, jobs, lake. `feeds`: the sources that must
     be collected (the config's); `retention`: whether retention is configured (else a retain that never
