@@ -372,6 +372,7 @@ def export(
     if first is not None and last is not None and first > last:
         raise ValueError(f"--since {first} is after --until {last}: give the first day, then the last")
     url = obj.url_with_schema()
+    _say_outside_window(url)
     # A day named explicitly may be today: exported as it is so far, and again once it is complete.
     named = day is not None or since is not None or until is not None
     work = pending(url, names, first, last, redo=named, today_too=day is not None or until is not None)
@@ -391,6 +392,18 @@ def export(
                                          "every complete day is exported already"))
         if not named or (last is None or last >= today):
             say(f"today ({today}) is exported once it is complete; `warehouse export --day today` exports it so far")
+
+
+def _say_outside_window(url: str) -> None:
+    """Rows whose received_at the lake cannot hold (only a warehouse older than migration 0009 has any):
+    never a day to export or retain, so said on every run rather than left unnoticed."""
+    from warehouse.lifecycle.days import outside_window
+    from warehouse.schema import RECEIVED_AT_END, RECEIVED_AT_FIRST
+
+    for table, rows in outside_window(url).items():
+        warning(f"{table} holds {rows:,} rows with received_at before {RECEIVED_AT_FIRST:%Y-%m-%d} or from"
+                f" {RECEIVED_AT_END:%Y-%m-%d} on, which the lake cannot hold: they are never exported nor retained"
+                " (docs/reliability.md, \"Times the lake holds\")")
 
 
 # -- retain -----------------------------------------------------------------------------------
@@ -413,6 +426,7 @@ def retain(
     if days < 1:
         raise ValueError(f"--keep-days must be 1 or more, got {days}")
     url = obj.url_with_schema()
+    _say_outside_window(url)
     first_kept = retention.cutoff(days)
     dropped: list[Verdict] = []
     for outcome in retention.retain(url, days, dry_run=dry_run):
@@ -462,10 +476,11 @@ def query(
 
     try:
         cursor = engine.con.execute(sql)
+        rows = cursor.fetchall()  # a value PostgreSQL cannot hand over as the lake holds it fails here
     except duckdb.Error as exc:
         raise ValueError(f"the query failed: {_first_line(exc)}") from None
-    names = [column[0] for column in cursor.description or ()]
-    query_result(names, cursor.fetchall(), output)
+    columns = cursor.description or ()
+    query_result([column[0] for column in columns], rows, output, [column[1] for column in columns])
 
 
 # -- plot -------------------------------------------------------------------------------------

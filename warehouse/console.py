@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -91,13 +92,14 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str) -> None:
+def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str, types: Sequence[object] = ()) -> None:
     """Rows of `warehouse query`: a table for people, CSV or JSON (one object per row) for programs.
-    Decimals stay exact (as text in JSON), times are ISO 8601 in UTC."""
+    Decimals stay exact (as text in JSON), times are ISO 8601 in UTC. `types`: DuckDB's column types."""
     import csv
     import json
     import sys
 
+    _refuse_unfit_times(names, rows, types)
     if output == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
@@ -113,6 +115,23 @@ def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str) -> 
             table.add_row(*(escape(_cell(v)) for v in row))
         out.print(table)
         out.print(f"{len(rows):,} row{'' if len(rows) == 1 else 's'}", highlight=False)
+
+
+def _refuse_unfit_times(names: list[str], rows: list[tuple[Any, ...]], types: Sequence[object]) -> None:
+    """DuckDB hands ±infinity of a TIMESTAMPTZ to Python as a naive datetime.max or .min, and a time past
+    year 9999 as text: a time the lake cannot hold is an error naming it, not a time printed as another."""
+    from datetime import datetime
+
+    zoned = [i for i, kind in enumerate(types) if str(kind) == "TIMESTAMP WITH TIME ZONE"]
+    for row in rows if zoned else ():
+        for i in zoned:
+            value = row[i]
+            if isinstance(value, str) or (isinstance(value, datetime) and value.tzinfo is None):
+                infinite: dict[object, str] = {datetime.max: "infinity", datetime.min: "-infinity"}
+                shown = infinite.get(value, str(value))
+                raise ValueError(f"{names[i]} = {shown} is not a time the lake holds (a UTC time from year 1 to"
+                                 f" 9999): leave such rows out (WHERE isfinite({names[i]})), or correct them as the"
+                                 " table's owner")
 
 
 def _cell(value: Any) -> str:

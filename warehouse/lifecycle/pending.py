@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 
 from warehouse.lifecycle.days import bounds, days_held
+from warehouse.schema import RECEIVED_AT_END
 
 # Rows can still arrive for a past day: a spool replayed after an outage carries the received_at
 # of when the frames came in. An exported day this recent is exported again if its count changed.
@@ -40,7 +41,8 @@ def pending(url: str, table_names: tuple[str, ...], since: date | None = None, u
         for table in table_names:
             counts: dict[date, int] = dict(conn.execute(
                 f"SELECT (received_at AT TIME ZONE 'UTC')::date, count(*) FROM {table}"
-                " WHERE received_at >= %s GROUP BY 1", (bounds(recent)[0],)).fetchall())
+                " WHERE received_at >= %s AND received_at < %s GROUP BY 1", (bounds(recent)[0], RECEIVED_AT_END)
+            ).fetchall())
             day = first_day
             while day <= last:
                 done = exported.get((table, day))
