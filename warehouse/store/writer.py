@@ -412,11 +412,14 @@ def _refusal_attempts(raw: RawMessage | None, rows: Sequence[Any], source: str, 
         return [Quarantine(now, source, connection, reason, frame)]
 
     attempts: list[Unit] = []
+    text = None
     if raw is not None:
         text = raw.payload.decode("utf-8", "replace") if raw.payload is not None else None
         attempts.append((raw, quarantine(text)))
         attempts.append((raw._replace(payload=None), quarantine(_escape_nul(text))))
-    attempts.append((None, quarantine(_escape_nul(repr(list(rows))[:10_000]))))
+    # A frame the database refuses whole (a received_at outside its window: a clock that lost its time)
+    # still leaves its text in the quarantine row; records without a frame leave theirs.
+    attempts.append((None, quarantine(_escape_nul(text if text is not None else repr(list(rows))[:10_000]))))
     return attempts
 
 
