@@ -16,7 +16,7 @@ from pathlib import Path
 
 from warehouse.collect import gc_settle, metrics
 from warehouse.collect.reads import last_event_ids, unclosed_connections
-from warehouse.collect.runner import FeedRunner, run_feeds
+from warehouse.collect.runner import STOP_DRAIN_S, FeedRunner, run_feeds
 from warehouse.collect.settings import FeedSettings
 from warehouse.config import ConfigError, WriterSettings
 from warehouse.records import EVENT_DISCONNECT, CollectorEvent
@@ -104,6 +104,9 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
             running = asyncio.create_task(run_feeds(runners))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+            for runner in runners:  # what the connections already brought is stored, then each ends
+                runner.stop()
+            await asyncio.wait([running], timeout=STOP_DRAIN_S + 2)
             running.cancel()
             stopping.cancel()
             await asyncio.gather(running, stopping, return_exceptions=True)

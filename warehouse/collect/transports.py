@@ -11,6 +11,7 @@ credentials.
 from __future__ import annotations
 
 import contextlib
+import selectors
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,10 +140,23 @@ class WebSocketSession:
         except websockets.ConnectionClosed as exc:
             raise Disconnected(_close_reason(exc)) from None
 
+    def unread(self) -> bool:
+        """Bytes have arrived that recv() has not returned yet (a clean stop reads them first)."""
+        return self._ws is not None and _readable(self._ws.transport.get_extra_info("socket"))
+
     async def close(self) -> None:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
+
+
+def _readable(sock: Any) -> bool:
+    """Whether the socket has bytes (or its end) waiting to be read, without reading them."""
+    if sock is None or sock.fileno() < 0:
+        return False
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(0))
 
 
 def _close_reason(exc: websockets.ConnectionClosed) -> str:
@@ -219,6 +233,11 @@ class SseSession:
 
     async def send(self, text: str) -> None:
         raise Disconnected("SSE is one-way: nothing can be sent")
+
+    def unread(self) -> bool:
+        """Bytes have arrived that recv() has not returned yet (a clean stop reads them first)."""
+        stream = self._response.extensions.get("network_stream") if self._response is not None else None
+        return bool(stream is not None and stream.get_extra_info("is_readable"))
 
     async def close(self) -> None:
         if self._stream is not None:

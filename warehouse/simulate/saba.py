@@ -202,7 +202,7 @@ class SabaSimulator:
             if method == "POST" and parts.path in ("/login", "/refreshToken"):
                 await self._login(writer, body, refresh=parts.path == "/refreshToken")
             elif method == "GET" and parts.path in STREAM_PATHS:
-                await self._stream(writer, headers, params)
+                await self._stream(reader, writer, headers, params)
             else:
                 await _respond(writer, 404, {"message": "not found"})
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
@@ -234,7 +234,8 @@ class SabaSimulator:
             return True
         return self._tokens.get(token, 0) > time.monotonic()
 
-    async def _stream(self, writer: asyncio.StreamWriter, headers: dict[str, str], params: dict[str, str]) -> None:
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str],
+                      params: dict[str, str]) -> None:
         faults = self.faults
         self.resume_requests.append(headers.get("last-event-id"))
         if not self._token_ok(headers, params):
@@ -259,7 +260,7 @@ class SabaSimulator:
             return
         self._connections += 1
         number = self._connections
-        sent = _Sent(self.sent.setdefault(number, []) if self.record else None)
+        sent = _Sent(self.sent.setdefault(number, []) if self.record else None, reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                      b"Connection: close\r\n\r\n")
         last = headers.get("last-event-id")
@@ -307,6 +308,8 @@ class SabaSimulator:
             sent.ids.append(frame_id)
 
     async def _write(self, writer: asyncio.StreamWriter, sent: _Sent, wire: bytes) -> None:
+        if sent.reader.at_eof():  # the client closed: what is written now never reaches it, and is not "sent"
+            raise ConnectionResetError("the client closed the stream")
         faults = self.faults
         if faults.slow_after is not None and sent.count >= faults.slow_after:
             for start in range(0, len(wire) - 1, faults.slow_bytes):  # all but the last byte: busy, not complete
@@ -331,6 +334,7 @@ class _Sent:
     """What one connection was sent: a count, and the frame ids when the simulator records them."""
 
     ids: list[str] | None
+    reader: asyncio.StreamReader  # the client's side: at its end once the client closed the connection
     count: int = 0
 
 
