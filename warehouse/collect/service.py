@@ -139,7 +139,7 @@ async def _close_gaps_left_open(url: str, feeds: list[FeedSettings], writer: Wri
     """A collector that was killed wrote no disconnect: write it now, dated at its last frame, so the
     time nobody listened shows as a gap like any other."""
     try:
-        unclosed = await unclosed_connections(url, [f.name for f in feeds])
+        unclosed = await unclosed_connections(url, [f.name for f in feeds], writer.spooled_connections())
     except Exception as exc:  # the database may be down at start; the gap then shows from the connect
         log.warning("cannot check for connections left open by an earlier run (%s)", type(exc).__name__)
         return

@@ -24,12 +24,14 @@ import os
 import struct
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
 import orjson
 
+from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT, CollectorEvent
 from warehouse.store.spoolcodec import MAGIC, Entry, Unreadable, decode, encode
 from warehouse.store.spoolcodec import Unit as Unit
 
@@ -43,6 +45,18 @@ REFUSED_DIR = "refused"
 
 class SpoolError(RuntimeError):
     pass
+
+
+@dataclass
+class SpooledConnection:
+    """A connection an earlier run's spool holds frames or events of: the newest of their times, and
+    whether its connect and its disconnect are there (a run that was not killed ends each feed connection
+    with one; the frames of a resync's REST answers have a connection id of their own, and neither)."""
+
+    source: str
+    last_at: datetime
+    opened: bool = False
+    closed: bool = False
 
 
 class Spool:
@@ -70,6 +84,7 @@ class Spool:
         self.pending_batches = 0
         self.pending_frames: Counter[str] = Counter()
         self.last_event_ids: dict[str, str] = {}  # per source, the newest SSE id in the spool
+        self.connections: dict[UUID, SpooledConnection] = {}  # those an earlier run left here
         self._recover()
 
     # -- state ---------------------------------------------------------------------------------
@@ -86,6 +101,7 @@ class Spool:
             entries = self._scan(segment, truncate_torn=True)
             for entry in entries:
                 self._count(entry, +1)
+                self._note_connections(entry)
             if not entries and segment in self._refused:
                 self._retire(segment)  # nothing in it to replay
         segments = self._segments()
@@ -247,6 +263,25 @@ class Spool:
                     self.last_event_ids[raw.source] = raw.event_id
         self.pending_frames = +self.pending_frames  # drop zero counts
 
+    def _note_connections(self, entry: Entry) -> None:
+        """Per feed connection, when an earlier run last heard of it and whether it ended there."""
+        for raw, rows in entry[1]:
+            if raw is not None:
+                self._note(raw.connection_id, raw.source, raw.received_at)
+            for row in rows:
+                if isinstance(row, CollectorEvent):
+                    self._note(row.connection_id, row.source, row.received_at, row.event)
+
+    def _note(self, connection_id: UUID | None, source: str, at: datetime, event: str | None = None) -> None:
+        if connection_id is None:
+            return
+        known = self.connections.setdefault(connection_id, SpooledConnection(source, at))
+        if event == EVENT_DISCONNECT:
+            known.closed = True
+        else:
+            known.opened |= event == EVENT_CONNECT
+            known.last_at = max(known.last_at, at)
+
     def _write_backlog(self) -> None:
         """A small JSON file `warehouse status` reads to show the backlog of a running collector."""
         state = {"batches": self.pending_batches, "frames": dict(self.pending_frames)}
@@ -281,6 +316,7 @@ class UnusableSpool:
     def __init__(self, directory: Path, error: OSError) -> None:
         self.directory, self.error = Path(directory), error
         self.last_event_ids: dict[str, str] = {}
+        self.connections: dict[UUID, SpooledConnection] = {}
 
     def append(self, batch_id: UUID, units: list[Unit]) -> None:
         raise self.error

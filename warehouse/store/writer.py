@@ -46,7 +46,7 @@ from warehouse.records import (
     Record,
 )
 from warehouse.store.connection import WriterConnection, one_line
-from warehouse.store.spool import Spool, Unit, UnusableSpool
+from warehouse.store.spool import Spool, SpooledConnection, Unit, UnusableSpool
 from warehouse.store.spoolreplay import SpoolReplayer
 
 log = logging.getLogger("warehouse.writer")
@@ -155,6 +155,11 @@ class Writer:
     def spooled_event_ids(self) -> dict[str, str]:
         """Per source, the newest SSE event id waiting in the spool (newer than any in the database)."""
         return dict(self._spool.last_event_ids) if self._spool else {}
+
+    def spooled_connections(self) -> dict[UUID, SpooledConnection]:
+        """The feed connections whose frames or events an earlier run left in the spool (replayed before
+        anything of this run): whether each ended there, and when it was last heard of."""
+        return dict(self._spool.connections) if self._spool else {}
 
     @property
     def spool_backlog_batches(self) -> int:
