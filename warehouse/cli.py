@@ -75,9 +75,25 @@ class Context:
         return _resolve_url(self.database_url, self.config.database_url)
 
     def url_with_schema(self) -> str:
-        """The database in use, after checking its schema is this version's (else one line saying what to do)."""
-        url = self.url()
-        migrate.require_current(url)
+        """The database in use, after checking its schema is this version's (else one line saying what to do).
+        The embedded server is not created for that, nor left running by a command that started it only
+        to find no schema."""
+        if configured_database_url(self.database_url, self.config.database_url) is not None:
+            url = self.url()
+            migrate.require_current(url)
+            return url
+        server = embedded_server()
+        if not server.is_initialised():
+            raise migrate.SchemaError(f"no warehouse in {data_dir()} yet (its embedded PostgreSQL is not created):"
+                                      " `warehouse db upgrade` creates it, or give --database-url")
+        started = not server.is_running()
+        url = server.ensure_running()
+        try:
+            migrate.require_current(url)
+        except migrate.SchemaError:
+            if started:
+                server.stop()
+            raise
         return url
 
     def spool_root(self) -> Path:
@@ -230,7 +246,10 @@ def db_start(obj: Context) -> None:
 
 @command(db_app, "stop")
 def db_stop(obj: Context) -> None:
-    """Stop the embedded PostgreSQL (data stays; the next command starts it again)."""
+    """Stop the embedded PostgreSQL of the data directory (data stays; the next command that needs it starts it).
+
+    It serves $WAREHOUSE_DATA_DIR/postgres (default: the per-user data directory). Every PostgreSQL
+    running here, each with its data directory after -D: ps -C postgres -o pid,user,args | grep -- ' -D '"""
     server = embedded_server()
     if server.is_running():
         server.stop()
@@ -290,13 +309,12 @@ def collect(
     config, selected = obj.config, feed or []
     feeds = only(feed_settings(config), selected, config)
     writer_name, writer_settings = writer_identity(selected, config.writer)
-    url = obj.url()
     try:
-        migrate.require_current(url)  # a missing schema is a mistake to say now, not an outage to spool through
+        url = obj.url_with_schema()  # a missing schema is a mistake to say now, not an outage to spool through
     except migrate.SchemaError:
         raise
     except Exception:  # not reachable now: the writer spools, and says so until it is
-        pass
+        url = obj.url()
     _log_at_least_info()
     asyncio.run(run_collect(url, feeds, writer_settings, writer_name=writer_name, metrics_port=metrics_port,
                             reload=lambda: only(feed_settings(load_config(config.path)), selected, config)))
@@ -504,10 +522,10 @@ def plot(
 
     if out_file is not None and not out_file.parent.is_dir():
         raise ValueError(f"--out: the directory {out_file.parent} does not exist; create it or choose another path")
+    engine = Engine.export(parquet_dir) if parquet_dir is not None else Engine.warehouse(obj.url_with_schema())
     if out_file is None:
         charts = data_dir() / "charts"
         charts.mkdir(parents=True, exist_ok=True)  # our own data directory: created as needed
-    engine = Engine.export(parquet_dir) if parquet_dir is not None else Engine.warehouse(obj.url_with_schema())
     say(f"wrote {chart_market(engine, fixture, market, out_file, default_dir=data_dir() / 'charts')}")
 
 
