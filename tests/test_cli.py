@@ -133,3 +133,13 @@ def test_a_command_that_finds_no_schema_leaves_no_embedded_server_running(tmp_pa
         assert warehouse("status", env=env).returncode == 2 and server.is_running()
     finally:
         server.destroy()
+
+
+def test_help_lists_every_command_with_its_first_sentence_whole() -> None:
+    """Issue 26 item 16: `warehouse -h` cut each command's help to the terminal's width with `...`."""
+    for args, names in ((["-h"], ["status", "collect", "export", "retain", "query", "replay", "db"]),
+                        (["db", "-h"], ["upgrade", "downgrade", "url", "start", "stop"])):
+        listed = warehouse(*args, env={"COLUMNS": "80"}).stdout.split("Commands:")[1]
+        assert "..." not in listed, listed
+        assert all(f"\n  {name} " in listed for name in names), listed
+    assert "ps -C postgres" in warehouse("db", "stop", "-h").stdout

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
@@ -35,13 +36,27 @@ from warehouse.store.duckdb import ExtensionMissing
 from warehouse.store.embedded import EmbeddedError
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+class _Group(typer.core.TyperGroup):
+    """Lists each command with the first sentence of its help whole (click cuts it at the terminal's
+    width, ending it with `...`), wrapped when long."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(name, command.get_short_help_str(limit=10_000)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     help="odds-warehouse: record live sports-odds feeds into an append-only PostgreSQL warehouse.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-    context_settings=_SETTINGS,
+    context_settings=_SETTINGS, cls=_Group,
 )
 db_app = typer.Typer(help="The database: migrations, URL, the embedded server.", no_args_is_help=True,
-                     rich_markup_mode=None, context_settings=_SETTINGS)
+                     rich_markup_mode=None, context_settings=_SETTINGS, cls=_Group)
 app.add_typer(db_app, name="db")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file", show_default=False,

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from warehouse.collect.metrics import LATENCY_BUCKETS
 from warehouse.collect.status import SourceStatus
 
 # Piped or under cron there is no terminal width to respect: never wrap a table row.
@@ -74,7 +75,7 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
             elif key == "resyncs":
                 cells.append(f"{value:,.0f}" + (" (running)" if values.get("resync_running") else ""))
             elif key == "commit_latency_p99_s":
-                cells.append(f"≤ {value * 1000:g} ms")
+                cells.append(f"≤ {value * 1000:g} ms" if value != float("inf") else f"> {LATENCY_BUCKETS[-1]:g} s")
             elif key == "database_up":
                 cells.append("up" if value else "down" if values.get("database_reached") else
                              "[red]never reached: check the URL[/red]")

@@ -21,6 +21,7 @@ from warehouse.collect.settings import FeedSettings
 from warehouse.config import ConfigError, WriterSettings
 from warehouse.records import EVENT_DISCONNECT, CollectorEvent
 from warehouse.redact import redact_logs
+from warehouse.store.database import redact_url
 from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")
@@ -96,8 +97,9 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
             resume = await _resume_points(url, feeds, writer)
             await _close_gaps_left_open(url, feeds, writer)
             runners = [FeedRunner(f, writer, resume_id=resume.get(f.name)) for f in feeds]
-            log.info("collecting %d feed%s (%s) through the spool %s; Ctrl-C or SIGTERM stops", len(feeds),
-                     "" if len(feeds) == 1 else "s", ", ".join(f.name for f in feeds), writer.spool_dir)
+            log.info("collecting %d feed%s (%s) through the spool %s; writing to %s; Ctrl-C or SIGTERM stops",
+                     len(feeds), "" if len(feeds) == 1 else "s", ", ".join(f.name for f in feeds), writer.spool_dir,
+                     redact_url(url))
             if reload is not None:
                 loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(reload, runners)))
             gc_settle.settle()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
+from warehouse.redact import Redactor
 from warehouse.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
@@ -69,8 +70,8 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@?]+):[^@/?]*@", r"\1:***@", url)
+    """The URL with any password replaced (user:password@, or ?password=), for messages and logs."""
+    return Redactor([]).text(re.sub(r"(://[^:/@?]+):[^@/?]*@", r"\1:***@", url))
 
 
 def sqlalchemy_engine(url: str | None = None, config: str | Path | None = None) -> Engine:
