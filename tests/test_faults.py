@@ -258,11 +258,10 @@ def test_a_spool_that_cannot_be_written_is_counted_and_the_feeds_go_on(server: E
     assert "cannot spool" in collector.log.read_text()
 
 
-def test_a_clean_stop_while_spooling_is_a_planned_gap_after_the_replay(server: EmbeddedPostgres,
-                                                                       tmp_path: Path) -> None:
-    """Issue 26 item 2: a collector that spooled against a stopped database and was stopped cleanly was
-    later reported "killed or crashed": the next start looked for connections left open while the
-    spool, which holds the shutdown's disconnects, was still being replayed."""
+def spool_then_restart(server: EmbeddedPostgres, tmp_path: Path, stop: signal.Signals) -> dict[str, str]:
+    """All four feeds streaming; the database stopped until the collector has spooled 1 MiB; the collector
+    stopped with `stop`; the database back, the collector started again until its spool is replayed and
+    every feed connected, then stopped cleanly. The environment it ran with."""
     url = server.url()
     with FleetThread(RATES) as vendors:
         collector = CollectorProcess(url, tmp_path, vendors.fleet)
@@ -271,17 +270,27 @@ def test_a_clean_stop_while_spooling_is_a_planned_gap_after_the_replay(server: E
         server.stop()
         spool = tmp_path / "data" / "spool" / "collector"
         wait_for(lambda: sum(f.stat().st_size for f in spool.glob("*.spool")) > 2**20, 60, "a spool of 1 MiB")
-        assert collector.signal(signal.SIGINT) == 0
+        assert collector.signal(stop) == (0 if stop != signal.SIGKILL else -signal.SIGKILL)
         server.start()
         collector.start()  # replays the spool, then collects
         wait_for(lambda: not list(spool.glob("*.spool")) and query(
             url, "SELECT count(DISTINCT connection_id) FROM collector_events WHERE event = 'connect'")[0][0]
             >= 2 * len(FEEDS), 90, "the spool replayed and every feed connected again")
         assert collector.signal(signal.SIGTERM) == 0
+    return collector.env
+
+
+def test_a_clean_stop_while_spooling_is_a_planned_gap_after_the_replay(server: EmbeddedPostgres,
+                                                                       tmp_path: Path) -> None:
+    """Issue 26 item 2: a collector that spooled against a stopped database and was stopped cleanly was
+    later reported "killed or crashed": the next start looked for connections left open while the
+    spool, which holds the shutdown's disconnects, was still being replayed."""
+    url = server.url()
+    env = spool_then_restart(server, tmp_path, signal.SIGINT)
     assert query(url, "SELECT count(*) FROM collector_events WHERE detail->>'reason' LIKE 'collector process%%'"
                       ) == [(0,)]
     status = subprocess.run([sys.executable, "-m", "warehouse", "--database-url", url, "status", "--json"],
-                            capture_output=True, text=True, timeout=120, env=collector.env)
+                            capture_output=True, text=True, timeout=120, env=env)
     assert status.returncode == 0, status.stderr
     for source in json.loads(status.stdout):
         assert source["gaps_24h"] == source["planned_gaps_24h"] == 2, source  # the two clean stops
@@ -292,20 +301,7 @@ def test_a_collector_killed_while_spooling_has_its_gap_start_at_its_last_spooled
     """The spool of a killed collector holds its newest frames: the gap the next start records begins at
     the last of them (replayed), not at the last frame the database had before the outage."""
     url = server.url()
-    with FleetThread(RATES) as vendors:
-        collector = CollectorProcess(url, tmp_path, vendors.fleet)
-        collector.start()
-        wait_for(lambda: len(stored(url)) == len(FEEDS), 60, "frames from all four feeds")
-        server.stop()
-        spool = tmp_path / "data" / "spool" / "collector"
-        wait_for(lambda: sum(f.stat().st_size for f in spool.glob("*.spool")) > 2**20, 60, "a spool of 1 MiB")
-        assert collector.signal(signal.SIGKILL) == -signal.SIGKILL
-        server.start()
-        collector.start()
-        wait_for(lambda: not list(spool.glob("*.spool")) and query(
-            url, "SELECT count(DISTINCT connection_id) FROM collector_events WHERE event = 'connect'")[0][0]
-            >= 2 * len(FEEDS), 90, "the spool replayed and every feed connected again")
-        assert collector.signal(signal.SIGTERM) == 0
+    spool_then_restart(server, tmp_path, signal.SIGKILL)
     for source in RATES:
         (killed, gap_at), = query(url, "SELECT connection_id, received_at FROM collector_events WHERE source = %s"
                                        " AND detail->>'reason' LIKE 'collector process ended%%'", source)
