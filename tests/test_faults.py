@@ -269,13 +269,13 @@ def spool_then_restart(server: EmbeddedPostgres, tmp_path: Path, stop: signal.Si
         wait_for(lambda: len(stored(url)) == len(FEEDS), 60, "frames from all four feeds")
         server.stop()
         spool = tmp_path / "data" / "spool" / "collector"
-        wait_for(lambda: sum(f.stat().st_size for f in spool.glob("*.spool")) > 2**20, 60, "a spool of 1 MiB")
+        wait_for(lambda: sum(f.stat().st_size for f in spool.glob("*.spool")) > 2**20, 120, "a spool of 1 MiB")
         assert collector.signal(stop) == (0 if stop != signal.SIGKILL else -signal.SIGKILL)
         server.start()
         collector.start()  # replays the spool, then collects
         wait_for(lambda: not list(spool.glob("*.spool")) and query(
             url, "SELECT count(DISTINCT connection_id) FROM collector_events WHERE event = 'connect'")[0][0]
-            >= 2 * len(FEEDS), 90, "the spool replayed and every feed connected again")
+            >= 2 * len(FEEDS), 180, "the spool replayed and every feed connected again")
         assert collector.signal(signal.SIGTERM) == 0
     return collector.env
 
