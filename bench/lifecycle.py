@@ -187,10 +187,10 @@ class Night:
     lake_days: int
 
 
-def retain(url: str, keep_days: int, today: date) -> tuple[int, list[str]]:
+def retain(url: str, keep_days: int, today: date, lake: Path) -> tuple[int, list[str]]:
     """`warehouse retain --keep-days N` as run on `today`: table-days dropped, days kept and why."""
     dropped, kept = 0, []
-    for outcome in retention.retain(url, keep_days, today=today):
+    for outcome in retention.retain(url, keep_days, lake, today=today):
         if outcome.refused is not None:
             raise outcome.refused
         if outcome.dropped:
@@ -215,7 +215,7 @@ def lifetime(admin_url: str, workdir: Path, days: int, rows: int, keep_days: int
         work = pending(url, EXPORT_TABLES, until=day)  # the night after `day`: days up to it are complete
         export_all(url, root, work)
         exported = time.perf_counter()
-        dropped, kept = retain(url, keep_days, today=day)
+        dropped, kept = retain(url, keep_days, day, root)
         retained = time.perf_counter()
         with psycopg.connect(url, autocommit=True) as conn:
             database = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]

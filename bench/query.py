@@ -15,7 +15,16 @@ and markets picked at random:
 on PostgreSQL and on the Parquet (DuckDB, warehouse.analysis.connect(export_dir=…)), each time until the rows are
 in Python: psycopg with binary results, DuckDB as an Arrow table (what `.df()` builds on); plus the
 server's own execution time of the line movement (EXPLAIN ANALYZE), which leaves out the client.
-Prints median and p90 milliseconds. Not a test: figures depend on the machine.
+Prints median and p90 milliseconds.
+
+Then (`--relations`, the default; bench/trading.py) each trading relation of migration 0009 on the same
+day in PostgreSQL and on the query surface (`warehouse.analysis.connect(url)`: DuckDB reading the hot
+day through the postgres scan): one fixture (median of `--fixtures` fixtures, rows in Python) and, with
+`--whole-day`, the whole day once (each stopped after `--timeout` seconds).
+
+    python bench/query.py --no-baseline --fixtures 5 --whole-day
+
+Not a test: figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._server import discard, scratch_server  # noqa: E402
 from bench.export import fill_price_day  # noqa: E402
+from bench.trading import fill_desk, measure  # noqa: E402
 from warehouse import analysis  # noqa: E402
 from warehouse.analysis.relations import LINE_MOVEMENT  # noqa: E402
 from warehouse.lifecycle.export import export_day  # noqa: E402
@@ -63,6 +73,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="the line movement lookups on PostgreSQL and Parquet")
+    parser.add_argument("--relations", action=argparse.BooleanOptionalAction, default=True,
+                        help="the trading relations on PostgreSQL and the query surface")
+    parser.add_argument("--fixtures", type=int, default=5, help="fixtures each relation is timed on")
+    parser.add_argument("--whole-day", action=argparse.BooleanOptionalAction, default=False,
+                        help="also each relation over the whole day, once")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds a whole-day query may take")
     args = parser.parse_args()
     workdir, server = scratch_server("query")
     url = server.url()
@@ -70,8 +88,18 @@ def main() -> None:
     rng = random.Random(7)
     targets = [(f"id10000{rng.randrange(400):04d}61624412", rng.choice(MARKETS)) for _ in range(args.queries)]
     results: dict[str, tuple[float, float, int]] = {}
+    trading: list[tuple[str, str, float | None, int, float | None, int]] = []
     try:
         day = fill_price_day(url, args.rows)
+        if args.relations:
+            fill_desk(url, day)
+            surface = analysis.connect(url)
+            surface.execute("SET memory_limit = '6GB'")  # a shared machine: spill rather than take it all
+            surface.execute(f"SET temp_directory = '{workdir / 'duckdb-spill'}'")
+            fixtures = [f"id10000{rng.randrange(400):04d}61624412" for _ in range(args.fixtures)]
+            trading = measure(url, surface, day, fixtures, args.whole_day, args.timeout)
+        if not args.baseline:
+            return
         print("exporting …", file=sys.stderr)
         export_day(url, workdir / "exports", "price_ticks", day)
 
@@ -107,7 +135,10 @@ def main() -> None:
         results["Parquet (DuckDB) every column"] = timed(on_parquet(EVERY_COLUMN), targets)
     finally:
         discard(workdir, server)
-
+        if trading:
+            report(trading, args.rows, args.fixtures)
+    if not results:
+        return
     print(f"\nline movement of one fixture/market, {args.rows:,} price_ticks, {args.queries} queries each\n")
     print("| engine, query | median ms | p90 ms | rows | vs every column |")
     print("|---|---:|---:|---:|---:|")
@@ -115,6 +146,19 @@ def main() -> None:
         engine = name.split(" line movement")[0].split(" price_history")[0].split(" every column")[0]
         plain = results[f"{engine} every column"][0]
         print(f"| {name} | {median:.1f} | {p90:.1f} | {f'{rows:,}' if rows else ''} | {median / plain:.2f}× |")
+
+
+def report(trading: list[tuple[str, str, float | None, int, float | None, int]], rows: int, fixtures: int) -> None:
+    def seconds(ms: float | None, count: int) -> str:
+        return "stopped" if ms is None else f"{ms / 1000:.1f} ({count:,})"
+
+    print(f"\ntrading relations on {rows:,} price_ticks: one fixture (median of {fixtures}, ms, rows) and the whole"
+          " day (s, rows)\n")
+    print("| relation | engine | one fixture ms | rows | whole day s (rows) |")
+    print("|---|---|---:|---:|---:|")
+    for name, engine, fixture_ms, fixture_rows, whole_ms, whole_rows in trading:
+        whole = "–" if whole_rows < 0 else seconds(whole_ms, whole_rows)
+        print(f"| {name} | {engine} | {fixture_ms:.0f} | {fixture_rows:,} | {whole} |")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -22,6 +24,7 @@ from warehouse.store import migrate  # noqa: E402
 from warehouse.store.embedded import EmbeddedPostgres  # noqa: E402
 
 TEMPLATE = "warehouse_template"
+_SCRIPT_CONNECTION = UUID("0b7e7d3c-5f7c-4a8e-9d2f-777777777777")  # the connection of scripted frames
 _counter = itertools.count(1)
 
 
@@ -225,3 +228,20 @@ def spool_dir(tmp_path: Path) -> Path:
 def query(url: str, sql: str, *params: object) -> list[tuple]:
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(sql, params or None).fetchall()
+
+
+def write_frames(url: str, spool: Path, frames: list[tuple[datetime, list]], source: str) -> str:
+    """A scripted market through the real writer: each (time, records) one raw frame of `source`."""
+    import asyncio
+
+    from warehouse.config import WriterSettings
+    from warehouse.records import RawMessage
+    from warehouse.store.writer import Writer
+
+    async def main() -> None:
+        async with Writer(url, WriterSettings(spool_dir=spool)) as writer:
+            for seq, (when, records) in enumerate(frames, 1):
+                await writer.put(RawMessage(when, source, _SCRIPT_CONNECTION, seq, "frame", b"{}"), records)
+
+    asyncio.run(main())
+    return url

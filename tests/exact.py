@@ -1,9 +1,9 @@
-"""Exact comparison for tests: equal values of the same types."""
+"""Comparing values in tests: exactly (equal values of the same types), or as two engines agree."""
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -30,3 +30,14 @@ def identical(a: Any, b: Any, where: str = "") -> None:
         assert same, f"{where}: {a!r} != {b!r}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def comparable(value: Any) -> Any:
+    """A value in a form PostgreSQL and DuckDB agree on: UTC datetimes, floats to 12 digits, lists as tuples."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    if isinstance(value, float | Decimal):
+        return round(float(value), 12)
+    if isinstance(value, list | tuple):
+        return tuple(comparable(v) for v in value)
+    return value

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import orjson
-
 from tests.feedkit import options as make_options
+from warehouse import exactjson
 from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.records import TABLE_OF
@@ -38,7 +37,8 @@ def every_file() -> list[Path]:
 
 
 def load(path: Path) -> dict[str, Any]:
-    return orjson.loads(path.read_bytes())  # type: ignore[no-any-return]
+    """A fixture, its numbers exact (a frame's 20-digit stake, and what its records say of it)."""
+    return exactjson.loads(path.read_bytes())  # type: ignore[no-any-return]
 
 
 def kind_of(path: Path) -> str:
@@ -68,7 +68,7 @@ def run(path: Path) -> list[Result]:
     results = []
     for seq, step in enumerate(fixture["frames"], 1):
         # `text`: the frame's bytes as sent (not JSON), decoded by the feed as the collector does
-        data = feed.decode(step["text"].encode(), MAX_FRAME_BYTES) if "text" in step else orjson.dumps(step["frame"])
+        data = feed.decode(step["text"].encode(), MAX_FRAME_BYTES) if "text" in step else exactjson.dumps(step["frame"])
         derived = derive(adapter, kind, data, received_at=received_at, source=fixture["source"],
                          connection_id=CONNECTION, seq=seq, event_id=None, max_frame_bytes=MAX_FRAME_BYTES)
         output = derived.output

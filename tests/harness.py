@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from warehouse.simulate.fleet import ENV, Fleet
+from warehouse.store.homes import database_name, folder_name
 
 
 class CollectorProcess:
@@ -16,7 +17,7 @@ class CollectorProcess:
     def __init__(self, url: str, workdir: Path, fleet: Fleet, *, extra: str = "", metrics_port: int = 0) -> None:
         self.config = workdir / "feeds.toml"
         self.config.write_text(fleet.toml(silence_timeout_s=10, backoff_initial_s=0.2, backoff_max_s=1.0) + extra)
-        self.spool = workdir / "data" / "spool" / "collector"
+        self.spool = workdir / "data" / "spool" / folder_name(database_name(url)) / "collector"
         self.env = {**os.environ, **ENV, "WAREHOUSE_DATA_DIR": str(workdir / "data")}
         self.argv = [sys.executable, "-m", "warehouse", "--database-url", url, "--config", str(self.config), "collect"]
         if metrics_port:

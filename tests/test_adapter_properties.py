@@ -12,17 +12,20 @@ import functools
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, get_type_hints
+from uuid import UUID
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import golden
+from tests import test_exact_values as exact_values
+from warehouse import exactjson
 from warehouse.feeds import contract as base
+from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
 from warehouse.lake import decimal_fits
-from warehouse.records import Record
+from warehouse.records import Quarantine, Record
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
 Seed = tuple[Any, Any]  # (the feed's options, a frame)
@@ -67,7 +70,7 @@ def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
 def replaced(document: Any, path: tuple, new: Any) -> Any:
     if not path:
         return new
-    copy = orjson.loads(orjson.dumps(document))
+    copy = exactjson.loads(exactjson.dumps(document))
     node = copy
     for step in path[:-1]:
         node = node[step]
@@ -165,3 +168,78 @@ def test_the_boundary_turns_an_unforeseen_exception_into_a_frame_error() -> None
 
     with pytest.raises(base.FrameError, match="nested too deeply"):
         base.handle(Deep(), "x", NOW)
+
+
+# -- numbers as the wire writes them ---------------------------------------------------------------
+
+# JSON number text of any precision and exponent: beyond a double's 17 digits and its range, beyond the
+# lake's DECIMAL(38, 18), beyond what the decoder keeps (1,000 digits either side of the point).
+number_texts = st.builds(
+    "".join,
+    st.tuples(st.sampled_from(["", "-"]),
+              st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,45}", fullmatch=True)),
+              st.one_of(st.just(""), st.from_regex(r"\.[0-9]{1,45}", fullmatch=True)),
+              st.one_of(st.just(""), st.builds("e{}".format, st.integers(-1100, 1100)),
+                        st.builds("E+{}".format, st.integers(0, 400)))),
+)
+SENTINEL = "\x00number\x00"
+
+
+def with_number(frame: Any, path: tuple, text: str) -> bytes:
+    """The frame's JSON text with the value at `path` replaced by the number `text`, as the wire spells it."""
+    return exactjson.dumps(replaced(frame, path, SENTINEL)).replace(exactjson.dumps(SENTINEL), text.encode())
+
+
+@pytest.mark.parametrize("kind", FEEDS)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_number_anywhere_gives_rows_that_fit_or_quarantine(kind: str, data: st.DataObject) -> None:
+    """Through the real decoder (numbers as text, not Python floats): an Output whose records fit, or a
+    quarantine row with the reason — a number is never rounded into a column nor made infinite or 0."""
+    options, seed = data.draw(st.sampled_from(seeds(kind)))
+    text = with_number(seed, data.draw(st.sampled_from(paths(seed))), data.draw(number_texts))
+    done = derive(FEEDS[kind].adapter("feed", options), kind, text, received_at=NOW, source="feed",
+                  connection_id=UUID(int=1), seq=1, event_id=None, max_frame_bytes=1 << 20)
+    if done.output is None:
+        (row,) = done.records
+        assert isinstance(row, Quarantine) and row.reason
+        return
+    for record in done.records:
+        assert_fits(record)
+
+
+# (frame of tests/test_exact_values.FRAMES, its number, the column it goes to, a price above this or None)
+NUMERIC_FIELDS = [
+    ("oddspapi", "limit", "max_stake", None), ("mm order", "stake", "stake", None),
+    ("mm order", "matched", "matched_stake", None), ("mm bet", "stake", "stake", None),
+    ("saba", "max_bet", "max_stake", None), ("saba", "point", "line", None), ("ckex fancy", "line", "line", None),
+    ("mm order", "cents", "price", 0), ("mm bet", "price", "price", 1),  # decimal columns holding prices
+    ("oddspapi", "price", "price", 1), ("saba", "price", "price", 1), ("ckex", "price", "price", 1),
+    ("ckex fancy", "odds", "price", 0),  # double precision columns
+]
+
+
+@pytest.mark.parametrize(("name", "field", "column", "above"), NUMERIC_FIELDS,
+                         ids=[f"{n}.{f}" for n, f, _, _ in NUMERIC_FIELDS])
+@settings(max_examples=150, deadline=None)
+@given(text=number_texts)
+def test_a_numeric_column_gets_the_wires_number_or_the_frame_is_quarantined(
+        name: str, field: str, column: str, above: int | None, text: str) -> None:
+    """A decimal column holds the number sent exactly; a double precision one its nearest double, never
+    ±infinity or 0 for a number that is not 0; a price is above its floor. Anything else: quarantined."""
+    done = exact_values.derived(name, **{field: text})
+    sent = Decimal(text)
+    double = float(sent)
+    if column != "price" or name.startswith("mm"):  # a decimal column
+        fits = decimal_fits(sent) and (above is None or sent > above)
+        expected: Any = sent
+    elif name.startswith("ckex") and not sent:
+        fits, expected = True, None  # a locked quote
+    else:
+        fits = double - double == 0 and (double != 0 or not sent) and double > above
+        expected = double
+    if not fits:
+        assert done.raw.kind == "quarantined", (text, done.records)
+        return
+    value = getattr(exact_values.first(done), column)
+    assert value == expected and type(value) is type(expected), (text, value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -11,14 +10,12 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from tests.conftest import query
+from tests.conftest import query, write_frames
 from warehouse import analysis
-from warehouse.config import WriterSettings
 from warehouse.lifecycle.export import export_day
-from warehouse.records import FixtureChange, PriceTick, RawMessage
-from warehouse.store.writer import Writer
+from warehouse.records import FixtureChange, PriceTick
 
-CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-333333333333")
+CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-333333333333")  # tests/test_timescaledb.py writes FRAMES with it
 DAY = datetime.now(UTC).date() - timedelta(days=1)
 T = datetime(DAY.year, DAY.month, DAY.day, 10, tzinfo=UTC)
 START = T + timedelta(minutes=60)
@@ -48,13 +45,7 @@ FRAMES: list[tuple[datetime, list]] = [
 
 
 def write_market(url: str, spool: Path) -> str:
-    async def main() -> None:
-        async with Writer(url, WriterSettings(spool_dir=spool)) as writer:
-            for seq, (when, records) in enumerate(FRAMES, 1):
-                await writer.put(RawMessage(when, "oddspapi", CONN, seq, "odds", b"{}"), records)
-
-    asyncio.run(main())
-    return url
+    return write_frames(url, spool, FRAMES, "oddspapi")
 
 
 @pytest.fixture
@@ -188,7 +179,7 @@ def test_plot_command_draws_from_postgresql_or_parquet(db_url: str, tmp_path: Pa
     market = write_market(db_url, tmp_path / "spool")
     export_day(market, tmp_path / "export", "price_ticks", DAY)
     base = [sys.executable, "-m", "warehouse", "--database-url", market, "plot"]
-    for extra in ([], ["--parquet", str(tmp_path / "export")]):
+    for extra in ([], ["--parquet", str(tmp_path / "export"), "--consensus", "shin", "--arbitrage", "0"]):
         out = tmp_path / f"chart{len(extra)}.png"
         result = subprocess.run([*base, "--fixture", "F1", "--market", "101", "--out", str(out), *extra],
                                 capture_output=True, text=True, timeout=120)

@@ -154,7 +154,8 @@ def test_a_collector_of_some_feeds_spools_beside_the_default_spool(tmp_path: Pat
     name, settings = writer_identity(["saba", "odds/papi", "saba"], WriterSettings())
     assert (name, settings.spool_dir) == ("collector-odds_papi+saba", None)
     monkeypatch.setenv("WAREHOUSE_DATA_DIR", str(tmp_path))
-    assert Writer("postgresql://unused", settings, name=name).spool_dir == tmp_path.resolve() / "spool" / name
+    spool = Writer("postgresql://u@h/odds", settings, name=name).spool_dir
+    assert spool == tmp_path.resolve() / "spool" / "odds" / name  # per database
     _, configured = writer_identity(["mm"], WriterSettings(spool_dir=tmp_path / "spool" / "main"))
     assert configured.spool_dir == tmp_path / "spool" / "main-mm"
 

@@ -19,6 +19,7 @@ from warehouse.lake import EXPORT_TABLES
 from warehouse.lifecycle.export import ExportError, export_all, export_day
 from warehouse.lifecycle.pending import pending
 from warehouse.records import OrderChange, PriceTick, RawMessage
+from warehouse.store.homes import MARKER
 from warehouse.store.writer import Writer
 
 CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-222222222222")
@@ -58,8 +59,8 @@ def read(path: Path) -> list[tuple]:
 
 
 def files(root: Path) -> list[str]:
-    """Every file under the export directory but its own bookkeeping (.export/lock)."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "lock")
+    """Every file under the export directory but its own bookkeeping (.export/lock, the lake's marker)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in ("lock", MARKER))
 
 
 def test_default_run_exports_every_complete_day_of_every_table_once_with_exact_values(
@@ -138,7 +139,7 @@ def test_a_failed_check_leaves_the_previous_export_and_no_half_partition(
     root = tmp_path / "exports"
     good = export_day(db_url, root, "price_ticks", DAYS[0])
     before = read(good.path / "part-0.parquet")
-    monkeypatch.setattr("warehouse.lifecycle.export.file_sha256",
+    monkeypatch.setattr("warehouse.lifecycle.lakefile.sha256",
                         lambda path, sync: (_ for _ in ()).throw(OSError("disk failed")))
     with pytest.raises(OSError, match="disk failed"):
         export_day(db_url, root, "price_ticks", DAYS[0])
@@ -162,7 +163,7 @@ def test_export_command_runs_quietly_and_narrows_by_table_and_day(db_url: str, t
                             env=os.environ)
     assert result.returncode == 0, result.stderr
     assert "exported 2 table-days" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [".export", "order_changes"]
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [".export", MARKER, "order_changes"]
     result = subprocess.run([*command, "--day", DAYS[1].isoformat()], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "exported 11 table-days" in result.stdout

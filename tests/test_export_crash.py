@@ -6,6 +6,7 @@ file per table-day. Leftovers of the earlier folder-swap layout are cleaned (or 
 
 from __future__ import annotations
 
+import re
 import selectors
 import shutil
 import signal
@@ -24,6 +25,7 @@ from tests.conftest import query
 from tests.test_export import DAYS, at, fill
 from warehouse.lifecycle.days import bounds
 from warehouse.lifecycle.export import STEPS
+from warehouse.store.homes import MARKER
 
 TABLE = "price_ticks"
 PAUSED = Path(__file__).with_name("paused_export.py")  # the command line, with a hook that stops at a step
@@ -41,8 +43,13 @@ def command(url: str, root: Path, day: date) -> list[str]:
 
 def paused(url: str, root: Path, day: date, step: str) -> subprocess.Popen[str]:
     """An export of TABLE's `day`, stopped at `step` (it says so on stderr)."""
-    process = subprocess.Popen([sys.executable, str(PAUSED), step, *arguments(url, root, day)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return paused_command(step, arguments(url, root, day), stdout=subprocess.DEVNULL)
+
+
+def paused_command(step: str, args: list[str], stdout: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """`warehouse ARGS` (an export), stopped at `step` of its first table-day written (it says so on stderr)."""
+    process = subprocess.Popen([sys.executable, str(PAUSED), step, *args], stdout=stdout, stderr=subprocess.PIPE,
+                               text=True)
     assert process.stderr is not None
     selector = selectors.DefaultSelector()
     selector.register(process.stderr, selectors.EVENT_READ)
@@ -97,8 +104,8 @@ def tree(root: Path) -> list[str]:
 
 
 def one_file_per_day(*days: date) -> list[str]:
-    """The export directory holding nothing but TABLE's files of `days` and the lock."""
-    return sorted([".export/", ".export/lock", f"{TABLE}/", *(f"{TABLE}/day={day}/" for day in days),
+    """The export directory holding nothing but TABLE's files of `days`, the lock and the lake's marker."""
+    return sorted([".export/", ".export/lock", MARKER, f"{TABLE}/", *(f"{TABLE}/day={day}/" for day in days),
                    *(f"{TABLE}/day={day}/part-0.parquet" for day in days)])
 
 
@@ -167,8 +174,9 @@ def test_a_second_export_into_the_same_directory_waits_for_none_and_says_why(db_
     try:
         result = subprocess.run(command(db_url, root, DAYS[1]), capture_output=True, text=True, timeout=120)
         assert result.returncode == 2
-        assert result.stderr == f"error: another `warehouse export` is writing to {root}; wait for it to finish," \
-                                " then run this one again\n"
+        assert re.fullmatch(r"error: `warehouse export` on \S+ \(pid \d+, role postgres\) is running on this"
+                            r" warehouse; export and retention run one at a time: wait for it to finish, then run"
+                            r" `warehouse export` again\n", result.stderr), result.stderr
     finally:
         kill(process)
     run(db_url, root, DAYS[1])  # the lock went with the killed process

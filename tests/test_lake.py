@@ -38,7 +38,9 @@ def test_floats_and_integers_are_not_held_to_the_decimal_limit() -> None:
     assert to_decimal(1e30 / 1e30) == Decimal("1.0")
     with pytest.raises(FrameError, match="20 integer and 18 fractional digits"):
         to_decimal(1e-20)  # a JSON number: parsed as a float, its shortest text is 1e-20
-    assert to_float("1e30") == 1e30 and to_int("100000000000000000000") == 10**20  # double / bigint columns
+    assert to_float("1e30") == 1e30 and to_int("2147483647") == 2**31 - 1  # double / integer columns
+    with pytest.raises(FrameError, match="integer from -2147483648 to 2147483647 expected"):
+        to_int("2147483648")  # beyond what an integer column holds, in PostgreSQL and in the lake
 
 
 def test_a_frame_with_a_value_the_lake_cannot_hold_is_quarantined_with_the_reason() -> None:

@@ -16,7 +16,7 @@ from warehouse.feeds.registry import FEEDS
 PACKAGE = Path(__file__).resolve().parent.parent / "warehouse"
 LAYERS: list[tuple[str, ...]] = [
     # the vocabulary: records and their schema, settings declarations, redaction, the Parquet contract, feeds
-    ("records", "schema", "options", "redact", "lake", "backoff", "feeds"),
+    ("records", "schema", "options", "redact", "lake", "exactjson", "backoff", "feeds"),
     ("config",),  # the config file → typed settings (reads the feed registry)
     ("store",),  # database machinery: URL and engines, migrations, the writer, the spool (no feature)
     ("collect", "lifecycle", "analysis", "replay"),  # what runs on the store

@@ -18,6 +18,7 @@ import psycopg
 from tests import test_oddspapi
 from tests.collecting import collect_live
 from tests.conftest import query
+from tests.test_lake_trust import configured
 from warehouse.simulate.oddspapi import OddsPapiSimulator
 
 OWNER = "owh_owner"
@@ -60,14 +61,15 @@ def test_an_owner_that_is_not_a_superuser_runs_the_whole_warehouse(empty_storage
     query(owner, "INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id, price)"
                  " VALUES (%s, 'op', 'f', 'm', 'o', 2.5) RETURNING 1", datetime(old.year, old.month, old.day, 12,
                                                                                  tzinfo=UTC))
-    lake = tmp_path / "lake"
-    exported = warehouse(owner, "export", "--dir", str(lake))
+    config = configured(tmp_path, tmp_path / "lake")  # the lake export writes and retention trusts
+    exported = warehouse(owner, "--config", str(config), "export")
     assert exported.returncode == 0, exported.stderr
-    retained = warehouse(owner, "retain", "--keep-days", "2")
+    retained = warehouse(owner, "--config", str(config), "retain", "--keep-days", "2")
     assert retained.returncode == 0, retained.stderr + retained.stdout
     assert query(owner, "SELECT DISTINCT day FROM retention_runs") == [(old,)]
     assert query(owner, "SELECT count(*) FROM price_ticks") == [(3,)]  # the old day left PostgreSQL
-    counted = warehouse(owner, "query", "SELECT count(*) AS n FROM price_ticks WHERE price = 2.5 OR source <> 'op'",
-                        "--format", "csv")  # the hot rows and the day retention moved to Parquet
+    # the hot rows and the day retention moved to Parquet
+    counted = warehouse(owner, "--config", str(config), "query",
+                        "SELECT count(*) AS n FROM price_ticks WHERE price = 2.5 OR source <> 'op'", "--format", "csv")
     assert counted.returncode == 0, counted.stderr
     assert counted.stdout.splitlines() == ["n", "4"]

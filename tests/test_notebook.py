@@ -38,7 +38,7 @@ def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: 
     featured = re.search(r"line-movement chart of.+?\(fixture ?(id\d+)\): ?(\S+?\.png)", demo.stdout.replace("\n", ""))
     assert featured, demo.stdout
 
-    exports = data / "exports"
+    exports = data / "exports" / db_url.split("/")[3].split("?")[0]  # the database's own lake
     stored = dict(query(db_url, "SELECT 'price_ticks', count(*) FROM price_ticks UNION ALL"
                                 " SELECT 'raw_messages', count(*) FROM raw_messages"))
     assert stored["price_ticks"] > 1000
@@ -57,7 +57,8 @@ def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: 
     NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # line movement, margin, scores under prices
+    # line movement, margin, scores under prices, the consensus and arbitrage windows, who leads
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5
     text = "".join(o.get("text", "") for o in outputs)
     # The match the demo charted: it kicked off while we were recording (opening and closing lines).
     assert f"FIXTURE = {featured[1]!r}" in text

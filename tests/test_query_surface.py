@@ -58,7 +58,9 @@ def test_hot_and_cold_days_read_as_one_warehouse_each_row_once(storage_url: str,
     ticks = [(day, hour, 2.0 + n / 10 + hour / 100) for n, day in enumerate(DAYS) for hour in (1, 13)]
     write(url, tmp_path / "spool", ticks)
     export_all(url, tmp_path / "exports", pending(url, lake.EXPORT_TABLES))
-    retained = warehouse("retain", "--keep-days", "3", "--database-url", url)
+    config = tmp_path / "warehouse.toml"
+    config.write_text('[export]\ndir = "exports"\n')  # the lake retention trusts
+    retained = warehouse("retain", "--keep-days", "3", "--database-url", url, "--config", str(config))
     assert retained.returncode == 0, retained.stderr
     assert query(url, "SELECT count(*) FROM price_ticks") == [(6,)]  # three days left in PostgreSQL
     assert query(url, "SELECT count(DISTINCT day) FROM retention_runs WHERE rows > 0") == [(2,)]

@@ -50,7 +50,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_the_readme_has_the_querying_examples_it_promises() -> None:
-    assert len(querying_statements()) == 8
+    assert len(querying_statements()) == 15
 
 
 def test_every_sql_example_runs_in_postgresql_and_on_the_query_surface(demo: str) -> None:

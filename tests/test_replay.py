@@ -164,7 +164,8 @@ def test_a_changed_adapter_is_reported_with_the_raw_ids_and_versions(collected: 
 
     monkeypatch.setattr(oddspapi.Adapter, "_tick", changed_tick)
     monkeypatch.setattr(oddspapi.Adapter, "_scores", no_scores)
-    monkeypatch.setattr(oddspapi.FEED, "version", "2")
+    collected_version, changed_version = oddspapi.FEED.version, "changed"
+    monkeypatch.setattr(oddspapi.FEED, "version", changed_version)
     with_scores = "raw_id IN (SELECT raw_id FROM score_changes WHERE source = 'oddspapi')"
     scored = query(url, "SELECT count(DISTINCT raw_id) FROM score_changes WHERE source = 'oddspapi'")[0][0]
     moved = query(url, "SELECT count(*) FROM price_ticks WHERE source = 'oddspapi' AND outcome_id = '101'"
@@ -186,11 +187,12 @@ def test_a_changed_adapter_is_reported_with_the_raw_ids_and_versions(collected: 
             stored_rows(url, "score_changes", "oddspapi") - rest_rows, 0, rest_rows)
         assert report.tables["quarantine"].extra == scored - rest_frames  # each such frame is quarantined now
         assert report.tables["raw_messages"].differ == scored - rest_frames  # and its kind is "quarantined"
-        assert report.today == {"oddspapi-ws": "2"}
-        assert set(report.stored_versions) == {("oddspapi-ws", "1")}
+        assert report.today == {"oddspapi-ws": changed_version}
+        assert set(report.stored_versions) == {("oddspapi-ws", collected_version)}
     result = CliRunner().invoke(app, ["--database-url", url, "replay", "--source", "oddspapi", "--check"])
     assert result.exit_code == 1, result.output
-    assert "stored rows derived by version 1" in result.output and "today's adapter is version 2" in result.output
+    assert f"stored rows derived by version {collected_version}" in result.output
+    assert f"today's adapter is version {changed_version}" in result.output
     assert f"price_ticks: raw_id {first_moved}: price: " in result.output
     assert "quarantine: raw_id " in result.output and "does not fit the oddspapi-ws schema: scores: a new shape" \
         in result.output
@@ -424,3 +426,56 @@ def test_replay_refuses_unclear_requests(db_url: str) -> None:
         replay.into(db_url, "x", url=db_url)  # the Python API refuses it too
     when = runner.invoke(app, ["--database-url", db_url, "replay", "--source", "x", "--check", "--since", "May 1"])
     assert when.exit_code == 2 and "--since: expected a UTC day" in when.output
+
+
+# Numbers exact from the wire (tests/test_exact_values.py), stored, then checked again: PostgreSQL writes
+# them back its own way (1e400 as 401 digits, 1e-400 as 0.000…1, 1e2 as 100), in the frame and in jsonb.
+WIDE, HUGE = "1234567890.123456789012345678", "19999999999999999999"
+_PLAYER = ('{{"fixtureId":"f1","bookmakerOdds":{{"b":{{"markets":{{"101":{{"outcomes":{{"101":{{"players":{{"0":'
+           '{{"price":{},"limit":{},"oddsId":{}}}}}}}}}}}}}}}}}}}')
+EXACT_FRAMES = {
+    "oddspapi-ws": [_PLAYER.format(*numbers).encode() for numbers in [
+        ("2.59", WIDE, "1e400"), ("1.8500000000000000001", HUGE, "1e-400"), ("2.5", "1e2", "-0.0"),
+        ("1e400", "null", "null"), ("1e-400", "null", "null"), ("0", "null", "null"),  # no price: quarantined,
+        ("1e0", "null", "null"), ("-0.0", "null", "null"),  # with reasons that name 1.0 and -0.0: PostgreSQL's 1, 0.0
+        ("2.5", "0.1234567890123456789", "null"),  # beyond the lake's decimal: quarantined
+    ]],
+    "mm-ws": [
+        b'{"type":"broadcast","channel":"orders","event":"INSERT","payload":{"orderId":1,"orderCents":4.5e-1,'
+        b'"orderStake":' + WIDE.encode() + b',"matchedStake":' + HUGE.encode() + b',"fees":[1e-400,1e400]}}',
+        b'{"type":"broadcast","channel":"orders","event":"UPDATE","payload":{"orderId":1,"matchedStake":1e2}}',
+        b'{"type":"broadcast","channel":"bets","event":"INSERT","payload":{"betId":2,"placedPrice":1.0}}',
+    ],
+}
+
+
+def test_exact_numbers_check_clean_from_postgresql_and_parquet(db_url: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
+            at = datetime.now(UTC) - timedelta(minutes=5)
+            for kind, frames in EXACT_FRAMES.items():
+                feed, connection = FEEDS[kind], uuid4()
+                options = {"url": "wss://example.invalid/ws", "api_key_env": "KEY"}
+                await writer.put(None, [CollectorEvent(at, kind, connection, "connect", {
+                    "feed_kind": kind, "adapter_version": feed.version, "options": options})])
+                adapter = feed.adapter(kind, feed.options(**options))
+                for seq, frame in enumerate(frames, 1):
+                    at += timedelta(milliseconds=5)
+                    done = derive(adapter, kind, frame, received_at=at, source=kind, connection_id=connection,
+                                  seq=seq, event_id=None, max_frame_bytes=1 << 20)
+                    await writer.put(done.raw, done.records)
+
+    asyncio.run(main())
+    assert query(db_url, "SELECT max_stake::text, attrs->>'oddsId' FROM price_ticks ORDER BY received_at") == [
+        (WIDE, "1" + "0" * 400), (HUGE, "0." + "0" * 399 + "1"), ("100.0", "0.0")]
+    assert query(db_url, "SELECT price::text, stake::text, matched_stake::text, payload->>'orderStake',"
+                         " payload->>'matchedStake' FROM order_changes ORDER BY received_at") == [
+        ("0.45", WIDE, HUGE, WIDE, HUGE), (None, None, "100.0", None, "100.0")]
+    assert query(db_url, "SELECT count(*) FROM quarantine") == [(7,)]
+    export = tmp_path / "export"
+    export_all(db_url, export, pending(db_url, EXPORT_TABLES, redo=True, today_too=True))
+    for kind, frames in EXACT_FRAMES.items():
+        for where in (None, export):
+            report = replay.check(kind, url=db_url, export_dir=where)
+            assert report.clean, (kind, where, {t.table: t.examples for t in report.tables.values() if not t.clean})
+            assert report.frames == len(frames) and report.carried == 0  # every frame derived again

@@ -17,6 +17,7 @@ from tests.conftest import query
 from warehouse.config import WriterSettings
 from warehouse.lake import EXPORT_TABLES
 from warehouse.lifecycle.export import export_day
+from warehouse.lifecycle.lock import maintenance
 from warehouse.lifecycle.retention import drop
 from warehouse.lifecycle.verify import verify
 from warehouse.records import PriceTick, RawMessage
@@ -55,9 +56,12 @@ def export(url: str, root: Path, day: date) -> None:
             export_day(url, root, table, day)
 
 
-def retain(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "warehouse", "retain", "--database-url", url, *args],
-                          capture_output=True, text=True, timeout=120, env=os.environ)
+def retain(url: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`warehouse retain` with the lake at `root` configured (`[export] dir`): the only lake it trusts."""
+    config = root.parent / "retain.toml"
+    config.write_text(f"[export]\ndir = {str(root)!r}\n")
+    return subprocess.run([sys.executable, "-m", "warehouse", "retain", "--database-url", url, "--config",
+                           str(config), *args], capture_output=True, text=True, timeout=120, env=os.environ)
 
 
 def storage_of(url: str, day: date) -> list[str]:
@@ -75,13 +79,13 @@ def test_verified_days_are_dropped_whole_and_recorded(storage_url: str, tmp_path
     for day in OLD[:2]:
         export(db_url, root, day)
 
-    dry = retain(db_url, "--keep-days", "3", "--dry-run")
+    dry = retain(db_url, root, "--keep-days", "3", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert f"would drop {OLD[0]}: 6 rows" in dry.stdout and f"would drop {OLD[1]}: 6 rows" in dry.stdout
     assert "nothing" not in dry.stdout and "kept: " in dry.stdout and "3 UTC days, today included" in dry.stdout
     assert query(db_url, "SELECT count(*) FROM retention_runs") == [(0,)]
 
-    result = retain(db_url, "--keep-days", "3")  # keeps today and the two days before: OLD[2] is kept anyway
+    result = retain(db_url, root, "--keep-days", "3")  # keeps today and the two days before: OLD[2] is kept anyway
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(f"dropped 2 days ({OLD[0]} … {OLD[1]}) from PostgreSQL: 12 rows")
     for day in OLD[:2]:
@@ -96,9 +100,9 @@ def test_verified_days_are_dropped_whole_and_recorded(storage_url: str, tmp_path
     for table, day, rows, path, sha256 in runs:
         assert (rows, path, sha256) == exported.get((table, day), (0, None, None)), (table, day)
 
-    again = retain(db_url, "--keep-days", "3")  # cron: nothing more to drop, nothing said
+    again = retain(db_url, root, "--keep-days", "3")  # cron: nothing more to drop, nothing said
     assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
-    asked = retain(db_url, "--keep-days", "3", "--dry-run")  # a person asked: an answer even under a pipe
+    asked = retain(db_url, root, "--keep-days", "3", "--dry-run")  # a person asked: an answer even under a pipe
     assert asked.returncode == 0 and "nothing would be dropped" in asked.stdout and "kept: " in asked.stdout
 
 
@@ -117,10 +121,10 @@ def test_a_day_not_verified_now_is_kept_with_the_reason(storage_url: str, tmp_pa
     asyncio.run(late())
     yesterday = TODAY - timedelta(days=1)
     empty_day_held = bool(storage_of(db_url, yesterday))  # plain PostgreSQL made its partitions ahead
-    result = retain(db_url, "--keep-days", "1")
-    assert result.returncode == 0, result.stderr
+    result = retain(db_url, root, "--keep-days", "1")
+    assert result.returncode == 1, result.stderr  # a file failing its check is not "not exported yet"
     assert f"kept {OLD[0]}: price_ticks has 3 rows and was never exported" in result.stderr
-    assert f"kept {OLD[1]}: price_ticks's export" in result.stderr and "no longer matches the sha256" in result.stderr
+    assert f"kept {OLD[1]}: price_ticks's export" in result.stderr and "has no Parquet footer" in result.stderr
     assert f"kept {OLD[2]}: price_ticks was exported with 3 rows but PostgreSQL has 4 now" in result.stderr
     if empty_day_held:  # nothing to lose: the empty day goes
         assert result.stdout.startswith(f"dropped 1 day ({yesterday}) from PostgreSQL: 0 rows")
@@ -130,26 +134,34 @@ def test_a_day_not_verified_now_is_kept_with_the_reason(storage_url: str, tmp_pa
     assert query(db_url, "SELECT count(*) FROM price_ticks") == [(10,)]
 
 
-def test_rows_in_the_default_partition_keep_their_day(db_url: str, tmp_path: Path) -> None:
+def test_rows_in_the_default_partition_leave_with_their_day(db_url: str, tmp_path: Path) -> None:
     old = TODAY - timedelta(days=30)  # no partition was ever made for it: its rows are in the default one
     fill(db_url, tmp_path, [OLD[2]])
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id, price)"
                      " VALUES (%s, 'op', 'f', 'm', 'o', 1.5)", (at(old, 1),))
-    export(db_url, tmp_path / "exports", old)
-    verdict = verify(db_url, old)
-    assert verdict.problem is None
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="in its default partition"):
-        drop(db_url, verdict)
-    assert query(db_url, "SELECT count(*) FROM price_ticks WHERE received_at < %s", at(OLD[2], 0)) == [(1,)]
+    root = tmp_path / "exports"
+    export(db_url, root, old)
+    with maintenance(db_url, "retain") as conn:
+        verdict = verify(conn, old, root)
+        assert verdict.problem is None
+        assert drop(conn, verdict) == 1
+    assert query(db_url, "SELECT count(*) FROM price_ticks WHERE received_at < %s", at(OLD[2], 0)) == [(0,)]
+    assert query(db_url, "SELECT rows FROM retention_runs WHERE table_name = 'price_ticks'") == [(1,)]
+    with psycopg.connect(db_url, autocommit=True) as conn, pytest.raises(psycopg.errors.RestrictViolation):
+        conn.execute("DELETE FROM price_ticks_default")  # the trigger was off inside the drop only
 
 
 def test_dropping_is_only_through_the_function_and_only_for_its_owner(storage_url: str, tmp_path: Path) -> None:
     db_url = storage_url
     fill(db_url, tmp_path, OLD[:1])
-    export(db_url, tmp_path / "exports", OLD[0])
-    verdict = verify(db_url, OLD[0])
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    root = tmp_path / "exports"
+    export(db_url, root, OLD[0])
+    with psycopg.connect(db_url, autocommit=True) as conn,\
+            pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="holding the maintenance lock"):
+        conn.execute("SELECT warehouse_drop_day(%s, '{}'::jsonb)", (OLD[0],))  # even the owner holds the lock
+    with maintenance(db_url, "retain") as conn:
+        verdict = verify(conn, OLD[0], root)
         for role in ("warehouse_reader", "warehouse_writer"):
             conn.execute(f"SET ROLE {role}")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -160,7 +172,7 @@ def test_dropping_is_only_through_the_function_and_only_for_its_owner(storage_ur
         wrong = '{' + ", ".join(f'"{t}": {{"rows": 99}}' for t in FACT_TABLES) + '}'
         with pytest.raises(psycopg.errors.DataException, match="but its verified export has 99"):
             conn.execute("SELECT warehouse_drop_day(%s, %s::jsonb)", (OLD[0], wrong))
-    assert drop(db_url, verdict) == 6
+        assert drop(conn, verdict) == 6
     with psycopg.connect(db_url, autocommit=True) as conn:
         for statement in ("UPDATE retention_runs SET rows = 0", "DELETE FROM retention_runs",
                           "TRUNCATE retention_runs"):
@@ -168,7 +180,7 @@ def test_dropping_is_only_through_the_function_and_only_for_its_owner(storage_ur
                 conn.execute(statement)
 
 
-def test_retain_needs_a_number_of_days(db_url: str) -> None:
-    result = retain(db_url)
+def test_retain_needs_a_number_of_days(db_url: str, tmp_path: Path) -> None:
+    result = retain(db_url, tmp_path / "exports")
     assert result.returncode == 2
     assert "no retention configured: give --keep-days N or set [retention] keep_days" in result.stderr

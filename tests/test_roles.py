@@ -1,4 +1,4 @@
-"""Least privilege in practice: the collector as warehouse_writer, the export as warehouse_reader."""
+"""Least privilege in practice: the collector as warehouse_writer, the export as warehouse_maintainer."""
 
 from __future__ import annotations
 
@@ -69,19 +69,27 @@ def test_the_collector_runs_as_warehouse_writer_and_cannot_change_history(storag
     assert query(storage_url, "SELECT count(*) FROM price_ticks")[0][0] == 3
 
 
-def test_the_reader_cannot_write_and_the_export_runs_as_it(storage_url: str, tmp_path: Path) -> None:
+def test_the_reader_cannot_write_and_the_export_runs_as_the_maintainer(storage_url: str, tmp_path: Path) -> None:
     reader = login(storage_url, "owh_analyst", "warehouse_reader")
+    maintainer = login(storage_url, "owh_maintainer", "warehouse_maintainer")
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     at = datetime(yesterday.year, yesterday.month, yesterday.day, 12, tzinfo=UTC)
     query(storage_url, "INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id, price)"
                        " VALUES (%s, 'oddspapi', 'f', 'm', 'o', 2.0) RETURNING 1", at)
     insert = ("INSERT INTO price_ticks (received_at, source, fixture_id, market_id, outcome_id)"
               " VALUES (now(), 's', 'f', 'm', 'o')")
-    for statement in [*CHANGES, *storage_changes(storage_url), insert]:
-        assert refused(reader, statement), statement
-    env = dict(os.environ, WAREHOUSE_DATABASE_URL=reader)
-    result = subprocess.run([sys.executable, "-m", "warehouse", "export", "--dir", str(tmp_path / "x")],
-                            capture_output=True, text=True, timeout=120, env=env)
+    for url in (reader, maintainer):
+        for statement in [*CHANGES, *storage_changes(storage_url), insert]:
+            assert refused(url, statement), statement
+    command = [sys.executable, "-m", "warehouse", "export", "--dir", str(tmp_path / "x")]
+    analyst = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, WAREHOUSE_DATABASE_URL=reader))
+    assert analyst.returncode == 2
+    assert analyst.stderr == ("error: role owh_analyst may not record exports: run `warehouse export` as a login in"
+                              " warehouse_maintainer (README: Roles)\n")
+    assert query(storage_url, "SELECT count(*) FROM export_runs") == [(0,)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, WAREHOUSE_DATABASE_URL=maintainer))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "x" / "price_ticks" / f"day={yesterday}" / "part-0.parquet").exists()
     assert query(storage_url, "SELECT table_name, rows FROM export_runs WHERE rows > 0") == [("price_ticks", 1)]

@@ -22,7 +22,7 @@ from warehouse.records import TABLE_OF, RawMessage
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 # The migration that created today's analysis relations (relations.CURRENT): a new set of
 # relations comes with a new migration, named here.
-RELATIONS_MIGRATION = "0007_snapshots_and_relations_v2"
+RELATIONS_MIGRATION = "0010_trading_relations"
 
 
 def migration(name: str) -> ModuleType:
@@ -134,8 +134,8 @@ def test_no_migration_imports_the_package(path: Path) -> None:
     assert not imported, f"{path.name} imports {imported}: write what it needs into it"
 
 
-def test_migration_0009_holds_the_window_and_the_limits_the_package_does() -> None:
-    unfit = migration("0009_unfit_times_and_values")
+def test_migration_0011_holds_the_window_and_the_limits_the_package_does() -> None:
+    unfit = migration("0011_received_at_window_and_partition_rights")
     assert set(unfit.FACT_TABLES) == set(schema.FACT_TABLES)
     assert unfit.WINDOW == schema.RECEIVED_AT_WINDOW
     first, end = (f"{moment:%Y-%m-%d %H:%M:%S}+00" for moment in (schema.RECEIVED_AT_FIRST, schema.RECEIVED_AT_END))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
 
@@ -13,6 +12,7 @@ import duckdb
 import pytest
 
 from tests.conftest import query
+from tests.exact import comparable
 from warehouse import analysis, lake
 from warehouse.config import WriterSettings
 from warehouse.lifecycle import layout
@@ -145,17 +145,6 @@ def test_steam_names_each_bookmaker_once_in_the_order_it_first_moved(market: str
                      [1.80, 1.80, 1.85], T + 30 * S)]
 
 
-def normal(value: object) -> object:
-    """A value in a form both engines agree on: UTC datetimes, floats to 12 digits, lists as tuples."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    if isinstance(value, float | Decimal):
-        return round(float(value), 12)
-    if isinstance(value, list | tuple):
-        return tuple(normal(v) for v in value)
-    return value
-
-
 @pytest.mark.parametrize("sql", [
     "SELECT * FROM observed_ticks ORDER BY fixture_id, bookmaker, received_at, raw_id",
     "SELECT * FROM price_history ORDER BY fixture_id, bookmaker, received_at, raw_id",
@@ -166,11 +155,11 @@ def normal(value: object) -> object:
     "SELECT * FROM steam_moves(0.05, 2, INTERVAL '1 minute') ORDER BY fixture_id, started_at",
 ])
 def test_parquet_answers_exactly_like_postgresql(market: str, tmp_path: Path, sql: str) -> None:
-    expected = [normal(row) for row in pg(market, sql)]
+    expected = [comparable(row) for row in pg(market, sql)]
     assert expected, "the scripted market must give rows for this query"
     export_day(market, tmp_path / "export", "price_ticks", DAY)
     got = analysis.connect(export_dir=tmp_path / "export").execute(sql).fetchall()
-    assert [normal(row) for row in got] == expected
+    assert [comparable(row) for row in got] == expected
 
 
 def test_parquet_exported_before_the_origin_column_reads_as_pushed(tmp_path: Path) -> None:

@@ -170,7 +170,10 @@ EDGE = datetime(2026, 11, 21, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hour
 @pytest.mark.parametrize(("name", "value", "dialect"), [
     ("plain", {"a": [1, 2.5, None, True, "x"], "b": {}}, b"J"),
     ("64-bit ints", {"max": 2**63 - 1, "min": -(2**63)}, b"J"),
-    ("an int beyond 64 bits", {"big": 2**70, "neg": [-(2**80)]}, b"P"),
+    ("an int beyond 64 bits", {"big": 2**70, "neg": [-(2**80)]}, b"X"),
+    ("a number no double is", {"stake": Decimal("1234567890.123456789012345678"), "tiny": [Decimal("1E-400")]},
+     b"X"),
+    ("both", {"big": 2**70, "d": Decimal("1.5E-400"), "plain": 2.5}, b"X"),
     ("a lone surrogate", {"s": "\ud800"}, b"P"),
     ("unicode and control characters", {"名": "下半场 \"q\"\n\t\x00\x1f"}, b"J"),
     ("text that looks like a date", "2026-11-21T10:30:00+00:00", b"J"),
@@ -365,3 +368,14 @@ def test_columns_are_read_by_name_in_any_order_and_added_fields_take_their_defau
 
 
 CONN = UUID("0b7e7d3c-5f7c-4a8e-9d2f-111111111111")
+
+
+def test_a_decimal_inside_a_jsonb_value_is_told_from_one_in_a_decimal_column() -> None:
+    """A decimal column's Decimal is text in the spool (its exponent kept); one inside a jsonb value is
+    a number, as the writer stores it: only the second needs the exact dialect."""
+    column = PriceTick(EDGE, "s", None, "f", "m", "o", 1.5, max_stake=Decimal("250.50"), attrs={"limit": 250.5})
+    both = column._replace(line=Decimal("-0.25"), attrs={"limit": Decimal("250.500000000000000000001")})
+    for units, dialect in [([(None, [column])], b"J"), ([(None, [column, both])], b"X")]:
+        written, back = round_trip(units)
+        assert written == dialect
+        identical(back, units)

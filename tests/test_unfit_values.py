@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import query
+from tests.test_lake_trust import configured
 from warehouse import schema
 from warehouse.store import migrate
 
@@ -82,7 +83,8 @@ def test_rows_from_before_the_window_neither_stop_nor_stretch_the_export_and_ret
     query(storage_url, "SELECT warehouse_ensure_partitions(%s, 1)", yesterday)
     older_warehouse_with(storage_url, "infinity", "0001-01-01 00:00:00+00", noon.isoformat())
 
-    exported = warehouse(storage_url, "export", "--dir", str(tmp_path / "lake"))
+    config = configured(tmp_path, tmp_path / "lake")  # the lake export writes and retention trusts
+    exported = warehouse(storage_url, "--config", str(config), "export")
     assert exported.returncode == 0, exported.stderr
     warned = "price_ticks holds 2 rows with received_at before 2000-01-01 or from 2100-01-01 on"
     assert warned in exported.stderr
@@ -91,7 +93,7 @@ def test_rows_from_before_the_window_neither_stop_nor_stretch_the_export_and_ret
     assert days[0] >= yesterday - timedelta(days=1) and days[1] <= 3, days
     assert query(storage_url, "SELECT rows FROM export_runs WHERE table_name = 'price_ticks' AND day = %s",
                  yesterday) == [(1,)]
-    retained = warehouse(storage_url, "retain", "--keep-days", "1")
+    retained = warehouse(storage_url, "--config", str(config), "retain", "--keep-days", "1")
     assert retained.returncode == 0, retained.stderr
     assert warned in retained.stderr
     assert query(storage_url, "SELECT count(*) FROM price_ticks") == [(2,)]  # yesterday's row left PostgreSQL

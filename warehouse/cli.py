@@ -29,6 +29,7 @@ import typer.core
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
 from warehouse.lifecycle.export import ExportError
+from warehouse.lifecycle.lock import Busy
 from warehouse.store import migrate
 from warehouse.store.database import configured_database_url, data_dir, embedded_server, redact_url
 from warehouse.store.database import resolve_database_url as _resolve_url
@@ -112,11 +113,20 @@ class Context:
         return url
 
     def spool_root(self) -> Path:
+        from warehouse.store.homes import spool_root
+
         spool_dir = self.config.writer.spool_dir
-        return spool_dir.parent if spool_dir else data_dir() / "spool"
+        return spool_dir.parent if spool_dir else spool_root(self.configured_url())
 
     def export_dir(self) -> Path:
-        return self.config.export_dir or data_dir() / "exports"
+        """The lake: `[export] dir`, else the database's own folder in the data directory."""
+        from warehouse.lifecycle.lakes import default_root
+
+        return self.config.export_dir or default_root(self.configured_url())
+
+    def configured_url(self) -> str | None:
+        """The external database asked for, or None for the embedded one (not started by this)."""
+        return configured_database_url(self.database_url, self.config.database_url)
 
 
 def _once(option: str, before: Any, after: Any) -> Any:
@@ -168,7 +178,7 @@ def _explain(exc: BaseException, verbose: bool) -> None:
     import sqlalchemy.exc
 
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None else exc
-    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError):
+    if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError | Busy):
         error(str(cause))
     elif isinstance(cause, ExportError):  # one line per table-day that could not be exported
         for line in str(cause).splitlines():
@@ -383,14 +393,16 @@ def export(
     until: str | None = typer.Option(None, help="last UTC day to export (again)", metavar="DAY"),
     table: Annotated[list[str] | None, typer.Option("--table", help="only this table (repeatable)",
                                                     metavar="TABLE")] = None,
-    directory: Annotated[Path | None, typer.Option("--dir", help="export directory (default: config, else data "
-                                                                  "dir)", metavar="DIR")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="export directory (default: [export] dir of the"
+                                                                  " config, else <data dir>/exports/<database>)",
+                                                   metavar="DIR")] = None,
 ) -> None:
     """Export complete UTC days to Parquet: by default every day not exported yet, for every fact table."""
     from rich.progress import Progress
 
     from warehouse.lake import EXPORT_TABLES
-    from warehouse.lifecycle.export import export_all
+    from warehouse.lifecycle import layout
+    from warehouse.lifecycle.export import run
     from warehouse.lifecycle.pending import pending
 
     root = directory or obj.export_dir()
@@ -408,19 +420,31 @@ def export(
     _say_outside_window(url)
     # A day named explicitly may be today: exported as it is so far, and again once it is complete.
     named = day is not None or since is not None or until is not None
-    work = pending(url, names, first, last, redo=named, today_too=day is not None or until is not None)
+    work = pending(url, names, first, last, redo=named, today_too=day is not None or until is not None, lake=root)
     with Progress(console=out, transient=True, disable=not out.is_terminal) as progress:
         task = progress.add_task("exporting", total=len(work))
 
         def step(name: str, one_day: date) -> None:
             progress.update(task, description=f"{name} {one_day}", completed=work.index((name, one_day)))
 
-        rows = export_all(url, root, work, step)
-    if work:  # under cron: one line when something was exported, nothing otherwise
-        say(f"exported {len(work)} table-days ({rows:,} rows) to {root}")
+        report = run(url, root, work, step)
+    written = [e for e in report.done if not e.in_lake and not e.late]
+    merged = [e for e in report.done if e.late]
+    if written:  # under cron: one line when something was exported, nothing otherwise
+        say(f"exported {len(written)} table-days ({sum(e.rows for e in written):,} rows) to {root}")
+    for one_day in sorted({e.day for e in merged}):
+        late = [e for e in merged if e.day == one_day]
+        say(f"merged {sum(e.late for e in late):,} rows that arrived after retention moved {one_day} into its files"
+            f" ({', '.join(e.table for e in late)}) in {root}, and moved them out of PostgreSQL")
+    moved = sorted({e.day for e in report.done if e.in_lake} - {e.day for e in report.done if not e.in_lake})
+    if moved:  # asked for by name: the day is not lost, it lives in the lake
+        span = str(moved[0]) if len(moved) == 1 else f"{len(moved)} days ({moved[0]} … {moved[-1]})"
+        say(f"{span} {'is' if len(moved) == 1 else 'are'} in the lake already: retention moved"
+            f" {'it' if len(moved) == 1 else 'them'} out of PostgreSQL, and no rows arrived since"
+            f" ({layout.SHAPE} in {root})")
     if out.is_terminal:
         today = datetime.now(UTC).date()
-        if not work:
+        if not report.done:
             say("nothing to export: " + ("no rows in the days asked for" if named else
                                          "every complete day is exported already"))
         if not named or (last is None or last >= today):
@@ -428,7 +452,7 @@ def export(
 
 
 def _say_outside_window(url: str) -> None:
-    """Rows whose received_at the lake cannot hold (only a warehouse older than migration 0009 has any):
+    """Rows whose received_at the lake cannot hold (only a warehouse older than migration 0011 has any):
     never a day to export or retain, so said on every run rather than left unnoticed."""
     from warehouse.lifecycle.days import outside_window
     from warehouse.schema import RECEIVED_AT_END, RECEIVED_AT_FIRST
@@ -449,7 +473,8 @@ def retain(
                                          " PostgreSQL; default: [retention] keep_days of the config", metavar="N"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would be dropped and kept; drop nothing"),
 ) -> None:
-    """Drop from PostgreSQL whole UTC days older than the days kept, once their Parquet export is verified."""
+    """Drop from PostgreSQL whole UTC days older than the days kept, once their Parquet export is verified.
+    Exit 1 when a day is kept for another reason than not being exported yet."""
     from warehouse.lifecycle import retention
     from warehouse.lifecycle.verify import Verdict
 
@@ -462,10 +487,14 @@ def retain(
     _say_outside_window(url)
     first_kept = retention.cutoff(days)
     dropped: list[Verdict] = []
-    for outcome in retention.retain(url, days, dry_run=dry_run):
+    failed = False
+    for outcome in retention.retain(url, days, obj.export_dir(), dry_run=dry_run):
         verdict, day = outcome.verdict, outcome.verdict.day
-        if verdict.problem is not None:
+        failed |= outcome.failed
+        if verdict.problem is not None and verdict.pending:
             warning(f"kept {day}: {verdict.problem}; run `warehouse export --day {day}`, then retain again")
+        elif verdict.problem is not None:
+            warning(f"kept {day}: {verdict.problem}; the lake needs a look: `warehouse verify-lake --day {day}`")
         elif outcome.refused is not None:
             warning(f"kept {day}: {_first_line(outcome.refused).removeprefix('odds-warehouse: ')}")
         else:
@@ -482,6 +511,31 @@ def retain(
             f" {first_kept}")
     if dry_run:
         say(f"kept: {first_kept} and later ({days} UTC day{'s' if days > 1 else ''}, today included)")
+    if failed:
+        raise typer.Exit(1)
+
+
+@command(app, "verify-lake")
+def verify_lake(
+    obj: Context,
+    day: str | None = typer.Option(None, help="only this UTC day: YYYY-MM-DD, today or yesterday", metavar="DAY"),
+    directory: Annotated[Path | None, typer.Option("--dir", help="the lake (default: [export] dir of the config,"
+                                                                  " else <data dir>/exports/<database>)",
+                                                   metavar="DIR")] = None,
+) -> None:
+    """Read the lake again: every table-day against export_runs and retention_runs (size, footer rows, sha256).
+    Exit 0 when all match, 1 with one line per problem."""
+    from warehouse.lifecycle.audit import problems
+
+    root = directory or obj.export_dir()
+    audit = problems(obj.url_with_schema(), root, parse_day("--day", day))
+    for problem in audit.problems:
+        say(str(problem), wrap=False)
+    if audit.problems:
+        raise typer.Exit(1)
+    if out.is_terminal:  # under cron: quiet when all is well
+        say(f"the lake {root} matches its records: {audit.table_days:,} table-days, {audit.rows:,} rows,"
+            f" {audit.bytes / 2**20:,.1f} MiB")
 
 
 # -- query ------------------------------------------------------------------------------------
@@ -530,6 +584,12 @@ def plot(
         "--out", help="PNG to write (default: <data dir>/charts/line-<fixture>-<market>.png)", metavar="FILE")] = None,
     parquet_dir: Annotated[Path | None, typer.Option(
         "--parquet", help="read this export directory instead of PostgreSQL", metavar="DIR")] = None,
+    consensus: str | None = typer.Option(None, help="also draw the consensus fair probability, the margin taken out"
+                                                    " by this method: multiplicative, power or shin",
+                                         metavar="METHOD"),
+    arbitrage: float | None = typer.Option(None, help="shade the arbitrage windows with at least this edge"
+                                                      " (0.01: the best prices sum below 99 %; 0: any)",
+                                           metavar="EDGE"),
 ) -> None:
     """Chart the line movement of every outcome of one fixture's market across bookmakers."""
     from warehouse.analysis.engine import Engine
@@ -541,7 +601,9 @@ def plot(
     if out_file is None:
         charts = data_dir() / "charts"
         charts.mkdir(parents=True, exist_ok=True)  # our own data directory: created as needed
-    say(f"wrote {chart_market(engine, fixture, market, out_file, default_dir=data_dir() / 'charts')}")
+    chart = chart_market(engine, fixture, market, out_file, default_dir=data_dir() / "charts", consensus=consensus,
+                         arbitrage=arbitrage)
+    say(f"wrote {chart}")
 
 
 # -- demo -------------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ class DatabaseSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class ExportSettings:
-    dir: Path | None = setting("where the Parquet export goes (relative: to this file); default <data dir>/exports",
-                               None)
+    dir: Path | None = setting("the lake: where the Parquet export goes and the only place retention trusts"
+                               " (relative: to this file); default <data dir>/exports/<database>", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +47,7 @@ class WriterSettings:
     queue_units: int = setting("in-memory bound of frames (with their rows) and events waiting; producers wait"
                                " beyond it", 20_000, positive=True, aliases=("queue_frames",))
     spool_dir: Path | None = setting("where batches wait while the database is unreachable (default"
-                                     " <data dir>/spool/collector; `collect --feed X`: …-X)", None)
+                                     " <data dir>/spool/<database>/collector; `collect --feed X`: …-X)", None)
     spool_fsync: bool = setting("fsync each spooled batch", True)
     retry_initial_s: float = setting("database reconnect backoff, doubling (with jitter)…", 0.25, internal=True)
     retry_max_s: float = setting("…up to this", 5.0, internal=True)

@@ -27,9 +27,10 @@ def warning(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
-def say(message: str) -> None:
-    """A line of plain output (paths, counts): never markup."""
-    out.print(escape(message), highlight=False)
+def say(message: str, *, wrap: bool = True) -> None:
+    """A line of plain output (paths, counts): never markup. `wrap=False`: one line whatever its length
+    (a line a script reads, e.g. one problem each)."""
+    out.print(escape(message), highlight=False, soft_wrap=not wrap)
 
 
 def status_table(rows: list[SourceStatus]) -> Table | str:

@@ -31,6 +31,12 @@ DECIMAL_INTEGER_DIGITS = DECIMAL_PRECISION - DECIMAL_SCALE
 PARQUET_DECIMAL = f"DECIMAL({DECIMAL_PRECISION}, {DECIMAL_SCALE})"
 DECIMAL_LIMIT = (f"at most {DECIMAL_INTEGER_DIGITS} integer and {DECIMAL_SCALE} fractional digits,"
                  " no NaN or infinity")
+# Integer columns (scores, minutes) are 32-bit in PostgreSQL and in the lake; double precision columns
+# (prices) hold the nearest double to the number sent, which must be neither infinite nor 0 for a number
+# that is not 0. Values beyond are refused where they enter, like decimals.
+INTEGER_MIN, INTEGER_MAX = -(2**31), 2**31 - 1
+INTEGER_LIMIT = f"from {INTEGER_MIN} to {INTEGER_MAX}"
+DOUBLE_LIMIT = "within a double's range (0, or ±4.9e-324 to ±1.8e308)"
 
 # Timestamps are UTC microseconds from year 1 to 9999: what Python's datetime (and so every reader's
 # conversion to it) can hold. PostgreSQL takes more (4713 BC, year 294276, ±infinity): refused.

@@ -191,11 +191,12 @@ class Quarantine(NamedTuple):
 
 
 class ExportRun(NamedTuple):
-    """One exported table-day (written by warehouse.lifecycle.export, not by the collector's writer)."""
+    """One exported table-day, as warehouse_record_export takes it (the export's, not the collector's writer's)."""
 
     table_name: str
     day: date
     rows: int
+    bytes: int
     path: str
     sha256: str
     started_at: datetime

@@ -42,7 +42,7 @@ raw_id_seq = Sequence("raw_messages_id_seq", increment=RAW_ID_BLOCK, metadata=me
 
 
 # received_at is the collector's clock when a frame came in, and it decides the UTC day a row is
-# exported and retained with: the database refuses a fact row outside [FIRST, END) (migration 0009).
+# exported and retained with: the database refuses a fact row outside [FIRST, END) (migration 0011).
 # No feed's frame predates 2000, so a clock that lost its time (a board booting at 1970, a zero value
 # 0001-01-01) is refused instead of making the export plan millions of empty table-days; 2100 is far
 # past any plausible clock and well inside every lake reader's range (pandas' nanosecond timestamps
@@ -251,6 +251,7 @@ export_runs = Table(
     Column("sha256", Text, nullable=False),
     Column("started_at", TZ, nullable=False),
     Column("finished_at", TZ, nullable=False),
+    Column("bytes", BigInteger),  # the file's size (migration 0009; null before)
     Index("export_runs_table_name_day_idx", "table_name", "day"),
 )
 
@@ -264,6 +265,7 @@ retention_runs = Table(
     Column("path", Text),
     Column("sha256", Text),
     Column("dropped_at", TZ, nullable=False, server_default=text("now()")),
+    Column("bytes", BigInteger),  # the file's size (migration 0009; null before)
     Index("retention_runs_table_name_day_idx", "table_name", "day"),
 )
 

@@ -1,5 +1,6 @@
 """Line-movement charts a trader reads: one panel per outcome, one line per bookmaker, on an implied
-probability axis; suspensions break a line, disconnections are shaded, kick-off and goals marked
+probability axis; suspensions break a line, disconnections are shaded, kick-off and goals marked; asked
+for, the consensus fair probability beside the bookmakers' lines and the arbitrage windows shaded
 (why: docs/simulated-matches-and-charts.md).
 """
 
@@ -13,10 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from warehouse.analysis.engine import Engine
-from warehouse.analysis.relations import BUSIEST_MARKETS, FIXTURE_FACTS, GAPS, LINE_MOVEMENT, OUTCOME_NAMES, SCORES
+from warehouse.analysis.relations import (
+    ARBITRAGE,
+    BUSIEST_MARKETS,
+    CONSENSUS_LINE,
+    FIXTURE_FACTS,
+    GAPS,
+    LINE_MOVEMENT,
+    METHODS,
+    OUTCOME_NAMES,
+    SCORES,
+)
 from warehouse.feeds.registry import FEEDS
 
 MAX_PANELS = 8  # a chart with more selections is unreadable; the busiest ones are drawn
+CONSENSUS_SAMPLES = 200  # moments the consensus is computed at: each is an as-of over the market's history
 Y_LABEL = "implied probability (100 / price)"
 _ORDER = ("Home", "Draw", "Away")  # 1X2 panels in the order traders read them
 
@@ -28,6 +40,7 @@ class Selection:
     label: str
     series: dict[str, tuple[list[datetime], list[float]]] = field(default_factory=dict)  # implied %, nan: closed
     sources: dict[str, str] = field(default_factory=dict)  # bookmaker → the feed it came from
+    consensus: tuple[list[datetime], list[float]] = field(default_factory=lambda: ([], []))  # fair %, nan: none
 
     @property
     def ticks(self) -> int:
@@ -46,6 +59,9 @@ class Chart:
     kickoff: datetime | None = None
     gaps: list[tuple[str, datetime, datetime]] = field(default_factory=list)  # (source, from, to) in the chart
     goals: list[tuple[datetime, str]] = field(default_factory=list)  # (first report, "2-1 67'")
+    method: str | None = None  # of the consensus drawn, if one is
+    min_edge: float | None = None  # of the arbitrage windows shaded, if they are
+    arbitrage: list[tuple[datetime, datetime, float]] = field(default_factory=list)  # (from, to, edge) in the chart
 
     @property
     def title(self) -> str:
@@ -57,9 +73,10 @@ class Chart:
 
 
 def chart_market(engine: Engine, fixture: str | None, market: str | None, out: Path | None, *,
-                 default_dir: Path) -> Path:
+                 default_dir: Path, consensus: str | None = None, arbitrage: float | None = None) -> Path:
     """Chart one market (default: the one most bookmakers price; with only `fixture`, its busiest) to `out`,
-    or to line-<fixture>-<market>.png in `default_dir`."""
+    or to line-<fixture>-<market>.png in `default_dir`; with the consensus fair probability by `consensus`
+    (a method of fair_prices_as_of) and arbitrage windows of at least `arbitrage` (an edge) if asked."""
     if fixture is None or market is None:
         candidates = [row for row in engine.rows(BUSIEST_MARKETS, 1000) if fixture in (None, row[0])]
         if not candidates:
@@ -67,15 +84,21 @@ def chart_market(engine: Engine, fixture: str | None, market: str | None, out: P
                              + "; run `warehouse demo` or a collector first")
         fixture, market = candidates[0][:2]
     path = out or default_dir / f"line-{fixture}-{market}.png"
-    chart = chart_data(engine, fixture, market)
+    chart = chart_data(engine, fixture, market, consensus=consensus, arbitrage=arbitrage)
     import matplotlib
 
     matplotlib.use("Agg")  # a file, not a window: no display on servers or under cron
     return save(draw(chart), path)
 
 
-def chart_data(engine: Engine, fixture: str, market: str) -> Chart:
-    """Everything the chart shows, read with the queries of `relations` (PostgreSQL or Parquet)."""
+def chart_data(engine: Engine, fixture: str, market: str, *, consensus: str | None = None,
+               arbitrage: float | None = None) -> Chart:
+    """Everything the chart shows, read with the queries of `relations` (PostgreSQL or Parquet);
+    `consensus` (a method) and `arbitrage` (a minimum edge) add those layers."""
+    if consensus is not None and consensus not in METHODS:
+        raise ValueError(f"consensus method {consensus!r}: use one of {', '.join(METHODS)}")
+    if arbitrage is not None and not 0 <= arbitrage < 1:
+        raise ValueError(f"arbitrage edge {arbitrage:g}: give a share of the stake from 0 (any) to below 1, e.g. 0.01")
     rows = engine.rows(LINE_MOVEMENT, fixture, market)
     if not rows:
         raise ValueError(f"no prices for fixture {fixture} · market {market}; list fixtures and markets with: "
@@ -108,9 +131,31 @@ def chart_data(engine: Engine, fixture: str, market: str) -> Chart:
     ordered = sorted(busiest, key=lambda s: (_ORDER.index(_name(s.label)) if _name(s.label) in _ORDER else 9,
                                              s.label))
     kickoff = next((s for _, s, _, _ in reversed(facts) if s is not None), None)  # the latest any feed gave
-    return Chart(fixture, market, ordered, start, end, home, away,
-                 kickoff if kickoff is not None and start <= kickoff <= end else None,
-                 gaps, _goals(engine.rows(SCORES, fixture), start, end))
+    chart = Chart(fixture, market, ordered, start, end, home, away,
+                  kickoff if kickoff is not None and start <= kickoff <= end else None,
+                  gaps, _goals(engine.rows(SCORES, fixture), start, end))
+    if consensus is not None:
+        chart.method = consensus
+        _consensus(engine, chart, selections)
+    if arbitrage is not None:
+        chart.min_edge = arbitrage
+        chart.arbitrage = [(began, ended or end, edge) for began, ended, edge in
+                           engine.rows(ARBITRAGE, arbitrage, fixture, market)]
+    return chart
+
+
+def _consensus(engine: Engine, chart: Chart, selections: dict[tuple[Any, ...], Selection]) -> None:
+    """The consensus fair probability (%) of each drawn selection at evenly spaced moments; nan where no
+    bookmaker's market was complete and open."""
+    assert chart.method is not None
+    moments = [chart.start + (chart.end - chart.start) * n / (CONSENSUS_SAMPLES - 1) for n in range(CONSENSUS_SAMPLES)]
+    found: dict[tuple[Any, ...], dict[datetime, float]] = {}
+    for at, outcome, player, line, side, prob in engine.rows(CONSENSUS_LINE, moments, chart.method, chart.fixture,
+                                                            chart.market):
+        found.setdefault((outcome, player, line, side), {})[at] = 100 * prob
+    for key, selection in selections.items():
+        values = found.get(key, {})
+        selection.consensus = (moments, [values.get(at, math.nan) for at in moments])
 
 
 def _label(name: str | None, outcome: str, player: str | None, line: float | None, side: str | None,
@@ -193,6 +238,11 @@ def draw(chart: Chart) -> Any:
         axis.grid(alpha=0.3)
         for _, began, ended in chart.gaps:
             axis.axvspan(began, ended, facecolor="0.55", alpha=0.3, hatch="//", edgecolor="0.4", linewidth=0, gid="gap")
+        for began, ended, _ in chart.arbitrage:
+            axis.axvspan(began, ended, facecolor="tab:green", alpha=0.25, linewidth=0, gid="arbitrage")
+        times, fair = selection.consensus
+        if chart.method is not None and times:
+            axis.step(times, fair, where="post", color="black", linewidth=2.0, alpha=0.8, gid="consensus")
         for when, _ in chart.goals:
             axis.axvline(when, color="black", linestyle="--", linewidth=0.9, gid="goal")
         if chart.kickoff is not None:
@@ -210,6 +260,10 @@ def draw(chart: Chart) -> Any:
     figure.text(0.99, 0.005, "a line breaks while its bookmaker is suspended (not open for bets)", ha="right",
                 va="bottom", fontsize=8, color="0.4")
     handles: list[Any] = [Line2D([], [], color=colours[book], linewidth=2, label=book) for book in books]
+    if chart.method is not None:
+        handles.append(Line2D([], [], color="black", linewidth=2.0, label=f"consensus fair ({chart.method})"))
+    if chart.min_edge is not None:
+        handles.append(Patch(facecolor="tab:green", alpha=0.25, label=f"arbitrage (edge > {100 * chart.min_edge:g} %)"))
     if chart.kickoff is not None:
         handles.append(Line2D([], [], color="0.25", linewidth=1.6, label="kick-off"))
     if chart.goals:

@@ -26,6 +26,7 @@ from uuid import UUID, uuid4
 
 import orjson
 
+from warehouse import exactjson
 from warehouse.backoff import Backoff
 from warehouse.collect.auth import LoginFailed, TokenSource
 from warehouse.collect.metrics import FeedMetrics, for_source
@@ -353,7 +354,7 @@ def _control(output: Output) -> _Outcome | None:
     """What a control signal means for the connection (its collector_events row, if it makes one,
     was derived with the frame)."""
     if output.control in (contract.RETRY, contract.RETRY_LONG, contract.FATAL):
-        reason = f"vendor: {orjson.dumps(output.detail or {}).decode()}"
+        reason = f"vendor: {exactjson.dumps(output.detail or {}).decode()}"  # the frame's numbers: any size
         return _Outcome(reason, long=output.control == contract.RETRY_LONG, fatal=output.control == contract.FATAL)
     return None
 

@@ -14,6 +14,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
+
 from warehouse.collect import gc_settle, metrics
 from warehouse.collect.reads import last_event_ids, unclosed_connections
 from warehouse.collect.runner import STOP_DRAIN_S, FeedRunner, run_feeds
@@ -22,6 +24,7 @@ from warehouse.config import ConfigError, WriterSettings
 from warehouse.records import EVENT_DISCONNECT, CollectorEvent
 from warehouse.redact import redact_logs
 from warehouse.store.database import redact_url
+from warehouse.store.homes import claim, identity_of
 from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")
@@ -87,6 +90,7 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
     if metrics_port:
         metrics.serve(metrics_port)
     writer = Writer(url, writer_settings, name=writer_name, on_commit=metrics.CommitLatency())
+    await _spool_is_this_warehouses(url, writer.spool_dir)
     with _feeds_claimed(feeds, writer.spool_dir.parent):  # before anything is spooled, read or connected
         async with writer:
             metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
@@ -117,6 +121,23 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
             log.info("feeds stopped; flushing %d queued frames", writer.queued)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.remove_signal_handler(sig)
+
+
+async def _spool_is_this_warehouses(url: str, spool_dir: Path) -> None:
+    """Refuse to start (one line, WrongWarehouse) on a spool of another database; the writer claims a
+    new spool, or checks when it first reaches the database if it cannot now."""
+    if not spool_dir.is_dir():
+        return
+    try:
+        conn = await asyncpg.connect(url, timeout=5)
+    except Exception:  # not reachable now: the writer spools, and checks once it is
+        return
+    try:
+        owner = await identity_of(conn)
+    finally:
+        await conn.close()
+    with contextlib.suppress(OSError):  # an unusable spool directory: the writer says so
+        claim(spool_dir, owner, "the spool")
 
 
 async def _reload(read: Callable[[], list[FeedSettings]], runners: list[FeedRunner]) -> None:

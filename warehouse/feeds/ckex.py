@@ -47,7 +47,7 @@ def unsubscribe(subscription: str) -> str:
 
 class Ckex(Feed[Options]):
     kind = "ckex-ws"
-    version = "1"
+    version = "2"  # 2: numbers exact from the wire; prices no double holds, and odds that are no price, refused
     options = Options
     default_silence_s = 60.0  # the server sends `alive`
     doc = "CKEX interact ws: order-slip quotes of subscribed markets"
@@ -114,7 +114,7 @@ class Adapter:
         status = to_text(item.get("status"))
         return PriceTick(
             at, self.source, BOOKMAKER, _need(item, "event_id"), _need(item, "market_id"), _need(item, "product_id"),
-            price=_price(item.get("price")), active=status == "1", status=status,
+            price=_price(item.get("price"), above=1), active=status == "1", status=status,
             attrs={"price": item.get("price")} | {k: v for k, v in item.items()
                                                   if k not in ("event_id", "market_id", "product_id", "price",
                                                                "status")},
@@ -129,7 +129,7 @@ class Adapter:
         known = ("eid", "mid", "pid", "bl", "bo", "ll", "lo", "status", "ut")
         rest = {k: v for k, v in item.items() if k not in known}
         return [
-            PriceTick(at, self.source, BOOKMAKER, event, market, product, price=_price(item.get(odds)),
+            PriceTick(at, self.source, BOOKMAKER, event, market, product, price=_price(item.get(odds), above=0),
                       line=to_decimal(item.get(line)), side=side, active=status == "1", status=status,
                       source_ts=source_ts, attrs={"odds": item.get(odds), **rest})
             for side, line, odds in (("back", "bl", "bo"), ("lay", "ll", "lo"))
@@ -143,10 +143,10 @@ def _need(item: dict[str, Any], key: str) -> str:
     return value
 
 
-def _price(value: Any) -> float | None:
-    """Locked quotes carry "0": that is no price, not a price of 0 (the raw string stays in attrs)."""
-    price = to_float(value)
-    return None if price == 0 else price
+def _price(value: Any, above: int) -> float | None:
+    """Locked quotes carry "0": that is no price, not a price of 0 (the raw string stays in attrs). Any
+    other must be above `above`: decimal odds above 1; a fancy market's rates (often "100") above 0."""
+    return None if to_float(value) == 0 else to_float(value, above=above)
 
 
 FEED = Ckex()

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-import orjson
-
+from warehouse import exactjson
 from warehouse.feeds import contract
 from warehouse.feeds.contract import Adapter, FrameError, Output, handle
 from warehouse.records import (
@@ -60,9 +59,9 @@ def derive(adapter: Adapter, feed_kind: str, data: bytes, *, received_at: dateti
         reason = f"frame of {size} bytes exceeds max_frame_bytes ({max_frame_bytes})"
         return _quarantined(received_at, source, connection_id, seq, event_id, None, reason, data[:1024], kind)
     try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        return _quarantined(received_at, source, connection_id, seq, event_id, None, f"not JSON: {exc}", data, kind)
+        message = exactjson.loads(data)  # numbers exact: a float only where it is the number sent
+    except exactjson.NotJSON as exc:
+        return _quarantined(received_at, source, connection_id, seq, event_id, None, str(exc), data, kind)
     try:
         output = handle(adapter, message, received_at)
     except FrameError as exc:

@@ -104,7 +104,8 @@ class Options:
 
 class Mm(Feed[Options]):
     kind = "mm-ws"
-    version = "2"  # 2: the documented errors in any spelling; a missing or malformed key stops the feed
+    version = "3"  # 2: the documented errors in any spelling; a missing or malformed key stops the feed. 3: numbers
+    # exact from the wire; odds that are no price refused
     options = Options
     default_silence_s = 90.0  # heartbeat every 60 s, pong every 30 s
     max_connections_per_key = 5  # the vendor's limit
@@ -234,7 +235,7 @@ class Adapter:
             fixture_id=to_text(p.get("fixtureId")), outcome_id=to_text(p.get("outcomeId")),
             exchange=to_text(p.get("exchange")), exchange_order_id=to_text(p.get("exchangeOrderId")),
             order_status=to_text(p.get("orderStatus")), matched_status=to_text(p.get("matchedStatus")),
-            price=to_decimal(p.get("orderCents")), stake=to_decimal(p.get("orderStake")),
+            price=to_decimal(p.get("orderCents"), above=0), stake=to_decimal(p.get("orderStake")),
             matched_stake=to_decimal(p.get("matchedStake")),
             source_ts=parse_time(p.get("matchedAt") or p.get("createdAt")), payload=p, old=old, origin=self.origin,
         )
@@ -243,7 +244,7 @@ class Adapter:
         return BetChange(
             at, self.source, event, to_text(p.get("betId", p.get("id"))), order_id=to_text(p.get("orderId")),
             bookmaker=to_text(p.get("bookmaker")), bet_status=to_text(p.get("betStatus")),
-            price=to_decimal(p.get("placedPrice")), stake=to_decimal(p.get("placedStake")),
+            price=to_decimal(p.get("placedPrice"), above=1), stake=to_decimal(p.get("placedStake")),
             source_ts=parse_time(p.get("placedAt")), payload=p, old=old, origin=self.origin,
         )
 

@@ -75,7 +75,7 @@ class Options:
 
 class OddsPapi(Feed[Options]):
     kind = "oddspapi-ws"
-    version = "1"
+    version = "2"  # 2: prices not above 1, and numbers beyond a double, are refused (exact values from the wire)
     options = Options
     default_silence_s = 120.0  # no heartbeat in v4: a quiet market is legitimate, so be patient
     doc = "OddsPapi v4 WebSocket: fixtures, prices and scores of many bookmakers"
@@ -189,7 +189,7 @@ class Adapter:
         attrs = {k: v for k, v in player.items() if k not in _PRICE_FIELDS}
         return PriceTick(
             at, self.source, bookmaker, fixture, market_id, outcome_id,
-            price=to_float(player.get("price")),
+            price=to_float(player.get("price"), above=1),
             player_id=player_id,
             active=to_bool(player.get("active")),
             max_stake=to_decimal(player.get("limit")),
@@ -270,7 +270,7 @@ class RestAdapter:
                 attrs = {k: v for k, v in entry.items() if k not in _HISTORY_FIELDS}
                 rows.append(PriceTick(
                     at, self.source, bookmaker, fixture, market_id, outcome_id,
-                    price=to_float(entry.get("price")), player_id=player_id,
+                    price=to_float(entry.get("price"), above=1), player_id=player_id,
                     active=to_bool(entry.get("active")), max_stake=to_decimal(entry.get("limit")),
                     source_ts=created, attrs=attrs or None, origin=self.call.origin))
         return rows

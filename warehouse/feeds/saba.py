@@ -53,7 +53,7 @@ class Options:
 
 class Saba(Feed[Options]):
     kind = "saba-sse"
-    version = "1"
+    version = "2"  # 2: numbers exact from the wire; prices no double holds, and odds that are no price, refused
     options = Options
     default_silence_s = 20.0  # the server sends a keep-alive every 5 s
     doc = "Saba OddsDirect GetEvents push (Server-Sent Events), resumable by Last-Event-ID"
@@ -185,7 +185,7 @@ class Adapter:
                 attrs["betType"] = market["betType"]
             rows.append(PriceTick(
                 at, self.source, BOOKMAKER, fixture, market_id, _id(selection.get("key"), "selection key"),
-                price=to_float(odds.get("decimalPrice")),
+                price=to_float(odds.get("decimalPrice"), above=1),
                 line=to_decimal(selection.get("point")),
                 active=active, status=status, max_stake=max_stake, attrs=attrs or None,
             ))

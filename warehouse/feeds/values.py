@@ -1,16 +1,22 @@
 """Turning vendor JSON values into record fields, or a FrameError that says what was wrong.
 
-Shared by every adapter, so every feed treats timestamps, decimals, ids and booleans alike.
+Shared by every adapter, so every feed treats timestamps, decimals, ids and booleans alike. Numbers
+arrive exact (warehouse.exactjson: an int, a float that is the wire's number, or the Decimal of its
+text; CKEX sends text): each column gets the number the vendor sent, or the frame is refused —
+beyond what the lake holds (warehouse.lake), not finite, or no price (`above`). docs/values.md.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from warehouse.feeds.contract import FrameError
-from warehouse.lake import DECIMAL_LIMIT, decimal_fits
+from warehouse.lake import DECIMAL_LIMIT, DOUBLE_LIMIT, INTEGER_LIMIT, INTEGER_MAX, INTEGER_MIN, decimal_fits
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = Decimal("0.000001")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -19,73 +25,124 @@ def parse_time(value: Any) -> datetime | None:
         try:
             parsed = datetime.fromisoformat(value)  # 3.11 takes "Z" and "+00:00" alike
         except ValueError:
-            raise FrameError(f"timestamp expected, got {value!r}") from None
+            raise FrameError(f"timestamp expected, got {_shown(value)}") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise FrameError(f"timestamp expected, got {value!r}")
-    if isinstance(value, int | float):
+    if type(value) is int:
         try:
             return datetime.fromtimestamp(value, UTC)
         except (ValueError, OverflowError, OSError):
-            raise FrameError(f"timestamp out of range: {value!r}") from None
-    raise FrameError(f"timestamp expected, got {value!r}")
+            raise FrameError(f"timestamp out of range: {_shown(value)}") from None
+    if type(value) is float or isinstance(value, Decimal):
+        # Rounded to the microsecond from the number sent, not from a double near it (half to even,
+        # as datetime.fromtimestamp rounds).
+        try:
+            micros = _number(value).quantize(_MICROSECOND, ROUND_HALF_EVEN).scaleb(6)
+            return _EPOCH + timedelta(microseconds=int(micros))
+        except (ArithmeticError, ValueError, OverflowError):  # InvalidOperation: more digits than a time has
+            raise FrameError(f"timestamp out of range: {_shown(value)}") from None
+    raise FrameError(f"timestamp expected, got {_shown(value)}")
 
 
-def to_decimal(value: Any) -> Decimal | None:
+def to_decimal(value: Any, *, above: int | None = None) -> Decimal | None:
     """Exact decimal from a JSON number or a numeric string (CKEX sends strings), refused unless the
-    Parquet lake's decimal holds it exactly: a value is stored as sent, or not at all."""
+    Parquet lake's decimal holds it exactly: a value is stored as sent, or not at all. `above`: a
+    price, which must be greater."""
     if value is None:  # the common case (most prices come without a stake limit): no calls
         return None
     number = _number(value)
-    if number is not None and not decimal_fits(number):
-        raise FrameError(f"number with {DECIMAL_LIMIT} expected, got {value!r}")
+    if not decimal_fits(number):
+        raise FrameError(f"number with {DECIMAL_LIMIT} expected, got {_shown(value)}")
+    if above is not None and not number > above:
+        raise FrameError(_not_above(above, value))
     return number
 
 
-def _number(value: Any) -> Decimal | None:
-    if type(value) is int:  # exact already; no detour through text
+def _number(value: Any) -> Decimal:
+    """The exact value of a JSON number (a float from the decoder is the wire's number: its repr says
+    which) or of numeric text; FrameError for anything else, NaN and infinity included."""
+    kind = type(value)
+    if kind is int:  # exact already; no detour through text
         return Decimal(value)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise FrameError(f"number expected, got {value!r}")
-    try:
-        result = Decimal(str(value))
-    except InvalidOperation:
-        raise FrameError(f"number expected, got {value!r}") from None
+    if kind is Decimal:
+        result = value
+    elif kind is float:
+        result = Decimal(repr(value))
+    elif kind is str:
+        try:
+            result = Decimal(value)
+        except InvalidOperation:
+            raise FrameError(f"number expected, got {_shown(value)}") from None
+    else:
+        raise FrameError(f"number expected, got {_shown(value)}")
     if not result.is_finite():
-        raise FrameError(f"finite number expected, got {value!r}")
+        raise FrameError(f"finite number expected, got {_shown(value)}")
+    return result  # type: ignore[no-any-return]  # a Decimal: checked above
+
+
+def to_float(value: Any, *, above: int | None = None) -> float | None:
+    """A double precision column's value: the nearest double to the number sent (a price of 20 digits
+    keeps 17), refused where there is none — beyond ±1.8e308 or so near 0 that it would be 0 — rather
+    than stored as ±infinity or 0. `above`: a price (odds), which must be greater."""
+    kind = type(value)
+    if kind is float:  # the common case first: the decoder's floats are finite, but this may come from anywhere
+        if value - value != 0:
+            raise FrameError(f"finite number expected, got {_shown(value)}")
+        result: float = value
+    elif value is None:
+        return None
+    elif kind is int:
+        try:
+            result = float(value)
+        except OverflowError:
+            raise FrameError(f"number {DOUBLE_LIMIT} expected, got {_shown(value)}") from None
+    else:
+        number = _number(value)
+        result = float(number)
+        if result - result != 0 or (not result and number):
+            raise FrameError(f"number {DOUBLE_LIMIT} expected, got {_shown(value)}")
+    if above is not None and not result > above:
+        raise FrameError(_not_above(above, value))
     return result
 
 
-def to_float(value: Any) -> float | None:
-    kind = type(value)
-    if kind is float:  # the common case first: JSON numbers arrive as float or int
-        if value != value or value in (float("inf"), float("-inf")):
-            raise FrameError(f"finite number expected, got {value!r}")
-        return value  # type: ignore[no-any-return]  # a float: checked above
-    if kind is int:
-        return float(value)
-    if value is None:
-        return None
-    return float(_number(value))  # type: ignore[arg-type]
+def _not_above(above: int, value: Any) -> str:
+    return f"{'decimal odds' if above == 1 else 'price'} above {above} expected, got {_shown(value)}"
+
+
+_SHOWN_DIGITS = 40
+
+
+def _shown(value: Any) -> str:
+    """A value in a reason as the frame had it: text in quotes, a number as its digits (the first of them
+    when there are many: 1e400 decodes as an integer of 401 digits)."""
+    text = str(value) if type(value) is Decimal else repr(value)
+    if len(text) > _SHOWN_DIGITS and type(value) in (int, Decimal):
+        return f"{text[:_SHOWN_DIGITS]}… ({len(text.lstrip('-'))} digits)"
+    return text
 
 
 def to_int(value: Any) -> int | None:
+    """An integer column's value: a whole number within what the lake's INTEGER holds."""
+    if type(value) is int:  # the common case: no Decimal made
+        if not INTEGER_MIN <= value <= INTEGER_MAX:
+            raise FrameError(f"integer {INTEGER_LIMIT} expected, got {_shown(value)}")
+        return value
     if value is None:
         return None
     number = _number(value)
-    if number is None or number != number.to_integral_value():
-        raise FrameError(f"integer expected, got {value!r}")
+    if not INTEGER_MIN <= number <= INTEGER_MAX:  # before int(): "1e999999" is a short text
+        raise FrameError(f"integer {INTEGER_LIMIT} expected, got {_shown(value)}")
+    if number != number.to_integral_value():
+        raise FrameError(f"integer expected, got {_shown(value)}")
     return int(number)
 
 
 def to_bool(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
-    raise FrameError(f"true/false expected, got {value!r}")
+    raise FrameError(f"true/false expected, got {_shown(value)}")
 
 
 def to_text(value: Any) -> str | None:
@@ -96,7 +153,7 @@ def to_text(value: Any) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise FrameError(f"id expected, got {value!r}")
+    raise FrameError(f"id expected, got {_shown(value)}")
 
 
 def obj(value: Any, *where: str) -> dict[str, Any]:

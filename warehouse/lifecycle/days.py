@@ -20,7 +20,7 @@ def days_held(conn: psycopg.Connection[Any]) -> list[date]:
     """The UTC days PostgreSQL holds rows of, from the catalog, oldest first: daily partitions (and
     the days of rows in a default partition) on plain PostgreSQL, 1-day chunks on TimescaleDB. Only
     days inside the window the database keeps received_at in (warehouse.schema): rows outside it,
-    older than migration 0009, are never a day to export or retain (`outside_window` counts them)."""
+    older than migration 0011, are never a day to export or retain (`outside_window` counts them)."""
     if scalar(conn, "SELECT value FROM warehouse_meta WHERE key = 'storage'") == "native":
         names = conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
                              " WHERE i.inhparent::regclass::text = ANY(%s)", (list(EXPORT_TABLES),)).fetchall()
@@ -40,7 +40,7 @@ def days_held(conn: psycopg.Connection[Any]) -> list[date]:
 
 def outside_window(url: str) -> dict[str, int]:
     """Rows per table whose received_at is outside the window (only a warehouse older than migration
-    0009 can hold any): found by partition pruning or chunk exclusion, not by reading every day."""
+    0011 can hold any): found by partition pruning or chunk exclusion, not by reading every day."""
     with psycopg.connect(url, autocommit=True) as conn:
         counts = {table: int(scalar(conn, f"SELECT count(*) FROM {table} WHERE NOT ({RECEIVED_AT_WINDOW})"))
                   for table in EXPORT_TABLES}

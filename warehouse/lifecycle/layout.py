@@ -42,6 +42,15 @@ def files(root: Path, table: str) -> list[Path]:
     return [path for path in (day / PART_FILE for day in day_folders(root, table)) if path.is_file()]
 
 
+def table_day(path: str | Path) -> tuple[str, date]:
+    """The table and day of a lake file's path (ValueError when it is none)."""
+    file = Path(path)
+    day = day_of(file)
+    if day is None or file.name != PART_FILE:
+        raise ValueError(f"{path} is not a lake file ({SHAPE})")
+    return file.parent.parent.name, day
+
+
 def day_of(path: Path) -> date | None:
     """The day a lake file (or day folder) holds, or None when `path` is neither."""
     name = path.parent.name if path.name == PART_FILE else path.name

@@ -3,9 +3,10 @@ PostgreSQL or Parquet), as Arrow tables with the same columns and canonical valu
 
 Canonical: timestamps as UTC microseconds, doubles as doubles, uuids as their text, decimals as
 plain text without trailing zeros (1.50 = 1.5, so the export's fixed scale does not matter), and
-JSON as text with sorted keys (a value, not a spelling: PostgreSQL's jsonb orders keys its own
-way). Numbers inside JSON that PostgreSQL spells differently (1e16 as 10000000000000000) are
-matched by `deep_json`, applied only to the few rows the canonical text leaves unmatched.
+JSON as text with sorted keys and exact numbers (a value, not a spelling: PostgreSQL's jsonb orders
+keys its own way). Numbers inside JSON that PostgreSQL spells differently (a float 1e16 as
+10000000000000000, -0.0 as 0.0) are matched by `deep_json`, applied only to the few rows the
+canonical text leaves unmatched. (Frames are stored as their text, so they decode as they came.)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Context, Decimal
 from typing import Any
 
 import orjson
@@ -21,7 +23,7 @@ import pyarrow.compute as pc
 from sqlalchemy import BigInteger, Boolean, Float, Integer, Numeric
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 
-from warehouse import schema
+from warehouse import exactjson, schema
 from warehouse.records import TABLE_OF, Record
 from warehouse.replay.postgres import UTC_MICROS
 
@@ -73,35 +75,42 @@ COLUMNS["quarantine"] = tuple(Column(c.name, "frame") if c.name == "frame" else 
 def canonical_json(value: Any) -> str:
     """A Python value as the writer would store it, in sorted-key JSON text."""
     try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode()
+        return exactjson.dumps(value, orjson.OPT_SORT_KEYS).decode()
     except TypeError:  # keys that are not strings (the writer allows them): the slower path
-        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+        return exactjson.dumps(value, orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
 def canonical_stored_json(text: str) -> str:
-    return orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS).decode()
+    return exactjson.dumps(exactjson.loads(text), orjson.OPT_SORT_KEYS).decode()
+
+
+# Enough digits for any number exactjson decodes (4,300 for an integer), so none is rounded here.
+_EVERY_DIGIT = Context(prec=10_000)
 
 
 def deep_json(text: str) -> str:
-    """Canonical JSON in which a whole float is an integer: PostgreSQL writes a number its own way."""
+    """Canonical JSON in which every number is in one spelling, its value's shortest (100, 100.0 and
+    1E+2 alike; 1.50 and 1.5; -0.0 and 0): PostgreSQL writes a number its own way."""
 
     def walk(value: Any) -> Any:
-        if type(value) is float and value.is_integer() and abs(value) < 2**63:
-            return int(value)
-        if type(value) is dict:
+        kind = type(value)
+        if kind is int or kind is float or kind is Decimal:
+            number = Decimal(repr(value)) if kind is float else Decimal(value)  # a float is its repr's number
+            return orjson.Fragment(str(number.normalize(_EVERY_DIGIT)) if number else "0")
+        if kind is dict:
             return {key: walk(item) for key, item in value.items()}
-        if type(value) is list:
+        if kind is list:
             return [walk(item) for item in value]
         return value
 
-    return orjson.dumps(walk(orjson.loads(text)), option=orjson.OPT_SORT_KEYS).decode()
+    return orjson.dumps(walk(exactjson.loads(text)), option=orjson.OPT_SORT_KEYS).decode()
 
 
 def frame_text(text: str) -> str:
     """A quarantined frame's text: canonical JSON if it is JSON, else as it is."""
     try:
         return canonical_stored_json(text)
-    except orjson.JSONDecodeError:
+    except exactjson.NotJSON:
         return text
 
 

@@ -11,7 +11,9 @@ by a new one, so a simulator runs for days on state of a bounded size.
 
 Every bookmaker quotes the match with its own margin, its own small opinion and its own reaction
 time: a steam move shows at one bookmaker first and at the others within seconds; at kick-off and
-at a goal every bookmaker suspends, then re-prices after its own delay.
+at a goal every bookmaker suspends, then re-prices after its own delay — except a slow one, which
+reopens after a goal on the prices it had before it and re-prices a moment later: a short window
+in which its stale price and the others' new ones add up to less than 100 % (an arbitrage).
 
 Determinism: the seed fixes every match and the order in which step() picks fixtures and
 bookmakers; prices are a function of the clock, so with the same clock readings the same seed
@@ -41,6 +43,8 @@ TEAMS = ("Partizan", "Buducnost", "Ajax", "Benfica", "Celtic", "Rangers", "Lazio
 # Reaction time (wall seconds at full pace) of the bookmakers we know: the sharp ones move first.
 # Other names (a feed quoting as one bookmaker, e.g. "saba") get one drawn from their name.
 _REACTION_S = {"pinnacle": 0.0, "betfair-ex": 0.1, "stake": 0.3, "bet365": 0.45, "22bet": 0.6, "starcasino.be": 0.8}
+# Reopens after a goal on its pre-goal prices, and keeps them this much longer (wall seconds at full pace).
+STALE_AFTER_GOAL_S = {"starcasino.be": 2.0}
 _MIN_PRICE, _MAX_PRICE = 1.01, 1001.0  # no bookmaker quotes a price without payout
 _DRAW_FACTOR = 1.1  # independent Poisson scores underrate draws by about this much
 _MAX_GOALS = 5
@@ -168,12 +172,13 @@ class Market:
 
     def quote(self, fixture: Fixture, bookmaker: str, at: float | None = None) -> dict[str, float]:
         """The bookmaker's prices at `at` (default: now): the match as it saw it its reaction time ago
-        (while suspended: as it was before the goal), with its opinion and its margin."""
+        (while suspended, and for a stale bookmaker a while after it reopens: as it was before the
+        goal), with its opinion and its margin."""
         now = self.clock() if at is None else at
         margin, reaction = self._book(bookmaker)
         seen = now - reaction
         moment = self._last_moment(fixture, now)
-        if moment is not None and now < moment + self.suspend_s + reaction:
+        if moment is not None and now < moment + self.suspend_s + reaction + self._stale_s(fixture, bookmaker, moment):
             seen = min(seen, moment - 1e-6)
         probabilities = self._probabilities(fixture, self._opinion(fixture, bookmaker), seen, now)
         ladder = _EXCHANGE_LADDER if bookmaker.endswith("-ex") else _BOOK_LADDER
@@ -228,6 +233,12 @@ class Market:
 
     def _minute(self, fixture: Fixture, at: float) -> int:
         return min(MINUTES, max(0, int((at - fixture.start_ts) / self.match_s * MINUTES)))
+
+    def _stale_s(self, fixture: Fixture, bookmaker: str, moment: float) -> float:
+        """How long after reopening the bookmaker still quotes what it saw before `moment` (goals only)."""
+        if moment == fixture.start_ts and not (fixture.script and moment in fixture.script.goal_times):
+            return 0.0
+        return STALE_AFTER_GOAL_S.get(bookmaker, 0.0) * self.pace
 
     def _last_moment(self, fixture: Fixture, now: float) -> float | None:
         """The latest kick-off or goal at or before `now`: markets suspend at each."""

@@ -10,9 +10,10 @@ it takes the key under either name unless `strict` (then only under its own). `e
 errors as a JSON object (`{"type":"error","message":…}`), a JSON string, or plain text.
 `subscribed` echoes the channels the key may have. `ping` → `pong`; `heartbeat`
 every `heartbeat_s`; `unsubscribe` stops the broadcasts. Orders go PENDING_PLACEMENT → PLACED →
-FILLED at the market model's prices (fixture ids shared with the OddsPapi simulator), each fill
-followed by a hedge bet and an account update; goals give score broadcasts; the emergency flag
-flips now and then. `script` frames are sent verbatim after `subscribed` (seed examples in tests).
+FILLED at the market model's prices (fixture and outcome ids shared with the OddsPapi simulator),
+each fill followed by a hedge bet at the bookmaker whose price the order took, and an account
+update; goals give score broadcasts; the emergency flag flips now and then. `script` frames are
+sent verbatim after `subscribed` (seed examples in tests).
 
 The REST twin, on the same port (simulate/rest.py), serves the rows the broadcasts built:
 /api/v1/orders and /api/v1/bets (`fromDate`/`toDate` on each object's `updatedAt`, `page`/`pageSize`),
@@ -110,7 +111,8 @@ class MmSimulator(WebSocketSimulator):
         broadcast. Returns the order id."""
         fixture = next((f for f in self.market.fixtures if f.fixture_id == fixture_id), self.market.fixtures[0])
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        for message in self._order_lifecycle(fixture.fixture_id, self.market.quote(fixture, "pinnacle"), now):
+        quote = self.market.quote(fixture, "pinnacle")
+        for message in self._order_lifecycle(fixture.fixture_id, "pinnacle", quote, now):
             self._remember(message)
         return self._next_order
 
@@ -225,7 +227,7 @@ class MmSimulator(WebSocketSimulator):
                                                   "scores": {"home": fixture.home_score,
                                                              "away": fixture.away_score}}))
         elif isinstance(change, PriceChange) and change.active and self.market.rng.random() < 0.2:
-            out += self._order_lifecycle(fixture.fixture_id, change.prices, now)
+            out += self._order_lifecycle(fixture.fixture_id, change.bookmaker, change.prices, now)
         if self.market.rng.random() < 0.01:
             flag = self.market.rng.random() < 0.5
             out.append(_cast("emergency", "UPDATE", {"emergency": flag, "reason": "手动触发" if flag else "恢复",
@@ -286,12 +288,14 @@ class MmSimulator(WebSocketSimulator):
                   and (until is None or datetime.fromisoformat(r["updatedAt"]) <= until)]
         return 200, answer(connection, 200, chosen[(page - 1) * size: page * size])
 
-    def _order_lifecycle(self, fixture_id: str, prices: dict[str, float], now: str) -> list[dict[str, Any]]:
-        """An exchange order placed at the bookmaker's implied probability, filled, then hedged."""
+    def _order_lifecycle(self, fixture_id: str, bookmaker: str, prices: dict[str, float],
+                         now: str) -> list[dict[str, Any]]:
+        """An exchange order placed at the bookmaker's implied probability, filled, then hedged at that
+        bookmaker, at its price (the fixture and outcome ids are OddsPapi's, as the vendor's are)."""
         self._next_order += 1
         order = self._next_order
         outcome = self.market.rng.choice(OUTCOMES)
-        cents = round(1 / prices[outcome], 2)
+        cents = max(0.01, round(1 / prices[outcome], 2))  # an exchange's least price: a long shot is not free
         stake = float(self.market.rng.choice((50, 100, 250)))
         base = {"orderId": order, "fixtureId": fixture_id, "outcomeId": int(outcome), "exchange": "polymarket",
                 "exchangeOrderId": f"0x{order:08x}", "orderCents": cents, "orderStake": stake,
@@ -304,7 +308,7 @@ class MmSimulator(WebSocketSimulator):
             _cast("orders", "UPDATE", {**base, "orderStatus": "FILLED", "matchedStatus": "FULLY_MATCHED",
                                        "matchedStake": stake, "matchedAt": now},
                   {"orderStatus": "PLACED", "matchedStatus": "NOT_MATCHED", "matchedStake": 0}),
-            _cast("bets", "INSERT", {"betId": order * 10, "orderId": order, "client": "sim", "bookmaker": "pinnacle",
+            _cast("bets", "INSERT", {"betId": order * 10, "orderId": order, "client": "sim", "bookmaker": bookmaker,
                                      "placedPrice": prices[outcome], "placedStake": stake, "betStatus": "placed",
                                      "sentData": {"price": prices[outcome], "amount": stake},
                                      "receivedData": {"betId": str(order * 10), "status": "U"}, "placedAt": now}),

@@ -178,7 +178,7 @@ class SabaSimulator:
             "sportType": 1, "eventId": fixture.event_id, "betType": 5, "betTypeName": "FT.1X2",
             "marketId": _market_id(fixture), "maxBet": 500.0, "isLive": fixture.status_id == 1,
             "marketStatus": "running" if active else "suspend", "category": 1, "sort": 1, "combo": 0,
-            "selections": [{"key": keys[o][0], "keyName": keys[o][1], "point": None, "oddsPrice": _odds(price)}
+            "selections": [{"key": keys[o][0], "keyName": keys[o][1], "point": None, "oddsPrice": odds_formats(price)}
                            for o, price in prices.items()],
         }
 
@@ -385,7 +385,7 @@ def _market_id(fixture: Fixture) -> int:
     return fixture.event_id * 10 + 5  # one FT.1X2 market (bet type 5) per event
 
 
-def _odds(decimal: float) -> dict[str, float]:
+def odds_formats(decimal: float) -> dict[str, float]:
     hong_kong = round(decimal - 1, 3)
     malay = hong_kong if hong_kong <= 1 else round(-1 / hong_kong, 3)
     american = round(hong_kong * 100 if hong_kong >= 1 else -100 / hong_kong, 0)

@@ -5,6 +5,7 @@ partitions and the pruning of old batch ids, and raw ids reserved ahead of need.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -13,12 +14,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
-import orjson
 
+from warehouse import exactjson
 from warehouse.backoff import Backoff
 from warehouse.config import WriterSettings
 from warehouse.schema import RAW_ID_BLOCK
 from warehouse.store.database import redact_url
+from warehouse.store.homes import WrongWarehouse, claim, identity_of
 
 log = logging.getLogger("warehouse.writer")
 NEVER_REACHED_EVERY_S = 60.0  # how often to repeat that the database was never reachable since the start
@@ -51,6 +53,7 @@ class WriterConnection:
         self._told_never_reached = float("-inf")
         self._partition_day = -1
         self._ids: list[int] = []  # raw ids reserved and not used yet, in order
+        self._spool_claimed = False
 
     async def ensure(self) -> bool:
         """Connected, or connected now; False while the database is away (or the backoff runs)."""
@@ -119,10 +122,14 @@ class WriterConnection:
         try:
             conn = await asyncpg.connect(self.url, timeout=self.settings.connect_timeout_s)
             await install_codecs(conn)
+            if not self._spool_claimed:  # a spool holds one warehouse's batches: this database's
+                await self._claim_spool(conn)
             await self._maintain_partitions(conn)
         except Exception as exc:
             if conn is not None:
                 conn.terminate()
+            if isinstance(exc, WrongWarehouse):  # nothing is written here until the spool is this database's
+                log.error("writer: %s", exc)
             await self.went_down(exc)
             return False
         self._conn = conn
@@ -136,6 +143,12 @@ class WriterConnection:
             self._down_since = None
         self.health.database_up = self.health.database_reached = True
         return True
+
+    async def _claim_spool(self, conn: asyncpg.Connection) -> None:
+        owner = await identity_of(conn)
+        with contextlib.suppress(OSError):  # an unusable spool directory: the writer says so, and collects without it
+            claim(self.spool_dir, owner, "the spool")
+        self._spool_claimed = True
 
     async def _maintain_partitions(self, conn: asyncpg.Connection) -> None:
         """Create the coming days' partitions and prune old batch ids: once a day and at connect."""
@@ -159,21 +172,22 @@ async def install_codecs(conn: asyncpg.Connection) -> None:
 
 
 def encode_jsonb(value: Any) -> bytes:
-    # bytes are JSON text already; everything else is a Python value to serialise.
+    # bytes are JSON text already; everything else is a Python value to serialise, numbers exact (a
+    # frame's Decimal or 20-digit integer is a jsonb number, as sent).
     if isinstance(value, bytes):
         return b"\x01" + value
-    return b"\x01" + orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return b"\x01" + exactjson.dumps(value)
 
 
 def encode_json(value: Any) -> bytes:
     # Raw frames: the text as received, never re-encoded.
     if isinstance(value, bytes):
         return value
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return exactjson.dumps(value)
 
 
 def decode_jsonb(data: bytes) -> Any:
-    return orjson.loads(data[1:])
+    return exactjson.loads(data[1:])
 
 
 def one_line(text: str, limit: int = 500) -> str:

@@ -23,11 +23,13 @@ depends on its own annotations to rebuild a value:
     bytes    bytes as UTF-8 text (the raw frame's JSON text), else {"base64": "..."}
 
 A null is None whatever the codec. The payload is one dialect byte and the JSON text: `J` is
-strict JSON (orjson writes and reads it: the fast path); `P` is Python's json dialect, used only
-for an entry orjson cannot write exactly (an integer beyond 64 bits, a NaN or infinite float in a
-float column, text that is not valid Unicode), so every value comes back exactly. jsonb values
-are kept the way the writer's jsonb encoder stores them (a Decimal or UUID inside one as text,
-a NaN inside one as null): what replays is what a direct write would have stored.
+strict JSON (orjson writes and reads it: the fast path); `X` is strict JSON with exact numbers
+(warehouse.exactjson), for an entry whose jsonb values hold a number no double is (a Decimal) or
+an integer beyond 64 bits, which orjson would round or refuse; `P` is Python's json dialect, used
+only for what neither writes exactly (a NaN or infinite float in a float column, text that is not
+valid Unicode), which no adapter gives. So every value comes back exactly. jsonb values are kept
+the way the writer's jsonb encoder stores them (a Decimal inside one as a number, a UUID as text,
+a NaN as null): what replays is what a direct write would have stored.
 
 Columns, not rows, because it is fast: records are transposed and rebuilt by C loops (zip, map),
 so the format keeps up with pickle (bench/spool.py).
@@ -60,12 +62,13 @@ from uuid import UUID
 
 import orjson
 
-from warehouse import records
+from warehouse import exactjson, records
 
 MAGIC_PICKLE = b"OWS1"  # read only
 MAGIC = b"OWS2"
 
 STRICT = b"J"  # orjson's strict JSON
+EXACT = b"X"  # strict JSON, numbers exact (warehouse.exactjson): Decimals and integers of any size in jsonb values
 PYTHON = b"P"  # Python's json: integers of any size, NaN and Infinity
 
 RAW_TABLE = "raw_messages"
@@ -90,6 +93,7 @@ class _Shape:
     columns: list[str]
     codecs: list[str]
     floats: tuple[int, ...]  # a NaN or infinity there needs the exact dialect (orjson writes null)
+    decimals: tuple[int, ...]  # written as text; any other Decimal is inside a jsonb value
 
 
 def _codec(annotation: Any) -> str:
@@ -106,7 +110,8 @@ def _shape(cls: type[Any], table: str) -> _Shape:
     hints = typing.get_type_hints(cls)
     fields: tuple[str, ...] = cls._fields
     floats = tuple(i for i, name in enumerate(fields) if float in (typing.get_args(hints[name]) or (hints[name],)))
-    return _Shape(table, list(fields), [_codec(hints[name]) for name in fields], floats)
+    codecs = [_codec(hints[name]) for name in fields]
+    return _Shape(table, list(fields), codecs, floats, tuple(i for i, c in enumerate(codecs) if c == "decimal"))
 
 
 _TABLE_OF: dict[type[Any], str] = {records.RawMessage: RAW_TABLE, **records.TABLE_OF}
@@ -124,9 +129,12 @@ def _finite(column: Sequence[Any]) -> bool:
     return bool(total == total and total - total == 0)
 
 
-def _default(value: Any) -> Any:
-    """What orjson does not write itself; anything else makes the entry take the exact dialect."""
+def _default(value: Any, decimals: list[int] | None = None) -> Any:
+    """What orjson does not write itself; anything else makes the entry take the exact dialect.
+    `decimals` counts the Decimals met."""
     if isinstance(value, Decimal):
+        if decimals is not None:
+            decimals[0] += 1
         return str(value)
     if isinstance(value, bytes):
         try:
@@ -144,7 +152,9 @@ def _default_python(value: Any) -> Any:
     try:
         return _default(value)
     except TypeError:
-        return str(value)  # as the writer's jsonb encoder stores it (default=str)
+        # As the writer's jsonb encoder stores it, but for a Decimal inside a jsonb value (a number
+        # there): this dialect is only for a NaN price or a lone surrogate, which no adapter gives.
+        return str(value)
 
 
 def encode(batch_id: UUID, units: Sequence[Unit]) -> bytes:
@@ -166,18 +176,38 @@ def encode(batch_id: UUID, units: Sequence[Unit]) -> bytes:
     layout = [[NO_FRAME if raw is None else ref(raw), *map(ref, derived)] for raw, derived in units]
     tables = []
     exact = False
+    decimals = 0  # in the decimal columns: any other Decimal the encoder meets is inside a jsonb value
     for cls, records_of in rows.items():
         shape = _SHAPES[cls]
         columns = list(zip(*records_of, strict=True))
         exact = exact or not all(_finite(columns[i]) for i in shape.floats)
+        decimals += sum(len(columns[i]) - columns[i].count(None) for i in shape.decimals)
         tables.append({"table": shape.table, "columns": shape.columns, "codecs": shape.codecs, "values": columns})
     document = {"batch": str(batch_id), "tables": tables, "units": layout}
     if not exact:
+        met = [0]
         try:
-            return STRICT + orjson.dumps(document, default=_default, option=orjson.OPT_NON_STR_KEYS)
+            text = orjson.dumps(document, default=partial(_default, decimals=met), option=orjson.OPT_NON_STR_KEYS)
+            if met[0] == decimals:
+                return STRICT + text
         except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a lone surrogate, ...
             pass
+        try:
+            return EXACT + exactjson.dumps(_decimals_as_text(document), default=_default)
+        except TypeError:  # a lone surrogate
+            pass
     return PYTHON + json.dumps(document, default=_default_python, separators=(",", ":")).encode()
+
+
+def _decimals_as_text(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with its decimal columns' values as text, so that exactjson writes only the Decimals
+    inside jsonb values as numbers."""
+    tables = []
+    for table in document["tables"]:
+        values = [[None if v is None else str(v) for v in column] if codec == "decimal" else column
+                  for codec, column in zip(table["codecs"], table["values"], strict=True)]
+        tables.append({**table, "values": values})
+    return {**document, "tables": tables}
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -193,6 +223,8 @@ def decode(magic: bytes, payload: bytes) -> Entry:
     try:
         if dialect == STRICT:
             document = orjson.loads(text)
+        elif dialect == EXACT:
+            document = exactjson.loads(text)
         elif dialect == PYTHON:
             document = json.loads(text)
         else:

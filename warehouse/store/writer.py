@@ -46,6 +46,7 @@ from warehouse.records import (
     Record,
 )
 from warehouse.store.connection import WriterConnection, one_line
+from warehouse.store.homes import adopt_legacy_spool, spool_root
 from warehouse.store.spool import Spool, SpooledConnection, Unit, UnusableSpool
 from warehouse.store.spoolreplay import SpoolReplayer
 
@@ -105,6 +106,8 @@ class Writer:
     async def start(self) -> Writer:
         spool_dir = self.spool_dir
         try:
+            if self.settings.spool_dir is None:
+                adopt_legacy_spool(spool_dir)
             self._spool = Spool(spool_dir, fsync=self.settings.spool_fsync)
         except OSError as exc:  # collecting without a safety net beats not collecting at all
             log.error("writer: cannot use the spool directory %s (%s); collecting without a spool: frames that"
@@ -167,10 +170,8 @@ class Writer:
 
     @property
     def spool_dir(self) -> Path:
-        """Where this writer spools: the settings' directory, else <data dir>/spool/<writer name>."""
-        from warehouse.store.database import data_dir
-
-        return self.settings.spool_dir or data_dir() / "spool" / self.name
+        """Where this writer spools: the settings' directory, else <data dir>/spool/<database>/<writer name>."""
+        return self.settings.spool_dir or spool_root(self.url) / self.name
 
     async def close(self, timeout: float = 30.0) -> None:
         """Flush everything: commit what the database takes, spool the rest. Idempotent."""

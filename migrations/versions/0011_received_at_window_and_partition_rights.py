@@ -1,4 +1,5 @@
-"""Times and values the lake cannot hold: refused by the database, and loud on the query surface.
+"""Times the lake cannot hold, refused by the database and loud on the query surface; and who may make
+partitions (issue 21 items 7 and 9).
 
 1. A CHECK on `received_at` of every fact table: 2000-01-01 <= received_at < 2100-01-01 (why this
    window: warehouse.schema). `received_at` decides the UTC day a row is exported and retained with:
@@ -24,8 +25,19 @@
    plain column, so a filter on it still reaches the index and prunes partitions: the CHECK keeps it
    fit.
 
-Revision ID: 0009
-Revises: 0008
+3. warehouse_ensure_partitions: only warehouse_writer may call it, and only for the days a writer writes.
+   0001 left the function executable by PUBLIC (PostgreSQL's default for a new function), and it runs
+   with its owner's rights: any role, warehouse_reader included, could create partitions for any day — a
+   collector's login made January's, and the export, which starts at the first day holding a partition,
+   then planned every day since. Now EXECUTE is revoked from PUBLIC (warehouse_writer keeps its grant
+   from 0001), and a caller that is not the tables' owner (a member of the owning role, or a superuser)
+   gets partitions from yesterday to 31 days ahead only (UTC days by the server's clock): the writer asks
+   for today and the next `partition_days_ahead`. A day outside is skipped with a NOTICE, not refused: a
+   writer whose clock is off still connects, and its rows land in the default partition. The owner
+   (replay --into, maintenance by hand) may still make any day's partitions.
+
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06
 """
 
@@ -38,21 +50,23 @@ from types import ModuleType
 from alembic import context, op
 from sqlalchemy import text
 
-revision = "0009"
-down_revision = "0008"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
-# Frozen with this migration (the schema's fact tables at revision 0009).
+# Frozen with this migration (the schema's fact tables at revision 0011).
 FACT_TABLES = ("raw_messages", "price_ticks", "market_changes", "fixture_changes", "score_changes", "order_changes",
                "bet_changes", "account_changes", "emergency_events", "collector_events", "quarantine")
 FIRST, END = "2000-01-01 00:00:00+00", "2100-01-01 00:00:00+00"
 WINDOW = f"received_at >= '{FIRST}' AND received_at < '{END}'"
-# The timestamptz columns besides received_at at revision 0009, and the times the lake holds.
+# The timestamptz columns besides received_at at revision 0011, and the times the lake holds.
 TIMES = ("source_ts", "start_time")
 TIME_LIMIT = ("'0001-01-01 00:00:00+00'", "'10000-01-01 00:00:00+00'", "a UTC time from year 1 to 9999")
 DECIMAL_LIMIT = "at most 20 integer and 18 fractional digits, no NaN or infinity"
 SCHEMA = "warehouse_lake"
+BEHIND, AHEAD = 1, 31  # the days a caller other than the owner may get partitions for, around today
+PARTITIONS = "warehouse_ensure_partitions(date, integer)"
 
 
 def _name(table: str) -> str:
@@ -98,6 +112,71 @@ def _decompress_outside(table: str) -> None:
         _sql(f"SELECT decompress_chunk('{chunk}')")
 
 
+def _restrict_partitions() -> None:
+    """Point 3: the writer may make partitions for the days it writes only; PUBLIC none."""
+    tables = ", ".join(f"'{t}'" for t in FACT_TABLES)
+    _sql(
+        f"""
+        CREATE OR REPLACE FUNCTION warehouse_ensure_partitions(first_day date, days integer DEFAULT 3)
+        RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+        DECLARE
+            parent text;
+            day date;
+            part text;
+            created integer := 0;
+            today date := (now() AT TIME ZONE 'UTC')::date;
+            low date := first_day;
+            high date := first_day + days - 1;
+        BEGIN
+            IF (SELECT value FROM warehouse_meta WHERE key = 'storage') <> 'native' THEN
+                RETURN 0;  -- TimescaleDB creates chunks on demand
+            END IF;
+            -- session_user: who logged in (current_user is the owner here, SECURITY DEFINER)
+            IF NOT pg_has_role(session_user, (SELECT relowner FROM pg_class
+                                              WHERE oid = 'public.raw_messages'::regclass), 'USAGE') THEN
+                low := greatest(low, today - {BEHIND});
+                high := least(high, today + {AHEAD});
+                IF low <> first_day OR high <> first_day + days - 1 THEN
+                    RAISE NOTICE 'odds-warehouse: partitions are made for % to % only (asked: % to %)',
+                        today - {BEHIND}, today + {AHEAD}, first_day, first_day + days - 1;
+                END IF;
+            END IF;
+            FOREACH parent IN ARRAY ARRAY[{tables}] LOOP
+                day := low;
+                WHILE day <= high LOOP
+                    part := format('%s_p%s', parent, to_char(day, 'YYYYMMDD'));
+                    IF to_regclass(format('public.%I', part)) IS NULL THEN
+                        BEGIN
+                            EXECUTE format(
+                                'CREATE TABLE public.%I PARTITION OF public.%I FOR VALUES FROM (%L) TO (%L)',
+                                part, parent, day::text || ' 00:00:00+00', (day + 1)::text || ' 00:00:00+00');
+                            EXECUTE format(
+                                'CREATE TRIGGER %I BEFORE UPDATE OR DELETE OR TRUNCATE ON public.%I FOR EACH'
+                                ' STATEMENT EXECUTE FUNCTION warehouse_reject_change()', part || '_append_only', part);
+                            created := created + 1;
+                        EXCEPTION WHEN check_violation THEN
+                            -- Rows for that day already sit in the default partition: they stay there.
+                            RAISE WARNING 'odds-warehouse: % keeps % rows in its default partition', parent, day;
+                        END;
+                    END IF;
+                    day := day + 1;
+                END LOOP;
+            END LOOP;
+            RETURN created;
+        END $$
+        """
+    )
+    _sql(f"REVOKE ALL ON FUNCTION {PARTITIONS} FROM PUBLIC")
+
+
+def _partitions_as_0001() -> None:
+    """The downgrade of point 3."""
+    _sql(f"DROP FUNCTION {PARTITIONS}")
+    context.script.get_revision("0001").module._create_partition_function()  # as 0001 made it, PUBLIC included
+    _sql("DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'warehouse_writer') THEN"
+         f" GRANT EXECUTE ON FUNCTION {PARTITIONS} TO warehouse_writer; END IF; END $$")
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     timescale = bind.scalar(text("SELECT value FROM warehouse_meta WHERE key = 'storage'")) == "timescaledb"
@@ -123,9 +202,11 @@ def upgrade() -> None:
         """
     )
     _views(_expression)
+    _restrict_partitions()
 
 
 def downgrade() -> None:
+    _partitions_as_0001()
     _views(lambda table, spec: _lake_views()._expression(spec))
     _sql(f"DROP FUNCTION IF EXISTS {SCHEMA}.unfit(text, text, anyelement, text)")
     for table in FACT_TABLES:
