@@ -266,17 +266,22 @@ def spool_then_restart(server: EmbeddedPostgres, tmp_path: Path, stop: signal.Si
     with FleetThread({feed: rate // 5 for feed, rate in RATES.items()}) as vendors:
         collector = CollectorProcess(url, tmp_path, vendors.fleet)
         collector.start()
-        wait_for(lambda: len(stored(url)) == len(FEEDS), 60, "frames from all four feeds")
-        server.stop()
-        spool = collector.spool
-        wait_for(lambda: sum(f.stat().st_size for f in spool.glob("*.spool")) > 2**19, 120, "a spool of 512 KiB")
-        assert collector.signal(stop) == (0 if stop != signal.SIGKILL else -signal.SIGKILL)
-        server.start()
-        collector.start()  # replays the spool, then collects
-        wait_for(lambda: not list(spool.glob("*.spool")) and query(
-            url, "SELECT count(DISTINCT connection_id) FROM collector_events WHERE event = 'connect'")[0][0]
-            >= 2 * len(FEEDS), 180, "the spool replayed and every feed connected again")
-        assert collector.signal(signal.SIGTERM) == 0
+        try:
+            wait_for(lambda: len(stored(url)) == len(FEEDS), 60, "frames from all four feeds")
+            server.stop()
+            spool = collector.spool
+            wait_for(lambda: sum(f.stat().st_size for f in spool.glob("*.spool")) > 2**19, 120, "a spool of 512 KiB")
+            assert collector.signal(stop) == (0 if stop != signal.SIGKILL else -signal.SIGKILL)
+            server.start()
+            collector.start()  # replays the spool, then collects
+            wait_for(lambda: not list(spool.glob("*.spool")) and query(
+                url, "SELECT count(DISTINCT connection_id) FROM collector_events WHERE event = 'connect'")[0][0]
+                >= 2 * len(FEEDS), 180, "the spool replayed and every feed connected again")
+            assert collector.signal(signal.SIGTERM) == 0
+        finally:  # a failed wait leaves no collector running after the test
+            if collector.process is not None and collector.process.poll() is None:
+                collector.process.kill()
+                collector.process.wait(timeout=60)
     return collector.env
 
 

@@ -104,6 +104,7 @@ class FeedRunner:
         self._task: asyncio.Task[Any] | None = None  # the one running run()
         self._stop_by: float | None = None  # set by stop(): when the draining connection ends at the latest
         self._reading = False  # waiting in recv(): every frame received so far is with the writer
+        self._reading_since = 0.0  # when that wait began: the connection is quiet only while listened to
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -150,7 +151,7 @@ class FeedRunner:
         if self._live is None or self._task is None or self._stop_by is None:
             return  # the connection ended by itself: run() returns
         now = time.monotonic()
-        quiet = now - self._last_seen
+        quiet = now - max(self._last_seen, self._reading_since)
         if self._reading and (quiet >= STOP_QUIET_S or now >= self._stop_by) and not self._live[0].unread():
             self._task.cancel()
             return
@@ -306,7 +307,7 @@ class FeedRunner:
     async def _receive(self, session: Any, adapter: Adapter, connection_id: UUID) -> _Outcome:
         seq = 0
         while True:
-            self._reading = True
+            self._reading, self._reading_since = True, time.monotonic()
             item = await session.recv()
             self._reading = False
             self._last_seen = time.monotonic()
