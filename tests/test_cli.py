@@ -136,3 +136,41 @@ def test_downgrade_needs_confirmation(db_url: str) -> None:
     result = warehouse("--database-url", db_url, "db", "downgrade")
     assert result.returncode == 2 and "--yes" in result.stderr
     assert query(db_url, "SELECT count(*) FROM alembic_version") == [(1,)]
+
+
+def test_a_command_that_finds_no_schema_leaves_no_embedded_server_running(tmp_path: Path) -> None:
+    """Issue 26 item 6: every command pointed at a new data directory used to create and start an embedded
+    PostgreSQL, and leave it running after saying there was no schema."""
+    data = tmp_path / "d"
+    env = {"WAREHOUSE_DATA_DIR": str(data)}
+    config = tmp_path / "feeds.toml"
+    config.write_text('[[feeds]]\nname = "saba"\nkind = "saba-sse"\nurl = "http://127.0.0.1:9/s"\ntoken_env = "T"\n')
+    server = EmbeddedPostgres(data / "postgres")
+    commands = [["status"], ["export"], ["retain", "--keep-days", "2"], ["query", "SELECT 1"], ["plot"],
+                ["replay", "--source", "saba", "--check"], ["--config", str(config), "collect"]]
+    try:
+        for command in commands:
+            result = warehouse(*command, env={**env, "T": "a-long-token"})
+            assert result.returncode == 2 and result.stderr.count("\n") == 1, (command, result.stderr)
+            assert "`warehouse db upgrade` creates it" in result.stderr, command
+        assert not server.is_initialised() and not data.exists()
+        server.ensure_running()  # a cluster without the schema (`db start`), then stopped
+        server.stop()
+        for command in commands:
+            result = warehouse(*command, env={**env, "T": "a-long-token"})
+            assert result.returncode == 2 and "has no warehouse schema yet" in result.stderr, (command, result.stderr)
+            assert not server.is_running(), command  # started to look, stopped again
+        server.start()  # running before: left running
+        assert warehouse("status", env=env).returncode == 2 and server.is_running()
+    finally:
+        server.destroy()
+
+
+def test_help_lists_every_command_with_its_first_sentence_whole() -> None:
+    """Issue 26 item 16: `warehouse -h` cut each command's help to the terminal's width with `...`."""
+    for args, names in ((["-h"], ["status", "collect", "export", "retain", "query", "replay", "db"]),
+                        (["db", "-h"], ["upgrade", "downgrade", "url", "start", "stop"])):
+        listed = warehouse(*args, env={"COLUMNS": "80"}).stdout.split("Commands:")[1]
+        assert "..." not in listed, listed
+        assert all(f"\n  {name} " in listed for name in names), listed
+    assert "ps -C postgres" in warehouse("db", "stop", "-h").stdout

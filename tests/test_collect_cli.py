@@ -169,3 +169,37 @@ def test_a_collector_of_some_feeds_spools_beside_the_default_spool(tmp_path: Pat
     assert spool == tmp_path.resolve() / "spool" / "odds" / name  # per database
     _, configured = writer_identity(["mm"], WriterSettings(spool_dir=tmp_path / "spool" / "main"))
     assert configured.spool_dir == tmp_path / "spool" / "main-mm"
+
+
+def test_status_and_the_start_line_say_what_they_know_and_no_more(db_url: str, tmp_path: Path) -> None:
+    """Issue 26 item 16: no `-0.0s ago` when a frame's time is ahead of the database's clock, no
+    `≤ nan ms` before anything was committed, and the collector's first line names its database."""
+    command, env = operator_setup(db_url, tmp_path)
+    query(db_url, "INSERT INTO raw_messages (received_at, source, connection_id, seq, kind)"
+                  " VALUES (now() + INTERVAL '1 hour', 'ahead', gen_random_uuid(), 1, 'k') RETURNING 1")
+    metrics_port = free_port()
+    unreachable = f"postgresql://owh:pass-word-9f3@127.0.0.1:{free_port()}/odds"
+    collector = subprocess.Popen([*command, "--database-url", unreachable, "collect", "--metrics-port",
+                                  str(metrics_port)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _scrapes(metrics_port), 60, "the collector's /metrics")
+        status = subprocess.run([*command, "status", "--metrics-port", str(metrics_port)], env=env,
+                                capture_output=True, text=True, timeout=60)
+        as_json = subprocess.run([*command, "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
+        collector.send_signal(signal.SIGINT)
+        _, log = collector.communicate(timeout=60)
+    finally:
+        collector.kill()
+    assert status.returncode == 0, status.stderr
+    assert "-0.0s" not in status.stdout and "0.0s ago" in status.stdout
+    assert [row["last_frame_age_s"] for row in json.loads(as_json.stdout)] == [0.0]
+    assert "nan" not in status.stdout and "never reached" in status.stdout
+    assert f"; writing to postgresql://owh:***@127.0.0.1:{unreachable.rsplit(':', 1)[1]};" in log
+    assert "pass-word-9f3" not in log
+
+
+def _scrapes(port: int) -> bool:
+    try:
+        return b"warehouse_frames_total" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return False

@@ -120,6 +120,8 @@ def test_several_hosts_in_each_form_reach_every_driver_as_one_url() -> None:
 def test_url_forms() -> None:
     assert sqlalchemy_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert redact_url("postgresql://user:s3cret@host/db") == "postgresql://user:***@host/db"
+    assert redact_url("postgresql://user@host/db?password=s3cret&sslmode=require") == (
+        "postgresql://user@host/db?password=***&sslmode=require")
     with pytest.raises(ValueError, match="must start with postgresql://"):
         normalise_url("mysql://user:s3cret@host/db")
     try:

@@ -4,8 +4,11 @@ by the simulators and compared with what the warehouse stored."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -256,3 +259,60 @@ def test_a_spool_that_cannot_be_written_is_counted_and_the_feeds_go_on(server: E
     recorded = query(url, "SELECT sum((detail->>'frames')::int) FROM collector_events WHERE event = 'dropped'")[0][0]
     assert recorded == dropped
     assert "cannot spool" in collector.log.read_text()
+
+
+def spool_then_restart(server: EmbeddedPostgres, tmp_path: Path, stop: signal.Signals) -> dict[str, str]:
+    """All four feeds streaming; the database stopped until the collector has spooled 512 KiB; the collector
+    stopped with `stop`; the database back, the collector started again until its spool is replayed and
+    every feed connected, then stopped cleanly. The environment it ran with."""
+    url = server.url()
+    # A fifth of RATES: the replay must catch up with the feeds on a machine busy with other tests.
+    with FleetThread({feed: rate // 5 for feed, rate in RATES.items()}) as vendors:
+        collector = CollectorProcess(url, tmp_path, vendors.fleet)
+        collector.start()
+        try:
+            wait_for(lambda: len(stored(url)) == len(FEEDS), 60, "frames from all four feeds")
+            server.stop()
+            spool = collector.spool
+            wait_for(lambda: sum(f.stat().st_size for f in spool.glob("*.spool")) > 2**19, 120, "a spool of 512 KiB")
+            assert collector.signal(stop) == (0 if stop != signal.SIGKILL else -signal.SIGKILL)
+            server.start()
+            collector.start()  # replays the spool, then collects
+            wait_for(lambda: not list(spool.glob("*.spool")) and query(
+                url, "SELECT count(DISTINCT connection_id) FROM collector_events WHERE event = 'connect'")[0][0]
+                >= 2 * len(FEEDS), 180, "the spool replayed and every feed connected again")
+            assert collector.signal(signal.SIGTERM) == 0
+        finally:  # a failed wait leaves no collector running after the test
+            if collector.process is not None and collector.process.poll() is None:
+                collector.process.kill()
+                collector.process.wait(timeout=60)
+    return collector.env
+
+
+def test_a_clean_stop_while_spooling_is_a_planned_gap_after_the_replay(server: EmbeddedPostgres,
+                                                                       tmp_path: Path) -> None:
+    """Issue 26 item 2: a collector that spooled against a stopped database and was stopped cleanly was
+    later reported "killed or crashed": the next start looked for connections left open while the
+    spool, which holds the shutdown's disconnects, was still being replayed."""
+    url = server.url()
+    env = spool_then_restart(server, tmp_path, signal.SIGINT)
+    assert query(url, "SELECT count(*) FROM collector_events WHERE detail->>'reason' LIKE 'collector process%%'"
+                      ) == [(0,)]
+    status = subprocess.run([sys.executable, "-m", "warehouse", "--database-url", url, "status", "--json"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert status.returncode == 0, status.stderr
+    for source in json.loads(status.stdout):
+        assert source["gaps_24h"] == source["planned_gaps_24h"] == 2, source  # the two clean stops
+
+
+def test_a_collector_killed_while_spooling_has_its_gap_start_at_its_last_spooled_frame(server: EmbeddedPostgres,
+                                                                                       tmp_path: Path) -> None:
+    """The spool of a killed collector holds its newest frames: the gap the next start records begins at
+    the last of them (replayed), not at the last frame the database had before the outage."""
+    url = server.url()
+    spool_then_restart(server, tmp_path, signal.SIGKILL)
+    for source in RATES:
+        (killed, gap_at), = query(url, "SELECT connection_id, received_at FROM collector_events WHERE source = %s"
+                                       " AND detail->>'reason' LIKE 'collector process ended%%'", source)
+        last_frame = query(url, "SELECT max(received_at) FROM raw_messages WHERE connection_id = %s", killed)[0][0]
+        assert gap_at == last_frame, source

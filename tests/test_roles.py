@@ -106,3 +106,31 @@ def test_export_names_cannot_escape_the_export_directory(db_url: str, tmp_path: 
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").rglob("*"))
     assert not (tmp_path / "etc").exists()
+
+
+def test_partitions_are_made_by_the_writer_for_the_coming_days_only(storage_url: str, storage: str) -> None:
+    """warehouse_ensure_partitions runs with its owner's rights: PUBLIC may not call it, and the writer
+    gets the days around today it writes, not January's (which would move where the export starts)."""
+    nobody = login(storage_url, "owh_nobody", "pg_monitor")  # a login with no warehouse role
+    for outsider in (login(storage_url, "owh_analyst", "warehouse_reader"), nobody):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="warehouse_ensure_partitions"):
+            query(outsider, "SELECT warehouse_ensure_partitions(current_date, 1)")
+    collector = login(storage_url, "owh_collector", "warehouse_writer")
+    today = datetime.now(UTC).date()
+    january = today.replace(month=1, day=1) - timedelta(days=366)
+
+    def partitions() -> set[str]:
+        return {r[0] for r in query(storage_url, "SELECT relname FROM pg_class WHERE relkind = 'r'"
+                                                 " AND relname LIKE 'price_ticks_p%'")}
+
+    before = partitions()
+    assert query(collector, "SELECT warehouse_ensure_partitions(%s, 31)", january) == [(0,)]
+    assert query(collector, "SELECT warehouse_ensure_partitions(%s, 5)", today + timedelta(days=60)) == [(0,)]
+    made = query(collector, "SELECT warehouse_ensure_partitions(%s, 5)", today + timedelta(days=29))[0][0]
+    if storage == "timescaledb":
+        assert made == 0 and partitions() == before == set()  # chunks come with rows
+        return
+    ahead = {f"price_ticks_p{today + timedelta(days=n):%Y%m%d}" for n in (29, 30, 31)}
+    assert made == 3 * len(tables.FACT_TABLES) and partitions() == before | ahead
+    # the owner still makes any day's (replay --into, maintenance)
+    assert query(storage_url, "SELECT warehouse_ensure_partitions(%s, 1)", january)[0][0] == len(tables.FACT_TABLES)

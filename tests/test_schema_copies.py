@@ -132,3 +132,21 @@ def test_no_migration_imports_the_package(path: Path) -> None:
     imported += [alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names]
     imported = [name for name in imported if name.split(".")[0] == "warehouse"]
     assert not imported, f"{path.name} imports {imported}: write what it needs into it"
+
+
+def test_migration_0011_holds_the_window_and_the_limits_the_package_does() -> None:
+    unfit = migration("0011_received_at_window_and_partition_rights")
+    assert set(unfit.FACT_TABLES) == set(schema.FACT_TABLES)
+    assert unfit.WINDOW == schema.RECEIVED_AT_WINDOW
+    first, end = (f"{moment:%Y-%m-%d %H:%M:%S}+00" for moment in (schema.RECEIVED_AT_FIRST, schema.RECEIVED_AT_END))
+    assert (first, end) == (unfit.FIRST, unfit.END)
+    for table in schema.FACT_TABLES:
+        (window,) = [c for c in schema.metadata.tables[table].constraints if c.name == unfit._name(table)]
+        assert str(window.sqltext) == unfit.WINDOW
+    times = {c.name for t in schema.FACT_TABLES for c in schema.metadata.tables[t].columns
+             if lake.is_timestamp(c.type) and c.name != "received_at"}
+    assert set(unfit.TIMES) == times
+    limit = (f"'{lake.TIMESTAMP_FIRST}'", f"'{lake.TIMESTAMP_END}'", lake.TIMESTAMP_LIMIT)
+    assert limit == unfit.TIME_LIMIT
+    assert unfit.DECIMAL_LIMIT == lake.DECIMAL_LIMIT
+    assert (lake.DECIMAL_INTEGER_DIGITS, lake.DECIMAL_SCALE) == (20, 18)  # the literals of its decimal check

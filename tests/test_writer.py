@@ -199,6 +199,26 @@ def test_a_frame_postgres_cannot_store_is_kept_with_a_null_payload(db_url: str, 
     assert frame == '{"name": '
 
 
+def test_a_frame_from_a_clock_that_lost_its_time_is_quarantined_and_the_rest_commits(db_url: str,
+                                                                                     spool_dir: Path) -> None:
+    """received_at outside the database's window (a board booting at 1970): the frame cannot be stored
+    as received, so its text goes to a quarantine row (dated now) saying why; its batch commits."""
+    async def main() -> None:
+        async with Writer(db_url, settings(spool_dir, flush_interval_s=0.5)) as writer:
+            await writer.put(raw(1), [PriceTick(T0, "oddspapi", "b", "f", "m", "o", 2.0)])
+            at_1970 = datetime(1970, 1, 1, 0, 0, 7, tzinfo=UTC)
+            await writer.put(raw(2, b'{"k": 1970}', at=at_1970),
+                             [PriceTick(at_1970, "oddspapi", "b", "f", "m", "o", 2.5)])
+            await writer.put(raw(3), [])
+
+    run(main())
+    assert query(db_url, "SELECT seq FROM raw_messages ORDER BY seq") == [(1,), (3,)]
+    assert query(db_url, "SELECT price FROM price_ticks") == [(2.0,)]
+    (reason, frame, raw_id, at), = query(db_url, "SELECT reason, frame, raw_id, received_at FROM quarantine")
+    assert frame == '{"k": 1970}' and raw_id is None and at > T0
+    assert "raw_messages_received_at_window" in reason
+
+
 def test_something_that_is_not_a_record_is_refused(db_url: str, spool_dir: Path) -> None:
     async def main() -> None:
         async with Writer(db_url, settings(spool_dir)) as writer:
@@ -284,8 +304,8 @@ def test_rows_land_in_their_utc_day_around_midnight_and_far_away(storage_url: st
     times = {
         "before": midnight - timedelta(microseconds=1),
         "at": midnight,
-        "past": datetime(1970, 1, 1, tzinfo=UTC),
-        "future": datetime(2200, 6, 1, tzinfo=UTC),
+        "past": datetime(2000, 1, 1, tzinfo=UTC),  # the window the database keeps received_at in (schema.py)
+        "future": datetime(2099, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
     }
 
     async def main() -> None:
@@ -303,7 +323,7 @@ def test_rows_land_in_their_utc_day_around_midnight_and_far_away(storage_url: st
                          " ON format('%I.%I', c.chunk_schema, c.chunk_name)::regclass = e.tableoid")}
         assert chunks == {label: (day, day + timedelta(days=1)) for label, day in [
             ("before", midnight - timedelta(days=1)), ("at", midnight), ("past", times["past"]),
-            ("future", times["future"])]}
+            ("future", datetime(2099, 12, 31, tzinfo=UTC))]}
         return
     rows = dict(query(storage_url, "SELECT event, tableoid::regclass::text FROM collector_events"))
     assert rows["before"] == f"collector_events_p{midnight - timedelta(days=1):%Y%m%d}"

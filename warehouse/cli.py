@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.core
 
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
@@ -54,13 +55,27 @@ if TYPE_CHECKING:
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
 DEMO_DAYS_MAX = 31  # `demo --days`: a month of history is plenty to try export and retention on
+
+
+class _Group(typer.core.TyperGroup):
+    """Lists each command with the first sentence of its help whole (click cuts it at the terminal's
+    width, ending it with `...`), wrapped when long."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(name, command.get_short_help_str(limit=10_000)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     help="odds-warehouse: record live sports-odds feeds into an append-only PostgreSQL warehouse.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-    context_settings=_SETTINGS,
+    context_settings=_SETTINGS, cls=_Group,
 )
 db_app = typer.Typer(help="The database: migrations, URL, the embedded server.", no_args_is_help=True,
-                     rich_markup_mode=None, context_settings=_SETTINGS)
+                     rich_markup_mode=None, context_settings=_SETTINGS, cls=_Group)
 app.add_typer(db_app, name="db")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file", show_default=False,
@@ -95,15 +110,29 @@ class Context:
         return _resolve_url(self.database_url, self.config.database_url)
 
     def url_with_schema(self) -> str:
-        """The database in use, after checking its schema is this version's (else one line saying what to do)."""
-        url = self.url()
-        try:
+        """The database in use, after checking its schema is this version's (else one line saying what to do).
+        The embedded server is not created for that, nor left running by a command that started it only
+        to find no schema."""
+        if self.configured_url() is not None:
+            url = self.url()
             migrate.require_current(url)
-        except migrate.SchemaError as exc:
-            if self.configured_url() is None and migrate.current_revision(url) is None and _demo_ran():
-                raise migrate.SchemaError(f"{exc}; or, for the demo's rows (in a database of their own): export"
-                                          ' WAREHOUSE_DATABASE_URL="$(warehouse db url --demo)"') from None
-            raise
+        else:
+            server = embedded_server()
+            if not server.is_initialised():
+                raise migrate.SchemaError(f"no warehouse in {data_dir()} yet (its embedded PostgreSQL is not"
+                                          " created): `warehouse db upgrade` creates it, or give --database-url")
+            started = not server.is_running()
+            url = server.ensure_running()
+            try:
+                migrate.require_current(url)
+            except migrate.SchemaError as exc:
+                demo = migrate.current_revision(url) is None and _demo_ran()
+                if started:
+                    server.stop()
+                if demo:
+                    raise migrate.SchemaError(f"{exc}; or, for the demo's rows (in a database of their own): export"
+                                              ' WAREHOUSE_DATABASE_URL="$(warehouse db url --demo)"') from None
+                raise
         if self.job is not None:
             self.job.url = url  # where its run is recorded
         return url
@@ -364,7 +393,10 @@ def db_start(obj: Context) -> None:
 
 @command(db_app, "stop")
 def db_stop(obj: Context) -> None:
-    """Stop the embedded PostgreSQL (data stays; the next command starts it again)."""
+    """Stop the embedded PostgreSQL of the data directory (data stays; the next command that needs it starts it).
+
+    It serves $WAREHOUSE_DATA_DIR/postgres (default: the per-user data directory). Every PostgreSQL
+    running here, each with its data directory after -D: ps -C postgres -o pid,user,args | grep -- ' -D '"""
     server = embedded_server()
     if server.is_running():
         server.stop()
@@ -436,13 +468,12 @@ def collect(
     config, selected = obj.config, feed or []
     feeds = only(feed_settings(config), selected, config)
     writer_name, writer_settings = writer_identity(selected, config.writer)
-    url = obj.url()
     try:
-        migrate.require_current(url)  # a missing schema is a mistake to say now, not an outage to spool through
+        url = obj.url_with_schema()  # a missing schema is a mistake to say now, not an outage to spool through
     except migrate.SchemaError:
         raise
     except Exception:  # not reachable now: the writer spools, and says so until it is
-        pass
+        url = obj.url()
     _log_at_least_info()
     asyncio.run(run_collect(url, feeds, writer_settings, collector=config.collector, writer_name=writer_name,
                             metrics_port=metrics_port, metrics_host=metrics_host,
@@ -529,6 +560,7 @@ def export(
     if first is not None and last is not None and first > last:
         raise ValueError(f"--since {first} is after --until {last}: give the first day, then the last")
     url = obj.url_with_schema()
+    _say_outside_window(url)
     # A day named explicitly may be today: exported as it is so far, and again once it is complete.
     named = day is not None or since is not None or until is not None
     work = pending(url, names, first, last, redo=named, today_too=day is not None or until is not None, lake=root)
@@ -584,6 +616,18 @@ def _copy_lake(obj: Context, source: Lake, copy_to: str) -> None:
         " export, retain and verify-lake use it (the local lake is left as it was)")
 
 
+def _say_outside_window(url: str) -> None:
+    """Rows whose received_at the lake cannot hold (only a warehouse older than migration 0011 has any):
+    never a day to export or retain, so said on every run rather than left unnoticed."""
+    from warehouse.lifecycle.days import outside_window
+    from warehouse.schema import RECEIVED_AT_END, RECEIVED_AT_FIRST
+
+    for table, rows in outside_window(url).items():
+        warning(f"{table} holds {rows:,} rows with received_at before {RECEIVED_AT_FIRST:%Y-%m-%d} or from"
+                f" {RECEIVED_AT_END:%Y-%m-%d} on, which the lake cannot hold: they are never exported nor retained"
+                " (docs/reliability.md, \"Times the lake holds\")")
+
+
 # -- retain -----------------------------------------------------------------------------------
 
 
@@ -607,6 +651,7 @@ def retain(
     if days < 1:
         raise ValueError(f"--keep-days must be 1 or more, got {days}")
     url = obj.url_with_schema()
+    _say_outside_window(url)
     first_kept = retention.cutoff(days)
     dropped: list[Verdict] = []
     failed = False
@@ -737,10 +782,10 @@ def query(
     engine = Engine.export(obj.lake(export_dir)) if export_dir is not None \
         else Engine.warehouse(obj.url_with_schema(), obj.bucket_settings())
     try:
-        names, rows = engine.read(sql)
+        names, rows, types = engine.read(sql)
     except duckdb.Error as exc:
         raise ValueError(f"the query failed: {_first_line(exc)}") from None
-    query_result(names, rows, output)
+    query_result(names, rows, output, types)
 
 
 # -- plot -------------------------------------------------------------------------------------
@@ -771,11 +816,11 @@ def plot(
 
     if out_file is not None and not out_file.parent.is_dir():
         raise ValueError(f"--out: the directory {out_file.parent} does not exist; create it or choose another path")
+    engine = Engine.export(obj.lake(parquet_dir)) if parquet_dir is not None \
+        else Engine.warehouse(obj.url_with_schema(), obj.bucket_settings())
     if out_file is None:
         charts = data_dir() / "charts"
         charts.mkdir(parents=True, exist_ok=True)  # our own data directory: created as needed
-    engine = Engine.export(obj.lake(parquet_dir)) if parquet_dir is not None \
-        else Engine.warehouse(obj.url_with_schema(), obj.bucket_settings())
     chart = chart_market(engine, fixture, market, out_file, default_dir=data_dir() / "charts", consensus=consensus,
                          arbitrage=arbitrage)
     say(f"wrote {chart}")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from warehouse.collect.metrics import LATENCY_BUCKETS
 from warehouse.collect.status import SourceStatus, duration
 
 
@@ -106,7 +108,7 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
             elif key == "resyncs":
                 cells.append(f"{value:,.0f}" + (" (running)" if values.get("resync_running") else ""))
             elif key == "commit_latency_p99_s":
-                cells.append(f"≤ {value * 1000:g} ms")
+                cells.append(f"≤ {value * 1000:g} ms" if value != float("inf") else f"> {LATENCY_BUCKETS[-1]:g} s")
             elif key == "claim_held":
                 cells.append("held" if value else "standing by")
             elif key == "database_up":
@@ -118,15 +120,16 @@ def live_table(live: dict[str, dict[str, float]]) -> Table:
     return table
 
 
-def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str) -> None:
+def query_result(names: list[str], rows: list[tuple[Any, ...]], output: str, types: Sequence[object] = ()) -> None:
     """Rows of `warehouse query`: a table for people (a record per row when a table would not fit),
     CSV or JSON (one object per row) for programs. Numbers are written as PostgreSQL writes them
     (`500`, not the lake decimal's `500.000000000000000000`; exact, as text in JSON), booleans
-    true/false, times ISO 8601 in UTC."""
+    true/false, times ISO 8601 in UTC. `types`: DuckDB's column types (a time the lake cannot hold is refused)."""
     import csv
     import json
     import sys
 
+    _refuse_unfit_times(names, rows, types)
     if output == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
@@ -166,6 +169,23 @@ def _records(names: list[str], cells: list[list[str]]) -> None:
             out.print(f"{name.ljust(width)} | {first}", highlight=False, markup=False, soft_wrap=True)
             for line in more:
                 out.print(f"{' ' * width} | {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _refuse_unfit_times(names: list[str], rows: list[tuple[Any, ...]], types: Sequence[object]) -> None:
+    """DuckDB hands ±infinity of a TIMESTAMPTZ to Python as a naive datetime.max or .min, and a time past
+    year 9999 as text: a time the lake cannot hold is an error naming it, not a time printed as another."""
+    from datetime import datetime
+
+    zoned = [i for i, kind in enumerate(types) if str(kind) == "TIMESTAMP WITH TIME ZONE"]
+    for row in rows if zoned else ():
+        for i in zoned:
+            value = row[i]
+            if isinstance(value, str) or (isinstance(value, datetime) and value.tzinfo is None):
+                infinite: dict[object, str] = {datetime.max: "infinity", datetime.min: "-infinity"}
+                shown = infinite.get(value, str(value))
+                raise ValueError(f"{names[i]} = {shown} is not a time the lake holds (a UTC time from year 1 to"
+                                 f" 9999): leave such rows out (WHERE isfinite({names[i]})), or correct them as the"
+                                 " table's owner")
 
 
 def _cell(value: Any) -> str:

@@ -10,6 +10,7 @@ equal what is declared here. Declarations only: nothing here talks to a database
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -41,6 +42,16 @@ RAW_ID_BLOCK = 1000
 raw_id_seq = Sequence("raw_messages_id_seq", increment=RAW_ID_BLOCK, metadata=metadata)
 
 
+# received_at is the collector's clock when a frame came in, and it decides the UTC day a row is
+# exported and retained with: the database refuses a fact row outside [FIRST, END) (migration 0011).
+# No feed's frame predates 2000, so a clock that lost its time (a board booting at 1970, a zero value
+# 0001-01-01) is refused instead of making the export plan millions of empty table-days; 2100 is far
+# past any plausible clock and well inside every lake reader's range (pandas' nanosecond timestamps
+# end in 2262), and ±infinity, which no reader holds, is outside.
+RECEIVED_AT_FIRST = datetime(2000, 1, 1, tzinfo=UTC)
+RECEIVED_AT_END = datetime(2100, 1, 1, tzinfo=UTC)
+RECEIVED_AT_WINDOW = "received_at >= '2000-01-01 00:00:00+00' AND received_at < '2100-01-01 00:00:00+00'"
+
 ORIGIN_COMMENT = ("null: from a pushed frame; snapshot: the vendor's state fetched over REST after a gap;"
                   " backfill: the vendor's history of the gap")
 
@@ -63,7 +74,8 @@ def _fact(
         columns = (*columns, Column("origin", Text, comment=ORIGIN_COMMENT))
     indexes = [Index(f"{name}_{col}_brin", col, postgresql_using="brin") for col in brin]
     indexes += [Index(f"{name}_{'_'.join(cols)}_idx", *cols) for cols in lookups]
-    table = Table(name, metadata, *common, *columns, *indexes, postgresql_partition_by="RANGE (received_at)")
+    window = CheckConstraint(RECEIVED_AT_WINDOW, name=f"{name}_received_at_window")
+    table = Table(name, metadata, *common, *columns, *indexes, window, postgresql_partition_by="RANGE (received_at)")
     table.info.update(sort=sort, segment_by=segment_by, order_by=order_by)
     return table
 

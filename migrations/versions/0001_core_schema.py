@@ -1,7 +1,8 @@
 """Core schema: append-only fact tables (daily partitions or hypertables), roles, candles.
 
-With the `timescaledb` extension available (and preloaded), fact tables become hypertables with
-1-day chunks, compression and a continuous aggregate of 1-minute candles. Otherwise they are
+With the `timescaledb` extension created in the database, or available and preloaded, fact tables
+become hypertables with 1-day chunks, compression and a continuous aggregate of 1-minute candles.
+No superuser needed: the database's owner suffices (managed PostgreSQL). Otherwise they are
 range-partitioned by day on `received_at`, with a default partition so an insert never fails for
 lack of a partition, and `price_candles_1m` is a plain view with the same columns.
 Set WAREHOUSE_TIMESCALEDB=off to force native partitioning, =require to fail without TimescaleDB.
@@ -13,8 +14,10 @@ Create Date: 2026-11-21
 
 from __future__ import annotations
 
+import logging
 import os
 
+import sqlalchemy.exc
 from alembic import op
 from sqlalchemy import text
 
@@ -95,20 +98,39 @@ def _sql(statement: str) -> None:
 
 
 def _use_timescaledb() -> bool:
+    """TimescaleDB when this database has it (created by an administrator, as managed services do) or
+    the server has it loaded (its settings exist: any role may read them, while `SHOW
+    shared_preload_libraries` needs a superuser or pg_read_all_settings, which an owner on managed
+    PostgreSQL is not). Creating the extension of a loaded library is up to the database owner
+    (TimescaleDB 2 is a trusted extension); creating it unloaded would end the connection."""
     choice = os.environ.get("WAREHOUSE_TIMESCALEDB", "auto").strip().lower()
     if choice in {"off", "0", "false", "no"}:
         return False
     bind = op.get_bind()
+    if bind.scalar(text("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")):
+        return True
     available = bind.scalar(text("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"))
-    preloaded = "timescaledb" in (bind.scalar(text("SHOW shared_preload_libraries")) or "")
-    if not (available and preloaded):
+    loaded = bind.scalar(text("SELECT count(*) FROM pg_settings WHERE name LIKE 'timescaledb.%'"))
+    if not (available and loaded):
         if choice == "require":
             raise RuntimeError(
                 "WAREHOUSE_TIMESCALEDB=require but the server does not offer a preloaded timescaledb "
                 "extension; install it and add it to shared_preload_libraries, or unset the variable"
             )
         return False
-    _sql("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    try:
+        with bind.begin_nested():
+            _sql("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except sqlalchemy.exc.DBAPIError as exc:  # e.g. a role without CREATE on the database
+        reason = " ".join(str(exc.orig).split())[:200]
+        if choice == "require":
+            raise RuntimeError(f"WAREHOUSE_TIMESCALEDB=require but the timescaledb extension cannot be created"
+                               f" ({reason}); ask an administrator to run CREATE EXTENSION timescaledb") from None
+        logging.getLogger("warehouse.migrate").warning(
+            "TimescaleDB is loaded but the extension cannot be created (%s): using plain PostgreSQL partitions;"
+            " for TimescaleDB, have an administrator run CREATE EXTENSION timescaledb in this database before"
+            " the first `warehouse db upgrade`", reason)
+        return False
     return True
 
 

@@ -237,7 +237,21 @@ def upgrade() -> None:
     _sql(f"DO $$ BEGIN {revoke.format('PUBLIC')}; END $$")
     for role in ("warehouse_reader", "warehouse_writer"):
         _if_role(role, revoke.format(role))
-    _if_role(MAINTAINER, f"GRANT warehouse_reader TO {MAINTAINER}")
+    # Granting a role needs its ADMIN option, which a database owner on managed PostgreSQL (no CREATEROLE,
+    # the roles made by an administrator) does not have: then an administrator grants it, once.
+    _sql(
+        f"""
+        DO $$ BEGIN
+            IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{MAINTAINER}')
+               AND NOT pg_has_role('{MAINTAINER}', 'warehouse_reader', 'MEMBER') THEN
+                GRANT warehouse_reader TO {MAINTAINER};
+            END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'odds-warehouse: cannot grant warehouse_reader to {MAINTAINER}; ask an administrator to'
+                ' run GRANT warehouse_reader TO {MAINTAINER}';
+        END $$
+        """
+    )
     _if_role(MAINTAINER, f"GRANT EXECUTE ON FUNCTION warehouse_drop_day(date, jsonb),"
                          f" warehouse_record_export({RECORD_ARGS}) TO {MAINTAINER}")
 

@@ -17,7 +17,7 @@ The takeover and the fence take an advisory lock on the feed (exclusive and shar
 that passed the fence is committed before any takeover of its feed, and none passes it after.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-02
 """
 
@@ -27,7 +27,7 @@ from alembic import op
 from sqlalchemy import text
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

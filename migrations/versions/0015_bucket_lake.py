@@ -12,7 +12,7 @@ ever: the latest row is where the day lives, and every reader already takes the 
 maintainer, holding the maintenance lock, may call it.
 
 Revision ID: 0015
-Revises: 0010
+Revises: 0013
 Create Date: 2026-12-06
 """
 

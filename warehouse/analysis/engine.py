@@ -45,14 +45,15 @@ class Engine:
     def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         return self.con.execute(sql.replace("%s", "?"), list(params)).fetchall()
 
-    def read(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def read(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]], list[object]]:
         """Someone else's SQL (`warehouse query`): one statement that only reads (else ValueError, one
         line), read to its end — nothing of it stays open in PostgreSQL. Its column names, as
-        PostgreSQL names them, and its rows."""
+        PostgreSQL names them, its rows and DuckDB's column types."""
         from warehouse.analysis import statement
 
         checked = statement.readonly(self.con, sql)
         cursor = self.con.execute(checked)
-        names = [column[0] for column in cursor.description or ()]
-        rows = cursor.fetchall()
-        return statement.column_names(self.con, checked, names), rows
+        columns = cursor.description or ()
+        names = [column[0] for column in columns]
+        rows = cursor.fetchall()  # a value PostgreSQL cannot hand over as the lake holds it fails here
+        return statement.column_names(self.con, checked, names), rows, [column[1] for column in columns]

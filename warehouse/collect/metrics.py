@@ -248,7 +248,8 @@ def scrape(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> dict[str
     for source, pairs in buckets.items():
         pairs.sort()
         total = pairs[-1][1] if pairs else 0
-        # The upper bound of the bucket holding the 99th percentile (histograms know no better).
-        p99 = next((bound for bound, count in pairs if total and count >= 0.99 * total), float("nan"))
-        result.setdefault(source, {})["commit_latency_p99_s"] = p99
+        if total:  # none yet (the database never reached, say): no percentile, rather than NaN
+            # The upper bound of the bucket holding the 99th percentile (histograms know no better).
+            p99 = next(bound for bound, count in pairs if count >= 0.99 * total)
+            result.setdefault(source, {})["commit_latency_p99_s"] = p99
     return result

@@ -3,10 +3,13 @@ began, and what a resync fetches."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+
+from warehouse.store.spool import SpooledConnection
 
 # Distinct fixture ids of a source since a time, one index probe per fixture (a loose index scan
 # on the (fixture_id, …, received_at) lookup index; the time bound prunes to the recent partitions),
@@ -72,9 +75,14 @@ async def last_event_ids(url: str, sources: list[str]) -> dict[str, str]:
         await conn.close()
 
 
-async def unclosed_connections(url: str, sources: list[str]) -> list[tuple[str, UUID, datetime]]:
-    """Per source whose newest lifecycle event is a connect (its collector was killed or crashed, so no
-    disconnect was written): (source, connection_id, when its last frame came — the gap's start)."""
+async def unclosed_connections(url: str, sources: list[str],
+                               spooled: Mapping[UUID, SpooledConnection]) -> list[tuple[str, UUID, datetime]]:
+    """Connections an earlier collector left open — it was killed or crashed, so it wrote no disconnect:
+    (source, connection_id, when its last frame came: the gap's start). Per source, the newest lifecycle
+    event stored, if a connect; and the connections `spooled` by that collector and not yet replayed,
+    which are newer than anything stored: a disconnect there closes a connection (a clean stop while the
+    database was away), frames there move the gap's start, and one connected there without a disconnect
+    was left open."""
     if not sources:
         return []
     conn = await asyncpg.connect(url, timeout=10)
@@ -89,6 +97,15 @@ async def unclosed_connections(url: str, sources: list[str]) -> list[tuple[str, 
             seen = await conn.fetchval("SELECT max(received_at) FROM raw_messages WHERE source = $1"
                                        " AND received_at >= $2", source, last["received_at"])
             found.append((source, UUID(str(last["connection_id"])), seen or last["received_at"]))
-        return found
     finally:
         await conn.close()
+    left = []
+    for source, connection_id, at in found:
+        known = spooled.get(connection_id)
+        if known is None:
+            left.append((source, connection_id, at))
+        elif not known.closed:
+            left.append((source, connection_id, max(at, known.last_at)))
+    stored = {connection_id for _, connection_id, _ in found}
+    return left + [(known.source, connection_id, known.last_at) for connection_id, known in spooled.items()
+                   if known.source in sources and known.opened and not known.closed and connection_id not in stored]

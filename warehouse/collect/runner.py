@@ -63,6 +63,14 @@ from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")
 
+# A clean stop first reads what the connection is already bringing (frames the vendor sent before it
+# could know, a frame half received), and ends it while the receive loop waits with nothing unread
+# in the socket, once nothing has come for STOP_QUIET_S, or after STOP_DRAIN_S (a feed that never
+# pauses). Frames the vendor sends after that are not received: resumable feeds get them on the next
+# connection, the others show the time in the shutdown's planned gap.
+STOP_QUIET_S = 0.05
+STOP_DRAIN_S = 0.5
+
 
 class FeedStopped(Exception):
     """The feed cannot go on (configuration error reported by the vendor)."""
@@ -99,26 +107,63 @@ class FeedRunner:
         self._watchdog_reason: str | None = None
         self._live: tuple[Any, UUID, list[asyncio.Task[None]]] | None = None  # session, connection, periodic
         self.resyncer = Resyncer(settings, writer, self.metrics)
+        self._task: asyncio.Task[Any] | None = None  # the one running run()
+        self._stop_by: float | None = None  # set by stop(): when the draining connection ends at the latest
+        self._reading = False  # waiting in recv(): every frame received so far is with the writer
+        self._reading_since = 0.0  # when that wait began: the connection is quiet only while listened to
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Collect until cancelled (shutdown) or until the vendor reports a configuration error."""
+        """Collect until stop() (or cancelled), or until the vendor reports a configuration error."""
+        self._task = asyncio.current_task()
         attempt = 0
-        while self._aborted is None:
-            if attempt:
-                await self._event(None, EVENT_RECONNECT_ATTEMPT, {"attempt": attempt})
-                self.metrics.reconnect_attempts += 1
-            attempt += 1
-            outcome = await self._one_connection()
-            if self._aborted is not None:
-                return
-            if outcome.fatal:
-                log.error("feed %s stopped: %s; fix the configuration and restart", self.source, outcome.reason)
-                raise FeedStopped(outcome.reason)
-            delay = max(self.backoff.next(retry_after=outcome.retry_after, long=outcome.long), self.retry_floor_s)
-            log.warning("feed %s: %s; reconnecting in %.1f s", self.source, outcome.reason, delay)
-            await asyncio.sleep(delay)
+        try:
+            while self._stop_by is None and self._aborted is None:
+                if attempt:
+                    await self._event(None, EVENT_RECONNECT_ATTEMPT, {"attempt": attempt})
+                    self.metrics.reconnect_attempts += 1
+                attempt += 1
+                outcome = await self._one_connection()
+                if self._aborted is not None:
+                    return
+                if outcome.fatal:
+                    log.error("feed %s stopped: %s; fix the configuration and restart", self.source, outcome.reason)
+                    raise FeedStopped(outcome.reason)
+                if self._stop_by is not None:  # the connection ended by itself while draining
+                    return
+                delay = max(self.backoff.next(retry_after=outcome.retry_after, long=outcome.long), self.retry_floor_s)
+                log.warning("feed %s: %s; reconnecting in %.1f s", self.source, outcome.reason, delay)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            if self._stop_by is not None and self._task is not None and self._task.uncancel() == 0:
+                return  # stop()'s own cancel: the shutdown disconnect is recorded, nothing else to do
+            raise
+
+    def stop(self) -> None:
+        """Stop cleanly, at once if not connected; a live connection is drained first (STOP_QUIET_S,
+        STOP_DRAIN_S), then ends with a shutdown disconnect. run() returns once stopped."""
+        if self._stop_by is not None:
+            return
+        self._stop_by = time.monotonic() + STOP_DRAIN_S
+        if self._task is None or self._task.done():
+            return
+        if self._live is None:  # connecting, logging in or waiting to reconnect: nothing to read
+            self._task.cancel()
+        else:
+            self._end_when_drained()
+
+    def _end_when_drained(self) -> None:
+        """Cancel the receive loop while it waits for more, once nothing has come for STOP_QUIET_S (or
+        STOP_DRAIN_S has passed); its shutdown path records the disconnect and closes the connection."""
+        if self._live is None or self._task is None or self._stop_by is None:
+            return  # the connection ended by itself: run() returns
+        now = time.monotonic()
+        quiet = now - max(self._last_seen, self._reading_since)
+        if self._reading and (quiet >= STOP_QUIET_S or now >= self._stop_by) and not self._live[0].unread():
+            self._task.cancel()
+            return
+        asyncio.get_running_loop().call_later(max(0.005, STOP_QUIET_S - quiet), self._end_when_drained)
 
     async def _one_connection(self) -> _Outcome:
         settings = self.settings
@@ -227,6 +272,7 @@ class FeedRunner:
                 helper.cancel()
             self._live = None
             self.metrics.connected = False
+            self._reading = False
         if time.monotonic() - opened >= self.settings.tuning.stable_after_s:
             self.backoff.reset()
         await self._event(connection_id, EVENT_DISCONNECT, {"reason": outcome.reason})
@@ -283,7 +329,9 @@ class FeedRunner:
         while True:
             if claim is not None and not claim.valid():  # not one frame more once the claim is gone
                 raise Disconnected(claim.reason or CLAIM_LOST)
+            self._reading, self._reading_since = True, time.monotonic()
             item = await session.recv()
+            self._reading = False
             self._last_seen = time.monotonic()
             seq += 1
             outcome = await self._frame(item, adapter, connection_id, seq)

@@ -20,12 +20,13 @@ import asyncpg
 from warehouse.collect import gc_settle, metrics
 from warehouse.collect.claims import Claim, Claims
 from warehouse.collect.reads import last_event_ids, unclosed_connections
-from warehouse.collect.runner import FeedRunner, FeedStopped
+from warehouse.collect.runner import STOP_DRAIN_S, FeedRunner, FeedStopped
 from warehouse.collect.settings import FeedSettings
 from warehouse.config import CollectorSettings, ConfigError, WriterSettings
 from warehouse.feeds.contract import is_rest_kind
 from warehouse.records import CLAIM_LOST, EVENT_DISCONNECT, EVENT_HANDOVER, CollectorEvent
 from warehouse.redact import redact_logs
+from warehouse.store.database import redact_url
 from warehouse.store.homes import claim as claim_folder
 from warehouse.store.homes import identity_of
 from warehouse.store.spool import SpoolError
@@ -95,8 +96,9 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         held = [_Feed(feed, writer, claims, url) for feed in feeds]
         for feed in feeds:
             metrics.HOLDER.labels(feed.name).set(0)  # standing by, until its claim is taken
-        log.info("collecting %d feed%s (%s) through the spool %s; Ctrl-C or SIGTERM stops", len(feeds),
-                 "" if len(feeds) == 1 else "s", ", ".join(f.name for f in feeds), writer.spool_dir)
+        log.info("collecting %d feed%s (%s) through the spool %s; writing to %s; Ctrl-C or SIGTERM stops",
+                 len(feeds), "" if len(feeds) == 1 else "s", ", ".join(f.name for f in feeds), writer.spool_dir,
+                 redact_url(url))
         log.info("this process is %s: it collects each feed while it holds the feed's claim, and stands by"
                  " for the others", claims.name)
         if reload is not None:
@@ -106,7 +108,12 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         running = [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in held]
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([*running, stopping], return_when=asyncio.FIRST_COMPLETED)
-        for task in [*running, stopping]:
+        for one, task in zip(held, running, strict=True):  # what the connections already brought is stored
+            if not one.stop():
+                task.cancel()  # standing by: nothing to drain
+        await asyncio.wait(running, timeout=STOP_DRAIN_S + 2)
+        stopping.cancel()
+        for task in running:
             task.cancel()
         await asyncio.gather(*running, stopping, return_exceptions=True)
         log.info("feeds stopped; flushing %d queued frames", writer.queued)
@@ -130,9 +137,19 @@ class _Feed:
         self.url = url
         self.runner: FeedRunner | None = None
         self._last: tuple[int, str | None] | None = None  # (epoch, last SSE id) of this process's last hold
+        self._stopping = False
+
+    def stop(self) -> bool:
+        """A clean stop: the live connection drains what it already brought, then ends (run() returns).
+        False when there is none (standing by): cancel run() instead."""
+        self._stopping = True
+        if self.runner is None:
+            return False
+        self.runner.stop()
+        return True
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             claim = await self.claims.acquired(self.name)
             metrics.HOLDER.labels(self.name).set(1)
             runner = FeedRunner(self.settings, self.writer, resume_id=await self._resume_point(claim), claim=claim)
@@ -224,7 +241,7 @@ async def _close_gap_left_open(url: str, source: str, writer: Writer, holder: st
     """A holder that was killed (or cut off from the database) wrote no disconnect: write it now, dated
     at its last frame stored, so the time nobody listened shows as a gap like any other."""
     try:
-        unclosed = await unclosed_connections(url, [source])
+        unclosed = await unclosed_connections(url, [source], writer.spooled_connections())
     except Exception as exc:  # the database may be gone again; the gap then shows from the connect
         log.warning("feed %s: cannot check for a connection left open by an earlier holder (%s)", source,
                     type(exc).__name__)

@@ -99,7 +99,8 @@ def source_status(url: str, spool_root: Path | None = None) -> list[SourceStatus
                 SourceStatus(
                     source=source,
                     last_frame_at=last,
-                    last_frame_age_s=(now - last).total_seconds() if last else None,
+                    # never below 0: the collector's clock may run a little ahead of the database's
+                    last_frame_age_s=max(0.0, (now - last).total_seconds()) if last else None,
                     frames_last_minute=frames,
                     rows_last_minute=rows,
                     reconnects_24h=gap.reconnects,

@@ -11,6 +11,7 @@ credentials.
 from __future__ import annotations
 
 import contextlib
+import selectors
 import socket
 import ssl
 from collections.abc import Callable
@@ -140,6 +141,10 @@ class WebSocketSession:
         except websockets.ConnectionClosed as exc:
             raise Disconnected(_close_reason(exc)) from None
 
+    def unread(self) -> bool:
+        """Bytes have arrived that recv() has not returned yet (a clean stop reads them first)."""
+        return self._ws is not None and _readable(self._ws.transport.get_extra_info("socket"))
+
     async def close(self) -> None:
         if self._ws is not None:
             with contextlib.suppress(Exception):
@@ -149,6 +154,15 @@ class WebSocketSession:
         """Drop the connection now, without a closing handshake (the claim on its feed is gone)."""
         if self._ws is not None:
             self._ws.transport.abort()
+
+
+def _readable(sock: Any) -> bool:
+    """Whether the socket has bytes (or its end) waiting to be read, without reading them."""
+    if sock is None or sock.fileno() < 0:
+        return False
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(0))
 
 
 def _close_reason(exc: websockets.ConnectionClosed) -> str:
@@ -233,6 +247,11 @@ class SseSession:
         if raw is not None:
             with contextlib.suppress(OSError):
                 raw.shutdown(socket.SHUT_RDWR)
+
+    def unread(self) -> bool:
+        """Bytes have arrived that recv() has not returned yet (a clean stop reads them first)."""
+        stream = self._response.extensions.get("network_stream") if self._response is not None else None
+        return bool(stream is not None and stream.get_extra_info("is_readable"))
 
     async def close(self) -> None:
         if self._stream is not None:

@@ -12,6 +12,7 @@ import psycopg
 
 from warehouse.lifecycle.days import bounds, days_held
 from warehouse.lifecycle.storage import Lake, open_lake
+from warehouse.schema import RECEIVED_AT_END
 
 # Rows can still arrive for a past day: a spool replayed after an outage carries the received_at
 # of when the frames came in. An exported day this recent is exported again if its count changed.
@@ -47,7 +48,8 @@ def pending(url: str, table_names: tuple[str, ...], since: date | None = None, u
         for table in table_names:
             counts: dict[date, int] = dict(conn.execute(
                 f"SELECT (received_at AT TIME ZONE 'UTC')::date, count(*) FROM {table}"
-                " WHERE received_at >= %s GROUP BY 1", (bounds(recent)[0],)).fetchall())
+                " WHERE received_at >= %s AND received_at < %s GROUP BY 1", (bounds(recent)[0], RECEIVED_AT_END)
+            ).fetchall())
             for day in held:  # late rows of days moved to the lake (of any age): few, in a default partition
                 if (table, day) in retained and day < recent and first_day <= day <= last:
                     counts[day] = _count(conn, table, day)

@@ -262,7 +262,7 @@ class SabaSimulator:
             return
         self._connections += 1
         number = self._connections
-        sent = _Sent(self.sent.setdefault(number, []) if self.record else None)
+        sent = _Sent(self.sent.setdefault(number, []) if self.record else None, reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                      b"Connection: close\r\n\r\n")
         # Open from now until the client's side closes (it sends nothing more: EOF is its close).
@@ -329,6 +329,8 @@ class SabaSimulator:
             sent.ids.append(frame_id)
 
     async def _write(self, writer: asyncio.StreamWriter, sent: _Sent, wire: bytes) -> None:
+        if sent.reader.at_eof():  # the client closed: what is written now never reaches it, and is not "sent"
+            raise ConnectionResetError("the client closed the stream")
         faults = self.faults
         if faults.slow_after is not None and sent.count >= faults.slow_after:
             for start in range(0, len(wire) - 1, faults.slow_bytes):  # all but the last byte: busy, not complete
@@ -353,6 +355,7 @@ class _Sent:
     """What one connection was sent: a count, and the frame ids when the simulator records them."""
 
     ids: list[str] | None
+    reader: asyncio.StreamReader  # the client's side: at its end once the client closed the connection
     count: int = 0
 
 

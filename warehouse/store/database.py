@@ -16,6 +16,7 @@ from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, url
 
 import platformdirs
 
+from warehouse.redact import Redactor
 from warehouse.store.embedded import EmbeddedPostgres
 
 if TYPE_CHECKING:
@@ -107,9 +108,10 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL (or libpq keyword string) with any password replaced, for messages and logs."""
+    """The URL (or libpq keyword string) with any password replaced (user:password@, ?password=,
+    password=…), for messages and logs."""
     url = re.sub(r"(://[^:/@?]+):[^@/?]*@", r"\1:***@", url)
-    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+    return Redactor([]).text(re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url))
 
 
 def _hosts_once(parts: SplitResult) -> str:

@@ -25,12 +25,14 @@ import os
 import struct
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import orjson
 
+from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT, CollectorEvent
 from warehouse.store.spoolcodec import MAGIC, Entry, Epochs, Unreadable, decode_stamped, encode
 from warehouse.store.spoolcodec import Unit as Unit
 
@@ -47,6 +49,18 @@ REFUSED_DIR = "refused"
 
 class SpoolError(RuntimeError):
     pass
+
+
+@dataclass
+class SpooledConnection:
+    """A connection an earlier run's spool holds frames or events of: the newest of their times, and
+    whether its connect and its disconnect are there (a run that was not killed ends each feed connection
+    with one; the frames of a resync's REST answers have a connection id of their own, and neither)."""
+
+    source: str
+    last_at: datetime
+    opened: bool = False
+    closed: bool = False
 
 
 class Spool:
@@ -78,6 +92,7 @@ class Spool:
         self.pending_units: Counter[tuple[str, int]] = Counter()  # per (source, epoch): units of claimed frames
         # per source, the newest SSE id in the spool and the epoch it was received under (0: before claims)
         self.last_event_ids: dict[str, tuple[str, int]] = {}
+        self.connections: dict[UUID, SpooledConnection] = {}  # those an earlier run left here
         self._recover()
 
     # -- state ---------------------------------------------------------------------------------
@@ -94,6 +109,7 @@ class Spool:
             entries = self._scan(segment, truncate_torn=True)
             for entry in entries:
                 self._count(entry, +1)
+                self._note_connections(entry)
             if not entries and segment in self._refused:
                 self._retire(segment)  # nothing in it to replay
         segments = self._segments()
@@ -270,6 +286,25 @@ class Spool:
         self.pending_frames = +self.pending_frames  # drop zero counts
         self.pending_units = +self.pending_units
 
+    def _note_connections(self, entry: Stamped) -> None:
+        """Per feed connection, when an earlier run last heard of it and whether it ended there."""
+        for raw, rows in entry[1]:
+            if raw is not None:
+                self._note(raw.connection_id, raw.source, raw.received_at)
+            for row in rows:
+                if isinstance(row, CollectorEvent):
+                    self._note(row.connection_id, row.source, row.received_at, row.event)
+
+    def _note(self, connection_id: UUID | None, source: str, at: datetime, event: str | None = None) -> None:
+        if connection_id is None:
+            return
+        known = self.connections.setdefault(connection_id, SpooledConnection(source, at))
+        if event == EVENT_DISCONNECT:
+            known.closed = True
+        else:
+            known.opened |= event == EVENT_CONNECT
+            known.last_at = max(known.last_at, at)
+
     def _write_backlog(self) -> None:
         """A small JSON file `warehouse status` reads to show the backlog of a running collector."""
         state = {"batches": self.pending_batches, "frames": dict(self.pending_frames)}
@@ -320,6 +355,7 @@ class UnusableSpool:
         self.head_epochs: Epochs = {}
         self.last_event_ids: dict[str, tuple[str, int]] = {}
         self.pending_units: Counter[tuple[str, int]] = Counter()
+        self.connections: dict[UUID, SpooledConnection] = {}
 
     def append(self, batch_id: UUID, units: list[Unit], epochs: Epochs | None = None) -> None:
         raise self.error

@@ -53,7 +53,7 @@ from warehouse.store import fence
 from warehouse.store.connection import WriterConnection, one_line
 from warehouse.store.fence import Fenced, Fencing
 from warehouse.store.homes import adopt_legacy_spool, spool_root
-from warehouse.store.spool import Spool, Unit, UnusableSpool
+from warehouse.store.spool import Spool, SpooledConnection, Unit, UnusableSpool
 from warehouse.store.spoolcodec import Epochs
 from warehouse.store.spoolreplay import SpoolReplayer
 
@@ -182,6 +182,11 @@ class Writer:
         """Per source, the newest SSE event id waiting in the spool (newer than any in the database)
         and the claim epoch it was received under (0: before claims)."""
         return dict(self._spool.last_event_ids) if self._spool else {}
+
+    def spooled_connections(self) -> dict[UUID, SpooledConnection]:
+        """The feed connections whose frames or events an earlier run left in the spool (replayed before
+        anything of this run): whether each ended there, and when it was last heard of."""
+        return dict(self._spool.connections) if self._spool else {}
 
     @property
     def spool_id(self) -> UUID | None:
@@ -498,11 +503,14 @@ def _refusal_attempts(raw: RawMessage | None, rows: Sequence[Any], source: str, 
         return [Quarantine(now, source, connection, reason, frame)]
 
     attempts: list[Unit] = []
+    text = None
     if raw is not None:
         text = raw.payload.decode("utf-8", "replace") if raw.payload is not None else None
         attempts.append((raw, quarantine(text)))
         attempts.append((raw._replace(payload=None), quarantine(_escape_nul(text))))
-    attempts.append((None, quarantine(_escape_nul(repr(list(rows))[:10_000]))))
+    # A frame the database refuses whole (a received_at outside its window: a clock that lost its time)
+    # still leaves its text in the quarantine row; records without a frame leave theirs.
+    attempts.append((None, quarantine(_escape_nul(text if text is not None else repr(list(rows))[:10_000]))))
     return attempts
 
 
