@@ -110,8 +110,9 @@ def sqlalchemy_url(url: str) -> str:
 def redact_url(url: str) -> str:
     """The URL (or libpq keyword string) with any password replaced (user:password@, ?password=,
     password=…), for messages and logs."""
-    url = re.sub(r"(://[^:/@?]+):[^@/?]*@", r"\1:***@", url)
-    return Redactor([]).text(re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url))
+    if "://" in url:
+        return Redactor([]).text(re.sub(r"(://[^:/@?]+):[^@/?]*@", r"\1:***@", url))
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)  # libpq keyword=value
 
 
 def _hosts_once(parts: SplitResult) -> str:
