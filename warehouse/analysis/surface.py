@@ -45,7 +45,7 @@ from warehouse.lifecycle import lakefile, layout
 
 if TYPE_CHECKING:
     from warehouse.lifecycle.bucket import Settings
-    from warehouse.lifecycle.storage import Lake
+    from warehouse.lifecycle.storage import BucketLake, Lake
 
 APPLICATION_NAME = "warehouse query surface"  # its sessions in pg_stat_activity: who holds what, for retain
 COLD = "warehouse_cold"  # the function the views call for the SQL of a table's cold files
@@ -122,7 +122,8 @@ class Lakes:
         bucket = self._bucket(where)
         return bucket.current(where) if bucket is not None else lakefile.current(where)
 
-    def _bucket(self, where: str) -> Any:
+    def _bucket(self, where: str) -> BucketLake | None:
+        """The bucket lake `where` (an object's URL) is in; None for a local file."""
         return next((bucket for bucket in self.buckets if where.startswith(f"{bucket.root}/")), None)
 
     def checked(self, days: list[ColdDay]) -> list[ColdDay]:
