@@ -37,6 +37,7 @@ from warehouse.config import CollectorSettings
 from warehouse.records import CLAIM_LOST
 from warehouse.store.connection import one_line
 from warehouse.store.database import redact_url
+from warehouse.store.engine import dedicated
 from warehouse.store.writer import Writer
 
 log = logging.getLogger("warehouse.collect")
@@ -253,7 +254,10 @@ class Claims:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
         timeout = self.settings.renew_every_s
-        conn = await asyncpg.connect(self.url, timeout=timeout)
+        # The engine's (the writer's: one per process), dedicated: LISTEN is this connection's session
+        # state, which the pool must not reset, and no other user may hear or end.
+        async with asyncio.timeout(timeout):
+            conn = await dedicated(self.writer.engine)
         try:
             await self._renew(conn)
             await conn.execute(_ENSURE, self.feeds, timeout=timeout)

@@ -212,16 +212,16 @@ class Resyncer:
     async def _context(self, gaps: list[_Gap]) -> ResyncContext:
         assert self.policy is not None
         now = datetime.now(UTC)
-        url = self.writer.url
+        engine = self.writer.engine  # the process's one engine (store/engine.py)
         starts = [gap.started for gap in gaps if gap.started is not None]
         unknown = [gap.connected_at for gap in gaps if gap.started is None]
         if unknown:  # a start: the previous process's last frame
-            looked_up = await last_frame_before(url, self.source, min(unknown))
+            looked_up = await last_frame_before(engine, self.source, min(unknown))
             if looked_up is not None:
                 starts.append(looked_up)
         fixtures: dict[str, tuple[str, ...]] = {}
         if self.policy.fixtures_hours is not None:
-            fixtures = await fixtures_seen(url, self.source, now - timedelta(hours=self.policy.fixtures_hours),
+            fixtures = await fixtures_seen(engine, self.source, now - timedelta(hours=self.policy.fixtures_hours),
                                            bookmakers=self.policy.bookmakers)
         return ResyncContext(now, min(starts) if starts else None, fixtures)
 

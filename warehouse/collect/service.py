@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from warehouse.collect import gc_settle, metrics
 from warehouse.collect.claims import Claim, Claims
@@ -27,6 +27,7 @@ from warehouse.feeds.contract import is_rest_kind
 from warehouse.records import CLAIM_LOST, EVENT_DISCONNECT, EVENT_HANDOVER, CollectorEvent
 from warehouse.redact import redact_logs
 from warehouse.store.database import redact_url
+from warehouse.store.engine import pooled
 from warehouse.store.homes import claim as claim_folder
 from warehouse.store.homes import identity_of
 from warehouse.store.spool import SpoolError
@@ -75,7 +76,7 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         metrics.serve(metrics_port, metrics_host)
         metrics.JOBS.url = url  # export's and retention's newest runs, read from job_runs
     writer = Writer(url, writer_settings, name=writer_name, on_commit=metrics.CommitLatency())
-    await _spool_is_this_warehouses(url, writer.spool_dir)
+    await _spool_is_this_warehouses(writer.engine, writer.spool_dir)
     try:
         await writer.start()  # takes the spool's lock (one process per spool directory) before anything else
     except SpoolError as exc:
@@ -93,7 +94,7 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
                                                      if raw.source in kinds and not is_rest_kind(raw.kind) else None)
         claims = Claims(url, collector or CollectorSettings(), [f.name for f in feeds], writer,
                         identified=[f.name for f in feeds if f.feed.identifies_events])
-        held = [_Feed(feed, writer, claims, url) for feed in feeds]
+        held = [_Feed(feed, writer, claims) for feed in feeds]
         for feed in feeds:
             metrics.HOLDER.labels(feed.name).set(0)  # standing by, until its claim is taken
         log.info("collecting %d feed%s (%s) through the spool %s; writing to %s; Ctrl-C or SIGTERM stops",
@@ -129,12 +130,11 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
 class _Feed:
     """One feed in this process: standing by, or collecting while its claim holds."""
 
-    def __init__(self, settings: FeedSettings, writer: Writer, claims: Claims, url: str) -> None:
+    def __init__(self, settings: FeedSettings, writer: Writer, claims: Claims) -> None:
         self.settings = settings
         self.name = settings.name
         self.writer = writer
         self.claims = claims
-        self.url = url
         self.runner: FeedRunner | None = None
         self._last: tuple[int, str | None] | None = None  # (epoch, last SSE id) of this process's last hold
         self._stopping = False
@@ -181,7 +181,7 @@ class _Feed:
         if spooled is not None and spooled[1] == previous:
             return spooled[0]
         try:
-            return (await last_event_ids(self.url, [self.name])).get(self.name)
+            return (await last_event_ids(self.writer.engine, [self.name])).get(self.name)
         except Exception as exc:  # the database may be gone again: the feed starts from a snapshot
             log.warning("feed %s: cannot read where it left off (%s); it starts from a snapshot", self.name,
                         type(exc).__name__)
@@ -194,22 +194,19 @@ class _Feed:
             "from": took.previous_holder, "from_epoch": took.previous_epoch, "to": self.claims.name,
             "epoch": took.epoch, "why": took.why})])
         if took.why != "released":
-            await _close_gap_left_open(self.url, self.name, self.writer, took.previous_holder)
+            await _close_gap_left_open(self.name, self.writer, took.previous_holder)
 
 
-async def _spool_is_this_warehouses(url: str, spool_dir: Path) -> None:
+async def _spool_is_this_warehouses(engine: AsyncEngine, spool_dir: Path) -> None:
     """Refuse to start (one line, WrongWarehouse) on a spool of another database; the writer claims a
     new spool, or checks when it first reaches the database if it cannot now."""
     if not spool_dir.is_dir():
         return
     try:
-        conn = await asyncpg.connect(url, timeout=5)
+        async with pooled(engine) as conn:
+            owner = await identity_of((await conn.get_raw_connection()).driver_connection)
     except Exception:  # not reachable now: the writer spools, and checks once it is
         return
-    try:
-        owner = await identity_of(conn)
-    finally:
-        await conn.close()
     with contextlib.suppress(OSError):  # an unusable spool directory: the writer says so
         claim_folder(spool_dir, owner, "the spool")
 
@@ -237,11 +234,11 @@ async def _reload(read: Callable[[], list[FeedSettings]], feeds: list[_Feed]) ->
     log.warning("configuration reloaded")
 
 
-async def _close_gap_left_open(url: str, source: str, writer: Writer, holder: str | None) -> None:
+async def _close_gap_left_open(source: str, writer: Writer, holder: str | None) -> None:
     """A holder that was killed (or cut off from the database) wrote no disconnect: write it now, dated
     at its last frame stored, so the time nobody listened shows as a gap like any other."""
     try:
-        unclosed = await unclosed_connections(url, [source], writer.spooled_connections())
+        unclosed = await unclosed_connections(writer.engine, [source], writer.spooled_connections())
     except Exception as exc:  # the database may be gone again; the gap then shows from the connect
         log.warning("feed %s: cannot check for a connection left open by an earlier holder (%s)", source,
                     type(exc).__name__)

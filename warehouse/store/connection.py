@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from warehouse import exactjson
 from warehouse.backoff import Backoff
 from warehouse.config import WriterSettings
 from warehouse.schema import RAW_ID_BLOCK
 from warehouse.store.database import redact_url
+from warehouse.store.engine import dedicated
 from warehouse.store.homes import WrongWarehouse, claim, identity_of
 
 log = logging.getLogger("warehouse.writer")
@@ -37,10 +39,14 @@ class Health(Protocol):
 
 
 class WriterConnection:
-    """One asyncpg connection, made again after an outage once the backoff has passed."""
+    """One asyncpg connection, the engine's but dedicated to the writer (store/engine.py: its codecs and
+    transactions are the writer's; the pool never resets or lends it), made again after an outage once
+    the backoff has passed."""
 
-    def __init__(self, url: str, settings: WriterSettings, health: Health, spool_dir: Path) -> None:
-        self.url = url
+    def __init__(self, url: str, engine: AsyncEngine, settings: WriterSettings, health: Health,
+                 spool_dir: Path) -> None:
+        self.url = url  # for messages
+        self.engine = engine
         self.settings = settings
         self.health = health
         self.spool_dir = spool_dir  # named in the messages: where frames go while the database is away
@@ -120,7 +126,7 @@ class WriterConnection:
             return False
         conn = None
         try:
-            conn = await asyncpg.connect(self.url, timeout=self.settings.connect_timeout_s)
+            conn = await dedicated(self.engine)
             await install_codecs(conn)
             if not self._spool_claimed:  # a spool holds one warehouse's batches: this database's
                 await self._claim_spool(conn)

@@ -39,6 +39,7 @@ from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from warehouse.config import WriterSettings
 from warehouse.records import (
@@ -51,6 +52,7 @@ from warehouse.records import (
 )
 from warehouse.store import fence
 from warehouse.store.connection import WriterConnection, one_line
+from warehouse.store.engine import store_engine
 from warehouse.store.fence import Fenced, Fencing
 from warehouse.store.homes import adopt_legacy_spool, spool_root
 from warehouse.store.spool import Spool, SpooledConnection, Unit, UnusableSpool
@@ -96,14 +98,17 @@ class Writer:
     """Append records to PostgreSQL. Use as `async with Writer(url) as writer: await writer.put(...)`."""
 
     def __init__(self, url: str, settings: WriterSettings | None = None, *, name: str = "collector",
-                 on_commit: Callable[[list[Unit]], None] | None = None) -> None:
+                 on_commit: Callable[[list[Unit]], None] | None = None, engine: AsyncEngine | None = None) -> None:
         self.url = url
         self.on_commit = on_commit  # e.g. metrics: called with the units of every committed batch
         self.settings = settings or WriterSettings()
         self.name = name
         self.stats = WriterStats()
         self._queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.queue_units)
-        self._connection = WriterConnection(url, self.settings, self.stats, self.spool_dir)
+        # The process's one engine (store/engine.py): given, or the writer's own (disposed on close).
+        self._own_engine = engine is None
+        self.engine = engine or store_engine(url, connect_timeout_s=self.settings.connect_timeout_s)
+        self._connection = WriterConnection(url, self.engine, self.settings, self.stats, self.spool_dir)
         self._spool: Spool | UnusableSpool | None = None
         self._replayer: SpoolReplayer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -231,6 +236,8 @@ class Writer:
                 )
             self._spool.close()
         await self._connection.close()
+        if self._own_engine:
+            await self.engine.dispose()
 
     # -- main loop -----------------------------------------------------------------------------
 
