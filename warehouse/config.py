@@ -27,7 +27,9 @@ __all__ = ["CollectorSettings", "Config", "ConfigError", "FeedConfig", "WriterSe
 
 @dataclass(frozen=True, kw_only=True)
 class DatabaseSettings:
-    url: str | None = setting("PostgreSQL URL (libpq form); --database-url and $WAREHOUSE_DATABASE_URL win", None)
+    url: str | None = setting("PostgreSQL URL: libpq's (postgresql://…, or keywords host=… dbname=…) or"
+                              " SQLAlchemy's (postgresql+asyncpg://…, postgresql+psycopg://…; asyncpg's ssl=MODE"
+                              " is read as sslmode=MODE); --database-url and $WAREHOUSE_DATABASE_URL win", None)
 
 
 @dataclass(frozen=True, kw_only=True)

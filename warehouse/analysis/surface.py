@@ -85,7 +85,7 @@ def connect(url: str | None = None, export_dir: str | Path | Lake | None = None,
     from warehouse.store.database import resolve_database_url
     from warehouse.store.duckdb import ATTACHED, duckdb_connection
 
-    url = url or resolve_database_url()
+    url = resolve_database_url(url)  # a URL given here is normalised as --database-url is
     con = duckdb_connection(url, APPLICATION_NAME)
     retained = Retained(url, open_lake(export_dir, settings) if export_dir is not None else None)
     weakref.finalize(con, retained.close)  # its session ends with the connection

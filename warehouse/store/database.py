@@ -27,6 +27,7 @@ ENV_URL = "WAREHOUSE_DATABASE_URL"
 ENV_DATA_DIR = "WAREHOUSE_DATA_DIR"
 DEMO_DATABASE = "demo"  # `warehouse demo` writes here, on the embedded server: never into a warehouse
 
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _SCHEME = re.compile(r"^(postgres|postgresql)(\+[a-z0-9_]+)?://", re.IGNORECASE)
 
 
@@ -79,7 +80,10 @@ def resolve_database_url(cli_url: str | None = None, config_url: str | None = No
 
 def normalise_url(url: str) -> str:
     """Accept libpq URLs, libpq keyword strings (`host=a,b dbname=odds target_session_attrs=read-write`)
-    and SQLAlchemy-style `postgresql+driver://` ones; return a libpq URL, which every driver here takes.
+    and SQLAlchemy-style `postgresql+driver://` ones (`postgresql+asyncpg://…?ssl=require` as
+    SQLAlchemy's asyncpg dialect spells sslmode); return a libpq URL, which every driver here takes
+    (asyncpg, psycopg, DuckDB, SQLAlchemy through sqlalchemy_url and store/engine.py). The one rule:
+    every URL a user gives goes through here before any driver sees it.
 
     Several hosts (a primary and its standbys; with `target_session_attrs=read-write` every connection
     goes to whichever is the primary now) may be given as libpq does — `postgresql://a:5432,b:5432/odds`
@@ -93,7 +97,20 @@ def normalise_url(url: str) -> str:
             "example: postgresql://user@host:5432/odds, or several hosts: "
             "postgresql://user@a:5432,b:5432/odds?target_session_attrs=read-write"
         )
-    return _hosts_once(urlsplit("postgresql://" + url[match.end():]))
+    return _hosts_once(_sslmode(urlsplit("postgresql://" + url[match.end():]), url))
+
+
+def _sslmode(parts: SplitResult, given: str) -> SplitResult:
+    """`ssl=MODE` (asyncpg's keyword, in SQLAlchemy's asyncpg URLs) as libpq's `sslmode=MODE`."""
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    modes = [value for key, value in query if key == "ssl"]
+    if not modes:
+        return parts
+    if len(modes) > 1 or modes[0] not in SSLMODES or any(key == "sslmode" for key, _ in query):
+        raise ValueError(f"database URL {redact_url(given)!r}: ssl= takes one of {', '.join(SSLMODES)}, and not"
+                         " beside sslmode=; example: postgresql://user@host/odds?sslmode=verify-full")
+    query = [("sslmode", value) if key == "ssl" else (key, value) for key, value in query]
+    return parts._replace(query=urlencode(query, safe=":,/"))
 
 
 def sqlalchemy_url(url: str) -> str:

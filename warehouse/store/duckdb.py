@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from warehouse.store.database import normalise_url
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -85,9 +87,9 @@ def lock_down(con: duckdb.DuckDBPyConnection, readable: Iterable[Path | str]) ->
 
 
 def libpq_dsn(url: str, application_name: str | None = None) -> str:
-    """The URL as libpq takes it (DuckDB takes libpq URLs as they are; only our driver-style prefix needs
-    removing), with `application_name` added unless the URL names one."""
-    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    """The URL as libpq takes it (normalise_url: any form a user may give, a driver-style prefix too),
+    with `application_name` added unless the URL names one."""
+    dsn = normalise_url(url)
     if application_name is None:
         return dsn
     from psycopg.conninfo import conninfo_to_dict, make_conninfo

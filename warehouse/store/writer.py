@@ -52,6 +52,7 @@ from warehouse.records import (
 )
 from warehouse.store import fence
 from warehouse.store.connection import WriterConnection, one_line
+from warehouse.store.database import normalise_url
 from warehouse.store.engine import store_engine
 from warehouse.store.fence import Fenced, Fencing
 from warehouse.store.homes import adopt_legacy_spool, spool_root
@@ -99,7 +100,7 @@ class Writer:
 
     def __init__(self, url: str, settings: WriterSettings | None = None, *, name: str = "collector",
                  on_commit: Callable[[list[Unit]], None] | None = None, engine: AsyncEngine | None = None) -> None:
-        self.url = url
+        self.url = normalise_url(url)
         self.on_commit = on_commit  # e.g. metrics: called with the units of every committed batch
         self.settings = settings or WriterSettings()
         self.name = name
@@ -107,8 +108,8 @@ class Writer:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.queue_units)
         # The process's one engine (store/engine.py): given, or the writer's own (disposed on close).
         self._own_engine = engine is None
-        self.engine = engine or store_engine(url, connect_timeout_s=self.settings.connect_timeout_s)
-        self._connection = WriterConnection(url, self.engine, self.settings, self.stats, self.spool_dir)
+        self.engine = engine or store_engine(self.url, connect_timeout_s=self.settings.connect_timeout_s)
+        self._connection = WriterConnection(self.url, self.engine, self.settings, self.stats, self.spool_dir)
         self._spool: Spool | UnusableSpool | None = None
         self._replayer: SpoolReplayer | None = None
         self._task: asyncio.Task[None] | None = None
