@@ -141,3 +141,27 @@ def test_db_upgrade_and_collect_on_a_postgresql_asyncpg_url(empty_db_url: str, t
     assert set(seen.values()) == {APPLICATION_NAME}, seen  # the writer's, the claims', the reads'
     assert query(empty_db_url, "SELECT source, detail->>'reason' FROM collector_events WHERE event = 'disconnect'"
                                " ORDER BY source") == [("oddspapi", "shutdown"), ("saba", "shutdown")]
+
+
+def test_the_claims_read_a_takeovers_watch_as_values(db_url: str, tmp_path: Path) -> None:
+    """The claims' connection is the engine's, jsonb decoded: a first take watches nothing (before, the
+    text '[]' was taken for a watch, so a feed with identities was watched for good), a takeover
+    watches its previous epoch's late frames."""
+
+    async def hold(name: str) -> tuple[Any, bool]:
+        writer = await Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")).start()
+        claims = Claims(db_url, CollectorSettings(name=name, claim_ttl_s=1.5, poll_s=0.2), ["mm"], writer,
+                        identified=["mm"])
+        await claims.start()
+        try:
+            claim = await asyncio.wait_for(claims.acquired("mm"), 30)
+            return claim.took, "mm" in writer.fencing.watched
+        finally:
+            await claims.aclose()  # killed, as it were: the claim is not released
+            await writer.close()
+
+    first, watched = asyncio.run(hold("a"))
+    assert (first.why, first.watch, watched) == ("first", [], False)
+    again, watched = asyncio.run(hold("b"))  # once the claim expired, and was watched unrenewed
+    assert again.why == "expired without a standby" and watched
+    assert [(w["epoch"], w["settled"]) for w in again.watch] == [(1, False)]
