@@ -24,15 +24,16 @@ import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from warehouse.config import WriterSettings
 from warehouse.store.database import normalise_url
 
 APPLICATION_NAME = "warehouse"  # pg_stat_activity.application_name of its connections, unless the URL names one
-CONNECT_TIMEOUT_S = 5.0  # WriterSettings.connect_timeout_s's default
 POOL_SIZE = 2  # idle connections kept for the reads (a resync's, a takeover's); dedicated ones are not counted
 MAX_OVERFLOW = 8  # reads at the same time beyond those
+STATEMENT_CACHE_SIZE = 100  # asyncpg's prepared statements per connection (its default; 0 behind a transaction pooler)
 
 
-def store_engine(url: str, *, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> AsyncEngine:
+def store_engine(url: str, *, connect_timeout_s: float = WriterSettings().connect_timeout_s) -> AsyncEngine:
     """The engine on `url` (any form normalise_url takes: libpq URL or keywords, `postgresql+asyncpg://`…).
 
     The URL goes to asyncpg whole, as `dsn`: asyncpg reads a libpq URL as libpq does — sslmode,
@@ -43,7 +44,8 @@ def store_engine(url: str, *, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> A
     server_settings = {}
     if "application_name" not in dict(parse_qsl(urlsplit(dsn).query)):
         server_settings["application_name"] = APPLICATION_NAME
-    connect_args: dict[str, Any] = {"dsn": dsn, "timeout": connect_timeout_s, "server_settings": server_settings}
+    connect_args: dict[str, Any] = {"dsn": dsn, "timeout": connect_timeout_s, "server_settings": server_settings,
+                                    "statement_cache_size": STATEMENT_CACHE_SIZE}
     return create_async_engine("postgresql+asyncpg://", connect_args=connect_args, pool_pre_ping=True,
                                pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
 
