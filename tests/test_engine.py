@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import event, text
 
@@ -88,7 +89,8 @@ def test_the_writer_the_claims_and_the_reads_take_every_connection_from_one_engi
             await claims.aclose()
             await writer.close()
             await engine.dispose()
-        assert dict(query(db_url, BACKENDS)) == {}  # the dedicated connections closed with their holders
+        # The dedicated connections closed with their holders (a backend ends a moment after its client).
+        wait_for(lambda: query(db_url, BACKENDS) == [], 10, "every backend of the engine's to end")
 
     asyncio.run(main())
 
@@ -117,20 +119,22 @@ def test_a_read_after_an_outage_gets_a_live_connection(db_url: str) -> None:
 
 def test_db_upgrade_and_collect_on_a_postgresql_asyncpg_url(empty_db_url: str, tmp_path: Path) -> None:
     """End to end, as an operator writes SQLAlchemy's asyncpg URL: migrations, then a collector whose
-    every connection to the database carries the engine's application_name."""
+    connections to the database (asyncpg's, all from its engine) carry the engine's application_name."""
     url = asyncpg_url(empty_db_url)
     command, env = operator_setup(url, tmp_path)
     upgrade = subprocess.run([*command, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120)
     assert upgrade.returncode == 0, upgrade.stderr[-2000:]
     assert query(empty_db_url, "SELECT count(*) FROM alembic_version") == [(1,)]
-    seen: dict[int, Any] = {}
+    # Once frames of both feeds are stored: the backends on the database then are the collector's (its
+    # writer's, its claims', its reads' kept in the pool; its schema check at start, psycopg's, ended
+    # long before), each with the engine's application_name.
+    watching = psycopg.connect(empty_db_url, autocommit=True)
     simulators = subprocess.Popen([*command, "simulate"], env=env, stderr=subprocess.PIPE, text=True)
     collector = subprocess.Popen([*command, "collect"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        def collecting() -> bool:
-            seen.update(query(empty_db_url, BACKENDS))
-            return len(seen) >= 2 and query(empty_db_url, "SELECT count(DISTINCT source) FROM raw_messages")[0][0] == 2
-        wait_for(collecting, 60, "frames from both feeds")
+        wait_for(lambda: watching.execute("SELECT count(DISTINCT source) FROM raw_messages").fetchall() == [(2,)],
+                 60, "frames from both feeds")
+        backends = dict(watching.execute(BACKENDS).fetchall())
         collector.send_signal(signal.SIGINT)
         _, log = collector.communicate(timeout=60)
         assert collector.returncode == 0, log[-2000:]
@@ -138,7 +142,8 @@ def test_db_upgrade_and_collect_on_a_postgresql_asyncpg_url(empty_db_url: str, t
         collector.kill()
         simulators.send_signal(signal.SIGTERM)
         simulators.communicate(timeout=30)
-    assert set(seen.values()) == {APPLICATION_NAME}, seen  # the writer's, the claims', the reads'
+        watching.close()
+    assert len(backends) >= 2 and set(backends.values()) == {APPLICATION_NAME}, backends
     assert query(empty_db_url, "SELECT source, detail->>'reason' FROM collector_events WHERE event = 'disconnect'"
                                " ORDER BY source") == [("oddspapi", "shutdown"), ("saba", "shutdown")]
 
