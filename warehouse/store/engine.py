@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from warehouse.config import WriterSettings
@@ -55,7 +55,7 @@ async def dedicated(engine: AsyncEngine) -> asyncpg.Connection:
     doc); the caller closes (or terminates) it. Errors are the driver's own, as from asyncpg.connect."""
     try:
         conn = await engine.connect()
-    except DBAPIError as exc:
+    except SQLAlchemyError as exc:
         raise driver_error(exc) from None
     raw = await conn.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
@@ -69,12 +69,14 @@ async def pooled(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     try:
         async with engine.connect() as conn:
             yield conn
-    except DBAPIError as exc:
+    except SQLAlchemyError as exc:
         raise driver_error(exc) from None
 
 
-def driver_error(exc: DBAPIError) -> BaseException:
-    """The driver's exception beneath SQLAlchemy's wrapping (asyncpg's, or OSError), else `exc` itself:
-    the store's callers tell outages from refusals by asyncpg's classes and sqlstates."""
-    inner = exc.orig.__cause__ if exc.orig is not None else None
-    return inner if isinstance(inner, Exception) else exc
+def driver_error(exc: SQLAlchemyError) -> Exception:
+    """The driver's exception beneath SQLAlchemy's wrapping (asyncpg's, or OSError): the store's callers
+    tell outages from refusals by asyncpg's classes and sqlstates, as before the engine. Anything else
+    of SQLAlchemy's (the pool's timeout) is a ConnectionError: the database is not available now."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None and isinstance(exc.orig.__cause__, Exception):
+        return exc.orig.__cause__
+    return ConnectionError(f"{type(exc).__name__}: {exc}")
