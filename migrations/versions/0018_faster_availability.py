@@ -127,8 +127,8 @@ CREATE: tuple[str, ...] = (  # each relation, then its comment
                         ROWS UNBOUNDED PRECEDING)) AS carried
           WINDOW w AS (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side
               ORDER BY tick_no, received_at, raw_id, kind)) AS changed
-    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was
-                       AND NOT coalesce(next_at = received_at AND next_raw_id = raw_id, false))
+    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was AND NOT coalesce(next_at = received_at AND
+        next_raw_id = raw_id, false))
 """,
     "COMMENT ON VIEW observed_ticks IS 'price_ticks as the collector observed them, the base of every "
     'other relation: pushed ticks, and snapshot ticks (fetched over REST after a gap, dated when the '
@@ -253,8 +253,8 @@ CREATE: tuple[str, ...] = (  # each relation, then its comment
                         ROWS UNBOUNDED PRECEDING)) AS carried
           WINDOW w AS (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side
               ORDER BY tick_no, received_at, raw_id, kind)) AS changed
-    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was
-                       AND NOT coalesce(next_at = received_at AND next_raw_id = raw_id, false))
+    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was AND NOT coalesce(next_at = received_at AND
+        next_raw_id = raw_id, false))
     ) AS kept) AS ordered
     WHERE later IS NULL
     ) AS latest
@@ -299,28 +299,113 @@ CREATE: tuple[str, ...] = (  # each relation, then its comment
     "COMMENT ON FUNCTION price_candles(interval) IS 'Open/high/low/close per selection in buckets of "
     "any width, aligned on the Unix epoch. Built on observed_ticks.'",
     """CREATE VIEW market_overround AS
-    WITH latest AS (
-        SELECT received_at, raw_id, source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side,
-               CASE WHEN price > 0 AND active IS NOT FALSE THEN 1 / price ELSE 0 END AS prob
-        FROM observed_ticks
-    ), deltas AS (
-        SELECT *, prob - coalesce(lag(prob) OVER (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id,
-            player_id, line, side ORDER BY received_at, raw_id), 0) AS d_prob,
-               sign(prob) - coalesce(sign(lag(prob) OVER (PARTITION BY source, bookmaker, fixture_id, market_id,
-                   outcome_id, player_id, line, side ORDER BY received_at, raw_id)), 0)
-                   AS d_priced
-        FROM latest
-    ), running AS (
-        SELECT received_at, raw_id, source, bookmaker, fixture_id, market_id, side,
-               sum(d_prob) OVER frames AS book, sum(d_priced) OVER frames AS outcomes,
-               lead(received_at) OVER frames AS next_at, lead(raw_id) OVER frames AS next_raw_id
-        FROM deltas
-        WINDOW frames AS (PARTITION BY source, bookmaker, fixture_id, market_id, side ORDER BY received_at, raw_id)
-    )
     SELECT received_at, raw_id, source, bookmaker, fixture_id, market_id, side, CAST(outcomes AS integer) AS
         outcomes_priced,
            book AS book_sum, book - 1 AS overround
-    FROM running
+    FROM (SELECT received_at, raw_id, source, bookmaker, fixture_id, market_id, side,
+                 sum(d_prob) OVER frames AS book, sum(d_priced) OVER frames AS outcomes,
+                 lead(received_at) OVER frames AS next_at, lead(raw_id) OVER frames AS next_raw_id
+          FROM (
+    SELECT received_at, raw_id, source, bookmaker, fixture_id, market_id, side, prob - coalesce(prev_prob, 0) AS
+        d_prob,
+           sign(prob) - coalesce(sign(prev_prob), 0) AS d_priced
+    FROM (SELECT *, CASE WHEN coalesce(prev_kind = 0 AND prev_at = received_at AND prev_raw_id = raw_id, false)
+                         THEN prob_2 ELSE prob_1 END AS prev_prob
+          FROM (SELECT *, CASE WHEN last_price > 0 AND open IS NOT FALSE THEN 1 / last_price ELSE 0 END AS prob,
+              lag(CASE WHEN last_price > 0 AND open IS NOT FALSE THEN 1 / last_price ELSE 0 END) OVER w AS prob_1,
+              lag(CASE WHEN last_price > 0 AND open IS NOT FALSE THEN 1 / last_price ELSE 0 END, 2) OVER w AS
+              prob_2, lag(open) OVER w AS was, lead(received_at) OVER w AS next_at, lead(raw_id) OVER w AS
+              next_raw_id,
+                       lag(kind) OVER w AS prev_kind, lag(received_at) OVER w AS prev_at,
+                       lag(raw_id) OVER w AS prev_raw_id
+                FROM (
+        SELECT *, CASE WHEN closed_now THEN false ELSE bool_or(active) OVER last END AS open,
+               max(price) OVER last AS last_price, max(status) OVER last AS last_status,
+               max(max_stake) OVER last AS last_stake
+        FROM (
+        SELECT *, sum(kind) OVER w AS tick_no,
+               coalesce(max(2 * flag_no + CASE WHEN closed THEN 1 ELSE 0 END) OVER w % 2 = 1, false) AS closed_now
+        FROM (SELECT received_at, source, raw_id, source_ts, bookmaker, fixture_id, market_id, outcome_id,
+            player_id, line, side, price, active, status, max_stake, attrs, origin, 1 AS kind, CAST(NULL AS bigint)
+            AS flag_no,
+                     CAST(NULL AS boolean) AS closed
+              FROM (
+        SELECT received_at, source, raw_id, source_ts, bookmaker, fixture_id, market_id, outcome_id, player_id,
+            line, side, price, active, status, max_stake, attrs, origin FROM price_ticks WHERE origin IS NULL
+        UNION ALL
+        SELECT s.received_at, s.source, s.raw_id, s.source_ts, s.bookmaker, s.fixture_id, s.market_id, s.outcome_id,
+            s.player_id, s.line, s.side, s.price, s.active, s.status, s.max_stake, s.attrs, s.origin FROM
+            price_ticks AS s
+        WHERE s.origin = 'snapshot' AND NOT EXISTS (
+            SELECT 1 FROM (SELECT e.source_ts FROM price_ticks AS e
+                           WHERE e.fixture_id = s.fixture_id AND e.market_id = s.market_id AND e.outcome_id =
+                               s.outcome_id AND e.source = s.source AND e.bookmaker IS NOT DISTINCT FROM s.bookmaker
+                               AND e.player_id IS NOT DISTINCT FROM s.player_id AND e.line IS NOT DISTINCT FROM
+                               s.line AND e.side IS NOT DISTINCT FROM s.side AND (e.origin IS NULL OR e.origin =
+                               'snapshot')
+                             AND e.received_at <= s.received_at
+                             AND (e.received_at < s.received_at OR e.raw_id < s.raw_id)
+                           ORDER BY e.received_at DESC, e.raw_id DESC LIMIT 1) AS before
+            WHERE before.source_ts >= s.source_ts)) AS seen
+              UNION ALL
+              SELECT received_at, source, raw_id, NULL, bookmaker, fixture_id, market_id, outcome_id, player_id,
+                  line,
+                     side, NULL, NULL, NULL, NULL, NULL, origin, 0, flag_no, closed
+              FROM (
+        SELECT source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side, received_at, raw_id,
+            origin, flag_no, coalesce(max(CASE WHEN book_suspended IS NOT NULL THEN 2 * flag_no + CASE WHEN
+            book_suspended THEN 1 ELSE 0 END END) OVER w % 2 = 1, false) OR coalesce(max(CASE WHEN book_inactive IS
+            NOT NULL THEN 2 * flag_no + CASE WHEN book_inactive THEN 1 ELSE 0 END END) OVER w % 2 = 1, false) OR
+            coalesce(max(CASE WHEN market_inactive IS NOT NULL THEN 2 * flag_no + CASE WHEN market_inactive THEN 1
+            ELSE 0 END END) OVER w % 2 = 1, false) AS closed
+        FROM (SELECT *, row_number() OVER (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id,
+            player_id, line, side ORDER BY received_at, raw_id) AS flag_no
+              FROM (  -- one row per covered selection and frame
+        SELECT source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side, received_at, raw_id,
+            max(origin) AS origin, bool_or(book_suspended) AS book_suspended,
+               bool_or(book_inactive) AS book_inactive, bool_or(market_inactive) AS market_inactive
+        FROM (SELECT s.source, s.bookmaker, s.fixture_id, s.market_id, s.outcome_id, s.player_id, s.line, s.side,
+            f.received_at, f.raw_id, f.origin, f.book_suspended, f.book_inactive, f.market_inactive
+              FROM (
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, CAST(NULL AS text) AS market_id,
+               book_suspended, book_inactive, CAST(NULL AS boolean) AS market_inactive
+        FROM (
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker,
+               CASE (changes->>'suspended') WHEN 'true' THEN true WHEN 'false' THEN NOT true END AS book_suspended,
+               CASE (changes->>'bookmakerIsActive') WHEN 'true' THEN false WHEN 'false' THEN NOT false END AS
+                   book_inactive
+        FROM fixture_changes
+        WHERE bookmaker IS NOT NULL AND (origin IS NULL OR origin = 'snapshot')
+          AND ((changes->>'suspended') IS NOT NULL OR (changes->>'bookmakerIsActive') IS NOT NULL)) AS book
+        UNION ALL
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, market_id, NULL, NULL, market_inactive
+        FROM (
+        SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, market_id,
+               CASE (attrs->>'marketActive') WHEN 'true' THEN false WHEN 'false' THEN NOT false END AS
+                   market_inactive
+        FROM market_changes
+        WHERE bookmaker IS NOT NULL AND (origin IS NULL OR origin = 'snapshot')
+          AND (attrs->>'marketActive') IS NOT NULL) AS market) AS f
+              JOIN (SELECT DISTINCT source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side FROM
+                  price_ticks WHERE bookmaker IS NOT NULL) AS s
+                ON s.source = f.source AND s.fixture_id = f.fixture_id AND s.bookmaker = f.bookmaker
+              WHERE f.market_id IS NULL OR f.market_id = s.market_id) AS covered
+        GROUP BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side, received_at, raw_id)
+            AS flagged) AS numbered
+        WINDOW w AS (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side ORDER
+            BY received_at, raw_id ROWS UNBOUNDED PRECEDING)) AS flag_states) AS timeline
+        WINDOW w AS (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side ORDER
+            BY received_at, raw_id, kind ROWS UNBOUNDED PRECEDING)) AS numbered
+        WINDOW last AS (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side,
+            tick_no ORDER BY received_at, raw_id, kind
+                        ROWS UNBOUNDED PRECEDING)) AS carried
+                WINDOW w AS (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line,
+                    side ORDER BY tick_no, received_at, raw_id, kind)) AS changed
+          WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was AND NOT coalesce(next_at = received_at AND
+              next_raw_id = raw_id, false))) AS moved
+    ) AS deltas
+          WINDOW frames AS (PARTITION BY source, bookmaker, fixture_id, market_id, side ORDER BY received_at,
+              raw_id)) AS running
     WHERE next_at IS NULL OR next_at <> received_at OR next_raw_id IS DISTINCT FROM raw_id
 """,
     "COMMENT ON VIEW market_overround IS 'After every frame that changed a market: how many of its "
@@ -546,8 +631,8 @@ CREATE: tuple[str, ...] = (  # each relation, then its comment
                         ROWS UNBOUNDED PRECEDING)) AS carried
           WINDOW w AS (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side
               ORDER BY tick_no, received_at, raw_id, kind)) AS changed
-    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was
-                       AND NOT coalesce(next_at = received_at AND next_raw_id = raw_id, false))
+    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was AND NOT coalesce(next_at = received_at AND
+        next_raw_id = raw_id, false))
     ) AS kept) AS ordered
     WHERE later IS NULL
     ) AS latest) AS latest WHERE is_open) AS open_prices
@@ -686,8 +771,8 @@ CREATE: tuple[str, ...] = (  # each relation, then its comment
                         ROWS UNBOUNDED PRECEDING)) AS carried
           WINDOW w AS (PARTITION BY source, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side
               ORDER BY tick_no, received_at, raw_id, kind)) AS changed
-    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was
-                       AND NOT coalesce(next_at = received_at AND next_raw_id = raw_id, false))
+    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was AND NOT coalesce(next_at = received_at AND
+        next_raw_id = raw_id, false))
     ) AS kept) AS ordered
     WHERE later IS NULL
     ) AS latest) AS latest WHERE CASE WHEN method IN ('multiplicative', 'power', 'shin') THEN true ELSE

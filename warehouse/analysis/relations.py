@@ -2,8 +2,8 @@
 
 Each relation is plain SQL that PostgreSQL and DuckDB both accept. On PostgreSQL a migration creates
 it as a view or a SQL function, holding its text as written then (0002: the first set; 0007: the
-second; 0010: what a trader acts on, docs/trading-relations.md; 0016: the current one, where `active`
-is whether a bet could be placed, docs/availability.md); over Parquet
+second; 0010: what a trader acts on, docs/trading-relations.md; 0016: where `active` is whether a bet
+could be placed, docs/availability.md; 0018: the current one, the same rows read and sorted less); over Parquet
 and on the query surface the same text becomes a DuckDB view or table macro (`CURRENT`), so a query
 written against one runs unchanged against the other.
 
@@ -90,7 +90,7 @@ _LATEST_FLAG = ("coalesce(max(CASE WHEN {flag} IS NOT NULL THEN 2 * {n} + CASE W
 _TIMELINE = f"PARTITION BY {SELECTION} ORDER BY tick_no, received_at, raw_id, kind"
 
 
-def _observed(seen: Callable[[str], str], upto: str = "", latest: bool = False) -> str:
+def _observed(seen: Callable[[str], str], upto: str = "", latest: bool = False, overround: bool = False) -> str:
     """observed_ticks from `seen` (the rows the collector observed: pushed, and snapshot rows the
     stream had not overtaken) and the flags above them. Every flag row becomes, for each selection it
     covers that had a price before it, a row at the flag's frame with the selection's last price —
@@ -100,7 +100,8 @@ def _observed(seen: Callable[[str], str], upto: str = "", latest: bool = False) 
     `upto` (" AND received_at <= t") bounds every read: each window below only looks back (and `lead`
     at rows of the same frame), so the rows up to t are the same, and an as-of function reads history
     up to t only. `latest`: only each selection's last row (what prices_as_of gives), found in the
-    timeline's own order (DISTINCT ON, or a row number from the latest, would sort the rows again)."""
+    timeline's own order (DISTINCT ON, or a row number from the latest, would sort the rows again).
+    `overround`: instead of the rows, each one's change in implied probability (market_overround's)."""
     s = ", ".join(f"s.{c}" for c in SELECTION.split(", "))
     # The selections a flag may cover are read from price_ticks, not from `seen` (one that has only rows
     # `seen` leaves out gets no row: it has no price before the flag). Reading `seen` twice, DuckDB 1.5
@@ -156,19 +157,39 @@ def _observed(seen: Callable[[str], str], upto: str = "", latest: bool = False) 
     columns = ("received_at, source, raw_id, source_ts, bookmaker, fixture_id, market_id, outcome_id, player_id, line,"
                " side, last_price AS price, open AS active, last_status AS status, last_stake AS max_stake, attrs,"
                " origin")
-    kept = f"""
+    kept = ("kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was"
+            " AND NOT coalesce(next_at = received_at AND next_raw_id = raw_id, false))")
+    frame = "lag(open) OVER w AS was, lead(received_at) OVER w AS next_at, lead(raw_id) OVER w AS next_raw_id"
+    if overround:
+        # Each kept row's change in implied probability from the kept row before it, for market_overround,
+        # in the same pass. The row before is the timeline's, but for a tick after a flag row of its own
+        # frame (not kept): the one before that. Every other row left out kept the probability of the row
+        # before it (the same price and state, or no price yet).
+        prob = "CASE WHEN last_price > 0 AND open IS NOT FALSE THEN 1 / last_price ELSE 0 END"
+        return f"""
+    SELECT received_at, raw_id, {MARKET}, prob - coalesce(prev_prob, 0) AS d_prob,
+           sign(prob) - coalesce(sign(prev_prob), 0) AS d_priced
+    FROM (SELECT *, CASE WHEN coalesce(prev_kind = 0 AND prev_at = received_at AND prev_raw_id = raw_id, false)
+                         THEN prob_2 ELSE prob_1 END AS prev_prob
+          FROM (SELECT *, {prob} AS prob, lag({prob}) OVER w AS prob_1, lag({prob}, 2) OVER w AS prob_2, {frame},
+                       lag(kind) OVER w AS prev_kind, lag(received_at) OVER w AS prev_at,
+                       lag(raw_id) OVER w AS prev_raw_id
+                FROM {carried} AS carried
+                WINDOW w AS ({_TIMELINE})) AS changed
+          WHERE {kept}) AS moved
+    """
+    kept_rows = f"""
     SELECT {columns}{", tick_no, kind" if latest else ""}
-    FROM (SELECT *, lag(open) OVER w AS was, lead(received_at) OVER w AS next_at, lead(raw_id) OVER w AS next_raw_id
+    FROM (SELECT *, {frame}
           FROM {carried} AS carried
           WINDOW w AS ({_TIMELINE})) AS changed
-    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was
-                       AND NOT coalesce(next_at = received_at AND next_raw_id = raw_id, false))
+    WHERE {kept}
     """
     if not latest:
-        return kept
+        return kept_rows
     return f"""
     SELECT {", ".join(TICK_COLUMNS)}
-    FROM (SELECT *, lead(received_at) OVER ({_TIMELINE}) AS later FROM ({kept}) AS kept) AS ordered
+    FROM (SELECT *, lead(received_at) OVER ({_TIMELINE}) AS later FROM ({kept_rows}) AS kept) AS ordered
     WHERE later IS NULL
     """
 
@@ -301,34 +322,27 @@ PRICE_CANDLES = Relation(
     "observed_ticks.",
 )
 
-# Overround over time: a running sum of each selection's change in implied probability gives the
-# sum of the latest implied probabilities of the market's outcomes after every frame, in one pass. The
-# sums are equal on a frame's rows (peers in the window); the frame's last row in the window's own order
-# stands for it (a DISTINCT would sort the rows again).
-MARKET_OVERROUND = Relation(
-    "market_overround",
-    f"""
-    WITH latest AS (
-        SELECT received_at, raw_id, {SELECTION},
-               CASE WHEN price > 0 AND active IS NOT FALSE THEN 1 / price ELSE 0 END AS prob
-        FROM observed_ticks
-    ), deltas AS (
-        SELECT *, prob - coalesce(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}), 0) AS d_prob,
-               sign(prob) - coalesce(sign(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER})), 0)
-                   AS d_priced
-        FROM latest
-    ), running AS (
-        SELECT received_at, raw_id, {MARKET},
-               sum(d_prob) OVER frames AS book, sum(d_priced) OVER frames AS outcomes,
-               lead(received_at) OVER frames AS next_at, lead(raw_id) OVER frames AS next_raw_id
-        FROM deltas
-        WINDOW frames AS (PARTITION BY {MARKET} ORDER BY {IN_ORDER})
-    )
+# Overround over time: a running sum of each selection's change in implied probability (taken in
+# observed_ticks' own pass, _observed) gives the sum of the latest implied probabilities of the market's
+# outcomes after every frame. The sums are equal on a frame's rows (peers in the window); the frame's
+# last row in the window's own order stands for it (a DISTINCT would sort the rows again).
+def _overround(seen: Callable[[str], str]) -> str:
+    return f"""
     SELECT received_at, raw_id, {MARKET}, CAST(outcomes AS integer) AS outcomes_priced,
            book AS book_sum, book - 1 AS overround
-    FROM running
+    FROM (SELECT received_at, raw_id, {MARKET},
+                 sum(d_prob) OVER frames AS book, sum(d_priced) OVER frames AS outcomes,
+                 lead(received_at) OVER frames AS next_at, lead(raw_id) OVER frames AS next_raw_id
+          FROM ({_observed(seen, overround=True)}) AS deltas
+          WINDOW frames AS (PARTITION BY {MARKET} ORDER BY {IN_ORDER})) AS running
     WHERE next_at IS NULL OR next_at <> received_at OR next_raw_id IS DISTINCT FROM raw_id
-    """,
+    """
+
+
+MARKET_OVERROUND = Relation(
+    "market_overround",
+    _overround(_seen_postgres),
+    duckdb_body=_overround(_seen_duckdb),
     doc="After every frame that changed a market: how many of its outcomes are priced, the sum of their "
     "implied probabilities, and the overround (sum - 1: the bookmaker's margin). Compare only rows "
     "where outcomes_priced is the market's full outcome count (in player markets every player is an outcome). "
