@@ -512,6 +512,7 @@ BEST_PRICES_AS_OF = Relation(
     "an open price. A bookmaker whose last tick was suspended or inactive is not on the screen.",
 )
 
+
 def _fair_as_of(duckdb: bool) -> str:
     return f"""
     SELECT received_at, {SELECTION}, price, implied_prob, {_FAIR_PROB.format(method="method")} AS fair_prob,
