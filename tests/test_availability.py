@@ -189,6 +189,58 @@ def test_a_whole_odds_answer_with_a_suspended_bookmaker_and_an_inactive_market(d
         ("pinnacle", "10121", "10121", 1.9, True), ("pinnacle", "10121", "10122", 1.95, True)]
 
 
+# -- an as-of function reads history up to as_of only (migration 0018) -----------------------------
+#
+# Its windows only look back, so observed_ticks bounded at as_of inside the function must give what the
+# view gives up to as_of. The cases the bound could get wrong: a suspension before as_of lifted after it,
+# a flag frame exactly at as_of, and a frame whose flags and prices come together (the flags apply to
+# the prices: the flag row itself gives no row).
+EDGES: list[tuple[datetime, list]] = [
+    (T, prices(T, "A", A_PRICES)),
+    (T + 10 * S, book(T + 10 * S, "A", suspended=True)),
+    (T + 20 * S, book(T + 20 * S, "A", suspended=False) + prices(T + 20 * S, "A", {("101", "101"): 2.50})),
+    (T + 30 * S, market_flag(T + 30 * S, "A", "101", False) + prices(T + 30 * S, "A", {("101", "102"): 3.60})),
+    (T + 40 * S, market_flag(T + 40 * S, "A", "101", True)),
+]
+LAST_OF_THE_VIEW = ("SELECT DISTINCT ON (bookmaker, market_id, outcome_id) bookmaker, market_id, outcome_id, price,"
+                    " active, received_at, raw_id FROM observed_ticks WHERE fixture_id = 'F1' AND received_at <= %s"
+                    " ORDER BY bookmaker, market_id, outcome_id, received_at DESC, raw_id DESC")
+LAST_AS_OF = ("SELECT bookmaker, market_id, outcome_id, price, active, received_at, raw_id FROM prices_as_of(%s)"
+              " WHERE fixture_id = 'F1' ORDER BY bookmaker, market_id, outcome_id")
+
+
+def test_as_of_reads_up_to_as_of_and_gives_what_the_view_gives_there(storage_url: str, tmp_path: Path) -> None:
+    url = write_frames(storage_url, tmp_path / "spool", EDGES, "oddspapi")
+    tiny = timedelta(microseconds=1)
+    moments = [when + shift for when, _ in EDGES for shift in (-tiny, 0 * S, tiny, 5 * S)]
+    for when in moments:
+        assert query(url, LAST_AS_OF, when) == query(url, LAST_OF_THE_VIEW, when), when
+    state = {when: as_of(url, when) for when in (T + 10 * S - tiny, T + 10 * S, T + 15 * S, T + 20 * S,
+                                                 T + 30 * S, T + 40 * S)}
+    for (m, o), price in A_PRICES.items():
+        assert state[T + 10 * S - tiny]["A", m, o] == (price, True, T)
+        assert state[T + 10 * S]["A", m, o] == (price, False, T + 10 * S)  # a flag frame exactly at as_of
+        assert state[T + 15 * S]["A", m, o] == (price, False, T + 10 * S)  # lifted only after as_of
+    reopened, closed, open_again = state[T + 20 * S], state[T + 30 * S], state[T + 40 * S]
+    assert reopened["A", "101", "101"] == (2.50, True, T + 20 * S)  # the frame's own price, open
+    assert reopened["A", "104", "105"] == (1.90, True, T + 20 * S)
+    assert closed["A", "101", "102"] == (3.60, False, T + 30 * S)  # priced in the frame that closed its market
+    assert closed["A", "101", "101"] == (2.50, False, T + 30 * S)
+    assert closed["A", "104", "104"] == (1.90, True, T + 20 * S)
+    assert open_again["A", "101", "103"] == (4.00, True, T + 40 * S)
+    screen = ("SELECT market_id, outcome_id, best_price FROM best_prices_as_of(%s) WHERE fixture_id = 'F1'"
+              " ORDER BY market_id, outcome_id")
+    assert query(url, screen, T + 10 * S) == []
+    assert query(url, screen, T + 30 * S) == [("104", "104", 1.90), ("104", "105", 1.90)]
+    fair = "SELECT count(*) FROM fair_prices_as_of(%s) WHERE fixture_id = 'F1'"
+    assert query(url, fair, T + 20 * S) == [(5,)]
+    assert query(url, fair, T + 30 * S) == [(2,)]
+    con = analysis.connect(url)  # the query surface: DuckDB's text of the same relations
+    for when in moments:
+        sql = LAST_AS_OF.replace("%s", f"TIMESTAMPTZ '{when.isoformat()}'")
+        assert [comparable(r) for r in con.execute(sql).fetchall()] == [comparable(r) for r in query(url, sql)], when
+
+
 # -- the simulator speaks the real shapes ---------------------------------------------------------
 
 class Clock:

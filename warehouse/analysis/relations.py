@@ -2,8 +2,8 @@
 
 Each relation is plain SQL that PostgreSQL and DuckDB both accept. On PostgreSQL a migration creates
 it as a view or a SQL function, holding its text as written then (0002: the first set; 0007: the
-second; 0010: what a trader acts on, docs/trading-relations.md; 0016: the current one, where `active`
-is whether a bet could be placed, docs/availability.md); over Parquet
+second; 0010: what a trader acts on, docs/trading-relations.md; 0016: where `active` is whether a bet
+could be placed, docs/availability.md; 0018: the current one, the same rows read and sorted less); over Parquet
 and on the query surface the same text becomes a DuckDB view or table macro (`CURRENT`), so a query
 written against one runs unchanged against the other.
 
@@ -14,6 +14,7 @@ migration equal to `CURRENT`. Time is `received_at`: one clock for every feed (d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from warehouse.records import EVENT_CONNECT, EVENT_DISCONNECT
@@ -73,37 +74,46 @@ _BOOK_FLAGS = f"""(
                {_FLAG.format(json="changes", key="bookmakerIsActive", closed_if_true="false")} AS book_inactive
         FROM fixture_changes
         WHERE bookmaker IS NOT NULL AND (origin IS NULL OR origin = 'snapshot')
-          AND ((changes->>'suspended') IS NOT NULL OR (changes->>'bookmakerIsActive') IS NOT NULL))"""
+          AND ((changes->>'suspended') IS NOT NULL OR (changes->>'bookmakerIsActive') IS NOT NULL){{upto}})"""
 _MARKET_FLAGS = f"""(
         SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, market_id,
                {_FLAG.format(json="attrs", key="marketActive", closed_if_true="false")} AS market_inactive
         FROM market_changes
         WHERE bookmaker IS NOT NULL AND (origin IS NULL OR origin = 'snapshot')
-          AND (attrs->>'marketActive') IS NOT NULL)"""
+          AND (attrs->>'marketActive') IS NOT NULL{{upto}})"""
 # The last non-null value of a flag up to this row, in one pass: the row number doubled, plus the flag.
-_LATEST_FLAG = ("coalesce(max(CASE WHEN {flag} IS NOT NULL THEN 2 * n + CASE WHEN {flag} THEN 1 ELSE 0 END END)"
+_LATEST_FLAG = ("coalesce(max(CASE WHEN {flag} IS NOT NULL THEN 2 * {n} + CASE WHEN {flag} THEN 1 ELSE 0 END END)"
                 " OVER w % 2 = 1, false)")
-_IN_FRAME_ORDER = "received_at, raw_id, kind"  # a frame's flags before its prices: they apply to them
+# A selection's timeline in order: a frame's flags before its prices (they apply to them). tick_no (the
+# ticks so far) first: it only grows along the timeline, so this is the order of received_at, raw_id,
+# kind, and the windows after the one that groups by tick_no need no sort of their own.
+_TIMELINE = f"PARTITION BY {SELECTION} ORDER BY tick_no, received_at, raw_id, kind"
 
 
-def _observed(seen: str) -> str:
+def _observed(seen: Callable[[str], str], upto: str = "", latest: bool = False, overround: bool = False) -> str:
     """observed_ticks from `seen` (the rows the collector observed: pushed, and snapshot rows the
     stream had not overtaken) and the flags above them. Every flag row becomes, for each selection it
     covers that had a price before it, a row at the flag's frame with the selection's last price —
     kept where it changes whether the selection is open (and no price of it came in the same frame) —
-    and every row's `active` is false while a flag above it is closed."""
+    and every row's `active` is false while a flag above it is closed.
+
+    `upto` (" AND received_at <= t") bounds every read: each window below only looks back (and `lead`
+    at rows of the same frame), so the rows up to t are the same, and an as-of function reads history
+    up to t only. `latest`: only each selection's last row (what prices_as_of gives), found in the
+    timeline's own order (DISTINCT ON, or a row number from the latest, would sort the rows again).
+    `overround`: instead of the rows, each one's change in implied probability (market_overround's)."""
     s = ", ".join(f"s.{c}" for c in SELECTION.split(", "))
     # The selections a flag may cover are read from price_ticks, not from `seen` (one that has only rows
     # `seen` leaves out gets no row: it has no price before the flag). Reading `seen` twice, DuckDB 1.5
     # fails under arbitrage_windows (an internal binder error, or a crash).
-    selections = f"(SELECT DISTINCT {SELECTION} FROM price_ticks WHERE bookmaker IS NOT NULL)"
+    selections = f"(SELECT DISTINCT {SELECTION} FROM price_ticks WHERE bookmaker IS NOT NULL{upto})"
     flags = f"""(
         SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, CAST(NULL AS text) AS market_id,
                book_suspended, book_inactive, CAST(NULL AS boolean) AS market_inactive
-        FROM {_BOOK_FLAGS} AS book
+        FROM {_BOOK_FLAGS.format(upto=upto)} AS book
         UNION ALL
         SELECT received_at, raw_id, origin, source, fixture_id, bookmaker, market_id, NULL, NULL, market_inactive
-        FROM {_MARKET_FLAGS} AS market)"""
+        FROM {_MARKET_FLAGS.format(upto=upto)} AS market)"""
     # One join (the selections read once): a bookmaker's flag covers its every market, a market's its own.
     flagged = f"""(  -- one row per covered selection and frame
         SELECT {SELECTION}, received_at, raw_id, max(origin) AS origin, bool_or(book_suspended) AS book_suspended,
@@ -114,59 +124,117 @@ def _observed(seen: str) -> str:
                 ON s.source = f.source AND s.fixture_id = f.fixture_id AND s.bookmaker = f.bookmaker
               WHERE f.market_id IS NULL OR f.market_id = s.market_id) AS covered
         GROUP BY {SELECTION}, received_at, raw_id)"""
+    # Whether the flags in force close the selection after each of its flag frames (flag_no: the frame's
+    # number among them), carried forward over these few rows rather than over every tick.
+    closing = " OR ".join(_LATEST_FLAG.format(flag=flag, n="flag_no")
+                          for flag in ("book_suspended", "book_inactive", "market_inactive"))
+    flag_states = f"""(
+        SELECT {SELECTION}, received_at, raw_id, origin, flag_no, {closing} AS closed
+        FROM (SELECT *, row_number() OVER (PARTITION BY {SELECTION} ORDER BY received_at, raw_id) AS flag_no
+              FROM {flagged} AS flagged) AS numbered
+        WINDOW w AS (PARTITION BY {SELECTION} ORDER BY received_at, raw_id ROWS UNBOUNDED PRECEDING))"""
+    # Along the timeline: the ticks so far, and the state of the latest flag frame (its number doubled,
+    # plus whether it closed: the latest is the largest).
     numbered = f"""(
-        SELECT *, row_number() OVER w AS n, sum(kind) OVER w AS tick_no
-        FROM (SELECT {", ".join(TICK_COLUMNS)}, 1 AS kind, CAST(NULL AS boolean) AS book_suspended,
-                     CAST(NULL AS boolean) AS book_inactive, CAST(NULL AS boolean) AS market_inactive
-              FROM ({seen}) AS seen
+        SELECT *, sum(kind) OVER w AS tick_no,
+               coalesce(max(2 * flag_no + CASE WHEN closed THEN 1 ELSE 0 END) OVER w % 2 = 1, false) AS closed_now
+        FROM (SELECT {", ".join(TICK_COLUMNS)}, 1 AS kind, CAST(NULL AS bigint) AS flag_no,
+                     CAST(NULL AS boolean) AS closed
+              FROM ({seen(upto)}) AS seen
               UNION ALL
               SELECT received_at, source, raw_id, NULL, bookmaker, fixture_id, market_id, outcome_id, player_id, line,
-                     side, NULL, NULL, NULL, NULL, NULL, origin, 0, book_suspended, book_inactive, market_inactive
-              FROM {flagged} AS flagged) AS timeline
-        WINDOW w AS (PARTITION BY {SELECTION} ORDER BY {_IN_FRAME_ORDER} ROWS UNBOUNDED PRECEDING))"""
-    carried = f"""(  -- each row with the flags in force and its selection's last tick (group tick_no)
-        SELECT *, CASE WHEN {_LATEST_FLAG.format(flag="book_suspended")} OR {_LATEST_FLAG.format(flag="book_inactive")}
-                            OR {_LATEST_FLAG.format(flag="market_inactive")} THEN false
-                       ELSE bool_or(active) OVER last END AS open,
+                     side, NULL, NULL, NULL, NULL, NULL, origin, 0, flag_no, closed
+              FROM {flag_states} AS flag_states) AS timeline
+        WINDOW w AS (PARTITION BY {SELECTION} ORDER BY received_at, raw_id, kind ROWS UNBOUNDED PRECEDING))"""
+    # Each row with its selection's last tick (the first row of its tick_no group): price, own `active`.
+    carried = f"""(
+        SELECT *, CASE WHEN closed_now THEN false ELSE bool_or(active) OVER last END AS open,
                max(price) OVER last AS last_price, max(status) OVER last AS last_status,
                max(max_stake) OVER last AS last_stake
         FROM {numbered} AS numbered
-        WINDOW w AS (PARTITION BY {SELECTION} ORDER BY {_IN_FRAME_ORDER} ROWS UNBOUNDED PRECEDING),
-               last AS (PARTITION BY {SELECTION}, tick_no))"""
-    return f"""
-    SELECT received_at, source, raw_id, source_ts, bookmaker, fixture_id, market_id, outcome_id, player_id, line, side,
-           last_price AS price, open AS active, last_status AS status, last_stake AS max_stake, attrs, origin
-    FROM (SELECT *, lag(open) OVER w AS was, lead(received_at) OVER w AS next_at, lead(raw_id) OVER w AS next_raw_id
+        WINDOW last AS (PARTITION BY {SELECTION}, tick_no ORDER BY received_at, raw_id, kind
+                        ROWS UNBOUNDED PRECEDING))"""
+    columns = ("received_at, source, raw_id, source_ts, bookmaker, fixture_id, market_id, outcome_id, player_id, line,"
+               " side, last_price AS price, open AS active, last_status AS status, last_stake AS max_stake, attrs,"
+               " origin")
+    kept = ("kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was"
+            " AND NOT coalesce(next_at = received_at AND next_raw_id = raw_id, false))")
+    frame = "lag(open) OVER w AS was, lead(received_at) OVER w AS next_at, lead(raw_id) OVER w AS next_raw_id"
+    if overround:
+        # Each kept row's change in implied probability from the kept row before it, for market_overround,
+        # in the same pass. The row before is the timeline's, but for a tick after a flag row of its own
+        # frame (not kept): the one before that. Every other row left out kept the probability of the row
+        # before it (the same price and state, or no price yet).
+        prob = "CASE WHEN last_price > 0 AND open IS NOT FALSE THEN 1 / last_price ELSE 0 END"
+        return f"""
+    SELECT received_at, raw_id, {MARKET}, prob - coalesce(prev_prob, 0) AS d_prob,
+           sign(prob) - coalesce(sign(prev_prob), 0) AS d_priced
+    FROM (SELECT *, CASE WHEN coalesce(prev_kind = 0 AND prev_at = received_at AND prev_raw_id = raw_id, false)
+                         THEN prob_2 ELSE prob_1 END AS prev_prob
+          FROM (SELECT *, {prob} AS prob, lag({prob}) OVER w AS prob_1, lag({prob}, 2) OVER w AS prob_2, {frame},
+                       lag(kind) OVER w AS prev_kind, lag(received_at) OVER w AS prev_at,
+                       lag(raw_id) OVER w AS prev_raw_id
+                FROM {carried} AS carried
+                WINDOW w AS ({_TIMELINE})) AS changed
+          WHERE {kept}) AS moved
+    """
+    kept_rows = f"""
+    SELECT {columns}{", tick_no, kind" if latest else ""}
+    FROM (SELECT *, {frame}
           FROM {carried} AS carried
-          WINDOW w AS (PARTITION BY {SELECTION} ORDER BY {_IN_FRAME_ORDER})) AS changed
-    WHERE kind = 1 OR (tick_no > 0 AND open IS DISTINCT FROM was
-                       AND NOT coalesce(next_at = received_at AND next_raw_id = raw_id, false))
+          WINDOW w AS ({_TIMELINE})) AS changed
+    WHERE {kept}
+    """
+    if not latest:
+        return kept_rows
+    return f"""
+    SELECT {", ".join(TICK_COLUMNS)}
+    FROM (SELECT *, lead(received_at) OVER ({_TIMELINE}) AS later FROM ({kept_rows}) AS kept) AS ordered
+    WHERE later IS NULL
     """
 
 
-OBSERVED_TICKS = Relation(
-    "observed_ticks",
-    _observed(f"""
-        SELECT {", ".join(TICK_COLUMNS)} FROM price_ticks WHERE origin IS NULL
+def _seen_postgres(upto: str) -> str:
+    """The rows the collector observed, as PostgreSQL reads them: pushed rows, and each snapshot row
+    unless the selection's row just before it (a probe of the (fixture_id, …) index) carried a vendor
+    time at least as new."""
+    return f"""
+        SELECT {", ".join(TICK_COLUMNS)} FROM price_ticks WHERE origin IS NULL{upto}
         UNION ALL
         SELECT {", ".join(f"s.{c}" for c in TICK_COLUMNS)} FROM price_ticks AS s
-        WHERE s.origin = 'snapshot' AND NOT EXISTS (
+        WHERE s.origin = 'snapshot'{upto} AND NOT EXISTS (
             SELECT 1 FROM (SELECT e.source_ts FROM price_ticks AS e
                            WHERE {_same_selection("s", "e")} AND (e.origin IS NULL OR e.origin = 'snapshot')
                              AND e.received_at <= s.received_at
                              AND (e.received_at < s.received_at OR e.raw_id < s.raw_id)
                            ORDER BY e.received_at DESC, e.raw_id DESC LIMIT 1) AS before
-            WHERE before.source_ts >= s.source_ts)"""),
-    # DuckDB turns the correlated NOT EXISTS into a join that reads every hot price row through the
-    # postgres scanner before a fixture filter applies (~1 s for a line movement over 600,000 rows,
-    # bench/lifecycle.py). The same rule as a window, in one pass: the row just before a snapshot row,
-    # among pushed and snapshot rows, is its lag; pushed rows pass unchanged, and a filter on the
-    # selection passes through the window to the scan (a pushed branch beside it read a fixture twice).
-    duckdb_body=_observed(f"""
+            WHERE before.source_ts >= s.source_ts)"""
+
+
+def _seen_duckdb(upto: str) -> str:
+    """The same rows for DuckDB, which turns the correlated NOT EXISTS into a join that reads every hot
+    price row through the postgres scanner before a fixture filter applies (~1 s for a line movement
+    over 600,000 rows, bench/lifecycle.py). The same rule as a window, in one pass: the row just before
+    a snapshot row, among pushed and snapshot rows, is its lag; pushed rows pass unchanged, and a filter
+    on the selection passes through the window to the scan (a pushed branch beside it read a fixture
+    twice)."""
+    return f"""
         SELECT {", ".join(TICK_COLUMNS)}
         FROM (SELECT *, lag(source_ts) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}) AS before_ts
-              FROM price_ticks WHERE origin IS NULL OR origin = 'snapshot') AS o
-        WHERE origin IS NULL OR NOT coalesce(before_ts >= source_ts, false)"""),
+              FROM price_ticks WHERE (origin IS NULL OR origin = 'snapshot'){upto}) AS o
+        WHERE origin IS NULL OR NOT coalesce(before_ts >= source_ts, false)"""
+
+
+def _latest_observed(duckdb: bool) -> str:
+    """Each selection's last row of observed_ticks at or before `as_of` (an as-of function's parameter),
+    every read bounded there."""
+    return f"({_observed(_seen_duckdb if duckdb else _seen_postgres, ' AND received_at <= as_of', latest=True)})"
+
+
+OBSERVED_TICKS = Relation(
+    "observed_ticks",
+    _observed(_seen_postgres),
+    duckdb_body=_observed(_seen_duckdb),
     doc="price_ticks as the collector observed them, the base of every other relation: pushed ticks, and "
     "snapshot ticks (fetched over REST after a gap, dated when the request was sent) unless the tick of the "
     "selection just before already carried a vendor time (source_ts) at least as new. Backfill ticks (the "
@@ -195,19 +263,16 @@ PRICE_HISTORY = Relation(
 PRICES_AS_OF = Relation(
     "prices_as_of",
     f"""
-    SELECT DISTINCT ON ({SELECTION}) received_at, source_ts, {SELECTION}, price, active, status, max_stake, raw_id,
-           origin
-    FROM observed_ticks WHERE received_at <= as_of
-    ORDER BY {SELECTION}, received_at DESC, raw_id DESC
+    SELECT received_at, source_ts, {SELECTION}, price, active, status, max_stake, raw_id, origin
+    FROM {_latest_observed(duckdb=False)} AS latest
     """,
     params=(("as_of", "timestamptz"),),
     returns="TABLE (received_at timestamptz, source_ts timestamptz, source text, bookmaker text, fixture_id text,"
     " market_id text, outcome_id text, player_id text, line numeric, side text, price double precision,"
     " active boolean, status text, max_stake numeric, raw_id bigint, origin text)",
-    # The same rows for DuckDB, whose DISTINCT ON does not let a fixture filter through.
     duckdb_body=f"""
     SELECT received_at, source_ts, {SELECTION}, price, active, status, max_stake, raw_id, origin
-    FROM (SELECT *, {_last(SELECTION)} FROM observed_ticks WHERE received_at <= as_of) AS ranked WHERE nth = 1
+    FROM {_latest_observed(duckdb=True)} AS latest
     """,
     doc="The last tick of every selection at or before `as_of` (price null: suspended at that time). "
     "Built on observed_ticks: a snapshot never rolls back a newer pushed price.",
@@ -257,30 +322,27 @@ PRICE_CANDLES = Relation(
     "observed_ticks.",
 )
 
-# Overround over time: a running sum of each selection's change in implied probability gives the
-# sum of the latest implied probabilities of the market's outcomes after every frame, in one pass.
+# Overround over time: a running sum of each selection's change in implied probability (taken in
+# observed_ticks' own pass, _observed) gives the sum of the latest implied probabilities of the market's
+# outcomes after every frame. The sums are equal on a frame's rows (peers in the window); the frame's
+# last row in the window's own order stands for it (a DISTINCT would sort the rows again).
+def _overround(seen: Callable[[str], str]) -> str:
+    return f"""
+    SELECT received_at, raw_id, {MARKET}, CAST(outcomes AS integer) AS outcomes_priced,
+           book AS book_sum, book - 1 AS overround
+    FROM (SELECT received_at, raw_id, {MARKET},
+                 sum(d_prob) OVER frames AS book, sum(d_priced) OVER frames AS outcomes,
+                 lead(received_at) OVER frames AS next_at, lead(raw_id) OVER frames AS next_raw_id
+          FROM ({_observed(seen, overround=True)}) AS deltas
+          WINDOW frames AS (PARTITION BY {MARKET} ORDER BY {IN_ORDER})) AS running
+    WHERE next_at IS NULL OR next_at <> received_at OR next_raw_id IS DISTINCT FROM raw_id
+    """
+
+
 MARKET_OVERROUND = Relation(
     "market_overround",
-    f"""
-    WITH latest AS (
-        SELECT received_at, raw_id, {SELECTION},
-               CASE WHEN price > 0 AND active IS NOT FALSE THEN 1 / price ELSE 0 END AS prob
-        FROM observed_ticks
-    ), deltas AS (
-        SELECT *, prob - coalesce(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER}), 0) AS d_prob,
-               sign(prob) - coalesce(sign(lag(prob) OVER (PARTITION BY {SELECTION} ORDER BY {IN_ORDER})), 0)
-                   AS d_priced
-        FROM latest
-    ), running AS (
-        SELECT received_at, raw_id, {MARKET},
-               sum(d_prob) OVER (PARTITION BY {MARKET} ORDER BY {IN_ORDER}) AS book,
-               sum(d_priced) OVER (PARTITION BY {MARKET} ORDER BY {IN_ORDER}) AS outcomes
-        FROM deltas
-    )
-    SELECT DISTINCT received_at, raw_id, {MARKET}, CAST(outcomes AS integer) AS outcomes_priced,
-           book AS book_sum, book - 1 AS overround
-    FROM running
-    """,
+    _overround(_seen_postgres),
+    duckdb_body=_overround(_seen_duckdb),
     doc="After every frame that changed a market: how many of its outcomes are priced, the sum of their "
     "implied probabilities, and the overround (sum - 1: the bookmaker's margin). Compare only rows "
     "where outcomes_priced is the market's full outcome count (in player markets every player is an outcome). "
@@ -413,16 +475,15 @@ _FAIR_PROB = """CASE WHEN {method} = 'shin' AND book_sum > 1
          ELSE implied_prob / book_sum END"""
 
 
-def _latest(as_of: str) -> str:
-    """Each selection's last observed tick at or before `as_of`, with whether it was open."""
-    return f"""(SELECT {SELECTION}, received_at, raw_id, price, is_open
-             FROM (SELECT *, {_last(SELECTION)} FROM observed_quotes WHERE received_at <= {as_of}) AS ranked
-             WHERE nth = 1)"""
+def _latest(duckdb: bool) -> str:
+    """Each selection's last observed tick at or before `as_of`, with whether it was open (observed_quotes'
+    is_open, of observed_ticks read up to `as_of`)."""
+    return f"""(SELECT {SELECTION}, received_at, raw_id, price, {OPEN_PRICE} AS is_open
+             FROM {_latest_observed(duckdb)} AS latest)"""
 
 
-BEST_PRICES_AS_OF = Relation(
-    "best_prices_as_of",
-    f"""
+def _best(duckdb: bool) -> str:
+    return f"""
     SELECT {OUTCOME},
            max(price) AS best_price,
            array_agg(book ORDER BY book) FILTER (WHERE level = 1) AS best_bookmakers,
@@ -433,9 +494,15 @@ BEST_PRICES_AS_OF = Relation(
            max(received_at) AS latest_at
     FROM (SELECT *, coalesce(bookmaker, source) AS book,
                  dense_rank() OVER (PARTITION BY {OUTCOME} ORDER BY price DESC) AS level
-          FROM {_latest("as_of")} AS latest WHERE is_open) AS open_prices
+          FROM {_latest(duckdb)} AS latest WHERE is_open) AS open_prices
     GROUP BY {OUTCOME}
-    """,
+    """
+
+
+BEST_PRICES_AS_OF = Relation(
+    "best_prices_as_of",
+    _best(duckdb=False),
+    duckdb_body=_best(duckdb=True),
     params=(("as_of", "timestamptz"),),
     returns="TABLE (source text, fixture_id text, market_id text, outcome_id text, player_id text, line numeric,"
     " side text, best_price double precision, best_bookmakers text[], second_price double precision,"
@@ -445,15 +512,21 @@ BEST_PRICES_AS_OF = Relation(
     "an open price. A bookmaker whose last tick was suspended or inactive is not on the screen.",
 )
 
-FAIR_PRICES_AS_OF = Relation(
-    "fair_prices_as_of",
-    f"""
+
+def _fair_as_of(duckdb: bool) -> str:
+    return f"""
     SELECT received_at, {SELECTION}, price, implied_prob, {_FAIR_PROB.format(method="method")} AS fair_prob,
            1 / ({_FAIR_PROB.format(method="method")}) AS fair_price,
            book_sum - 1 AS overround, method, method_parameter, CAST(outcomes AS integer) AS outcomes
-    FROM ({_fair(f"{_latest('as_of')} AS latest WHERE {_method_checked('method', 'fair_prices_as_of')}",
+    FROM ({_fair(f"{_latest(duckdb)} AS latest WHERE {_method_checked('method', 'fair_prices_as_of')}",
                  "method")}) AS fair
-    """,
+    """
+
+
+FAIR_PRICES_AS_OF = Relation(
+    "fair_prices_as_of",
+    _fair_as_of(duckdb=False),
+    duckdb_body=_fair_as_of(duckdb=True),
     params=(("as_of", "timestamptz"), ("method", "text", "'multiplicative'")),
     returns="TABLE (received_at timestamptz, source text, bookmaker text, fixture_id text, market_id text,"
     " outcome_id text, player_id text, line numeric, side text, price double precision,"
