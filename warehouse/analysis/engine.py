@@ -43,7 +43,9 @@ class Engine:
         return cls(connect(export_dir=found))
 
     def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        return self.con.execute(sql.replace("%s", "?"), list(params)).fetchall()
+        from warehouse.analysis import statement
+
+        return self.con.execute(statement.indexable(self.con, sql.replace("%s", "?")), list(params)).fetchall()
 
     def read(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]], list[object]]:
         """Someone else's SQL (`warehouse query`): one statement that only reads (else ValueError, one
@@ -52,7 +54,7 @@ class Engine:
         from warehouse.analysis import statement
 
         checked = statement.readonly(self.con, sql)
-        cursor = self.con.execute(checked)
+        cursor = self.con.execute(statement.indexable(self.con, checked))
         columns = cursor.description or ()
         names = [column[0] for column in columns]
         rows = cursor.fetchall()  # a value PostgreSQL cannot hand over as the lake holds it fails here
