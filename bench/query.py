@@ -81,6 +81,21 @@ def timed(run: Callable[[str, str], int], targets: list[tuple[str, str]]) -> tup
     return statistics.median(times), times[int(len(times) * 0.9)], rows
 
 
+def interleaved(ways: tuple[Callable[[str, str], object], ...], targets: list[tuple[str, str]]) -> list[float]:
+    """Median milliseconds of each way over `targets`, the ways taking turns on each target (after a
+    warm-up pass), so that a change in the machine's load falls on all of them alike."""
+    for fixture, market in targets[:3]:
+        for way in ways:
+            way(fixture, market)
+    times: list[list[float]] = [[] for _ in ways]
+    for fixture, market in targets:
+        for n, way in enumerate(ways):
+            started = time.perf_counter()
+            way(fixture, market)
+            times[n].append((time.perf_counter() - started) * 1000)
+    return [statistics.median(each) for each in times]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -174,7 +189,7 @@ def hot_day(rows: int, queries: int) -> None:
     migrate.upgrade(url)
     rng = random.Random(7)
     targets = [(f"id10000{rng.randrange(400):04d}61624412", rng.choice(MARKETS)) for _ in range(queries)]
-    results: list[tuple[str, float, float, float, int, str]] = []
+    results: list[tuple[str, float, float, float, float, int, str]] = []
     try:
         day = fill_price_day(url, rows)
         noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
@@ -185,7 +200,8 @@ def hot_day(rows: int, queries: int) -> None:
                 "SELECT * FROM prices_as_of(CAST(%s AS timestamptz)) WHERE fixture_id = %s"
                 " ORDER BY market_id, outcome_id, bookmaker, raw_id", lambda f, m: (noon, f)),
         }
-        engine = Engine(analysis.connect(url))
+        engine = Engine.warehouse(url)
+        on_duckdb = Engine(engine.con)  # the surface without PostgreSQL's answer: as with a day retained
         print("querying …", file=sys.stderr)
         with psycopg.connect(url, autocommit=True) as conn:
             for name, (sql, params) in lookups.items():
@@ -195,22 +211,27 @@ def hot_day(rows: int, queries: int) -> None:
                 def written(f: str, m: str, sql: str = sql, params: Any = params) -> list[tuple[Any, ...]]:
                     return engine.con.execute(sql.replace("%s", "?"), list(params(f, m))).fetchall()
 
+                def indexable(f: str, m: str, sql: str = sql, params: Any = params) -> list[tuple[Any, ...]]:
+                    return on_duckdb.rows(sql, *params(f, m))
+
                 def run(f: str, m: str, sql: str = sql, params: Any = params) -> list[tuple[Any, ...]]:
                     return engine.rows(sql, *params(f, m))
 
-                same = all(postgres(f, m) == run(f, m) == written(f, m) for f, m in targets[:3])
-                times = [timed(lambda f, m, way=way: len(way(f, m)), targets) for way in (postgres, written, run)]
-                results.append((name, times[0][0], times[1][0], times[2][0], times[0][2], "yes" if same else "NO"))
+                ways = (postgres, written, indexable, run)
+                same = all(way(f, m) == postgres(f, m) for f, m in targets[:3] for way in ways[1:])
+                times = interleaved(ways, targets)
+                results.append((name, *times, len(postgres(*targets[-1])), "yes" if same else "NO"))
     finally:
         discard(workdir, server)
     load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"\none fixture on a hot day of {rows:,} price_ticks (nothing exported), median ms of {queries} lookups"
-          f" after a warm-up; load average {load}\n")
-    print("| query | PostgreSQL alone | surface as written | × | surface as run (Engine) | × | rows | same rows |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
-    for name, pg, as_written, as_run, count, same in results:
-        print(f"| {name} | {pg:.1f} | {as_written:.1f} | {as_written / pg:.1f}× | {as_run:.1f} | {as_run / pg:.2f}×"
-              f" | {count:,} | {same} |")
+          f" (the four ways in turn on each) after a warm-up; load average {load}\n")
+    print("| query | PostgreSQL alone | surface, DuckDB as written | × | surface, DuckDB with IN lists | × |"
+          " surface, Engine.rows | × | rows | same rows |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, pg, as_written, in_lists, as_run, count, same in results:
+        print(f"| {name} | {pg:.1f} | {as_written:.1f} | {as_written / pg:.1f}× | {in_lists:.1f} | {in_lists / pg:.1f}×"
+              f" | {as_run:.1f} | {as_run / pg:.2f}× | {count:,} | {same} |")
 
 
 def report(trading: list[tuple[str, str, float | None, int, float | None, int]], rows: int, fixtures: int) -> None:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import psycopg
 import pytest
 
 from tests.conftest import query
+from tests.surfacekit import COLD_DAYS, TICKS, retain
+from tests.test_query_surface import DAYS, at, write
+from warehouse import lake
 from warehouse.analysis import statement, surface
+from warehouse.analysis.engine import Engine
+from warehouse.analysis.hot import tables_read
+from warehouse.analysis.relations import GAPS, LINE_MOVEMENT
+from warehouse.lifecycle.export import export_all
+from warehouse.lifecycle.pending import pending
 from warehouse.store.duckdb import ATTACHED, duckdb_connection
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -34,8 +43,10 @@ def sent_to_postgres(url: str, sql: str, capfd: pytest.CaptureFixture[str]) -> l
     surface.build(con, hot=ATTACHED, cold=None)
     con.execute("SET pg_debug_show_queries = true")
     capfd.readouterr()
-    rows = con.execute(sql).fetchall()
-    assert rows, sql
+    try:
+        assert con.execute(sql).fetchall(), sql
+    finally:
+        con.execute("SET pg_debug_show_queries = false")  # a setting of the whole process
     printed = capfd.readouterr().err
     return re.findall(r"COPY \((SELECT .*?)\) TO STDOUT", printed)
 
@@ -59,3 +70,36 @@ def test_a_fixture_filter_reaches_the_index_on_every_storage(storage_url: str,
     assert """"fixture_id" IN ('F', 'F')""" in indexable
     scan = plan(storage_url, indexable)
     assert "Index" in scan and "Seq Scan" not in scan, scan
+
+
+def test_engine_rows_are_postgresqls_while_every_day_is_hot_then_the_surfaces(storage_url: str,
+                                                                              tmp_path: Path) -> None:
+    """A warehouse of five days, none retained: the plot's line movement is PostgreSQL's answer (one
+    read-only transaction). Once retention drops two days, the same call is the surface's: every row."""
+    url = storage_url
+    query(url, "SELECT warehouse_ensure_partitions(%s, %s)", DAYS[0], len(DAYS))
+    write(url, tmp_path / "spool", TICKS)
+    engine = Engine.warehouse(url)
+    assert engine.hot is not None
+    expected = [(at(day, hour), price) for day, hour, price in TICKS]
+    hot = engine.hot.rows(LINE_MOVEMENT, ("F", "M"))
+    assert hot is not None and [(row[0], row[7]) for row in hot] == expected
+    assert engine.rows(LINE_MOVEMENT, "F", "M") == hot == Engine(engine.con).rows(LINE_MOVEMENT, "F", "M")
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        engine.hot.rows("DELETE FROM retention_runs", ())
+
+    root = tmp_path / "lake"
+    export_all(url, root, pending(url, lake.EXPORT_TABLES))
+    retain(url, root, 3)
+    assert engine.hot.rows(LINE_MOVEMENT, ("F", "M")) is None  # price_ticks has cold days now
+    assert engine.hot.rows("SELECT count(*) FROM score_changes", ()) == [(0,)]  # … score_changes none
+    engine = Engine.warehouse(url)  # a surface reads the lakes there were when it opened
+    assert [(row[0], row[7]) for row in engine.rows(LINE_MOVEMENT, "F", "M")] == expected
+    assert len(query(url, LINE_MOVEMENT, "F", "M")) == len(expected) - 2 * len(COLD_DAYS)
+
+
+def test_the_tables_a_statement_reads_include_those_of_its_relations() -> None:
+    assert tables_read(LINE_MOVEMENT) == {"price_ticks", "fixture_changes", "market_changes"}
+    assert tables_read(GAPS) == {"price_ticks", "collector_events"}
+    assert tables_read("SELECT * FROM price_candles_1m") >= {"price_ticks"}
+    assert tables_read("SELECT * FROM Score_Changes") == {"score_changes"}
