@@ -1,18 +1,18 @@
 """The analysis SQL answered by PostgreSQL alone while every row it can read is hot (issue 28).
 
 The query surface reads a table as its hot rows (PostgreSQL, through DuckDB's postgres scan) plus its
-cold files (the days retention dropped). While no day of any table a statement reads has been
-dropped, its cold part is empty and its answer is PostgreSQL's: the relations are the same SQL on
+cold files (the days retention dropped). While retention has dropped no day that held rows of a table
+the statement reads, its cold part is empty and its answer is PostgreSQL's: the relations are the same SQL on
 both engines (warehouse.analysis.relations; tests/test_snapshot_relations.py compares them row for
 row), and PostgreSQL runs a fixture's relation over its index in a few milliseconds, where DuckDB
 spends tens on planning and windows over the rows it fetched. `Engine.rows` asks here first.
 
 Exactness: one read-only transaction, each statement its own snapshot: did retention drop a day that
-held rows from one of the tables (`retention_runs`)? If not, the statement; then the first question again. Retention drops a day
-and records it in one transaction, and cannot drop a partition the statement read until it ends: a
-day dropped before the statement began shows in the second answer (the rows come from the surface
-instead), one dropped after it waited for it. Values come back as the surface gives them where types
-differ: JSON and UUIDs as text, times in UTC.
+held rows from one of the tables (`retention_runs`)? If not, the statement; then the first question
+again. Retention drops a day and records it in one transaction, and cannot drop a partition the
+statement read until it ends: a day dropped before the statement began shows in the second answer
+(the rows come from the surface instead), one dropped after it waited for it. Values come back as the
+surface gives them where types differ: JSON and UUIDs as text, times in UTC.
 """
 
 from __future__ import annotations

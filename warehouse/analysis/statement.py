@@ -64,6 +64,8 @@ def indexable(con: Any, sql: str) -> str:
     equality on text as `column = 'text' COLLATE "C"`, which an index built with the database's collation
     cannot serve (a sequential scan of every hot row); an IN list it hands over without the collation.
     SQL that DuckDB cannot write back from its parse tree (EXPLAIN, …) is returned as it is."""
+    import duckdb
+
     try:
         (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
         parsed = json.loads(serialized)
@@ -71,7 +73,9 @@ def indexable(con: Any, sql: str) -> str:
         if rewritten is parsed:
             return sql
         (written,) = con.execute("SELECT json_deserialize_sql(CAST(? AS JSON))", [json.dumps(rewritten)]).fetchone()
-    except Exception:  # nothing lost: DuckDB runs the statement as given
+    except duckdb.InterruptException:
+        raise
+    except (duckdb.Error, ValueError, KeyError):  # nothing lost: DuckDB runs the statement as given
         return sql
     return str(written)
 
