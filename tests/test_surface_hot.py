@@ -92,6 +92,7 @@ def test_engine_rows_are_postgresqls_while_every_day_is_hot_then_the_surfaces(st
     export_all(url, root, pending(url, lake.EXPORT_TABLES))
     retain(url, root, 3)
     assert engine.hot.rows(LINE_MOVEMENT, ("F", "M")) is None  # price_ticks has cold days now
+    assert "price_ticks" in engine.hot.cold  # … and is not asked again
     assert engine.hot.rows("SELECT count(*) FROM score_changes", ()) == [(0,)]  # … score_changes none
     engine = Engine.warehouse(url)  # a surface reads the lakes there were when it opened
     assert [(row[0], row[7]) for row in engine.rows(LINE_MOVEMENT, "F", "M")] == expected

@@ -7,11 +7,11 @@ both engines (warehouse.analysis.relations; tests/test_snapshot_relations.py com
 row), and PostgreSQL runs a fixture's relation over its index in a few milliseconds, where DuckDB
 spends tens on planning and windows over the rows it fetched. `Engine.rows` asks here first.
 
-Exactness: one read-only transaction, each statement its own snapshot: did retention drop a day that
-held rows from one of the tables (`retention_runs`)? If not, the statement; then the first question
-again. Retention drops a day and records it in one transaction, and cannot drop a partition the
-statement read until it ends: a day dropped before the statement began shows in the second answer
-(the rows come from the surface instead), one dropped after it waited for it. Values come back as the
+Exactness: one read-only transaction, each statement its own snapshot: the statement, then whether
+retention dropped a day that held rows of one of its tables (`retention_runs`); if it did, the rows
+are the surface's instead (and its tables are asked no more). Retention drops a day and records it in
+one transaction, and cannot drop a partition the statement read until that transaction ends: a day
+dropped before the statement shows in the answer after it, one dropped later waited for it. Values come back as the
 surface gives them where types differ: JSON and UUIDs as text, times in UTC.
 """
 
@@ -25,9 +25,10 @@ from typing import Any
 from warehouse import lake
 from warehouse.analysis import relations
 
-# A dropped day of these tables that held rows (a day of none adds no cold row: its file is not needed).
-RETAINED = ("SELECT EXISTS (SELECT FROM retention_runs WHERE table_name = ANY(%s) AND path IS NOT NULL"
-            " AND (rows IS NULL OR rows > 0))")
+# Those of these tables of which retention dropped a day that held rows (a day of none adds no cold
+# row: its file is not needed).
+RETAINED = ("SELECT coalesce(array_agg(DISTINCT table_name), '{}') FROM retention_runs"
+            " WHERE table_name = ANY(%s) AND path IS NOT NULL AND (rows IS NULL OR rows > 0)")
 _WORD = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -66,6 +67,7 @@ class HotDays:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.cold: set[str] = set()  # tables found with a dropped day: they keep it (retention_runs is a record)
         self._conn: Any = None
         self._lock = threading.Lock()
 
@@ -74,22 +76,24 @@ class HotDays:
         or PostgreSQL does not take the SQL (the surface answers it then)."""
         import psycopg
 
-        tables = sorted(tables_read(sql))
+        tables = tables_read(sql)
+        if tables & self.cold:
+            return None
         with self._lock:
             try:
                 conn = self._connection()
-                with conn.transaction():
-                    if conn.execute(RETAINED, (tables,)).fetchone()[0]:
-                        return None
-                    rows = list(conn.execute(sql, params or None).fetchall())
-                    if conn.execute(RETAINED, (tables,)).fetchone()[0]:
-                        return None
-                    return rows
+                # BEGIN, the statement, the question and COMMIT sent at once: one round trip.
+                with conn.pipeline(), conn.transaction():
+                    answer = conn.execute(sql, params or None)
+                    retained = conn.execute(RETAINED, (sorted(tables),))
+                rows, (dropped,) = answer.fetchall(), retained.fetchone()
             except psycopg.OperationalError:
                 self._close()  # the server restarted, or ended the session: the surface asks it anew
                 return None
             except psycopg.ProgrammingError:  # SQL only DuckDB takes, or placeholders psycopg does not
                 return None
+        self.cold.update(dropped)
+        return None if dropped else list(rows)
 
     def close(self) -> None:
         with self._lock:
