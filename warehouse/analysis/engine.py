@@ -9,20 +9,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from warehouse.analysis.hot import HotDays
     from warehouse.lifecycle.bucket import Settings
     from warehouse.lifecycle.storage import Lake
 
 
 class Engine:
-    def __init__(self, con: Any) -> None:
+    def __init__(self, con: Any, hot: HotDays | None = None) -> None:
         self.con = con  # a DuckDB connection from warehouse.analysis.connect
+        self.hot = hot  # the warehouse's PostgreSQL, for `rows` while the tables hold no cold day
 
     @classmethod
     def warehouse(cls, url: str, settings: Settings | None = None) -> Engine:
         """Every day of the warehouse at `url`, wherever it lives now (a bucket reached with `settings`)."""
-        from warehouse.analysis.surface import connect
+        import weakref
 
-        return cls(connect(url, settings=settings))
+        from warehouse.analysis.hot import HotDays
+        from warehouse.analysis.surface import connect
+        from warehouse.store.database import resolve_database_url
+
+        url = url or resolve_database_url()
+        hot = HotDays(url)
+        engine = cls(connect(url, settings=settings), hot)
+        weakref.finalize(engine, hot.close)  # its session ends with the engine
+        return engine
 
     @classmethod
     def export(cls, export_dir: Path | Lake) -> Engine:
@@ -43,7 +53,14 @@ class Engine:
         return cls(connect(export_dir=found))
 
     def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        return self.con.execute(sql.replace("%s", "?"), list(params)).fetchall()
+        """The rows of analysis SQL (`%s` placeholders; SQL that means the same on PostgreSQL and DuckDB,
+        as the relations do): PostgreSQL's answer while no table it reads has a cold day (hot.HotDays),
+        else the query surface's."""
+        from warehouse.analysis import statement
+
+        if self.hot is not None and (answered := self.hot.rows(sql, params)) is not None:
+            return answered
+        return self.con.execute(statement.indexable(self.con, sql.replace("%s", "?")), list(params)).fetchall()
 
     def read(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]], list[object]]:
         """Someone else's SQL (`warehouse query`): one statement that only reads (else ValueError, one
@@ -52,7 +69,7 @@ class Engine:
         from warehouse.analysis import statement
 
         checked = statement.readonly(self.con, sql)
-        cursor = self.con.execute(checked)
+        cursor = self.con.execute(statement.indexable(self.con, checked))
         columns = cursor.description or ()
         names = [column[0] for column in columns]
         rows = cursor.fetchall()  # a value PostgreSQL cannot hand over as the lake holds it fails here

@@ -7,6 +7,9 @@ functions reach PostgreSQL past the read-only attachment (`postgres_execute('pg'
 writes). The connection itself is locked to reading the lake (store.duckdb.lock_down); here the
 statement is refused before it runs unless it is a single SELECT (or EXPLAIN of one) that calls none
 of those functions, nor one that runs SQL given as text.
+
+`indexable` then writes the statement so that PostgreSQL can answer its text filters on the hot days
+with an index (docs/performance.md, "The query surface on hot days").
 """
 
 from __future__ import annotations
@@ -53,6 +56,64 @@ def readonly(con: Any, sql: str) -> str:
         raise ValueError(f"{name}() is refused: the query surface reads PostgreSQL only through the warehouse's"
                          " tables and relations")
     return str(statement.query)
+
+
+def indexable(con: Any, sql: str) -> str:
+    """`sql` with each `column = 'text'` (or `= parameter`) also written `column IN ('text', 'text')`: the
+    same rows, and a filter PostgreSQL can take to its index. DuckDB's postgres scan hands a hot day an
+    equality on text as `column = 'text' COLLATE "C"`, which an index built with the database's collation
+    cannot serve (a sequential scan of every hot row); an IN list it hands over without the collation.
+    SQL that DuckDB cannot write back from its parse tree (EXPLAIN, …) is returned as it is."""
+    import duckdb
+
+    try:
+        (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        parsed = json.loads(serialized)
+        rewritten = parsed if parsed.get("error") else _add_in_lists(parsed)
+        if rewritten is parsed:
+            return sql
+        (written,) = con.execute("SELECT json_deserialize_sql(CAST(? AS JSON))", [json.dumps(rewritten)]).fetchone()
+    except duckdb.InterruptException:
+        raise
+    except (duckdb.Error, ValueError, KeyError):  # nothing lost: DuckDB runs the statement as given
+        return sql
+    return str(written)
+
+
+_FILTERS = frozenset({"where_clause", "condition"})  # a WHERE, a JOIN's ON: what reaches a scan
+
+
+def _add_in_lists(node: Any, filtering: bool = False) -> Any:
+    """`node` (a parse tree) with every text equality of a WHERE or ON rewritten (see `indexable`; a
+    comparison in a select list keeps its name); the same object when none was."""
+    if isinstance(node, list):
+        items = [_add_in_lists(item, filtering) for item in node]
+        return node if all(new is old for new, old in zip(items, node, strict=True)) else items
+    if not isinstance(node, dict):
+        return node
+    found = _text_equality(node) if filtering else None
+    if found is not None:
+        column, value = found
+        where = node["query_location"]
+        listed = {"class": "OPERATOR", "type": "COMPARE_IN", "alias": "", "query_location": where,
+                  "children": [column, value, value]}
+        return {"class": "CONJUNCTION", "type": "CONJUNCTION_AND", "alias": "", "query_location": where,
+                "children": [node, listed]}
+    # A subquery under a select list starts its own WHERE: `filtering` is set by the keys on the way down.
+    fields = {key: _add_in_lists(value, (filtering and key != "subquery") or key in _FILTERS)
+              for key, value in node.items()}
+    return node if all(fields[key] is node[key] for key in node) else fields
+
+
+def _text_equality(node: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(column, value) of `column = value` (either way round), the value a text constant or a parameter."""
+    if node.get("class") != "COMPARISON" or node.get("type") != "COMPARE_EQUAL":
+        return None
+    for column, value in ((node["left"], node["right"]), (node["right"], node["left"])):
+        text = value.get("class") == "CONSTANT" and value.get("value", {}).get("type", {}).get("id") == "VARCHAR"
+        if column.get("class") == "COLUMN_REF" and (text or value.get("class") == "PARAMETER"):
+            return column, value
+    return None
 
 
 def column_names(con: Any, sql: str, names: list[str]) -> list[str]:

@@ -7,8 +7,9 @@
     con = analysis.connect(export_dir="s3://bucket/odds")  # … in a bucket, read in place (the AWS variables)
 
 Each fact table is a view: the hot rows — every row still in PostgreSQL, read through the
-`warehouse_lake` views, which hand DuckDB the lake's exact types and take its filters (an index lookup
-stays one) — plus the cold files. Over the warehouse the cold files are the table-days retention
+`warehouse_lake` views, which hand DuckDB the lake's exact types and take its filters (a text equality
+reaches PostgreSQL's index only written as an IN list: statement.indexable, which Engine applies) — plus
+the cold files. Over the warehouse the cold files are the table-days retention
 dropped (their `retention_runs` rows name them); a day is in PostgreSQL until retention drops it, and
 retention drops it only after its export was verified, so every row is read from exactly one place
 (rows that arrive for a day after it was dropped stay in PostgreSQL, and are read there). Over an
