@@ -80,7 +80,10 @@ def writer_alone(server: EmbeddedPostgres, workdir: Path, prepared: list[Unit], 
         cpu = CpuClock(server, replay=[os.getpid()])
         before = cpu.read()
         started = time.perf_counter()
-        async with Writer(url, WriterSettings(spool_dir=workdir / "spool-writer")) as writer:
+        # A spool of each run's own: a spool belongs to one database, and a fresh database each run
+        # would otherwise find the last one's and spool everything instead of writing it.
+        spool = workdir / f"spool-writer-{uuid4().hex[:8]}"
+        async with Writer(url, WriterSettings(spool_dir=spool)) as writer:
             for raw, rows in prepared:
                 await writer.put(raw, rows)
             await writer.flush()
