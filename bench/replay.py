@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import resource
 import statistics
@@ -121,6 +122,8 @@ class Phases:
         self._undo.append(lambda: setattr(owner, name, original))
 
     def __enter__(self) -> Phases:
+        # Only the work done in this process is timed: with several processes, the deriving ones
+        # do these steps themselves (their time is in "the rest").
         self.wrap(compare._Comparison, "add_derived", "rows derived → Arrow → DuckDB")
         self.wrap(compare._Comparison, "load_stored", "stored rows → DuckDB (in a thread, beside deriving)")
         self.wrap(compare._Comparison, "settle_stored", "old control events matched, carried frames left out")
@@ -157,17 +160,20 @@ def _reaped() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_into(server: EmbeddedPostgres, stored: Stored, frames: int, batch_rows: int | None = None
-               ) -> dict[str, float]:
+def timed_into(server: EmbeddedPostgres, stored: Stored, frames: int, batch_rows: int | None = None,
+               processes: int | None = None) -> dict[str, float]:
     target = fresh_database(server)  # before the clocks start: creating it is not the replay's work
     migrate.require_current(target)
     cpu = CpuClock(server, replay=[os.getpid()])
-    before = cpu.read()
+    before, workers = cpu.read(), _reaped()
     started = time.perf_counter()
     settings = WriterSettings(batch_rows=batch_rows) if batch_rows else None
-    report = rebuild.into(stored, target, SOURCE, writer_settings=settings)
+    # (`processes` is newer than some commits a baseline may run)
+    report = rebuild.into(stored, target, SOURCE, writer_settings=settings,
+                          **({} if processes is None else {"processes": processes}))
     elapsed = time.perf_counter() - started
     spent = cpu.read()
+    spent["replay"] += _reaped() - workers  # a deriving process, reaped at the end
     if report.frames != frames:
         raise SystemExit(f"--into wrote {report.frames} frames, not {frames}")
     return figures(frames, elapsed, before, spent)
@@ -223,6 +229,9 @@ def main() -> None:
             runs["--check from PostgreSQL"].append(timed_check(server, postgres, frames))
             runs["--into from PostgreSQL"].append(timed_into(server, postgres, frames))
             runs["--into from Parquet"].append(timed_into(server, parquet, frames))
+            if "processes" in inspect.signature(rebuild.into).parameters:
+                runs["--into from Parquet, deriving in the writer's process"].append(
+                    timed_into(server, parquet, frames, processes=1))
             if args.into_batch_rows:
                 runs[f"--into from Parquet, batches of {args.into_batch_rows:,} rows"].append(
                     timed_into(server, parquet, frames, args.into_batch_rows))

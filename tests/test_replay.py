@@ -34,6 +34,7 @@ from warehouse.lake import EXPORT_TABLES
 from warehouse.lifecycle.export import export_all
 from warehouse.lifecycle.pending import pending
 from warehouse.records import CollectorEvent, ScoreChange
+from warehouse.replay import rebuild
 from warehouse.replay.shards import share
 from warehouse.simulate.fleet import ENV, Fleet, fleet_vendors
 from warehouse.simulate.oddspapi import OddsPapiSimulator
@@ -312,6 +313,15 @@ def test_into_a_second_database_gives_the_same_rows(collected: tuple[str, Path],
         result = warehouse("replay", "--source", "mm", "--into", target, "--from-parquet", str(export), url=url)
         assert result.returncode == 0 and "skipped what the target held already" in result.stdout, result.stdout
         assert frame_rows(target, "raw_messages") == frame_rows(url, "raw_messages")
+    finally:
+        drop(pg_server, target)
+    # deriving in the writing process (one core) gives the same as deriving in a process of its own
+    target = new_database(pg_server, TEMPLATE)
+    try:
+        for source in SOURCES:
+            rebuild.into(replay.open_stored(url, export), target, source, processes=1)
+        for table in ("raw_messages", *DERIVED):
+            assert frame_rows(target, table) == frame_rows(url, table), table
     finally:
         drop(pg_server, target)
 

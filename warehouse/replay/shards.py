@@ -109,15 +109,16 @@ class Shared:
     """A job run by `processes` forked processes, each on its share of each window's connections (1:
     in this process, on all of them). Each yields one result per window, and one at the end."""
 
-    def __init__(self, stored: Stored, job: Job, processes: int, progress: Callable[[int], None] | None = None
-                 ) -> None:
+    def __init__(self, stored: Stored, job: Job, processes: int, progress: Callable[[int], None] | None = None,
+                 *, local: bool | None = None) -> None:
         self.stored, self.job, self.processes = stored, job, processes
         self.progress = progress  # frames so far in the window, over every process
+        self.local = processes == 1 if local is None else local  # False: even one process is forked
         self._workers: list[tuple[Any, Any]] = []  # (process, its queue)
         self._local: Iterator[Any] | None = None
 
     def __enter__(self) -> Shared:
-        if self.processes == 1:
+        if self.local:
             self._local = self.job(self.stored, None)
             return self
         context = multiprocessing.get_context("fork")
@@ -174,11 +175,19 @@ def _next(worker: Any, results: Any) -> Any:
 
 def _work(stored: Stored, job: Job, shard: tuple[int, int], results: Any) -> None:
     """A worker process: the job on its share, each item onto `results`."""
+    parent = os.getppid()
     try:
         stored = stored.reopened()  # the caller's DuckDB connection is not to be used across a fork
         with quiet_gc():
             for item in job(stored, shard):
-                results.put(("item", item))
+                while True:
+                    try:
+                        results.put(("item", item), timeout=WAIT_S)
+                        break
+                    except queue.Full:
+                        if os.getppid() != parent:  # the caller was killed: nobody will take it
+                            results.cancel_join_thread()
+                            return
     except BaseException as exc:  # handed to the caller, raised there
         try:
             results.put(("error", exc))
