@@ -190,6 +190,33 @@ def derive_alone(prepared_frames: list[bytes]) -> float:
         return len(prepared_frames) / (time.perf_counter() - started)
 
 
+class CachedDerive:
+    """derive() replaced by what it returned before (bench only, `--ceiling`): what the rest of the
+    pipeline costs, i.e. what replay would do with a derive() that cost nothing."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[Any, int], Any] = {}
+        self.original = derivation.derive
+
+    def record(self, *args: Any, **kwargs: Any) -> Any:
+        done = self.original(*args, **kwargs)
+        self.cache[kwargs["connection_id"], kwargs["seq"]] = done
+        return done
+
+    def lookup(self, *args: Any, **kwargs: Any) -> Any:
+        return self.cache[kwargs["connection_id"], kwargs["seq"]]
+
+    def runs(self, server: EmbeddedPostgres, stored: Stored, frames: int) -> dict[str, dict[str, float]]:
+        derivation.derive = self.record  # type: ignore[assignment]
+        try:
+            compare.check(stored, SOURCE, processes=1)
+            derivation.derive = self.lookup  # type: ignore[assignment]
+            return {"--check from Parquet, derive() cached (ceiling of the rest)": timed_check(server, stored, frames),
+                    "--check from Parquet, one process, derive() cached": timed_check(server, stored, frames, 1)}
+        finally:
+            derivation.derive = self.original  # type: ignore[assignment]
+
+
 def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
@@ -201,6 +228,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (medians are printed)")
     parser.add_argument("--into-batch-rows", type=int, default=0,
                         help="also --into with the writer committing this many rows at a time (default: 10,000)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also --check with derive() replaced by its cached results: the rest's ceiling")
     args = parser.parse_args()
     workdir, server = scratch_server("replay")
     runs: dict[str, list[dict[str, float]]] = defaultdict(list)
@@ -232,6 +261,9 @@ def main() -> None:
             if "processes" in inspect.signature(rebuild.into).parameters:
                 runs["--into from Parquet, deriving in the writer's process"].append(
                     timed_into(server, parquet, frames, processes=1))
+            if args.ceiling:
+                for name, figures_ in CachedDerive().runs(server, parquet, frames).items():
+                    runs[name].append(figures_)
             if args.into_batch_rows:
                 runs[f"--into from Parquet, batches of {args.into_batch_rows:,} rows"].append(
                     timed_into(server, parquet, frames, args.into_batch_rows))
@@ -257,6 +289,8 @@ def main() -> None:
         ratio = result[name]["frames_per_s"] / writer
         print(f"{name}: {ratio:.2f} × the writer alone (goal 0.8: {'met' if ratio >= 0.8 else 'not met'})")
     for name in ("--check from Parquet", "--check from Parquet, one process", "--check from PostgreSQL"):
+        if name not in result:
+            continue
         print(f"\nwhere the time of {name} goes (seconds, median):")
         for key, value in result[name].items():
             if key.startswith("phase: "):
