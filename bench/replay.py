@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import resource
 import statistics
@@ -80,7 +81,10 @@ def writer_alone(server: EmbeddedPostgres, workdir: Path, prepared: list[Unit], 
         cpu = CpuClock(server, replay=[os.getpid()])
         before = cpu.read()
         started = time.perf_counter()
-        async with Writer(url, WriterSettings(spool_dir=workdir / "spool-writer")) as writer:
+        # A spool of each run's own: a spool belongs to one database, and a fresh database each run
+        # would otherwise find the last one's and spool everything instead of writing it.
+        spool = workdir / f"spool-writer-{uuid4().hex[:8]}"
+        async with Writer(url, WriterSettings(spool_dir=spool)) as writer:
             for raw, rows in prepared:
                 await writer.put(raw, rows)
             await writer.flush()
@@ -118,6 +122,8 @@ class Phases:
         self._undo.append(lambda: setattr(owner, name, original))
 
     def __enter__(self) -> Phases:
+        # Only the work done in this process is timed: with several processes, the deriving ones
+        # do these steps themselves (their time is in "the rest").
         self.wrap(compare._Comparison, "add_derived", "rows derived → Arrow → DuckDB")
         self.wrap(compare._Comparison, "load_stored", "stored rows → DuckDB (in a thread, beside deriving)")
         self.wrap(compare._Comparison, "settle_stored", "old control events matched, carried frames left out")
@@ -154,17 +160,20 @@ def _reaped() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_into(server: EmbeddedPostgres, stored: Stored, frames: int, batch_rows: int | None = None
-               ) -> dict[str, float]:
+def timed_into(server: EmbeddedPostgres, stored: Stored, frames: int, batch_rows: int | None = None,
+               processes: int | None = None) -> dict[str, float]:
     target = fresh_database(server)  # before the clocks start: creating it is not the replay's work
     migrate.require_current(target)
     cpu = CpuClock(server, replay=[os.getpid()])
-    before = cpu.read()
+    before, workers = cpu.read(), _reaped()
     started = time.perf_counter()
     settings = WriterSettings(batch_rows=batch_rows) if batch_rows else None
-    report = rebuild.into(stored, target, SOURCE, writer_settings=settings)
+    # (`processes` is newer than some commits a baseline may run)
+    report = rebuild.into(stored, target, SOURCE, writer_settings=settings,
+                          **({} if processes is None else {"processes": processes}))
     elapsed = time.perf_counter() - started
     spent = cpu.read()
+    spent["replay"] += _reaped() - workers  # a deriving process, reaped at the end
     if report.frames != frames:
         raise SystemExit(f"--into wrote {report.frames} frames, not {frames}")
     return figures(frames, elapsed, before, spent)
@@ -181,6 +190,33 @@ def derive_alone(prepared_frames: list[bytes]) -> float:
         return len(prepared_frames) / (time.perf_counter() - started)
 
 
+class CachedDerive:
+    """derive() replaced by what it returned before (bench only, `--ceiling`): what the rest of the
+    pipeline costs, i.e. what replay would do with a derive() that cost nothing."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[Any, int], Any] = {}
+        self.original = derivation.derive
+
+    def record(self, *args: Any, **kwargs: Any) -> Any:
+        done = self.original(*args, **kwargs)
+        self.cache[kwargs["connection_id"], kwargs["seq"]] = done
+        return done
+
+    def lookup(self, *args: Any, **kwargs: Any) -> Any:
+        return self.cache[kwargs["connection_id"], kwargs["seq"]]
+
+    def runs(self, server: EmbeddedPostgres, stored: Stored, frames: int) -> dict[str, dict[str, float]]:
+        derivation.derive = self.record  # type: ignore[assignment]
+        try:
+            compare.check(stored, SOURCE, processes=1)
+            derivation.derive = self.lookup  # type: ignore[assignment]
+            return {"--check from Parquet, derive() cached (ceiling of the rest)": timed_check(server, stored, frames),
+                    "--check from Parquet, one process, derive() cached": timed_check(server, stored, frames, 1)}
+        finally:
+            derivation.derive = self.original  # type: ignore[assignment]
+
+
 def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
@@ -192,6 +228,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (medians are printed)")
     parser.add_argument("--into-batch-rows", type=int, default=0,
                         help="also --into with the writer committing this many rows at a time (default: 10,000)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also --check with derive() replaced by its cached results: the rest's ceiling")
     args = parser.parse_args()
     workdir, server = scratch_server("replay")
     runs: dict[str, list[dict[str, float]]] = defaultdict(list)
@@ -220,6 +258,12 @@ def main() -> None:
             runs["--check from PostgreSQL"].append(timed_check(server, postgres, frames))
             runs["--into from PostgreSQL"].append(timed_into(server, postgres, frames))
             runs["--into from Parquet"].append(timed_into(server, parquet, frames))
+            if "processes" in inspect.signature(rebuild.into).parameters:
+                runs["--into from Parquet, deriving in the writer's process"].append(
+                    timed_into(server, parquet, frames, processes=1))
+            if args.ceiling:
+                for name, figures_ in CachedDerive().runs(server, parquet, frames).items():
+                    runs[name].append(figures_)
             if args.into_batch_rows:
                 runs[f"--into from Parquet, batches of {args.into_batch_rows:,} rows"].append(
                     timed_into(server, parquet, frames, args.into_batch_rows))
@@ -245,6 +289,8 @@ def main() -> None:
         ratio = result[name]["frames_per_s"] / writer
         print(f"{name}: {ratio:.2f} × the writer alone (goal 0.8: {'met' if ratio >= 0.8 else 'not met'})")
     for name in ("--check from Parquet", "--check from Parquet, one process", "--check from PostgreSQL"):
+        if name not in result:
+            continue
         print(f"\nwhere the time of {name} goes (seconds, median):")
         for key, value in result[name].items():
             if key.startswith("phase: "):

@@ -34,6 +34,7 @@ from warehouse.lake import EXPORT_TABLES
 from warehouse.lifecycle.export import export_all
 from warehouse.lifecycle.pending import pending
 from warehouse.records import CollectorEvent, ScoreChange
+from warehouse.replay import rebuild
 from warehouse.replay.shards import share
 from warehouse.simulate.fleet import ENV, Fleet, fleet_vendors
 from warehouse.simulate.oddspapi import OddsPapiSimulator
@@ -225,6 +226,60 @@ def test_connections_shared_out_among_processes_report_as_one_process(collected:
         assert (several.stored_versions, several.warmed, several.today) == (one.stored_versions, one.warmed, one.today)
 
 
+def test_a_changed_a_duplicated_a_missing_and_a_stray_row_are_found_however_the_frames_are_shared_out(
+        db_url: str, tmp_path: Path) -> None:
+    """Each process compares the rows of its own frames with the stored rows of those frames: one
+    changed row, one stored twice, one not stored and one whose raw_id is no frame are each found,
+    and reported the same by one process and by three, from PostgreSQL and from Parquet."""
+
+    async def main() -> None:
+        async with Writer(db_url, WriterSettings(spool_dir=tmp_path / "spool")) as writer:
+            at = datetime.now(UTC) - timedelta(minutes=5)
+            generate = OddsPapiSimulator("key", outcomes_per_frame=2)._frames()
+            options = {"url": "wss://example.invalid/ws", "api_key_env": "KEY"}
+            feed = oddspapi.FEED
+            for _ in range(3):
+                connection = uuid4()
+                await writer.put(None, [CollectorEvent(at, "oddspapi", connection, "connect", {
+                    "feed_kind": feed.kind, "adapter_version": feed.version, "options": options})])
+                adapter = feed.adapter("oddspapi", feed.options(**options))
+                for seq in range(1, 41):
+                    at += timedelta(milliseconds=5)
+                    done = derive(adapter, feed.kind, next(generate), received_at=at, source="oddspapi",
+                                  connection_id=connection, seq=seq, event_id=None, max_frame_bytes=1 << 20)
+                    await writer.put(done.raw, done.records)
+
+    asyncio.run(main())
+    ticks = query(db_url, "SELECT raw_id, outcome_id FROM price_ticks ORDER BY raw_id, outcome_id")
+    assert len(ticks) > 60
+    # rows of the first, second and last connection's frames
+    changed, twice, stray, gone = (ticks[len(ticks) * k // 6] for k in (1, 3, 4, 5))
+    stray_id = query(db_url, "SELECT max(id) + 1000 FROM raw_messages")[0][0]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # the tables are append-only: not here
+        where = "WHERE raw_id = %s AND outcome_id = %s"
+        conn.execute(f"UPDATE price_ticks SET price = price + 1 {where}", changed)
+        conn.execute(f"INSERT INTO price_ticks SELECT * FROM price_ticks {where}", twice)
+        conn.execute(f"DELETE FROM price_ticks {where}", gone)
+        conn.execute(f"INSERT INTO price_ticks SELECT (p).* FROM (SELECT p FROM price_ticks p {where}) x", stray)
+        conn.execute("UPDATE price_ticks SET raw_id = %s WHERE ctid = (SELECT max(ctid) FROM price_ticks"
+                     f" {where})", [stray_id, *stray])
+    export = tmp_path / "export"
+    export_all(db_url, export, pending(db_url, EXPORT_TABLES, redo=True, today_too=True))
+    for where in (None, export):
+        one, several = (replay.check("oddspapi", url=db_url, export_dir=where, processes=n) for n in (1, 3))
+        for report in (one, several):
+            tally = report.tables["price_ticks"]
+            assert report.frames == 120 and not report.clean
+            assert (tally.differ, tally.missing, tally.extra) == (1, 2, 1), (where, tally)
+            assert tally.stored == tally.derived + 1 == len(ticks) + 1
+            assert all(t.clean for name, t in report.tables.items() if name != "price_ticks")
+            assert [line.split(":")[0] for line in tally.examples] == [
+                f"raw_id {changed[0]}", f"raw_id {twice[0]}", f"raw_id {gone[0]}", f"raw_id {stray_id}"], \
+                tally.examples
+        assert several.tables["price_ticks"] == one.tables["price_ticks"]
+
+
 def test_shares_balance_frames_and_agree_in_every_process() -> None:
     connections = [("a", 10), ("b", 40), ("c", 30), ("d", 20)]
     assert share(connections, 2) == [["b", "a"], ["c", "d"]]  # 50 frames each
@@ -258,6 +313,15 @@ def test_into_a_second_database_gives_the_same_rows(collected: tuple[str, Path],
         result = warehouse("replay", "--source", "mm", "--into", target, "--from-parquet", str(export), url=url)
         assert result.returncode == 0 and "skipped what the target held already" in result.stdout, result.stdout
         assert frame_rows(target, "raw_messages") == frame_rows(url, "raw_messages")
+    finally:
+        drop(pg_server, target)
+    # deriving in the writing process (one core) gives the same as deriving in a process of its own
+    target = new_database(pg_server, TEMPLATE)
+    try:
+        for source in SOURCES:
+            rebuild.into(replay.open_stored(url, export), target, source, processes=1)
+        for table in ("raw_messages", *DERIVED):
+            assert frame_rows(target, table) == frame_rows(url, table), table
     finally:
         drop(pg_server, target)
 

@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from warehouse.config import FeedConfig
 from warehouse.replay import rows
-from warehouse.replay.derivation import FRAME_EVENTS, days, load_plan, quiet_gc, today_versions
+from warehouse.replay.derivation import FRAME_EVENTS, Deriver, Plan, days, load_plan, quiet_gc, today_versions
 from warehouse.replay.rows import COLUMNS, RAW_KINDS, TABLES
-from warehouse.replay.shards import KEYS, Derivation, processes_for
+from warehouse.replay.shards import KEYS, Job, Shard, Shared, derive_window, processes_for
 from warehouse.replay.stored import Stored, resolve_range
 
 EXAMPLES = 5  # per table
@@ -109,48 +112,139 @@ class CheckReport:
 def check(stored: Stored, source: str, since: datetime | None = None, until: datetime | None = None,
           entry: FeedConfig | None = None, progress: Progress | None = None, processes: int | None = None
           ) -> CheckReport:
-    """`processes`: how many derive (their connections shared out); default one per core."""
+    """`processes`: how many derive and compare (their connections shared out); default one per core."""
     start, end = resolve_range(stored, source, since, until)
     plan = load_plan(stored, source, end, entry)
     report = CheckReport(source, stored.where, start, end)
     windows = list(days(start, end))
-    # Workers fork before this process starts a thread of its own.
-    with Derivation(stored, plan, windows, processes_for(processes)) as derivation, quiet_gc(), \
-            _Comparison() as comparison, ThreadPoolExecutor(1, "replay-stored") as background:
-        for low, high in windows:
-            # The stored rows load while the frames are derived: reading them (DuckDB, a COPY's CSV)
-            # releases the GIL, so on a second core it costs the derivation little.
-            loading = background.submit(comparison.load_stored, stored, source, low, high)
-            keys: list[pa.RecordBatch] = []
-            carried: list[int] = []
-            for chunk in derivation.window(low, high):
-                comparison.add_derived(chunk.tables, chunk.stored_kinds)
-                keys += chunk.keys
-                carried += chunk.carried
-                report.frames += chunk.frames
+    window_start = [start]  # of the window being compared, for progress
+    done = 0  # frames of the windows compared
+
+    def step(frames: int) -> None:
+        if progress:
+            progress(window_start[0], done + frames)
+
+    spill = Path(tempfile.mkdtemp(prefix="warehouse-replay-"))
+    try:
+        # Workers fork before this process starts a thread of its own.
+        with quiet_gc(), Shared(stored, _job(plan, windows, spill), processes_for(processes), step) as shared:
+            for low, _ in windows:
+                window_start[0] = low
+                parts: list[Part] = shared.next()
+                for part in parts:
+                    report.frames += part.frames
+                    report.carried += part.carried
+                _merge(report.tables, parts)
+                done = report.frames
                 if progress:
                     progress(low, report.frames)
-            loading.result()
-            comparison.settle_stored(stored, source, low, high, keys, carried)
-            comparison.compare(report.tables)
-            report.carried += len(carried)
-            if progress:
-                progress(low, report.frames)
-        derivation.finish()
-    report.warmed = derivation.warmed
-    report.stored_versions = dict(derivation.versions)
-    report.today = today_versions(kind for kind, _ in derivation.versions)
+            for versions, warmed in shared.next():
+                report.stored_versions = dict(Counter(report.stored_versions) + versions)
+                report.warmed += warmed
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    report.today = today_versions(kind for kind, _ in report.stored_versions)
     return report
+
+
+@dataclass
+class Part:
+    """One window compared by one process: the rows of its frames (its share of the connections)."""
+
+    frames: int = 0
+    carried: int = 0
+    tallies: dict[str, Tally] = field(default_factory=lambda: {name: Tally(name) for name in TABLES})
+    # per table, the first differences as (raw_id, line), lowest raw_id first (None before any)
+    examples: dict[str, list[tuple[int | None, str]]] = field(default_factory=dict)
+
+
+def _merge(tallies: dict[str, Tally], parts: list[Part]) -> None:
+    """The processes' parts of a window into the report's tallies. Parts do not overlap (each has
+    its frames' rows), so counts add up; the examples are those of the lowest raw_ids, as one
+    process comparing the whole window would give."""
+    for table, tally in tallies.items():
+        for part in parts:
+            counted = part.tallies[table]
+            tally.derived += counted.derived
+            tally.stored += counted.stored
+            tally.matched += counted.matched
+            tally.missing += counted.missing
+            tally.extra += counted.extra
+            tally.differ += counted.differ
+        found = sorted((example for part in parts for example in part.examples.get(table, ())),
+                       key=lambda example: (example[0] is not None, example[0] or 0))
+        tally.examples += [line for _, line in found][:max(0, EXAMPLES - len(tally.examples))]
+
+
+def _job(plan: Plan, windows: list[tuple[datetime, datetime]], spill: Path) -> Job:
+    """What each process does (shards.Shared): derive its share of each window's frames, compare
+    their rows with the stored rows of those frames; yields progress, a Part per window, and at
+    the end (connections per adapter version, frames warmed)."""
+
+    def job(stored: Stored, shard: Shard) -> Iterator[Any]:
+        deriver = Deriver(stored, plan)
+        with _Comparison(spill / f"process-{shard[0] if shard else 0}") as comparison, \
+                ThreadPoolExecutor(1, "replay-stored") as background:
+            for low, high in windows:
+                yield from _window(comparison, deriver, stored, low, high, shard, background)
+        yield deriver.plan.versions, deriver.warmed
+
+    return job
+
+
+def _window(comparison: _Comparison, deriver: Deriver, stored: Stored, low: datetime, high: datetime, shard: Shard,
+            background: ThreadPoolExecutor) -> Iterator[int | Part]:
+    source = deriver.source
+    part = Part()
+    loading = None
+    if shard is None:
+        # All the window's stored rows: they load while the frames are derived (reading them,
+        # DuckDB or a COPY's CSV, releases the GIL, so on a second core it costs the derivation little).
+        loading = background.submit(comparison.load_stored, stored, source, low, high)
+    keys: list[pa.RecordBatch] = []
+    carried: list[int] = []
+    for chunk in derive_window(deriver, stored, source, low, high, shard):
+        comparison.add_derived(chunk.tables, chunk.stored_kinds)
+        keys += chunk.keys
+        carried += chunk.carried
+        part.frames += chunk.frames
+        yield part.frames
+    if shard is None:
+        assert loading is not None
+        loading.result()
+    else:  # the stored rows of this process's frames (and the first process: rows of no frame of the window)
+        comparison.load_stored(stored, source, low, high, _owned(stored, source, low, high, keys, shard))
+    comparison.settle_stored(stored, source, low, high, keys, carried)
+    comparison.compare(part)
+    part.carried = len(carried)
+    yield part
+
+
+def _owned(stored: Stored, source: str, low: datetime, high: datetime, keys: list[pa.RecordBatch],
+           shard: tuple[int, int]) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
+    """Which stored rows a process compares: those of its frames; the first process also those
+    whose raw_id is no frame of the window (missing, as they are in one process)."""
+    mine = pa.concat_arrays([pa.array([], pa.int64()), *(batch.column(0) for batch in keys)])
+    every = stored.frame_ids(source, low, high) if shard[0] == 0 else None
+
+    def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
+        ids = batch.column("raw_id")
+        mask = pc.is_in(ids, value_set=mine)
+        if every is not None:
+            mask = pc.or_(mask, pc.invert(pc.is_in(ids, value_set=every)))
+        return batch.filter(mask)
+
+    return keep
 
 
 class _Comparison:
     """A private DuckDB holding a day's rows: derived_<table> and stored_<table>."""
 
-    def __init__(self) -> None:
+    def __init__(self, spill: Path) -> None:
         import duckdb
 
-        self._spill = tempfile.mkdtemp(prefix="warehouse-replay-")
-        self.con = duckdb.connect(config={"temp_directory": self._spill})
+        self._spill = spill  # made and removed by the caller: a worker process may be ended abruptly
+        self.con = duckdb.connect(config={"temp_directory": str(spill)})
         self.con.execute("SET TimeZone = 'UTC'")
         # Rows are compared as multisets: their order need not be kept. One thread: the cores are
         # busy deriving, and DuckDB's own threads only compete with that for them.
@@ -166,7 +260,6 @@ class _Comparison:
 
     def __exit__(self, *exc: object) -> None:
         self.con.close()
-        shutil.rmtree(self._spill, ignore_errors=True)
 
     def _insert(self, table: str, data: pa.Table | pa.RecordBatch, con: Any = None) -> None:
         con = con or self.con
@@ -182,13 +275,17 @@ class _Comparison:
                 self._insert(f"derived_{table}", part)
         self._insert(f"stored_{RAW_KINDS}", stored_kinds)
 
-    def load_stored(self, stored: Stored, source: str, low: datetime, high: datetime) -> None:
-        """The window's stored rows (in a thread of their own: on a connection of their own)."""
+    def load_stored(self, stored: Stored, source: str, low: datetime, high: datetime,
+                    keep: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None) -> None:
+        """The window's stored rows, those `keep` keeps (perhaps in a thread of their own: on a
+        connection of their own)."""
         con = self.con.cursor()
         try:
             for table in TABLES:
                 if table != RAW_KINDS:
                     for batch in stored.derived(table, source, low, high):
+                        if keep is not None:
+                            batch = keep(batch)
                         self._insert(f"stored_{table}", rows.stored_batch(table, batch), con)
         finally:
             con.close()
@@ -230,14 +327,14 @@ class _Comparison:
             self.con.unregister("_legacy")
             self.con.unregister("_frames")
 
-    def compare(self, tallies: dict[str, Tally]) -> None:
+    def compare(self, part: Part) -> None:
         sides = [f"{side}_{table}" for table in TABLES for side in ("derived", "stored")]
         counts = self.con.execute("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in sides)).fetchone()
         assert counts is not None
         for i, table in enumerate(TABLES):
             derived, stored = counts[2 * i], counts[2 * i + 1]
             if derived or stored:
-                self._compare(table, tallies[table], derived, stored)
+                self._compare(table, part, derived, stored)
                 self.con.execute(f"DELETE FROM derived_{table}")
                 self.con.execute(f"DELETE FROM stored_{table}")
 
@@ -245,7 +342,7 @@ class _Comparison:
         (value,), = self.con.execute(sql).fetchall()
         return int(value or 0)
 
-    def _compare(self, table: str, tally: Tally, derived: int, stored: int) -> None:
+    def _compare(self, table: str, part: Part, derived: int, stored: int) -> None:
         """Both sides as multisets of (raw_id, hash of the row): a hash join of two narrow tables.
         Only rows whose (raw_id, hash) counts differ are then compared in full, with EXCEPT ALL."""
         columns = COLUMNS[table]
@@ -275,14 +372,15 @@ class _Comparison:
             differ = self._count(
                 "SELECT sum(least(m.n, e.n)) FROM (SELECT raw_id, count(*) AS n FROM _missing GROUP BY raw_id) m"
                 " JOIN (SELECT raw_id, count(*) AS n FROM _extra GROUP BY raw_id) e USING (raw_id)")
+        tally = part.tallies[table]
         tally.derived += derived
         tally.stored += stored
         tally.matched += derived - extra
         tally.differ += differ
         tally.missing += missing - differ
         tally.extra += extra - differ
-        if (extra or missing) and len(tally.examples) < EXAMPLES:
-            tally.examples += self._examples(table, EXAMPLES - len(tally.examples))
+        if extra or missing:
+            part.examples[table] = self._examples(table, EXAMPLES)
 
     def _respell(self, table: str) -> tuple[int, int]:
         """Match again the unmatched rows with JSON numbers in one spelling (see rows.deep_json)."""
@@ -303,7 +401,7 @@ class _Comparison:
             con.unregister("_m")
         return self._count("SELECT count(*) FROM _extra"), self._count("SELECT count(*) FROM _missing")
 
-    def _examples(self, table: str, wanted: int) -> list[str]:
+    def _examples(self, table: str, wanted: int) -> list[tuple[int | None, str]]:
         ids = [raw_id for (raw_id,) in self.con.execute(
             "SELECT raw_id FROM (SELECT raw_id FROM _missing UNION SELECT raw_id FROM _extra)"
             f" ORDER BY raw_id NULLS FIRST LIMIT {wanted:d}").fetchall()]
@@ -312,7 +410,7 @@ class _Comparison:
             where = "raw_id IS NULL" if raw_id is None else f"raw_id = {int(raw_id):d}"
             stored = self.con.execute(f"SELECT * FROM _missing WHERE {where}").to_arrow_table().to_pylist()
             derived = self.con.execute(f"SELECT * FROM _extra WHERE {where}").to_arrow_table().to_pylist()
-            found += _describe(raw_id, stored, derived)
+            found += [(raw_id, line) for line in _describe(raw_id, stored, derived)]
         return found[:wanted]
 
 

@@ -162,6 +162,8 @@ class Deriver:
         source = self.source
         current: str | None = None
         kind, adapter, connection = "", cast(Adapter, None), UUID(int=0)  # set at the first frame
+        # stored kind → (a REST answer?, the event type from the wire): a source has few kinds
+        classified: dict[str, tuple[bool, str | None]] = {}
         for batch in batches:
             ids, micros, connections, seqs, event_ids, kinds, payloads = _columns(batch)
             for i, raw_id in enumerate(ids):
@@ -175,12 +177,16 @@ class Deriver:
                     raw = RawMessage(at, source, connection, seqs[i], kinds[i], None, event_ids[i])
                     yield Replayed(raw_id, kinds[i], raw, [], False)
                     continue
-                if is_rest_kind(kinds[i]):  # a REST answer of a resync: its own adapter, by the request stored
+                known = classified.get(kinds[i])
+                if known is None:
+                    known = classified[kinds[i]] = (is_rest_kind(kinds[i]), event_type_of(kinds[i]))
+                rest, event_type = known
+                if rest:  # a REST answer of a resync: its own adapter, by the request stored
                     done = self._rest(connections[i], at, kinds[i], event_ids[i], payload, connection, seqs[i])
                 else:
                     done = derive(adapter, kind, payload, received_at=at, source=source, connection_id=connection,
                                   seq=seqs[i], event_id=event_ids[i], max_frame_bytes=NO_LIMIT)
-                    if (event_type := event_type_of(kinds[i])) is not None:  # from the wire: carried over
+                    if event_type is not None:  # from the wire: carried over
                         done.raw = done.raw._replace(kind=with_event_type(done.raw.kind, event_type))
                 yield Replayed(raw_id, kinds[i], done.raw, done.records, True)
 

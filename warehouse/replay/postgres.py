@@ -133,6 +133,15 @@ def frames(url: str, source: str, start: datetime | None, end: datetime, *, conn
     return _copy_batches(url, query, params, arrow)
 
 
+def frame_ids(url: str, source: str, start: datetime, end: datetime) -> pa.Array:
+    """The ids of the frames of `source` received in [start, end), in no particular order."""
+    select, arrow = _select("raw_messages", ("id",))
+    query = sql.SQL("SELECT {} FROM raw_messages WHERE source = %s AND received_at >= %s AND received_at < %s").format(
+        select)
+    return pa.concat_arrays([pa.array([], pa.int64())]
+                            + [batch.column(0) for batch in _copy_batches(url, query, [source, start, end], arrow)])
+
+
 def connections(url: str, source: str, start: datetime, end: datetime) -> list[tuple[str, int]]:
     """The connections of `source` with frames received in [start, end), with how many each, by id."""
     with psycopg.connect(url, autocommit=True) as conn:

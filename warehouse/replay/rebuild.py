@@ -11,7 +11,7 @@ import hashlib
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -31,12 +31,14 @@ from warehouse.replay.derivation import (
     quiet_gc,
     today_versions,
 )
+from warehouse.replay.shards import Shard, Shared, processes_for
 from warehouse.replay.stored import FromPostgres, Stored, prefetch, resolve_range
 from warehouse.store import migrate
 from warehouse.store.database import data_dir, normalise_url, redact_url
 from warehouse.store.writer import Writer
 
 YIELD_EVERY = 64  # frames put between chances for the writer to run (put() does not wait while there is room)
+HANDOVER = 1000  # frames derived are handed to the writing side this many at a time
 LIFECYCLE_UNIT = 500  # lifecycle events per writer unit (a unit commits whole)
 SPOOL_WAIT_S = 60.0  # an outage of the target: how long the end of a replay waits for it
 
@@ -79,14 +81,17 @@ class IntoReport:
 
 def into(stored: Stored, target: str, source: str, since: datetime | None = None, until: datetime | None = None,
          entry: FeedConfig | None = None, progress: Progress | None = None,
-         writer_settings: WriterSettings | None = None) -> IntoReport:
+         writer_settings: WriterSettings | None = None, processes: int | None = None) -> IntoReport:
+    """`processes`: 1 derives in this process; more (default where there are two cores), in one of
+    its own, so that this one only writes."""
     target = normalise_url(target)
     if isinstance(stored, FromPostgres) and target == normalise_url(stored.url):
         raise ValueError("--into names the database the frames are read from; give another (new, migrated) one")
     migrate.require_current(target)
     start, end = resolve_range(stored, source, since, until)
     plan = load_plan(stored, source, end, entry)
-    run = _Rebuild(stored, target, source, since, until, start, end, plan, progress)
+    run = _Rebuild(stored, target, source, since, until, start, end, plan, progress,
+                   min(processes_for(processes), 2))  # 2: one derives, one writes
     # The writer's spool is for outages of a live feed; a replay that cannot write stops, and the
     # next run picks up where the target stands. So a spool of its own, thrown away afterwards
     # (and at the start: a killed run leaves it behind).
@@ -99,47 +104,81 @@ def into(stored: Stored, target: str, source: str, since: datetime | None = None
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     report = run.report
-    report.warmed = run.deriver.warmed
-    report.stored_versions = dict(plan.versions)
-    report.today = today_versions(kind for kind, _ in plan.versions)
+    report.warmed = run.warmed
+    report.stored_versions = dict(run.versions)
+    report.today = today_versions(kind for kind, _ in run.versions)
     return report
 
 
 class _Rebuild:
     def __init__(self, stored: Stored, target: str, source: str, since: datetime | None, until: datetime | None,
-                 start: datetime, end: datetime, plan: Plan, progress: Progress | None) -> None:
+                 start: datetime, end: datetime, plan: Plan, progress: Progress | None, processes: int) -> None:
         self.stored, self.target, self.source = stored, target, source
         self.since, self.start, self.end = since, start, end
         # The lifecycle of the range asked for: without --since from the start, without --until to
         # the end (the disconnect after the last frame, a reconnect attempt that came to nothing).
         self.events_end = until or postgres.END_OF_TIME
-        self.deriver = Deriver(stored, plan)
+        self.deriver = Deriver(stored, plan)  # what derives each connection (deriving: _derive's own)
+        self.processes = processes
+        self.versions: Counter[tuple[str, str | None]] = Counter()  # as the deriving counted them
+        self.warmed = 0
         self.progress = progress
         self.report = IntoReport(source, stored.where, redact_url(target), start, end)
 
     async def write(self, settings: WriterSettings) -> None:
-        target, source = self.target, self.source
-        await asyncio.to_thread(postgres.ensure_partitions, target, self.start.astimezone(UTC).date(),
-                                (self.end - self.start).days + 2)
-        held, events_held = await asyncio.to_thread(postgres.written, target, source, self.start, self.end,
-                                                    self.events_end)
-        lifecycle = await asyncio.to_thread(self.stored.lifecycle, source, self.since, self.events_end, FRAME_EVENTS)
-        async with Writer(target, settings, name=f"replay-{source}") as writer:
-            await self._lifecycle(writer, lifecycle, events_held)
-            for low, high in days(self.start, self.end):
-                batches = prefetch(self.stored.frames(source, low, high))
-                await self._frames(writer, self.deriver.run(batches), held)
-                if self.since is not None:  # connections that began before the range: their connect events too
-                    opened, self.deriver.opened = self.deriver.opened, []
-                    earlier = [c.event(source) for _, c in opened if c is not None and c.received_at < self.since]
-                    await self._lifecycle(writer, earlier, events_held)
-                if self.progress:
-                    self.progress(low, self.report.frames + self.report.skipped)
-            await writer.flush()
-            if not await writer.wait_replayed(SPOOL_WAIT_S) or writer.stats.dropped:
-                raise ReplayIncomplete(f"the database {redact_url(target)} stopped taking rows"
-                                       f" ({writer.stats.last_error}); what it holds is consistent: run the same"
-                                       " replay again once it is back")
+        # Deriving in a process of its own where there is a second core: this one then only writes.
+        # One deriving process keeps every connection's frames in order (the target holds, per
+        # connection, the frames up to some seq: what an interrupted run skips). It forks first,
+        # before this process starts a thread of its own.
+        local = self.processes == 1
+        with Shared(self.stored, self._derive, 1, local=local) as deriving:
+            target, source = self.target, self.source
+            await asyncio.to_thread(postgres.ensure_partitions, target, self.start.astimezone(UTC).date(),
+                                    (self.end - self.start).days + 2)
+            held, events_held = await asyncio.to_thread(postgres.written, target, source, self.start, self.end,
+                                                        self.events_end)
+            lifecycle = await asyncio.to_thread(self.stored.lifecycle, source, self.since, self.events_end,
+                                                FRAME_EVENTS)
+            async with Writer(target, settings, name=f"replay-{source}") as writer:
+                await self._lifecycle(writer, lifecycle, events_held)
+                while True:
+                    what, value = deriving.next()[0] if local else (await asyncio.to_thread(deriving.next))[0]
+                    if what == "frames":
+                        await self._frames(writer, value, held)
+                    elif what == "window":
+                        low, opened = value
+                        if self.since is not None:  # connections that began before the range: their connects too
+                            earlier = [c.event(source) for _, c in opened
+                                       if c is not None and c.received_at < self.since]
+                            await self._lifecycle(writer, earlier, events_held)
+                        if self.progress:
+                            self.progress(low, self.report.frames + self.report.skipped)
+                    else:
+                        self.versions, self.warmed = value
+                        break
+                await writer.flush()
+                if not await writer.wait_replayed(SPOOL_WAIT_S) or writer.stats.dropped:
+                    raise ReplayIncomplete(f"the database {redact_url(target)} stopped taking rows"
+                                           f" ({writer.stats.last_error}); what it holds is consistent: run the same"
+                                           " replay again once it is back")
+
+    def _derive(self, stored: Stored, shard: Shard) -> Iterator[tuple[str, Any]]:
+        """The range's frames derived (in this process or a forked one): ("frames", a list of
+        Replayed) in order, ("window", (its start, the connections first met in it)) after each
+        window, and ("done", (connections per adapter version, frames warmed)) at the end."""
+        deriver = Deriver(stored, self.deriver.plan)
+        for low, high in days(self.start, self.end):
+            batch: list[Replayed] = []
+            for frame in deriver.run(prefetch(stored.frames(self.source, low, high))):
+                batch.append(frame)
+                if len(batch) == HANDOVER:
+                    yield "frames", batch
+                    batch = []
+            if batch:
+                yield "frames", batch
+            opened, deriver.opened = deriver.opened, []
+            yield "window", (low, opened)
+        yield "done", (deriver.plan.versions, deriver.warmed)
 
     async def _lifecycle(self, writer: Writer, events: list[CollectorEvent], held: Counter[Any]) -> None:
         """Copy what the target does not hold yet; a connect event says which adapter derived the rows now."""
@@ -169,7 +208,7 @@ class _Rebuild:
         detail.setdefault("options", to_table(options))
         return connect._replace(detail=detail)
 
-    async def _frames(self, writer: Writer, replayed: Iterator[Replayed], held: dict[str, int]) -> None:
+    async def _frames(self, writer: Writer, replayed: Iterable[Replayed], held: dict[str, int]) -> None:
         report = self.report
         carried: list[Replayed] = []
         put = 0

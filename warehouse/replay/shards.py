@@ -3,9 +3,10 @@
 Deriving (the adapters, in Python) is most of a check's work and one interpreter does it on one
 core. A source's connections are independent (each gets a fresh adapter), so each window's are shared
 out among processes by how many frames they have: each process reads its connections' frames, derives them
-as `Deriver` does (the one path, `warehouse.feeds.derive`) and hands back Arrow tables,
-which the calling process compares. Processes are forked, so they run the adapters the caller
-has (patched ones too, as a test's) without importing anything again.
+as `Deriver` does (the one path, `warehouse.feeds.derive`) and compares the rows of its frames
+itself (compare.py), handing back only the counts and examples: rows never cross between processes.
+Processes are forked, so they run the adapters the caller has (patched ones too, as a test's)
+without importing anything again.
 
 One connection per window cannot be shared out: then one process derives it all, as before.
 """
@@ -15,22 +16,22 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
 
 from warehouse.replay import rows
-from warehouse.replay.derivation import Deriver, Plan, quiet_gc
+from warehouse.replay.derivation import Deriver, quiet_gc
 from warehouse.replay.stored import Stored, prefetch
 
 FLUSH_ROWS = 200_000  # rows derived again are handed on in chunks of about this many
 KEYS = ["id", "received_at", "connection_id"]
 WAIT_S = 1.0  # how often a wait for a worker checks that it is still alive
-QUEUE_DEPTH = 2  # chunks a worker may have ready before it waits for the caller
+QUEUE_DEPTH = 4  # items a worker may have ready before it waits for the caller
 
 
 @dataclass
@@ -99,31 +100,40 @@ def _tap(batches: Iterator[pa.RecordBatch], keys: list[pa.RecordBatch]) -> Itera
         yield batch
 
 
-class Derivation:
-    """The windows' frames derived again, by `processes` processes (1: in this one)."""
+Shard = tuple[int, int] | None  # (this process's number, how many): its share of the connections; None: all
+# A job run in each process: yields, per window, progress (frames so far: an int) and then its result.
+Job = Callable[[Stored, Shard], Iterator[Any]]
 
-    def __init__(self, stored: Stored, plan: Plan, windows: list[tuple[datetime, datetime]], processes: int) -> None:
-        self.stored, self.plan, self.windows = stored, plan, windows
-        self.processes = processes
-        self.warmed = 0
-        self.versions: Counter[tuple[str, str | None]] = Counter()
+
+class Shared:
+    """A job run by `processes` forked processes, each on its share of each window's connections (1:
+    in this process, on all of them). Each yields one result per window, and one at the end."""
+
+    def __init__(self, stored: Stored, job: Job, processes: int, progress: Callable[[int], None] | None = None,
+                 *, local: bool | None = None) -> None:
+        self.stored, self.job, self.processes = stored, job, processes
+        self.progress = progress  # frames so far in the window, over every process
+        self.local = processes == 1 if local is None else local  # False: even one process is forked
         self._workers: list[tuple[Any, Any]] = []  # (process, its queue)
-        self._deriver: Deriver | None = None
+        self._local: Iterator[Any] | None = None
 
-    def __enter__(self) -> Derivation:
-        if self.processes == 1:
-            self._deriver = Deriver(self.stored, self.plan)
+    def __enter__(self) -> Shared:
+        if self.local:
+            self._local = self.job(self.stored, None)
             return self
         context = multiprocessing.get_context("fork")
         for k in range(self.processes):
             results = context.Queue(QUEUE_DEPTH)
             worker = context.Process(target=_work, name=f"replay-derive-{k}", daemon=True,
-                                     args=(self.stored, self.plan, self.windows, (k, self.processes), results))
+                                     args=(self.stored, self.job, (k, self.processes), results))
             worker.start()
             self._workers.append((worker, results))
         return self
 
     def __exit__(self, *exc: object) -> None:
+        close = getattr(self._local, "close", None)
+        if close is not None:
+            close()
         for worker, results in self._workers:
             if worker.is_alive():
                 worker.terminate()
@@ -131,29 +141,25 @@ class Derivation:
             results.close()
         self._workers.clear()
 
-    def window(self, low: datetime, high: datetime) -> Iterator[Chunk]:
-        """The chunks of the next window (windows are taken in the order given)."""
-        if self._deriver is not None:
-            yield from derive_window(self._deriver, self.stored, self.plan.source, low, high)
-            return
-        for worker, results in self._workers:
-            while (chunk := _next(worker, results)) is not None:
-                yield chunk
-
-    def finish(self) -> None:
-        """Collect what each process counted (connections per adapter version, frames warmed)."""
-        if self._deriver is not None:
-            self.versions, self.warmed = self._deriver.plan.versions, self._deriver.warmed
-            return
-        for worker, results in self._workers:
-            versions, warmed = _next(worker, results, "done")
-            self.versions.update(versions)
-            self.warmed += warmed
+    def next(self) -> list[Any]:
+        """The next result of every process, in process order."""
+        local = self._local
+        sources: list[Callable[[], Any]] = [local.__next__] if local is not None else [
+            partial(_next, worker, results) for worker, results in self._workers]
+        counted = [0] * len(sources)
+        found = []
+        for k, take in enumerate(sources):
+            while isinstance(item := take(), int):
+                counted[k] = item
+                if self.progress is not None:
+                    self.progress(sum(counted))
+            found.append(item)
+        return found
 
 
-def _next(worker: Any, results: Any, expected: str = "chunk") -> Any:
-    """A worker's next message: a chunk (None at the end of a window), or its counts at the end.
-    A worker's exception is raised here; one that died without a word is reported as such."""
+def _next(worker: Any, results: Any) -> Any:
+    """A worker's next item. A worker's exception is raised here; one that died without a word is
+    reported as such."""
     while True:
         try:
             what, value = results.get(timeout=WAIT_S)
@@ -164,25 +170,24 @@ def _next(worker: Any, results: Any, expected: str = "chunk") -> Any:
                                    f" {worker.exitcode}); run again with processes=1 to see why") from None
     if what == "error":
         raise value
-    if what == "end" and expected == "chunk":
-        return None
-    if what != expected:
-        raise RuntimeError(f"replay's worker process {worker.name} sent {what!r}, not {expected!r}")
     return value
 
 
-def _work(stored: Stored, plan: Plan, windows: list[tuple[datetime, datetime]], shard: tuple[int, int],
-          results: Any) -> None:
-    """A worker process: its connections' frames of every window, derived, onto `results`."""
+def _work(stored: Stored, job: Job, shard: tuple[int, int], results: Any) -> None:
+    """A worker process: the job on its share, each item onto `results`."""
+    parent = os.getppid()
     try:
         stored = stored.reopened()  # the caller's DuckDB connection is not to be used across a fork
-        deriver = Deriver(stored, plan)
         with quiet_gc():
-            for low, high in windows:
-                for chunk in derive_window(deriver, stored, plan.source, low, high, shard):
-                    results.put(("chunk", chunk))
-                results.put(("end", None))
-        results.put(("done", (deriver.plan.versions, deriver.warmed)))
+            for item in job(stored, shard):
+                while True:
+                    try:
+                        results.put(("item", item), timeout=WAIT_S)
+                        break
+                    except queue.Full:
+                        if os.getppid() != parent:  # the caller was killed: nobody will take it
+                            results.cancel_join_thread()
+                            return
     except BaseException as exc:  # handed to the caller, raised there
         try:
             results.put(("error", exc))

@@ -35,6 +35,7 @@ class Stored(Protocol):
     def frames(self, source: str, start: datetime | None, end: datetime, *, connection_id: str | None = None,
                before_seq: int | None = None, connections: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]: ...
     def connections(self, source: str, start: datetime, end: datetime) -> list[tuple[str, int]]: ...
+    def frame_ids(self, source: str, start: datetime, end: datetime) -> pa.Array: ...
     def reopened(self) -> Stored: ...
     def derived(self, table: str, source: str, start: datetime, end: datetime,
                 legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]: ...
@@ -62,6 +63,9 @@ class FromPostgres:
 
     def connections(self, source: str, start: datetime, end: datetime) -> list[tuple[str, int]]:
         return postgres.connections(self.url, source, start, end)
+
+    def frame_ids(self, source: str, start: datetime, end: datetime) -> pa.Array:
+        return postgres.frame_ids(self.url, source, start, end)
 
     def reopened(self) -> FromPostgres:
         return self  # nothing open between calls
@@ -178,6 +182,14 @@ class FromParquet:
         return [(str(c), n) for c, n in self._read(
             files, "CAST(connection_id AS VARCHAR), count(*)", "source = ? AND received_at >= ? AND received_at < ?",
             [source, start, end], "GROUP BY 1 ORDER BY 1").fetchall()]
+
+    def frame_ids(self, source: str, start: datetime, end: datetime) -> pa.Array:
+        files = self._files("raw_messages", start, end)
+        if not files:
+            return pa.array([], pa.int64())
+        ids = self._read(files, "CAST(id AS BIGINT) AS id", "source = ? AND received_at >= ? AND received_at < ?",
+                         [source, start, end]).to_arrow_table().column(0)
+        return pa.concat_arrays([pa.array([], pa.int64()), *ids.chunks])
 
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]:
         files = self._files("collector_events", None, end)
