@@ -16,6 +16,8 @@ _PRICE_FIELDS = frozenset(("price", "active", "limit", "changedAt"))
 
 
 class PlainAdapter(Adapter):
+    handle_text = None  # every frame decoded into dicts, as derive() did before the typed walk
+
     def handle(self, message: Any, received_at: datetime) -> Output:
         msg = obj(message, "message")
         fixture = to_text(msg.get("fixtureId"))

@@ -1,11 +1,14 @@
-"""The OddsPapi adapter is written for speed (issue 28); the plain walk it replaced
-(tests/oddspapi_oracle.py) is the oracle: for any message, the same frame kind and rows, or the
-same FrameError. The golden fixtures hold both to today's rows besides."""
+"""The OddsPapi adapter is written for speed (issue 28): its dict walk, and its typed walk of price
+frames straight from their text (`handle_text`, tried first by derive()). The plain walk it replaced
+(tests/oddspapi_oracle.py) is the oracle: for any message, or any text, the same frame kind and rows,
+or the same FrameError (or the same reason the text is no JSON). The golden fixtures hold both to
+today's rows besides."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -29,20 +32,68 @@ def outcome(adapter: Any, message: Any) -> tuple[Any, ...]:
     return (output.frame_kind, output.records, output.control, output.detail)
 
 
-def same(message: Any, origin: str | None = None) -> None:
-    fast, plain = outcome(Adapter("op", origin), message), outcome(PlainAdapter("op", origin), message)
+def text_outcome(adapter: Any, data: bytes) -> tuple[Any, ...]:
+    """What derive() makes of the text: the typed walk, else the text decoded and handled."""
+    typed = getattr(adapter, "handle_text", None)
+    output = typed(data, NOW) if typed is not None else None
+    if output is not None:
+        return (output.frame_kind, output.records, output.control, output.detail)
+    try:
+        message = exactjson.loads(data)
+    except exactjson.NotJSON as exc:
+        return ("NotJSON", str(exc))
+    return outcome(adapter, message)
+
+
+def agree(fast: tuple[Any, ...], plain: tuple[Any, ...]) -> None:
     assert fast == plain
-    if fast[0] != "FrameError":  # NamedTuples equal as tuples: the record types must agree too
+    if fast[0] not in ("FrameError", "NotJSON"):  # NamedTuples equal as tuples: the record types must agree too
         assert [type(r) for r in fast[1]] == [type(r) for r in plain[1]]
+
+
+def same(message: Any, origin: str | None = None) -> None:
+    agree(outcome(Adapter("op", origin), message), outcome(PlainAdapter("op", origin), message))
+    text = exactjson.dumps(message)
+    agree(text_outcome(Adapter("op", origin), text), text_outcome(PlainAdapter("op", origin), text))
 
 
 def test_the_benchmarks_frames_give_the_plain_walks_rows() -> None:
     frames = oddspapi_frames(random.Random(7), NOW)
     for _ in range(300):
-        message = exactjson.loads(next(frames))
+        data = next(frames)
+        assert Adapter("op").handle_text(data, NOW) is not None  # the typed walk takes them
+        message = exactjson.loads(data)
         same(message)
         same(message, ORIGIN_SNAPSHOT)
     assert outcome(Adapter("op"), message)[0] == "price"
+
+
+PRICE = (b'{"fixtureId":"f1","bookmakerOdds":{"b":{"markets":{"101":{"outcomes":{"101":{"players":{"0":'
+         b'{"price":%s,"limit":%s,"changedAt":"2026-12-06T00:00:00Z","x":%s}}}}}}}}}')
+
+
+def test_text_the_typed_walk_leaves_to_handle_gives_the_plain_walks_outcome() -> None:
+    texts = [
+        PRICE % (b"2.5", b"null", b"1"),
+        PRICE % (b"2.50", b"1234567890.123456789012345678", b"1e400"),  # exact numbers, by the same rule
+        PRICE % (b"2.5" + b"0" * 2000, b"null", b"1"),  # beyond what the warehouse keeps: no JSON to it
+        PRICE % (b"1.0", b"null", b"1"),  # no price: refused
+        PRICE % (b"2.5", b'"x"', b"1"),
+        PRICE % (b"2.5", b"null", b"[" * 3000 + b"]" * 3000),  # deep
+        PRICE.replace(b'"fixtureId":"f1"', b'"fixtureId":"f1","fixtureId":"f2"') % (b"2", b"null", b"1"),
+        PRICE.replace(b'"fixtureId":"f1"', b'"fixtureId":null') % (b"2", b"null", b"1"),
+        PRICE.replace(b'"players":', b'"extra":1,"players":') % (b"2", b"null", b"1"),
+        PRICE.replace(b'"outcomes":', b'"bookmakerMarketId":"m","outcomes":') % (b"2", b"null", b"1"),
+        PRICE.replace(b'"markets":', b'"bookmakerFixtureId":"f","markets":') % (b"2", b"null", b"1"),
+        PRICE.replace(b'"fixtureId":"f1"', b'"fixtureId":"f1","statusId":1') % (b"2", b"null", b"1"),
+        PRICE.replace(b'"markets":{', b'"markets":[') % (b"2", b"null", b"1"),
+        b'{"fixtureId":"f1","bookmakerOdds":{"b":{"markets":{"101":{"outcomes":{"101":{"players":{"0":5}}}}}}}}',
+        b'{"fixtureId":"f1","bookmakerOdds":{"b":{"markets":false}}}',
+        b'{"fixtureId":"f1","bookmakerOdds":null}', b'{"fixtureId":7}', b"[1]", b"{", b"",
+    ]
+    for text in texts:
+        agree(text_outcome(Adapter("op"), text), text_outcome(PlainAdapter("op"), text))
+    assert text_outcome(Adapter("op"), texts[1])[1][0].max_stake == Decimal("1234567890.123456789012345678")
 
 
 def test_every_level_with_keys_of_its_own_in_any_order() -> None:
@@ -72,3 +123,4 @@ def test_mutated_seed_frames_give_the_plain_walks_outcome(data: st.DataObject) -
 @given(message=json_values)
 def test_arbitrary_json_gives_the_plain_walks_outcome(message: Any) -> None:
     same(message)
+    same({"fixtureId": "f", "bookmakerOdds": {"b": {"markets": {"1": {"outcomes": {"1": {"players": message}}}}}}})
