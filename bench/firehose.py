@@ -66,6 +66,9 @@ CACHE = ROOT / "bench" / ".cache"
 SECRET = "firehose-secret-0d7e3c1a-5b6f-4c2d-9e8f"  # every feed's key/token (the peer checks none)
 RUN_DB = "fh_run"
 SAMPLE_S = 0.25  # CPU samples while frames flow
+# `python -m` puts the working directory first on sys.path: run from the repository's root, a baseline's
+# interpreter would import this checkout's `warehouse`, not its own. -P leaves it out (Python 3.11+).
+SAFE_PATH = ("-P",)
 
 
 def say(text: str) -> None:
@@ -130,7 +133,7 @@ def checkout(rev: str) -> Revision:
 def warehouse(revision: Revision, url: str, config: Path | None, *args: str,
               env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """A short command of the revision's CLI (`db upgrade`, `db url`)."""
-    command = [revision.python, "-m", "warehouse", "--database-url", url]
+    command = [revision.python, *SAFE_PATH, "-m", "warehouse", "--database-url", url]
     if config is not None:
         command += ["--config", str(config)]
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=300)
@@ -345,7 +348,7 @@ def collect_run(machine: Machine, revision: Revision, peer: Peer, count: int, ra
     log = run_dir / "collector.log"
     with log.open("w") as out:
         collector = subprocess.Popen(
-            [revision.python, "-m", "warehouse", "--database-url", url, "--config", str(config), "collect",
+            [revision.python, *SAFE_PATH, "-m", "warehouse", "--database-url", url, "--config", str(config), "collect",
              "--metrics-port", str(metrics_port)], env=collector_env(run_dir), stdout=out, stderr=subprocess.STDOUT)
     source = peer.feed
 

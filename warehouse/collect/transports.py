@@ -15,10 +15,9 @@ import selectors
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,8 +30,7 @@ from warehouse.collect.sse import EventStream
 _MAX_ERROR_BODY = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):  # a tuple: one is made for every frame received, and a frozen dataclass costs ~3× as much
     data: bytes
     event_id: str | None = None  # SSE: the last event id at this event
     event_type: str | None = None  # SSE: the `event:` type, when not the default ("message")

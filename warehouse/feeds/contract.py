@@ -48,7 +48,12 @@ class Output:
 
 
 class Adapter(Protocol):
-    """Pure and per connection: one parsed frame → an Output, or FrameError (the frame is quarantined)."""
+    """Pure and per connection: one parsed frame → an Output, or FrameError (the frame is quarantined).
+
+    An adapter may also have `handle_text(data: bytes, received_at) -> Output | None`: its commonest
+    frames straight from their JSON text (e.g. decoded into their shape with msgspec), giving exactly
+    what `handle` gives for the decoded frame, and None for any frame it leaves to `handle` (one it
+    does not take, or one to refuse: `handle` says why). derive() tries it first."""
 
     def handle(self, message: Any, received_at: datetime) -> Output: ...
 

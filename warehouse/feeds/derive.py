@@ -58,15 +58,18 @@ def derive(adapter: Adapter, feed_kind: str, data: bytes, *, received_at: dateti
     if size > max_frame_bytes:
         reason = f"frame of {size} bytes exceeds max_frame_bytes ({max_frame_bytes})"
         return _quarantined(received_at, source, connection_id, seq, event_id, None, reason, data[:1024], kind)
-    try:
-        message = exactjson.loads(data)  # numbers exact: a float only where it is the number sent
-    except exactjson.NotJSON as exc:
-        return _quarantined(received_at, source, connection_id, seq, event_id, None, str(exc), data, kind)
-    try:
-        output = handle(adapter, message, received_at)
-    except FrameError as exc:
-        return _quarantined(received_at, source, connection_id, seq, event_id, data,
-                            f"does not fit the {feed_kind} schema: {exc}", data, kind)
+    typed = getattr(adapter, "handle_text", None)  # the adapter's fast path for its commonest frames, if any
+    output = typed(data, received_at) if typed is not None else None
+    if output is None:
+        try:
+            message = exactjson.loads(data)  # numbers exact: a float only where it is the number sent
+        except exactjson.NotJSON as exc:
+            return _quarantined(received_at, source, connection_id, seq, event_id, None, str(exc), data, kind)
+        try:
+            output = handle(adapter, message, received_at)
+        except FrameError as exc:
+            return _quarantined(received_at, source, connection_id, seq, event_id, data,
+                                f"does not fit the {feed_kind} schema: {exc}", data, kind)
     raw = RawMessage(received_at, source, connection_id, seq, kind or output.frame_kind, data, event_id)
     event = control_event(output, received_at, source, connection_id)
     return Derived(raw, output.records if event is None else [*output.records, event], output)

@@ -18,6 +18,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
+
+from warehouse import exactjson
 from warehouse.feeds.contract import (
     ConnectSpec,
     Feed,
@@ -45,7 +48,7 @@ from warehouse.records import (
     ScoreChange,
 )
 
-_PRICE_FIELDS = frozenset(("price", "active", "limit", "changedAt"))  # columns; the rest go to attrs
+_tuple_new = tuple.__new__
 # OddsPapi's market and outcome ids mean the same for every fixture and bookmaker (its /v4/markets
 # list); the stream never names them. Those this package names: 101, the full-time 1X2.
 MARKET_1X2 = "101"
@@ -125,29 +128,37 @@ def _chunks(items: Sequence[str], size: int) -> list[tuple[str, ...]]:
 
 class Adapter:
     """Pure: one OddsPapi message → records. No per-connection state is needed. `origin`: the rows
-    come from a REST answer (a /v4/odds snapshot has the WebSocket's shape)."""
+    come from a REST answer (a /v4/odds snapshot has the WebSocket's shape).
+
+    Every frame of the busiest feed runs through here, so it is written for speed (docs/performance.md,
+    "Firehose"): objects are checked inline (`type(x) is dict`; `obj` is called only to raise its
+    error), a level's other keys are gathered only when it has keys besides those read, and a
+    PriceTick is made as the tuple it is. The checks and their order are those of `obj` and the value
+    functions: a frame gives the same rows, or the same FrameError, as a plain walk would."""
 
     def __init__(self, source: str, origin: str | None = None) -> None:
         self.source = source
         self.origin = origin
 
     def handle(self, message: Any, received_at: datetime) -> Output:
-        msg = obj(message, "message")
+        msg = message if type(message) is dict else obj(message, "message")
         fixture = to_text(msg.get("fixtureId"))
         if not fixture:
             raise FrameError("fixtureId missing")
         records: list[Record] = []
         parts: list[str] = []
-        metadata = {k: v for k, v in msg.items() if k not in ("fixtureId", "bookmakerOdds", "scores")}
-        if metadata:
+        if len(msg) > ("fixtureId" in msg) + ("bookmakerOdds" in msg) + ("scores" in msg):
+            metadata = {k: v for k, v in msg.items() if k not in ("fixtureId", "bookmakerOdds", "scores")}
             parts.append("fixture")
             records.append(self._fixture(received_at, fixture, metadata))
-        for bookmaker, book in obj(msg.get("bookmakerOdds") or {}, "bookmakerOdds").items():
-            parts += self._bookmaker(records, received_at, fixture, bookmaker, obj(book, "bookmakerOdds", bookmaker))
+        books = msg.get("bookmakerOdds") or {}
+        for bookmaker, book in (books if type(books) is dict else obj(books, "bookmakerOdds")).items():
+            self._bookmaker(records, parts, received_at, fixture, bookmaker,
+                            book if type(book) is dict else obj(book, "bookmakerOdds", bookmaker))
         if "scores" in msg:
             parts.append("score")
             records += self._scores(received_at, fixture, obj(msg["scores"], "scores"))
-        return Output("+".join(dict.fromkeys(parts)) or "empty", records)
+        return Output("+".join(parts) or "empty", records)  # each part once, in the order first seen
 
     def _fixture(self, at: datetime, fixture: str, changes: dict[str, Any]) -> FixtureChange:
         status = changes.get("statusId")
@@ -160,43 +171,77 @@ class Adapter:
             origin=self.origin,
         )
 
-    def _bookmaker(self, out: list[Record], at: datetime, fixture: str, bookmaker: str,
-                   book: dict[str, Any]) -> list[str]:
-        parts = []
-        info = {k: v for k, v in book.items() if k != "markets"}
-        if info:  # bookmakerFixtureId, fixturePath, and anything else sent at this level
-            parts.append("bookmaker")
-            out.append(FixtureChange(at, self.source, fixture, "change", bookmaker=bookmaker, changes=info,
-                                     origin=self.origin))
-        for market_id, market in obj(book.get("markets") or {}, "markets").items():
-            market = obj(market, "markets", market_id)
-            market_info = {k: v for k, v in market.items() if k != "outcomes"}
-            if market_info:  # bookmakerMarketId and other market-level fields
+    def _bookmaker(self, out: list[Record], parts: list[str], at: datetime, fixture: str, bookmaker: str,
+                   book: dict[str, Any]) -> None:
+        """The book's records into `out`, what they are into `parts`."""
+        if len(book) > ("markets" in book):  # bookmakerFixtureId, fixturePath, anything else at this level
+            if "bookmaker" not in parts:
+                parts.append("bookmaker")
+            out.append(FixtureChange(at, self.source, fixture, "change", bookmaker=bookmaker,
+                                     changes={k: v for k, v in book.items() if k != "markets"}, origin=self.origin))
+        markets = book.get("markets") or {}
+        for market_id, market in (markets if type(markets) is dict else obj(markets, "markets")).items():
+            if type(market) is not dict:
+                obj(market, "markets", market_id)
+            if len(market) > ("outcomes" in market):  # bookmakerMarketId and other market-level fields
                 out.append(MarketChange(at, self.source, fixture, market_id, "change", bookmaker=bookmaker,
-                                        attrs=market_info, origin=self.origin))
-            for outcome_id, outcome in obj(market.get("outcomes") or {}, "markets", market_id, "outcomes").items():
-                players = obj(obj(outcome, "outcomes", outcome_id).get("players") or {},
-                              "outcomes", outcome_id, "players")
+                                        attrs={k: v for k, v in market.items() if k != "outcomes"},
+                                        origin=self.origin))
+            outcomes = market.get("outcomes") or {}
+            if type(outcomes) is not dict:
+                obj(outcomes, "markets", market_id, "outcomes")
+            for outcome_id, outcome in outcomes.items():
+                if type(outcome) is not dict:
+                    obj(outcome, "outcomes", outcome_id)
+                players = outcome.get("players") or {}
+                if type(players) is not dict:
+                    obj(players, "outcomes", outcome_id, "players")
                 for player_id, player in players.items():
                     out.append(self._tick(at, fixture, bookmaker, market_id, outcome_id, player_id,
-                                          obj(player, "players", player_id)))
-                if players:
+                                          player if type(player) is dict else obj(player, "players", player_id)))
+                if players and "price" not in parts:
                     parts.append("price")
-        return parts
 
     def _tick(self, at: datetime, fixture: str, bookmaker: str, market_id: str, outcome_id: str,
               player_id: str, player: dict[str, Any]) -> PriceTick:
-        attrs = {k: v for k, v in player.items() if k not in _PRICE_FIELDS}
-        return PriceTick(
+        attrs = player.copy()  # the fields that are no column go to attrs
+        price, active = attrs.pop("price", None), attrs.pop("active", None)
+        limit, changed_at = attrs.pop("limit", None), attrs.pop("changedAt", None)
+        # PriceTick's fields in order (records.py); tuple.__new__ skips the keyword handling of its __new__.
+        return _tuple_new(PriceTick, (
             at, self.source, bookmaker, fixture, market_id, outcome_id,
-            price=to_float(player.get("price"), above=1),
-            player_id=player_id,
-            active=to_bool(player.get("active")),
-            max_stake=to_decimal(player.get("limit")),
-            source_ts=parse_time(player.get("changedAt")),
-            attrs=attrs or None,
-            origin=self.origin,
-        )
+            to_float(price, above=1),
+            player_id, None, None,  # player_id, line, side
+            to_bool(active),
+            None,  # status
+            to_decimal(limit),  # max_stake
+            parse_time(changed_at),  # source_ts
+            attrs or None,
+            self.origin,
+        ))
+
+    # -- the typed walk: a price frame decoded straight into its shape -----------------------------
+
+    def handle_text(self, data: bytes, received_at: datetime) -> Output | None:
+        """A frame that only changes prices (the most of them), from its text: decoded into its shape
+        (`_Message`, below) with the same number rule as `exactjson.loads`, which saves ~1 µs of a
+        two-price frame's ~6 (docs/performance.md, "Firehose"). None for any other frame, and for one
+        whose rows are refused: `handle` then takes it (decoded into dicts), and says why."""
+        try:
+            message = _decode_price_frame(data)
+            fixture = to_text(message.fixtureId)
+            if not fixture:
+                return None
+            records: list[Record] = []
+            for bookmaker, book in (message.bookmakerOdds or {}).items():
+                for market_id, market in (book.markets or {}).items():
+                    for outcome_id, outcome in (market.outcomes or {}).items():
+                        for player_id, player in (outcome.players or {}).items():
+                            records.append(self._tick(received_at, fixture, bookmaker, market_id, outcome_id,
+                                                      player_id, player))
+        except Exception:  # not a price frame, or one to refuse: the general path decides, and says why
+            return None
+        return Output("price" if records else "empty", records)
 
     def _scores(self, at: datetime, fixture: str, scores: dict[str, Any]) -> list[ScoreChange]:
         return self.periods(at, fixture, obj(scores.get("periods") or {}, "scores.periods"))
@@ -289,6 +334,33 @@ def _nested(node: dict[str, Any], path: Sequence[str]) -> Iterator[tuple[tuple[s
             continue
         for ids, value in _nested(obj(child, name, key), rest):
             yield (key, *ids), value
+
+
+# -- a price frame's shape, for the typed walk (Adapter.handle_text) -------------------------------------
+# Each level above the players is a Struct that takes no key besides the one the walk reads (a frame
+# with any other is not a plain price frame: `handle` takes it, and makes its rows from those keys).
+# A player is decoded as a dict, every number by exactjson's rule (the same hook): the values are
+# those `exactjson.loads` gives, and `_tick` makes the row of either walk.
+
+
+class _Outcome(msgspec.Struct, forbid_unknown_fields=True):
+    players: dict[str, dict[str, Any]] | None = None
+
+
+class _Market(msgspec.Struct, forbid_unknown_fields=True):
+    outcomes: dict[str, _Outcome] | None = None
+
+
+class _Book(msgspec.Struct, forbid_unknown_fields=True):
+    markets: dict[str, _Market] | None = None
+
+
+class _Message(msgspec.Struct, forbid_unknown_fields=True):
+    fixtureId: Any = None
+    bookmakerOdds: dict[str, _Book] | None = None
+
+
+_decode_price_frame = msgspec.json.Decoder(_Message, float_hook=exactjson.number).decode
 
 
 FEED = OddsPapi()

@@ -161,7 +161,11 @@ class Writer:
         epoch = self.fencing.epochs.get(source) if source is not None else None
         if source is not None and epoch is not None:
             self.unstored[source, epoch] += 1
-        await self._queue.put((raw, rows, source, epoch))
+        queue = self._queue
+        if queue.full():
+            await queue.put((raw, rows, source, epoch))
+        else:  # the common case: no coroutine to make and await
+            queue.put_nowait((raw, rows, source, epoch))
 
     def pending(self, source: str, epoch: int) -> int:
         """Units of `source` received under `epoch` that are not stored yet (queued, batched or spooled)."""
