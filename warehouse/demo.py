@@ -78,6 +78,10 @@ def run(target: Target, seconds: float, seed: int | None = None, days: int = 0) 
             " make them)")
         return False
     out.print(status_table(source_status(url, spool_root)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Statistics now, not at autovacuum's first look a minute on: without them the planner counts on
+        # a handful of rows and the README's arbitrage example takes minutes (docs/trading-relations.md).
+        conn.execute("ANALYZE")
 
     with out.status("exporting to Parquet…"):
         # Today so far: the nightly run exports the day again once it is complete.
