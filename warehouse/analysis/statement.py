@@ -63,13 +63,14 @@ def indexable(con: Any, sql: str) -> str:
     same rows, and a filter PostgreSQL can take to its index. DuckDB's postgres scan hands a hot day an
     equality on text as `column = 'text' COLLATE "C"`, which an index built with the database's collation
     cannot serve (a sequential scan of every hot row); an IN list it hands over without the collation.
+    A subquery given to a relation as its argument is worked out first, once (`_arguments_worked_out`).
     SQL that DuckDB cannot write back from its parse tree (EXPLAIN, …) is returned as it is."""
     import duckdb
 
     try:
         (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
         parsed = json.loads(serialized)
-        rewritten = parsed if parsed.get("error") else _add_in_lists(parsed)
+        rewritten = parsed if parsed.get("error") else _add_in_lists(_arguments_worked_out(con, parsed))
         if rewritten is parsed:
             return sql
         (written,) = con.execute("SELECT json_deserialize_sql(CAST(? AS JSON))", [json.dumps(rewritten)]).fetchone()
@@ -80,6 +81,69 @@ def indexable(con: Any, sql: str) -> str:
     return str(written)
 
 
+def _arguments_worked_out(con: Any, node: Any) -> Any:
+    """`node` with each uncorrelated subquery given to a relation (`best_prices_as_of((SELECT max(…)
+    …))`) replaced by its value, as a constant of its type. DuckDB writes a relation's body out in
+    place, so such a subquery was worked out again at every use inside it (the README's consensus
+    example: 223 s against 0.9 s), and a constant is a filter the scans take. The value is read just
+    before the statement runs, as PostgreSQL's STABLE function would have it once per statement. A
+    subquery that needs the statement around it (or its parameters) stays as it is."""
+    if isinstance(node, list):
+        items = [_arguments_worked_out(con, item) for item in node]
+        return node if all(new is old for new, old in zip(items, node, strict=True)) else items
+    if not isinstance(node, dict):
+        return node
+    call = node.get("function") if node.get("type") == "TABLE_FUNCTION" else None
+    if isinstance(call, dict) and str(call.get("function_name", "")).lower() in _RELATIONS_WITH_ARGUMENTS:
+        arguments = [_value_of(con, argument) or argument for argument in call.get("children", [])]
+        if any(new is not old for new, old in zip(arguments, call["children"], strict=True)):
+            return {**node, "function": {**call, "children": arguments}}
+    fields = {key: _arguments_worked_out(con, value) for key, value in node.items()}
+    return node if all(fields[key] is node[key] for key in node) else fields
+
+
+def _value_of(con: Any, argument: dict[str, Any]) -> dict[str, Any] | None:
+    """A scalar subquery's value as a constant expression (keeping the argument's name), or None."""
+    import duckdb
+
+    if argument.get("class") != "SUBQUERY" or argument.get("subquery_type") != "SCALAR" or _has_parameter(argument):
+        return None
+    alone = {"error": False, "statements": [{"node": {**_template(con, "SELECT 1"),
+                                                      "select_list": [{**argument, "alias": ""}]},
+                                             "named_param_map": []}]}
+    try:
+        (sql,) = con.execute("SELECT json_deserialize_sql(CAST(? AS JSON))", [json.dumps(alone)]).fetchone()
+        text, kind = con.execute(f"SELECT CAST(v AS VARCHAR), typeof(v) FROM ({sql}) AS alone(v)").fetchone()
+    except duckdb.InterruptException:
+        raise
+    except duckdb.Error:  # it refers to the statement around it: worked out there, as written
+        return None
+    if not re.fullmatch(r"[A-Z][A-Z0-9 (),]*", kind):  # lists, structs…: left as written
+        return None
+    literal = "NULL" if text is None else "'" + text.replace("'", "''") + "'"
+    constant = _template(con, f"SELECT CAST({literal} AS {kind})")["select_list"][0]
+    return {**constant, "alias": argument.get("alias", "")}
+
+
+def _template(con: Any, sql: str) -> dict[str, Any]:
+    (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    node: dict[str, Any] = json.loads(serialized)["statements"][0]["node"]
+    return node
+
+
+def _has_parameter(node: Any) -> bool:
+    if isinstance(node, dict):
+        return node.get("class") == "PARAMETER" or any(_has_parameter(value) for value in node.values())
+    return isinstance(node, list) and any(_has_parameter(item) for item in node)
+
+
+def _relations_with_arguments() -> frozenset[str]:
+    from warehouse.analysis.relations import CURRENT
+
+    return frozenset(relation.name for relation in CURRENT if relation.params and not relation.scalar)
+
+
+_RELATIONS_WITH_ARGUMENTS = _relations_with_arguments()
 _FILTERS = frozenset({"where_clause", "condition"})  # a WHERE, a JOIN's ON: what reaches a scan
 
 
