@@ -105,7 +105,11 @@ class Writer:
         self.settings = settings or WriterSettings()
         self.name = name
         self.stats = WriterStats()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.queue_units)
+        # Items: (units of one source, source, epoch), a flush's future, or None (stop). Bounded in
+        # units, not items (put_many's items hold many): `_queued` counts them, producers wait for room.
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queued = 0
+        self._room: list[asyncio.Future[None]] = []  # producers waiting for the queue to take more
         # The process's one engine (store/engine.py): given, or the writer's own (disposed on close).
         self._own_engine = engine is None
         self.engine = engine or store_engine(self.url, connect_timeout_s=self.settings.connect_timeout_s)
@@ -152,20 +156,44 @@ class Writer:
 
     async def put(self, raw: RawMessage | None, rows: Sequence[Record] = ()) -> None:
         """Queue one frame and its derived records; waits while the queue is full (backpressure)."""
+        await self.put_many([(raw, rows)])
+
+    async def put_many(self, units: Sequence[Unit]) -> None:
+        """Queue frames of one source, each with its derived records, in order: one queue item for as
+        many as there is room for; waits while the queue is full (backpressure)."""
         if self._closing:
             raise WriterClosedError("writer is closed")
         if self._task is not None and self._task.done():
             raise WriterClosedError(f"writer stopped: {self.stats.last_error}")
-        # The epoch the frame was received under: read now, before any wait for room in the queue.
+        if not units:
+            return
+        # The epoch the frames were received under: read now, before any wait for room in the queue.
+        raw, rows = units[0]
         source = raw.source if raw is not None else rows[0].source if rows else None
         epoch = self.fencing.epochs.get(source) if source is not None else None
         if source is not None and epoch is not None:
-            self.unstored[source, epoch] += 1
-        queue = self._queue
-        if queue.full():
-            await queue.put((raw, rows, source, epoch))
-        else:  # the common case: no coroutine to make and await
-            queue.put_nowait((raw, rows, source, epoch))
+            self.unstored[source, epoch] += len(units)
+        limit = self.settings.queue_units
+        while units:
+            while self._queued >= limit:
+                room = asyncio.get_running_loop().create_future()
+                self._room.append(room)
+                await room
+            if self._task is not None and self._task.done():
+                raise WriterClosedError(f"writer stopped: {self.stats.last_error}")
+            fits = limit - self._queued
+            item, units = (units, ()) if len(units) <= fits else (units[:fits], units[fits:])
+            self._queued += len(item)
+            self._queue.put_nowait((item, source, epoch))
+
+    def _taken(self, count: int) -> None:
+        """`count` units left the queue for a batch: wake the producers waiting for room."""
+        self._queued -= count
+        if self._room:
+            rooms, self._room = self._room, []
+            for room in rooms:
+                if not room.done():
+                    room.set_result(None)
 
     def pending(self, source: str, epoch: int) -> int:
         """Units of `source` received under `epoch` that are not stored yet (queued, batched or spooled)."""
@@ -186,7 +214,8 @@ class Writer:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        """Units (frames with their rows, events) waiting in the queue."""
+        return self._queued
 
     def spooled_event_ids(self) -> dict[str, tuple[str, int]]:
         """Per source, the newest SSE event id waiting in the spool (newer than any in the database)
@@ -295,12 +324,15 @@ class Writer:
             if isinstance(item, asyncio.Future):
                 waiters.append(item)
                 return units, epochs, waiters, False
-            raw, derived, source, epoch = item
+            chunk, source, epoch = item
             if epoch is not None and epochs.setdefault(source, epoch) != epoch:
                 self._carry = item
                 return units, epochs, waiters, False
-            units.append((raw, derived))
-            rows += 1 + len(derived)
+            self._taken(len(chunk))
+            units.extend(chunk)
+            rows += len(chunk)
+            for _raw, derived in chunk:
+                rows += len(derived)
             if rows >= self.settings.batch_rows:
                 return units, epochs, waiters, False
             try:
