@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-
 from websockets.asyncio.server import ServerConnection, serve
 
 from warehouse.collect import transports

@@ -32,6 +32,7 @@ from websockets.frames import Frame as WireFrame
 from warehouse.collect.sse import EventStream
 
 _MAX_ERROR_BODY = 64 * 1024
+_tuple_new = tuple.__new__
 
 
 class Frame(NamedTuple):  # a tuple: one is made for every frame received, and a frozen dataclass costs ~3× as much
@@ -116,7 +117,7 @@ class BatchingConnection(ClientConnection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.messages: list[bytes] = []  # complete data messages not yet taken, in order
+        self.messages: list[Frame] = []  # complete data messages not yet taken, in order
         self._buffered = 0  # their bytes
         self._fragments: list[bytes] | None = None  # the parts of a fragmented message so far
         self._waiter: asyncio.Future[None] | None = None  # recv_many() waiting for a message
@@ -134,7 +135,7 @@ class BatchingConnection(ClientConnection):
             if not event.fin:
                 return
             data, self._fragments = b"".join(fragments), None
-        self.messages.append(data)
+        self.messages.append(_tuple_new(Frame, (data, None, None, None)))  # Frame(data), without its keywords
         self._buffered += len(data)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -149,7 +150,7 @@ class BatchingConnection(ClientConnection):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def recv_many(self) -> list[bytes]:
+    async def recv_many(self) -> list[Frame]:
         """Every data message received and not taken yet (at least one: waits for it), as bytes;
         ConnectionClosed once the connection has ended and nothing is left."""
         while not self.messages:
@@ -201,7 +202,7 @@ class WebSocketSession:
         assert self._ws is not None
         try:
             # bytes as sent; invalid UTF-8 is then quarantined instead of ending the connection
-            return [Frame(data) for data in await self._ws.recv_many()]
+            return await self._ws.recv_many()
         except websockets.ConnectionClosed as exc:
             raise Disconnected(_close_reason(exc)) from None
         except OSError as exc:
