@@ -1,5 +1,6 @@
 """Transports without a vendor: a failed connect names scheme://host:port and nothing secret;
-Retry-After as seconds. (Frames through real connections: test_saba.py, test_oddspapi.py, test_tls.py.)"""
+Retry-After as seconds; a WebSocket's frames handed over in batches, in order, whole, with bounded
+memory. (Frames through real connections: test_saba.py, test_oddspapi.py, test_tls.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
+from warehouse.collect import transports
 from warehouse.collect.auth import LoginFailed, TokenSource
 from warehouse.collect.transports import Disconnected, SseSession, WebSocketSession, address, retry_after_seconds
 from warehouse.feeds.contract import Login
@@ -121,3 +124,53 @@ def test_retry_after_as_an_http_date() -> None:
     assert later is not None and 590 <= later <= 600  # the seconds from now until then
     assert retry_after_seconds(format_datetime(datetime(2999, 1, 1, tzinfo=UTC), usegmt=True)) == 3600.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: no pause
+
+
+# -- WebSocket frames in batches -------------------------------------------------------------------
+
+MESSAGES = 4000  # 1 KiB each: four times what the session buffers before it stops reading
+
+
+def message(n: int) -> bytes:
+    return f'{{"n":{n},"pad":"{"x" * 1000}"}}'.encode()
+
+
+async def vendor(ws: ServerConnection) -> None:
+    """Many messages as fast as the socket takes them, a fragmented one, a binary one, then goodbye."""
+    for n in range(MESSAGES):
+        await ws.send(message(n).decode())
+    await ws.send(["frag", "mented", " é"])  # text in three frames: one message
+    await ws.send(b"\x00\xffbinary")
+    await ws.close(1001, "going away")
+
+
+def test_a_websocket_hands_over_every_buffered_frame_in_order_whole_and_bounded() -> None:
+    """recv_many() returns what was received in order (a fragmented message whole), then the close
+    reason; while nobody takes frames, reading stops near the bound instead of buffering them all."""
+
+    async def main() -> tuple[list[bytes], str, int, int]:
+        async with serve(vendor, "127.0.0.1", 0, compression=None, max_queue=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            session = WebSocketSession(ping_interval=20, connect_timeout=5, max_frame_bytes=1 << 20)
+            await session.open(f"ws://127.0.0.1:{port}/", {})
+            ws = session._ws
+            assert ws is not None
+            await asyncio.sleep(0.5)  # nobody reads: the vendor sends until the session stops reading
+            buffered_while_idle = ws._buffered
+            received: list[bytes] = []
+            batches = 0
+            try:
+                while True:
+                    received += [frame.data for frame in await session.recv_many()]
+                    batches += 1
+            except Disconnected as exc:
+                reason = str(exc)
+            await session.close()
+            return received, reason, buffered_while_idle, batches
+
+    received, reason, buffered_while_idle, batches = asyncio.run(asyncio.wait_for(main(), 60))
+    assert received == [*map(message, range(MESSAGES)), "fragmented é".encode(), b"\x00\xffbinary"]
+    assert reason == "server closed: code 1001 going away"
+    # Reading stops once the bound is passed: at most one read (256 KiB) beyond it is buffered.
+    assert 0 < buffered_while_idle <= transports.BUFFER_HIGH_BYTES + 256 * 1024
+    assert batches < len(received) / 10  # handed over many at a time, not one by one

@@ -80,14 +80,18 @@ class CommitLatency:
     def __call__(self, units: Sequence[tuple[Any, Any]]) -> None:
         now = self.clock()
         metrics: FeedMetrics | None = None
+        received_at, bucket, latency = None, 0, 0.0
         for raw, _rows in units:
             if raw is None:
                 continue
             if metrics is None or metrics.source != raw.source:
                 metrics = for_source(raw.source)
                 metrics.last_commit_at = now
-            latency = now - raw.received_at.timestamp()
-            metrics.latency_buckets[bisect_left(LATENCY_BUCKETS, latency)] += 1
+            if raw.received_at is not received_at:  # frames received together share theirs
+                received_at = raw.received_at
+                latency = now - received_at.timestamp()
+                bucket = bisect_left(LATENCY_BUCKETS, latency)
+            metrics.latency_buckets[bucket] += 1
             metrics.latency_sum += latency
 
 

@@ -56,6 +56,8 @@ from warehouse.records import (
     EVENT_WATCHDOG_TIMEOUT,
     SHUTDOWN,
     CollectorEvent,
+    RawMessage,
+    Record,
     with_event_type,
 )
 from warehouse.redact import Redactor
@@ -70,6 +72,7 @@ log = logging.getLogger("warehouse.collect")
 # connection, the others show the time in the shutdown's planned gap.
 STOP_QUIET_S = 0.05
 STOP_DRAIN_S = 0.5
+FRAMES_AT_ONCE = 64  # derived and queued together; the writer runs between two such groups
 
 
 class FeedStopped(Exception):
@@ -330,45 +333,61 @@ class FeedRunner:
             if claim is not None and not claim.valid():  # not one frame more once the claim is gone
                 raise Disconnected(claim.reason or CLAIM_LOST)
             self._reading, self._reading_since = True, time.monotonic()
-            item = await session.recv()
+            frames = await session.recv_many()  # every frame already received, so one wait for all of them
             self._reading = False
             self._last_seen = time.monotonic()
-            seq += 1
-            outcome = await self._frame(item, adapter, connection_id, seq)
-            if outcome is not None:
-                return outcome
-            if seq % 32 == 0:
-                # recv() and put() complete without suspending while frames are buffered: let the
-                # writer (and the watchdog) run, or a burst delays every commit behind it.
-                await asyncio.sleep(0)
+            for start in range(0, len(frames), FRAMES_AT_ONCE):
+                if start:
+                    # recv_many() and put_many() complete without suspending while frames are buffered:
+                    # let the writer (and the watchdog) run, or a burst delays every commit behind it.
+                    await asyncio.sleep(0)
+                seq, outcome = await self._frames(frames[start:start + FRAMES_AT_ONCE], adapter, connection_id, seq)
+                if outcome is not None:
+                    return outcome
 
-    async def _frame(self, frame: Frame, adapter: Adapter, connection_id: UUID, seq: int) -> _Outcome | None:
+    async def _frames(self, frames: list[Frame], adapter: Adapter, connection_id: UUID,
+                      seq: int) -> tuple[int, _Outcome | None]:
+        """Derive frames received together (each gets the next `seq`) and hand them to the writer at
+        once; the outcome of the first that ends the connection (the frames after it are not taken)."""
         # A wall clock stepped back (NTP) must not reorder frames: received_at never decreases.
         received_at = self._last_received = max(datetime.now(UTC), self._last_received)
-        feed = self.settings.feed
+        feed, source, redact = self.settings.feed, self.source, self.redact
         limit = self.settings.tuning.max_frame_bytes
+        units: list[tuple[RawMessage, list[Record]]] = []
+        outcome = None
+        size = rows = quarantined = 0
+        for frame in frames:
+            seq += 1
+            size += frame.size or len(frame.data)
+            try:  # an event cut off as it arrived is quarantined by its size: nothing to decode
+                data = redact.data(frame.data if frame.size is not None else feed.decode(frame.data, limit))
+            except contract.FrameError as exc:
+                derived = undecodable(redact.data(frame.data), str(exc), received_at=received_at, source=source,
+                                      connection_id=connection_id, seq=seq, event_id=frame.event_id)
+            else:
+                derived = derive(adapter, feed.kind, data, received_at=received_at, source=source,
+                                 connection_id=connection_id, seq=seq, event_id=frame.event_id,
+                                 max_frame_bytes=limit, size=frame.size)
+            if frame.event_type is not None:
+                derived.raw = derived.raw._replace(kind=with_event_type(derived.raw.kind, frame.event_type))
+            units.append((derived.raw, derived.records))
+            output = derived.output
+            if output is None:
+                quarantined += 1
+                continue
+            rows += len(derived.records)
+            if output.control is not None:
+                outcome = _control(output)
+                if outcome is not None:
+                    break
         metrics = self.metrics
         metrics.last_frame_at = received_at
-        metrics.frames += 1
-        metrics.bytes += frame.size or len(frame.data)
-        try:  # an event cut off as it arrived is quarantined by its size: nothing to decode
-            data = self.redact.data(frame.data if frame.size is not None else feed.decode(frame.data, limit))
-        except contract.FrameError as exc:
-            derived = undecodable(self.redact.data(frame.data), str(exc), received_at=received_at, source=self.source,
-                                  connection_id=connection_id, seq=seq, event_id=frame.event_id)
-        else:
-            derived = derive(adapter, feed.kind, data, received_at=received_at, source=self.source,
-                             connection_id=connection_id, seq=seq, event_id=frame.event_id, max_frame_bytes=limit,
-                             size=frame.size)
-        if frame.event_type is not None:
-            derived.raw = derived.raw._replace(kind=with_event_type(derived.raw.kind, frame.event_type))
-        await self.writer.put(derived.raw, derived.records)
-        output = derived.output
-        if output is None:
-            metrics.quarantined += 1
-            return None
-        metrics.rows += len(derived.records)
-        return _control(output)
+        metrics.frames += len(units)
+        metrics.bytes += size
+        metrics.rows += rows
+        metrics.quarantined += quarantined
+        await self.writer.put_many(units)
+        return seq, outcome
 
     async def _event(self, connection_id: UUID | None, event: str, detail: dict[str, Any] | None = None) -> None:
         await self.writer.put(None, [CollectorEvent(datetime.now(UTC), self.source, connection_id, event, detail)])

@@ -201,11 +201,21 @@ _MICROSECOND = timedelta(microseconds=1)
 _INFINITY, _MINUS_INFINITY = 2**63 - 1, -(2**63)
 
 
+_last_timestamptz: tuple[Any, tuple[int]] = (object(), (0,))  # the last value encoded, and its encoding
+
+
 def encode_timestamptz(value: Any) -> tuple[int]:
+    global _last_timestamptz
+    last, encoded = _last_timestamptz
+    if value is last:  # frames received together share one received_at: encoded once
+        return encoded
     try:  # the common case: an aware datetime
-        return ((value - _PG_EPOCH) // _MICROSECOND,)
+        encoded = ((value - _PG_EPOCH) // _MICROSECOND,)
     except TypeError:
         pass
+    else:
+        _last_timestamptz = (value, encoded)
+        return encoded
     # What asyncpg's own encoder takes besides: its ±infinity (naive datetime.max/min), a naive datetime
     # or a date as local time.
     if type(value) is datetime and value in (datetime.max, datetime.min):

@@ -63,8 +63,10 @@ from warehouse.store.spoolreplay import SpoolReplayer
 log = logging.getLogger("warehouse.writer")
 
 # What each COPY names: the raw frames with the ids reserved for them, derived rows with their frame's id.
+# The id goes last: `row + (id,)` makes the tuple to send in one step (unpacking into a new tuple costs
+# twice as much, for every row).
 COPY_COLUMNS: dict[type, tuple[str, ...]] = {
-    RawMessage: ("id", *RawMessage._fields), **{cls: ("raw_id", *cls._fields) for cls in TABLE_OF}}
+    RawMessage: (*RawMessage._fields, "id"), **{cls: (*cls._fields, "raw_id") for cls in TABLE_OF}}
 
 # Errors that mean "this data cannot be stored as it is", as opposed to "the database is not
 # available right now". Client-side encoding raises TypeError/ValueError/OverflowError.
@@ -105,7 +107,11 @@ class Writer:
         self.settings = settings or WriterSettings()
         self.name = name
         self.stats = WriterStats()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.queue_units)
+        # Items: (units of one source, source, epoch), a flush's future, or None (stop). Bounded in
+        # units, not items (put_many's items hold many): `_queued` counts them, producers wait for room.
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queued = 0
+        self._room: list[asyncio.Future[None]] = []  # producers waiting for the queue to take more
         # The process's one engine (store/engine.py): given, or the writer's own (disposed on close).
         self._own_engine = engine is None
         self.engine = engine or store_engine(self.url, connect_timeout_s=self.settings.connect_timeout_s)
@@ -152,20 +158,44 @@ class Writer:
 
     async def put(self, raw: RawMessage | None, rows: Sequence[Record] = ()) -> None:
         """Queue one frame and its derived records; waits while the queue is full (backpressure)."""
+        await self.put_many([(raw, rows)])
+
+    async def put_many(self, units: Sequence[Unit]) -> None:
+        """Queue frames of one source, each with its derived records, in order: one queue item for as
+        many as there is room for; waits while the queue is full (backpressure)."""
         if self._closing:
             raise WriterClosedError("writer is closed")
         if self._task is not None and self._task.done():
             raise WriterClosedError(f"writer stopped: {self.stats.last_error}")
-        # The epoch the frame was received under: read now, before any wait for room in the queue.
+        if not units:
+            return
+        # The epoch the frames were received under: read now, before any wait for room in the queue.
+        raw, rows = units[0]
         source = raw.source if raw is not None else rows[0].source if rows else None
         epoch = self.fencing.epochs.get(source) if source is not None else None
         if source is not None and epoch is not None:
-            self.unstored[source, epoch] += 1
-        queue = self._queue
-        if queue.full():
-            await queue.put((raw, rows, source, epoch))
-        else:  # the common case: no coroutine to make and await
-            queue.put_nowait((raw, rows, source, epoch))
+            self.unstored[source, epoch] += len(units)
+        limit = self.settings.queue_units
+        while units:
+            while self._queued >= limit:
+                room = asyncio.get_running_loop().create_future()
+                self._room.append(room)
+                await room
+            if self._task is not None and self._task.done():
+                raise WriterClosedError(f"writer stopped: {self.stats.last_error}")
+            fits = limit - self._queued
+            item, units = (units, ()) if len(units) <= fits else (units[:fits], units[fits:])
+            self._queued += len(item)
+            self._queue.put_nowait((item, source, epoch))
+
+    def _taken(self, count: int) -> None:
+        """`count` units left the queue for a batch: wake the producers waiting for room."""
+        self._queued -= count
+        if self._room:
+            rooms, self._room = self._room, []
+            for room in rooms:
+                if not room.done():
+                    room.set_result(None)
 
     def pending(self, source: str, epoch: int) -> int:
         """Units of `source` received under `epoch` that are not stored yet (queued, batched or spooled)."""
@@ -186,7 +216,8 @@ class Writer:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        """Units (frames with their rows, events) waiting in the queue."""
+        return self._queued
 
     def spooled_event_ids(self) -> dict[str, tuple[str, int]]:
         """Per source, the newest SSE event id waiting in the spool (newer than any in the database)
@@ -295,12 +326,15 @@ class Writer:
             if isinstance(item, asyncio.Future):
                 waiters.append(item)
                 return units, epochs, waiters, False
-            raw, derived, source, epoch = item
+            chunk, source, epoch = item
             if epoch is not None and epochs.setdefault(source, epoch) != epoch:
                 self._carry = item
                 return units, epochs, waiters, False
-            units.append((raw, derived))
-            rows += 1 + len(derived)
+            self._taken(len(chunk))
+            units.extend(chunk)
+            rows += len(chunk)
+            for _raw, derived in chunk:
+                rows += len(derived)
             if rows >= self.settings.batch_rows:
                 return units, epochs, waiters, False
             try:
@@ -462,14 +496,20 @@ class Writer:
         frames = sum(1 for raw, _ in units if raw is not None)
         ids = await self._connection.reserve_ids(conn, frames)
         row_count = 0
-        for raw, rows in units:
-            raw_id = None
-            if raw is not None:
-                raw_id = next(ids)
-                raw_rows.append((raw_id, *raw))
-            for row in rows:
-                derived[type(row)].append((raw_id, *row))
-            row_count += len(rows)
+        no_id: tuple[int | None] = (None,)
+        try:
+            for raw, rows in units:
+                raw_id = no_id
+                if raw is not None:
+                    raw_id = (next(ids),)
+                    raw_rows.append(raw + raw_id)
+                for row in rows:
+                    derived[type(row)].append(row + raw_id)
+                row_count += len(rows)
+        except TypeError:  # something that is no tuple
+            derived = defaultdict(list, ((type(row), []) for _raw, rows in units for row in rows))
+            if all(record_type in TABLE_OF for record_type in derived):
+                raise
         unknown = [record_type for record_type in derived if record_type not in TABLE_OF]
         if unknown:
             raise TypeError(f"not a record type: {unknown[0].__name__}")
