@@ -82,16 +82,15 @@ class IntoReport:
 def into(stored: Stored, target: str, source: str, since: datetime | None = None, until: datetime | None = None,
          entry: FeedConfig | None = None, progress: Progress | None = None,
          writer_settings: WriterSettings | None = None, processes: int | None = None) -> IntoReport:
-    """`processes`: 1 derives in this process; more (default where there are two cores), in one of
-    its own, so that this one only writes."""
+    """`processes`: 1 derives in this process (the default on fewer than three cores); more, in one
+    of its own, so that this one only writes."""
     target = normalise_url(target)
     if isinstance(stored, FromPostgres) and target == normalise_url(stored.url):
         raise ValueError("--into names the database the frames are read from; give another (new, migrated) one")
     migrate.require_current(target)
     start, end = resolve_range(stored, source, since, until)
     plan = load_plan(stored, source, end, entry)
-    run = _Rebuild(stored, target, source, since, until, start, end, plan, progress,
-                   min(processes_for(processes), 2))  # 2: one derives, one writes
+    run = _Rebuild(stored, target, source, since, until, start, end, plan, progress, _deriving(processes))
     # The writer's spool is for outages of a live feed; a replay that cannot write stops, and the
     # next run picks up where the target stands. So a spool of its own, thrown away afterwards
     # (and at the start: a killed run leaves it behind).
@@ -108,6 +107,16 @@ def into(stored: Stored, target: str, source: str, since: datetime | None = None
     report.stored_versions = dict(run.versions)
     report.today = today_versions(kind for kind, _ in run.versions)
     return report
+
+
+def _deriving(requested: int | None) -> int:
+    """2: derive in a process of its own, beside the writer's; 1: in the writer's process. Forking
+    pays only where a core is left over: handing the records over costs ~12 µs of CPU a frame
+    (pickling both ways), and the writer's process and PostgreSQL keep two cores busy already. On
+    two cores it was 0.51 × the writer alone forked, 0.74 × in one process (docs/performance.md)."""
+    if requested is not None:
+        return min(processes_for(requested), 2)
+    return 2 if processes_for(None) >= 3 else 1
 
 
 class _Rebuild:
