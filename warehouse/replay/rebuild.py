@@ -223,7 +223,7 @@ class _Rebuild:
         put = 0
         for frame in replayed:
             raw = frame.raw
-            if raw.seq <= held.get(str(raw.connection_id), 0):
+            if held and raw.seq <= held.get(str(raw.connection_id), 0):  # (a fresh target holds none)
                 report.skipped += 1
                 continue
             if not frame.derived:
