@@ -40,8 +40,8 @@ from warehouse.store.writer import Writer
 YIELD_EVERY = 64  # frames put between chances for the writer to run (put() does not wait while there is room)
 HANDOVER = 1000  # frames derived in a process of its own are handed to the writing side this many at a time
 # ... and in the writer's process, this many: each step is a pause for the writer's task (COPY, commit),
-# so short steps keep PostgreSQL busy while frames are derived (100: 0.91–1.04 × the writer alone,
-# 1000: 0.84–0.86 ×, in one run; docs/performance.md).
+# so short steps keep PostgreSQL busy while frames are derived (100: 0.77–1.04 × the writer alone,
+# 1,000: 0.62–0.86 ×, 30: 0.70–0.74 ×; two runs, docs/performance.md).
 STEP = 100
 LIFECYCLE_UNIT = 500  # lifecycle events per writer unit (a unit commits whole)
 SPOOL_WAIT_S = 60.0  # an outage of the target: how long the end of a replay waits for it

@@ -178,8 +178,10 @@ class FromParquet:
         """The SQL (and its parameters) that `derived` runs, for `con` (another DuckDB connection, now
         able to read the lake) to run itself: the rows then never leave DuckDB as Arrow. "" when the
         table has no file for the window."""
-        self.lake.prepare(con)
-        return self._derived_sql(table, source, start, end)
+        found = self._derived_sql(table, source, start, end)
+        if found[0]:
+            self.lake.prepare(con)
+        return found
 
     def _derived_sql(self, table: str, source: str, start: datetime, end: datetime,
                      legacy_events: Sequence[str] = ()) -> tuple[str, list[Any]]:
