@@ -213,28 +213,33 @@ def _window(comparison: _Comparison, deriver: Deriver, stored: Stored, low: date
         assert loading is not None
         loading.result()
     else:  # the stored rows of this process's frames (and the first process: rows of no frame of the window)
-        comparison.load_stored(stored, source, low, high, _owned(stored, source, low, high, keys, shard))
+        comparison.load_stored(stored, source, low, high, _owned(stored, source, low, high, keys, shard[0] == 0))
     comparison.settle_stored(stored, source, low, high, keys, carried)
     comparison.compare(part)
     part.carried = len(carried)
     yield part
 
 
+# Which stored rows a process compares: those whose raw_id is one of its frames (the first array), and
+# the first process also those whose raw_id is no frame of the window (the second: every frame's id).
+Owned = tuple[pa.Array, pa.Array | None]
+
+
 def _owned(stored: Stored, source: str, low: datetime, high: datetime, keys: list[pa.RecordBatch],
-           shard: tuple[int, int]) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
-    """Which stored rows a process compares: those of its frames; the first process also those
-    whose raw_id is no frame of the window (missing, as they are in one process)."""
+           first: bool) -> Owned:
+    """Those of its frames; the first process also those of no frame of the window (missing, as they
+    are in one process)."""
     mine = pa.concat_arrays([pa.array([], pa.int64()), *(batch.column(0) for batch in keys)])
-    every = stored.frame_ids(source, low, high) if shard[0] == 0 else None
+    return mine, stored.frame_ids(source, low, high) if first else None
 
-    def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
-        ids = batch.column("raw_id")
-        mask = pc.is_in(ids, value_set=mine)
-        if every is not None:
-            mask = pc.or_(mask, pc.invert(pc.is_in(ids, value_set=every)))
-        return batch.filter(mask)
 
-    return keep
+def _keep(batch: pa.RecordBatch, owned: Owned) -> pa.RecordBatch:
+    mine, every = owned
+    ids = batch.column("raw_id")
+    mask = pc.is_in(ids, value_set=mine)
+    if every is not None:
+        mask = pc.or_(mask, pc.invert(pc.is_in(ids, value_set=every)))
+    return batch.filter(mask)
 
 
 class _Comparison:
@@ -250,6 +255,7 @@ class _Comparison:
         # busy deriving, and DuckDB's own threads only compete with that for them.
         self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("SET threads = 1")
+        rows.register(self.con)
         for table in TABLES:
             columns = ", ".join(f"{c.name} {c.duckdb}" for c in COLUMNS[table])
             for side in ("derived", "stored"):
@@ -276,17 +282,32 @@ class _Comparison:
         self._insert(f"stored_{RAW_KINDS}", stored_kinds)
 
     def load_stored(self, stored: Stored, source: str, low: datetime, high: datetime,
-                    keep: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None) -> None:
-        """The window's stored rows, those `keep` keeps (perhaps in a thread of their own: on a
-        connection of their own)."""
+                    owned: Owned | None = None) -> None:
+        """The window's stored rows, those `owned` says (perhaps in a thread of their own: on a
+        connection of their own). Where the stored rows are SQL to DuckDB (Parquet), they go from the
+        files into the table inside DuckDB, only their JSON through Python (rows.register)."""
         con = self.con.cursor()
         try:
+            where = ""
+            if owned is not None:
+                con.register("_mine", pa.table([owned[0]], names=["raw_id"]))
+                where = " WHERE raw_id IN (SELECT raw_id FROM _mine)"
+                if owned[1] is not None:
+                    con.register("_every", pa.table([owned[1]], names=["raw_id"]))
+                    where += " OR raw_id NOT IN (SELECT raw_id FROM _every)"
             for table in TABLES:
-                if table != RAW_KINDS:
+                if table == RAW_KINDS:
+                    continue
+                found = stored.derived_query(con, table, source, low, high)
+                if found is None:
                     for batch in stored.derived(table, source, low, high):
-                        if keep is not None:
-                            batch = keep(batch)
+                        if owned is not None:
+                            batch = _keep(batch, owned)
                         self._insert(f"stored_{table}", rows.stored_batch(table, batch), con)
+                elif found[0]:
+                    query, params = found
+                    con.execute(f"INSERT INTO stored_{table} BY NAME SELECT {rows.stored_select(table)}"
+                                f" FROM ({query}){where}", params)
         finally:
             con.close()
 

@@ -38,7 +38,11 @@ from warehouse.store.database import data_dir, normalise_url, redact_url
 from warehouse.store.writer import Writer
 
 YIELD_EVERY = 64  # frames put between chances for the writer to run (put() does not wait while there is room)
-HANDOVER = 1000  # frames derived are handed to the writing side this many at a time
+HANDOVER = 1000  # frames derived in a process of its own are handed to the writing side this many at a time
+# ... and in the writer's process, this many: each step is a pause for the writer's task (COPY, commit),
+# so short steps keep PostgreSQL busy while frames are derived (100: 0.77–1.04 × the writer alone,
+# 1,000: 0.62–0.86 ×, 30: 0.70–0.74 ×; two runs, docs/performance.md).
+STEP = 100
 LIFECYCLE_UNIT = 500  # lifecycle events per writer unit (a unit commits whole)
 SPOOL_WAIT_S = 60.0  # an outage of the target: how long the end of a replay waits for it
 
@@ -82,16 +86,15 @@ class IntoReport:
 def into(stored: Stored, target: str, source: str, since: datetime | None = None, until: datetime | None = None,
          entry: FeedConfig | None = None, progress: Progress | None = None,
          writer_settings: WriterSettings | None = None, processes: int | None = None) -> IntoReport:
-    """`processes`: 1 derives in this process; more (default where there are two cores), in one of
-    its own, so that this one only writes."""
+    """`processes`: 1 derives in this process (the default on fewer than three cores); more, in one
+    of its own, so that this one only writes."""
     target = normalise_url(target)
     if isinstance(stored, FromPostgres) and target == normalise_url(stored.url):
         raise ValueError("--into names the database the frames are read from; give another (new, migrated) one")
     migrate.require_current(target)
     start, end = resolve_range(stored, source, since, until)
     plan = load_plan(stored, source, end, entry)
-    run = _Rebuild(stored, target, source, since, until, start, end, plan, progress,
-                   min(processes_for(processes), 2))  # 2: one derives, one writes
+    run = _Rebuild(stored, target, source, since, until, start, end, plan, progress, _deriving(processes))
     # The writer's spool is for outages of a live feed; a replay that cannot write stops, and the
     # next run picks up where the target stands. So a spool of its own, thrown away afterwards
     # (and at the start: a killed run leaves it behind).
@@ -108,6 +111,16 @@ def into(stored: Stored, target: str, source: str, since: datetime | None = None
     report.stored_versions = dict(run.versions)
     report.today = today_versions(kind for kind, _ in run.versions)
     return report
+
+
+def _deriving(requested: int | None) -> int:
+    """2: derive in a process of its own, beside the writer's; 1: in the writer's process. Forking
+    pays only where a core is left over: handing the records over costs ~12 µs of CPU a frame
+    (pickling both ways), and the writer's process and PostgreSQL keep two cores busy already. On
+    two cores it was 0.51 × the writer alone forked, 0.74 × in one process (docs/performance.md)."""
+    if requested is not None:
+        return min(processes_for(requested), 2)
+    return 2 if processes_for(None) >= 3 else 1
 
 
 class _Rebuild:
@@ -167,11 +180,12 @@ class _Rebuild:
         Replayed) in order, ("window", (its start, the connections first met in it)) after each
         window, and ("done", (connections per adapter version, frames warmed)) at the end."""
         deriver = Deriver(stored, self.deriver.plan)
+        step = STEP if shard is None else HANDOVER  # None: in the writer's process
         for low, high in days(self.start, self.end):
             batch: list[Replayed] = []
             for frame in deriver.run(prefetch(stored.frames(self.source, low, high))):
                 batch.append(frame)
-                if len(batch) == HANDOVER:
+                if len(batch) == step:
                     yield "frames", batch
                     batch = []
             if batch:
@@ -214,7 +228,7 @@ class _Rebuild:
         put = 0
         for frame in replayed:
             raw = frame.raw
-            if raw.seq <= held.get(str(raw.connection_id), 0):
+            if held and raw.seq <= held.get(str(raw.connection_id), 0):  # (a fresh target holds none)
                 report.skipped += 1
                 continue
             if not frame.derived:

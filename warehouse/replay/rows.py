@@ -186,9 +186,36 @@ def stored_batch(table: str, batch: pa.RecordBatch, canonical: Callable[[str], s
     columns = list(batch.columns)
     for i, column in enumerate(COLUMNS[table]):
         if column.kind in ("json", "frame"):
-            # Each distinct text once: a selection's attrs, say, repeat with every price of it.
-            spelled = canonical if column.kind == "json" else frame_text
-            encoded = pc.dictionary_encode(columns[i])
-            texts = pa.array([spelled(v) for v in encoded.dictionary.to_pylist()], pa.string())
-            columns[i] = pc.take(texts, encoded.indices)
+            columns[i] = _respelled(columns[i], canonical if column.kind == "json" else frame_text)
     return pa.RecordBatch.from_arrays(columns, names=[c.name for c in COLUMNS[table]])
+
+
+def _respelled(texts: pa.Array | pa.ChunkedArray, spelled: Callable[[str], str]) -> pa.Array:
+    """Each text as `spelled` writes it. Each distinct text once: a selection's attrs, say, repeat
+    with every price of it."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = pa.concat_arrays([pa.array([], pa.string()), *texts.chunks])
+    encoded = pc.dictionary_encode(texts)
+    return pc.take(pa.array([spelled(v) for v in encoded.dictionary.to_pylist()], pa.string()), encoded.indices)
+
+
+# SQL functions of the comparison's DuckDB (`register`): stored JSON in canonical text, in SQL.
+_SQL_SPELLING = {"json": ("replay_canonical_json", canonical_stored_json), "frame": ("replay_frame_text", frame_text)}
+
+
+def register(con: Any) -> None:
+    """Make `stored_select` work on this DuckDB database: its canonical-JSON functions."""
+    from duckdb.sqltypes import VARCHAR
+
+    def function(spelled: Callable[[str], str]) -> Callable[[pa.ChunkedArray], pa.Array]:
+        return lambda texts: _respelled(texts, spelled)  # DuckDB counts a function's parameters: one
+
+    for name, spelled in _SQL_SPELLING.values():
+        con.create_function(name, function(spelled), [VARCHAR], VARCHAR, type="arrow", side_effects=False)
+
+
+def stored_select(table: str) -> str:
+    """What `stored_batch` does, in SQL: the select list turning stored rows (stored.py's shapes,
+    e.g. `Stored.derived_query`) into the canonical shape (`register` the functions first)."""
+    return ", ".join(f"{_SQL_SPELLING[c.kind][0]}({c.name}) AS {c.name}" if c.kind in _SQL_SPELLING else c.name
+                     for c in COLUMNS[table])

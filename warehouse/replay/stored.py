@@ -40,6 +40,8 @@ class Stored(Protocol):
     def derived(self, table: str, source: str, start: datetime, end: datetime,
                 legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]: ...
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]: ...
+    def derived_query(self, con: Any, table: str, source: str, start: datetime,
+                      end: datetime) -> tuple[str, list[Any]] | None: ...
     def lifecycle(self, source: str, start: datetime | None, end: datetime,
                   legacy_events: Sequence[str]) -> list[CollectorEvent]: ...
     def quarantined(self, raw_ids: Sequence[int]) -> list[tuple[int, Quarantine]]: ...
@@ -76,6 +78,10 @@ class FromPostgres:
 
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]:
         return postgres.connects(self.url, source, end)
+
+    def derived_query(self, con: Any, table: str, source: str, start: datetime,
+                      end: datetime) -> tuple[str, list[Any]] | None:
+        return None  # no SQL of its own: read through `derived`
 
     def lifecycle(self, source: str, start: datetime | None, end: datetime,
                   legacy_events: Sequence[str]) -> list[CollectorEvent]:
@@ -125,8 +131,7 @@ class FromParquet:
                 if (day := layout.day_of(Path(found))) is not None and first <= day <= last]
 
     def _read(self, files: list[str], select: str, where: str, params: list[Any], order: str = "") -> Any:
-        listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-        query = f"SELECT {select} FROM read_parquet({listing}, union_by_name = true) WHERE {where} {order}"
+        query = f"SELECT {select} FROM read_parquet({_listing(files)}, union_by_name = true) WHERE {where} {order}"
         return self._cursor().execute(query, params)
 
     def span(self, source: str) -> tuple[datetime, datetime] | None:
@@ -163,17 +168,32 @@ class FromParquet:
 
     def derived(self, table: str, source: str, start: datetime, end: datetime,
                 legacy_events: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
-        arrow = pa.schema([(c.name, postgres.arrow_type(c)) for c in schema.metadata.tables[table].columns])
+        query, params = self._derived_sql(table, source, start, end, legacy_events)
+        if not query:
+            return iter(())
+        return _batches(self._cursor().execute(query, params).to_arrow_reader(BATCH_ROWS), _arrow_of(table))
+
+    def derived_query(self, con: Any, table: str, source: str, start: datetime,
+                      end: datetime) -> tuple[str, list[Any]] | None:
+        """The SQL (and its parameters) that `derived` runs, for `con` (another DuckDB connection, now
+        able to read the lake) to run itself: the rows then never leave DuckDB as Arrow. "" when the
+        table has no file for the window."""
+        found = self._derived_sql(table, source, start, end)
+        if found[0]:
+            self.lake.prepare(con)
+        return found
+
+    def _derived_sql(self, table: str, source: str, start: datetime, end: datetime,
+                     legacy_events: Sequence[str] = ()) -> tuple[str, list[Any]]:
         files = self._files(table, start, end)
         if not files:
-            return iter(())
+            return "", []
         linked, params = "raw_id IS NOT NULL", [source, start, end]
         if legacy_events:
             linked = "raw_id IS NULL AND connection_id IS NOT NULL AND list_contains(?, event)"
             params.append(list(legacy_events))
-        result = self._read(files, _select(arrow), f"source = ? AND received_at >= ? AND received_at < ? AND {linked}",
-                            params)
-        return _batches(result.to_arrow_reader(BATCH_ROWS), arrow)
+        return (f"SELECT {_select(_arrow_of(table))} FROM read_parquet({_listing(files)}, union_by_name = true)"
+                f" WHERE source = ? AND received_at >= ? AND received_at < ? AND {linked}", params)
 
     def connections(self, source: str, start: datetime, end: datetime) -> list[tuple[str, int]]:
         files = self._files("raw_messages", start, end)
@@ -230,6 +250,14 @@ class FromParquet:
 
 _DUCKDB = {postgres.UTC_MICROS: "TIMESTAMPTZ", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN",
            pa.string(): "VARCHAR"}
+
+
+def _arrow_of(table: str) -> pa.Schema:
+    return pa.schema([(c.name, postgres.arrow_type(c)) for c in schema.metadata.tables[table].columns])
+
+
+def _listing(files: list[str]) -> str:
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
 
 
 def _select(arrow: pa.Schema) -> str:
