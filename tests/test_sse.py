@@ -70,6 +70,12 @@ def test_lines_end_with_crlf_lf_or_cr(ending: str) -> None:
     assert events(text) == [Event('{"a": 1}', id="7"), Event("b", id="7")]
 
 
+@pytest.mark.parametrize("text", ["data: a\r\ndata: b\rdata: c\n\r\n", "data: a\rdata: b\r\ndata: c\r\r\n",
+                                  "data: a\ndata: b\rdata: c\r\n\n", "data: a\r\ndata: b\r\ndata: c\r\r"])
+def test_line_ends_mixed_in_one_chunk(text: str) -> None:
+    assert events(text) == [Event("a\nb\nc")]
+
+
 def test_a_block_ending_in_cr_is_dispatched_without_waiting_for_the_next_byte() -> None:
     async def main() -> Event:
         more = asyncio.Event()
