@@ -319,7 +319,7 @@ class _Message(msgspec.Struct, forbid_unknown_fields=True):
     payload: _Payload | None = None
 
 
-_decode_frame = msgspec.json.Decoder(_Message, float_hook=exactjson.number).decode
+_decode_frame = msgspec.json.Decoder(_Message, float_hook=exactjson.number_hook).decode
 def _field(section: Any, name: str) -> list[Any]:
     """A list of a decoded section (None: the section or the list was not sent, or was null)."""
     return (getattr(section, name) or []) if section is not None else []
