@@ -8,8 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from warehouse.collect.sse import Event, EventStream
+from warehouse.collect.sse import Event, EventStream, _lines
 
 LIMIT = 1 << 20
 
@@ -74,6 +76,12 @@ def test_lines_end_with_crlf_lf_or_cr(ending: str) -> None:
                                   "data: a\ndata: b\rdata: c\r\n\n", "data: a\r\ndata: b\r\ndata: c\r\r"])
 def test_line_ends_mixed_in_one_chunk(text: str) -> None:
     assert events(text) == [Event("a\nb\nc")]
+
+
+@settings(max_examples=500, deadline=None)
+@given(chunk=st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"data: x"]), max_size=30).map(b"".join))
+def test_a_chunk_splits_at_crlf_lf_and_cr_alike(chunk: bytes) -> None:
+    assert _lines(chunk) == chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
 
 
 def test_a_block_ending_in_cr_is_dispatched_without_waiting_for_the_next_byte() -> None:
