@@ -37,6 +37,7 @@ from warehouse.records import FixtureChange, MarketChange, PriceTick, RawMessage
 
 BOOKMAKER = "saba"
 _tuple_new = tuple.__new__
+_INFINITY = float("inf")
 _SPORT_BLOCKS = ("soccerInfo", "tennisInfo", "beachVolleyBallInfo", "eSportInfo", "basketballInfo",
                  "baseballInfo", "volleyballInfo", "volleyBallInfo")
 
@@ -242,6 +243,7 @@ class Adapter:
                                              attrs, None)))
         if type(selections) is not list:
             raise FrameError(f"selections must be a list, got {type(selections).__name__}")
+        source, has_bet_type, bet_type = self.source, "betType" in market, market.get("betType")
         for selection in selections:
             if type(selection) is not dict:
                 obj(selection, "selections[]")
@@ -251,18 +253,22 @@ class Adapter:
             extra = selection.copy()  # the fields that are no column go to attrs, then the odds' other formats
             key, point = extra.pop("key", None), extra.pop("point", None)
             extra.pop("oddsPrice", None)
-            if "decimalPrice" in odds and "decimalPrice" not in extra:
+            price = odds.get("decimalPrice")
+            if price is not None and "decimalPrice" not in extra:
                 extra.update(odds)
                 del extra["decimalPrice"]
             else:
                 extra.update({k: v for k, v in odds.items() if k != "decimalPrice"})
-            if "betType" in market:
-                extra["betType"] = market["betType"]
+            if has_bet_type:
+                extra["betType"] = bet_type
+            # The common values inline (a text key, a float price above 1, no line); the value functions
+            # for any other, in the same order.
             out.append(_tuple_new(PriceTick, (
-                at, self.source, BOOKMAKER, fixture, market_id, _id(key, "selection key"),
-                to_float(odds.get("decimalPrice"), above=1),
+                at, source, BOOKMAKER, fixture, market_id,
+                key if type(key) is str and key else _id(key, "selection key"),
+                price if type(price) is float and 1 < price < _INFINITY else to_float(price, above=1),
                 None,  # player_id
-                to_decimal(point),  # line
+                None if point is None else to_decimal(point),  # line
                 None,  # side
                 active, status, max_stake,
                 None,  # source_ts
