@@ -35,6 +35,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 _BOM = b"\xef\xbb\xbf"
+_tuple_new = tuple.__new__
 _NO_RETRY = b"retry:-1\n"  # makes httpx-sse yield an event for a block that has no data line (see above)
 
 
@@ -82,15 +83,19 @@ class Blocks:
         lines = _lines(chunk)
         rest = lines.pop()  # what follows the last line end: the start of a line
         out, limit = self._out, self.limit
-        # The current block's state in locals while the common lines are read whole, at a line's start,
-        # in a few steps (what the general path below does with them, step by step): a blank line,
-        # a data line within the limit, an id, a comment.
+        remaining = iter(lines)
+        if self._length and lines:  # the first line began in an earlier chunk: the general path
+            self._part(next(remaining))
+            block = self._line_end()
+            if block is not None:
+                blocks.append(block)
+        # The current block's state in locals while the common lines are read whole, in a few steps
+        # (what the general path below does with them, step by step): a blank line, a data line within
+        # the limit, an id, a comment.
         data, data_bytes, cut, retry = self._data, self._data_bytes, self._cut, self._retry
-        for line in lines:
-            if self._length:  # the line began in an earlier chunk
-                pass
-            elif not line:
-                blocks.append(Block(data, data_bytes, cut))
+        for line in remaining:
+            if not line:
+                blocks.append(_tuple_new(Block, (data, data_bytes, cut)))
                 if not data and not retry:
                     out.append(_NO_RETRY)
                 out.append(b"\n")

@@ -157,11 +157,10 @@ class Adapter:
             payload = message.payload
             if type(status) is not int or status not in (0, 1, 3) or payload is None:
                 return None
-            markets = payload.markets
-            if markets is not None and markets.remove:
+            if payload.markets.remove:
                 return None  # a market removed: `handle` takes it (a removal must change the map at once)
             known: dict[str, str] = {}
-            records = self._sections(received_at, payload.events, markets, _field,
+            records = self._sections(received_at, payload.events, payload.markets, getattr,
                                      known, self.event_of_market if status == 0 else {})
         except Exception:  # not such a frame, or one to refuse: the general path decides, and says why
             return None
@@ -303,20 +302,20 @@ def _id(value: Any, what: str) -> str:
 
 
 class _Events(msgspec.Struct, forbid_unknown_fields=True):
-    add: list[dict[str, Any]] | None = None
-    change: list[dict[str, Any]] | None = None
-    remove: list[Any] | None = None
+    add: list[dict[str, Any]] = []
+    change: list[dict[str, Any]] = []
+    remove: list[Any] = []
 
 
 class _Markets(msgspec.Struct, forbid_unknown_fields=True):
-    add: list[dict[str, Any]] | None = None
-    change: list[dict[str, Any]] | None = None
-    remove: list[Any] | None = None
+    add: list[dict[str, Any]] = []
+    change: list[dict[str, Any]] = []
+    remove: list[Any] = []
 
 
 class _Payload(msgspec.Struct, forbid_unknown_fields=True):
-    events: _Events | None = None
-    markets: _Markets | None = None
+    events: _Events = msgspec.field(default_factory=_Events)
+    markets: _Markets = msgspec.field(default_factory=_Markets)
 
 
 class _Message(msgspec.Struct, forbid_unknown_fields=True):
@@ -325,10 +324,8 @@ class _Message(msgspec.Struct, forbid_unknown_fields=True):
     payload: _Payload | None = None
 
 
+# (A section or list sent as null is left to `handle`, like any other frame this shape does not take.)
 _decode_frame = msgspec.json.Decoder(_Message, float_hook=exactjson.number_hook).decode
-def _field(section: Any, name: str) -> list[Any]:
-    """A list of a decoded section (None: the section or the list was not sent, or was null)."""
-    return (getattr(section, name) or []) if section is not None else []
 
 
 FEED = Saba()
