@@ -228,13 +228,15 @@ class Adapter:
         """A market's rows into `out`: its MarketChange, and a PriceTick for each of its selections.
         Its event is read from `known`, else `earlier`, and written to `known`."""
         market_id = _id(market.get("marketId"), "marketId")
-        if market.get("eventId") is not None:
-            known[market_id] = _id(market["eventId"], "eventId")
+        event_id = market.get("eventId")
+        if event_id is not None:
+            known[market_id] = _id(event_id, "eventId")
         fixture = known.get(market_id) or earlier.get(market_id, "")
         status = market.get("marketStatus")
         status = status if type(status) is str else None
         active = None if status is None else status.lower() == "running"
-        max_stake = to_decimal(market.get("maxBet"))
+        max_bet = market.get("maxBet")
+        max_stake = None if max_bet is None else to_decimal(max_bet)
         attrs = market.copy()
         selections = attrs.pop("selections", None) or []
         # The records' fields in order (records.py); tuple.__new__ skips the keyword handling of their __new__.
@@ -288,6 +290,8 @@ def _list(section: dict[str, Any], key: str) -> list[Any]:
 
 
 def _id(value: Any, what: str) -> str:
+    if type(value) is int:  # the common case: no calls
+        return str(value)
     text = to_text(value)
     if not text:
         raise FrameError(f"{what} missing")
