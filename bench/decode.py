@@ -11,6 +11,8 @@ machine's noise only ever adds). Both sides get the same frames, made here:
   the collector's budget of issue 28 are about: ~16 µs a frame in all);
 - oddspapi, 28-digit stakes: the same frames with `"limit": 1234567890.123456789012345678` in each
   price, so every frame takes the decoder's exact path twice (before: rounded to a double);
+- saba market deltas: bench/firehose.py's Saba frames (a market change of three prices each, after the
+  status-1 snapshot);
 - golden <kind>: every frame of the kind's golden fixtures (tests/fixtures/<kind>/), in order, through
   one adapter per fixture.
 Per frame, in µs of CPU: `decode`, the JSON text → Python values alone (before: orjson.loads; after:
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import random
 import subprocess
 import sys
 import tarfile
@@ -63,6 +66,15 @@ def frame_sets(frames: int) -> dict[str, list[tuple[str, dict[str, Any], list[st
         "oddspapi, 28-digit stakes": [("oddspapi-ws", oddspapi,
                                        [f.replace(b'"limit":null', WIDE_LIMIT).decode() for f in prices])],
     }
+    # Saba's busiest frame, as bench/firehose.py's peer sends it: a market and its three prices, after the
+    # snapshot that tells each market's event.
+    from bench._peer import saba_frames, saba_snapshot
+
+    rng, start = random.Random(7), datetime(2026, 12, 6, 12, tzinfo=UTC)
+    deltas = saba_frames(rng, start)
+    saba = [saba_snapshot(rng, start), *(next(deltas) for _ in range(frames))]
+    sets["saba market deltas"] = [("saba-sse", {"url": "https://example.invalid/sports/stream/v1/GetEvents",
+                                                "token_env": "TOKEN"}, [f.decode() for f in saba])]
     for kind in FEEDS:
         entries = []
         for path in golden.files(kind):

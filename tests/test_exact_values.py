@@ -170,17 +170,31 @@ def test_an_integer_column_holds_what_postgresql_and_the_lake_hold() -> None:
 # -- the decoder -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "value"), [
+NUMBERS = [
     ("2.59", 2.59), ("-0.0", -0.0), ("1e5", 100000.0), ("1.0000000000000000000", 1.0), ("0.1", 0.1),
     ("1.7976931348623157e308", 1.7976931348623157e308), ("5e-324", 5e-324),  # a double's extremes are doubles
     (WIDE, Decimal(WIDE)), (FINE, Decimal(FINE)), ("1e-400", Decimal("1E-400")), ("-1.5e-400", Decimal("-1.5E-400")),
     ("2.5900000000000000001", Decimal("2.5900000000000000001")),
     ("1e400", 10**400), ("1.8e308", 18 * 10**307), ("12345678901234567890.0", 12345678901234567890),  # whole
     (HUGE, int(HUGE)), ("-" + "9" * 4299, -int("9" * 4299)), ("0e999999", 0.0),
-])
+]
+
+
+@pytest.mark.parametrize(("text", "value"), NUMBERS)
 def test_a_number_decodes_as_a_float_only_where_the_float_is_that_number(text: str, value: Any) -> None:
     identical(exactjson.loads(f"[{text}]"), [value])
     identical(exactjson.loads(exactjson.dumps([value])), [value])  # and writes back as the same number
+
+
+def test_a_number_seen_before_decodes_the_same_however_many_came_between() -> None:
+    # the decoder remembers the value of each short text (exactjson._Numbers): it must be the value
+    # `number` gives, the second time as the first, after the memory was forgotten, and never a refusal's
+    numbers = NUMBERS + [(f"{i}.25", i + 0.25) for i in range(exactjson._REMEMBERED + 10)]
+    for _ in range(2):
+        for text, value in numbers:
+            identical(exactjson.loads(f"[{text}]"), [value])
+        with pytest.raises(exactjson.NotJSON, match="more than 1000 digits"):
+            exactjson.loads("[1e1000]")
 
 
 @pytest.mark.parametrize(("text", "reason"), [

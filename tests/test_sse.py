@@ -8,8 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from warehouse.collect.sse import Event, EventStream
+from warehouse.collect.sse import Event, EventStream, _lines
 
 LIMIT = 1 << 20
 
@@ -68,6 +70,18 @@ def test_one_leading_space_after_the_colon_is_stripped_and_no_more() -> None:
 def test_lines_end_with_crlf_lf_or_cr(ending: str) -> None:
     text = ending.join(["id: 7", 'data: {"a": 1}', "", ": keep-alive", "data: b", "", ""])
     assert events(text) == [Event('{"a": 1}', id="7"), Event("b", id="7")]
+
+
+@pytest.mark.parametrize("text", ["data: a\r\ndata: b\rdata: c\n\r\n", "data: a\rdata: b\r\ndata: c\r\r\n",
+                                  "data: a\ndata: b\rdata: c\r\n\n", "data: a\r\ndata: b\r\ndata: c\r\r"])
+def test_line_ends_mixed_in_one_chunk(text: str) -> None:
+    assert events(text) == [Event("a\nb\nc")]
+
+
+@settings(max_examples=500, deadline=None)
+@given(chunk=st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"data: x"]), max_size=30).map(b"".join))
+def test_a_chunk_splits_at_crlf_lf_and_cr_alike(chunk: bytes) -> None:
+    assert _lines(chunk) == chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
 
 
 def test_a_block_ending_in_cr_is_dispatched_without_waiting_for_the_next_byte() -> None:
@@ -190,7 +204,7 @@ def test_retry_sets_the_reconnection_time_with_or_without_an_event() -> None:
     assert read("retry: 7000\n\nretry: 20\n\n").retry_ms == 20
 
 
-@pytest.mark.parametrize("bad", ["-5", "+5", "5s", " 5", "５", "5_0", "", "1000x"])
+@pytest.mark.parametrize("bad", ["-5", "-1", "+5", "5s", " 5", "５", "5_0", "", "1000x"])
 def test_retry_takes_ascii_digits_only(bad: str) -> None:
     decoded = read(f"retry: {bad}\ndata: a\n\n")
     assert decoded.events == [Event("a")] and decoded.retry_ms is None
@@ -220,6 +234,22 @@ def test_one_byte_at_a_time_decodes_the_same_and_every_byte_is_heard() -> None:
     decoded = read(*(bytes([b]) for b in STREAM))
     assert decoded.events == WHOLE
     assert decoded.heard == len(STREAM)
+
+
+# Every kind of block, many in one chunk as a busy stream brings them: each event keeps the id, type and
+# retry of its own block, whatever blocks without data come between.
+MIXED = ("id: 1\ndata: a\n\n: ka\n\n\nid: 2\n\nevent: t\ndata: b\n\nid\n\nretry: 70\n\nevent: u\n\n"
+         "data: c\nid: 3\n\nid: 4\x00\nretry: x\ndata:\n\nevent:\nid: 5\n\ndata: d\n\n")
+MIXED_EVENTS = [Event("a", id="1"), Event("b", type="t", id="2"), Event("c", id="3"), Event("", id="3"),
+                Event("d", id="5")]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, len(MIXED)])
+def test_many_blocks_in_one_chunk_decode_as_one_at_a_time(chunk: int) -> None:
+    wire = MIXED.encode()
+    decoded = read(*(wire[i:i + chunk] for i in range(0, len(wire), chunk)))
+    assert decoded.events == MIXED_EVENTS
+    assert decoded.last_event_id == "5" and decoded.retry_ms == 70
 
 
 def test_an_event_past_the_limit_is_cut_off_with_its_size_and_the_stream_goes_on() -> None:

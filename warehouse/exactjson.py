@@ -63,7 +63,24 @@ def _beyond(exact: Decimal) -> bool:
     return bool(exact) and (exact.adjusted() >= DIGITS or exponent < -DIGITS)
 
 
-_decode = msgspec.json.Decoder(float_hook=number).decode
+class _Numbers(dict[str, float | int | Decimal]):
+    """`number` of each text, remembered: a feed sends the same few prices again and again, and a text
+    seen before costs the decoder one lookup in C instead of a call into Python (18 numbers of a Saba
+    frame: ~1.9 µs of ~7). Bounded: short texts only, and forgotten all at once when full."""
+
+    def __missing__(self, text: str) -> float | int | Decimal:
+        value = number(text)  # ValueError for a number beyond DIGITS: never remembered
+        if len(text) <= _REMEMBERED_CHARS:
+            if len(self) >= _REMEMBERED:
+                self.clear()
+            self[text] = value
+        return value
+
+
+_REMEMBERED, _REMEMBERED_CHARS = 16384, 24
+number_hook: Callable[[str], float | int | Decimal] = _Numbers().__getitem__
+"""`number`, as msgspec's `float_hook` of every decoder that must give the values `loads` gives."""
+_decode = msgspec.json.Decoder(float_hook=number_hook).decode
 
 
 def loads(data: bytes | str) -> Any:

@@ -13,25 +13,33 @@ in time linear in their number:
 - what httpx-sse does not do by the standard: a leading byte-order mark is dropped, a `retry`
   value other than ASCII digits is dropped (httpx-sse would read `+5` or ` 5` as 5), and every
   line end (CR, LF, CRLF) becomes LF, so a block is dispatched as soon as its blank line arrives.
-A line that is not data and longer than `limit` is dropped, so memory stays bounded.
+A line that is not data and longer than `limit` is dropped, so memory stays bounded; a comment
+is dropped whatever its size (httpx-sse would skip it).
 
-`EventStream` joins the two: it hands httpx-sse the framed bytes a piece at a time, each piece
-ending at most one block, so each event httpx-sse yields belongs to the block the last piece ended.
+`EventStream` joins the two: it hands httpx-sse the framed bytes of each chunk as one piece (one
+pass through httpx's response layers a chunk, not a block) and keeps the blocks the chunk ended, in
+order. Each block reaches httpx-sse as exactly one event: httpx-sse yields one at a blank line unless
+its buffers are all empty, and a block with no data line gets a `retry:-1` line (a value the
+standard ignores and the framing drops from the stream, so it can only be this one), so every
+event httpx-sse yields is the next kept block's. Each event's `id` is then the last event id at
+that block, even at a block that left it empty.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 _BOM = b"\xef\xbb\xbf"
+_tuple_new = tuple.__new__
+_NO_RETRY = b"retry:-1\n"  # makes httpx-sse yield an event for a block that has no data line (see above)
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(NamedTuple):  # one is made for every block: a NamedTuple costs a third of a frozen dataclass
     """One block as the byte framing saw it."""
 
     data: bool  # it has a data line: the standard dispatches it as an event
@@ -40,8 +48,8 @@ class Block:
 
 
 class Blocks:
-    """Feed it the stream's bytes as they arrive; it returns the pieces to hand to httpx-sse, each with
-    the Block it ends (None for a piece that ends none)."""
+    """Feed it the stream's bytes as they arrive; it returns the bytes to hand to httpx-sse and the
+    blocks they end, in order."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -58,34 +66,63 @@ class Blocks:
         self._data = False  # a data line ended
         self._data_bytes = 0  # the data of the lines that ended
         self._cut = False
+        self._retry = False  # a `retry` line was handed on
 
-    def feed(self, chunk: bytes) -> list[tuple[bytes, Block | None]]:
+    def feed(self, chunk: bytes) -> tuple[bytes, list[Block]]:
         if self._start is not None:
             chunk = self._start + chunk
             if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
                 self._start = chunk
-                return []
+                return b"", []
             self._start = None
             chunk = chunk.removeprefix(_BOM)
         if self._cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._cr = chunk.endswith(b"\r")
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        pieces: list[tuple[bytes, Block | None]] = []
-        start = 0
-        while (end := chunk.find(b"\n", start)) >= 0:
-            self._part(chunk[start:end])
+        blocks: list[Block] = []
+        lines = _lines(chunk)
+        rest = lines.pop()  # what follows the last line end: the start of a line
+        out, limit = self._out, self.limit
+        remaining = iter(lines)
+        if self._length and lines:  # the first line began in an earlier chunk: the general path
+            self._part(next(remaining))
             block = self._line_end()
             if block is not None:
-                pieces.append((b"".join(self._out), block))
-                self._out = []
-            start = end + 1
-        self._part(chunk[start:])
-        if self._out:
-            pieces.append((b"".join(self._out), None))
-            self._out = []
-        return pieces
+                blocks.append(block)
+        # The current block's state in locals while the common lines are read whole, in a few steps
+        # (what the general path below does with them, step by step): a blank line, a data line within
+        # the limit, an id, a comment.
+        data, data_bytes, cut, retry = self._data, self._data_bytes, self._cut, self._retry
+        for line in remaining:
+            if not line:
+                blocks.append(_tuple_new(Block, (data, data_bytes, cut)))
+                if not data and not retry:
+                    out.append(_NO_RETRY)
+                out.append(b"\n")
+                data, data_bytes, cut, retry = False, 0, False, False
+                continue
+            elif line.startswith(b"data:"):
+                size = data_bytes + data + len(line) - 5 - (line[5:6] == b" ")
+                if not cut and size <= limit:
+                    out += (line, b"\n")
+                    data_bytes, data = size, True
+                    continue
+            elif line.startswith(b"id:") and len(line) <= limit:
+                out += (line, b"\n")
+                continue
+            elif line.startswith(b":"):
+                continue  # a comment: httpx-sse skips it
+            self._data, self._data_bytes, self._cut, self._retry = data, data_bytes, cut, retry
+            self._part(line)
+            block = self._line_end()
+            if block is not None:
+                blocks.append(block)
+            data, data_bytes, cut, retry = self._data, self._data_bytes, self._cut, self._retry
+        self._data, self._data_bytes, self._cut, self._retry = data, data_bytes, cut, retry
+        self._part(rest)
+        piece = b"".join(out)
+        out.clear()
+        return piece, blocks
 
     def _part(self, part: bytes) -> None:
         """More of the current line (no line end in it)."""
@@ -144,27 +181,51 @@ class Blocks:
         block = None
         if not self._length:  # a blank line: the block ends
             block = Block(self._data, self._data_bytes, self._cut)
+            if not self._data and not self._retry:
+                self._out.append(_NO_RETRY)
             self._out.append(b"\n")
-            self._data, self._data_bytes, self._cut = False, 0, False
+            self._data, self._data_bytes, self._cut, self._retry = False, 0, False, False
         elif self._is_data:
             if not self._cut:
                 self._out.append(b"\n")
             self._data_bytes, self._data = self._data_now(), True
-        elif self._held is not None and _kept(b"".join(self._held)):
-            self._out += [*self._held, b"\n"]
+        elif self._held is not None:
+            line = b"".join(self._held)
+            field = _field(line)
+            if field is not None:
+                self._out += (line, b"\n")
+                self._retry = self._retry or field == b"retry"
         self._head, self._length, self._is_data, self._held, self._passed = b"", 0, None, [], False
         return block
 
 
-def _kept(line: bytes) -> bool:
-    """Whether httpx-sse may see this line (not data): a `retry` whose value is not ASCII digits is
-    ignored by the standard."""
+def _lines(chunk: bytes) -> list[bytes]:
+    """The chunk split at its line ends (CRLF, LF or CR), without them; the last item is what follows the
+    last one. Splitting at LF and taking a CR off the end of each line costs a third of replacing every
+    CRLF and CR with LF first (what a stream ending its lines with CRLF, as Saba's does, would take)."""
+    lines = chunk.split(b"\n")
+    crs = chunk.count(b"\r")
+    if not crs:
+        return lines
+    ends = len(chunk) - (len(lines) - 1)  # the bytes of the lines with their CRs (the LFs taken off)
+    if chunk.endswith(b"\r"):
+        lines.append(b"")  # the last line ended with its CR
+    lines = [line[:-1] if line[-1:] == b"\r" else line for line in lines]
+    if crs != ends - sum(map(len, lines)):  # not every CR was a line's last byte: one ends a line alone (rare)
+        return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    return lines
+
+
+def _field(line: bytes) -> bytes | None:
+    """The name of a line that is not data, if httpx-sse is to see it: not a comment (it skips those),
+    nor a `retry` whose value is not ASCII digits (the standard ignores it)."""
     name, _, value = line.partition(b":")
-    return name != b"retry" or value.removeprefix(b" ").isdigit()
+    if not name or (name == b"retry" and not value.removeprefix(b" ").isdigit()):
+        return None
+    return name
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):  # one is made for every event: a NamedTuple costs a third of a frozen dataclass
     """A block with data: what the standard dispatches."""
 
     data: str
@@ -184,7 +245,7 @@ class EventStream:
         self._body = body
         self._heard = heard
         self._blocks = Blocks(max_data_bytes)
-        self._ended: Block | None = None  # the block the last piece ended, until httpx-sse yields its event
+        self._ended: deque[Block] = deque()  # the blocks handed to httpx-sse whose events it has not yielded yet
         self._reading = False
         # httpx-sse reads the response's text: UTF-8 whatever the server's headers said (the standard's rule)
         framed = httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"},
@@ -199,14 +260,10 @@ class EventStream:
         async for chunk in self._body:
             if self._heard is not None:
                 self._heard()
-            for piece, block in self._blocks.feed(chunk):
-                self._ended = block
+            piece, blocks = self._blocks.feed(chunk)
+            self._ended += blocks
+            if piece:
                 yield piece
-                if self._ended is not None:
-                    # httpx-sse yields no event for a blank line only when its buffers, the id
-                    # included, are all empty: this block left the last event id empty
-                    self._ended = None
-                    self.last_event_id = None
 
     async def next(self) -> Event:
         """The next event; StopAsyncIteration at the end of the body."""
@@ -216,11 +273,11 @@ class EventStream:
                 sse: ServerSentEvent = await anext(self._events)
             finally:
                 self._reading = False
-            block, self._ended = self._ended, None
-            if block is None:  # not while httpx-sse reads a piece only after yielding the last one's events
+            if not self._ended:  # cannot be while each block makes one event (see above)
                 raise SSEError("httpx-sse yielded an event where no block ended")  # the session reconnects
+            block = self._ended.popleft()
             self.last_event_id = sse.id or None
-            if sse.retry is not None:
+            if sse.retry is not None and sse.retry >= 0:
                 self.retry_ms = sse.retry
             if block.data:
                 return Event(sse.data, sse.event, self.last_event_id, block.data_bytes if block.cut else None)

@@ -206,6 +206,9 @@ class Adapter:
         self.asked = list(channels)
         self.origin = origin
         self.options = options
+        self._mappers: dict[str, Callable[[datetime, str, dict[str, Any], Any], Record]] = {
+            "orders": self._order, "bets": self._bet, "accounts": self._account, "scores": self._score,
+            "emergency": self._emergency}  # made once: a frame only looks its channel up
 
     def handle(self, message: Any, received_at: datetime) -> Output:
         if isinstance(message, str):  # error strings may come bare
@@ -234,10 +237,7 @@ class Adapter:
             obj(old, "old")
         if not isinstance(channel, str):
             raise FrameError(f"channel must be a string, got {channel!r}")
-        mappers: dict[str, Callable[[datetime, str, dict[str, Any], Any], Record]] = {
-            "orders": self._order, "bets": self._bet, "accounts": self._account, "scores": self._score,
-            "emergency": self._emergency}
-        mapper = mappers.get(channel)
+        mapper = self._mappers.get(channel)
         if mapper is None:
             raise FrameError(f"unknown channel {channel!r}")
         return Output(f"{channel}:{event}", [mapper(received_at, event, payload, old)])

@@ -360,7 +360,7 @@ class _Message(msgspec.Struct, forbid_unknown_fields=True):
     bookmakerOdds: dict[str, _Book] | None = None
 
 
-_decode_price_frame = msgspec.json.Decoder(_Message, float_hook=exactjson.number).decode
+_decode_price_frame = msgspec.json.Decoder(_Message, float_hook=exactjson.number_hook).decode
 
 
 FEED = OddsPapi()

@@ -8,12 +8,15 @@ selection. Vendor documentation: Saba OddsDirect "GetEvents (Push)" API.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import msgspec
+
+from warehouse import exactjson
 from warehouse.feeds.contract import (
     FATAL,
     INITIAL,
@@ -33,6 +36,8 @@ from warehouse.options import setting
 from warehouse.records import FixtureChange, MarketChange, PriceTick, RawMessage, Record, ScoreChange
 
 BOOKMAKER = "saba"
+_tuple_new = tuple.__new__
+_INFINITY = float("inf")
 _SPORT_BLOCKS = ("soccerInfo", "tennisInfo", "beachVolleyBallInfo", "eSportInfo", "basketballInfo",
                  "baseballInfo", "volleyballInfo", "volleyBallInfo")
 
@@ -98,46 +103,98 @@ class Saba(Feed[Options]):
 
 
 class Adapter:
-    """Pure: one SSE data object → records. Remembers which event each market belongs to."""
+    """Pure: one SSE data object → records. Remembers which event each market belongs to.
+
+    Every frame of the feed runs through here, so it is written for speed (docs/performance.md,
+    "Firehose"), as the OddsPapi adapter is: objects checked inline (`obj` is called only to raise
+    its error), a market's and a selection's other keys taken by copying and popping, and each row
+    made as the tuple it is. The checks and their order are those of the plain walk it replaced
+    (tests/saba_oracle.py). Two walks share the vendor's logic (`_sections`, `_event`, `_market`):
+    `handle` walks the decoded dicts; `handle_text` decodes a frame's levels above the events and
+    markets straight into their shape (msgspec Structs) and leaves any other frame to `handle`. A
+    frame gives the same rows, or the same FrameError, either way."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.event_of_market: dict[str, str] = {}
 
     def handle(self, message: Any, received_at: datetime) -> Output:
-        msg = obj(message, "data")
+        msg = message if type(message) is dict else obj(message, "data")
         status = msg.get("status")
-        detail = {"status": status, "message": msg.get("message")}
         if status in (97, 98):
-            return Output(f"status-{status}", control=FATAL, detail=detail)
+            return Output(f"status-{status}", control=FATAL, detail=_detail(msg))
         if status == 99:
-            return Output("status-99", control=RETRY_LONG, detail=detail)
+            return Output("status-99", control=RETRY_LONG, detail=_detail(msg))
         if status == 100:
-            return Output("status-100", control=RETRY, detail=detail)
+            return Output("status-100", control=RETRY, detail=_detail(msg))
         if status not in (0, 1, 3):
             raise FrameError(f"unknown status {status!r}")
         if status in (1, 3):
             self.event_of_market.clear()  # `add` is the whole state from here on
-        payload = obj(msg.get("payload") or {}, "payload")
-        events = obj(payload.get("events") or {}, "payload.events")
-        markets = obj(payload.get("markets") or {}, "payload.markets")
-        records: list[Record] = []
-        for event_id in _list(events, "remove"):
-            records.append(FixtureChange(received_at, self.source, _id(event_id, "eventId"), "remove"))
-        for event in _list(events, "add"):
-            records += self._event(received_at, obj(event, "events.add[]"), "add")
-        for event in _list(events, "change"):
-            records += self._event(received_at, obj(event, "events.change[]"), "change")
-        for market_id in _list(markets, "remove"):
-            market_id = _id(market_id, "marketId")
-            fixture = self.event_of_market.pop(market_id, "")
-            records.append(MarketChange(received_at, self.source, fixture, market_id, "remove", bookmaker=BOOKMAKER))
-        for market in _list(markets, "add"):
-            records += self._market(received_at, obj(market, "markets.add[]"), "add")
-        for market in _list(markets, "change"):
-            records += self._market(received_at, obj(market, "markets.change[]"), "change")
+        payload = msg.get("payload") or {}
+        if type(payload) is not dict:
+            obj(payload, "payload")
+        events = payload.get("events") or {}
+        if type(events) is not dict:
+            obj(events, "payload.events")
+        markets = payload.get("markets") or {}
+        if type(markets) is not dict:
+            obj(markets, "payload.markets")
+        records = self._sections(received_at, events, markets, _list, self.event_of_market)
         control: Control | None = INITIAL if status == 1 else RESET if status == 3 else None
-        return Output(f"status-{status}", records, control=control, detail=detail if control else None)
+        return Output(f"status-{status}", records, control=control, detail=_detail(msg) if control else None)
+
+    def handle_text(self, data: bytes, received_at: datetime) -> Output | None:
+        """A delta, snapshot or reset frame that removes no market (nearly all of them), from its text:
+        the levels above its events and markets decoded into their shape (`_Message`, below), which
+        takes no other key, and the events and markets as dicts, every number by the same rule as
+        `exactjson.loads`. None for any other frame, and for one whose rows are refused: `handle` then
+        takes it (decoded into dicts), and says why. The market → event map changes only once the
+        rows are made, so `handle` starts from the map as it was."""
+        try:
+            message = _decode_frame(data)
+            status = message.status
+            payload = message.payload
+            if type(status) is not int or status not in (0, 1, 3) or payload is None:
+                return None
+            if payload.markets.remove:
+                return None  # a market removed: `handle` takes it (a removal must change the map at once)
+            known: dict[str, str] = {}
+            records = self._sections(received_at, payload.events, payload.markets, getattr,
+                                     known, self.event_of_market if status == 0 else {})
+        except Exception:  # not such a frame, or one to refuse: the general path decides, and says why
+            return None
+        if status == 0:
+            self.event_of_market.update(known)
+            return Output("status-0", records)
+        self.event_of_market.clear()  # `add` is the whole state from here on
+        self.event_of_market.update(known)
+        return Output(f"status-{status}", records, control=INITIAL if status == 1 else RESET,
+                      detail={"status": status, "message": message.message})
+
+    def _sections(self, at: datetime, events: Any, markets: Any, lists: Callable[[Any, str], list[Any]],
+                  known: dict[str, str], earlier: dict[str, str] | None = None) -> list[Record]:
+        """A frame's records, in the vendor's order: events then markets, each remove → add → change.
+        `lists(section, name)` reads a list of a section; markets' events are read from `known`, else
+        `earlier`, and written to `known`."""
+        earlier = known if earlier is None else earlier
+        records: list[Record] = []
+        for event_id in lists(events, "remove"):
+            records.append(FixtureChange(at, self.source, _id(event_id, "eventId"), "remove"))
+        for event in lists(events, "add"):
+            records += self._event(at, event if type(event) is dict else obj(event, "events.add[]"), "add")
+        for event in lists(events, "change"):
+            records += self._event(at, event if type(event) is dict else obj(event, "events.change[]"), "change")
+        for market_id in lists(markets, "remove"):
+            market_id = _id(market_id, "marketId")
+            fixture = known.pop(market_id, "")
+            records.append(MarketChange(at, self.source, fixture, market_id, "remove", bookmaker=BOOKMAKER))
+        for action in ("add", "change"):
+            for market in lists(markets, action):
+                if type(market) is not dict:
+                    obj(market, f"markets.{action}[]")
+                self._market(records, at, action, market, known, earlier)
+        return records
 
     def _event(self, at: datetime, event: dict[str, Any], action: str) -> list[Record]:
         fixture = _id(event.get("eventId"), "eventId")
@@ -166,36 +223,63 @@ class Adapter:
             ))
         return rows
 
-    def _market(self, at: datetime, market: dict[str, Any], action: str) -> list[Record]:
+    def _market(self, out: list[Record], at: datetime, action: str, market: dict[str, Any], known: dict[str, str],
+                earlier: dict[str, str]) -> None:
+        """A market's rows into `out`: its MarketChange, and a PriceTick for each of its selections.
+        Its event is read from `known`, else `earlier`, and written to `known`."""
         market_id = _id(market.get("marketId"), "marketId")
-        if market.get("eventId") is not None:
-            self.event_of_market[market_id] = _id(market["eventId"], "eventId")
-        fixture = self.event_of_market.get(market_id, "")
+        event_id = market.get("eventId")
+        if event_id is not None:
+            known[market_id] = _id(event_id, "eventId")
+        fixture = known.get(market_id) or earlier.get(market_id, "")
         status = market.get("marketStatus")
-        status = status if isinstance(status, str) else None
+        status = status if type(status) is str else None
         active = None if status is None else status.lower() == "running"
-        max_stake = to_decimal(market.get("maxBet"))
-        rows: list[Record] = [MarketChange(
-            at, self.source, fixture, market_id, action, bookmaker=BOOKMAKER, status=status,
-            attrs={k: v for k, v in market.items() if k != "selections"},
-        )]
-        selections = market.get("selections") or []
-        if not isinstance(selections, list):
+        max_bet = market.get("maxBet")
+        max_stake = None if max_bet is None else to_decimal(max_bet)
+        attrs = market.copy()
+        selections = attrs.pop("selections", None) or []
+        # The records' fields in order (records.py); tuple.__new__ skips the keyword handling of their __new__.
+        out.append(_tuple_new(MarketChange, (at, self.source, fixture, market_id, action, BOOKMAKER, status, None,
+                                             attrs, None)))
+        if type(selections) is not list:
             raise FrameError(f"selections must be a list, got {type(selections).__name__}")
+        source, has_bet_type, bet_type = self.source, "betType" in market, market.get("betType")
         for selection in selections:
-            selection = obj(selection, "selections[]")
-            odds = obj(selection.get("oddsPrice") or {}, "oddsPrice")
-            attrs = {k: v for k, v in selection.items() if k not in ("key", "point", "oddsPrice")}
-            attrs.update({k: v for k, v in odds.items() if k != "decimalPrice"})
-            if "betType" in market:
-                attrs["betType"] = market["betType"]
-            rows.append(PriceTick(
-                at, self.source, BOOKMAKER, fixture, market_id, _id(selection.get("key"), "selection key"),
-                price=to_float(odds.get("decimalPrice"), above=1),
-                line=to_decimal(selection.get("point")),
-                active=active, status=status, max_stake=max_stake, attrs=attrs or None,
-            ))
-        return rows
+            if type(selection) is not dict:
+                obj(selection, "selections[]")
+            odds = selection.get("oddsPrice") or {}
+            if type(odds) is not dict:
+                obj(odds, "oddsPrice")
+            extra = selection.copy()  # the fields that are no column go to attrs, then the odds' other formats
+            key, point = extra.pop("key", None), extra.pop("point", None)
+            extra.pop("oddsPrice", None)
+            price = odds.get("decimalPrice")
+            if price is not None and "decimalPrice" not in extra:
+                extra.update(odds)
+                del extra["decimalPrice"]
+            else:
+                extra.update({k: v for k, v in odds.items() if k != "decimalPrice"})
+            if has_bet_type:
+                extra["betType"] = bet_type
+            # The common values inline (a text key, a float price above 1, no line); the value functions
+            # for any other, in the same order.
+            out.append(_tuple_new(PriceTick, (
+                at, source, BOOKMAKER, fixture, market_id,
+                key if type(key) is str and key else _id(key, "selection key"),
+                price if type(price) is float and 1 < price < _INFINITY else to_float(price, above=1),
+                None,  # player_id
+                None if point is None else to_decimal(point),  # line
+                None,  # side
+                active, status, max_stake,
+                None,  # source_ts
+                extra or None,
+                None,  # origin
+            )))
+
+
+def _detail(msg: dict[str, Any]) -> dict[str, Any]:
+    return {"status": msg.get("status"), "message": msg.get("message")}
 
 
 def _list(section: dict[str, Any], key: str) -> list[Any]:
@@ -206,10 +290,46 @@ def _list(section: dict[str, Any], key: str) -> list[Any]:
 
 
 def _id(value: Any, what: str) -> str:
+    if type(value) is int:  # the common case: no calls
+        return str(value)
     text = to_text(value)
     if not text:
         raise FrameError(f"{what} missing")
     return text
+
+
+# -- a frame's shape above its events and markets, for the typed walk (Adapter.handle_text) ---------------
+# Each level is a Struct that takes no key besides those shared/protocols/saba-sse.md lists (a frame with
+# any other is left to `handle`). Events and markets are dicts, as the walks' `_event` and `_market` read
+# them, every number by exactjson's rule (the same hook): the values are those `exactjson.loads` gives.
+# Their key order is the frame's, which the rows' attrs keep.
+
+
+class _Events(msgspec.Struct, forbid_unknown_fields=True):
+    add: list[dict[str, Any]] = []
+    change: list[dict[str, Any]] = []
+    remove: list[Any] = []
+
+
+class _Markets(msgspec.Struct, forbid_unknown_fields=True):
+    add: list[dict[str, Any]] = []
+    change: list[dict[str, Any]] = []
+    remove: list[Any] = []
+
+
+class _Payload(msgspec.Struct, forbid_unknown_fields=True):
+    events: _Events = msgspec.field(default_factory=_Events)
+    markets: _Markets = msgspec.field(default_factory=_Markets)
+
+
+class _Message(msgspec.Struct, forbid_unknown_fields=True):
+    status: Any = None
+    message: Any = None
+    payload: _Payload | None = None
+
+
+# (A section or list sent as null is left to `handle`, like any other frame this shape does not take.)
+_decode_frame = msgspec.json.Decoder(_Message, float_hook=exactjson.number_hook).decode
 
 
 FEED = Saba()
