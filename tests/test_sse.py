@@ -211,6 +211,15 @@ def test_retry_takes_ascii_digits_only(bad: str) -> None:
     assert read(f"retry: 300\n\nretry: {bad}\n\n").retry_ms == 300  # a bad value leaves the last good one
 
 
+def test_a_retry_too_long_for_a_number_is_ignored_and_the_events_after_it_stay_whole() -> None:
+    """httpx-sse drops a retry `int()` refuses (over 4,300 digits) and yields nothing for its block:
+    every later event was matched with the block before it (A lost, an empty event made up)."""
+    stream = "retry: " + "1" * 5000 + "\n\ndata: A\n\ndata: B\n\nevent: x\n\ndata: C\n\n"
+    for chunks in ((stream,), tuple(stream[i:i + 7] for i in range(0, len(stream), 7))):
+        decoded = read(*chunks)
+        assert decoded.events == [Event("A"), Event("B"), Event("C")] and decoded.retry_ms is None
+
+
 # -- chunks, sizes, liveness -------------------------------------------------------------------
 
 # A BOM, CRLF line ends, a comment, and 2-, 3- and 4-byte characters in data, in an id and in a type.

@@ -128,3 +128,7 @@ def test_a_subquery_given_to_a_relation_is_worked_out_once_and_its_value_reaches
     with_parameter = ("SELECT fixture_id FROM prices_as_of((SELECT max(received_at) FROM price_ticks"
                       " WHERE fixture_id = ?))")
     assert "max(" in statement.indexable(engine.con, with_parameter)
+    # A WITH whose name shadows a table: alone, the subquery would read the (empty) table instead.
+    shadowed = ("WITH collector_events AS (SELECT received_at FROM price_ticks WHERE fixture_id = 'G')"
+                " SELECT fixture_id FROM prices_as_of((SELECT max(received_at) FROM collector_events))")
+    assert "max(" in statement.indexable(engine.con, shadowed) and engine.read(shadowed)[1] == [("G",)]

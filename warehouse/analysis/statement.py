@@ -70,7 +70,8 @@ def indexable(con: Any, sql: str) -> str:
     try:
         (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
         parsed = json.loads(serialized)
-        rewritten = parsed if parsed.get("error") else _add_in_lists(_arguments_worked_out(con, parsed))
+        rewritten = parsed if parsed.get("error") else _add_in_lists(
+            parsed if _has_ctes(parsed) else _arguments_worked_out(con, parsed))
         if rewritten is parsed:
             return sql
         (written,) = con.execute("SELECT json_deserialize_sql(CAST(? AS JSON))", [json.dumps(rewritten)]).fetchone()
@@ -87,7 +88,8 @@ def _arguments_worked_out(con: Any, node: Any) -> Any:
     place, so such a subquery was worked out again at every use inside it (the README's consensus
     example: 223 s against 0.9 s), and a constant is a filter the scans take. The value is read just
     before the statement runs, as PostgreSQL's STABLE function would have it once per statement. A
-    subquery that needs the statement around it (or its parameters) stays as it is."""
+    subquery that needs the statement around it (or its parameters) stays as it is; so does every
+    subquery of a statement with a WITH (`indexable`): alone, a name its CTE shadows would read the table."""
     if isinstance(node, list):
         items = [_arguments_worked_out(con, item) for item in node]
         return node if all(new is old for new, old in zip(items, node, strict=True)) else items
@@ -129,6 +131,12 @@ def _template(con: Any, sql: str) -> dict[str, Any]:
     (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     node: dict[str, Any] = json.loads(serialized)["statements"][0]["node"]
     return node
+
+
+def _has_ctes(node: Any) -> bool:
+    if isinstance(node, dict):
+        return bool((node.get("cte_map") or {}).get("map")) or any(_has_ctes(value) for value in node.values())
+    return isinstance(node, list) and any(_has_ctes(item) for item in node)
 
 
 def _has_parameter(node: Any) -> bool:

@@ -341,8 +341,8 @@ class FeedRunner:
                     # recv_many() and put_many() complete without suspending while frames are buffered:
                     # let the writer (and the watchdog) run, or a burst delays every commit behind it.
                     await asyncio.sleep(0)
-                    if claim is not None and not claim.valid():  # as before each frame was read
-                        raise Disconnected(claim.reason or CLAIM_LOST)
+                if claim is not None and not claim.valid():  # again after each wait, as before each frame
+                    raise Disconnected(claim.reason or CLAIM_LOST)
                 seq, outcome = await self._frames(frames[start:start + FRAMES_AT_ONCE], adapter, connection_id, seq)
                 if outcome is not None:
                     return outcome

@@ -36,6 +36,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 _BOM = b"\xef\xbb\xbf"
 _tuple_new = tuple.__new__
+_RETRY_DIGITS = 10  # a longer reconnection time (over 115 days in ms) is kept out, as a non-digit one is
 _NO_RETRY = b"retry:-1\n"  # makes httpx-sse yield an event for a block that has no data line (see above)
 
 
@@ -218,10 +219,16 @@ def _lines(chunk: bytes) -> list[bytes]:
 
 def _field(line: bytes) -> bytes | None:
     """The name of a line that is not data, if httpx-sse is to see it: not a comment (it skips those),
-    nor a `retry` whose value is not ASCII digits (the standard ignores it)."""
+    nor a `retry` whose value is not ASCII digits (the standard ignores it), nor one too long for
+    `int()` (httpx-sse would drop it silently and yield no event for its block: every later event would
+    then be matched with the block before it)."""
     name, _, value = line.partition(b":")
-    if not name or (name == b"retry" and not value.removeprefix(b" ").isdigit()):
+    if not name:
         return None
+    if name == b"retry":
+        digits = value.removeprefix(b" ")
+        if not digits.isdigit() or len(digits) > _RETRY_DIGITS:
+            return None
     return name
 
 

@@ -176,17 +176,22 @@ class Writer:
         if source is not None and epoch is not None:
             self.unstored[source, epoch] += len(units)
         limit = self.settings.queue_units
-        while units:
-            while self._queued >= limit:
-                room = asyncio.get_running_loop().create_future()
-                self._room.append(room)
-                await room
-            if self._task is not None and self._task.done():
-                raise WriterClosedError(f"writer stopped: {self.stats.last_error}")
-            fits = limit - self._queued
-            item, units = (units, ()) if len(units) <= fits else (units[:fits], units[fits:])
-            self._queued += len(item)
-            self._queue.put_nowait((item, source, epoch))
+        try:
+            while units:
+                while self._queued >= limit:
+                    room = asyncio.get_running_loop().create_future()
+                    self._room.append(room)
+                    await room
+                if self._task is not None and self._task.done():
+                    raise WriterClosedError(f"writer stopped: {self.stats.last_error}")
+                fits = limit - self._queued
+                item, units = (units, ()) if len(units) <= fits else (units[:fits], units[fits:])
+                self._queued += len(item)
+                self._queue.put_nowait((item, source, epoch))
+        except BaseException:  # cancelled or closed while waiting for room: what was not queued is not pending
+            if source is not None and epoch is not None:
+                self.unstored[source, epoch] -= len(units)
+            raise
 
     def _taken(self, count: int) -> None:
         """`count` units left the queue for a batch: wake the producers waiting for room."""
