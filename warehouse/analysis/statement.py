@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 # Functions that run SQL given as text: what they run is not in the statement to check.
@@ -71,7 +72,7 @@ def indexable(con: Any, sql: str) -> str:
         (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
         parsed = json.loads(serialized)
         rewritten = parsed if parsed.get("error") else _add_in_lists(
-            parsed if _has_ctes(parsed) else _arguments_worked_out(con, parsed))
+            parsed if _anywhere(parsed, _is_cte) else _arguments_worked_out(con, parsed))
         if rewritten is parsed:
             return sql
         (written,) = con.execute("SELECT json_deserialize_sql(CAST(? AS JSON))", [json.dumps(rewritten)]).fetchone()
@@ -108,7 +109,8 @@ def _value_of(con: Any, argument: dict[str, Any]) -> dict[str, Any] | None:
     """A scalar subquery's value as a constant expression (keeping the argument's name), or None."""
     import duckdb
 
-    if argument.get("class") != "SUBQUERY" or argument.get("subquery_type") != "SCALAR" or _has_parameter(argument):
+    scalar = argument.get("class") == "SUBQUERY" and argument.get("subquery_type") == "SCALAR"
+    if not scalar or _anywhere(argument, _is_parameter):
         return None
     alone = {"error": False, "statements": [{"node": {**_template(con, "SELECT 1"),
                                                       "select_list": [{**argument, "alias": ""}]},
@@ -133,16 +135,19 @@ def _template(con: Any, sql: str) -> dict[str, Any]:
     return node
 
 
-def _has_ctes(node: Any) -> bool:
+def _anywhere(node: Any, test: Callable[[dict[str, Any]], bool]) -> bool:
+    """Whether a node of the parse tree `node`, or `node` itself, passes `test`."""
     if isinstance(node, dict):
-        return bool((node.get("cte_map") or {}).get("map")) or any(_has_ctes(value) for value in node.values())
-    return isinstance(node, list) and any(_has_ctes(item) for item in node)
+        return test(node) or any(_anywhere(value, test) for value in node.values())
+    return isinstance(node, list) and any(_anywhere(item, test) for item in node)
 
 
-def _has_parameter(node: Any) -> bool:
-    if isinstance(node, dict):
-        return node.get("class") == "PARAMETER" or any(_has_parameter(value) for value in node.values())
-    return isinstance(node, list) and any(_has_parameter(item) for item in node)
+def _is_cte(node: dict[str, Any]) -> bool:
+    return bool((node.get("cte_map") or {}).get("map"))
+
+
+def _is_parameter(node: dict[str, Any]) -> bool:
+    return bool(node.get("class") == "PARAMETER")
 
 
 def _relations_with_arguments() -> frozenset[str]:
@@ -230,8 +235,7 @@ def functions(con: Any, sql: str) -> set[str]:
 def _first_select(con: Any, sql: str) -> dict[str, Any] | None:
     """The SELECT node whose select list names the result's columns (the leftmost of a UNION)."""
     try:
-        (serialized,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-        node = json.loads(serialized)["statements"][0]["node"]
+        node = _template(con, sql)
     except Exception:  # EXPLAIN, DESCRIBE…: DuckDB's names
         return None
     while node.get("type") == "SET_OPERATION_NODE":

@@ -140,7 +140,7 @@ class Adapter:
         markets = payload.get("markets") or {}
         if type(markets) is not dict:
             obj(markets, "payload.markets")
-        records = self._sections(received_at, events, markets, _list, self.event_of_market)
+        records = self._sections(received_at, events, markets, _list, self.event_of_market, self.event_of_market)
         control: Control | None = INITIAL if status == 1 else RESET if status == 3 else None
         return Output(f"status-{status}", records, control=control, detail=_detail(msg) if control else None)
 
@@ -173,11 +173,10 @@ class Adapter:
                       detail={"status": status, "message": message.message})
 
     def _sections(self, at: datetime, events: Any, markets: Any, lists: Callable[[Any, str], list[Any]],
-                  known: dict[str, str], earlier: dict[str, str] | None = None) -> list[Record]:
+                  known: dict[str, str], earlier: dict[str, str]) -> list[Record]:
         """A frame's records, in the vendor's order: events then markets, each remove → add → change.
         `lists(section, name)` reads a list of a section; markets' events are read from `known`, else
         `earlier`, and written to `known`."""
-        earlier = known if earlier is None else earlier
         records: list[Record] = []
         for event_id in lists(events, "remove"):
             records.append(FixtureChange(at, self.source, _id(event_id, "eventId"), "remove"))
@@ -305,21 +304,15 @@ def _id(value: Any, what: str) -> str:
 # Their key order is the frame's, which the rows' attrs keep.
 
 
-class _Events(msgspec.Struct, forbid_unknown_fields=True):
-    add: list[dict[str, Any]] = []
-    change: list[dict[str, Any]] = []
-    remove: list[Any] = []
-
-
-class _Markets(msgspec.Struct, forbid_unknown_fields=True):
+class _Section(msgspec.Struct, forbid_unknown_fields=True):  # events or markets: the same three lists
     add: list[dict[str, Any]] = []
     change: list[dict[str, Any]] = []
     remove: list[Any] = []
 
 
 class _Payload(msgspec.Struct, forbid_unknown_fields=True):
-    events: _Events = msgspec.field(default_factory=_Events)
-    markets: _Markets = msgspec.field(default_factory=_Markets)
+    events: _Section = msgspec.field(default_factory=_Section)
+    markets: _Section = msgspec.field(default_factory=_Section)
 
 
 class _Message(msgspec.Struct, forbid_unknown_fields=True):

@@ -118,11 +118,10 @@ def check(stored: Stored, source: str, since: datetime | None = None, until: dat
     report = CheckReport(source, stored.where, start, end)
     windows = list(days(start, end))
     window_start = [start]  # of the window being compared, for progress
-    done = 0  # frames of the windows compared
 
     def step(frames: int) -> None:
         if progress:
-            progress(window_start[0], done + frames)
+            progress(window_start[0], report.frames + frames)  # report.frames: of the windows compared
 
     spill = Path(tempfile.mkdtemp(prefix="warehouse-replay-"))
     try:
@@ -135,7 +134,6 @@ def check(stored: Stored, source: str, since: datetime | None = None, until: dat
                     report.frames += part.frames
                     report.carried += part.carried
                 _merge(report.tables, parts)
-                done = report.frames
                 if progress:
                     progress(low, report.frames)
             for versions, warmed in shared.next():
@@ -248,7 +246,7 @@ class _Comparison:
     def __init__(self, spill: Path) -> None:
         import duckdb
 
-        self._spill = spill  # made and removed by the caller: a worker process may be ended abruptly
+        # `spill` is made and removed by the caller: a worker process may be ended abruptly.
         self.con = duckdb.connect(config={"temp_directory": str(spill)})
         self.con.execute("SET TimeZone = 'UTC'")
         # Rows are compared as multisets: their order need not be kept. One thread: the cores are

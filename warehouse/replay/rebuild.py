@@ -131,7 +131,7 @@ class _Rebuild:
         # The lifecycle of the range asked for: without --since from the start, without --until to
         # the end (the disconnect after the last frame, a reconnect attempt that came to nothing).
         self.events_end = until or postgres.END_OF_TIME
-        self.deriver = Deriver(stored, plan)  # what derives each connection (deriving: _derive's own)
+        self.plan = plan  # what derives each connection (deriving: _derive's own Deriver)
         self.processes = processes
         self.versions: Counter[tuple[str, str | None]] = Counter()  # as the deriving counted them
         self.warmed = 0
@@ -179,7 +179,7 @@ class _Rebuild:
         """The range's frames derived (in this process or a forked one): ("frames", a list of
         Replayed) in order, ("window", (its start, the connections first met in it)) after each
         window, and ("done", (connections per adapter version, frames warmed)) at the end."""
-        deriver = Deriver(stored, self.deriver.plan)
+        deriver = Deriver(stored, self.plan)
         step = STEP if shard is None else HANDOVER  # None: in the writer's process
         for low, high in days(self.start, self.end):
             batch: list[Replayed] = []
@@ -215,7 +215,7 @@ class _Rebuild:
         (today's version; the kind and options, also for events from before they were recorded)."""
         detail = dict(connect.detail) if isinstance(connect.detail, dict) else {}
         assert connect.connection_id is not None
-        feed, options, _ = self.deriver.plan.resolve(str(connect.connection_id), connect.received_at)
+        feed, options, _ = self.plan.resolve(str(connect.connection_id), connect.received_at)
         detail["replayed"] = {"adapter_version_collected": detail.get("adapter_version"),
                               "at": datetime.now(UTC).isoformat()}
         detail |= {"feed_kind": feed.kind, "adapter_version": feed.version}

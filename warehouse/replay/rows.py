@@ -194,7 +194,7 @@ def _respelled(texts: pa.Array | pa.ChunkedArray, spelled: Callable[[str], str])
     """Each text as `spelled` writes it. Each distinct text once: a selection's attrs, say, repeat
     with every price of it."""
     if isinstance(texts, pa.ChunkedArray):
-        texts = pa.concat_arrays([pa.array([], pa.string()), *texts.chunks])
+        texts = texts.combine_chunks()
     encoded = pc.dictionary_encode(texts)
     return pc.take(pa.array([spelled(v) for v in encoded.dictionary.to_pylist()], pa.string()), encoded.indices)
 

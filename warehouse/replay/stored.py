@@ -209,7 +209,7 @@ class FromParquet:
             return pa.array([], pa.int64())
         ids = self._read(files, "CAST(id AS BIGINT) AS id", "source = ? AND received_at >= ? AND received_at < ?",
                          [source, start, end]).to_arrow_table().column(0)
-        return pa.concat_arrays([pa.array([], pa.int64()), *ids.chunks])
+        return ids.combine_chunks()
 
     def connects(self, source: str, end: datetime) -> list[tuple[datetime, str, Any]]:
         files = self._files("collector_events", None, end)
