@@ -91,7 +91,6 @@ class WriterConnection:
             return self._second
         if time.monotonic() < self._second_after or not self._connected():
             return None
-        self._second_after = time.monotonic() + SECOND_RETRY_S
         conn = None
         try:
             conn = await dedicated(self.engine)
@@ -99,6 +98,7 @@ class WriterConnection:
         except Exception as exc:  # not an outage: the first connection works (max_connections reached, say)
             if conn is not None:
                 conn.terminate()
+            self._second_after = time.monotonic() + SECOND_RETRY_S
             log.warning("writer: a second connection to the database could not be opened (%s); writing on one,"
                         " trying again in %.0f s", one_line(f"{type(exc).__name__}: {exc}"), SECOND_RETRY_S)
             return None

@@ -567,8 +567,9 @@ class Writer:
 
     async def _commit(self, batch_id: UUID, units: list[Unit], epochs: Epochs,
                       conn: asyncpg.Connection | None) -> None:
-        """The one path by which rows reach the database: one transaction per batch, marked by its id.
-        A batch the fence refuses (its feed passed on meanwhile) is planned again as late."""
+        """One transaction per batch, marked by its id (the path of every batch but those `_overlapped`
+        commits as they were sent). A batch the fence refuses (its feed passed on meanwhile) is planned
+        again as late."""
         epochs = {s: e for s, e in epochs.items() if any(self.fencing.source_of(u) == s for u in units)}
         current = None
         for _attempt in range(LATE_ATTEMPTS):
