@@ -60,6 +60,7 @@ channels = ["orders", "bets"]
         ("[writer]\nbatch_rows = '5'\n", "'batch_rows' in [writer] must be an integer"),
         ("[writer]\nbatch_rows = true\n", "'batch_rows' in [writer] must be an integer"),
         ("[writer]\nqueue_units = 0\n", "'queue_units' in [writer] must be positive"),
+        ("[writer]\nconnections = 3\n", "'connections' in [writer] must be at most 2, got 3"),
         ("[writer]\nqueue_frames = 0\n", "'queue_frames' in [writer] must be positive"),
         ("[[feeds]]\nname = 'a'\nkind = 'betfair'\n", "unknown kind 'betfair'"),
         ("[[feeds]]\nkind = 'mm-ws'\n", "needs a 'name'"),

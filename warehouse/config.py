@@ -55,6 +55,8 @@ class WriterSettings:
                                       convert=lambda ms: ms / 1000, positive=True, shown="10")
     queue_units: int = setting("in-memory bound of frames (with their rows) and events waiting; producers wait"
                                " beyond it", 20_000, positive=True, aliases=("queue_frames",))
+    connections: int = setting("1 or 2: with 2, a writer that falls behind sends a batch's rows on a second connection"
+                               " while the batch before commits on the first", 2, positive=True, most=2)
     spool_dir: Path | None = setting("where batches wait while the database is unreachable (default"
                                      " <data dir>/spool/<database>/collector; `collect --feed X`: …-X)", None)
     spool_fsync: bool = setting("fsync each spooled batch", True)

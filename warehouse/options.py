@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 
 def setting(doc: str, default: Any = MISSING, *, key: str | None = None, convert: Callable[[Any], Any] | None = None,
-            secret: bool = False, positive: bool = False, aliases: tuple[str, ...] = (),
+            secret: bool = False, positive: bool = False, most: int | None = None, aliases: tuple[str, ...] = (),
             internal: bool = False, shown: str | None = None) -> Any:
     """A field of a settings dataclass.
 
@@ -33,7 +33,7 @@ def setting(doc: str, default: Any = MISSING, *, key: str | None = None, convert
     with `convert`); `secret`: the value names an environment variable that holds a secret;
     `aliases`: older key names still accepted; `internal`: not settable from TOML (a tuning knob for
     tests and benchmarks); `shown`: the default as a user writes it, where `convert` changes its unit."""
-    metadata = {"doc": doc, "key": key, "convert": convert, "secret": secret, "positive": positive,
+    metadata = {"doc": doc, "key": key, "convert": convert, "secret": secret, "positive": positive, "most": most,
                 "aliases": aliases, "internal": internal, "shown": shown}
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
@@ -51,6 +51,7 @@ class Key:
     doc: str
     secret: bool = False
     positive: bool = False
+    most: int | None = None  # the largest value allowed
     convert: Callable[[Any], Any] | None = None
     aliases: tuple[str, ...] = ()
     shown: str | None = None  # the default as written in TOML, when it differs from the field's
@@ -76,7 +77,8 @@ def keys(cls: type[Any]) -> list[Key]:
         if field.default_factory is not MISSING:
             default = field.default_factory()
         found.append(Key(meta["key"] or field.name, field.name, hints[field.name], default, meta["doc"],
-                         meta["secret"], meta["positive"], meta["convert"], meta["aliases"], meta.get("shown")))
+                         meta["secret"], meta["positive"], meta.get("most"), meta["convert"], meta["aliases"],
+                         meta.get("shown")))
     return found
 
 
@@ -99,6 +101,8 @@ def parse(cls: type[T], table: Mapping[str, Any], where: str, section: str, *,
             raise ConfigError(f"{where}: '{name}' in {section} must be {key.type_name}, got {value!r}")
         if key.positive and value <= 0:
             raise ConfigError(f"{where}: '{name}' in {section} must be positive, got {value}")
+        if key.most is not None and value > key.most:
+            raise ConfigError(f"{where}: '{name}' in {section} must be at most {key.most}, got {value}")
         values[key.field] = key.convert(value) if key.convert else _normal(value, key.annotation)
     for key in declared:
         if key.required and key.field not in values:

@@ -26,6 +26,7 @@ from warehouse.store.homes import WrongWarehouse, claim, identity_of
 
 log = logging.getLogger("warehouse.writer")
 NEVER_REACHED_EVERY_S = 60.0  # how often to repeat that the database was never reachable since the start
+SECOND_RETRY_S = 60.0  # after the second connection could not be opened, writing stays on one this long
 ID_BLOCKS_AHEAD = 4  # blocks of raw ids reserved beyond a batch's need (ids of a restart are a gap)
 
 
@@ -41,7 +42,8 @@ class Health(Protocol):
 class WriterConnection:
     """One asyncpg connection, the engine's but dedicated to the writer (store/engine.py: its codecs and
     transactions are the writer's; the pool never resets or lends it), made again after an outage once
-    the backoff has passed."""
+    the backoff has passed; and, opened when the writer first has a batch ready while another commits,
+    a second one (`other`) that takes turns with it. An outage closes both."""
 
     def __init__(self, url: str, engine: AsyncEngine, settings: WriterSettings, health: Health,
                  spool_dir: Path) -> None:
@@ -60,6 +62,8 @@ class WriterConnection:
         self._partition_day = -1
         self._ids: list[int] = []  # raw ids reserved and not used yet, in order
         self._spool_claimed = False
+        self._second: asyncpg.Connection | None = None
+        self._second_after = 0.0  # monotonic time before which no second connection is tried
 
     async def ensure(self) -> bool:
         """Connected, or connected now; False while the database is away (or the backoff runs)."""
@@ -68,13 +72,40 @@ class WriterConnection:
         async with self._lock:
             return self._connected() or await self._connect()  # another task may have connected meanwhile
 
-    async def ready(self) -> asyncpg.Connection:
-        """The connection, with today's partitions made; ConnectionError if there is none."""
-        conn = self._conn
+    async def ready(self, conn: asyncpg.Connection | None = None) -> asyncpg.Connection:
+        """The connection (or `conn`, one of the two), with today's partitions made; ConnectionError if
+        there is none."""
+        conn = conn or self._conn
         if conn is None or conn.is_closed():
             raise ConnectionError("not connected")
         if self._partition_day != _utc_day():
             await self._maintain_partitions(conn)
+        return conn
+
+    async def other(self, busy: asyncpg.Connection | None) -> asyncpg.Connection | None:
+        """The connection that is not `busy` (the first when none is): the second is opened on the first
+        call that needs it. None when it cannot be had: the caller writes on one connection."""
+        if busy is None or busy is self._second:
+            return self._conn if self._connected() else None
+        if self._second is not None and not self._second.is_closed():
+            return self._second
+        if time.monotonic() < self._second_after or not self._connected():
+            return None
+        conn = None
+        try:
+            conn = await dedicated(self.engine)
+            await install_codecs(conn)
+        except Exception as exc:  # not an outage: the first connection works (max_connections reached, say)
+            if conn is not None:
+                conn.terminate()
+            self._second_after = time.monotonic() + SECOND_RETRY_S
+            log.warning("writer: a second connection to the database could not be opened (%s); writing on one,"
+                        " trying again in %.0f s", one_line(f"{type(exc).__name__}: {exc}"), SECOND_RETRY_S)
+            return None
+        if not self._connected():  # an outage while it was opened: the second goes with the first
+            conn.terminate()
+            return None
+        self._second = conn
         return conn
 
     async def reserve_ids(self, conn: asyncpg.Connection, count: int) -> Iterator[int]:
@@ -111,12 +142,13 @@ class WriterConnection:
         await self.close()
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), 2)
-            except Exception:
-                conn.terminate()
+        conns, self._conn, self._second = (self._conn, self._second), None, None
+        for conn in conns:
+            if conn is not None and not conn.is_closed():
+                try:
+                    await asyncio.wait_for(conn.close(), 2)
+                except Exception:
+                    conn.terminate()
 
     def _connected(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()

@@ -5,7 +5,10 @@ collector event). Units travel through one bounded queue, so order is kept (per 
 overall) and producers wait when the database falls behind instead of memory growing.
 
 Each batch is one transaction: raw frames (with ids reserved from a block sequence), then the
-derived rows pointing at them, then a row in `ingest_batches` carrying the batch id.
+derived rows pointing at them, then a row in `ingest_batches` carrying the batch id. A writer that
+falls behind keeps PostgreSQL busy: the next batch's rows go on a second connection while the batch
+before commits on the first, and its COMMIT waits for that one's outcome (`_overlapped`), so batches
+are committed, spooled and replayed in the order they were taken, as on one connection.
 
 Failure handling, by kind:
 - *Data problems* (a record of the wrong type, text PostgreSQL refuses): the batch is bisected
@@ -31,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +85,14 @@ class WriterClosedError(RuntimeError):
 
 
 @dataclass
+class InFlight:
+    """A batch committing in a task of its own, on one of the writer's connections."""
+
+    task: asyncio.Task[None]
+    conn: asyncpg.Connection
+
+
+@dataclass
 class WriterStats:
     frames: int = 0  # raw frames committed
     rows: int = 0  # derived rows committed
@@ -125,6 +136,7 @@ class Writer:
         # what tells the claims that a lost epoch's late frames are all in.
         self.unstored: Counter[tuple[str, int]] = Counter()
         self._carry: Any = None  # a unit that did not fit the last batch (another epoch of its source)
+        self._inflight: InFlight | None = None  # the batch committing while the next is taken
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -265,6 +277,7 @@ class Writer:
         if self._task is not None and not self._task.done():
             await self._queue.put(None)
             await self._task
+        await self._settle()
         if self._spool is not None and self._spool.pending and self.stats.database_up:
             await self.wait_replayed(timeout)
         if self._replayer is not None:
@@ -291,9 +304,11 @@ class Writer:
             if self._carry is not None:  # the unit that began another epoch goes first
                 first, self._carry = self._carry, None
                 if self._spool.pending:
+                    await self._settle()
                     await self._replayer.start()
             elif self._spool.pending:
                 # Keep replaying even when producers are idle.
+                await self._settle()
                 await self._replayer.start()
                 try:
                     first = await asyncio.wait_for(self._queue.get(), self.settings.retry_initial_s)
@@ -308,7 +323,10 @@ class Writer:
                 except Exception as exc:  # a bug must not lose data or stop the collector
                     log.exception("writer: unexpected error; spooling the batch")
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    await self._settle()
                     self._spool_batch(uuid4(), units, epochs)
+            if waiters or stop:
+                await self._settle()
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -316,8 +334,9 @@ class Writer:
     async def _next_batch(self, item: Any, *,
                           wait: bool) -> tuple[list[Unit], Epochs, list[asyncio.Future[None]], bool]:
         """Gather units until the batch is full, a flush/stop arrives, a unit was received under another
-        epoch of its source than the batch's (it starts the next batch), or the queue is empty and
-        either `wait` is False or the flush interval has passed."""
+        epoch of its source than the batch's (it starts the next batch), or the queue is empty and the
+        batch committing meanwhile is done, or, none committing, `wait` is False or the flush interval
+        has passed."""
         queue = self._queue
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.flush_interval_s
@@ -345,6 +364,13 @@ class Writer:
             try:
                 item = queue.get_nowait()
             except asyncio.QueueEmpty:
+                committing = self._inflight.task if self._inflight is not None else None
+                if committing is not None and not committing.done():
+                    # What queues up while a batch commits goes once that one is done, as on one connection.
+                    item, wait = await _next_or_done(queue, committing), False
+                    if item is _DONE:
+                        return units, epochs, waiters, False
+                    continue
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not wait:
                     return units, epochs, waiters, False
@@ -358,6 +384,9 @@ class Writer:
         the spool (order is kept)."""
         batch_id = uuid4()
         assert self._spool is not None and self._replayer is not None
+        if await self._overlap(batch_id, units, epochs):
+            return
+        await self._settle()
         if self._spool.pending or not await self._connection.ensure():
             self._spool_batch(batch_id, units, epochs)
             await self._replayer.start()
@@ -367,6 +396,90 @@ class Writer:
             return
         if self.stats.dropped_by_source:
             await self._record_dropped()
+
+    async def _overlap(self, batch_id: UUID, units: list[Unit], epochs: Epochs) -> bool:
+        """Start committing the batch in a task of its own (`_overlapped`), on the connection that the batch
+        before, if it is still committing, does not use; return once that batch is done, so that at most
+        two are under way. False: the batch goes the one-connection way (one connection configured, the
+        spool not empty, a feed in a handover's watch, the database away)."""
+        assert self._spool is not None
+        if (self.settings.connections < 2 or self._spool.pending or self.stats.dropped_by_source
+                or self.fencing.watched.intersection(epochs) or not await self._connection.ensure()):
+            return False
+        previous = self._inflight if self._inflight is not None and not self._inflight.task.done() else None
+        conn = await self._connection.other(previous.conn if previous else None)
+        if conn is None:
+            return False
+        try:  # here, not in the task: a day's partitions made once, and ids growing in the order of the batches
+            conn = await self._connection.ready(conn)
+            ids = await self._connection.reserve_ids(conn, sum(raw is not None for raw, _rows in units))
+        except Exception:  # the one-connection way meets the error again, and deals with it
+            return False
+        before = previous.task if previous else None
+        task = asyncio.create_task(self._overlapped(batch_id, units, epochs, conn, ids, before),
+                                   name=f"writer-{self.name}-batch")
+        self._inflight = InFlight(task, conn)
+        if before is not None:
+            await asyncio.wait({before})
+        return True
+
+    async def _overlapped(self, batch_id: UUID, units: list[Unit], epochs: Epochs, conn: asyncpg.Connection,
+                          ids: Iterator[int], before: asyncio.Task[None] | None) -> None:
+        """One batch on `conn`: its rows sent at once, its COMMIT once the batch `before` is done. If that
+        one went to the spool, so does this one; if anything here fails, the batch takes the one-connection
+        way (`_write`: bisected, planned late, or spooled) — after `before`, so the order holds."""
+        try:
+            try:
+                async with asyncio.timeout(self.settings.statement_timeout_s):
+                    await conn.execute("BEGIN")
+                    plan = await fence.plan(conn, self.fencing, units, epochs, None)  # no round trip: none watched
+                    frames, row_count = await self._copy(conn, plan.units, ids)
+                failed: BaseException | None = None
+            except Exception as exc:
+                failed = exc
+            if before is not None:
+                await asyncio.wait({before})
+            assert self._spool is not None
+            if failed is None and not self._spool.pending:
+                try:
+                    async with asyncio.timeout(self.settings.statement_timeout_s):
+                        await conn.execute(_commit_message(plan, batch_id, frames, row_count))
+                except Exception as exc:
+                    failed = exc
+                else:
+                    self._committed(plan, frames, row_count)
+                    self._done(units, epochs)
+                    return
+            if failed is not None and not isinstance(failed, DATA_ERRORS) and not fence.is_fenced(failed):
+                # The database went away (a COMMIT whose answer was lost may have landed: the batch's id in
+                # ingest_batches tells the replay).
+                await self._connection.went_down(failed)
+            elif (await self._rolled_back(conn) and not self._spool.pending
+                  and await self._write(batch_id, units, epochs, maybe_committed=False, conn=conn)):
+                return
+            self._spool_batch(batch_id, units, epochs)
+        except Exception as exc:  # a bug must not lose data or stop the collector
+            log.exception("writer: unexpected error; spooling the batch")
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self._spool_batch(batch_id, units, epochs)
+
+    async def _rolled_back(self, conn: asyncpg.Connection) -> bool:
+        """`conn` out of its transaction, ready for the next; False if it went away."""
+        if conn.is_closed():
+            return False
+        try:
+            if conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+        except Exception as exc:
+            await self._connection.went_down(exc)
+            return False
+        return True
+
+    async def _settle(self) -> None:
+        """Wait for the batch committing in a task of its own, if any (it never raises)."""
+        if self._inflight is not None:
+            await asyncio.wait({self._inflight.task})
+            self._inflight = None
 
     def _spool_batch(self, batch_id: UUID, units: list[Unit], epochs: Epochs) -> None:
         assert self._spool is not None
@@ -420,15 +533,17 @@ class Writer:
             return True
         return False
 
-    async def _write(self, batch_id: UUID, units: list[Unit], epochs: Epochs, *, maybe_committed: bool) -> bool:
-        """Commit `units`, isolating bad ones by bisection; False if the database went away first."""
+    async def _write(self, batch_id: UUID, units: list[Unit], epochs: Epochs, *, maybe_committed: bool,
+                     conn: asyncpg.Connection | None = None) -> bool:
+        """Commit `units` (on `conn`, else the first connection), isolating bad ones by bisection; False if
+        the database went away first."""
         todo: list[tuple[UUID, list[Unit]]] = [(batch_id, units)]
         while todo:
             chunk_id, chunk = todo.pop(0)
             try:
-                if maybe_committed and await self._is_committed(chunk_id):
+                if maybe_committed and await self._is_committed(chunk_id, conn):
                     continue
-                await self._commit(chunk_id, chunk, epochs)
+                await self._commit(chunk_id, chunk, epochs, conn)
                 continue
             except DATA_ERRORS as exc:
                 refused: BaseException = exc
@@ -443,29 +558,32 @@ class Writer:
             # any other (the batch is spooled under its id; the halves' and attempts' ids are derived
             # from it, so what did commit is skipped on replay).
             try:
-                await self._refuse(chunk_id, chunk[0], refused, epochs, maybe_committed)
+                await self._refuse(chunk_id, chunk[0], refused, epochs, maybe_committed, conn)
             except Exception as exc:
                 await self._connection.went_down(exc)
                 return False
         self._done(units, epochs)
         return True
 
-    async def _commit(self, batch_id: UUID, units: list[Unit], epochs: Epochs) -> None:
-        """The one path by which rows reach the database: one transaction per batch, marked by its id.
-        A batch the fence refuses (its feed passed on meanwhile) is planned again as late."""
+    async def _commit(self, batch_id: UUID, units: list[Unit], epochs: Epochs,
+                      conn: asyncpg.Connection | None) -> None:
+        """One transaction per batch, marked by its id (the path of every batch but those `_overlapped`
+        commits as they were sent). A batch the fence refuses (its feed passed on meanwhile) is planned
+        again as late."""
         epochs = {s: e for s, e in epochs.items() if any(self.fencing.source_of(u) == s for u in units)}
         current = None
         for _attempt in range(LATE_ATTEMPTS):
             try:
-                await self._commit_planned(batch_id, units, epochs, current)
+                await self._commit_planned(batch_id, units, epochs, current, conn)
                 return
             except Fenced:
-                current = await fence.current_claims(await self._connection.ready(), list(epochs))
+                current = await fence.current_claims(await self._connection.ready(conn), list(epochs))
         raise ConnectionError(f"the claims of {', '.join(epochs)} kept moving on while a batch was committed")
 
     async def _commit_planned(self, batch_id: UUID, units: list[Unit], epochs: Epochs,
-                              current: dict[str, tuple[int, list[Any]]] | None) -> None:
-        conn = await self._connection.ready()
+                              current: dict[str, tuple[int, list[Any]]] | None,
+                              conn: asyncpg.Connection | None) -> None:
+        conn = await self._connection.ready(conn)
         # A TimeoutError (hung server, dead TCP peer) takes the outage path: the connection is
         # dropped and the batch spooled; its id makes the replay safe if the COMMIT did land.
         async with asyncio.timeout(self.settings.statement_timeout_s):
@@ -473,10 +591,7 @@ class Writer:
             try:
                 plan = await fence.plan(conn, self.fencing, units, epochs, current)
                 frames, row_count = await self._copy(conn, plan.units)
-                # The fence, the batch marker and COMMIT in one round trip (no lock outlives the
-                # message; the values are ours: names quoted, a UUID, integers).
-                await conn.execute(f"{plan.sql()}INSERT INTO ingest_batches (batch_id, frames, rows)"
-                                   f" VALUES ('{batch_id}', {frames:d}, {row_count:d}); COMMIT")
+                await conn.execute(_commit_message(plan, batch_id, frames, row_count))
             except (*DATA_ERRORS, asyncpg.PostgresError) as exc:
                 # The connection stays for the bisection or the late plan: end the failed transaction.
                 # (Any other error drops the connection, and the server ends the transaction with it.)
@@ -487,6 +602,9 @@ class Writer:
                 if fence.is_fenced(exc):
                     raise Fenced(str(exc)) from None
                 raise
+        self._committed(plan, frames, row_count)
+
+    def _committed(self, plan: fence.Plan, frames: int, row_count: int) -> None:
         self.fencing.committed(plan)
         self.stats.frames += frames
         self.stats.rows += row_count
@@ -494,12 +612,14 @@ class Writer:
         if self.on_commit is not None:
             self.on_commit(plan.units)
 
-    async def _copy(self, conn: asyncpg.Connection, units: list[Unit]) -> tuple[int, int]:
-        """COPY the units' raw frames (with ids reserved for them) and derived rows."""
+    async def _copy(self, conn: asyncpg.Connection, units: list[Unit],
+                    ids: Iterator[int] | None = None) -> tuple[int, int]:
+        """COPY the units' raw frames (with the ids given, else reserved now) and derived rows."""
         raw_rows: list[tuple[Any, ...]] = []
         derived: defaultdict[type[Record], list[tuple[Any, ...]]] = defaultdict(list)
         frames = sum(1 for raw, _ in units if raw is not None)
-        ids = await self._connection.reserve_ids(conn, frames)
+        if ids is None:
+            ids = await self._connection.reserve_ids(conn, frames)
         row_count = 0
         no_id: tuple[int | None] = (None,)
         try:
@@ -525,7 +645,7 @@ class Writer:
         return frames, row_count
 
     async def _refuse(self, chunk_id: UUID, unit: Unit, exc: BaseException, epochs: Epochs,
-                      maybe_committed: bool) -> None:
+                      maybe_committed: bool, conn: asyncpg.Connection | None) -> None:
         """Store what can be stored of a unit whose records were refused, plus a quarantine row."""
         raw, rows = unit
         source = raw.source if raw is not None else _source_of(rows)
@@ -535,9 +655,9 @@ class Writer:
         for n, attempt in enumerate(_refusal_attempts(raw, rows, str(source), reason)):
             attempt_id = uuid5(chunk_id, f"refused-{n}")
             try:
-                if maybe_committed and await self._is_committed(attempt_id):
+                if maybe_committed and await self._is_committed(attempt_id, conn):
                     return
-                await self._commit(attempt_id, [attempt], epochs)
+                await self._commit(attempt_id, [attempt], epochs, conn)
                 return
             except DATA_ERRORS:
                 continue
@@ -545,9 +665,29 @@ class Writer:
         log.error("writer: a %s from source %s could not be stored in any form; dropped",
                   _record_names(rows), source)
 
-    async def _is_committed(self, batch_id: UUID) -> bool:
-        conn = await self._connection.ready()
+    async def _is_committed(self, batch_id: UUID, conn: asyncpg.Connection | None) -> bool:
+        conn = await self._connection.ready(conn)
         return bool(await conn.fetchval("SELECT 1 FROM ingest_batches WHERE batch_id = $1", batch_id))
+
+
+_DONE = object()
+
+
+async def _next_or_done(queue: asyncio.Queue[Any], task: asyncio.Task[None]) -> Any:
+    """The queue's next item, or _DONE if `task` ends first."""
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+    if getter.done():
+        return getter.result()
+    getter.cancel()  # an item it was woken for stays in the queue (asyncio.Queue.get)
+    return _DONE
+
+
+def _commit_message(plan: fence.Plan, batch_id: UUID, frames: int, row_count: int) -> str:
+    """The fence, the batch marker and COMMIT: one round trip (no lock outlives the message; the values
+    are ours: names quoted, a UUID, integers)."""
+    return (f"{plan.sql()}INSERT INTO ingest_batches (batch_id, frames, rows)"
+            f" VALUES ('{batch_id}', {frames:d}, {row_count:d}); COMMIT")
 
 
 def _refusal_attempts(raw: RawMessage | None, rows: Sequence[Any], source: str, reason: str) -> list[Unit]:
