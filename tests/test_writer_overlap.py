@@ -74,6 +74,7 @@ def test_the_next_batch_is_sent_while_the_first_commits_and_commits_after_it(db_
             # The second batch is in, on a second session, waiting for the first to commit: not before it.
             await until(db_url, SESSIONS + " AND state = 'idle in transaction'", [("idle in transaction", "Client")])
             assert sorted(query(db_url, SESSIONS)) == [("active", "Lock"), ("idle in transaction", "Client")]
+            assert writer.connections_open == 2
             assert query(db_url, "SELECT count(*) FROM raw_messages") == [(0,)]
             held_after_start[0].release()
             await writer.flush()
@@ -95,7 +96,7 @@ def test_with_one_connection_the_next_batch_waits_in_the_queue(db_url: str, spoo
             await first_held_second_sent(writer, db_url, held_after_start, [tick(2), tick(3)])
             await asyncio.sleep(0.5)  # room for a second session to show up, if one were opened
             assert query(db_url, SESSIONS) == [("active", "Lock")]
-            assert writer.queued == 2
+            assert writer.queued == 2 and writer.connections_open == 1
             held_after_start[0].release()
             await writer.flush()
         return writer

@@ -21,6 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 REGISTRY = CollectorRegistry()
 WRITER_QUEUE = Gauge("warehouse_writer_queue", "Frames waiting in the writer's memory queue", registry=REGISTRY)
+WRITER_CONNECTIONS = Gauge("warehouse_writer_connections", "The writer's open database connections (2: it fell"
+                           " behind one at least once since it last connected)", registry=REGISTRY)
 SPOOL_BATCHES = Gauge("warehouse_spool_batches", "Batches waiting in the on-disk spool", registry=REGISTRY)
 SPOOL_BYTES = Gauge("warehouse_spool_bytes", "Bytes of the on-disk spool's files (0 when nothing waits)",
                     registry=REGISTRY)

@@ -83,6 +83,7 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         raise ConfigError(str(exc)) from None
     try:
         metrics.WRITER_QUEUE.set_function(lambda: writer.queued)  # backpressure, visible in /metrics
+        metrics.WRITER_CONNECTIONS.set_function(lambda: writer.connections_open)
         metrics.SPOOL_BATCHES.set_function(lambda: writer.spool_backlog_batches)
         metrics.SPOOL_BYTES.set_function(lambda: writer.spool_bytes)
         metrics.spool_frames = lambda: writer.spool_backlog_frames

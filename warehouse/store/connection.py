@@ -150,6 +150,10 @@ class WriterConnection:
                 except Exception:
                     conn.terminate()
 
+    @property
+    def open(self) -> int:
+        return sum(conn is not None and not conn.is_closed() for conn in (self._conn, self._second))
+
     def _connected(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
 

@@ -232,6 +232,12 @@ class Writer:
         return self._replayer is None or await self._replayer.drained(deadline - time.monotonic())
 
     @property
+    def connections_open(self) -> int:
+        """The writer's open database connections: 0 while it is away, 2 once a batch was sent while another
+        committed (the second stays open until the next outage)."""
+        return self._connection.open
+
+    @property
     def queued(self) -> int:
         """Units (frames with their rows, events) waiting in the queue."""
         return self._queued
