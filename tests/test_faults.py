@@ -208,7 +208,6 @@ def test_a_flood_faster_than_the_database_is_held_back_and_shows_in_the_metrics(
             wait_for(lambda: gauge(port, "warehouse_writer_queue") == 200, 30, "the writer queue to fill")
             time.sleep(2)
             assert gauge(port, "warehouse_writer_queue") == 200  # full, and no further: the feeds wait
-            assert gauge(port, "warehouse_writer_connections") in (1, 2)  # shown (2 once it fell behind one)
             assert psutil.Process(collector.process.pid).memory_info().rss < 300 * 2**20
         sent = vendors.stop_sending()
         wait_for(all_stored(url, sent), 90, f"every frame sent ({sent}) to be stored")

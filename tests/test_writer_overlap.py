@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -24,8 +25,8 @@ SESSIONS = "SELECT state, wait_event_type FROM pg_stat_activity WHERE applicatio
 HELD = "SELECT count(*) FROM pg_locks WHERE relation = 'ingest_batches'::regclass AND NOT granted"
 
 
-def tick(seq: int, price: object = 2.0) -> PriceTick:
-    return PriceTick(T0, "oddspapi", "b", "f", "m", str(seq), price)  # type: ignore[arg-type]
+def tick(seq: int, price: object = 2.0, at: datetime = T0) -> PriceTick:
+    return PriceTick(at, "oddspapi", "b", "f", "m", str(seq), price)  # type: ignore[arg-type]
 
 
 class Held:
@@ -42,7 +43,8 @@ class Held:
 
 
 @pytest.fixture
-def held_after_start(db_url: str) -> Iterator[list[Held]]:
+def holders() -> Iterator[list[Held]]:
+    """Locks held from other sessions, released at the end whatever happened."""
     holders: list[Held] = []
     yield holders
     for holder in holders:
@@ -67,16 +69,16 @@ async def first_held_second_sent(writer: Writer, url: str, holders: list[Held], 
 
 
 def test_the_next_batch_is_sent_while_the_first_commits_and_commits_after_it(db_url: str, spool_dir: Path,
-                                                                             held_after_start: list) -> None:
+                                                                             holders: list) -> None:
     async def main() -> Writer:
         async with Writer(db_url, settings(spool_dir, batch_rows=4, flush_interval_s=30)) as writer:
-            await first_held_second_sent(writer, db_url, held_after_start, [tick(2), tick(3)])
+            await first_held_second_sent(writer, db_url, holders, [tick(2), tick(3)])
             # The second batch is in, on a second session, waiting for the first to commit: not before it.
             await until(db_url, SESSIONS + " AND state = 'idle in transaction'", [("idle in transaction", "Client")])
             assert sorted(query(db_url, SESSIONS)) == [("active", "Lock"), ("idle in transaction", "Client")]
             assert writer.connections_open == 2
             assert query(db_url, "SELECT count(*) FROM raw_messages") == [(0,)]
-            held_after_start[0].release()
+            holders[0].release()
             await writer.flush()
         return writer
 
@@ -89,15 +91,15 @@ def test_the_next_batch_is_sent_while_the_first_commits_and_commits_after_it(db_
 
 
 def test_with_one_connection_the_next_batch_waits_in_the_queue(db_url: str, spool_dir: Path,
-                                                              held_after_start: list) -> None:
+                                                              holders: list) -> None:
     async def main() -> Writer:
         one = settings(spool_dir, batch_rows=4, flush_interval_s=30, connections=1)
         async with Writer(db_url, one) as writer:
-            await first_held_second_sent(writer, db_url, held_after_start, [tick(2), tick(3)])
+            await first_held_second_sent(writer, db_url, holders, [tick(2), tick(3)])
             await asyncio.sleep(0.5)  # room for a second session to show up, if one were opened
             assert query(db_url, SESSIONS) == [("active", "Lock")]
             assert writer.queued == 2 and writer.connections_open == 1
-            held_after_start[0].release()
+            holders[0].release()
             await writer.flush()
         return writer
 
@@ -107,18 +109,18 @@ def test_with_one_connection_the_next_batch_waits_in_the_queue(db_url: str, spoo
 
 
 def test_the_first_batch_lost_with_its_session_takes_the_second_to_the_spool_in_order(
-        db_url: str, spool_dir: Path, held_after_start: list) -> None:
+        db_url: str, spool_dir: Path, holders: list) -> None:
     """The first batch's session ends before its COMMIT: both batches go to the spool, the first first, and
     are replayed in that order once the database answers again: every frame once."""
 
     async def main() -> Writer:
         quick = settings(spool_dir, batch_rows=4, flush_interval_s=30, retry_initial_s=0.05)
         async with Writer(db_url, quick) as writer:
-            await first_held_second_sent(writer, db_url, held_after_start, [tick(2), tick(3)])
+            await first_held_second_sent(writer, db_url, holders, [tick(2), tick(3)])
             await until(db_url, SESSIONS + " AND state = 'idle in transaction'", [("idle in transaction", "Client")])
             query(db_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                           " WHERE application_name = 'warehouse' AND wait_event_type = 'Lock'")
-            held_after_start[0].release()
+            holders[0].release()
             await writer.flush()
             assert await writer.wait_replayed(30)
         return writer
@@ -131,14 +133,14 @@ def test_the_first_batch_lost_with_its_session_takes_the_second_to_the_spool_in_
 
 
 def test_a_bad_record_in_the_second_batch_is_isolated_on_its_own_session_after_the_first_commits(
-        db_url: str, spool_dir: Path, held_after_start: list, caplog: pytest.LogCaptureFixture) -> None:
+        db_url: str, spool_dir: Path, holders: list, caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> Writer:
         async with Writer(db_url, settings(spool_dir, batch_rows=4, flush_interval_s=30)) as writer:
             bad = tick(3, price="2.10")  # a price as text: a parser bug upstream
-            await first_held_second_sent(writer, db_url, held_after_start, [tick(2), bad])
+            await first_held_second_sent(writer, db_url, holders, [tick(2), bad])
             await asyncio.sleep(0.3)  # the second batch's COPY fails meanwhile; its bisection waits for the first
             assert query(db_url, "SELECT count(*) FROM raw_messages") == [(0,)]
-            held_after_start[0].release()
+            holders[0].release()
             await writer.flush()
         return writer
 
@@ -153,7 +155,7 @@ def test_a_bad_record_in_the_second_batch_is_isolated_on_its_own_session_after_t
 
 
 def test_a_second_connection_refused_leaves_the_writer_on_one(db_url: str, spool_dir: Path,
-                                                              held_after_start: list,
+                                                              holders: list,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     """A role allowed one session (or a server at max_connections): one warning, the batches in order."""
     with psycopg.connect(db_url, autocommit=True) as conn:  # roles are the cluster's: made once
@@ -163,9 +165,9 @@ def test_a_second_connection_refused_leaves_the_writer_on_one(db_url: str, spool
 
     async def main() -> Writer:
         async with Writer(one_session, settings(spool_dir, batch_rows=4, flush_interval_s=30)) as writer:
-            await first_held_second_sent(writer, db_url, held_after_start, [tick(2), tick(3)])
+            await first_held_second_sent(writer, db_url, holders, [tick(2), tick(3)])
             await asyncio.sleep(0.3)
-            held_after_start[0].release()
+            holders[0].release()
             await writer.flush()
         return writer
 
@@ -176,3 +178,72 @@ def test_a_second_connection_refused_leaves_the_writer_on_one(db_url: str, spool
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "a second connection to the database could not be opened" in warnings[0]
     assert "writing on one" in warnings[0] and "owh_one_session" in warnings[0]
+    assert "set [writer] connections = 1" in warnings[0]
+
+
+async def second_bad_third_waiting(writer: Writer, url: str, holders: list[Held], at: datetime) -> None:
+    """Batch 1 (day T0) waits to commit; batch 2 (rows at `at`, one refused) fails its COPY and waits for
+    batch 1; batch 3 (rows at `at`) is sent behind them; then batch 1 may commit."""
+    holders.append(Held(url))
+    await writer.put(raw(0), [tick(0)])
+    await writer.put(raw(1), [tick(1)])
+    await until(url, HELD, [(1,)])
+    await writer.put(raw(2, at=at), [tick(2, at=at)])
+    await writer.put(raw(3, at=at), [tick(3, price="2.10", at=at)])
+    await asyncio.sleep(0.5)
+    await writer.put(raw(4, at=at), [tick(4, at=at)])
+    await writer.put(raw(5, at=at), [tick(5, at=at)])
+    holders[0].release()
+
+
+def test_a_batch_bisected_in_a_new_chunk_does_not_wait_for_the_batch_behind_it(timescale_url: str, spool_dir: Path,
+                                                                              holders: list) -> None:
+    """TimescaleDB: batch 2's rows are the first of a new day's chunk. After its ROLLBACK batch 3's COPY makes
+    that chunk and holds its lock; batch 2's bisection needs it. Batch 3 must leave its transaction while
+    batch 2 commits its way, or both wait for each other until the statement timeout (an outage)."""
+
+    async def main() -> Writer:
+        quick = settings(spool_dir, batch_rows=4, flush_interval_s=30, statement_timeout_s=8, retry_initial_s=0.05)
+        async with Writer(timescale_url, quick) as writer:
+            await second_bad_third_waiting(writer, timescale_url, holders, T0 + timedelta(days=1))
+            await writer.flush()
+        return writer
+
+    writer = run(main())
+    assert query(timescale_url, "SELECT seq FROM raw_messages ORDER BY id") == [(i,) for i in range(6)]
+    assert writer.stats.refused == 1
+    assert writer.stats.outages == 0 and writer.stats.spooled_batches == 0, writer.stats
+
+
+def test_midnight_during_a_bisection_makes_the_partition_without_waiting_for_the_batch_behind(
+        db_url: str, spool_dir: Path, holders: list) -> None:
+    """The UTC day turns while batch 2's bad unit is isolated: the new day's partition is made on its
+    connection, which waits for the locks of an open COPY — batch 3 must not hold one while it waits."""
+    far = (datetime.now(UTC).date() + timedelta(days=2)).strftime("%Y%m%d")  # the partition midnight adds
+
+    class Midnight(logging.Handler):  # the refusal's log line: the clock passes midnight now
+        def __init__(self, writer: Writer) -> None:
+            super().__init__()
+            self.writer = writer
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "refused" in record.getMessage():
+                self.writer._connection._partition_day = -1
+
+    async def main() -> Writer:
+        async with Writer(db_url, settings(spool_dir, batch_rows=4, flush_interval_s=30)) as writer:
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                conn.execute(f"DROP TABLE raw_messages_p{far}")
+            handler = Midnight(writer)
+            logging.getLogger("warehouse.writer").addHandler(handler)
+            try:
+                await second_bad_third_waiting(writer, db_url, holders, T0)
+                await asyncio.wait_for(asyncio.shield(writer.flush()), 20)
+            finally:
+                logging.getLogger("warehouse.writer").removeHandler(handler)
+        return writer
+
+    writer = run(main())
+    assert query(db_url, "SELECT seq FROM raw_messages ORDER BY id") == [(i,) for i in range(6)]
+    assert writer.stats.outages == 0 and writer.stats.refused == 1
+    assert query(db_url, f"SELECT to_regclass('raw_messages_p{far}') IS NOT NULL") == [(True,)]

@@ -64,6 +64,8 @@ class WriterConnection:
         self._spool_claimed = False
         self._second: asyncpg.Connection | None = None
         self._second_after = 0.0  # monotonic time before which no second connection is tried
+        self._second_refused = False  # said so already
+        self._maintaining = asyncio.Lock()  # one partition maintenance at a time, whichever connection asks
 
     async def ensure(self) -> bool:
         """Connected, or connected now; False while the database is away (or the backoff runs)."""
@@ -75,7 +77,7 @@ class WriterConnection:
     async def ready(self, conn: asyncpg.Connection | None = None) -> asyncpg.Connection:
         """The connection (or `conn`, one of the two), with today's partitions made; ConnectionError if
         there is none."""
-        conn = conn or self._conn
+        conn = conn if conn is not None else self._conn
         if conn is None or conn.is_closed():
             raise ConnectionError("not connected")
         if self._partition_day != _utc_day():
@@ -99,8 +101,11 @@ class WriterConnection:
             if conn is not None:
                 conn.terminate()
             self._second_after = time.monotonic() + SECOND_RETRY_S
-            log.warning("writer: a second connection to the database could not be opened (%s); writing on one,"
-                        " trying again in %.0f s", one_line(f"{type(exc).__name__}: {exc}"), SECOND_RETRY_S)
+            (log.debug if self._second_refused else log.warning)(
+                "writer: a second connection to the database could not be opened (%s); writing on one, trying"
+                " again every %.0f s (set [writer] connections = 1 not to)", one_line(f"{type(exc).__name__}: {exc}"),
+                SECOND_RETRY_S)
+            self._second_refused = True
             return None
         if not self._connected():  # an outage while it was opened: the second goes with the first
             conn.terminate()
@@ -166,7 +171,7 @@ class WriterConnection:
             await install_codecs(conn)
             if not self._spool_claimed:  # a spool holds one warehouse's batches: this database's
                 await self._claim_spool(conn)
-            await self._maintain_partitions(conn)
+            await self._maintain_partitions(conn, again=True)
         except Exception as exc:
             if conn is not None:
                 conn.terminate()
@@ -192,16 +197,20 @@ class WriterConnection:
             claim(self.spool_dir, owner, "the spool")
         self._spool_claimed = True
 
-    async def _maintain_partitions(self, conn: asyncpg.Connection) -> None:
-        """Create the coming days' partitions and prune old batch ids: once a day and at connect."""
+    async def _maintain_partitions(self, conn: asyncpg.Connection, *, again: bool = False) -> None:
+        """Create the coming days' partitions and prune old batch ids: at connect (`again`) and once a day,
+        one connection at a time, within the statement timeout (it waits for the locks of open COPYs)."""
         today = _utc_day()
         first = datetime.fromtimestamp(today * 86400, UTC).date()
         days = self.settings.partition_days_ahead
-        await conn.execute("SELECT warehouse_ensure_partitions($1, $2)", first, days)
-        await conn.execute(
-            "DELETE FROM ingest_batches WHERE committed_at < now() - make_interval(days => $1)",
-            self.settings.ingest_batches_retention_days,
-        )
+        async with self._maintaining, asyncio.timeout(self.settings.statement_timeout_s):
+            if self._partition_day == today and not again:  # done meanwhile, on the other connection
+                return
+            await conn.execute("SELECT warehouse_ensure_partitions($1, $2)", first, days)
+            await conn.execute(
+                "DELETE FROM ingest_batches WHERE committed_at < now() - make_interval(days => $1)",
+                self.settings.ingest_batches_retention_days,
+            )
         self._partition_day = today
 
 

@@ -86,10 +86,13 @@ class WriterClosedError(RuntimeError):
 
 @dataclass
 class InFlight:
-    """A batch committing in a task of its own, on one of the writer's connections."""
+    """A batch committing in a task of its own, on one of the writer's connections. `fast`: True once it
+    committed as sent, False as soon as it will not (it then takes the one-connection way, which may need
+    locks the batch after it holds: that one leaves its transaction first)."""
 
     task: asyncio.Task[None]
     conn: asyncpg.Connection
+    fast: asyncio.Future[bool]
 
 
 @dataclass
@@ -421,32 +424,32 @@ class Writer:
             ids = await self._connection.reserve_ids(conn, sum(raw is not None for raw, _rows in units))
         except Exception:  # the one-connection way meets the error again, and deals with it
             return False
-        before = previous.task if previous else None
-        task = asyncio.create_task(self._overlapped(batch_id, units, epochs, conn, ids, before),
+        fast = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._overlapped(batch_id, units, epochs, conn, ids, previous, fast),
                                    name=f"writer-{self.name}-batch")
-        self._inflight = InFlight(task, conn)
-        if before is not None:
-            await asyncio.wait({before})
+        self._inflight = InFlight(task, conn, fast)
+        if previous is not None:
+            await asyncio.wait({previous.task})
         return True
 
     async def _overlapped(self, batch_id: UUID, units: list[Unit], epochs: Epochs, conn: asyncpg.Connection,
-                          ids: Iterator[int], before: asyncio.Task[None] | None) -> None:
-        """One batch on `conn`: its rows sent at once, its COMMIT once the batch `before` is done. If that
-        one went to the spool, so does this one; if anything here fails, the batch takes the one-connection
-        way (`_write`: bisected, planned late, or spooled) — after `before`, so the order holds."""
+                          ids: Iterator[int], before: InFlight | None, fast: asyncio.Future[bool]) -> None:
+        """One batch on `conn`: its rows sent at once, its COMMIT once the batch `before` committed as sent.
+        Otherwise — `before` did not, or something here failed — it leaves its transaction, waits for
+        `before` to be done, and takes the one-connection way (`_write`: bisected, planned late) or goes
+        to the spool behind `before`: the order holds, and no transaction of ours is open while `before`
+        commits its way (it may need the locks this one's COPY took: a new partition or chunk)."""
+        failed: BaseException | None = None
         try:
             try:
                 async with asyncio.timeout(self.settings.statement_timeout_s):
                     await conn.execute("BEGIN")
                     plan = await fence.plan(conn, self.fencing, units, epochs, None)  # no round trip: none watched
                     frames, row_count = await self._copy(conn, plan.units, ids)
-                failed: BaseException | None = None
             except Exception as exc:
                 failed = exc
-            if before is not None:
-                await asyncio.wait({before})
             assert self._spool is not None
-            if failed is None and not self._spool.pending:
+            if failed is None and (before is None or await before.fast) and not self._spool.pending:
                 try:
                     async with asyncio.timeout(self.settings.statement_timeout_s):
                         await conn.execute(_commit_message(plan, batch_id, frames, row_count))
@@ -455,19 +458,33 @@ class Writer:
                 else:
                     self._committed(plan, frames, row_count)
                     self._done(units, epochs)
+                    fast.set_result(True)
                     return
+            fast.set_result(False)
             if failed is not None and not isinstance(failed, DATA_ERRORS) and not fence.is_fenced(failed):
                 # The database went away (a COMMIT whose answer was lost may have landed: the batch's id in
                 # ingest_batches tells the replay).
                 await self._connection.went_down(failed)
-            elif (await self._rolled_back(conn) and not self._spool.pending
-                  and await self._write(batch_id, units, epochs, maybe_committed=False, conn=conn)):
+                usable = False
+            else:
+                usable = await self._rolled_back(conn)
+            if before is not None:
+                await asyncio.wait({before.task})
+            if usable and not self._spool.pending and await self._write(batch_id, units, epochs,
+                                                                        maybe_committed=False, conn=conn):
                 return
             self._spool_batch(batch_id, units, epochs)
         except Exception as exc:  # a bug must not lose data or stop the collector
             log.exception("writer: unexpected error; spooling the batch")
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            if not conn.is_closed() and conn.is_in_transaction():
+                conn.terminate()  # its rows must not ride along with the next batch's COMMIT
+            if before is not None:
+                await asyncio.wait({before.task})
             self._spool_batch(batch_id, units, epochs)
+        finally:
+            if not fast.done():
+                fast.set_result(False)
 
     async def _rolled_back(self, conn: asyncpg.Connection) -> bool:
         """`conn` out of its transaction, ready for the next; False if it went away."""
