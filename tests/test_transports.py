@@ -193,9 +193,10 @@ SIZES = (0, 1, 125, 126, 127, 65535, 65536, 70_000)
 def chunked(data: bytes, how: str) -> list[bytes]:
     if how == "whole":
         return [data]
-    if how == "bytes":  # one byte at a time up to the long frames, then 997 bytes at a time
-        cut = 400
-        return [data[i:i + 1] for i in range(cut)] + [data[i:i + 997] for i in range(cut, len(data), 997)]
+    if how == "bytes":  # one byte at a time, but 997 at a time within the long frames
+        cut, tail = 400, max(400, len(data) - 40)
+        return ([data[i:i + 1] for i in range(cut)] + [data[i:min(i + 997, tail)] for i in range(cut, tail, 997)]
+                + [data[i:i + 1] for i in range(tail, len(data))])
     rng = __import__("random").Random(7)
     chunks, i = [], 0
     while i < len(data):

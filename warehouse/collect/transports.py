@@ -148,14 +148,24 @@ class BatchingConnection(ClientConnection):
             super().data_received(data)
             self._direct = self._between_frames()
             return
-        if self._partial:
-            partial = self._partial
-            partial += data
-            if len(partial) < self._partial_needs:  # a long frame arriving: nothing to parse yet
+        start = 0
+        if self._partial:  # a frame begun in an earlier piece
+            partial, needs = self._partial, self._partial_needs
+            if not needs:  # its header was cut (rare): parse from its start again
+                data, self._partial = bytes(partial) + data, bytearray()
+            elif len(partial) + len(data) < needs:  # a long frame still arriving: nothing to parse yet
+                partial += data
                 return
-            data, self._partial = bytes(partial), bytearray()
+            else:  # the frame completed by the start of `data`, then the rest of `data` from where it ends
+                start = needs - len(partial)
+                partial += memoryview(data)[:start]
+                self._partial, self._partial_needs = bytearray(), 0
+                rest = self._frames(bytes(partial), 0)
+                if rest is not None:
+                    data, start = rest + data[start:], 0
+                    self._direct = False
         self._partial_needs = 0
-        rest = self._frames(data)
+        rest = self._frames(data, start) if self._direct else data
         if rest is not None:  # not a plain data frame: the library takes it, and all after it
             self._direct = False
             super().data_received(rest)
@@ -177,13 +187,13 @@ class BatchingConnection(ClientConnection):
             waiting = inner
         return getattr(waiting, "gi_code", None) is _AT_EOF
 
-    def _frames(self, data: bytes) -> bytes | None:
-        """Take the complete data frames at the start of `data`, keep an incomplete one for later; the
+    def _frames(self, data: bytes, start: int) -> bytes | None:
+        """Take the complete data frames of `data` from `start` on, keep an incomplete one for later; the
         bytes from the first frame that is not a plain data frame on, for the library (None: none)."""
         protocol = self.protocol
         limits = [n for n in (protocol.max_message_size, protocol.max_fragment_size) if n is not None]
         limit = min(limits) if limits else None
-        messages, start, end, size = self.messages, 0, len(data), 0
+        messages, end, size = self.messages, len(data), 0
         rest: bytes | None = None
         while end - start >= 2:
             head, length = data[start], data[start + 1]  # length < 128: no mask (a server's frames have none)
