@@ -176,8 +176,12 @@ class BatchingConnection(ClientConnection):
         fragmented message under way. False if the library is not what this expects (where its parser
         waits is read from its generators): then every frame goes its way, as before."""
         protocol = self.protocol
-        if (protocol.state is not State.OPEN or protocol.extensions or protocol.current_size is not None
-                or getattr(protocol.reader, "buffer", True)):
+        try:  # websockets' own attributes (as of 17.x), the size limits `_frames` reads among them
+            protocol.max_message_size, protocol.max_fragment_size  # noqa: B018
+            if (protocol.state is not State.OPEN or protocol.extensions or protocol.current_size is not None
+                    or protocol.reader.buffer):
+                return False
+        except AttributeError:
             return False
         waiting = protocol.parser  # the generator the parser is suspended in, innermost
         for _ in range(8):
