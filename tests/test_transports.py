@@ -174,3 +174,115 @@ def test_a_websocket_hands_over_every_buffered_frame_in_order_whole_and_bounded(
     # Reading stops once the bound is passed: at most one read (256 KiB) beyond it is buffered.
     assert 0 < buffered_while_idle <= transports.BUFFER_HIGH_BYTES + 256 * 1024
     assert batches < len(received) / 10  # handed over many at a time, not one by one
+
+
+def wire_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False) -> bytes:
+    """A server's frame as it goes on the wire (unmasked), with the shortest length encoding."""
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        return head + bytes([n]) + payload
+    if n < 65536:
+        return head + bytes([126]) + n.to_bytes(2, "big") + payload
+    return head + bytes([127]) + n.to_bytes(8, "big") + payload
+
+
+SIZES = (0, 1, 125, 126, 127, 65535, 65536, 70_000)
+
+
+def chunked(data: bytes, how: str) -> list[bytes]:
+    if how == "whole":
+        return [data]
+    if how == "bytes":  # one byte at a time, but 997 at a time within the long frames
+        cut, tail = 400, max(400, len(data) - 40)
+        return ([data[i:i + 1] for i in range(cut)] + [data[i:min(i + 997, tail)] for i in range(cut, tail, 997)]
+                + [data[i:i + 1] for i in range(tail, len(data))])
+    rng = __import__("random").Random(7)
+    chunks, i = [], 0
+    while i < len(data):
+        n = rng.choice((1, 2, 3, 9, 127, 4000, 30000))
+        chunks.append(data[i:i + n])
+        i += n
+    return chunks
+
+
+@pytest.mark.parametrize("how", ["whole", "bytes", "random"])
+def test_websocket_frames_parsed_directly_are_those_the_library_gives_however_the_bytes_arrive(how: str) -> None:
+    """Plain data frames are parsed by BatchingConnection itself, the rest by websockets: every length
+    encoding, a ping answered between them, a fragmented message, then direct parsing again and a close,
+    with the bytes arriving whole, a byte at a time, or in random pieces."""
+    texts = [bytes([65 + i % 26]) * n for i, n in enumerate(SIZES)]
+    phases = [  # each phase's bytes, then a ping the client answers (so it has taken them all)
+        b"".join(wire_frame(0x1, text) for text in texts),
+        wire_frame(0x1, b"frag", fin=False) + wire_frame(0x0, b"men", fin=False) + wire_frame(0x0, "t é".encode())
+        + wire_frame(0x2, b"\x00\xff"),
+        b"".join(wire_frame(0x1, text) for text in reversed(texts))
+        + wire_frame(0x8, (1001).to_bytes(2, "big") + b"going away"),
+    ]
+    pongs: list[float] = []
+
+    async def vendor(ws: ServerConnection) -> None:
+        for phase in phases:
+            for chunk in chunked(phase, how):
+                ws.transport.write(chunk)
+                await asyncio.sleep(0)
+            if len(pongs) < 2:
+                pongs.append(await asyncio.wait_for(await ws.ping(b"are you there"), 10))
+        await ws.wait_closed()
+
+    async def main() -> tuple[list[bytes], str, bool]:
+        async with serve(vendor, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            session = WebSocketSession(ping_interval=20, connect_timeout=5, max_frame_bytes=1 << 20)
+            await session.open(f"ws://127.0.0.1:{port}/", {})
+            ws = session._ws
+            assert ws is not None
+            received: list[bytes] = []
+            direct = False
+            try:
+                while True:
+                    received += [frame.data for frame in await session.recv_many()]
+                    direct = direct or ws._direct
+            except Disconnected as exc:
+                reason = str(exc)
+            await session.close()
+            return received, reason, direct
+
+    received, reason, direct = asyncio.run(asyncio.wait_for(main(), 60))
+    assert received == [*texts, "fragment é".encode(), b"\x00\xff", *reversed(texts)]
+    assert reason == "server closed: code 1001 going away"
+    assert len(pongs) == 2
+    assert direct  # the frames were parsed here, not only by the library
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    (wire_frame(0x1, b"x", rsv1=True), "reserved bit"),
+    (wire_frame(0x3, b"x"), "invalid opcode"),
+    (bytes([0x81, 127]) + (65 << 20).to_bytes(8, "big"), "code 1009"),  # 65 MiB: beyond max_size
+    (bytes([0x81, 0x81]) + b"mask" + b"x", "incorrect masking"),  # a server's frames are not masked
+])
+def test_a_frame_the_library_refuses_ends_the_connection_as_before(bad: bytes, reason: str) -> None:
+    """What is no plain data frame goes to websockets, which fails the connection as it always did; the
+    frames before it are handed over."""
+
+    async def vendor(ws: ServerConnection) -> None:
+        ws.transport.write(wire_frame(0x1, b"before"))
+        await asyncio.wait_for(await ws.ping(), 10)  # the client has taken the frame: it parses directly
+        ws.transport.write(bad + wire_frame(0x1, b"after"))
+        await ws.wait_closed()
+
+    async def main() -> tuple[list[bytes], str]:
+        async with serve(vendor, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            session = WebSocketSession(ping_interval=20, connect_timeout=5, max_frame_bytes=50_000)
+            await session.open(f"ws://127.0.0.1:{port}/", {})
+            received: list[bytes] = []
+            try:
+                while True:
+                    received += [frame.data for frame in await session.recv_many()]
+            except Disconnected as exc:
+                return received, str(exc)
+
+    received, message = asyncio.run(asyncio.wait_for(main(), 60))
+    assert received == [b"before"]
+    assert reason in message, message

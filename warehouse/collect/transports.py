@@ -16,6 +16,7 @@ import contextlib
 import selectors
 import socket
 import ssl
+import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -28,6 +29,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.frames import DATA_OPCODES, Opcode
 from websockets.frames import Frame as WireFrame
+from websockets.protocol import State
+from websockets.streams import StreamReader
 
 from warehouse.collect.sse import EventStream
 
@@ -105,6 +108,11 @@ def _connect_failed(exc: BaseException, url: str) -> Disconnected:
 # took it): memory stays bounded whatever the runner's pace, and the vendor's sends slow down instead.
 BUFFER_HIGH_BYTES = 1024 * 1024
 BUFFER_HIGH_MESSAGES = 1024
+# A frame's first byte: FIN with the text or binary opcode, no RSV bit; FIN with ping, pong or close.
+_DATA = frozenset(0x80 | op.value for op in (Opcode.TEXT, Opcode.BINARY))
+_CONTROL = frozenset(0x80 | op.value for op in (Opcode.PING, Opcode.PONG, Opcode.CLOSE))
+_U16, _U64 = struct.Struct("!H").unpack_from, struct.Struct("!Q").unpack_from
+_AT_EOF = StreamReader.at_eof.__code__  # where the library's parser waits between two frames
 
 
 class BatchingConnection(ClientConnection):
@@ -122,6 +130,128 @@ class BatchingConnection(ClientConnection):
         self._fragments: list[bytes] | None = None  # the parts of a fragmented message so far
         self._waiter: asyncio.Future[None] | None = None  # recv_many() waiting for a message
         self._paused = False  # reading paused until recv_many() takes what is buffered
+        self._direct = False  # data frames parsed here (`_frames`), not by the library's parser
+        self._partial = bytearray()  # the start of a frame not complete yet (direct parsing)
+        self._partial_needs = 0  # its bytes in all, once its header is in (0: not known yet)
+
+    # -- data frames parsed here ---------------------------------------------------------------------
+    # websockets' Sans-I/O parser is a chain of generators (the header, its length, the payload) per frame:
+    # ~2.4 µs of a two-price OddsPapi frame's ~24 (docs/performance.md, "Collector CPU after the second
+    # connection"). While the connection is open with no extension (no compression) and the library's
+    # parser waits between two frames with nothing buffered, complete unfragmented text and binary frames
+    # are taken here; a control frame (ping, pong, close) goes whole to the library, and anything else
+    # (a fragment, RSV bits, a mask, a reserved opcode, a frame beyond max_size) goes to it with every
+    # byte after it, until its parser waits between frames again: it checks, answers and fails as ever.
+
+    def data_received(self, data: bytes) -> None:
+        if not self._direct:
+            super().data_received(data)
+            self._direct = self._between_frames()
+            return
+        start = 0
+        if self._partial:  # a frame begun in an earlier piece
+            partial, needs = self._partial, self._partial_needs
+            if not needs:  # its header was cut (rare): parse from its start again
+                data, self._partial = bytes(partial) + data, bytearray()
+            elif len(partial) + len(data) < needs:  # a long frame still arriving: nothing to parse yet
+                partial += data
+                return
+            else:  # the frame completed by the start of `data`, then the rest of `data` from where it ends
+                start = needs - len(partial)
+                partial += memoryview(data)[:start]
+                self._partial, self._partial_needs = bytearray(), 0
+                rest = self._frames(bytes(partial), 0)
+                if rest is not None:
+                    data, start = rest + data[start:], 0
+                    self._direct = False
+        self._partial_needs = 0
+        rest = self._frames(data, start) if self._direct else data
+        if rest is not None:  # not a plain data frame: the library takes it, and all after it
+            self._direct = False
+            super().data_received(rest)
+            self._direct = self._between_frames()
+
+    def _between_frames(self) -> bool:
+        """The library's parser waits for the first byte of a frame, nothing buffered, no extension, no
+        fragmented message under way. False if the library is not what this expects (where its parser
+        waits is read from its generators): then every frame goes its way, as before."""
+        protocol = self.protocol
+        try:  # websockets' own attributes (as of 17.x), the size limits `_frames` reads among them
+            protocol.max_message_size, protocol.max_fragment_size  # noqa: B018
+            if (protocol.state is not State.OPEN or protocol.extensions or protocol.current_size is not None
+                    or protocol.reader.buffer):
+                return False
+        except AttributeError:
+            return False
+        waiting = protocol.parser  # the generator the parser is suspended in, innermost
+        for _ in range(8):
+            inner = getattr(waiting, "gi_yieldfrom", None)
+            if inner is None:
+                break
+            waiting = inner
+        return getattr(waiting, "gi_code", None) is _AT_EOF
+
+    def _frames(self, data: bytes, start: int) -> bytes | None:
+        """Take the complete data frames of `data` from `start` on, keep an incomplete one for later; the
+        bytes from the first frame that is not a plain data frame on, for the library (None: none)."""
+        protocol = self.protocol
+        limits = [n for n in (protocol.max_message_size, protocol.max_fragment_size) if n is not None]
+        limit = min(limits) if limits else None
+        messages, end, size = self.messages, len(data), 0
+        rest: bytes | None = None
+        while end - start >= 2:
+            head, length = data[start], data[start + 1]  # length < 128: no mask (a server's frames have none)
+            if length < 126:
+                payload = start + 2
+            elif length == 126:
+                payload = start + 4
+                length = _U16(data, start + 2)[0] if end >= payload else -1
+            elif length == 127:
+                payload = start + 10
+                length = _U64(data, start + 2)[0] if end >= payload else -1
+            else:  # masked
+                rest = data[start:]
+                break
+            if length < 0:  # the length itself is not in yet
+                break
+            stop = payload + length
+            if head in _DATA:
+                if limit is not None and length > limit:
+                    rest = data[start:]
+                    break
+                if stop > end:
+                    self._partial_needs = stop - start
+                    break
+                messages.append(_tuple_new(Frame, (data[payload:stop], None, None, None)))
+                size += length
+            elif head in _CONTROL and length < 126:  # a ping, pong or close, whole: the library's
+                if stop > end:
+                    self._partial_needs = stop - start
+                    break
+                super().data_received(data[start:stop])
+                if not self._between_frames():  # closing
+                    rest = data[stop:]
+                    start = end
+                    break
+            else:
+                rest = data[start:]
+                break
+            start = stop
+        if rest is None and start < end:
+            self._partial = bytearray(data[start:])
+        if size:
+            self._took(size)
+        return rest
+
+    def _took(self, size: int) -> None:
+        """Data messages of `size` bytes were added: wake recv_many(), pause reading beyond the bounds."""
+        self._buffered += size
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if not self._paused and (self._buffered >= BUFFER_HIGH_BYTES or len(self.messages) >= BUFFER_HIGH_MESSAGES):
+            self._paused = True
+            self.transport.pause_reading()
 
     def process_event(self, event: Any) -> None:
         # The handshake's response, pings, pongs and the close frame go the library's way.
@@ -136,13 +266,7 @@ class BatchingConnection(ClientConnection):
                 return
             data, self._fragments = b"".join(fragments), None
         self.messages.append(_tuple_new(Frame, (data, None, None, None)))  # Frame(data), without its keywords
-        self._buffered += len(data)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if not self._paused and (self._buffered >= BUFFER_HIGH_BYTES or len(self.messages) >= BUFFER_HIGH_MESSAGES):
-            self._paused = True
-            self.transport.pause_reading()
+        self._took(len(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

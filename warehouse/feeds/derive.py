@@ -24,6 +24,7 @@ from warehouse.records import (
     Record,
 )
 
+_tuple_new = tuple.__new__
 QUARANTINE_TEXT = 64 * 1024  # keep at most this much of a quarantined frame's text
 QUARANTINED = "quarantined"  # raw_messages.kind of a quarantined frame
 
@@ -70,8 +71,9 @@ def derive(adapter: Adapter, feed_kind: str, data: bytes, *, received_at: dateti
         except FrameError as exc:
             return _quarantined(received_at, source, connection_id, seq, event_id, data,
                                 f"does not fit the {feed_kind} schema: {exc}", data, kind)
-    raw = RawMessage(received_at, source, connection_id, seq, kind or output.frame_kind, data, event_id)
-    event = control_event(output, received_at, source, connection_id)
+    # RawMessage's fields in order; tuple.__new__ skips the keyword handling of its __new__ (every frame).
+    raw = _tuple_new(RawMessage, (received_at, source, connection_id, seq, kind or output.frame_kind, data, event_id))
+    event = None if output.control is None else control_event(output, received_at, source, connection_id)
     return Derived(raw, output.records if event is None else [*output.records, event], output)
 
 

@@ -19,14 +19,25 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = Decimal("0.000001")
 
 
+# The last timestamp text parsed and its value: the rows of one frame mostly share their time, and the
+# same datetime for all of them is also encoded once by the writer (store/connection.py).
+_last_time: tuple[str | None, datetime] = (None, _EPOCH)
+
+
 def parse_time(value: Any) -> datetime | None:
     """Vendor timestamps: ISO-8601 (with or without zone: none means UTC) or epoch seconds."""
+    global _last_time
     if type(value) is str:  # the common case first
+        if value == _last_time[0]:
+            return _last_time[1]
         try:
             parsed = datetime.fromisoformat(value)  # 3.11 takes "Z" and "+00:00" alike
         except ValueError:
             raise FrameError(f"timestamp expected, got {_shown(value)}") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        if not parsed.tzinfo:
+            parsed = parsed.replace(tzinfo=UTC)
+        _last_time = (value, parsed)
+        return parsed
     if value is None:
         return None
     if type(value) is int:
@@ -45,15 +56,30 @@ def parse_time(value: Any) -> datetime | None:
     raise FrameError(f"timestamp expected, got {_shown(value)}")
 
 
+# The Decimal of each number seen lately (a feed sends the same few stakes and prices again and again,
+# and making and checking one costs ~0.7 µs), per type: 1000 and 1000.0 are equal keys but different
+# Decimals (the scale is stored). Zero is never kept (0.0 and -0.0 are equal keys too); a number refused
+# never is; at most this many, of texts this short, forgotten all at once when full.
+_DECIMALS: dict[type, dict[Any, Decimal]] = {int: {}, float: {}, str: {}}
+_REMEMBERED, _REMEMBERED_CHARS = 4096, 24
+
+
 def to_decimal(value: Any, *, above: int | None = None) -> Decimal | None:
     """Exact decimal from a JSON number or a numeric string (CKEX sends strings), refused unless the
     Parquet lake's decimal holds it exactly: a value is stored as sent, or not at all. `above`: a
     price, which must be greater."""
     if value is None:  # the common case (most prices come without a stake limit): no calls
         return None
-    number = _number(value)
-    if not decimal_fits(number):
-        raise FrameError(f"number with {DECIMAL_LIMIT} expected, got {_shown(value)}")
+    known = _DECIMALS.get(type(value))
+    number = known.get(value) if known is not None else None
+    if number is None:
+        number = _number(value)
+        if not decimal_fits(number):
+            raise FrameError(f"number with {DECIMAL_LIMIT} expected, got {_shown(value)}")
+        if known is not None and number and (type(value) is not str or len(value) <= _REMEMBERED_CHARS):
+            if len(known) >= _REMEMBERED:
+                known.clear()
+            known[value] = number
     if above is not None and not number > above:
         raise FrameError(_not_above(above, value))
     return number

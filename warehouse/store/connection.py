@@ -218,8 +218,9 @@ async def install_codecs(conn: asyncpg.Connection) -> None:
     """How the writer's values travel: jsonb from Python values (or JSON text as bytes), json as its text."""
     await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary", encoder=encode_jsonb,
                               decoder=decode_jsonb)
-    # json's binary form is its text: a raw frame's bytes go as they are, and come back so.
-    await conn.set_type_codec("json", schema="pg_catalog", format="binary", encoder=encode_json, decoder=bytes)
+    # json's binary form is its text: a raw frame's bytes go as they are, and come back so — as bytea's do,
+    # whose codec is asyncpg's own (no Python call a frame). Anything but bytes is refused (TypeError).
+    await conn.set_builtin_type_codec("json", schema="pg_catalog", codec_name="bytea")
     # timestamptz as microseconds since 2000 (the wire's form): half of what asyncpg's own encoder costs a
     # value (it compares each one with ±infinity first), and a frame has ~5 (docs/performance.md, "Firehose").
     await conn.set_type_codec("timestamptz", schema="pg_catalog", format="tuple", encoder=encode_timestamptz,
@@ -234,32 +235,31 @@ def encode_jsonb(value: Any) -> bytes:
     return b"\x01" + exactjson.dumps(value)
 
 
-def encode_json(value: Any) -> bytes:
-    # Raw frames: the text as received, never re-encoded.
-    if isinstance(value, bytes):
-        return value
-    return exactjson.dumps(value)
-
-
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _INFINITY, _MINUS_INFINITY = 2**63 - 1, -(2**63)
 
 
-_last_timestamptz: tuple[Any, tuple[int]] = (object(), (0,))  # the last value encoded, and its encoding
+# The two values encoded last, the latest first, each with its encoding: a price_ticks row holds the
+# batch's received_at (shared by frames received together) and the vendor's source_ts (shared by the rows
+# of one frame), so encoding alternates between two values, each encoded once.
+_latest: tuple[Any, tuple[int]] = (object(), (0,))
+_before: tuple[Any, tuple[int]] = (object(), (0,))
 
 
 def encode_timestamptz(value: Any) -> tuple[int]:
-    global _last_timestamptz
-    last, encoded = _last_timestamptz
-    if value is last:  # frames received together share one received_at: encoded once
-        return encoded
+    global _latest, _before
+    if value is _latest[0]:
+        return _latest[1]
+    if value is _before[0]:
+        _latest, _before = _before, _latest
+        return _latest[1]
     try:  # the common case: an aware datetime
         encoded = ((value - _PG_EPOCH) // _MICROSECOND,)
     except TypeError:
         pass
     else:
-        _last_timestamptz = (value, encoded)
+        _latest, _before = (value, encoded), _latest
         return encoded
     # What asyncpg's own encoder takes besides: its ±infinity (naive datetime.max/min), a naive datetime
     # or a date as local time.
