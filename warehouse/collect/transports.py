@@ -133,6 +133,7 @@ class BatchingConnection(ClientConnection):
         self._direct = False  # data frames parsed here (`_frames`), not by the library's parser
         self._partial = bytearray()  # the start of a frame not complete yet (direct parsing)
         self._partial_needs = 0  # its bytes in all, once its header is in (0: not known yet)
+        self._parser: Any = None  # the library's parser when it was last seen between frames
 
     # -- data frames parsed here ---------------------------------------------------------------------
     # websockets' Sans-I/O parser is a chain of generators (the header, its length, the payload) per frame:
@@ -144,6 +145,8 @@ class BatchingConnection(ClientConnection):
     # byte after it, until its parser waits between frames again: it checks, answers and fails as ever.
 
     def data_received(self, data: bytes) -> None:
+        if self._direct and self.protocol.parser is not self._parser:  # failed or closed meanwhile (not by a frame)
+            self._direct, data, self._partial, self._partial_needs = False, bytes(self._partial) + data, bytearray(), 0
         if not self._direct:
             super().data_received(data)
             self._direct = self._between_frames()
@@ -189,6 +192,7 @@ class BatchingConnection(ClientConnection):
             if inner is None:
                 break
             waiting = inner
+        self._parser = protocol.parser
         return getattr(waiting, "gi_code", None) is _AT_EOF
 
     def _frames(self, data: bytes, start: int) -> bytes | None:
@@ -198,6 +202,7 @@ class BatchingConnection(ClientConnection):
         limits = [n for n in (protocol.max_message_size, protocol.max_fragment_size) if n is not None]
         limit = min(limits) if limits else None
         messages, end, size = self.messages, len(data), 0
+        taken = len(messages)
         rest: bytes | None = None
         while end - start >= 2:
             head, length = data[start], data[start + 1]  # length < 128: no mask (a server's frames have none)
@@ -239,7 +244,7 @@ class BatchingConnection(ClientConnection):
             start = stop
         if rest is None and start < end:
             self._partial = bytearray(data[start:])
-        if size:
+        if len(messages) > taken:  # empty frames too: each is a message
             self._took(size)
         return rest
 
