@@ -22,11 +22,12 @@ import gc
 # takes: ~10 for a two-price OddsPapi frame, more for Saba's), with room to spare.
 CONTAINERS_A_UNIT = 25
 MIN_YOUNG_THRESHOLD = 50_000
+MAX_YOUNG_THRESHOLD = 2_500_000  # a huge queue_units must not turn young collections off altogether
 
 
 def young_threshold(units_in_flight: int) -> int:
     """Allocations (net of frees) before a young collection, for a writer holding this many units at most."""
-    return max(MIN_YOUNG_THRESHOLD, CONTAINERS_A_UNIT * units_in_flight)
+    return min(MAX_YOUNG_THRESHOLD, max(MIN_YOUNG_THRESHOLD, CONTAINERS_A_UNIT * units_in_flight))
 
 
 def settle(units_in_flight: int = 0) -> None:
