@@ -3,6 +3,7 @@ alone on the same rows (the baseline of `--into`), all in one run.
 
     python bench/replay.py                    # 200,000 frames, each measurement 3 times
     python bench/replay.py --frames 50000 --repeat 1
+    python bench/replay.py --frames 100000 --repeat 1 --check-only --stages   # where a check's CPU goes
 
 The data: OddsPapi frames of two prices each (the simulator's market model, as bench/collect.py
 renders them), derived by the OddsPapi adapter and written through the writer into a scratch
@@ -10,6 +11,8 @@ database over a few connections, as a collector would have stored them — that 
 the writer-alone figure — then exported to Parquet. `--into` writes into a fresh database each
 time. Prints frames/s (wall), the CPU each process spent per frame, the replay's phases, and the
 ratios the goals name: check from Parquet ≥ 50,000 frames/s; `--into` ≥ 0.8 × the writer alone.
+`--stages`: the CPU µs a frame of each stage of a check in one process (reading, the loop and
+derive(), records → Arrow, the DuckDB inserts, the comparison), run one after another.
 Not a test: figures depend on the machine, and on what else runs on it.
 """
 
@@ -20,6 +23,7 @@ import asyncio
 import inspect
 import os
 import resource
+import shutil
 import statistics
 import sys
 import time
@@ -217,6 +221,58 @@ class CachedDerive:
             derivation.derive = self.original  # type: ignore[assignment]
 
 
+def stages(stored: Stored, frames: int) -> dict[str, float]:
+    """CPU µs a frame of each stage of `--check`, one process, the stages run one after another on
+    the whole range (no thread beside, no flushing in chunks): where a check's CPU goes."""
+    import tempfile
+
+    from warehouse.replay import rows
+    from warehouse.replay.stored import resolve_range
+
+    start, end = resolve_range(stored, SOURCE, None, None)
+    plan = derivation.load_plan(stored, SOURCE, end, None)
+    spent: defaultdict[str, float] = defaultdict(float)
+
+    def timed(label: str, work: Callable[..., Any], *args: Any) -> Any:
+        started = time.process_time()
+        try:
+            return work(*args)
+        finally:
+            spent[label] += time.process_time() - started
+
+    spill = Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    try:
+        with derivation.quiet_gc(), compare._Comparison(spill) as comparison:
+            for low, high in derivation.days(start, end):
+                batches = timed("reading frames (DuckDB → Arrow, sorted)", _read_frames, stored, low, high)
+                keys = [batch.select(shards.KEYS) for batch in batches]
+                gathered = rows.RowsByTable()
+                timed("the loop and derive()", _gather, derivation.Deriver(stored, plan), batches, gathered)
+                tables, kinds = timed("records → Arrow", gathered.tables)
+                timed("derived rows → DuckDB", comparison.add_derived, tables, kinds)
+                timed("stored rows → DuckDB", comparison.load_stored, stored, SOURCE, low, high)
+                timed("old control events, carried frames", comparison.settle_stored, stored, SOURCE, low, high,
+                      keys, [])
+                part = compare.Part()
+                timed("comparison", comparison.compare, part)
+                if not all(tally.clean for tally in part.tallies.values()):
+                    raise SystemExit(f"the staged check is not clean: {part.tallies}")
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    result = {label: 1e6 * seconds / frames for label, seconds in spent.items()}
+    result["whole, stage by stage"] = sum(result.values())
+    return result
+
+
+def _read_frames(stored: Stored, low: datetime, high: datetime) -> list[Any]:
+    return list(stored.frames(SOURCE, low, high))
+
+
+def _gather(deriver: derivation.Deriver, batches: list[Any], gathered: Any) -> None:
+    for replayed in deriver.run(iter(batches)):
+        gathered.add(replayed.raw_id, replayed.raw.kind, replayed.stored_kind, replayed.records)
+
+
 def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
@@ -228,6 +284,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (medians are printed)")
     parser.add_argument("--into-batch-rows", type=int, default=0,
                         help="also --into with the writer committing this many rows at a time (default: 10,000)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="only the writer alone and --check from Parquet (no PostgreSQL check, no --into)")
+    parser.add_argument("--stages", action="store_true",
+                        help="also the CPU a frame of each stage of --check, one process, run one after another")
     parser.add_argument("--ceiling", action="store_true",
                         help="also --check with derive() replaced by its cached results: the rest's ceiling")
     args = parser.parse_args()
@@ -255,18 +315,21 @@ def main() -> None:
                 {"frames_per_s": derive_alone(raw_frames[:50_000])})
             runs["--check from Parquet"].append(timed_check(server, parquet, frames))
             runs["--check from Parquet, one process"].append(timed_check(server, parquet, frames, 1))
-            runs["--check from PostgreSQL"].append(timed_check(server, postgres, frames))
-            runs["--into from PostgreSQL"].append(timed_into(server, postgres, frames))
-            runs["--into from Parquet"].append(timed_into(server, parquet, frames))
-            if "processes" in inspect.signature(rebuild.into).parameters:
+            if not args.check_only:
+                runs["--check from PostgreSQL"].append(timed_check(server, postgres, frames))
+                runs["--into from PostgreSQL"].append(timed_into(server, postgres, frames))
+                runs["--into from Parquet"].append(timed_into(server, parquet, frames))
+            if not args.check_only and "processes" in inspect.signature(rebuild.into).parameters:
                 runs["--into from Parquet, deriving in the writer's process"].append(
                     timed_into(server, parquet, frames, processes=1))
                 runs["--into from Parquet, deriving in a process of its own"].append(
                     timed_into(server, parquet, frames, processes=2))
+            if args.stages:
+                runs["stages"].append(stages(parquet, frames))
             if args.ceiling:
                 for name, figures_ in CachedDerive().runs(server, parquet, frames).items():
                     runs[name].append(figures_)
-            if args.into_batch_rows:
+            if args.into_batch_rows and not args.check_only:
                 runs[f"--into from Parquet, batches of {args.into_batch_rows:,} rows"].append(
                     timed_into(server, parquet, frames, args.into_batch_rows))
     finally:
@@ -277,6 +340,8 @@ def main() -> None:
     print("| run | frames/s | seconds | CPU µs/frame: replay (or writer) process | PostgreSQL |")
     print("|---|---:|---:|---:|---:|")
     for name, r in result.items():
+        if name == "stages":
+            continue
         cells = [f"{r['frames_per_s']:,.0f}", f"{r['seconds']:.1f}" if "seconds" in r else "–",
                  f"{r['replay_us']:.0f}" if "replay_us" in r else "–",
                  f"{r['postgres_us']:.0f}" if "postgres_us" in r else "–"]
@@ -291,8 +356,14 @@ def main() -> None:
         ratio = result[name]["frames_per_s"] / writer
         print(f"{name}: {ratio:.2f} × the writer alone (goal 2.5: {'met' if ratio >= 2.5 else 'not met'})")
     for name in ("--into from PostgreSQL", "--into from Parquet"):
+        if name not in result:
+            continue
         ratio = result[name]["frames_per_s"] / writer
         print(f"{name}: {ratio:.2f} × the writer alone (goal 0.8: {'met' if ratio >= 0.8 else 'not met'})")
+    if "stages" in result:
+        print("\nCPU µs a frame of --check from Parquet, one process, stage by stage (median):")
+        for label, value in result["stages"].items():
+            print(f"  {label}: {value:.2f}")
     for name in ("--check from Parquet", "--check from Parquet, one process", "--check from PostgreSQL"):
         if name not in result:
             continue

@@ -5,6 +5,7 @@ rebuilt into a second database, killed half way and started again, and read from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -559,8 +561,10 @@ def test_check_from_the_export_in_a_bucket(collected: tuple[str, Path], aws: Any
 
 
 def test_stored_rows_are_spelled_alike_in_sql_and_from_arrow() -> None:
-    """Stored rows from Parquet reach the comparison through SQL (rows.stored_select, its JSON through
-    a DuckDB function), from PostgreSQL as Arrow (rows.stored_batch): both give the same canonical text."""
+    """Stored rows from Parquet reach the comparison through SQL (rows.stored_select, a frame's text
+    through a DuckDB function), from PostgreSQL as Arrow (rows.stored_batch): both give the same
+    text: a quarantined frame's canonical, JSON as stored (compared first as PostgreSQL spells it),
+    and canonical_select makes that JSON canonical in SQL as canonical_stored_json does."""
     import duckdb
     import pyarrow as pa
 
@@ -585,4 +589,106 @@ def test_stored_rows_are_spelled_alike_in_sql_and_from_arrow() -> None:
     con.register("ticks", pa.table(ticks))
     spelled = con.execute(f"SELECT {rows.stored_select('price_ticks')} FROM ticks").to_arrow_table().column("attrs")
     assert spelled.to_pylist() == rows.stored_batch("price_ticks", pa.RecordBatch.from_pydict(ticks)).column(
-        "attrs").to_pylist() == [None, '{"a":0.1000000000000000001,"z":{"x":1,"y":2}}', "[]"]
+        "attrs").to_pylist() == attrs.to_pylist()
+    canonical = con.execute(f"SELECT {rows.canonical_select('price_ticks', 'stored')} FROM ticks").to_arrow_table()
+    assert canonical.column("attrs").to_pylist() == [None, '{"a":0.1000000000000000001,"z":{"x":1,"y":2}}', "[]"]
+
+
+# JSON values as adapters give them: PostgreSQL's jsonb text of each is what `rows.stored_spelling`
+# must write (the first, cheap step of the comparison), and whatever it writes must come back to
+# `canonical_json` (the second step).
+SPELLED_LIKE_POSTGRESQL: list[Any] = [
+    {"betslip": None, "bookmakerOutcomeId": "557310700002101", "bookmakerChangedAt": "2026-12-06T16:46:15.039Z",
+     "playerName": None, "priceAmerican": "+231", "priceFractional": "231/100", "mainLine": True,
+     "exchangeMeta": {}, "playerId": 0},
+    {"b": 1, "a": 2}, {"zz": 2, "é": 1, "ab": 3, "b": [], "%b": "%s"},  # é: two bytes, sorted as such
+    {"outer": {"yy": [1, {"k": "v", "j": None}], "x": 1.5}, "n": [], "t": "line\nbreak \"quoted\" \u0007 ü"},
+    {"price": 3.31, "neg": -2.5, "big": 9007199254740993, "small": 0.25, "f": False},
+    [1, "x", None, {"b": 1, "a": True}], "text", 5, 2.59, {}, [], {"one": {"only": 1}},
+]
+NOT_SPELLED_LIKE_POSTGRESQL: list[Any] = [
+    {"a": 1e16, "b": 1}, {"a": Decimal("1.50"), "b": 2}, {"a": Decimal("0.1000000000000000001"), "b": 2},
+    {"a": 123456789012345678901234567890, "b": 1}, {1: "x", "a": 2}, {"a": [1, -0.0]},
+]
+
+
+def test_derived_json_is_spelled_as_postgresql_stores_it(db_url: str) -> None:
+    from warehouse import exactjson
+    from warehouse.replay import rows
+
+    values = SPELLED_LIKE_POSTGRESQL + NOT_SPELLED_LIKE_POSTGRESQL
+    with psycopg.connect(db_url) as conn:  # as the writer stores them: exactjson's text into jsonb
+        stored = [conn.execute("SELECT %s::jsonb::text", [exactjson.dumps(v).decode()]).fetchone()[0]  # type: ignore[index]
+                  for v in values]
+    for value, text in zip(values, stored, strict=True):
+        spelled = rows.stored_spelling(value)
+        assert rows.canonical_spelled(spelled) == rows.canonical_json(value), value
+        if value in SPELLED_LIKE_POSTGRESQL:
+            assert spelled == text, value
+        else:
+            assert spelled != text, value  # matched in the canonical step instead
+            assert rows.canonical_spelled(spelled) == rows.canonical_json(value)
+    assert rows.stored_spelling({"a": Decimal("1.50"), "b": 2}) == rows.UNSPELLED + '{"a":1.50,"b":2}'
+
+
+def _attrs_check(derived: list[Any], stored: list[str | None]) -> Any:
+    """Each derived attrs against each stored text, as price_ticks rows of frames 1, 2, …: the tally."""
+    import pyarrow as pa
+
+    from warehouse.records import PriceTick
+    from warehouse.replay import compare, rows
+
+    at = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    gathered = rows.RowsByTable()
+    for raw_id, attrs in enumerate(derived, 1):
+        gathered.add(raw_id, "odds", "odds", [PriceTick(at, "s", "b", "f", "m", "o", 2.5, attrs=attrs)])
+    tables, kinds = gathered.tables()
+    with tempfile_dir() as spill, compare._Comparison(spill) as comparison:
+        comparison.add_derived(tables, kinds)
+        ticks = tables["price_ticks"][0]
+        stored_ticks = ticks.set_column(ticks.schema.get_field_index("attrs"), "attrs", pa.array(stored, pa.string()))
+        for batch in stored_ticks.to_batches():
+            comparison._insert("stored_price_ticks", rows.stored_batch("price_ticks", batch))
+        part = compare.Part()
+        comparison.compare(part)
+    tally = part.tallies["price_ticks"]
+    tally.examples = [line for _, line in part.examples.get("price_ticks", [])]
+    return tally
+
+
+@contextlib.contextmanager
+def tempfile_dir() -> Iterator[Path]:
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="replay-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_json_matched_as_text_first_keeps_the_rule_of_values() -> None:
+    """A row whose JSON is stored as PostgreSQL spells it matches in the first step; one spelled
+    otherwise (keys in another order, other spacing, 1.50 for 1.5, 1e2 for 100.0) in the second, as
+    the values are the same under the canonical rule; a changed digit, a Decimal against its float,
+    JSON null against SQL NULL, or a missing key differ, whichever step they reach."""
+    derived: list[Any] = [
+        {"b": 1, "a": "x"}, {"b": 1, "a": "x"}, {"price": 1.5, "k": 1}, {"price": 1.5, "k": 1},
+        {"n": 1e16, "k": 1}, {"big": Decimal("0.1000000000000000001"), "k": 1}, None, None, {"b": 1, "a": "x"},
+        # differ:
+        {"price": 1.5, "k": 1}, {"price": 0.1, "k": 1}, {"big": Decimal("0.1000000000000000001"), "k": 1},
+        {"b": 1, "a": "x"}, None, {"b": 1, "a": "x"}, {"a": "x", "b": 1, "c": None},
+    ]
+    stored = [
+        '{"a": "x", "b": 1}', '{"b":1,"a":"x"}', '{"k": 1, "price": 1.5}', '{"k": 1, "price": 1.50}',
+        '{"k": 1, "n": 10000000000000000}', '{"k": 1, "big": 0.1000000000000000001}', None, None,
+        '{\n "b" : 1 , "a":"x"}',
+        '{"k": 1, "price": 1.51}', '{"k": 1, "price": 0.1000000000000000001}', '{"k": 1, "big": 0.1}',
+        "null", "null", '{"a": "x"}', '{"a": "x", "b": 1}',
+    ]
+    tally = _attrs_check(derived, stored)
+    assert (tally.derived, tally.stored, tally.matched, tally.differ, tally.missing, tally.extra) == (
+        16, 16, 9, 7, 0, 0), tally
+    assert [line.split(":")[0] for line in tally.examples] == [f"raw_id {n}" for n in range(10, 15)], tally.examples
+    assert "price" in tally.examples[0] and "1.51" in tally.examples[0]  # shown as canonical text, as before

@@ -283,7 +283,8 @@ class _Comparison:
                     owned: Owned | None = None) -> None:
         """The window's stored rows, those `owned` says (perhaps in a thread of their own: on a
         connection of their own). Where the stored rows are SQL to DuckDB (Parquet), they go from the
-        files into the table inside DuckDB, only their JSON through Python (rows.register)."""
+        files into the table inside DuckDB, their JSON as stored (rows.py), only a quarantined frame's
+        text through Python (rows.register)."""
         con = self.con.cursor()
         try:
             where = ""
@@ -363,7 +364,8 @@ class _Comparison:
 
     def _compare(self, table: str, part: Part, derived: int, stored: int) -> None:
         """Both sides as multisets of (raw_id, hash of the row): a hash join of two narrow tables.
-        Only rows whose (raw_id, hash) counts differ are then compared in full, with EXCEPT ALL."""
+        Only rows whose (raw_id, hash) counts differ are then compared in full, their JSON made
+        canonical (rows.py: the first step compares JSON as PostgreSQL spells it), with EXCEPT ALL."""
         columns = COLUMNS[table]
         select = ", ".join(c.compared() for c in columns)
         row_hash = f"hash({', '.join(c.name for c in columns)})"
@@ -378,8 +380,10 @@ class _Comparison:
         if self._count("SELECT count(*) FROM _diff"):
 
             def unmatched(side: str) -> str:
-                return (f"SELECT * EXCLUDE (_h) FROM (SELECT *, {row_hash} AS _h FROM (SELECT {select} FROM"
-                        f" {side}_{table})) x SEMI JOIN _diff ON x.raw_id = _diff.raw_id AND x._h = _diff.h")
+                """The side's rows not matched by the first step, their JSON canonical (rows.py)."""
+                return (f"SELECT {rows.canonical_select(table, side)} FROM (SELECT * EXCLUDE (_h) FROM"
+                        f" (SELECT *, {row_hash} AS _h FROM (SELECT {select} FROM {side}_{table})) x"
+                        " SEMI JOIN _diff ON x.raw_id = _diff.raw_id AND x._h = _diff.h)")
 
             con.execute(f"CREATE OR REPLACE TEMP TABLE _extra AS {unmatched('derived')} EXCEPT ALL"
                         f" {unmatched('stored')}")

@@ -7,14 +7,23 @@ JSON as text with sorted keys and exact numbers (a value, not a spelling: Postgr
 keys its own way). Numbers inside JSON that PostgreSQL spells differently (a float 1e16 as
 10000000000000000, -0.0 as 0.0) are matched by `deep_json`, applied only to the few rows the
 canonical text leaves unmatched. (Frames are stored as their text, so they decode as they came.)
+
+JSON is compared in two steps, so that stored JSON is not decoded where it matches. First as text:
+a stored value is PostgreSQL's text of it (jsonb's own spelling), and a derived value is written in
+that spelling (`stored_spelling`), so a row derived as stored matches without its stored text being
+read by Python at all. The rows left unmatched are then compared again with their JSON canonical on
+both sides (`canonical_select`), as before. Equal text is an equal value, so a row matched in the
+first step is one the canonical comparison matches too, and the verdicts are the canonical rule's.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Context, Decimal
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -84,6 +93,76 @@ def canonical_stored_json(text: str) -> str:
     return exactjson.dumps(exactjson.loads(text), orjson.OPT_SORT_KEYS).decode()
 
 
+# Marks a derived JSON text that is not in PostgreSQL's spelling but canonical (`canonical_json`):
+# no text of jsonb's begins with it, so such a row only matches in the canonical step.
+UNSPELLED = "~"
+# Keys tuple of an object → (its values in jsonb's key order, the object's text with %b for each
+# value), or None when a key is no string. A feed's objects have a few shapes: each is worked out once.
+Shape = tuple[Callable[[dict[str, Any]], tuple[Any, ...]], bytes]
+_SHAPES: dict[tuple[Any, ...], Shape | None] = {}
+_SHAPES_KEPT = 4096
+_INDENTED = re.compile(rb"\n *")
+
+
+def _jsonb_order(key: str) -> tuple[int, bytes]:
+    """jsonb keeps an object's keys shortest first (in UTF-8 bytes), those of a length bytewise."""
+    data = key.encode()
+    return len(data), data
+
+
+def _shape(keys: tuple[Any, ...]) -> Shape | None:
+    if not all(type(key) is str for key in keys):
+        return None
+    ordered = sorted(keys, key=_jsonb_order)
+    return itemgetter(*ordered), b"{" + b", ".join(orjson.dumps(key).replace(b"%", b"%%") + b": %b"
+                                                   for key in ordered) + b"}"
+
+
+def _in_jsonb_order(value: Any) -> Any:
+    """The value with every object's keys in jsonb's order (TypeError for a key that is no string)."""
+    kind = type(value)
+    if kind is dict:
+        if not all(type(key) is str for key in value):
+            raise TypeError("a key that is no string")
+        return {key: _in_jsonb_order(value[key]) for key in sorted(value, key=_jsonb_order)}
+    if kind is list or kind is tuple:
+        return [_in_jsonb_order(item) for item in value]
+    return value
+
+
+def stored_spelling(value: Any) -> str:
+    """A derived JSON value in the text PostgreSQL writes for it as jsonb (keys in jsonb's order,
+    ", " and ": " between items), where orjson writes each part itself; else UNSPELLED and its
+    canonical text (Decimals, integers beyond 64 bits, keys that are no string: `canonical_json`'s
+    cases). Either way `canonical_spelled` of the result is `canonical_json(value)`."""
+    try:
+        if type(value) is dict and len(value) > 1:
+            keys = tuple(value)
+            shape = _SHAPES.get(keys)
+            if shape is None and keys not in _SHAPES:
+                if len(_SHAPES) >= _SHAPES_KEPT:
+                    _SHAPES.clear()
+                shape = _SHAPES[keys] = _shape(keys)
+            if shape is not None:
+                values, spelled = shape
+                # The values one to a line: none holds a container with items (those are indented
+                # further) and no text a line break (JSON escapes it), so lines are the values.
+                lines = orjson.dumps(values(value), option=orjson.OPT_INDENT_2)
+                if b"\n    " not in lines:
+                    return (spelled % tuple(lines[4:-2].split(b",\n  "))).decode()
+        # Indented, every line break and indent is orjson's (a text's line break is escaped): on
+        # one line, with jsonb's ", " between items (orjson writes ": " already).
+        lines = orjson.dumps(_in_jsonb_order(value), option=orjson.OPT_INDENT_2)
+        return _INDENTED.sub(b"", lines.replace(b",\n", b", \n")).decode()
+    except (TypeError, RecursionError):  # orjson writes it not itself (a Decimal, say): canonical then
+        return UNSPELLED + canonical_json(value)
+
+
+def canonical_spelled(text: str) -> str:
+    """The canonical text of a `stored_spelling`."""
+    return text[len(UNSPELLED):] if text.startswith(UNSPELLED) else canonical_stored_json(text)
+
+
 # Enough digits for any number exactjson decodes (4,300 for an integer), so none is rounded here.
 _EVERY_DIGIT = Context(prec=10_000)
 
@@ -117,8 +196,8 @@ def frame_text(text: str) -> str:
 def _values(kind: str, values: Iterable[Any]) -> list[Any] | Iterable[Any]:
     if kind == "frame":
         return [None if v is None else frame_text(v) for v in values]
-    if kind == "json":
-        return [None if v is None else canonical_json(v) for v in values]
+    if kind == "json":  # in the spelling PostgreSQL stores: compared first as text (the module's docstring)
+        return [None if v is None else stored_spelling(v) for v in values]
     if kind == "num":
         return [None if v is None else format(v, "f") for v in values]
     if kind == "uuid":
@@ -180,13 +259,16 @@ def _arrow(table: str, cls: type[Record], rows: list[Record], ids: list[int]) ->
     return pa.table(arrays, names=[c.name for c in COLUMNS[table]])
 
 
-def stored_batch(table: str, batch: pa.RecordBatch, canonical: Callable[[str], str] = canonical_stored_json
-                 ) -> pa.RecordBatch:
-    """Stored rows (warehouse.replay.stored's shapes) with their JSON in canonical text."""
+def stored_batch(table: str, batch: pa.RecordBatch, json: Callable[[str], str] | None = None,
+                 frame: Callable[[str], str] | None = frame_text) -> pa.RecordBatch:
+    """Rows (warehouse.replay.stored's shapes) with their JSON texts spelled by `json` and their
+    frame texts by `frame` (None: as they are). Stored rows come into the comparison with their
+    frame texts canonical and their JSON as stored (PostgreSQL's spelling: see the module's docstring)."""
     columns = list(batch.columns)
     for i, column in enumerate(COLUMNS[table]):
-        if column.kind in ("json", "frame"):
-            columns[i] = _respelled(columns[i], canonical if column.kind == "json" else frame_text)
+        spelled = json if column.kind == "json" else frame if column.kind == "frame" else None
+        if spelled is not None:
+            columns[i] = _respelled(columns[i], spelled)
     return pa.RecordBatch.from_arrays(columns, names=[c.name for c in COLUMNS[table]])
 
 
@@ -199,23 +281,31 @@ def _respelled(texts: pa.Array | pa.ChunkedArray, spelled: Callable[[str], str])
     return pc.take(pa.array([spelled(v) for v in encoded.dictionary.to_pylist()], pa.string()), encoded.indices)
 
 
-# SQL functions of the comparison's DuckDB (`register`): stored JSON in canonical text, in SQL.
-_SQL_SPELLING = {"json": ("replay_canonical_json", canonical_stored_json), "frame": ("replay_frame_text", frame_text)}
+# SQL functions of the comparison's DuckDB (`register`): texts made canonical, in SQL.
+_FRAME_TEXT = "replay_frame_text"
+_CANONICAL = {"stored": ("replay_canonical_json", canonical_stored_json),
+              "derived": ("replay_canonical_spelled", canonical_spelled)}
 
 
 def register(con: Any) -> None:
-    """Make `stored_select` work on this DuckDB database: its canonical-JSON functions."""
+    """Make `stored_select` and `canonical_select` work on this DuckDB database: their functions."""
     from duckdb.sqltypes import VARCHAR
 
     def function(spelled: Callable[[str], str]) -> Callable[[pa.ChunkedArray], pa.Array]:
         return lambda texts: _respelled(texts, spelled)  # DuckDB counts a function's parameters: one
 
-    for name, spelled in _SQL_SPELLING.values():
+    for name, spelled in ((_FRAME_TEXT, frame_text), *_CANONICAL.values()):
         con.create_function(name, function(spelled), [VARCHAR], VARCHAR, type="arrow", side_effects=False)
 
 
 def stored_select(table: str) -> str:
     """What `stored_batch` does, in SQL: the select list turning stored rows (stored.py's shapes,
-    e.g. `Stored.derived_query`) into the canonical shape (`register` the functions first)."""
-    return ", ".join(f"{_SQL_SPELLING[c.kind][0]}({c.name}) AS {c.name}" if c.kind in _SQL_SPELLING else c.name
-                     for c in COLUMNS[table])
+    e.g. `Stored.derived_query`) into the shape compared first (`register` the functions first)."""
+    return ", ".join(f"{_FRAME_TEXT}({c.name}) AS {c.name}" if c.kind == "frame" else c.name for c in COLUMNS[table])
+
+
+def canonical_select(table: str, side: str) -> str:
+    """The select list turning rows of one side ("derived" or "stored") as first compared into the
+    canonical shape: JSON as canonical text (`register` the functions first)."""
+    function = _CANONICAL[side][0]
+    return ", ".join(f"{function}({c.name}) AS {c.name}" if c.kind == "json" else c.name for c in COLUMNS[table])
