@@ -6,20 +6,34 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from warehouse.collect.transports import WebSocketSession
+from tests.test_transports import wire_frame
+from warehouse.collect.transports import Disconnected, WebSocketSession
 
 
-def wire_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    if n < 126:
-        return head + bytes([n]) + payload
-    if n < 65536:
-        return head + bytes([126]) + n.to_bytes(2, "big") + payload
-    return head + bytes([127]) + n.to_bytes(8, "big") + payload
+async def opened(server: Any) -> tuple[WebSocketSession, Any]:
+    """A session on the test server, and its BatchingConnection."""
+    port = server.sockets[0].getsockname()[1]
+    session = WebSocketSession(ping_interval=20, connect_timeout=5, max_frame_bytes=1 << 20)
+    await session.open(f"ws://127.0.0.1:{port}/", {})
+    assert session._ws is not None
+    return session, session._ws
+
+
+async def until_closed(session: WebSocketSession, ws: Any) -> tuple[list[bytes], bool]:
+    """Every frame until the connection ends, and whether any was parsed directly."""
+    got: list[bytes] = []
+    direct = False
+    try:
+        while True:
+            got += [f.data for f in await session.recv_many()]
+            direct = direct or ws._direct
+    except Disconnected:
+        pass
+    return got, direct
 
 
 def test_an_empty_data_frame_on_its_own_wakes_recv_many() -> None:
@@ -38,11 +52,7 @@ def test_an_empty_data_frame_on_its_own_wakes_recv_many() -> None:
 
     async def main() -> tuple[list[bytes], bool, list[bytes] | None]:
         async with serve(vendor, "127.0.0.1", 0, compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            session = WebSocketSession(ping_interval=20, connect_timeout=5, max_frame_bytes=1 << 20)
-            await session.open(f"ws://127.0.0.1:{port}/", {})
-            ws = session._ws
-            assert ws is not None
+            session, ws = await opened(server)
             first = [f.data for f in await session.recv_many()]
             task = asyncio.ensure_future(session.recv_many())
             await answered.wait()
@@ -127,11 +137,7 @@ def test_no_frame_is_taken_after_the_client_failed_the_connection() -> None:
 
     async def main() -> list[bytes]:
         async with serve(vendor, "127.0.0.1", 0, compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            session = WebSocketSession(ping_interval=20, connect_timeout=5, max_frame_bytes=1 << 20)
-            await session.open(f"ws://127.0.0.1:{port}/", {})
-            ws = session._ws
-            assert ws is not None
+            session, ws = await opened(server)
             received = [f.data for f in await session.recv_many()]
             assert getattr(ws, "_direct", True)
             ws.protocol.fail(1011, "keepalive ping timeout")  # as websockets' keepalive() does
@@ -167,19 +173,8 @@ def test_a_ping_among_directly_parsed_frames_is_answered_and_deflate_goes_the_li
 
     async def run(handler, compression) -> tuple[list[bytes], bool]:  # type: ignore[no-untyped-def]
         async with serve(handler, "127.0.0.1", 0, compression=compression) as server:
-            port = server.sockets[0].getsockname()[1]
-            session = WebSocketSession(ping_interval=20, connect_timeout=5, max_frame_bytes=1 << 20)
-            await session.open(f"ws://127.0.0.1:{port}/", {})
-            ws = session._ws
-            assert ws is not None
-            got: list[bytes] = []
-            direct = False
-            try:
-                while True:
-                    got += [f.data for f in await session.recv_many()]
-                    direct = direct or ws._direct
-            except Exception:
-                pass
+            session, ws = await opened(server)
+            got, direct = await until_closed(session, ws)
             await session.close()
             return got, direct
 
