@@ -77,7 +77,7 @@ def keys(cls: type[Any]) -> list[Key]:
         if field.default_factory is not MISSING:
             default = field.default_factory()
         found.append(Key(meta["key"] or field.name, field.name, hints[field.name], default, meta["doc"],
-                         meta["secret"], meta["positive"], meta.get("most"), meta["convert"], meta["aliases"],
+                         meta["secret"], meta["positive"], meta["most"], meta["convert"], meta["aliases"],
                          meta.get("shown")))
     return found
 

@@ -106,7 +106,8 @@ async def collect(url: str, feeds: list[FeedSettings], writer_settings: WriterSe
         if reload is not None:
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(reload, held)))
         await claims.start()
-        # The writer holds at most its queue and two batches (one committing while the next is taken).
+        # The writer holds at most its queue and two batches (one committing while the next is taken); a
+        # batch of batch_rows rows holds at most as many units (each has a row at least).
         gc_settle.settle(writer_settings.queue_units + 2 * writer_settings.batch_rows)
         running = [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in held]
         stopping = asyncio.create_task(stop.wait())

@@ -313,12 +313,10 @@ class Writer:
             if self._carry is not None:  # the unit that began another epoch goes first
                 first, self._carry = self._carry, None
                 if self._spool.pending:
-                    await self._settle()
-                    await self._replayer.start()
+                    await self._replay()
             elif self._spool.pending:
                 # Keep replaying even when producers are idle.
-                await self._settle()
-                await self._replayer.start()
+                await self._replay()
                 try:
                     first = await asyncio.wait_for(self._queue.get(), self.settings.retry_initial_s)
                 except TimeoutError:
@@ -422,7 +420,8 @@ class Writer:
         try:  # here, not in the task: a day's partitions made once, and ids growing in the order of the batches
             conn = await self._connection.ready(conn)
             ids = await self._connection.reserve_ids(conn, sum(raw is not None for raw, _rows in units))
-        except Exception:  # the one-connection way meets the error again, and deals with it
+        except Exception as exc:  # the one-connection way meets the error again, and deals with it
+            log.debug("writer: preparing a batch for the second connection failed (%s)", one_line(str(exc)))
             return False
         fast = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._overlapped(batch_id, units, epochs, conn, ids, previous, fast),
@@ -497,6 +496,13 @@ class Writer:
             await self._connection.went_down(exc)
             return False
         return True
+
+    async def _replay(self) -> None:
+        """Replay the spool (in a task of its own), once the batch committing here, if any, is done: the
+        replay uses the first connection, and comes after that batch."""
+        assert self._replayer is not None
+        await self._settle()
+        await self._replayer.start()
 
     async def _settle(self) -> None:
         """Wait for the batch committing in a task of its own, if any (it never raises)."""
