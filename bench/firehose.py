@@ -4,6 +4,7 @@
     python bench/firehose.py --baseline 7dc2855 --repeat 3   # ... and an older commit, alternated
     python bench/firehose.py --feed saba              # saba | ckex | mm: the other feeds
     python bench/firehose.py --json                   # the figures as JSON (--json FILE: into FILE, and the table)
+    python bench/firehose.py --ceiling                # ... and PostgreSQL alone on the run's rows (pre-built COPY)
 
 A peer process (bench/_peer.py) builds every frame before it listens and pushes them, already
 framed for the wire, as fast as the socket takes them; `warehouse collect` runs as a subprocess of
@@ -30,6 +31,11 @@ The baseline in the same run is a sink: the same peer, read by a process that on
 older commit too, from a checkout and venv of its own cached under bench/.cache/, alternating the
 runs (base, current, base, current …) so that the machine's drift falls on both. Not a test:
 figures depend on the machine; compare the ratios of one run.
+
+`--ceiling` adds PostgreSQL's own ceiling after each run of the current code (bench/_ceiling.py):
+the rows that run stored, sent back into a fresh database as pre-built binary COPY bytes in the
+writer's batches by a client that costs ~nothing, on one connection and on two. No collector can
+store more frames/s on this machine than the server takes there.
 """
 
 from __future__ import annotations
@@ -59,8 +65,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import _peer  # noqa: E402
-from bench._server import create_database, discard, scratch_server  # noqa: E402
+from bench import _ceiling, _peer  # noqa: E402
+from bench._server import create_database, database_url, discard, scratch_server  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
 SECRET = "firehose-secret-0d7e3c1a-5b6f-4c2d-9e8f"  # every feed's key/token (the peer checks none)
@@ -436,6 +442,27 @@ def measure(url: str, source: str, sent: int, reports: list[dict[str, Any]], sam
     }
 
 
+def ceiling_runs(machine: Machine, revision: Revision, peer: Peer, work: list[Any]) -> list[dict[str, Any]]:
+    """PostgreSQL alone: the batches a collector run stored, written again from their COPY bytes."""
+    results = []
+    for connections in (1, 2):
+        url = fresh_database(machine, revision.template)
+        with Sampler(os.getpid(), machine.postmaster, peer.process.pid or 0) as sampler:
+            started = time.time()
+            done = _ceiling.write(url, work, connections)
+            ended = time.time()
+        tables = {name for batch in work for name, _, _ in batch}
+        with psycopg.connect(url) as conn:
+            counts = {name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in tables}
+        stored = counts.pop("raw_messages")
+        cpu = sampler.between(started, ended)
+        results.append({"kind": "ceiling", "connections": connections, "stored": stored, "rows": sum(counts.values()),
+                        "frames_per_s": stored / done["seconds"], "batches": len(work),
+                        "cpu_postgres_us": 1e6 * cpu.get("postgres", float("nan")) / stored,
+                        "cpu_client_us": 1e6 * done["client_cpu_s"] / stored})
+    return results
+
+
 # -- the plan and the report ---------------------------------------------------------------------------
 
 
@@ -460,6 +487,13 @@ def summarise(runs: list[dict[str, Any]], revisions: list[Revision]) -> dict[str
             [r.get("cpu_collector_us", float("nan")) for r in of(revision.label, "firehose")])
         if of(revision.label, "paced"):
             summary[f"{revision.label} p99 ms (paced)"] = spread([r["p99_ms"] for r in of(revision.label, "paced")])
+    for connections in (1, 2):
+        ceiling = [r for r in runs if r["kind"] == "ceiling" and r["connections"] == connections]
+        if ceiling:
+            summary[f"PostgreSQL alone, {connections} connection(s), frames/s"] = spread(
+                [r["frames_per_s"] for r in ceiling])
+            summary[f"PostgreSQL alone, {connections} connection(s), CPU µs/frame"] = spread(
+                [r["cpu_postgres_us"] for r in ceiling])
     if len(revisions) == 2:
         base, new = revisions
         pairs = list(zip(of(base.label, "firehose"), of(new.label, "firehose"), strict=True))
@@ -503,6 +537,15 @@ def print_report(setup: dict[str, Any], runs: list[dict[str, Any]], summary: dic
                   f" | {fmt(r['peak_rss_mb'])} | {fmt(r.get('cpu_collector_us'), 1)}"
                   f" | {fmt(r.get('cpu_postgres_us'), 1)} | {fmt(r.get('cpu_peer_us'), 1)} | {fmt(r['sent'])}"
                   f" | {fmt(r['stored_once'])} |")
+    ceilings = [r for r in runs if r["kind"] == "ceiling"]
+    if ceilings:
+        print("\nPostgreSQL alone: each run's stored rows sent again as pre-built binary COPY bytes, in the writer's"
+              " batches (no ids reserved, no fence or marker)\n")
+        print("| run | connections | frames/s | CPU µs/frame: PostgreSQL | client | stored |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in ceilings:
+            print(f"| #{r['repeat']} | {r['connections']} | {fmt(r['frames_per_s'])} | {fmt(r['cpu_postgres_us'], 1)}"
+                  f" | {fmt(r['cpu_client_us'], 1)} | {fmt(r['stored'])} |")
     paced = [r for r in runs if r["kind"] == "paced"]
     if paced:
         print(f"\nreceive → commit at {setup['rate']:,.0f} frames/s for {setup['latency_seconds']:g} s"
@@ -529,6 +572,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each kind, alternated between revisions")
     parser.add_argument("--warmup", type=int, default=50_000, help="frames of an unreported first run per revision")
     parser.add_argument("--baseline", metavar="REV", help="also measure this commit, in the same run")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="after each run of the current code, PostgreSQL alone on its rows (pre-built COPY bytes)")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
                         help="the figures as JSON: on stdout instead of the table, or into FILE besides it")
     args = parser.parse_args()
@@ -560,6 +605,11 @@ def main() -> None:
                 say(f"{revision.label}, firehose run {repeat} …")
                 runs.append({"revision": revision.label, "repeat": repeat,
                              **collect_run(machine, revision, peer, args.frames, seconds=args.seconds)})
+                if args.ceiling and revision is revisions[-1]:
+                    say(f"PostgreSQL alone on run {repeat}'s rows, 1 and 2 connections …")
+                    work = _ceiling.batches(_ceiling.read_run(database_url(server.url("postgres"), RUN_DB), args.feed))
+                    runs += [{"revision": "PostgreSQL alone", "repeat": repeat, **r}
+                             for r in ceiling_runs(machine, revision, peer, work)]
             for revision in revisions if paced else []:
                 say(f"{revision.label}, {args.rate:,.0f} frames/s run {repeat} …")
                 runs.append({"revision": revision.label, "repeat": repeat,
