@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -642,33 +642,34 @@ class Writer:
 
     async def _copy(self, conn: asyncpg.Connection, units: list[Unit],
                     ids: Iterator[int] | None = None) -> tuple[int, int]:
-        """COPY the units' raw frames (with the ids given, else reserved now) and derived rows. Each row with
-        its frame's id is made as COPY encodes it, not a batch of them beforehand: the tuple is freed at
-        once and the next reuses its memory, which costs half as much as keeping a batch's rows alive
-        (docs/performance.md, "COPY rows as they are encoded")."""
-        kinds: set[type] = set()
-        frames = row_count = 0
-        for raw, rows in units:
-            if raw is not None:
-                frames += 1
-            if rows:
-                row_count += len(rows)
-                kinds.update(map(type, rows))
-        unknown = [kind for kind in kinds if kind not in TABLE_OF]
-        if unknown:
-            raise TypeError(f"not a record type: {unknown[0].__name__}")
+        """COPY the units' raw frames (with the ids given, else reserved now) and derived rows."""
+        raw_rows: list[tuple[Any, ...]] = []
+        derived: defaultdict[type[Record], list[tuple[Any, ...]]] = defaultdict(list)
+        frames = sum(1 for raw, _ in units if raw is not None)
         if ids is None:
             ids = await self._connection.reserve_ids(conn, frames)
+        row_count = 0
         no_id: tuple[int | None] = (None,)
-        raw_ids = [no_id if raw is None else (next(ids),) for raw, _rows in units]
-        if frames:
-            # A frame that is no tuple fails here, inside the COPY: a data error like a value COPY refuses.
-            await conn.copy_records_to_table(
-                "raw_messages", records=(raw + raw_id for (raw, _rows), raw_id in zip(units, raw_ids, strict=True)
-                                         if raw is not None), columns=COPY_COLUMNS[RawMessage])
-        for kind in (kind for kind in TABLE_OF if kind in kinds):  # one order of tables for both connections
-            await conn.copy_records_to_table(TABLE_OF[kind], records=_rows_of(kind, units, raw_ids, len(kinds) == 1),
-                                             columns=COPY_COLUMNS[kind])
+        try:
+            for raw, rows in units:
+                raw_id = no_id
+                if raw is not None:
+                    raw_id = (next(ids),)
+                    raw_rows.append(raw + raw_id)
+                for row in rows:
+                    derived[type(row)].append(row + raw_id)
+                row_count += len(rows)
+        except TypeError:  # something that is no tuple
+            derived = defaultdict(list, ((type(row), []) for _raw, rows in units for row in rows))
+            if all(record_type in TABLE_OF for record_type in derived):
+                raise
+        unknown = [record_type for record_type in derived if record_type not in TABLE_OF]
+        if unknown:
+            raise TypeError(f"not a record type: {unknown[0].__name__}")
+        if raw_rows:
+            await conn.copy_records_to_table("raw_messages", records=raw_rows, columns=COPY_COLUMNS[RawMessage])
+        for record_type, rows in derived.items():
+            await conn.copy_records_to_table(TABLE_OF[record_type], records=rows, columns=COPY_COLUMNS[record_type])
         return frames, row_count
 
     async def _refuse(self, chunk_id: UUID, unit: Unit, exc: BaseException, epochs: Epochs,
@@ -708,14 +709,6 @@ async def _next_or_done(queue: asyncio.Queue[Any], task: asyncio.Task[None]) -> 
         return getter.result()
     getter.cancel()  # an item it was woken for stays in the queue (asyncio.Queue.get)
     return _DONE
-
-
-def _rows_of(kind: type, units: list[Unit], raw_ids: list[tuple[int | None]], alone: bool) -> Iterator[tuple[Any, ...]]:
-    """The `kind` records of `units`, each with its frame's id (`alone`: no other kind is among them)."""
-    for (_raw, rows), raw_id in zip(units, raw_ids, strict=True):
-        for row in rows:
-            if alone or type(row) is kind:
-                yield row + raw_id
 
 
 def _commit_message(plan: fence.Plan, batch_id: UUID, frames: int, row_count: int) -> str:
