@@ -227,9 +227,9 @@ async def install_codecs(conn: asyncpg.Connection) -> None:
     # value (it compares each one with ±infinity first), and a frame has ~5 (docs/performance.md, "Firehose").
     await conn.set_type_codec("timestamptz", schema="pg_catalog", format="tuple", encoder=encode_timestamptz,
                               decoder=decode_timestamptz)
-    # numeric: asyncpg's own encoder costs ~1.4 µs a Decimal (as_tuple(), then its digits in Python objects);
+    # numeric: asyncpg's own encoder costs ~1.6 µs a Decimal (as_tuple(), then its digits as Python ints);
     # a feed's stakes and prices are the same few Decimal objects again and again (feeds/values.py remembers
-    # them), so each one's encoding is kept with it (docs/performance.md, "Numerics encoded once").
+    # them), so each one's encoding is kept with it (docs/performance.md, "COPY's values at the codec boundary").
     await conn.set_type_codec("numeric", schema="pg_catalog", format="binary", encoder=encode_numeric,
                               decoder=decode_numeric)
 
