@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +24,9 @@ from warehouse.config import CollectorSettings, WriterSettings
 from warehouse.feeds.contract import Feed
 from warehouse.feeds.derive import derive
 from warehouse.feeds.registry import FEEDS
-from warehouse.records import PriceTick, RawMessage
+from warehouse.records import CollectorEvent, PriceTick, RawMessage
 from warehouse.store.embedded import EmbeddedPostgres
+from warehouse.store.fence import Fencing
 from warehouse.store.writer import Writer
 
 SABA = FEEDS["saba-sse"]
@@ -47,6 +49,24 @@ def identity(kind: str, message: dict[str, Any], event_id: str | None = None) ->
                      received_at=datetime.now(UTC), source="x", connection_id=uuid4(), seq=1, event_id=event_id,
                      max_frame_bytes=2**20)
     return feed.identity(derived.raw, derived.records)
+
+
+def test_a_batchs_units_are_counted_per_source_as_each_one_tells_its_own() -> None:
+    """What the writer takes off `pending` when a batch is done: frames in one pass, units without one
+    (collector events) by their records' source, a unit with neither as None."""
+    at, connection = datetime.now(UTC), uuid4()
+
+    def frame(source: str, seq: int) -> RawMessage:
+        return RawMessage(at, source, connection, seq, "price", b"{}")
+
+    tick = PriceTick(at, "mm", "b", "f", "m", "o", 2.0)
+    event = CollectorEvent(at, "saba", connection, "connect")
+    units: list[Any] = [(frame("oddspapi", 1), [tick]), (None, [event]), (frame("mm", 2), []),
+                        (frame("oddspapi", 3), []), (None, []), (None, [event, event])]
+    fencing = Fencing()
+    assert fencing.sources_of(units) == Counter(map(fencing.source_of, units)) == Counter(
+        {"oddspapi": 2, "mm": 1, "saba": 2, None: 1})
+    assert fencing.sources_of(units[:1] * 3) == Counter({"oddspapi": 3}) and not fencing.sources_of([])
 
 
 def test_an_identity_names_one_event_and_only_that() -> None:

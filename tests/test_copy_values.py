@@ -4,11 +4,13 @@ connection"): the same stored value as a value made or encoded afresh, whatever 
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -16,7 +18,7 @@ from warehouse.config import WriterSettings
 from warehouse.feeds.contract import FrameError
 from warehouse.feeds.values import _number, parse_time, to_decimal
 from warehouse.records import PriceTick, RawMessage
-from warehouse.store.connection import encode_timestamptz
+from warehouse.store.connection import encode_timestamptz, install_codecs
 from warehouse.store.writer import Writer
 
 CONN = UUID("6d2f1c9e-0b3a-4e5f-8a7b-1c2d3e4f5a6b")
@@ -120,3 +122,49 @@ def test_ticks_sharing_their_times_store_the_times_each_was_given(storage_url: s
         stored = conn.execute("SELECT seq, received_at, payload::text FROM raw_messages ORDER BY seq").fetchall()
     assert rows == expected
     assert stored == [(seq, unit[0].received_at, f'{{"seq": {seq}}}') for seq, unit in enumerate(units, 1)]
+
+
+def numerics() -> list[Decimal]:
+    """Every shape a numeric takes: signs, zeros with and without scale, equal values at other scales
+    (1000, 1E+3, 1000.0: one key of a dict, three stored values), a digit group's edges, the longest and
+    smallest the lake's decimal and PostgreSQL take, NaN and the infinities; then random ones."""
+    texts = ["0", "-0", "0.00", "0E+5", "1000", "1E+3", "1000.0", "1000.000", "-1000.5", "0.0001", "0.00001",
+             "9999", "10000", "99999.9999", "-0.000123", "123.456", "1E+30", "1.5E-7", "2.59", "250.5",
+             "12345678901234567890.123456789012345678", "1" + "0" * 1000, "0." + "0" * 999 + "1", "1E-16383",
+             "-" + "9" * 131, "NaN", "Infinity", "-Infinity"]
+    rng = random.Random(28)
+    for _ in range(300):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 40)))
+        texts.append(f"{rng.choice(['', '-'])}{digits}E{rng.randint(-60, 40)}")
+    values = [Decimal(text) for text in texts]
+    return values + values[::-1]  # each object again, after others equal to it: encoded by identity, not value
+
+
+def test_numerics_reach_postgresql_as_asyncpg_own_encoder_sends_them(storage_url: str) -> None:
+    """The writer's numeric codec against asyncpg's own, value for value: the same number, scale and sign
+    stored (numeric_send of what each sent), the same value read back, the same refusal."""
+
+    async def main() -> None:
+        own = await asyncpg.connect(storage_url)
+        ours = await asyncpg.connect(storage_url)
+        try:
+            await install_codecs(ours)
+            for value in numerics():
+                sent = "SELECT numeric_send($1::numeric)"
+                assert await ours.fetchval(sent, value) == await own.fetchval(sent, value), value
+                back_ours, back_own = await ours.fetchval("SELECT $1::numeric", value), await own.fetchval(
+                    "SELECT $1::numeric", value)
+                assert str(back_ours) == str(back_own), value
+            for value in (Decimal("1E-16384"), 1.5, 7, "12.50"):  # beyond the scale; what asyncpg takes besides
+                outcomes = []
+                for conn in (own, ours):
+                    try:
+                        outcomes.append(await conn.fetchval("SELECT numeric_send($1::numeric)", value))
+                    except Exception as exc:
+                        outcomes.append(type(exc))
+                assert outcomes[0] == outcomes[1], value
+        finally:
+            await own.close()
+            await ours.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -225,6 +227,11 @@ async def install_codecs(conn: asyncpg.Connection) -> None:
     # value (it compares each one with ±infinity first), and a frame has ~5 (docs/performance.md, "Firehose").
     await conn.set_type_codec("timestamptz", schema="pg_catalog", format="tuple", encoder=encode_timestamptz,
                               decoder=decode_timestamptz)
+    # numeric: asyncpg's own encoder costs ~1.6 µs a Decimal (as_tuple(), then its digits as Python ints);
+    # a feed's stakes and prices are the same few Decimal objects again and again (feeds/values.py remembers
+    # them), so each one's encoding is kept with it (docs/performance.md, "COPY's values at the codec boundary").
+    await conn.set_type_codec("numeric", schema="pg_catalog", format="binary", encoder=encode_numeric,
+                              decoder=decode_numeric)
 
 
 def encode_jsonb(value: Any) -> bytes:
@@ -276,6 +283,80 @@ def decode_timestamptz(value: tuple[int]) -> datetime:
     if microseconds in (_INFINITY, _MINUS_INFINITY):  # as asyncpg's own decoder gives them
         return datetime.max if microseconds == _INFINITY else datetime.min
     return _PG_EPOCH + timedelta(microseconds=microseconds)
+
+
+# numeric's binary form (PostgreSQL's numeric_send): int16 ndigits, weight, sign, dscale, then ndigits base-10000
+# digits. What asyncpg's own codec does (pgproto/codecs/numeric.pyx), value for value, error for error.
+_NUMERIC_POS, _NUMERIC_NEG, _NUMERIC_NAN, _NUMERIC_PINF, _NUMERIC_NINF = 0x0000, 0x4000, 0xC000, 0xD000, 0xF000
+_MAX_DSCALE = 0x3FFF
+_HEAD = struct.Struct("!hhHh")
+_HEAD_READ = struct.Struct("!HhHH")
+# Decimals encoded lately, by identity, each held with its encoding (so that its id names no other object
+# while it is here); forgotten all at once when full.
+_numerics: dict[int, tuple[Decimal, bytes]] = {}
+_NUMERICS_KEPT = 4096
+
+
+def encode_numeric(value: Any) -> bytes:
+    known = _numerics.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
+    encoded = _numeric_binary(value if isinstance(value, Decimal) else Decimal(value))
+    if type(value) is Decimal:
+        if len(_numerics) >= _NUMERICS_KEPT:
+            _numerics.clear()
+        _numerics[id(value)] = (value, encoded)
+    return encoded
+
+
+def _numeric_binary(number: Decimal) -> bytes:
+    sign, digits, exponent = number.as_tuple()
+    if exponent in ("n", "N"):
+        return _HEAD.pack(0, 0, _NUMERIC_NAN, 0)
+    if exponent == "F":
+        return _HEAD.pack(0, 0, _NUMERIC_NINF if sign else _NUMERIC_PINF, 0)
+    assert isinstance(exponent, int)
+    if exponent < 0 and -exponent > _MAX_DSCALE:
+        raise ValueError("cannot encode Decimal value into numeric: exponent is too small")
+    dweight = len(digits) + exponent - 1
+    weight = (dweight + 4) // 4 - 1 if dweight >= 0 else -((-dweight - 1) // 4 + 1)
+    if weight > 2**16 - 1:
+        raise ValueError("cannot encode Decimal value into numeric: exponent is too large")
+    padding = (weight + 1) * 4 - (dweight + 1)
+    count = (len(digits) + padding + 3) // 4
+    if count > 2**16 - 1:
+        raise ValueError("cannot encode Decimal value into numeric: number of digits is too large")
+    padded = (0,) * padding + digits + (0,) * (count * 4 - padding - len(digits))
+    groups = [padded[i] * 1000 + padded[i + 1] * 100 + padded[i + 2] * 10 + padded[i + 3]
+              for i in range(0, count * 4, 4)]
+    dscale = -exponent if exponent < 0 else 0
+    head = _HEAD.pack(_int16(count), _int16(weight), _NUMERIC_NEG if sign else _NUMERIC_POS, dscale)
+    return head + struct.pack(f"!{count}h", *groups)
+
+
+def _int16(value: int) -> int:
+    """As C casts to int16_t: wrapped (a weight beyond it is refused by PostgreSQL, as it is from asyncpg)."""
+    return (value + 2**15) % 2**16 - 2**15
+
+
+def decode_numeric(data: bytes) -> Decimal:
+    """The Decimal asyncpg's own decoder makes (its text: "0.", the digits, the exponent), e.g. 1E+4 for 10000."""
+    count, weight, sign, dscale = _HEAD_READ.unpack_from(data)
+    if sign == _NUMERIC_NAN:
+        return Decimal("NaN")
+    if sign in (_NUMERIC_PINF, _NUMERIC_NINF):
+        return Decimal("-Infinity" if sign == _NUMERIC_NINF else "Infinity")
+    if not count:
+        return Decimal(f"0e-{dscale}")
+    groups = struct.unpack_from(f"!{count}h", data, _HEAD.size)
+    first = groups[0]
+    padding = (3 if first < 10 else 2 if first < 100 else 1 if first < 1000 else 0) if weight >= 0 else 0
+    digits = (str(first) if weight >= 0 else f"{first:04d}") + "".join(f"{group:04d}" for group in groups[1:])
+    if dscale:  # exactly dscale fractional digits: zeros added, or the last group's trailing zeros dropped
+        adjust = dscale - (count - weight - 1) * 4
+        digits = digits + "0" * adjust if adjust > 0 else digits[:len(digits) + adjust]
+    exponent = (weight + 1) * 4 - padding
+    return Decimal(f"{'-' if sign == _NUMERIC_NEG else ''}0.{digits}" + (f"E{exponent:+d}" if exponent else ""))
 
 
 def decode_jsonb(data: bytes) -> Any:

@@ -109,6 +109,14 @@ class Fencing:
             return str(raw.source)
         return str(rows[0].source) if rows else None
 
+    def sources_of(self, units: Sequence[Unit]) -> Counter[str | None]:
+        """How many of `units` each source has, as `source_of` tells it: frames in one pass (a batch's are
+        thousands), the units without a frame one by one."""
+        counts: Counter[str | None] = Counter([str(raw.source) for raw, _rows in units if raw is not None])
+        if counts.total() < len(units):  # some have no frame (collector events)
+            counts.update(self.source_of(unit) for unit in units if unit[0] is None)
+        return counts
+
     def identity(self, unit: Unit) -> str | None:
         raw, rows = unit
         if raw is None or self.identify is None:

@@ -536,10 +536,9 @@ class Writer:
         """These units are stored, or given up: none of them is pending any more."""
         if not epochs:
             return
-        for unit in units:
-            source = self.fencing.source_of(unit)
+        for source, count in self.fencing.sources_of(units).items():
             if source in epochs:
-                self.unstored[source, epochs[source]] -= 1
+                self.unstored[source, epochs[source]] -= count
         self.unstored = +self.unstored
 
     async def _record_dropped(self) -> None:
