@@ -209,8 +209,8 @@ class RowsByTable:
     """Records derived again, gathered per table until turned into Arrow.
 
     A frame's kind is compared as a table of (raw_id, kind) on each side; a frame whose kind is the
-    one stored gives the same row on both sides, which matches, so only it is counted (`same_kinds`)
-    and only frames of another kind go to the comparison as rows."""
+    one stored gives the same row on both sides, which matches, so such a frame is only counted
+    (`same_kinds`): only frames whose kind changed go to the comparison as rows."""
 
     def __init__(self) -> None:
         self._reset()
