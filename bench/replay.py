@@ -248,8 +248,8 @@ def stages(stored: Stored, frames: int) -> dict[str, float]:
                 keys = [batch.select(shards.KEYS) for batch in batches]
                 gathered = rows.RowsByTable()
                 timed("the loop and derive()", _gather, derivation.Deriver(stored, plan), batches, gathered)
-                tables, kinds = timed("records → Arrow", gathered.tables)
-                timed("derived rows → DuckDB", comparison.add_derived, tables, kinds)
+                tables, kinds, same = timed("records → Arrow", gathered.tables)
+                timed("derived rows → DuckDB", comparison.add_derived, tables, kinds, same)
                 timed("stored rows → DuckDB", comparison.load_stored, stored, SOURCE, low, high)
                 timed("old control events, carried frames", comparison.settle_stored, stored, SOURCE, low, high,
                       keys, [])

@@ -202,7 +202,7 @@ def _window(comparison: _Comparison, deriver: Deriver, stored: Stored, low: date
     keys: list[pa.RecordBatch] = []
     carried: list[int] = []
     for chunk in derive_window(deriver, stored, source, low, high, shard):
-        comparison.add_derived(chunk.tables, chunk.stored_kinds)
+        comparison.add_derived(chunk.tables, chunk.stored_kinds, chunk.same_kinds)
         keys += chunk.keys
         carried += chunk.carried
         part.frames += chunk.frames
@@ -253,6 +253,7 @@ class _Comparison:
         # busy deriving, and DuckDB's own threads only compete with that for them.
         self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("SET threads = 1")
+        self.same_kinds = 0  # frames of the window whose kind is the one stored (add_derived)
         rows.register(self.con)
         for table in TABLES:
             columns = ", ".join(f"{c.name} {c.duckdb}" for c in COLUMNS[table])
@@ -273,11 +274,16 @@ class _Comparison:
         finally:
             con.unregister("_rows")
 
-    def add_derived(self, tables: dict[str, list[pa.Table]], stored_kinds: pa.Table) -> None:
+    def add_derived(self, tables: dict[str, list[pa.Table]], stored_kinds: pa.Table, same_kinds: int = 0) -> None:
+        """Rows derived again, and the stored kinds of the frames whose kind changed (rows.RowsByTable):
+        `same_kinds` frames kept theirs, a row alike on both sides, only counted."""
         for table, parts in tables.items():
             for part in parts:
-                self._insert(f"derived_{table}", part)
-        self._insert(f"stored_{RAW_KINDS}", stored_kinds)
+                if part.num_rows:
+                    self._insert(f"derived_{table}", part)
+        if stored_kinds.num_rows:
+            self._insert(f"stored_{RAW_KINDS}", stored_kinds)
+        self.same_kinds += same_kinds
 
     def load_stored(self, stored: Stored, source: str, low: datetime, high: datetime,
                     owned: Owned | None = None) -> None:
@@ -357,6 +363,11 @@ class _Comparison:
                 self._compare(table, part, derived, stored)
                 self.con.execute(f"DELETE FROM derived_{table}")
                 self.con.execute(f"DELETE FROM stored_{table}")
+        kinds = part.tallies[RAW_KINDS]  # the frames that kept their kind: one row alike on each side
+        kinds.derived += self.same_kinds
+        kinds.stored += self.same_kinds
+        kinds.matched += self.same_kinds
+        self.same_kinds = 0
 
     def _count(self, sql: str) -> int:
         (value,), = self.con.execute(sql).fetchall()

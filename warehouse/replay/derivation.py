@@ -27,6 +27,7 @@ from warehouse.options import parse
 from warehouse.records import EVENT_CONNECT, CollectorEvent, RawMessage, Record, event_type_of, with_event_type
 from warehouse.replay.stored import Stored
 
+_tuple_new = tuple.__new__
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Frames stored with their text passed the size limit when they arrived; the limit is not re-applied.
 NO_LIMIT = sys.maxsize
@@ -165,30 +166,30 @@ class Deriver:
         # stored kind → (a REST answer?, the event type from the wire): a source has few kinds
         classified: dict[str, tuple[bool, str | None]] = {}
         for batch in batches:
-            ids, micros, connections, seqs, event_ids, kinds, payloads = _columns(batch)
-            for i, raw_id in enumerate(ids):
-                at = EPOCH + timedelta(microseconds=micros[i])
-                if connections[i] != current:
-                    current = connections[i]
-                    feed, adapter, connection = self._connection(current, seqs[i], at)
+            for raw_id, micros, connection_id, seq, event_id, stored_kind, payload in zip(*_columns(batch),
+                                                                                          strict=True):
+                at = EPOCH + timedelta(microseconds=micros)
+                if connection_id != current:
+                    current = connection_id
+                    feed, adapter, connection = self._connection(current, seq, at)
                     kind = feed.kind
-                payload = payloads[i]
                 if payload is None:  # not stored: nothing to derive, the frame is carried as it is
-                    raw = RawMessage(at, source, connection, seqs[i], kinds[i], None, event_ids[i])
-                    yield Replayed(raw_id, kinds[i], raw, [], False)
+                    raw = RawMessage(at, source, connection, seq, stored_kind, None, event_id)
+                    yield Replayed(raw_id, stored_kind, raw, [], False)
                     continue
-                known = classified.get(kinds[i])
+                known = classified.get(stored_kind)
                 if known is None:
-                    known = classified[kinds[i]] = (is_rest_kind(kinds[i]), event_type_of(kinds[i]))
+                    known = classified[stored_kind] = (is_rest_kind(stored_kind), event_type_of(stored_kind))
                 rest, event_type = known
                 if rest:  # a REST answer of a resync: its own adapter, by the request stored
-                    done = self._rest(connections[i], at, kinds[i], event_ids[i], payload, connection, seqs[i])
+                    done = self._rest(connection_id, at, stored_kind, event_id, payload, connection, seq)
                 else:
                     done = derive(adapter, kind, payload, received_at=at, source=source, connection_id=connection,
-                                  seq=seqs[i], event_id=event_ids[i], max_frame_bytes=NO_LIMIT)
+                                  seq=seq, event_id=event_id, max_frame_bytes=NO_LIMIT)
                     if event_type is not None:  # from the wire: carried over
                         done.raw = done.raw._replace(kind=with_event_type(done.raw.kind, event_type))
-                yield Replayed(raw_id, kinds[i], done.raw, done.records, True)
+                # Replayed's fields in order; tuple.__new__ skips the keyword handling of its __new__ (every frame).
+                yield _tuple_new(Replayed, (raw_id, stored_kind, done.raw, done.records, True))
 
     def _rest(self, connection_id: str, at: datetime, kind: str, event_id: str | None, payload: bytes,
               connection: UUID, seq: int) -> Derived:

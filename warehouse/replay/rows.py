@@ -206,7 +206,11 @@ def _values(kind: str, values: Iterable[Any]) -> list[Any] | Iterable[Any]:
 
 
 class RowsByTable:
-    """Records derived again, gathered per table until turned into Arrow."""
+    """Records derived again, gathered per table until turned into Arrow.
+
+    A frame's kind is compared as a table of (raw_id, kind) on each side; a frame whose kind is the
+    one stored gives the same row on both sides, which matches, so such a frame is only counted
+    (`same_kinds`): only frames whose kind changed go to the comparison as rows."""
 
     def __init__(self) -> None:
         self._reset()
@@ -215,13 +219,17 @@ class RowsByTable:
         self.rows: defaultdict[type[Record], list[Record]] = defaultdict(list)
         self.ids: defaultdict[type[Record], list[int]] = defaultdict(list)
         self.kinds: tuple[list[int], list[str], list[str]] = ([], [], [])  # raw id, kind now, kind stored
+        self.same_kinds = 0  # frames whose kind is the one stored
         self.count = 0
 
     def add(self, raw_id: int, kind: str, stored_kind: str, records: list[Record]) -> None:
-        frame_ids, kinds, stored = self.kinds
-        frame_ids.append(raw_id)
-        kinds.append(kind)
-        stored.append(stored_kind)
+        if kind == stored_kind:
+            self.same_kinds += 1
+        else:
+            frame_ids, kinds, stored = self.kinds
+            frame_ids.append(raw_id)
+            kinds.append(kind)
+            stored.append(stored_kind)
         rows, ids = self.rows, self.ids
         for record in records:
             cls = type(record)
@@ -229,8 +237,9 @@ class RowsByTable:
             ids[cls].append(raw_id)
         self.count += 1 + len(records)
 
-    def tables(self) -> tuple[dict[str, list[pa.Table]], pa.Table]:
-        """(table → Arrow tables of the rows derived again, the stored kinds as RAW_KINDS), and reset."""
+    def tables(self) -> tuple[dict[str, list[pa.Table]], pa.Table, int]:
+        """(table → Arrow tables of the rows derived again, the stored kinds as RAW_KINDS (of the
+        frames whose kind changed), how many frames kept their kind), and reset."""
         out: dict[str, list[pa.Table]] = defaultdict(list)
         frame_ids, kinds, stored = self.kinds
         out[RAW_KINDS].append(pa.table([pa.array(frame_ids, pa.int64()), pa.array(kinds, pa.string())],
@@ -242,8 +251,9 @@ class RowsByTable:
             if table is None:
                 raise ValueError(f"an adapter returned a {cls.__name__}, which is not a record type")
             out[table].append(_arrow(table, cls, rows, self.ids[cls]))
+        same = self.same_kinds
         self._reset()
-        return out, stored_kinds
+        return out, stored_kinds, same
 
 
 def _arrow(table: str, cls: type[Record], rows: list[Record], ids: list[int]) -> pa.Table:

@@ -42,6 +42,7 @@ class Chunk:
 
     tables: dict[str, list[pa.Table]]
     stored_kinds: pa.Table
+    same_kinds: int  # frames whose kind is the one stored: not in the tables (rows.RowsByTable)
     frames: int
     keys: list[pa.RecordBatch] = field(default_factory=list)
     carried: list[int] = field(default_factory=list)
@@ -68,11 +69,14 @@ def derive_window(deriver: Deriver, stored: Stored, source: str, low: datetime, 
     if mine == []:
         yield Chunk(*derived.tables(), 0)
         return
-    for replayed in deriver.run(prefetch(_tap(stored.frames(source, low, high, connections=mine), keys))):
-        if not replayed.derived:
-            carried.append(replayed.raw_id)
+    add = derived.add
+    # Replayed unpacked, not read by name: this runs for every frame.
+    for raw_id, stored_kind, raw, records, is_derived in deriver.run(
+            prefetch(_tap(stored.frames(source, low, high, connections=mine), keys))):
+        if not is_derived:
+            carried.append(raw_id)
             continue
-        derived.add(replayed.raw_id, replayed.raw.kind, replayed.stored_kind, replayed.records)
+        add(raw_id, raw.kind, stored_kind, records)
         frames += 1
         if derived.count >= FLUSH_ROWS:
             yield Chunk(*derived.tables(), frames)
