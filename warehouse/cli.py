@@ -33,8 +33,6 @@ import typer.core
 from warehouse.config import Config, ConfigError, load_config
 from warehouse.console import err, error, out, say, warning
 from warehouse.lifecycle import jobs
-from warehouse.lifecycle.bucket import BucketError, Settings
-from warehouse.lifecycle.export import ExportError
 from warehouse.lifecycle.jobs import Run
 from warehouse.lifecycle.lock import Busy
 from warehouse.store import migrate
@@ -51,6 +49,7 @@ from warehouse.store.duckdb import ExtensionMissing
 from warehouse.store.embedded import EmbeddedError
 
 if TYPE_CHECKING:
+    from warehouse.lifecycle.bucket import Settings
     from warehouse.lifecycle.storage import Lake
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -164,6 +163,8 @@ class Context:
 
     def bucket_settings(self) -> Settings:
         """How to reach a bucket lake: the AWS variables, overridden by `[export] s3_*`."""
+        from warehouse.lifecycle.bucket import Settings
+
         export = self.config.export
         return Settings.from_env(export.s3_endpoint, export.s3_region, export.s3_url_style)
 
@@ -292,8 +293,12 @@ def _discard_output() -> None:
 
 def _explain(exc: BaseException, verbose: bool) -> None:
     """One line saying what went wrong; the database hint only where it fits."""
+    # Imported when there is an error to explain, not at start-up (each command imports what it uses).
     import psycopg
     import sqlalchemy.exc
+
+    from warehouse.lifecycle.bucket import BucketError
+    from warehouse.lifecycle.export import ExportError
 
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None else exc
     if isinstance(cause, ConfigError | EmbeddedError | ExtensionMissing | migrate.SchemaError | ValueError | Busy
@@ -597,6 +602,7 @@ def export(
 
 
 def _copy_lake(obj: Context, source: Lake, copy_to: str) -> None:
+    from warehouse.lifecycle.bucket import BucketError
     from warehouse.lifecycle.move import copy_lake
     from warehouse.lifecycle.storage import BucketLake, Directory
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import errno
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from warehouse.collect.metrics import LATENCY_BUCKETS
-from warehouse.collect.status import SourceStatus, duration
+if TYPE_CHECKING:
+    from warehouse.collect.status import SourceStatus
 
 
 class _Output(Console):
@@ -43,6 +43,10 @@ def say(message: str, *, wrap: bool = True) -> None:
 
 
 def status_table(rows: list[SourceStatus]) -> Table | str:
+    # Imported by the tables `status` prints, not at start-up: every other command would load the status
+    # queries and prometheus_client for nothing (docs/development.md, the CLI's start-up).
+    from warehouse.collect.status import duration
+
     if not rows:
         return "no source has sent anything yet"
     table = Table(title="sources", title_justify="left")
@@ -61,6 +65,8 @@ def status_table(rows: list[SourceStatus]) -> Table | str:
 
 def claims_table(rows: list[SourceStatus]) -> Table:
     """Who collects each feed (its claim's holder), since when, and who stands by for it."""
+    from warehouse.collect.status import duration
+
     table = Table(title="claims", title_justify="left")
     for column in ("feed", "collected by", "since", "epoch", "standing by"):
         table.add_column(column, justify="right" if column == "epoch" else "left")
@@ -91,6 +97,8 @@ def resyncs(r: SourceStatus) -> str:
 
 def live_table(live: dict[str, dict[str, float]]) -> Table:
     """The counters of running collectors, from their /metrics."""
+    from warehouse.collect.metrics import LATENCY_BUCKETS
+
     table = Table(title="running collector (since it started)", title_justify="left")
     columns = [("frames", "frames"), ("rows", "rows"), ("received_bytes", "bytes"),
                ("reconnect_attempts", "reconnect attempts"), ("quarantined", "quarantined"),
