@@ -32,13 +32,6 @@ _SCRIPT_CONNECTION = UUID("0b7e7d3c-5f7c-4a8e-9d2f-777777777777")  # the connect
 _counter = itertools.count(1)
 
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests marked `early` (the longest, a minute or so) first. `--dist loadgroup` hands the two
-    workers one test at a time, in this order: the short ones then fill in at the end, so that both
-    workers finish together instead of one running the longest test alone while the other waits."""
-    items.sort(key=lambda item: item.get_closest_marker("early") is None)
-
 # Where a test runs, chosen by the fixture it asks for:
 # - `db_url` / `empty_db_url` / `pg_server`: the wheel's PostgreSQL 18 only (most tests: what they
 #   check does not depend on how the fact tables are stored);

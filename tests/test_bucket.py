@@ -101,7 +101,6 @@ def configured(tmp_path: Path, root: str) -> Path:
     return config
 
 
-@pytest.mark.early
 def test_retention_checks_objects_in_place_and_the_surface_reads_cold_days_from_the_bucket(
         storage_url: str, aws: Server, prefix: str, tmp_path: Path) -> None:
     root = aws.url(prefix)
@@ -192,7 +191,6 @@ def test_the_secret_is_in_no_table_and_no_output(db_url: str, aws: Server, prefi
 
 
 
-@pytest.mark.early
 def test_a_local_lake_copied_to_a_bucket_is_verified_and_used_from_then_on(
         db_url: str, aws: Server, prefix: str, tmp_path: Path) -> None:
     local, root = tmp_path / "lake", aws.url(prefix)

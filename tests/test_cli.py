@@ -11,8 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
-import pytest
-
 from tests.conftest import query
 from warehouse.config import WriterSettings
 from warehouse.records import CollectorEvent, Quarantine, RawMessage
@@ -34,7 +32,6 @@ def test_db_url_prints_the_configured_database(db_url: str) -> None:
     assert result.stdout.strip() == "postgresql://other/db"
 
 
-@pytest.mark.early
 def test_demo_starts_the_embedded_server_migrates_and_reuses_it(tmp_path: Path) -> None:
     env = {"WAREHOUSE_DATA_DIR": str(tmp_path / "data")}
     try:
@@ -141,7 +138,6 @@ def test_downgrade_needs_confirmation(db_url: str) -> None:
     assert query(db_url, "SELECT count(*) FROM alembic_version") == [(1,)]
 
 
-@pytest.mark.early
 def test_a_command_that_finds_no_schema_leaves_no_embedded_server_running(tmp_path: Path) -> None:
     """Issue 26 item 6: every command pointed at a new data directory used to create and start an embedded
     PostgreSQL, and leave it running after saying there was no schema."""

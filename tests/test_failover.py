@@ -154,7 +154,6 @@ def test_a_rolling_upgrade_hands_every_feed_over_with_only_the_clean_handover_as
     assert "standing by" in new.log.read_text()
 
 
-@pytest.mark.early
 def test_the_holder_killed_again_and_again_each_time_a_standby_takes_over_and_saba_loses_nothing(
         private_server: EmbeddedPostgres, tmp_path: Path) -> None:
     """SIGKILL, three times in a row, whichever process holds the feeds: the other takes them once the

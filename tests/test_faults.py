@@ -98,7 +98,6 @@ def assert_once_each_and_derived_rows_match(url: str, fleet_toml: str) -> None:
         assert expected, f"{source} stored no rows"
 
 
-@pytest.mark.early
 def test_a_database_outage_while_all_four_feeds_stream_loses_nothing(server: EmbeddedPostgres,
                                                                      tmp_path: Path) -> None:
     url = server.url()

@@ -84,7 +84,6 @@ def exported_and_retained(url: str, tmp_path: Path, root: Path, keep_days: int) 
 # -- 1. export and retention exclude each other, across hosts ---------------------------------------------------
 
 
-@pytest.mark.early
 @pytest.mark.parametrize("step", STEPS)
 def test_retention_beside_an_export_paused_at_any_step_waits_its_turn_and_no_row_vanishes(
         db_url: str, tmp_path: Path, step: str) -> None:

@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.early
 def test_demo_exports_charts_and_the_notebook_runs_on_it(db_url: str, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"

@@ -21,7 +21,6 @@ from warehouse.store.embedded import EmbeddedPostgres
 
 # Statements the demo's 30 seconds of data must answer with rows (the quarantine query may be empty:
 # the demo's vendors send no malformed frames).
-pytestmark = pytest.mark.xdist_group("test_readme")  # on one worker: the demo is run once for the whole module
 MAY_BE_EMPTY = ("FROM quarantine",)
 
 

@@ -40,7 +40,6 @@ def spark() -> Iterator[Any]:
 
 
 # The Spark SQL type of each lake type (by its DuckDB name in warehouse.lake).
-pytestmark = pytest.mark.xdist_group("test_spark")  # on one worker: Spark is started once for the whole module
 SPARK = {lake.PARQUET_DECIMAL: f"decimal({lake.DECIMAL_PRECISION},{lake.DECIMAL_SCALE})", "DOUBLE": "double",
          "BIGINT": "bigint", "INTEGER": "int", "BOOLEAN": "boolean", "VARCHAR": "string", "TIMESTAMPTZ": "timestamp"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -11,8 +11,6 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import query
 from tests.markdown import README, blocks
 from warehouse.store.embedded import EmbeddedPostgres
@@ -26,7 +24,6 @@ def walkthrough() -> str:
     return block.code
 
 
-@pytest.mark.early
 def test_the_week_of_history_walkthrough_runs_as_written(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = {**os.environ, "WAREHOUSE_DATA_DIR": str(data)}
