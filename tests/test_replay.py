@@ -44,7 +44,6 @@ from warehouse.store.database import data_dir
 from warehouse.store.embedded import EmbeddedPostgres
 from warehouse.store.writer import Writer
 
-pytestmark = pytest.mark.xdist_group("test_replay")  # on one worker: `collected` is made once
 RATES = {"oddspapi": 100, "saba": 40, "ckex": 20, "mm": 20}  # frames/s, by the fleet's feed names
 SOURCES = [vendor.name for vendor in fleet_vendors()]
 DERIVED = ("price_ticks", "market_changes", "fixture_changes", "score_changes", "order_changes", "bet_changes",
