@@ -77,11 +77,15 @@ def read_run(url: str, source: str, batch_rows: int = 10_000) -> list[Table]:
             rows = _tuples(buffer.getvalue())
             if rows:
                 tables.append(Table(name, columns, [row for row, _ in rows], [raw_id for _, raw_id in rows]))
-    # Batches of whole frames, about batch_rows rows each (frames and their derived rows), as the writer cuts.
+    # Batches of whole frames, about batch_rows rows each (frames and their derived rows), as the writer cuts;
+    # a run too small for eight such batches is cut into eight, so that both connections have work.
     per_frame: dict[int, int] = {}
     for table in tables:
         for raw_id in table.batch_of:
             per_frame[raw_id] = per_frame.get(raw_id, 0) + 1
+    if not per_frame:
+        raise SystemExit(f"--ceiling: the run stored no {source} frames to send again")
+    batch_rows = min(batch_rows, max(1, sum(per_frame.values()) // 8))
     batch_of_frame, batch, rows = {}, 0, 0
     for raw_id in sorted(per_frame):
         if rows >= batch_rows:
