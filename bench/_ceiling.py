@@ -57,14 +57,18 @@ def _tuples(data: bytes) -> list[tuple[bytes, int]]:
         out.append((data[start:at], struct.unpack_from("!q", data, last)[0] if last else -1))
 
 
+def derived_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every table of rows derived from frames (partitioned parents with a raw_id), quarantine aside."""
+    return [name for (name,) in conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'raw_id'"
+        " WHERE c.relkind = 'p' AND c.relnamespace = 'public'::regnamespace AND c.relname <> 'quarantine'")]
+
+
 def read_run(url: str, source: str, batch_rows: int = 10_000) -> list[Table]:
     """The run's raw frames and derived rows as binary COPY tuples, each assigned to a writer-sized batch."""
     with psycopg.connect(url) as conn:
-        derived = [name for (name,) in conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'raw_id'"
-            " WHERE c.relkind = 'p' AND c.relnamespace = 'public'::regnamespace AND c.relname <> 'quarantine'")]
         tables = []
-        for name, id_column in [("raw_messages", "id"), *((name, "raw_id") for name in derived)]:
+        for name, id_column in [("raw_messages", "id"), *((name, "raw_id") for name in derived_tables(conn))]:
             columns = [c for (c,) in conn.execute(
                 "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
                 " AND attname <> %s ORDER BY attnum", (name, id_column))] + [id_column]

@@ -412,12 +412,8 @@ def measure(url: str, source: str, sent: int, reports: list[dict[str, Any]], sam
             " max(l) FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - received_at)::float8 AS l"
             " FROM raw_messages WHERE source = %s) f", (source,)).fetchone()
         quarantined = conn.execute("SELECT count(*) FROM quarantine WHERE source = %s", (source,)).fetchone()[0]
-        derived = conn.execute(  # every table of rows derived from frames this revision has (partitioned parents)
-            "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'raw_id'"
-            " WHERE c.relkind = 'p' AND c.relnamespace = 'public'::regnamespace AND c.relname <> 'quarantine'"
-        ).fetchall()
         rows = sum(conn.execute(f'SELECT count(*) FROM "{name}" WHERE source = %s AND raw_id IS NOT NULL',
-                                (source,)).fetchone()[0] for (name,) in derived)
+                                (source,)).fetchone()[0] for name in _ceiling.derived_tables(conn))
     total = sum(n for _, n in timeline)
     cumulative, at20, at80 = 0, None, None
     for t, n in timeline:
