@@ -84,7 +84,9 @@ class HotDays:
                 conn = self._connection()
                 # BEGIN, the statement, the question and COMMIT sent at once: one round trip.
                 with conn.pipeline(), conn.transaction():
-                    answer = conn.execute(sql, params or None)
+                    # Prepared: a relation's plan over a day's partitions costs PostgreSQL about as much as
+                    # running it for one fixture (docs/performance.md, "The query surface on hot days").
+                    answer = conn.execute(sql, params or None, prepare=True)
                     retained = conn.execute(RETAINED, (sorted(tables),))
                 rows, (dropped,) = answer.fetchall(), retained.fetchone()
             except psycopg.OperationalError:
