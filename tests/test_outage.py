@@ -36,9 +36,15 @@ def fast_retry(spool_dir: Path) -> WriterSettings:
     return WriterSettings(spool_dir=spool_dir, batch_rows=400, retry_initial_s=0.05, retry_max_s=0.3)
 
 
-def assert_exactly_once_in_order(url: str, count: int) -> None:
+def assert_exactly_once_in_order(url: str, count: int, writer: Writer | None = None) -> None:
     seqs = [r[0] for r in query(url, "SELECT seq FROM raw_messages ORDER BY id")]
-    assert len(seqs) == count, f"{len(seqs)} frames stored, {count} sent"
+    # On a failure, what tells a lost batch's story: which frames, what the batch markers say was committed,
+    # and what the writer counted.
+    missing = sorted(set(range(count)) - set(seqs))
+    (batches,) = query(url, "SELECT count(*), sum(frames) FROM ingest_batches")
+    assert len(seqs) == count, (f"{len(seqs)} frames stored, {count} sent; missing {len(missing)}:"
+                                f" {missing[:3]}…{missing[-3:]}; ingest_batches (count, frames): {batches};"
+                                f" {writer.stats if writer else ''}")
     assert seqs == list(range(count)), "frames out of order or duplicated"
     ticks = query(url, "SELECT count(*), count(DISTINCT raw_id) FROM price_ticks p"
                        " JOIN raw_messages r ON r.id = p.raw_id AND r.seq = round((p.price - 1) * 10000)")
@@ -78,7 +84,7 @@ def test_server_stopped_mid_stream_loses_nothing_and_stores_nothing_twice(
 
     with caplog.at_level(logging.WARNING, logger="warehouse.writer"):
         writer = asyncio.run(asyncio.wait_for(main(), 120))
-    assert_exactly_once_in_order(url, 12000)
+    assert_exactly_once_in_order(url, 12000, writer)
     assert writer.stats.spooled_batches > 0 and writer.stats.replayed_batches > 0
     assert writer.stats.dropped == 0 and writer.stats.refused == 0
     assert writer.stats.outages == 1, "one outage, however many reconnections failed during it"
