@@ -99,6 +99,22 @@ def test_engine_rows_are_postgresqls_while_every_day_is_hot_then_the_surfaces(st
     assert len(query(url, LINE_MOVEMENT, "F", "M")) == len(expected) - 2 * len(COLD_DAYS)
 
 
+def test_a_relation_whose_columns_change_under_an_open_engine_is_read_anew(db_url: str) -> None:
+    """Statements on the hot path are prepared; a relation redefined while an Engine is open (a migration
+    under a notebook) makes PostgreSQL refuse the prepared one: the Engine asks in a new session."""
+    with psycopg.connect(db_url, autocommit=True) as ddl:
+        ddl.execute("CREATE VIEW probe_relation AS SELECT 1 AS a")
+        hot = Engine.warehouse(db_url).hot
+        assert hot is not None
+        try:
+            assert hot.rows("SELECT * FROM probe_relation", ()) == [(1,)]
+            ddl.execute("DROP VIEW probe_relation")
+            ddl.execute("CREATE VIEW probe_relation AS SELECT 'x'::text AS a, 2 AS b")
+            assert hot.rows("SELECT * FROM probe_relation", ()) == [("x", 2)]
+        finally:
+            hot.close()
+
+
 def test_the_tables_a_statement_reads_include_those_of_its_relations() -> None:
     assert tables_read(LINE_MOVEMENT) == {"price_ticks", "fixture_changes", "market_changes"}
     assert tables_read(GAPS) == {"price_ticks", "collector_events"}

@@ -80,20 +80,28 @@ class HotDays:
         if tables & self.cold:
             return None
         with self._lock:
-            try:
-                conn = self._connection()
-                # BEGIN, the statement, the question and COMMIT sent at once: one round trip.
-                with conn.pipeline(), conn.transaction():
-                    # Prepared: a relation's plan over a day's partitions costs PostgreSQL about as much as
-                    # running it for one fixture (docs/performance.md, "The query surface on hot days").
-                    answer = conn.execute(sql, params or None, prepare=True)
-                    retained = conn.execute(RETAINED, (sorted(tables),))
-                rows, (dropped,) = answer.fetchall(), retained.fetchone()
-            except psycopg.OperationalError:
-                self._close()  # the server restarted, or ended the session: the surface asks it anew
-                return None
-            except psycopg.ProgrammingError:  # SQL only DuckDB takes, or placeholders psycopg does not
-                return None
+            for attempt in (1, 2):
+                try:
+                    conn = self._connection()
+                    # BEGIN, the statement, the question and COMMIT sent at once: one round trip.
+                    with conn.pipeline(), conn.transaction():
+                        # Prepared: a relation's plan over a day's partitions costs PostgreSQL about as much
+                        # as running it for one fixture (docs/performance.md, "The query surface on hot days").
+                        answer = conn.execute(sql, params or None, prepare=True)
+                        retained = conn.execute(RETAINED, (sorted(tables),))
+                    rows, (dropped,) = answer.fetchall(), retained.fetchone()
+                    break
+                except psycopg.errors.FeatureNotSupported:
+                    # A relation's columns changed under a prepared statement (`warehouse db upgrade` while
+                    # a notebook is open: "cached plan must not change result type"): once more, anew.
+                    self._close()
+                    if attempt == 2:
+                        return None
+                except psycopg.OperationalError:
+                    self._close()  # the server restarted, or ended the session: the surface asks it anew
+                    return None
+                except psycopg.ProgrammingError:  # SQL only DuckDB takes, or placeholders psycopg does not
+                    return None
         self.cold.update(dropped)
         return None if dropped else list(rows)
 
