@@ -372,3 +372,33 @@ def test_unique_connection_ids_are_kept_as_uuids(db_url: str, spool_dir: Path) -
 
     run(main())
     assert [r[0] for r in query(db_url, "SELECT connection_id FROM raw_messages ORDER BY seq")] == ids
+
+
+def test_a_commit_message_counts_only_when_postgresql_answers_commit(db_url: str) -> None:
+    """The writer counts a batch committed only on PostgreSQL's COMMIT: a transaction that had failed answers
+    ROLLBACK to the same message without an error, and asyncpg ends a call whose connection another task
+    closed with no answer at all (docs/reliability.md, "Open: …"): both take the outage path."""
+    import asyncpg
+
+    from warehouse.store import writer as writing
+
+    async def answers() -> list[str]:
+        conn = await asyncpg.connect(db_url)
+        try:
+            found = []
+            for failing in (False, True):
+                await conn.execute("BEGIN")
+                if failing:
+                    with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+                        await conn.execute("SELECT 1 / 0")
+                found.append(await conn.execute(f"INSERT INTO ingest_batches (batch_id, frames, rows) VALUES"
+                                                f" ('{uuid4()}', 0, 0); COMMIT" if not failing else "COMMIT"))
+            return found
+        finally:
+            await conn.close()
+
+    assert asyncio.run(answers()) == ["COMMIT", "ROLLBACK"]
+    writing._confirmed("COMMIT")
+    for answer in ("ROLLBACK", None, ""):
+        with pytest.raises(ConnectionError, match="not COMMIT: it is spooled"):
+            writing._confirmed(answer)

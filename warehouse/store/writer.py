@@ -451,7 +451,7 @@ class Writer:
             if failed is None and (before is None or await before.fast) and not self._spool.pending:
                 try:
                     async with asyncio.timeout(self.settings.statement_timeout_s):
-                        await conn.execute(_commit_message(plan, batch_id, frames, row_count))
+                        _confirmed(await conn.execute(_commit_message(plan, batch_id, frames, row_count)))
                 except Exception as exc:
                     failed = exc
                 else:
@@ -619,7 +619,7 @@ class Writer:
             try:
                 plan = await fence.plan(conn, self.fencing, units, epochs, current)
                 frames, row_count = await self._copy(conn, plan.units)
-                await conn.execute(_commit_message(plan, batch_id, frames, row_count))
+                _confirmed(await conn.execute(_commit_message(plan, batch_id, frames, row_count)))
             except (*DATA_ERRORS, asyncpg.PostgresError) as exc:
                 # The connection stays for the bisection or the late plan: end the failed transaction.
                 # (Any other error drops the connection, and the server ends the transaction with it.)
@@ -716,6 +716,15 @@ def _commit_message(plan: fence.Plan, batch_id: UUID, frames: int, row_count: in
     are ours: names quoted, a UUID, integers)."""
     return (f"{plan.sql()}INSERT INTO ingest_batches (batch_id, frames, rows)"
             f" VALUES ('{batch_id}', {frames:d}, {row_count:d}); COMMIT")
+
+
+def _confirmed(status: object) -> None:
+    """A commit message's answer must be PostgreSQL's COMMIT. ROLLBACK (the transaction had failed unseen) or
+    no answer at all (asyncpg ends a call with None when its connection closes under it, as another batch's
+    outage closes both) is no commit: the batch takes the outage path, and its id tells the replay whether it
+    landed (docs/reliability.md, "Open: a batch counted committed and missing after a crash")."""
+    if status != "COMMIT":
+        raise ConnectionError(f"the batch's COMMIT was answered {status!r}, not COMMIT: it is spooled")
 
 
 def _refusal_attempts(raw: RawMessage | None, rows: Sequence[Any], source: str, reason: str) -> list[Unit]:
